@@ -1,0 +1,36 @@
+# Front door: `make run` builds and tells a story with the bundled model;
+# `make test` builds and runs the whole suite. Both install dependencies.
+BUILD     ?= build
+JOBS      ?= $(shell nproc)
+CMAKE_ARGS ?=
+MODEL     ?= models/stories260K.gguf
+PROMPT    ?= Once upon a time
+
+.PHONY: all deps build run test test-asan bench clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(BUILD)/Makefile: CMakeLists.txt
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+
+build: deps $(BUILD)/Makefile
+	cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	$(BUILD)/inferd generate -m $(MODEL) -p "$(PROMPT)" -n 200 --temp 0.8 --seed 42
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+test-asan:
+	$(MAKE) test BUILD=build-asan \
+	  CMAKE_ARGS="-DINFERD_SANITIZE=address,undefined -DINFERD_WERROR=ON $(CMAKE_ARGS)"
+
+bench: build
+	bash bench/run.sh
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,80 @@
+/* Logger: formats a line into a stack buffer and writes it with one
+ * write(2), so concurrent lines never interleave. */
+#include "inferd/log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_int log_level = -1; /* -1: not yet read from the environment */
+
+int inferd_log_level_parse(const char *s)
+{
+    static const char *names[] = {"debug", "info", "warn", "error", "off"};
+    for (int i = 0; i < 5; i++)
+        if (s && strcasecmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+inferd_log_level inferd_log_get_level(void)
+{
+    int l = atomic_load_explicit(&log_level, memory_order_relaxed);
+    if (l < 0) {
+        l = inferd_log_level_parse(getenv("INFERD_LOG_LEVEL"));
+        if (l < 0)
+            l = INFERD_LOG_INFO;
+        atomic_store_explicit(&log_level, l, memory_order_relaxed);
+    }
+    return (inferd_log_level)l;
+}
+
+void inferd_log_set_level(inferd_log_level level)
+{
+    atomic_store_explicit(&log_level, (int)level, memory_order_relaxed);
+}
+
+void inferd_log(inferd_log_level level, const char *comp, const char *fmt, ...)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    char msg[1024], line[2300];
+    struct timespec ts;
+    struct tm tm;
+    va_list ap;
+    size_t n;
+
+    if (level < inferd_log_get_level() || level >= INFERD_LOG_OFF)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = (size_t)snprintf(line, sizeof(line),
+                         "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s comp=%s msg=\"",
+                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                         tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
+                         names[level], comp ? comp : "-");
+    /* Escape the message; leave room for the closing quote and newline. */
+    for (const char *p = msg; *p && n + 6 < sizeof(line); p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\') {
+            line[n++] = '\\';
+            line[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(line + n, sizeof(line) - n, "\\x%02x", c);
+        } else {
+            line[n++] = (char)c;
+        }
+    }
+    line[n++] = '"';
+    line[n++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, n);
+    (void)w;
+}
