@@ -101,6 +101,13 @@ const void *inferd_gguf_kv_arr_data(const inferd_gguf *g, uint64_t i);
 inferd_gguf_str inferd_gguf_kv_arr_str(const inferd_gguf *g, uint64_t i, uint64_t j);
 /** For a string value. */
 inferd_gguf_str inferd_gguf_kv_str(const inferd_gguf *g, uint64_t i);
+/** For a fixed-size scalar value (not string or array): pointer to its
+ * little-endian bytes inside the mapping (may be unaligned: read with
+ * memcpy); NULL for strings and arrays. */
+const void *inferd_gguf_kv_data(const inferd_gguf *g, uint64_t i);
+/** Short name of a value type: "u8", "i32", "f64", "bool", "string",
+ * "array"...; "?" for an unknown value. Thread: any. */
+const char *inferd_gguf_type_name(inferd_gguf_type type);
 
 /**
  * Typed getters by key. Each returns 0 and writes *out on success;

@@ -1,24 +1,50 @@
-/* cpuid-based ISA detection, cached after the first call. */
+/* cpuid-based ISA detection, cached after the first call. Checks both the
+ * instruction-set bits and that the OS saves the AVX / AVX-512 register
+ * state (XCR0), so a kernel is only chosen where it can run. */
 #include "inferd/cpu.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+static uint64_t read_xcr0(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
 
 inferd_isa inferd_cpu_isa_hw(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("fma"))
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return INFERD_ISA_SCALAR;
+    const bool fma = c & (1u << 12), osxsave = c & (1u << 27), f16c = c & (1u << 29);
+    if (!osxsave || !fma || !f16c)
+        return INFERD_ISA_SCALAR;
+    const uint64_t xcr0 = read_xcr0();
+    if ((xcr0 & 0x6) != 0x6) /* SSE and AVX state */
+        return INFERD_ISA_SCALAR;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+        return INFERD_ISA_SCALAR;
+    const bool avx2 = b & (1u << 5);
+    if (!avx2)
+        return INFERD_ISA_SCALAR;
+    const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) &&
+                        (b & (1u << 31)) && (c & (1u << 11)) /* F DQ BW VL VNNI */;
+    if (avx512 && (xcr0 & 0xe0) == 0xe0) /* opmask and ZMM state */
         return INFERD_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return INFERD_ISA_AVX2;
-#endif
+    return INFERD_ISA_AVX2;
+#else
     return INFERD_ISA_SCALAR;
+#endif
 }
 
 inferd_isa inferd_cpu_isa(void)

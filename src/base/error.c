@@ -34,6 +34,7 @@ const char *inferd_error_wire_code(int code)
     return "internal";
 }
 
+__attribute__((format(printf, 4, 0)))
 static int vfail(inferd_error *err, int code, int sys_errno, const char *fmt,
                  va_list ap)
 {

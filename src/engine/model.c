@@ -1,0 +1,779 @@
+/* llama-family forward pass over a batch of tokens from several sequences.
+ * Invariants: weights are borrowed from the GGUF mmap; every buffer is
+ * allocated at load; the KV cache has one slot per sequence, K as
+ * (pos, kv_dim) rows and V transposed as (kv_head, head_dim, pos) rows so
+ * that both attention products are plain F16 dot products.
+ * Threads: one caller at a time; parallel sections run on the caller's pool
+ * and split work by tokens, heads or output rows only. */
+#include "inferd/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "inferd/alloc.h"
+#include "inferd/fp16.h"
+#include "inferd/log.h"
+#include "inferd/matmul.h"
+#include "inferd/quant.h"
+
+#define MAX_THREADS 256
+
+typedef struct weight {
+    uint32_t type;
+    const void *data;   /* (n_rows, n_cols) in type, in the mapping */
+    int64_t n_rows;
+    int64_t n_cols;
+    size_t row_bytes;
+} weight;
+
+typedef struct layer {
+    const float *attn_norm;  /* (n_embd) */
+    const float *ffn_norm;   /* (n_embd) */
+    weight wq, wk, wv, wo;
+    weight w_gate, w_up, w_down;
+} layer;
+
+struct inferd_model {
+    inferd_gguf *gguf;
+    inferd_vocab *vocab;
+    inferd_model_hparams hp;
+    weight tok_embd;
+    weight output;
+    const float *output_norm;   /* (n_embd) */
+    const float *rope_freqs;    /* (n_rot/2) frequency divisors, or NULL */
+    layer *layers;              /* (n_layer) */
+
+    uint32_t n_ctx, n_seq_max, n_batch_max;
+    uint32_t kv_dim;            /* n_head_kv * head_dim */
+    uint32_t q_dim;             /* n_head * head_dim */
+    inferd_f16 *k_cache;        /* (n_layer, n_seq_max, n_ctx, kv_dim) */
+    inferd_f16 *v_cache;        /* (n_layer, n_seq_max, n_head_kv, head_dim, n_ctx) */
+    uint32_t *seq_len;          /* (n_seq_max) tokens in each slot */
+    uint32_t *seq_len_tmp;      /* (n_seq_max) scratch for batch checks */
+    uint64_t state_bytes;
+
+    /* Work buffers, (n_batch_max, width) each. */
+    float *x;        /* residual stream (n_embd) */
+    float *xb;       /* normed input / block output (n_embd) */
+    float *q;        /* (q_dim) */
+    float *k, *v;    /* (kv_dim) */
+    float *att;      /* attention output (q_dim) */
+    float *hb, *hb2; /* (n_ff) */
+    float *rope_cs;  /* (n_batch_max, n_rot): cos, sin pairs */
+    void *mm_work;   /* matmul activation conversion */
+    /* Per-thread attention scratch. */
+    float *scores;        /* (MAX_THREADS, n_ctx) */
+    inferd_f16 *p16;      /* (MAX_THREADS, n_ctx) */
+    inferd_f16 *q16;      /* (MAX_THREADS, head_dim) */
+    int32_t *out_rows;    /* (n_batch_max) batch index of each output */
+
+    const inferd_kernels *f16k;  /* F16 kernels for attention */
+};
+
+inferd_model_params inferd_model_params_default(void)
+{
+    inferd_model_params p = {.n_ctx = 0, .n_seq_max = 1, .n_batch_max = 512};
+    return p;
+}
+
+/* --- loading ----------------------------------------------------------- */
+
+static int get_arch_u32(const inferd_gguf *g, const char *arch, const char *name,
+                        bool required, uint32_t dflt, uint32_t *out, inferd_error *err)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", arch, name);
+    int rc = inferd_gguf_get_u32(g, key, out, err);
+    if (rc == INFERD_E_NOT_FOUND) {
+        if (required)
+            return inferd_fail(err, INFERD_E_FORMAT, "model: missing key '%s'", key);
+        *out = dflt;
+        return 0;
+    }
+    return rc;
+}
+
+static int get_arch_f32(const inferd_gguf *g, const char *arch, const char *name,
+                        float dflt, float *out, inferd_error *err)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "%s.%s", arch, name);
+    int rc = inferd_gguf_get_f32(g, key, out, err);
+    if (rc == INFERD_E_NOT_FOUND) {
+        *out = dflt;
+        return 0;
+    }
+    return rc;
+}
+
+static int load_hparams(inferd_model *m, inferd_error *err)
+{
+    const inferd_gguf *g = m->gguf;
+    inferd_model_hparams *hp = &m->hp;
+    inferd_gguf_str arch;
+    int rc;
+
+    rc = inferd_gguf_get_str(g, "general.architecture", &arch, err);
+    if (rc == INFERD_E_NOT_FOUND)
+        return inferd_fail(err, INFERD_E_FORMAT, "model: missing key 'general.architecture'");
+    if (rc < 0)
+        return rc;
+    if (arch.len >= sizeof(hp->arch))
+        return inferd_fail(err, INFERD_E_UNSUPPORTED, "model: architecture name too long");
+    memcpy(hp->arch, arch.ptr, arch.len);
+    hp->arch[arch.len] = '\0';
+    if (strcmp(hp->arch, "llama") != 0)
+        return inferd_fail(err, INFERD_E_UNSUPPORTED,
+                           "model: architecture '%s' is not supported (supported: llama)",
+                           hp->arch);
+
+    const char *a = hp->arch;
+    if ((rc = get_arch_u32(g, a, "embedding_length", true, 0, &hp->n_embd, err)) < 0 ||
+        (rc = get_arch_u32(g, a, "block_count", true, 0, &hp->n_layer, err)) < 0 ||
+        (rc = get_arch_u32(g, a, "feed_forward_length", true, 0, &hp->n_ff, err)) < 0 ||
+        (rc = get_arch_u32(g, a, "attention.head_count", true, 0, &hp->n_head, err)) < 0 ||
+        (rc = get_arch_u32(g, a, "context_length", true, 0, &hp->n_ctx_train, err)) < 0)
+        return rc;
+    if ((rc = get_arch_u32(g, a, "attention.head_count_kv", false, hp->n_head,
+                           &hp->n_head_kv, err)) < 0)
+        return rc;
+    if (hp->n_embd == 0 || hp->n_embd > 65536 || hp->n_layer == 0 || hp->n_layer > 1024 ||
+        hp->n_head == 0 || hp->n_head > 1024 || hp->n_ff == 0 || hp->n_ff > 1u << 20 ||
+        hp->n_ctx_train == 0)
+        return inferd_fail(err, INFERD_E_FORMAT,
+                           "model: implausible hyper-parameters (embd %u, layers %u, "
+                           "heads %u, ffn %u, context %u)",
+                           hp->n_embd, hp->n_layer, hp->n_head, hp->n_ff, hp->n_ctx_train);
+    if (hp->n_head_kv == 0 || hp->n_head % hp->n_head_kv != 0)
+        return inferd_fail(err, INFERD_E_FORMAT,
+                           "model: head_count %u is not a multiple of head_count_kv %u",
+                           hp->n_head, hp->n_head_kv);
+    if (hp->n_embd % hp->n_head != 0)
+        return inferd_fail(err, INFERD_E_FORMAT,
+                           "model: embedding_length %u is not a multiple of head_count %u",
+                           hp->n_embd, hp->n_head);
+    if ((rc = get_arch_u32(g, a, "attention.key_length", false, hp->n_embd / hp->n_head,
+                           &hp->head_dim, err)) < 0)
+        return rc;
+    uint32_t v_len;
+    if ((rc = get_arch_u32(g, a, "attention.value_length", false, hp->head_dim, &v_len,
+                           err)) < 0)
+        return rc;
+    if (v_len != hp->head_dim || hp->head_dim == 0 || hp->head_dim > 1024 ||
+        hp->head_dim % 2 != 0)
+        return inferd_fail(err, INFERD_E_UNSUPPORTED,
+                           "model: head dims key %u / value %u are not supported",
+                           hp->head_dim, v_len);
+    if ((rc = get_arch_u32(g, a, "rope.dimension_count", false, hp->head_dim, &hp->n_rot,
+                           err)) < 0)
+        return rc;
+    if (hp->n_rot > hp->head_dim || hp->n_rot % 2 != 0)
+        return inferd_fail(err, INFERD_E_FORMAT,
+                           "model: rope.dimension_count %u must be even and <= head dim %u",
+                           hp->n_rot, hp->head_dim);
+    if ((rc = get_arch_f32(g, a, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps,
+                           err)) < 0 ||
+        (rc = get_arch_f32(g, a, "rope.freq_base", 10000.0f, &hp->rope_freq_base, err)) < 0)
+        return rc;
+    if (!(hp->rms_eps >= 0.0f) || !(hp->rope_freq_base > 0.0f))
+        return inferd_fail(err, INFERD_E_FORMAT, "model: bad rms epsilon or rope base");
+
+    /* Rope scaling: none or linear (freq_scale = 1/factor). */
+    char key[128];
+    inferd_gguf_str stype = {"none", 4};
+    snprintf(key, sizeof(key), "%s.rope.scaling.type", a);
+    rc = inferd_gguf_get_str(g, key, &stype, err);
+    if (rc < 0 && rc != INFERD_E_NOT_FOUND)
+        return rc;
+    float factor = 0.0f;
+    if ((rc = get_arch_f32(g, a, "rope.scaling.factor", 0.0f, &factor, err)) < 0)
+        return rc;
+    hp->rope_freq_scale = 1.0f;
+    if (stype.len == 6 && memcmp(stype.ptr, "linear", 6) == 0) {
+        if (factor > 0.0f)
+            hp->rope_freq_scale = 1.0f / factor;
+    } else if (!(stype.len == 4 && memcmp(stype.ptr, "none", 4) == 0)) {
+        return inferd_fail(err, INFERD_E_UNSUPPORTED,
+                           "model: rope scaling type '%.*s' is not supported",
+                           (int)(stype.len > 32 ? 32 : stype.len), stype.ptr);
+    }
+    return 0;
+}
+
+static int tensor_check(const inferd_model *m, const char *name, bool optional,
+                        int64_t ne0, int64_t ne1, const inferd_gguf_tensor **out,
+                        inferd_error *err)
+{
+    const inferd_gguf_tensor *t = inferd_gguf_find_tensor(m->gguf, name);
+    if (!t) {
+        if (optional) {
+            *out = NULL;
+            return 0;
+        }
+        return inferd_fail(err, INFERD_E_FORMAT, "model: missing tensor '%s'", name);
+    }
+    uint32_t want_dims = ne1 > 0 ? 2 : 1;
+    if (t->n_dims != want_dims || (int64_t)t->ne[0] != ne0 ||
+        (ne1 > 0 && (int64_t)t->ne[1] != ne1))
+        return inferd_fail(err, INFERD_E_FORMAT,
+                           "model: tensor '%s' has shape [%llu, %llu] (%u dims), "
+                           "expected [%lld, %lld]",
+                           name, (unsigned long long)t->ne[0],
+                           (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1), t->n_dims,
+                           (long long)ne0, (long long)(ne1 > 0 ? ne1 : 1));
+    *out = t;
+    return 0;
+}
+
+static int load_norm(const inferd_model *m, const char *name, int64_t n, const float **out,
+                     inferd_error *err)
+{
+    const inferd_gguf_tensor *t = NULL;
+    int rc = tensor_check(m, name, false, n, 0, &t, err);
+    if (rc < 0)
+        return rc;
+    if (t->type != INFERD_DTYPE_F32)
+        return inferd_fail(err, INFERD_E_UNSUPPORTED, "model: tensor '%s' has type %s, expected F32",
+                           name, inferd_dtype_name(t->type));
+    if (((uintptr_t)t->data & 3u) != 0)
+        return inferd_fail(err, INFERD_E_FORMAT, "model: tensor '%s' is not 4-byte aligned", name);
+    *out = t->data;
+    return 0;
+}
+
+static int load_weight(const inferd_model *m, const char *name, bool optional, int64_t n_cols,
+                       int64_t n_rows, weight *out, inferd_error *err)
+{
+    const inferd_gguf_tensor *t = NULL;
+    int rc = tensor_check(m, name, optional, n_cols, n_rows, &t, err);
+    if (rc < 0)
+        return rc;
+    if (!t) {
+        out->data = NULL;
+        return 0;
+    }
+    if (!inferd_kernels_get(t->type))
+        return inferd_fail(err, INFERD_E_UNSUPPORTED,
+                           "model: tensor '%s' has type %s, which is not supported", name,
+                           inferd_dtype_name(t->type));
+    uint64_t row_bytes;
+    if (inferd_dtype_nbytes(t->type, (uint64_t)n_cols, &row_bytes) < 0)
+        return inferd_fail(err, INFERD_E_FORMAT,
+                           "model: tensor '%s' row of %lld is not a whole number of %s blocks",
+                           name, (long long)n_cols, inferd_dtype_name(t->type));
+    out->type = t->type;
+    out->data = t->data;
+    out->n_rows = n_rows;
+    out->n_cols = n_cols;
+    out->row_bytes = row_bytes;
+    return 0;
+}
+
+static int load_tensors(inferd_model *m, inferd_error *err)
+{
+    const inferd_model_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, V = hp->n_vocab, F = hp->n_ff;
+    int64_t QD = m->q_dim, KVD = m->kv_dim;
+    char name[96];
+    int rc;
+
+    if ((rc = load_weight(m, "token_embd.weight", false, E, V, &m->tok_embd, err)) < 0 ||
+        (rc = load_norm(m, "output_norm.weight", E, &m->output_norm, err)) < 0 ||
+        (rc = load_weight(m, "output.weight", true, E, V, &m->output, err)) < 0)
+        return rc;
+    if (!m->output.data) {
+        m->output = m->tok_embd;
+        m->hp.tied_output = true;
+    }
+    const inferd_gguf_tensor *rf = NULL;
+    if ((rc = tensor_check(m, "rope_freqs.weight", true, hp->n_rot / 2, 0, &rf, err)) < 0)
+        return rc;
+    if (rf) {
+        if (rf->type != INFERD_DTYPE_F32)
+            return inferd_fail(err, INFERD_E_UNSUPPORTED, "model: rope_freqs.weight must be F32");
+        m->rope_freqs = rf->data;
+    }
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        layer *L = &m->layers[il];
+#define W(field, suffix, cols, rows)                                                \
+        snprintf(name, sizeof(name), "blk.%u." suffix ".weight", il);             \
+        if ((rc = load_weight(m, name, false, cols, rows, &L->field, err)) < 0)   \
+            return rc;
+#define N(field, suffix)                                                            \
+        snprintf(name, sizeof(name), "blk.%u." suffix ".weight", il);             \
+        if ((rc = load_norm(m, name, E, &L->field, err)) < 0)                     \
+            return rc;
+        N(attn_norm, "attn_norm")
+        N(ffn_norm, "ffn_norm")
+        W(wq, "attn_q", E, QD)
+        W(wk, "attn_k", E, KVD)
+        W(wv, "attn_v", E, KVD)
+        W(wo, "attn_output", QD, E)
+        W(w_gate, "ffn_gate", E, F)
+        W(w_up, "ffn_up", E, F)
+        W(w_down, "ffn_down", F, E)
+#undef W
+#undef N
+    }
+    return 0;
+}
+
+static size_t max_sz(size_t a, size_t b)
+{
+    return a > b ? a : b;
+}
+
+static int alloc_state(inferd_model *m, inferd_error *err)
+{
+    const inferd_model_hparams *hp = &m->hp;
+    uint64_t B = m->n_batch_max;
+    uint64_t cache_elems = (uint64_t)hp->n_layer * m->n_seq_max * m->n_ctx * m->kv_dim;
+    size_t fl = sizeof(float);
+
+    if (cache_elems > (uint64_t)1 << 40)
+        return inferd_fail(err, INFERD_E_RANGE, "model: KV cache of %llu elements is too large",
+                           (unsigned long long)cache_elems);
+    /* Work size for the largest matmul: the widest input is max(n_embd,
+     * n_ff, q_dim) columns over the whole batch. */
+    size_t work = 0;
+    const weight *ws[] = {&m->output};
+    work = max_sz(work, inferd_matmul_work_size(ws[0]->type, ws[0]->n_cols, (int64_t)B));
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const layer *L = &m->layers[il];
+        const weight *lw[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof(lw) / sizeof(lw[0]); i++)
+            work = max_sz(work, inferd_matmul_work_size(lw[i]->type, lw[i]->n_cols, (int64_t)B));
+    }
+
+    struct {
+        void **ptr;
+        uint64_t bytes;
+    } bufs[] = {
+        {(void **)&m->k_cache, cache_elems * sizeof(inferd_f16)},
+        {(void **)&m->v_cache, cache_elems * sizeof(inferd_f16)},
+        {(void **)&m->seq_len, (uint64_t)m->n_seq_max * sizeof(uint32_t)},
+        {(void **)&m->seq_len_tmp, (uint64_t)m->n_seq_max * sizeof(uint32_t)},
+        {(void **)&m->x, B * hp->n_embd * fl},
+        {(void **)&m->xb, B * max_sz(hp->n_embd, m->q_dim) * fl},
+        {(void **)&m->q, B * m->q_dim * fl},
+        {(void **)&m->k, B * m->kv_dim * fl},
+        {(void **)&m->v, B * m->kv_dim * fl},
+        {(void **)&m->att, B * m->q_dim * fl},
+        {(void **)&m->hb, B * hp->n_ff * fl},
+        {(void **)&m->hb2, B * hp->n_ff * fl},
+        {(void **)&m->rope_cs, B * hp->n_rot * fl},
+        {(void **)&m->mm_work, work},
+        {(void **)&m->scores, (uint64_t)MAX_THREADS * m->n_ctx * fl},
+        {(void **)&m->p16, (uint64_t)MAX_THREADS * m->n_ctx * sizeof(inferd_f16)},
+        {(void **)&m->q16, (uint64_t)MAX_THREADS * hp->head_dim * sizeof(inferd_f16)},
+        {(void **)&m->out_rows, B * sizeof(int32_t)},
+    };
+    m->state_bytes = 0;
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+        if (bufs[i].bytes > SIZE_MAX - 64)
+            return inferd_fail(err, INFERD_E_NOMEM, "model: buffer too large");
+        *bufs[i].ptr = inferd_aligned_alloc(64, (size_t)bufs[i].bytes);
+        if (!*bufs[i].ptr)
+            return inferd_fail(err, INFERD_E_NOMEM,
+                               "model: cannot allocate %llu bytes for the KV cache or work buffers",
+                               (unsigned long long)bufs[i].bytes);
+        m->state_bytes += bufs[i].bytes;
+    }
+    memset(m->seq_len, 0, (size_t)m->n_seq_max * sizeof(uint32_t));
+    return 0;
+}
+
+static void free_state(inferd_model *m)
+{
+    void *ps[] = {m->k_cache, m->v_cache, m->seq_len, m->seq_len_tmp, m->x, m->xb, m->q,
+                  m->k, m->v, m->att, m->hb, m->hb2, m->rope_cs, m->mm_work, m->scores,
+                  m->p16, m->q16, m->out_rows};
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
+        inferd_free(ps[i]);
+}
+
+int inferd_model_load(const char *path, const inferd_model_params *params,
+                      inferd_model **out_model, inferd_error *err)
+{
+    inferd_model_params p = params ? *params : inferd_model_params_default();
+    inferd_model *m;
+    int rc;
+
+    if (p.n_seq_max < 1 || p.n_seq_max > 4096)
+        return inferd_fail(err, INFERD_E_RANGE, "model: n_seq_max %u out of range 1..4096",
+                           p.n_seq_max);
+    if (p.n_batch_max < 1 || p.n_batch_max > 65536)
+        return inferd_fail(err, INFERD_E_RANGE, "model: n_batch_max %u out of range 1..65536",
+                           p.n_batch_max);
+    m = inferd_calloc(1, sizeof(*m));
+    if (!m)
+        return inferd_fail(err, INFERD_E_NOMEM, "model '%s': no memory", path);
+    rc = inferd_gguf_open(path, &m->gguf, err);
+    if (rc < 0)
+        goto fail;
+    rc = load_hparams(m, err);
+    if (rc < 0)
+        goto fail;
+    rc = inferd_vocab_load(m->gguf, &m->vocab, err);
+    if (rc < 0)
+        goto fail;
+    m->hp.n_vocab = (uint32_t)inferd_vocab_n_tokens(m->vocab);
+    m->q_dim = m->hp.n_head * m->hp.head_dim;
+    m->kv_dim = m->hp.n_head_kv * m->hp.head_dim;
+    m->layers = inferd_calloc(m->hp.n_layer, sizeof(layer));
+    if (!m->layers) {
+        rc = inferd_fail(err, INFERD_E_NOMEM, "model '%s': no memory", path);
+        goto fail;
+    }
+    rc = load_tensors(m, err);
+    if (rc < 0)
+        goto fail;
+    m->n_ctx = p.n_ctx ? p.n_ctx : m->hp.n_ctx_train;
+    if (m->n_ctx > 1u << 20) {
+        rc = inferd_fail(err, INFERD_E_RANGE, "model: n_ctx %u is too large", m->n_ctx);
+        goto fail;
+    }
+    m->n_seq_max = p.n_seq_max;
+    m->n_batch_max = p.n_batch_max;
+    m->f16k = inferd_kernels_get(INFERD_DTYPE_F16);
+    rc = alloc_state(m, err);
+    if (rc < 0)
+        goto fail;
+    *out_model = m;
+    return 0;
+
+fail:
+    inferd_model_destroy(m);
+    return rc;
+}
+
+void inferd_model_destroy(inferd_model *m)
+{
+    if (!m)
+        return;
+    free_state(m);
+    inferd_free(m->layers);
+    inferd_vocab_destroy(m->vocab);
+    inferd_gguf_close(m->gguf);
+    inferd_free(m);
+}
+
+const inferd_model_hparams *inferd_model_get_hparams(const inferd_model *m) { return &m->hp; }
+const inferd_vocab *inferd_model_get_vocab(const inferd_model *m) { return m->vocab; }
+const inferd_gguf *inferd_model_get_gguf(const inferd_model *m) { return m->gguf; }
+uint32_t inferd_model_n_ctx(const inferd_model *m) { return m->n_ctx; }
+uint32_t inferd_model_n_seq_max(const inferd_model *m) { return m->n_seq_max; }
+uint32_t inferd_model_n_batch_max(const inferd_model *m) { return m->n_batch_max; }
+uint64_t inferd_model_state_bytes(const inferd_model *m) { return m->state_bytes; }
+
+uint64_t inferd_model_weight_bytes(const inferd_model *m)
+{
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < inferd_gguf_n_tensors(m->gguf); i++)
+        total += inferd_gguf_tensor_at(m->gguf, i)->size_bytes;
+    return total;
+}
+
+void inferd_model_seq_reset(inferd_model *m, int32_t seq)
+{
+    if (seq >= 0 && (uint32_t)seq < m->n_seq_max)
+        m->seq_len[seq] = 0;
+}
+
+uint32_t inferd_model_seq_len(const inferd_model *m, int32_t seq)
+{
+    if (seq < 0 || (uint32_t)seq >= m->n_seq_max)
+        return 0;
+    return m->seq_len[seq];
+}
+
+/* --- forward pass ------------------------------------------------------- */
+
+typedef struct fwd_ctx {
+    inferd_model *m;
+    const inferd_batch *b;
+    int32_t n_tokens;
+    uint32_t il;             /* current layer */
+    const float *norm_w;     /* rmsnorm weight */
+    const float *src;        /* rmsnorm input rows */
+    float *dst;              /* rmsnorm output rows */
+    int32_t n_rows;          /* rows for rmsnorm */
+    const int32_t *rows;     /* optional row map for rmsnorm input */
+} fwd_ctx;
+
+/* Rows [r0, r1) of n split evenly over nth threads. */
+static void split_range(int64_t n, int ith, int nth, int64_t *r0, int64_t *r1)
+{
+    int64_t per = (n + nth - 1) / nth;
+    *r0 = per * ith < n ? per * ith : n;
+    *r1 = *r0 + per < n ? *r0 + per : n;
+}
+
+/* y = (x / rms(x)) * w, with the sum of squares in double and the scale
+ * rounded to float, as llama.cpp. */
+static void rmsnorm_row(float *y, const float *x, const float *w, int64_t n, float eps)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (x[i] * scale) * w[i];
+}
+
+static void task_rmsnorm(void *arg, int ith, int nth)
+{
+    fwd_ctx *c = arg;
+    const int64_t E = c->m->hp.n_embd;
+    int64_t r0, r1;
+    split_range(c->n_rows, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t src_row = c->rows ? c->rows[r] : r;
+        rmsnorm_row(c->dst + r * E, c->src + src_row * E, c->norm_w, E, c->m->hp.rms_eps);
+    }
+}
+
+static void rmsnorm(inferd_pool *pool, fwd_ctx *c, const float *src, float *dst,
+                    const float *w, int32_t n_rows, const int32_t *rows)
+{
+    c->src = src;
+    c->dst = dst;
+    c->norm_w = w;
+    c->n_rows = n_rows;
+    c->rows = rows;
+    inferd_pool_run(pool, task_rmsnorm, c);
+}
+
+/* Rotate pairs (x[2i], x[2i+1]) of each head by the token's angles. */
+static void rope_rows(float *x, int64_t n_heads, int64_t head_dim, const float *cs, int64_t n_rot)
+{
+    for (int64_t h = 0; h < n_heads; h++) {
+        float *hx = x + h * head_dim;
+        for (int64_t i = 0; i < n_rot; i += 2) {
+            const float c = cs[i], s = cs[i + 1];
+            const float x0 = hx[i], x1 = hx[i + 1];
+            hx[i] = x0 * c - x1 * s;
+            hx[i + 1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+/* Per token: rope on q and k, then store k and v into the cache. */
+static void task_rope_store(void *arg, int ith, int nth)
+{
+    fwd_ctx *c = arg;
+    inferd_model *m = c->m;
+    const inferd_model_hparams *hp = &m->hp;
+    const uint64_t hd = hp->head_dim, n_ctx = m->n_ctx;
+    int64_t t0, t1;
+    split_range(c->n_tokens, ith, nth, &t0, &t1);
+    for (int64_t t = t0; t < t1; t++) {
+        const float *cs = m->rope_cs + t * hp->n_rot;
+        float *q = m->q + t * m->q_dim;
+        float *k = m->k + t * m->kv_dim;
+        const float *v = m->v + t * m->kv_dim;
+        rope_rows(q, hp->n_head, hd, cs, hp->n_rot);
+        rope_rows(k, hp->n_head_kv, hd, cs, hp->n_rot);
+        const uint64_t seq = (uint64_t)c->b->seq[t], pos = (uint64_t)c->b->pos[t];
+        const uint64_t slot = (uint64_t)c->il * m->n_seq_max + seq;
+        inferd_f16 *kc = m->k_cache + (slot * n_ctx + pos) * m->kv_dim;
+        m->f16k->from_float(k, kc, m->kv_dim);
+        inferd_f16 *vc = m->v_cache + slot * m->kv_dim * n_ctx;
+        for (uint64_t d = 0; d < m->kv_dim; d++)
+            vc[d * n_ctx + pos] = inferd_f32_to_f16(v[d]);
+    }
+}
+
+/* One (token, head) pair per work item. */
+static void task_attention(void *arg, int ith, int nth)
+{
+    fwd_ctx *c = arg;
+    inferd_model *m = c->m;
+    const inferd_model_hparams *hp = &m->hp;
+    const uint64_t hd = hp->head_dim, n_ctx = m->n_ctx;
+    const uint32_t group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *scores = m->scores + (size_t)ith * n_ctx;
+    inferd_f16 *p16 = m->p16 + (size_t)ith * n_ctx;
+    inferd_f16 *q16 = m->q16 + (size_t)ith * hd;
+    int64_t i0, i1;
+
+    split_range((int64_t)c->n_tokens * hp->n_head, ith, nth, &i0, &i1);
+    for (int64_t item = i0; item < i1; item++) {
+        const int64_t t = item / hp->n_head;
+        const uint32_t h = (uint32_t)(item % hp->n_head), hk = h / group;
+        const uint64_t seq = (uint64_t)c->b->seq[t];
+        const int64_t n_kv = (int64_t)c->b->pos[t] + 1;
+        const uint64_t slot = (uint64_t)c->il * m->n_seq_max + seq;
+        const inferd_f16 *kc = m->k_cache + slot * n_ctx * m->kv_dim + hk * hd;
+        const inferd_f16 *vc = m->v_cache + (slot * m->kv_dim + hk * hd) * n_ctx;
+        float *out = m->att + t * m->q_dim + h * hd;
+
+        /* Scores: Q rounded to F16, dotted with each cached F16 key. */
+        m->f16k->from_float(m->q + t * m->q_dim + h * hd, q16, (int64_t)hd);
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n_kv; j++) {
+            float s = m->f16k->vec_dot((int64_t)hd, kc + (uint64_t)j * m->kv_dim, q16) * scale;
+            scores[j] = s;
+            if (s > mx)
+                mx = s;
+        }
+        double sum = 0.0;
+        for (int64_t j = 0; j < n_kv; j++) {
+            const float e = expf(scores[j] - mx);
+            scores[j] = e;
+            sum += (double)e;
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int64_t j = 0; j < n_kv; j++)
+            scores[j] *= inv;
+        /* Weights rounded to F16, dotted with each transposed V row. */
+        m->f16k->from_float(scores, p16, n_kv);
+        for (uint64_t d = 0; d < hd; d++)
+            out[d] = m->f16k->vec_dot(n_kv, vc + d * n_ctx, p16);
+    }
+}
+
+static void task_swiglu(void *arg, int ith, int nth)
+{
+    fwd_ctx *c = arg;
+    inferd_model *m = c->m;
+    const int64_t n = (int64_t)c->n_tokens * m->hp.n_ff;
+    int64_t i0, i1;
+    split_range(n, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) {
+        const float g = m->hb[i];
+        m->hb[i] = (g / (1.0f + expf(-g))) * m->hb2[i];
+    }
+}
+
+static void task_residual(void *arg, int ith, int nth)
+{
+    fwd_ctx *c = arg;
+    inferd_model *m = c->m;
+    const int64_t n = (int64_t)c->n_tokens * m->hp.n_embd;
+    int64_t i0, i1;
+    split_range(n, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++)
+        m->x[i] = m->xb[i] + m->x[i];
+}
+
+static void matmul(inferd_pool *pool, inferd_model *m, const weight *w, const float *x,
+                   int64_t n_tokens, float *y)
+{
+    inferd_matmul(pool, w->type, w->data, w->n_rows, w->n_cols, x, n_tokens, y, m->mm_work);
+}
+
+/* Angles for one token: theta_i = pos * base^(-2i/n_rot) computed by
+ * repeated multiplication in float, as llama.cpp's rope cache. */
+static void rope_angles(const inferd_model *m, int32_t pos, float *cs)
+{
+    const inferd_model_hparams *hp = &m->hp;
+    const float theta_scale = powf(hp->rope_freq_base, -2.0f / (float)hp->n_rot);
+    float theta = (float)pos;
+    for (uint32_t i = 0; i < hp->n_rot; i += 2) {
+        const float ff = m->rope_freqs ? m->rope_freqs[i / 2] : 1.0f;
+        const float th = hp->rope_freq_scale * (theta / ff);
+        cs[i] = cosf(th);
+        cs[i + 1] = sinf(th);
+        theta *= theta_scale;
+    }
+}
+
+#define SEEN 0x80000000u /* seq_len_tmp flag: sequence seen in this batch */
+
+static int check_batch(inferd_model *m, const inferd_batch *b, int32_t *out_n_out,
+                       inferd_error *err)
+{
+    if (!b || b->n_tokens < 1 || (uint32_t)b->n_tokens > m->n_batch_max)
+        return inferd_fail(err, INFERD_E_RANGE, "forward: batch of %d tokens (allowed 1..%u)",
+                           b ? b->n_tokens : 0, m->n_batch_max);
+    memcpy(m->seq_len_tmp, m->seq_len, (size_t)m->n_seq_max * sizeof(uint32_t));
+    int32_t n_out = 0;
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        const int32_t tok = b->tokens[i], seq = b->seq[i], pos = b->pos[i];
+        if (tok < 0 || (uint32_t)tok >= m->hp.n_vocab)
+            return inferd_fail(err, INFERD_E_RANGE, "forward: token %d: id %d out of range 0..%u",
+                               i, tok, m->hp.n_vocab - 1);
+        if (seq < 0 || (uint32_t)seq >= m->n_seq_max)
+            return inferd_fail(err, INFERD_E_RANGE,
+                               "forward: token %d: sequence %d out of range 0..%u", i, seq,
+                               m->n_seq_max - 1);
+        if (pos < 0 || (uint32_t)pos >= m->n_ctx)
+            return inferd_fail(err, INFERD_E_RANGE,
+                               "forward: token %d: position %d outside the context of %u", i,
+                               pos, m->n_ctx);
+        /* The first token of a sequence may rewind it; later ones in the
+         * same batch must follow on, so that keys a token attends to are
+         * never overwritten by a later token of the batch. */
+        const uint32_t len = m->seq_len_tmp[seq] & ~SEEN;
+        const bool seen = (m->seq_len_tmp[seq] & SEEN) != 0;
+        if ((uint32_t)pos > len || (seen && (uint32_t)pos != len))
+            return inferd_fail(err, INFERD_E_RANGE,
+                               "forward: token %d: position %d does not follow sequence "
+                               "%d's length %u",
+                               i, pos, seq, len);
+        m->seq_len_tmp[seq] = ((uint32_t)pos + 1) | SEEN;
+        if (b->logits && b->logits[i])
+            m->out_rows[n_out++] = i;
+    }
+    *out_n_out = n_out;
+    return 0;
+}
+
+int inferd_model_forward(inferd_model *m, inferd_pool *pool, const inferd_batch *b,
+                         float *out_logits, inferd_error *err)
+{
+    const inferd_model_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd;
+    int32_t n_out = 0;
+    int rc;
+
+    if (inferd_pool_n_threads(pool) > MAX_THREADS)
+        return inferd_fail(err, INFERD_E_RANGE, "forward: more than %d threads", MAX_THREADS);
+    rc = check_batch(m, b, &n_out, err);
+    if (rc < 0)
+        return rc;
+    const int32_t T = b->n_tokens;
+    fwd_ctx c = {.m = m, .b = b, .n_tokens = T};
+
+    /* Embeddings and rope angles. */
+    const inferd_kernels *ek = inferd_kernels_get(m->tok_embd.type);
+    for (int32_t t = 0; t < T; t++) {
+        const uint8_t *row = (const uint8_t *)m->tok_embd.data +
+                             (size_t)b->tokens[t] * m->tok_embd.row_bytes;
+        ek->to_float(row, m->x + t * E, E);
+        rope_angles(m, b->pos[t], m->rope_cs + (size_t)t * hp->n_rot);
+    }
+
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        const layer *L = &m->layers[il];
+        c.il = il;
+        rmsnorm(pool, &c, m->x, m->xb, L->attn_norm, T, NULL);
+        matmul(pool, m, &L->wq, m->xb, T, m->q);
+        matmul(pool, m, &L->wk, m->xb, T, m->k);
+        matmul(pool, m, &L->wv, m->xb, T, m->v);
+        inferd_pool_run(pool, task_rope_store, &c);
+        inferd_pool_run(pool, task_attention, &c);
+        matmul(pool, m, &L->wo, m->att, T, m->xb);
+        inferd_pool_run(pool, task_residual, &c);
+
+        rmsnorm(pool, &c, m->x, m->xb, L->ffn_norm, T, NULL);
+        matmul(pool, m, &L->w_gate, m->xb, T, m->hb);
+        matmul(pool, m, &L->w_up, m->xb, T, m->hb2);
+        inferd_pool_run(pool, task_swiglu, &c);
+        matmul(pool, m, &L->w_down, m->hb, T, m->xb);
+        inferd_pool_run(pool, task_residual, &c);
+    }
+
+    for (uint32_t s = 0; s < m->n_seq_max; s++)
+        m->seq_len[s] = m->seq_len_tmp[s] & ~SEEN;
+    if (n_out > 0) {
+        /* Only the rows that want logits go through the output layer. */
+        rmsnorm(pool, &c, m->x, m->xb, m->output_norm, n_out, m->out_rows);
+        matmul(pool, m, &m->output, m->xb, n_out, out_logits);
+    }
+    return 0;
+}

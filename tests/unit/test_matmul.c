@@ -1,0 +1,301 @@
+/* Matmul: every output bit-identical to the per-element vec_dot of the
+ * selected ISA for 1..9 tokens and 1/2/3 threads, strides, the multi-op
+ * form, token chunking, work sizes. The program re-runs itself with
+ * INFERD_ISA=scalar and =avx2 (where the CPU has more) so every ISA's tiles
+ * are checked. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "inferd/alloc.h"
+#include "inferd/matmul.h"
+#include "inferd/pool.h"
+#include "inferd/quant.h"
+
+static const uint32_t weight_types[] = {
+    INFERD_DTYPE_F32, INFERD_DTYPE_F16, INFERD_DTYPE_BF16, INFERD_DTYPE_Q4_0,
+    INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q5_0, INFERD_DTYPE_Q5_1, INFERD_DTYPE_Q8_0,
+};
+#define N_WTYPES (sizeof(weight_types) / sizeof(weight_types[0]))
+
+static uint64_t rng_state;
+
+static float rng_float(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 40) / (double)(1ull << 23) - 1.0);
+}
+
+static void fill(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = rng_float();
+}
+
+static int is_block(uint32_t t)
+{
+    return inferd_dtype_get(t)->block_size > 1;
+}
+
+/* Weights of n_rows x n_cols of type t, quantized from random floats. */
+static void *make_weights(uint32_t t, int64_t n_rows, int64_t n_cols)
+{
+    const size_t row = inferd_quant_row_size(t, n_cols);
+    char *w = inferd_malloc(row * (size_t)n_rows);
+    float *x = inferd_malloc((size_t)n_cols * sizeof(float));
+    assert_non_null(w);
+    for (int64_t r = 0; r < n_rows; r++) {
+        fill(x, n_cols);
+        inferd_kernels_get(t)->quantize(x, w + (size_t)r * row, n_cols);
+    }
+    inferd_free(x);
+    return w;
+}
+
+/* y_ref[t*y_stride + r] by converting x row t with the vec_dot_type's
+ * from_float and calling vec_dot once per element. */
+static void reference(uint32_t t, const void *w, int64_t n_rows, int64_t n_cols,
+                      const float *x, int64_t x_stride, int64_t n_tokens, float *y,
+                      int64_t y_stride)
+{
+    const inferd_kernels *k = inferd_kernels_get(t);
+    const inferd_kernels *ka = inferd_kernels_get(k->vec_dot_type);
+    const size_t wrow = inferd_quant_row_size(t, n_cols);
+    void *a = inferd_malloc(inferd_quant_row_size(k->vec_dot_type, n_cols));
+    for (int64_t tok = 0; tok < n_tokens; tok++) {
+        ka->from_float(x + tok * x_stride, a, n_cols);
+        for (int64_t r = 0; r < n_rows; r++)
+            y[tok * y_stride + r] = k->vec_dot(n_cols, (const char *)w + (size_t)r * wrow, a);
+    }
+    inferd_free(a);
+}
+
+static void *work_alloc(size_t bytes)
+{
+    void *p = inferd_aligned_alloc(INFERD_MATMUL_WORK_ALIGN, bytes ? bytes : 64);
+    assert_non_null(p);
+    return p;
+}
+
+static void assert_bits_equal(const float *a, const float *b, int64_t n, const char *what)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0)
+            fail_msg("%s: element %lld differs: %.9g vs %.9g", what, (long long)i, a[i], b[i]);
+}
+
+static void test_matmul_bitwise_equal_to_vec_dot(void **state)
+{
+    (void)state;
+    inferd_pool *pools[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(inferd_pool_create(i + 1, &pools[i], NULL), 0);
+    rng_state = 21;
+    for (size_t ti = 0; ti < N_WTYPES; ti++) {
+        const uint32_t t = weight_types[ti];
+        const int64_t col_cases[2] = {is_block(t) ? 9 * 32 : 77, is_block(t) ? 32 : 8};
+        for (int cc = 0; cc < 2; cc++) {
+            const int64_t n_cols = col_cases[cc], n_rows = 37, max_tok = 9;
+            void *w = make_weights(t, n_rows, n_cols);
+            float *x = inferd_malloc((size_t)(n_cols * max_tok) * sizeof(float));
+            float *ref = inferd_malloc((size_t)(n_rows * max_tok) * sizeof(float));
+            float *y = inferd_malloc((size_t)(n_rows * max_tok) * sizeof(float));
+            fill(x, n_cols * max_tok);
+            reference(t, w, n_rows, n_cols, x, n_cols, max_tok, ref, n_rows);
+            void *work = work_alloc(inferd_matmul_work_size(t, n_cols, max_tok));
+            for (int64_t nt = 1; nt <= max_tok; nt++) {
+                for (int p = 0; p < 3; p++) {
+                    char what[96];
+                    memset(y, 0xff, (size_t)(n_rows * max_tok) * sizeof(float));
+                    inferd_matmul(pools[p], t, w, n_rows, n_cols, x, nt, y, work);
+                    snprintf(what, sizeof(what), "%s on %s, %lld cols, %lld tokens, %d threads",
+                             inferd_dtype_name(t), inferd_isa_name(inferd_cpu_isa()),
+                             (long long)n_cols, (long long)nt, p + 1);
+                    assert_bits_equal(y, ref, n_rows * nt, what);
+                }
+            }
+            inferd_free(work);
+            inferd_free(w);
+            inferd_free(x);
+            inferd_free(ref);
+            inferd_free(y);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        inferd_pool_destroy(pools[i]);
+}
+
+static void test_matmul_strided_leaves_padding(void **state)
+{
+    (void)state;
+    inferd_pool *pool;
+    assert_int_equal(inferd_pool_create(2, &pool, NULL), 0);
+    rng_state = 22;
+    const int64_t n_rows = 19, n_cols = 64, n_tok = 5, xs = 70, ys = 23;
+    for (size_t ti = 0; ti < N_WTYPES; ti++) {
+        const uint32_t t = weight_types[ti];
+        void *w = make_weights(t, n_rows, n_cols);
+        float *x = inferd_malloc((size_t)(xs * n_tok) * sizeof(float));
+        float *y = inferd_malloc((size_t)(ys * n_tok) * sizeof(float));
+        float *ref = inferd_malloc((size_t)(ys * n_tok) * sizeof(float));
+        fill(x, xs * n_tok);
+        for (int64_t i = 0; i < ys * n_tok; i++)
+            y[i] = ref[i] = -7.0f;
+        reference(t, w, n_rows, n_cols, x, xs, n_tok, ref, ys);
+        void *work = work_alloc(inferd_matmul_work_size(t, n_cols, n_tok));
+        inferd_matmul_strided(pool, t, w, n_rows, n_cols, x, xs, n_tok, y, ys, work);
+        assert_bits_equal(y, ref, ys * n_tok, inferd_dtype_name(t));
+        inferd_free(work);
+        inferd_free(w);
+        inferd_free(x);
+        inferd_free(y);
+        inferd_free(ref);
+    }
+    inferd_pool_destroy(pool);
+}
+
+static void test_matmul_multi_equals_single(void **state)
+{
+    (void)state;
+    inferd_pool *pool;
+    assert_int_equal(inferd_pool_create(3, &pool, NULL), 0);
+    rng_state = 23;
+    const uint32_t types[5] = {INFERD_DTYPE_Q4_0, INFERD_DTYPE_Q4_1, INFERD_DTYPE_F16,
+                               INFERD_DTYPE_F32, INFERD_DTYPE_Q8_0};
+    const int64_t rows[5] = {13, 8, 21, 3, 40};
+    const int64_t n_cols = 96, n_tok = 6;
+    inferd_matmul_op ops[5];
+    void *ws[5];
+    float *ys[5], *refs[5];
+    float *x = inferd_malloc((size_t)(n_cols * n_tok) * sizeof(float));
+    fill(x, n_cols * n_tok);
+    for (int i = 0; i < 5; i++) {
+        ws[i] = make_weights(types[i], rows[i], n_cols);
+        ys[i] = inferd_malloc((size_t)(rows[i] * n_tok) * sizeof(float));
+        refs[i] = inferd_malloc((size_t)(rows[i] * n_tok) * sizeof(float));
+        reference(types[i], ws[i], rows[i], n_cols, x, n_cols, n_tok, refs[i], rows[i]);
+        ops[i] = (inferd_matmul_op){.w_type = types[i], .w = ws[i], .n_rows = rows[i],
+                                    .y = ys[i], .y_stride = rows[i]};
+    }
+    /* Q4_0 and Q8_0 share Q8_0 activations; Q4_1 needs Q8_1; F16 its own. */
+    const size_t need = inferd_matmul_multi_work_size(ops, 5, n_cols, n_tok);
+    assert_int_equal(need, (size_t)n_tok * (128 + 128 + 192));
+    void *work = work_alloc(need);
+    inferd_matmul_multi(pool, ops, 5, n_cols, x, n_cols, n_tok, work);
+    for (int i = 0; i < 5; i++) {
+        assert_bits_equal(ys[i], refs[i], rows[i] * n_tok, inferd_dtype_name(types[i]));
+        inferd_free(ws[i]);
+        inferd_free(ys[i]);
+        inferd_free(refs[i]);
+    }
+    inferd_free(work);
+    inferd_free(x);
+    inferd_pool_destroy(pool);
+}
+
+/* Enough tokens and columns that the kernel runs several token passes. */
+static void test_matmul_many_tokens_chunked(void **state)
+{
+    (void)state;
+    inferd_pool *pool;
+    assert_int_equal(inferd_pool_create(2, &pool, NULL), 0);
+    rng_state = 24;
+    const uint32_t types[3] = {INFERD_DTYPE_F32, INFERD_DTYPE_Q8_0, INFERD_DTYPE_Q4_0};
+    const int64_t n_rows = 21, n_cols = 8192, n_tok = 131;
+    float *x = inferd_malloc((size_t)(n_cols * n_tok) * sizeof(float));
+    float *y = inferd_malloc((size_t)(n_rows * n_tok) * sizeof(float));
+    float *ref = inferd_malloc((size_t)(n_rows * n_tok) * sizeof(float));
+    fill(x, n_cols * n_tok);
+    for (int i = 0; i < 3; i++) {
+        void *w = make_weights(types[i], n_rows, n_cols);
+        void *work = work_alloc(inferd_matmul_work_size(types[i], n_cols, n_tok));
+        reference(types[i], w, n_rows, n_cols, x, n_cols, n_tok, ref, n_rows);
+        inferd_matmul(pool, types[i], w, n_rows, n_cols, x, n_tok, y, work);
+        assert_bits_equal(y, ref, n_rows * n_tok, inferd_dtype_name(types[i]));
+        inferd_free(work);
+        inferd_free(w);
+    }
+    inferd_free(x);
+    inferd_free(y);
+    inferd_free(ref);
+    inferd_pool_destroy(pool);
+}
+
+static void test_matmul_work_size(void **state)
+{
+    (void)state;
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_F32, 100, 4), 0);
+    /* 2048 Q8_0 columns: 64 blocks * 34 = 2176 bytes, padded to 2176. */
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q4_0, 2048, 3), 3 * 2176);
+    /* 96 Q8_1 columns: 3 * 36 = 108, padded to 128. */
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q5_1, 96, 2), 2 * 128);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_F16, 3, 1), 64);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q4_0, 33, 1), 0);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q4_K, 256, 1), 0);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q8_1, 256, 1), 0);
+}
+
+static void test_matmul_zero_tokens_or_rows(void **state)
+{
+    (void)state;
+    float x[32] = {0}, y[4] = {1, 2, 3, 4};
+    void *w = make_weights(INFERD_DTYPE_Q8_0, 1, 32);
+    void *work = work_alloc(inferd_matmul_work_size(INFERD_DTYPE_Q8_0, 32, 1));
+    inferd_matmul(NULL, INFERD_DTYPE_Q8_0, w, 1, 32, x, 0, y, work);
+    inferd_matmul(NULL, INFERD_DTYPE_Q8_0, w, 0, 32, x, 1, y, work);
+    assert_true(y[0] == 1.0f && y[3] == 4.0f);
+    inferd_free(w);
+    inferd_free(work);
+}
+
+/* Re-run this program with a lower ISA; returns its exit status. */
+static int run_with_isa(const char *isa)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("INFERD_ISA", isa, 1);
+        execl("/proc/self/exe", "test_matmul", (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    if (pid < 0 || waitpid(pid, &st, 0) < 0)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul_bitwise_equal_to_vec_dot),
+        cmocka_unit_test(test_matmul_strided_leaves_padding),
+        cmocka_unit_test(test_matmul_multi_equals_single),
+        cmocka_unit_test(test_matmul_many_tokens_chunked),
+        cmocka_unit_test(test_matmul_work_size),
+        cmocka_unit_test(test_matmul_zero_tokens_or_rows),
+    };
+    int failed = 0;
+    if (!getenv("INFERD_ISA")) {
+        static const char *lower[2] = {"scalar", "avx2"};
+        for (int i = 0; i < (int)inferd_cpu_isa_hw() && i < 2; i++) {
+            int rc = run_with_isa(lower[i]);
+            if (rc != 0) {
+                fprintf(stderr, "test_matmul with INFERD_ISA=%s failed (%d)\n", lower[i], rc);
+                failed++;
+            }
+        }
+    }
+    printf("ISA: %s\n", inferd_isa_name(inferd_cpu_isa()));
+    return cmocka_run_group_tests(tests, NULL, NULL) + failed;
+}
