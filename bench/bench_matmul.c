@@ -84,14 +84,16 @@ static double time_calls(bench_ctx *c, int64_t n_tok, int n_mats, double secs,
 {
     int i = 0;
     for (int k = 0; k < n_mats; k++) /* warm up (and fault the pages in) */
-        inferd_matmul(c->pool, c->type, c->mats[k], c->rows, c->cols, c->x, n_tok, c->y, c->work);
+        inferd_matmul(c->pool, c->type, c->mats[k], c->rows, c->cols, c->x, n_tok, c->y,
+                      n_tok > 1 ? INFERD_ORDER_PREFILL : INFERD_ORDER_DECODE, c->work);
     long calls = 0;
     double c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
     double t0 = now_s(), t;
     do {
         for (int k = 0; k < 4; k++) {
             inferd_matmul(c->pool, c->type, c->mats[i], c->rows, c->cols, c->x, n_tok,
-                          c->y, c->work);
+                          c->y, n_tok > 1 ? INFERD_ORDER_PREFILL : INFERD_ORDER_DECODE,
+                          c->work);
             i = (i + 1) % n_mats;
             calls++;
         }

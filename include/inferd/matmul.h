@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "inferd/pool.h"
+#include "inferd/quant.h"
 
 /** Alignment the work buffer must have (bytes). */
 #define INFERD_MATMUL_WORK_ALIGN 64
@@ -27,11 +28,14 @@ typedef struct inferd_matmul_op {
 } inferd_matmul_op;
 
 /**
- * Bytes of work buffer inferd_matmul needs for @p n_tokens rows of @p n_cols
- * activations against weights of @p w_type (room for x converted to the
- * vec_dot_type, each row padded to 64 bytes); 0 for F32 weights, which use x
- * as it is, and 0 when the type is unsupported or n_cols is not a whole
- * number of blocks. Thread: any.
+ * Bytes of work buffer inferd_matmul needs for up to @p n_tokens rows of
+ * @p n_cols activations against weights of @p w_type: room for x converted
+ * to the vec_dot_type (rows padded to 64 bytes or, for prompts on AVX-512,
+ * token-interleaved panels); 0 for F32 weights, which use x as it is, and 0
+ * when the type is unsupported or n_cols is not a whole number of blocks.
+ * A buffer sized for n tokens serves any call with fewer. Depends on the
+ * ISA in use, so compute it in the process that runs the matmul.
+ * Thread: any.
  */
 size_t inferd_matmul_work_size(uint32_t w_type, int64_t n_cols, int64_t n_tokens);
 
@@ -43,21 +47,25 @@ size_t inferd_matmul_work_size(uint32_t w_type, int64_t n_cols, int64_t n_tokens
  * @param w       n_rows rows of n_cols elements, rows contiguous; borrowed.
  * @param x       f32 (n_tokens, n_cols), borrowed.
  * @param y       f32 (n_tokens, n_rows), written.
+ * @param order   INFERD_ORDER_PREFILL for prompt tokens, INFERD_ORDER_DECODE
+ *                for generated ones: the reduction order of F32/F16 rows
+ *                (see inferd_kernels_dot); other types have one order.
  * @param work    inferd_matmul_work_size() bytes, 64-byte aligned (may be
  *                NULL when that size is 0).
- * The caller guarantees valid arguments (checked by asserts only): these are
- * shapes fixed at model load. Thread: the pool's owner.
+ * y must not overlap x, w or work. The caller guarantees valid arguments
+ * (checked by asserts only): these are shapes fixed at model load.
+ * Thread: the pool's owner.
  */
 void inferd_matmul(inferd_pool *pool, uint32_t w_type, const void *w,
                    int64_t n_rows, int64_t n_cols, const float *x,
-                   int64_t n_tokens, float *y, void *work);
+                   int64_t n_tokens, float *y, inferd_order order, void *work);
 
 /** inferd_matmul with row strides (in floats) for x (>= n_cols) and y
  * (>= n_rows). */
 void inferd_matmul_strided(inferd_pool *pool, uint32_t w_type, const void *w,
                            int64_t n_rows, int64_t n_cols, const float *x,
                            int64_t x_stride, int64_t n_tokens, float *y,
-                           int64_t y_stride, void *work);
+                           int64_t y_stride, inferd_order order, void *work);
 
 /** Work bytes for inferd_matmul_multi over @p ops (one converted copy of x
  * per distinct vec_dot_type among them). 0 if any op's type is unsupported
@@ -76,6 +84,7 @@ size_t inferd_matmul_multi_work_size(const inferd_matmul_op *ops, int n_ops,
  */
 void inferd_matmul_multi(inferd_pool *pool, const inferd_matmul_op *ops,
                          int n_ops, int64_t n_cols, const float *x,
-                         int64_t x_stride, int64_t n_tokens, void *work);
+                         int64_t x_stride, int64_t n_tokens, inferd_order order,
+                         void *work);
 
 #endif

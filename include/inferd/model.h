@@ -83,6 +83,9 @@ typedef struct inferd_batch {
     const int32_t *pos;      /* (n_tokens) position in its sequence */
     const int32_t *seq;      /* (n_tokens) KV slot, < n_seq_max */
     const int8_t *logits;    /* (n_tokens) nonzero: compute this token's logits */
+    const int8_t *prefill;   /* (n_tokens) nonzero: a prompt token, computed in the
+                              * GEMM reduction order (generated tokens use the
+                              * GEMV order, as llama.cpp); NULL: all generated */
 } inferd_batch;
 
 /**

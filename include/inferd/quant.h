@@ -17,9 +17,12 @@
  * Numerics follow ggml-cpu on x86 so that we reproduce llama.cpp: the f32
  * activation row is first converted to the weight type's vec_dot_type (F32
  * stays F32, F16 -> F16, BF16 -> BF16, Q4_0/Q5_0/Q8_0 -> Q8_0, Q4_1/Q5_1 ->
- * Q8_1) and the dot product runs between the weight row and that row. For
- * the block formats the per-block integer sums are exact; only the order in
- * which the scaled block sums are added in f32 depends on the ISA.
+ * Q8_1, rounded as ggml-cpu's x86 quantize_row_q8_0/q8_1) and the dot
+ * product runs between the weight row and that row. For the block formats
+ * it is ggml's reference formula sum_b dw*da*isum_b (+ mw*sa), with exact
+ * integer block sums and one fused multiply-add per block in block order.
+ * Every ISA, and every tile of inferd_matmul, gives the same bits: the
+ * order of operations is fixed in src/engine/quant_impl.h.
  */
 #ifndef INFERD_QUANT_H
 #define INFERD_QUANT_H
@@ -79,8 +82,9 @@ static_assert(sizeof(inferd_block_q8_1) == 36, "Q8_1 block is 36 bytes");
 typedef void (*inferd_to_float_fn)(const void *src, float *dst, int64_t n);
 /** Convert @p n f32 elements (a multiple of the block size) to the type. */
 typedef void (*inferd_from_float_fn)(const float *src, void *dst, int64_t n);
-/** Dot product of @p n elements: @p w a row of the weight type, @p a a row
- * of its vec_dot_type (as written by that type's from_float). */
+/** Dot product of @p n elements (a multiple of the block size): @p w a row
+ * of the weight type, @p a a row of its vec_dot_type (as written by that
+ * type's from_float). Bit-identical on every ISA. */
 typedef float (*inferd_vec_dot_fn)(int64_t n, const void *w, const void *a);
 /**
  * Many dot products at once:
@@ -109,7 +113,32 @@ typedef struct inferd_kernels {
     /* NULL for Q8_1, which only ever holds activations. */
     inferd_vec_dot_fn vec_dot;
     inferd_mdot_fn mdot;
+    /* F32 and F16 only (else NULL): the dot product in the GEMV reduction
+     * order, ggml's vec_dot_f32/f16 as built for AVX-512: four 16-lane
+     * accumulators over whole groups of 64, summed pairwise (0+2, 1+3, then
+     * 0+1), reduced like vec_dot, then the n % 64 tail: F32 by float
+     * multiply-then-add, F16 in double. vec_dot's order (16 lanes) is that
+     * of llama.cpp's tiled GEMM for n % 16 == 0; llama.cpp uses this one for
+     * single-token batches and whenever n % 16 != 0. */
+    inferd_vec_dot_fn vec_dot_gemv;
 } inferd_kernels;
+
+/* Which of llama.cpp's reduction orders a dot product follows: the GEMM
+ * order for prompt tokens, the GEMV order for generated tokens. Only F32 and
+ * F16 rows have two orders; every other type has one. */
+typedef enum inferd_order {
+    INFERD_ORDER_DECODE = 0,
+    INFERD_ORDER_PREFILL = 1,
+} inferd_order;
+
+/** The dot product of @p k for rows of @p n elements in @p order. */
+static inline inferd_vec_dot_fn inferd_kernels_dot(const inferd_kernels *k, int64_t n,
+                                                   inferd_order order)
+{
+    if (k->vec_dot_gemv && (order == INFERD_ORDER_DECODE || n % 16 != 0))
+        return k->vec_dot_gemv;
+    return k->vec_dot;
+}
 
 /**
  * Kernels for rows of @p type on the ISA inferd_cpu_isa() picks (best the

@@ -26,6 +26,7 @@ static double now_s(void)
 typedef struct bench_buf {
     int32_t *tokens, *pos, *seq;
     int8_t *want;
+    int8_t *prefill;     /* all ones: pp tokens are prompt tokens */
     float *logits;
 } bench_buf;
 
@@ -43,7 +44,7 @@ static int run_pp(inferd_model *m, inferd_pool *pool, bench_buf *b, int n_prompt
             b->pos[j] = i + j;
             b->want[j] = (i + j == n_prompt - 1);
         }
-        inferd_batch bt = {n, b->tokens, b->pos, b->seq, b->want};
+        inferd_batch bt = {n, b->tokens, b->pos, b->seq, b->want, b->prefill};
         int rc = inferd_model_forward(m, pool, &bt, b->logits, err);
         if (rc < 0)
             return rc;
@@ -62,7 +63,7 @@ static int run_tg(inferd_model *m, inferd_pool *pool, bench_buf *b, int n_gen, u
         b->tokens[0] = (int32_t)((*rng >> 33) % n_vocab);
         b->pos[0] = i;
         b->want[0] = 1;
-        inferd_batch bt = {1, b->tokens, b->pos, b->seq, b->want};
+        inferd_batch bt = {1, b->tokens, b->pos, b->seq, b->want, NULL};
         int rc = inferd_model_forward(m, pool, &bt, b->logits, err);
         if (rc < 0)
             return rc;
@@ -133,10 +134,13 @@ int inferd__cmd_bench(int argc, char **argv)
     b.pos = inferd_calloc(nb, sizeof(int32_t));
     b.seq = inferd_calloc(nb, sizeof(int32_t));
     b.want = inferd_calloc(nb, 1);
+    b.prefill = inferd_malloc(nb);
+    if (b.prefill)
+        memset(b.prefill, 1, nb);
     b.logits = inferd_calloc(inferd_model_get_hparams(m)->n_vocab, sizeof(float));
     pp_tps = inferd_calloc((size_t)reps, sizeof(double));
     tg_tps = inferd_calloc((size_t)reps, sizeof(double));
-    if (!b.tokens || !b.pos || !b.seq || !b.want || !b.logits || !pp_tps || !tg_tps) {
+    if (!b.tokens || !b.pos || !b.seq || !b.want || !b.prefill || !b.logits || !pp_tps || !tg_tps) {
         inferd__cli_error(CMD, "no memory");
         goto done;
     }
@@ -198,6 +202,7 @@ done:
     inferd_free(b.pos);
     inferd_free(b.seq);
     inferd_free(b.want);
+    inferd_free(b.prefill);
     inferd_free(b.logits);
     inferd_pool_destroy(pool);
     inferd_model_destroy(m);

@@ -94,7 +94,7 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
     emitter e = {.on_text = on_text, .ctx = ctx};
     float *logits = NULL;
     int32_t *ids = NULL, *pos = NULL, *seqs = NULL;
-    int8_t *want = NULL;
+    int8_t *want = NULL, *prefill = NULL;
     inferd_detok detok;
     char *piece = NULL;
     size_t piece_cap = inferd_vocab_max_piece_len(vocab) + 16;
@@ -127,14 +127,16 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
     pos = inferd_malloc((size_t)n_batch * sizeof(int32_t));
     seqs = inferd_malloc((size_t)n_batch * sizeof(int32_t));
     want = inferd_calloc(n_batch, 1);
+    prefill = inferd_malloc(n_batch);
     e.buf = inferd_malloc(e.buf_cap);
     piece = inferd_malloc(piece_cap);
-    if (!piece || !logits || !ids || !pos || !seqs || !want || !e.buf) {
+    if (!piece || !logits || !ids || !pos || !seqs || !want || !prefill || !e.buf) {
         rc = inferd_fail(err, INFERD_E_NOMEM, "generate: no memory");
         goto done;
     }
     for (uint32_t i = 0; i < n_batch; i++)
         seqs[i] = p->seq;
+    memset(prefill, 1, n_batch);
 
     /* Prefill. */
     double t0 = now_ms();
@@ -146,7 +148,7 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
             want[j] = (i + j == n_prompt - 1);
         }
         inferd_batch b = {.n_tokens = (int32_t)n, .tokens = prompt + i, .pos = pos,
-                          .seq = seqs, .logits = want};
+                          .seq = seqs, .logits = want, .prefill = prefill};
         rc = inferd_model_forward(m, pool, &b, logits, err);
         if (rc < 0)
             goto done;
@@ -219,6 +221,7 @@ done:
     inferd_free(e.buf);
     inferd_free(piece);
     inferd_free(want);
+    inferd_free(prefill);
     inferd_free(seqs);
     inferd_free(pos);
     inferd_free(ids);

@@ -18,6 +18,10 @@
 #include "inferd/quant.h"
 
 #define MAX_THREADS 256
+/* Attention sums over the cached positions rounded up to a multiple of
+ * KV_PAD, the extra weights being zero, as llama.cpp pads its KV cache; with
+ * the GEMV reduction order that decides which products are summed where. */
+#define KV_PAD 32
 
 typedef struct weight {
     uint32_t type;
@@ -26,6 +30,12 @@ typedef struct weight {
     int64_t n_cols;
     size_t row_bytes;
 } weight;
+
+static inferd_matmul_op mm_op(const weight *w, float *y)
+{
+    inferd_matmul_op op = {w->type, w->data, w->n_rows, y, w->n_rows};
+    return op;
+}
 
 typedef struct layer {
     const float *attn_norm;  /* (n_embd) */
@@ -45,10 +55,13 @@ struct inferd_model {
     layer *layers;              /* (n_layer) */
 
     uint32_t n_ctx, n_seq_max, n_batch_max;
+    uint32_t n_ctx_pad;         /* n_ctx rounded up to KV_PAD: V row length */
     uint32_t kv_dim;            /* n_head_kv * head_dim */
     uint32_t q_dim;             /* n_head * head_dim */
     inferd_f16 *k_cache;        /* (n_layer, n_seq_max, n_ctx, kv_dim) */
-    inferd_f16 *v_cache;        /* (n_layer, n_seq_max, n_head_kv, head_dim, n_ctx) */
+    inferd_f16 *v_cache;        /* (n_layer, n_seq_max, n_head_kv, head_dim, n_ctx_pad);
+                                 * entries at and past a sequence's length, up
+                                 * to the next multiple of KV_PAD, are zero */
     uint32_t *seq_len;          /* (n_seq_max) tokens in each slot */
     uint32_t *seq_len_tmp;      /* (n_seq_max) scratch for batch checks */
     uint64_t state_bytes;
@@ -328,7 +341,7 @@ static int alloc_state(inferd_model *m, inferd_error *err)
 {
     const inferd_model_hparams *hp = &m->hp;
     uint64_t B = m->n_batch_max;
-    uint64_t cache_elems = (uint64_t)hp->n_layer * m->n_seq_max * m->n_ctx * m->kv_dim;
+    uint64_t cache_elems = (uint64_t)hp->n_layer * m->n_seq_max * m->n_ctx_pad * m->kv_dim;
     size_t fl = sizeof(float);
 
     if (cache_elems > (uint64_t)1 << 40)
@@ -336,14 +349,15 @@ static int alloc_state(inferd_model *m, inferd_error *err)
                            (unsigned long long)cache_elems);
     /* Work size for the largest matmul: the widest input is max(n_embd,
      * n_ff, q_dim) columns over the whole batch. */
-    size_t work = 0;
-    const weight *ws[] = {&m->output};
-    work = max_sz(work, inferd_matmul_work_size(ws[0]->type, ws[0]->n_cols, (int64_t)B));
+    size_t work = inferd_matmul_work_size(m->output.type, m->output.n_cols, (int64_t)B);
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const layer *L = &m->layers[il];
-        const weight *lw[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof(lw) / sizeof(lw[0]); i++)
-            work = max_sz(work, inferd_matmul_work_size(lw[i]->type, lw[i]->n_cols, (int64_t)B));
+        inferd_matmul_op qkv[3] = {mm_op(&L->wq, NULL), mm_op(&L->wk, NULL), mm_op(&L->wv, NULL)};
+        inferd_matmul_op gu[2] = {mm_op(&L->w_gate, NULL), mm_op(&L->w_up, NULL)};
+        work = max_sz(work, inferd_matmul_multi_work_size(qkv, 3, hp->n_embd, (int64_t)B));
+        work = max_sz(work, inferd_matmul_multi_work_size(gu, 2, hp->n_embd, (int64_t)B));
+        work = max_sz(work, inferd_matmul_work_size(L->wo.type, L->wo.n_cols, (int64_t)B));
+        work = max_sz(work, inferd_matmul_work_size(L->w_down.type, L->w_down.n_cols, (int64_t)B));
     }
 
     struct {
@@ -364,8 +378,8 @@ static int alloc_state(inferd_model *m, inferd_error *err)
         {(void **)&m->hb2, B * hp->n_ff * fl},
         {(void **)&m->rope_cs, B * hp->n_rot * fl},
         {(void **)&m->mm_work, work},
-        {(void **)&m->scores, (uint64_t)MAX_THREADS * m->n_ctx * fl},
-        {(void **)&m->p16, (uint64_t)MAX_THREADS * m->n_ctx * sizeof(inferd_f16)},
+        {(void **)&m->scores, (uint64_t)MAX_THREADS * m->n_ctx_pad * fl},
+        {(void **)&m->p16, (uint64_t)MAX_THREADS * m->n_ctx_pad * sizeof(inferd_f16)},
         {(void **)&m->q16, (uint64_t)MAX_THREADS * hp->head_dim * sizeof(inferd_f16)},
         {(void **)&m->out_rows, B * sizeof(int32_t)},
     };
@@ -378,9 +392,10 @@ static int alloc_state(inferd_model *m, inferd_error *err)
             return inferd_fail(err, INFERD_E_NOMEM,
                                "model: cannot allocate %llu bytes for the KV cache or work buffers",
                                (unsigned long long)bufs[i].bytes);
+        /* Zero everything: the V cache's padding must read as zero. */
+        memset(*bufs[i].ptr, 0, (size_t)bufs[i].bytes);
         m->state_bytes += bufs[i].bytes;
     }
-    memset(m->seq_len, 0, (size_t)m->n_seq_max * sizeof(uint32_t));
     return 0;
 }
 
@@ -434,6 +449,7 @@ int inferd_model_load(const char *path, const inferd_model_params *params,
         rc = inferd_fail(err, INFERD_E_RANGE, "model: n_ctx %u is too large", m->n_ctx);
         goto fail;
     }
+    m->n_ctx_pad = (m->n_ctx + KV_PAD - 1) / KV_PAD * KV_PAD;
     m->n_seq_max = p.n_seq_max;
     m->n_batch_max = p.n_batch_max;
     m->f16k = inferd_kernels_get(INFERD_DTYPE_F16);
@@ -566,7 +582,7 @@ static void task_rope_store(void *arg, int ith, int nth)
     fwd_ctx *c = arg;
     inferd_model *m = c->m;
     const inferd_model_hparams *hp = &m->hp;
-    const uint64_t hd = hp->head_dim, n_ctx = m->n_ctx;
+    const uint64_t hd = hp->head_dim, stride = m->n_ctx_pad;
     int64_t t0, t1;
     split_range(c->n_tokens, ith, nth, &t0, &t1);
     for (int64_t t = t0; t < t1; t++) {
@@ -578,11 +594,36 @@ static void task_rope_store(void *arg, int ith, int nth)
         rope_rows(k, hp->n_head_kv, hd, cs, hp->n_rot);
         const uint64_t seq = (uint64_t)c->b->seq[t], pos = (uint64_t)c->b->pos[t];
         const uint64_t slot = (uint64_t)c->il * m->n_seq_max + seq;
-        inferd_f16 *kc = m->k_cache + (slot * n_ctx + pos) * m->kv_dim;
+        inferd_f16 *kc = m->k_cache + (slot * stride + pos) * m->kv_dim;
         m->f16k->from_float(k, kc, m->kv_dim);
-        inferd_f16 *vc = m->v_cache + slot * m->kv_dim * n_ctx;
+        inferd_f16 *vc = m->v_cache + slot * m->kv_dim * stride;
         for (uint64_t d = 0; d < m->kv_dim; d++)
-            vc[d * n_ctx + pos] = inferd_f32_to_f16(v[d]);
+            vc[d * stride + pos] = inferd_f32_to_f16(v[d]);
+    }
+}
+
+/* Keep the V cache's padding zero: after a batch, the entries of each
+ * sequence it touched from its new length up to the next multiple of
+ * KV_PAD may hold values of an older, longer sequence. Runs alone (after
+ * the stores), so it never races with a store of the same batch. */
+static void clear_v_padding(inferd_model *m, uint32_t il, const inferd_batch *b)
+{
+    const uint64_t stride = m->n_ctx_pad;
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        const uint32_t seq = (uint32_t)b->seq[i];
+        /* Once per sequence: at its last token in the batch. */
+        bool last = true;
+        for (int32_t j = i + 1; j < b->n_tokens && last; j++)
+            last = b->seq[j] != b->seq[i];
+        if (!last)
+            continue;
+        const uint64_t len = (uint64_t)b->pos[i] + 1;
+        const uint64_t end = (len + KV_PAD - 1) / KV_PAD * KV_PAD;
+        if (end == len)
+            continue;
+        inferd_f16 *vc = m->v_cache + ((uint64_t)il * m->n_seq_max + seq) * m->kv_dim * stride;
+        for (uint64_t d = 0; d < m->kv_dim; d++)
+            memset(vc + d * stride + len, 0, (end - len) * sizeof(inferd_f16));
     }
 }
 
@@ -592,11 +633,11 @@ static void task_attention(void *arg, int ith, int nth)
     fwd_ctx *c = arg;
     inferd_model *m = c->m;
     const inferd_model_hparams *hp = &m->hp;
-    const uint64_t hd = hp->head_dim, n_ctx = m->n_ctx;
+    const uint64_t hd = hp->head_dim, stride = m->n_ctx_pad;
     const uint32_t group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = m->scores + (size_t)ith * n_ctx;
-    inferd_f16 *p16 = m->p16 + (size_t)ith * n_ctx;
+    float *scores = m->scores + (size_t)ith * stride;
+    inferd_f16 *p16 = m->p16 + (size_t)ith * stride;
     inferd_f16 *q16 = m->q16 + (size_t)ith * hd;
     int64_t i0, i1;
 
@@ -606,16 +647,21 @@ static void task_attention(void *arg, int ith, int nth)
         const uint32_t h = (uint32_t)(item % hp->n_head), hk = h / group;
         const uint64_t seq = (uint64_t)c->b->seq[t];
         const int64_t n_kv = (int64_t)c->b->pos[t] + 1;
+        const int64_t n_pad = (n_kv + KV_PAD - 1) / KV_PAD * KV_PAD;
         const uint64_t slot = (uint64_t)c->il * m->n_seq_max + seq;
-        const inferd_f16 *kc = m->k_cache + slot * n_ctx * m->kv_dim + hk * hd;
-        const inferd_f16 *vc = m->v_cache + (slot * m->kv_dim + hk * hd) * n_ctx;
+        const inferd_f16 *kc = m->k_cache + slot * stride * m->kv_dim + hk * hd;
+        const inferd_f16 *vc = m->v_cache + (slot * m->kv_dim + hk * hd) * stride;
+        const inferd_order order = c->b->prefill && c->b->prefill[t] ? INFERD_ORDER_PREFILL
+                                                                     : INFERD_ORDER_DECODE;
+        const inferd_vec_dot_fn kq_dot = inferd_kernels_dot(m->f16k, (int64_t)hd, order);
+        const inferd_vec_dot_fn kqv_dot = inferd_kernels_dot(m->f16k, n_pad, order);
         float *out = m->att + t * m->q_dim + h * hd;
 
         /* Scores: Q rounded to F16, dotted with each cached F16 key. */
         m->f16k->from_float(m->q + t * m->q_dim + h * hd, q16, (int64_t)hd);
         float mx = -INFINITY;
         for (int64_t j = 0; j < n_kv; j++) {
-            float s = m->f16k->vec_dot((int64_t)hd, kc + (uint64_t)j * m->kv_dim, q16) * scale;
+            float s = kq_dot((int64_t)hd, kc + (uint64_t)j * m->kv_dim, q16) * scale;
             scores[j] = s;
             if (s > mx)
                 mx = s;
@@ -629,10 +675,12 @@ static void task_attention(void *arg, int ith, int nth)
         const float inv = (float)(1.0 / sum);
         for (int64_t j = 0; j < n_kv; j++)
             scores[j] *= inv;
-        /* Weights rounded to F16, dotted with each transposed V row. */
+        /* Weights rounded to F16 (zero past n_kv), dotted with each
+         * transposed V row over the padded length. */
         m->f16k->from_float(scores, p16, n_kv);
+        memset(p16 + n_kv, 0, (size_t)(n_pad - n_kv) * sizeof(inferd_f16));
         for (uint64_t d = 0; d < hd; d++)
-            out[d] = m->f16k->vec_dot(n_kv, vc + d * n_ctx, p16);
+            out[d] = kqv_dot(n_pad, vc + d * stride, p16);
     }
 }
 
@@ -660,10 +708,35 @@ static void task_residual(void *arg, int ith, int nth)
         m->x[i] = m->xb[i] + m->x[i];
 }
 
-static void matmul(inferd_pool *pool, inferd_model *m, const weight *w, const float *x,
-                   int64_t n_tokens, float *y)
+/* y = W x for tokens [0, n): each run of tokens with the same role goes
+ * through the matmul in its own reduction order (prompt tokens: the GEMM
+ * order; generated tokens: the GEMV order), so a token's result never
+ * depends on the tokens beside it. @p prefill NULL: all generated. */
+static void matmul_ops(inferd_pool *pool, inferd_model *m, inferd_matmul_op *ops, int n_ops,
+                       int64_t n_cols, const float *x, int64_t n, const int8_t *prefill)
 {
-    inferd_matmul(pool, w->type, w->data, w->n_rows, w->n_cols, x, n_tokens, y, m->mm_work);
+    int64_t r0 = 0;
+    while (r0 < n) {
+        const bool pf = prefill && prefill[r0];
+        int64_t r1 = r0 + 1;
+        while (r1 < n && (prefill && prefill[r1]) == pf)
+            r1++;
+        inferd_matmul_op run[4];
+        for (int i = 0; i < n_ops; i++) {
+            run[i] = ops[i];
+            run[i].y = ops[i].y + r0 * ops[i].y_stride;
+        }
+        inferd_matmul_multi(pool, run, n_ops, n_cols, x + r0 * n_cols, n_cols, r1 - r0,
+                            pf ? INFERD_ORDER_PREFILL : INFERD_ORDER_DECODE, m->mm_work);
+        r0 = r1;
+    }
+}
+
+static void matmul(inferd_pool *pool, inferd_model *m, const weight *w, const float *x,
+                   int64_t n_tokens, float *y, const int8_t *prefill)
+{
+    inferd_matmul_op op = mm_op(w, y);
+    matmul_ops(pool, m, &op, 1, w->n_cols, x, n_tokens, prefill);
 }
 
 /* Angles for one token: theta_i = pos * base^(-2i/n_rot) computed by
@@ -748,32 +821,49 @@ int inferd_model_forward(inferd_model *m, inferd_pool *pool, const inferd_batch 
         rope_angles(m, b->pos[t], m->rope_cs + (size_t)t * hp->n_rot);
     }
 
+    const int8_t *pf = b->prefill;
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const layer *L = &m->layers[il];
         c.il = il;
+        c.n_tokens = T;
         rmsnorm(pool, &c, m->x, m->xb, L->attn_norm, T, NULL);
-        matmul(pool, m, &L->wq, m->xb, T, m->q);
-        matmul(pool, m, &L->wk, m->xb, T, m->k);
-        matmul(pool, m, &L->wv, m->xb, T, m->v);
+        inferd_matmul_op qkv[3] = {mm_op(&L->wq, m->q), mm_op(&L->wk, m->k), mm_op(&L->wv, m->v)};
+        matmul_ops(pool, m, qkv, 3, E, m->xb, T, pf);
         inferd_pool_run(pool, task_rope_store, &c);
+        clear_v_padding(m, il, b);
         inferd_pool_run(pool, task_attention, &c);
-        matmul(pool, m, &L->wo, m->att, T, m->xb);
+        matmul(pool, m, &L->wo, m->att, T, m->xb, pf);
         inferd_pool_run(pool, task_residual, &c);
 
-        rmsnorm(pool, &c, m->x, m->xb, L->ffn_norm, T, NULL);
-        matmul(pool, m, &L->w_gate, m->xb, T, m->hb);
-        matmul(pool, m, &L->w_up, m->xb, T, m->hb2);
+        int32_t n_ffn = T;
+        const int8_t *ffn_pf = pf;
+        if (il == hp->n_layer - 1) {
+            /* Only the rows that want logits go on through the last FFN and
+             * the output layer, in the GEMV order (as llama.cpp, which
+             * computes them for its outputs alone). */
+            for (int32_t o = 0; o < n_out; o++)
+                if (m->out_rows[o] != o)
+                    memcpy(m->x + o * E, m->x + (int64_t)m->out_rows[o] * E,
+                           (size_t)E * sizeof(float));
+            n_ffn = n_out;
+            ffn_pf = NULL;
+            c.n_tokens = n_out;
+            if (n_out == 0)
+                break;
+        }
+        rmsnorm(pool, &c, m->x, m->xb, L->ffn_norm, n_ffn, NULL);
+        inferd_matmul_op gu[2] = {mm_op(&L->w_gate, m->hb), mm_op(&L->w_up, m->hb2)};
+        matmul_ops(pool, m, gu, 2, E, m->xb, n_ffn, ffn_pf);
         inferd_pool_run(pool, task_swiglu, &c);
-        matmul(pool, m, &L->w_down, m->hb, T, m->xb);
+        matmul(pool, m, &L->w_down, m->hb, n_ffn, m->xb, ffn_pf);
         inferd_pool_run(pool, task_residual, &c);
     }
 
     for (uint32_t s = 0; s < m->n_seq_max; s++)
         m->seq_len[s] = m->seq_len_tmp[s] & ~SEEN;
     if (n_out > 0) {
-        /* Only the rows that want logits go through the output layer. */
-        rmsnorm(pool, &c, m->x, m->xb, m->output_norm, n_out, m->out_rows);
-        matmul(pool, m, &m->output, m->xb, n_out, out_logits);
+        rmsnorm(pool, &c, m->x, m->xb, m->output_norm, n_out, NULL);
+        matmul(pool, m, &m->output, m->xb, n_out, out_logits, NULL);
     }
     return 0;
 }

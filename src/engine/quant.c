@@ -77,61 +77,32 @@ typedef struct wblock {
     float m;      /* Q4_1/Q5_1 minimum, else 0 */
 } wblock;
 
-/* Lane l of a step: block (0 or 1 within the pair) and first element. */
-static void lane_source(int nibble_layout, int l, int *out_blk, int *out_e0)
-{
-    if (nibble_layout) {
-        *out_blk = (l >> 2) & 1;
-        *out_e0 = 4 * (l & 3) + 16 * (l >> 3);
-    } else {
-        *out_blk = l >> 3;
-        *out_e0 = 4 * (l & 7);
-    }
-}
-
 typedef void (*unpack_fn)(const void *row, int64_t b, wblock *out);
 
-/* The canonical dot product of a block-format row with a Q8_0/Q8_1 row
- * (act_bytes 34 or 36: qs at 2 or 4, s at 2 for Q8_1). */
+/* The canonical dot product of a block-format row with a Q8_0 row, or a
+ * Q8_1 row when has_m (then summs adds m * s per block). */
 static float block_dot(int64_t n, const void *w, const void *a, unpack_fn unpack,
-                       int nibble_layout, int has_m)
+                       int has_m)
 {
-    const int64_t nb = n / QK;
     const size_t abytes = has_m ? sizeof(inferd_block_q8_1) : sizeof(inferd_block_q8_0);
     const size_t aqs = has_m ? offsetof(inferd_block_q8_1, qs) : offsetof(inferd_block_q8_0, qs);
-    float acc[16] = {0};
-    float summs = 0.0f;
+    float acc = 0.0f, summs = 0.0f;
 
-    for (int64_t i = 0; i < nb; i += 2) {
-        wblock wb[2];
-        const int8_t *qa[2];
-        float da[2], sa[2];
-        const int nblk = i + 1 < nb ? 2 : 1;
-        for (int k = 0; k < nblk; k++) {
-            const uint8_t *ab = (const uint8_t *)a + (size_t)(i + k) * abytes;
-            uint16_t h[2];
-            memcpy(h, ab, sizeof(h));
-            unpack(w, i + k, &wb[k]);
-            qa[k] = (const int8_t *)(ab + aqs);
-            da[k] = inferd_f16_to_f32(h[0]);
-            sa[k] = inferd_f16_to_f32(h[1]);
-        }
-        for (int l = 0; l < 16; l++) {
-            int blk, e0;
-            lane_source(nibble_layout, l, &blk, &e0);
-            if (blk >= nblk)
-                continue;   /* the missing block of an odd tail */
-            int32_t s = 0;
-            for (int e = e0; e < e0 + 4; e++)
-                s += wb[blk].q[e] * qa[blk][e];
-            acc[l] = fmaf(wb[blk].d * da[blk], (float)s, acc[l]);
-        }
+    for (int64_t b = 0; b < n / QK; b++) {
+        const uint8_t *ab = (const uint8_t *)a + (size_t)b * abytes;
+        const int8_t *qa = (const int8_t *)(ab + aqs);
+        uint16_t h[2];
+        wblock wb;
+        int32_t isum = 0;
+        memcpy(h, ab, sizeof(h));
+        unpack(w, b, &wb);
+        for (int j = 0; j < QK; j++)
+            isum += wb.q[j] * qa[j];
+        acc = fmaf(wb.d * inferd_f16_to_f32(h[0]), (float)isum, acc);
         if (has_m)
-            for (int k = 0; k < nblk; k++)
-                summs = summs + wb[k].m * sa[k];
+            summs = summs + wb.m * inferd_f16_to_f32(h[1]);
     }
-    float r = inferd__reduce16(acc);
-    return has_m ? r + summs : r;
+    return has_m ? acc + summs : acc;
 }
 
 /* ---- F32 / F16 / BF16 --------------------------------------------------- */
@@ -192,7 +163,37 @@ static void bf16_from_float(const float *src, void *dst, int64_t n)
         return sum;                                                             \
     }
 
+/* The GEMV order (see inferd_kernels.vec_dot_gemv). The F32 tail is a
+ * product rounded to float, then added; the F16 one sums exact products in
+ * double. */
+#define FLOAT_DOT_GEMV(name, T, CVT, TAIL_T)                                    \
+    static float name(int64_t n, const void *vw, const void *va)                \
+    {                                                                           \
+        const T *w = vw, *a = va;                                               \
+        float acc[4][16] = {{0}};                                               \
+        const int64_t np = n & ~(int64_t)63;                                    \
+        for (int64_t i = 0; i < np; i += 64)                                    \
+            for (int j = 0; j < 4; j++)                                         \
+                for (int l = 0; l < 16; l++)                                    \
+                    acc[j][l] = fmaf(CVT(w[i + 16 * j + l]), CVT(a[i + 16 * j + l]), \
+                                     acc[j][l]);                                \
+        for (int l = 0; l < 16; l++) {                                          \
+            acc[0][l] = acc[0][l] + acc[2][l];                                  \
+            acc[1][l] = acc[1][l] + acc[3][l];                                  \
+        }                                                                       \
+        for (int l = 0; l < 16; l++)                                            \
+            acc[0][l] = acc[0][l] + acc[1][l];                                  \
+        TAIL_T sum = inferd__reduce16(acc[0]);                                  \
+        for (int64_t i = np; i < n; i++) {                                      \
+            const float p = CVT(w[i]) * CVT(a[i]);                              \
+            sum += (TAIL_T)p;                                                   \
+        }                                                                       \
+        return (float)sum;                                                      \
+    }
+
 #define F32_ID(x) (x)
+FLOAT_DOT_GEMV(f32_dot_gemv, float, F32_ID, float)
+FLOAT_DOT_GEMV(f16_dot_gemv, inferd_f16, inferd_f16_to_f32, double)
 FLOAT_DOT(f32_dot, float, F32_ID)
 FLOAT_DOT(f16_dot, inferd_f16, inferd_f16_to_f32)
 FLOAT_DOT(bf16_dot, inferd_bf16, inferd_bf16_to_f32)
@@ -319,7 +320,7 @@ static void unpack_q8_0(const void *row, int64_t b, wblock *out)
 
 static float q8_0_dot(int64_t n, const void *w, const void *a)
 {
-    return block_dot(n, w, a, unpack_q8_0, 0, 0);
+    return block_dot(n, w, a, unpack_q8_0, 0);
 }
 
 /* ---- Q4_0 / Q4_1 / Q5_0 / Q5_1 ------------------------------------------ */
@@ -506,22 +507,22 @@ static void unpack_q5_1(const void *row, int64_t b, wblock *out)
 
 static float q4_0_dot(int64_t n, const void *w, const void *a)
 {
-    return block_dot(n, w, a, unpack_q4_0, 1, 0);
+    return block_dot(n, w, a, unpack_q4_0, 0);
 }
 
 static float q4_1_dot(int64_t n, const void *w, const void *a)
 {
-    return block_dot(n, w, a, unpack_q4_1, 1, 1);
+    return block_dot(n, w, a, unpack_q4_1, 1);
 }
 
 static float q5_0_dot(int64_t n, const void *w, const void *a)
 {
-    return block_dot(n, w, a, unpack_q5_0, 1, 0);
+    return block_dot(n, w, a, unpack_q5_0, 0);
 }
 
 static float q5_1_dot(int64_t n, const void *w, const void *a)
 {
-    return block_dot(n, w, a, unpack_q5_1, 1, 1);
+    return block_dot(n, w, a, unpack_q5_1, 1);
 }
 
 /* ---- mdot: one vec_dot per output -------------------------------------- */
@@ -552,11 +553,15 @@ SCALAR_MDOT(q8_0_mdot, q8_0_dot)
 #define T_(ty, vdt, pfx, q)                                                     \
     [INFERD_DTYPE_##ty] = {INFERD_DTYPE_##ty, INFERD_DTYPE_##vdt,               \
                            INFERD_ISA_SCALAR, pfx##_to_float, pfx##_from_float, \
-                           q, pfx##_dot, pfx##_mdot}
+                           q, pfx##_dot, pfx##_mdot, NULL}
 
 static const inferd_kernels kernels_scalar[INFERD_DTYPE_COUNT] = {
-    T_(F32, F32, f32, f32_from_float),
-    T_(F16, F16, f16, f16_from_float),
+    [INFERD_DTYPE_F32] = {INFERD_DTYPE_F32, INFERD_DTYPE_F32, INFERD_ISA_SCALAR,
+                          f32_to_float, f32_from_float, f32_from_float, f32_dot, f32_mdot,
+                          f32_dot_gemv},
+    [INFERD_DTYPE_F16] = {INFERD_DTYPE_F16, INFERD_DTYPE_F16, INFERD_ISA_SCALAR,
+                          f16_to_float, f16_from_float, f16_from_float, f16_dot, f16_mdot,
+                          f16_dot_gemv},
     T_(BF16, BF16, bf16, bf16_from_float),
     [INFERD_DTYPE_Q4_0] = {INFERD_DTYPE_Q4_0, INFERD_DTYPE_Q8_0, INFERD_ISA_SCALAR,
                            q4_0_to_float, q4_0_quantize, q4_0_quantize, q4_0_dot,
@@ -582,6 +587,9 @@ static const inferd_kernels kernels_scalar[INFERD_DTYPE_COUNT] = {
 
 static inferd_kernels merged[N_ISA][INFERD_DTYPE_COUNT];
 static pthread_once_t merged_once = PTHREAD_ONCE_INIT;
+/* inferd_cpu_isa_hw() runs cpuid, which traps to the hypervisor in a VM
+ * (microseconds): read it once here. */
+static inferd_isa hw_isa;
 
 #define PICK(field) (hi->field ? hi->field : lo->field)
 
@@ -589,6 +597,7 @@ static void merge_tables(void)
 {
     const inferd_kernels *per_isa[N_ISA] = {kernels_scalar, inferd__kernels_avx2,
                                             inferd__kernels_avx512};
+    hw_isa = inferd_cpu_isa_hw();
     for (int t = 0; t < INFERD_DTYPE_COUNT; t++)
         merged[0][t] = kernels_scalar[t];
     for (int isa = 1; isa < N_ISA; isa++) {
@@ -603,6 +612,7 @@ static void merge_tables(void)
                 k.quantize = PICK(quantize);
                 k.vec_dot = PICK(vec_dot);
                 k.mdot = PICK(mdot);
+                k.vec_dot_gemv = PICK(vec_dot_gemv);
             }
             merged[isa][t] = k;
         }
@@ -613,10 +623,11 @@ static void merge_tables(void)
 
 const inferd_kernels *inferd_kernels_get_isa(uint32_t type, inferd_isa isa)
 {
-    if (type >= INFERD_DTYPE_COUNT || (int)isa < 0 || (int)isa >= N_ISA ||
-        isa > inferd_cpu_isa_hw())
+    if (type >= INFERD_DTYPE_COUNT || (int)isa < 0 || (int)isa >= N_ISA)
         return NULL;
     pthread_once(&merged_once, merge_tables);
+    if (isa > hw_isa)
+        return NULL;
     const inferd_kernels *k = &merged[isa][type];
     return k->to_float ? k : NULL;
 }
@@ -624,6 +635,13 @@ const inferd_kernels *inferd_kernels_get_isa(uint32_t type, inferd_isa isa)
 const inferd_kernels *inferd_kernels_get(uint32_t type)
 {
     return inferd_kernels_get_isa(type, inferd_cpu_isa());
+}
+
+const inferd__panel_kernels *inferd__panel_get(uint32_t type)
+{
+    if (type >= INFERD_DTYPE_COUNT || inferd_cpu_isa() < INFERD_ISA_AVX512)
+        return NULL;
+    return inferd__panels_avx512[type];
 }
 
 size_t inferd_quant_row_size(uint32_t type, int64_t n)

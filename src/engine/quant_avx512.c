@@ -1,18 +1,16 @@
 /* AVX-512 (F/BW/VL/DQ + VNNI) kernels, called only when cpuid reports them.
- * One zmm accumulator per output holds the 16 canonical lanes of
- * quant_impl.h. Block formats: one vpdpbusd per block pair, the weights as
- * unsigned bytes and their offset (8, 16, or 128 after Q8_0's sign flip)
- * removed exactly by starting the i32 accumulation at -off*sum(a); then
- * acc = fma(dw*da, lanes, acc). Results equal the scalar and AVX2 ones bit
- * for bit; the 32 registers allow larger tiles. Thread: any (no state). */
+ * Float types: one zmm accumulator per output holds the 16 canonical lanes
+ * of quant_impl.h. Block formats: vpdpbusd with the weights as unsigned
+ * bytes, their offset (8, 16, or 128 after Q8_0's sign flip) removed
+ * exactly by starting the i32 sums at -off * sum(a); generation tiles put
+ * one weight row per lane, prompt panels one token per lane. Results equal
+ * the scalar and AVX2 ones bit for bit. Thread: any (no state). */
 #include "quant_x86.h"
 
+/* Float tile shapes: rows x tokens for prompts, rows for a single token. */
 #define F_MR 4
 #define F_MT 4
-#define F_MR1 8
-#define Q_MR 4
-#define Q_MT 4
-#define Q_MR1 8
+#define F_MR1 4
 
 /* ---- F32 / F16 / BF16 ----------------------------------------------------- */
 
@@ -35,28 +33,34 @@ XI void ftile(const int kind, const int NR, const int NT, int64_t n, const char 
               size_t ws, const char *a, size_t as, float *out, size_t os)
 {
     __m512 acc[TILE_R_MAX][TILE_T_MAX];
-#pragma GCC unroll 8
+    UNROLL
     for (int r = 0; r < NR; r++)
-#pragma GCC unroll 8
+        UNROLL
         for (int t = 0; t < NT; t++)
             acc[r][t] = _mm512_setzero_ps();
     const int64_t n16 = n & ~(int64_t)15;
     for (int64_t i = 0; i < n16; i += 16) {
         __m512 wv[TILE_R_MAX];
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int r = 0; r < NR; r++) {
             wv[r] = fload16(kind, w + (size_t)r * ws, i);
-#pragma GCC unroll 8
+            /* One token streams the weights: fetch the next tile's rows
+             * into L2 (the hardware prefetcher loses track of many
+             * interleaved row streams). */
+            if (NT == 1 && ((size_t)i * fsize(kind)) % 64 == 0)
+                _mm_prefetch(w + (size_t)(r + NR) * ws + (size_t)i * fsize(kind), _MM_HINT_T1);
+        }
+        UNROLL
         for (int t = 0; t < NT; t++) {
             const __m512 xv = fload16(kind, a + (size_t)t * as, i);
-#pragma GCC unroll 8
+            UNROLL
             for (int r = 0; r < NR; r++)
                 acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
         }
     }
-#pragma GCC unroll 8
+    UNROLL
     for (int r = 0; r < NR; r++) {
-#pragma GCC unroll 8
+        UNROLL
         for (int t = 0; t < NT; t++) {
             const char *wr = w + (size_t)r * ws, *at = a + (size_t)t * as;
             float s = hsum16(acc[r][t]);
@@ -73,136 +77,346 @@ FLOAT_KERNELS(bf16, FK_BF16, F_MR, F_MT, F_MR1)
 
 /* ---- block formats -------------------------------------------------------- */
 
-/* Scales of a block pair, (s0, s1) in lanes 0 and 1 of p, spread to the
- * kind's lane layout: Q8_0 [s0 x8, s1 x8], nibble formats [s0 x4, s1 x4,
- * s0 x4, s1 x4]. */
-XI __m512 spread_scales(const int k, __m128 p)
+/* Rows per generation tile (one per zmm lane), rows per panel tile. */
+#define Q_RL 16
+#define P_ROWS 8
+#define P_ROWS_M 6   /* Q4_1/Q5_1, which also keep summs per row */
+#define P_LANES 16
+
+/* Weight block as 32 unsigned bytes in element order (Q8_0: w + 128). */
+XI __m256i wblock32_u8(const int k, const uint8_t *wb)
 {
-    const __m512i idx = k == QK_Q8_0
-        ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
-        : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(p));
+    if (k == QK_Q8_0)
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(wb + 2)),
+                                _mm256_set1_epi8((char)0x80));
+    __m256i q = nibbles32(wb + qk_wqs(k));
+    if (qk_is5(k))
+        q = _mm256_or_si256(q, _mm256_maskz_mov_epi8(load_u32(wb + qk_wqh(k)),
+                                                     _mm256_set1_epi8(0x10)));
+    return q;
 }
 
-typedef struct qacc {
-    __m512 v[TILE_R_MAX][TILE_T_MAX];
-    float summs[TILE_R_MAX][TILE_T_MAX];
-} qacc;
+/* What the unsigned weight bytes carry above the quant: 8, 16, 128 or 0. */
+XI int u8_offset(const int k)
+{
+    return k == QK_Q8_0 ? 0x80 : qk_off(k);
+}
 
-/*
- * One step over the block pair (b, b+1) of an NR x NT tile; TWO is 0 for the
- * odd last block, whose missing partner gets zero activations and scale, so
- * its lanes are left as they were.
- */
-XI void qstep(const int k, const int NR, const int NT, const int TWO, int64_t b,
-              const char *w, size_t ws, const char *a, size_t as, qacc *acc)
+/* One output: the canonical block chain. */
+XI float qdot1(const int k, int64_t n, const void *w, const void *a)
 {
     const size_t wbs = qk_wbytes(k), abs_ = qk_abytes(k), aqs = qk_aqs(k);
-    const int has_m = qk_has_m(k);
-    const int off = k == QK_Q8_0 ? 0x80 : qk_off(k);
-
-    __m512i wq[TILE_R_MAX];
-    __m512 dw[TILE_R_MAX];
-    float mw0[TILE_R_MAX], mw1[TILE_R_MAX];
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; r++) {
-        const uint8_t *w0 = (const uint8_t *)w + (size_t)r * ws + (size_t)b * wbs;
-        const uint8_t *w1 = w0 + wbs;
-        if (k == QK_Q8_0) {
-            const __m256i lo = _mm256_loadu_si256((const __m256i *)(w0 + 2));
-            const __m256i hi = TWO ? _mm256_loadu_si256((const __m256i *)(w1 + 2))
-                                   : _mm256_setzero_si256();
-            wq[r] = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1),
-                                     _mm512_set1_epi8((char)0x80));
-        } else {
-            const size_t qs = qk_wqs(k);
-            const __m128i q0 = _mm_loadu_si128((const __m128i *)(w0 + qs));
-            const __m128i q1 = TWO ? _mm_loadu_si128((const __m128i *)(w1 + qs))
-                                   : _mm_setzero_si128();
-            const __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
-            __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(y), _mm256_srli_epi16(y, 4), 1);
-            z = _mm512_and_si512(z, _mm512_set1_epi8(0x0f));
-            if (qk_is5(k)) {
-                const uint64_t h0 = load_u32(w0 + qk_wqh(k));
-                const uint64_t h1 = TWO ? load_u32(w1 + qk_wqh(k)) : 0u;
-                const __mmask64 m = (h0 & 0xffffu) | (h1 & 0xffffu) << 16 |
-                                    (h0 >> 16) << 32 | (h1 >> 16) << 48;
-                z = _mm512_or_si512(z, _mm512_maskz_mov_epi8(m, _mm512_set1_epi8(0x10)));
-            }
-            wq[r] = z;
-        }
-        dw[r] = spread_scales(k, f16_pair(w0, TWO ? w1 : NULL));
-        mw0[r] = has_m ? f16_scalar(w0 + 2) : 0.0f;
-        mw1[r] = has_m && TWO ? f16_scalar(w1 + 2) : 0.0f;
+    const __m256i offv = _mm256_set1_epi8((char)u8_offset(k));
+    float acc = 0.0f, summs = 0.0f;
+    for (int64_t b = 0; b < n / INFERD_QK; b++) {
+        const uint8_t *wb = (const uint8_t *)w + (size_t)b * wbs;
+        const uint8_t *ab = (const uint8_t *)a + (size_t)b * abs_;
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(ab + aqs));
+        __m256i c = _mm256_setzero_si256();
+        if (u8_offset(k))
+            c = _mm256_sub_epi32(c, _mm256_dpbusd_epi32(_mm256_setzero_si256(), offv, x));
+        const int32_t isum = hsum_i32x8(_mm256_dpbusd_epi32(c, wblock32_u8(k, wb), x));
+        acc = fmaf(f16_scalar(wb) * f16_scalar(ab), (float)isum, acc);
+        if (qk_has_m(k))
+            summs = summs + f16_scalar(wb + 2) * f16_scalar(ab + 2);
     }
-#pragma GCC unroll 8
-    for (int t = 0; t < NT; t++) {
-        const uint8_t *a0 = (const uint8_t *)a + (size_t)t * as + (size_t)b * abs_;
-        const uint8_t *a1 = a0 + abs_;
-        const __m256i x0 = _mm256_loadu_si256((const __m256i *)(a0 + aqs));
-        const __m256i x1 = TWO ? _mm256_loadu_si256((const __m256i *)(a1 + aqs))
-                               : _mm256_setzero_si256();
-        __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(x0), x1, 1);
-        if (k != QK_Q8_0) /* low halves of both blocks, then high halves */
-            x = _mm512_shuffle_i64x2(x, x, _MM_SHUFFLE(3, 1, 2, 0));
-        const __m512i corr = _mm512_sub_epi32(
-            _mm512_setzero_si512(),
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)off), x));
-        const __m512 da = spread_scales(k, f16_pair(a0, TWO ? a1 : NULL));
-        const float sa0 = has_m ? f16_scalar(a0 + 2) : 0.0f;
-        const float sa1 = has_m && TWO ? f16_scalar(a1 + 2) : 0.0f;
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; r++) {
-            const __m512i isum = off ? _mm512_dpbusd_epi32(corr, wq[r], x)
-                                     : _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq[r], x);
-            acc->v[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], da), _mm512_cvtepi32_ps(isum),
-                                           acc->v[r][t]);
-            if (has_m) {
-                acc->summs[r][t] = acc->summs[r][t] + mw0[r] * sa0;
-                if (TWO)
-                    acc->summs[r][t] = acc->summs[r][t] + mw1[r] * sa1;
-            }
-        }
-    }
+    return qk_has_m(k) ? acc + summs : acc;
 }
 
-XI void qtile(const int k, const int NR, const int NT, int64_t nb, const char *w,
-              size_t ws, const char *a, size_t as, float *out, size_t os)
+/*
+ * Generation tiles: 16 rows, one per lane. Per block, row pairs (2p, 2p+1)
+ * share a zmm: nibble formats as 128-bit lanes [2p lo, 2p+1 lo, 2p hi,
+ * 2p+1 hi] (lo = elements 0..15) against activations [lo, lo, hi, hi];
+ * Q8_0 as [2p, 2p+1] (32 bytes each) against [a, a]. The eight vpdpbusd
+ * results are then reduced to one exact i32 per row, in lane 4i+j for row
+ * 4j+i (a 4x4 transpose, undone once at the end).
+ */
+XI __m512i weights_pair(const int k, const uint8_t *w0, const uint8_t *w1)
 {
-    qacc acc;
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; r++)
-#pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) {
-            acc.v[r][t] = _mm512_setzero_ps();
-            acc.summs[r][t] = 0.0f;
-        }
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2)
-        qstep(k, NR, NT, 1, b, w, ws, a, as, &acc);
-    if (b < nb)
-        qstep(k, NR, NT, 0, b, w, ws, a, as, &acc);
-#pragma GCC unroll 8
-    for (int r = 0; r < NR; r++)
-#pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) {
-            float s = hsum16(acc.v[r][t]);
-            if (qk_has_m(k))
-                s = s + acc.summs[r][t];
-            out[(size_t)t * os + (size_t)r] = s;
-        }
+    if (k == QK_Q8_0) {
+        const __m512i v = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(w0 + 2))),
+            _mm256_loadu_si256((const __m256i *)(w1 + 2)), 1);
+        return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+    }
+    const size_t qs = qk_wqs(k);
+    const __m256i y = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(w0 + qs))),
+        _mm_loadu_si128((const __m128i *)(w1 + qs)), 1);
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(y), _mm256_srli_epi16(y, 4), 1);
+    z = _mm512_and_si512(z, _mm512_set1_epi8(0x0f));
+    if (qk_is5(k)) {
+        const uint64_t h0 = load_u32(w0 + qk_wqh(k)), h1 = load_u32(w1 + qk_wqh(k));
+        const __mmask64 m = (h0 & 0xffffu) | (h1 & 0xffffu) << 16 | (h0 >> 16) << 32 |
+                            (h1 >> 16) << 48;
+        z = _mm512_or_si512(z, _mm512_maskz_mov_epi8(m, _mm512_set1_epi8(0x10)));
+    }
+    return z;
 }
 
-QUANT_KERNELS(q4_0, QK_Q4_0, Q_MR, Q_MT, Q_MR1)
-QUANT_KERNELS(q4_1, QK_Q4_1, Q_MR, Q_MT, Q_MR1)
-QUANT_KERNELS(q5_0, QK_Q5_0, Q_MR, Q_MT, Q_MR1)
-QUANT_KERNELS(q5_1, QK_Q5_1, Q_MR, Q_MT, Q_MR1)
-QUANT_KERNELS(q8_0, QK_Q8_0, Q_MR, Q_MT, Q_MR1)
+XI __m512i reduce_16x16(const int k, const __m512i v[8])
+{
+    /* Level 1: the two 128-bit lanes of each row added: 128-bit lane i of
+     * wq[q] is row 4q+i (the shuffle immediates must be constants). */
+    __m512i wq[4];
+    UNROLL
+    for (int q = 0; q < 4; q++) {
+        const __m512i x = k == QK_Q8_0 ? _mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], _MM_SHUFFLE(2, 0, 2, 0))
+                                       : _mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i y = k == QK_Q8_0 ? _mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], _MM_SHUFFLE(3, 1, 3, 1))
+                                       : _mm512_shuffle_i64x2(v[2 * q], v[2 * q + 1], _MM_SHUFFLE(3, 2, 3, 2));
+        wq[q] = _mm512_add_epi32(x, y);
+    }
+    /* Level 2: 32-bit interleave; level 3: 64-bit interleave. */
+    const __m512i s0 = _mm512_add_epi32(_mm512_unpacklo_epi32(wq[0], wq[1]),
+                                        _mm512_unpackhi_epi32(wq[0], wq[1]));
+    const __m512i s1 = _mm512_add_epi32(_mm512_unpacklo_epi32(wq[2], wq[3]),
+                                        _mm512_unpackhi_epi32(wq[2], wq[3]));
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(s0, s1), _mm512_unpackhi_epi64(s0, s1));
+}
+
+/* Row of each lane after reduce_16x16 (and lane of each row: the same). */
+#define LANE_ROWS 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15
+
+XI void gtile(const int k, const int NT, int64_t nb, const char *w, size_t ws, int nr,
+              const char *a, size_t as, float *out, size_t os)
+{
+    const size_t wbs = qk_wbytes(k), abs_ = qk_abytes(k), aqs = qk_aqs(k);
+    const int has_m = qk_has_m(k), off = u8_offset(k);
+    static const int lane_rows[Q_RL] = {LANE_ROWS};
+    const uint8_t *rp[Q_RL];
+    int32_t offs[Q_RL];
+    for (int r = 0; r < Q_RL; r++) {
+        const int rr = r < nr ? r : nr - 1;
+        rp[r] = (const uint8_t *)w + (size_t)rr * ws;
+    }
+    for (int l = 0; l < Q_RL; l++) {
+        const int rr = lane_rows[l] < nr ? lane_rows[l] : nr - 1;
+        offs[l] = (int32_t)((size_t)rr * ws);
+    }
+    const __m512i gidx = _mm512_loadu_si512(offs);
+    __m512 acc[4], summs[4];
+    UNROLL
+    for (int t = 0; t < NT; t++)
+        acc[t] = summs[t] = _mm512_setzero_ps();
+
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i z[Q_RL / 2];
+        /* One token streams the weights: fetch the next tile's rows into L2,
+         * every 64 bytes of progress (the hardware prefetcher loses track
+         * of 16 interleaved row streams). */
+        UNROLL
+        for (int p = 0; p < Q_RL / 2; p++) {
+            z[p] = weights_pair(k, rp[2 * p] + (size_t)b * wbs, rp[2 * p + 1] + (size_t)b * wbs);
+            if (NT == 1 && b % (int64_t)(64 / wbs) == 0) {
+                _mm_prefetch((const char *)rp[2 * p] + Q_RL * ws + (size_t)b * wbs, _MM_HINT_T1);
+                _mm_prefetch((const char *)rp[2 * p + 1] + Q_RL * ws + (size_t)b * wbs, _MM_HINT_T1);
+            }
+        }
+        const __m512i g = _mm512_i32gather_epi32(gidx, w + (size_t)b * wbs, 1);
+        const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        const __m512 mw = has_m ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16)))
+                                : _mm512_setzero_ps();
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *ab = (const uint8_t *)a + (size_t)t * as + (size_t)b * abs_;
+            const __m512i x0 = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(ab + aqs)));
+            const __m512i x = k == QK_Q8_0 ? _mm512_shuffle_i64x2(x0, x0, _MM_SHUFFLE(1, 0, 1, 0))
+                                           : _mm512_shuffle_i64x2(x0, x0, _MM_SHUFFLE(1, 1, 0, 0));
+            __m512i c = _mm512_setzero_si512();
+            if (off)
+                c = _mm512_sub_epi32(c, _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                            _mm512_set1_epi8((char)off), x));
+            __m512i v[Q_RL / 2];
+            UNROLL
+            for (int p = 0; p < Q_RL / 2; p++)
+                v[p] = _mm512_dpbusd_epi32(c, z[p], x);
+            const __m512 f = _mm512_cvtepi32_ps(reduce_16x16(k, v));
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(f16_scalar(ab))), f, acc[t]);
+            if (has_m)
+                summs[t] = _mm512_add_ps(summs[t],
+                                         _mm512_mul_ps(mw, _mm512_set1_ps(f16_scalar(ab + 2))));
+        }
+    }
+    const __m512i back = _mm512_loadu_si512(lane_rows);
+    UNROLL
+    for (int t = 0; t < NT; t++) {
+        float tmp[Q_RL];
+        const __m512 r = has_m ? _mm512_add_ps(acc[t], summs[t]) : acc[t];
+        _mm512_storeu_ps(tmp, _mm512_permutexvar_ps(back, r));
+        for (int i = 0; i < nr; i++)
+            out[(size_t)t * os + (size_t)i] = tmp[i];
+    }
+}
+
+QUANT_KERNELS(q4_0, QK_Q4_0, Q_RL)
+QUANT_KERNELS(q4_1, QK_Q4_1, Q_RL)
+QUANT_KERNELS(q5_0, QK_Q5_0, Q_RL)
+QUANT_KERNELS(q5_1, QK_Q5_1, Q_RL)
+QUANT_KERNELS(q8_0, QK_Q8_0, Q_RL)
+
+/* ---- panels (tokens in lanes) for prompts --------------------------------- */
+
+#define PANEL_BLOCK_BYTES (44 * P_LANES)
+
+/*
+ * R rows by one panel of up to 16 tokens, nb blocks. Per row and block the
+ * weight bytes are unpacked once to the stack and each 4-byte group is
+ * broadcast against the panel's 16 tokens x 4 bytes: 8 vpdpbusd give the
+ * 16 tokens' exact block sums. The offset comes off through the start value
+ * -off * sum(a) of each token.
+ */
+XI void ptile(const int k, const int R, int64_t nb, const char *w, size_t ws, int nr,
+              const char *panel, int nt, float *out, size_t os)
+{
+    const size_t wbs = qk_wbytes(k);
+    const int has_m = qk_has_m(k), off = u8_offset(k);
+    const int shift = off == 0x80 ? 7 : off == 16 ? 4 : 3;
+    const uint8_t *rp[P_ROWS];
+    _Alignas(32) uint8_t buf[P_ROWS][32];
+    __m512 acc[P_ROWS], summs[P_ROWS];
+    UNROLL
+    for (int r = 0; r < R; r++) {
+        rp[r] = (const uint8_t *)w + (size_t)(r < nr ? r : nr - 1) * ws;
+        acc[r] = summs[r] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const char *pb = panel + (size_t)b * PANEL_BLOCK_BYTES;
+        __m512i av[8];
+        UNROLL
+        for (int g = 0; g < 8; g++)
+            av[g] = _mm512_loadu_si512(pb + 64 * g);
+        const __m512 da = _mm512_loadu_ps(pb + 32 * P_LANES);
+        const __m512 sa = has_m ? _mm512_loadu_ps(pb + 40 * P_LANES) : _mm512_setzero_ps();
+        __m512i corr = _mm512_setzero_si512();
+        if (off)
+            corr = _mm512_sub_epi32(corr, _mm512_slli_epi32(_mm512_loadu_si512(pb + 36 * P_LANES),
+                                                            (unsigned)shift));
+        UNROLL
+        for (int r = 0; r < R; r++) {
+            const uint8_t *wb = rp[r] + (size_t)b * wbs;
+            _mm256_store_si256((__m256i *)buf[r], wblock32_u8(k, wb));
+            /* Make the compiler read the groups back from memory: a
+             * broadcast load costs no shuffle, unlike extracting each
+             * dword from the register. */
+            __asm__ volatile("" : "+m"(buf[r]));
+            /* Two chains of vpdpbusd halve the dependent latency; the
+             * integer sums are exact, so the split does not matter. */
+            __m512i isum = corr, isum2 = _mm512_setzero_si512();
+            UNROLL
+            for (int g = 0; g < 8; g += 2) {
+                int32_t wg0, wg1;
+                memcpy(&wg0, buf[r] + 4 * g, 4);
+                memcpy(&wg1, buf[r] + 4 * g + 4, 4);
+                isum = _mm512_dpbusd_epi32(isum, _mm512_set1_epi32(wg0), av[g]);
+                isum2 = _mm512_dpbusd_epi32(isum2, _mm512_set1_epi32(wg1), av[g + 1]);
+            }
+            isum = _mm512_add_epi32(isum, isum2);
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(f16_scalar(wb)), da),
+                                     _mm512_cvtepi32_ps(isum), acc[r]);
+            if (has_m)
+                summs[r] = _mm512_add_ps(summs[r],
+                                         _mm512_mul_ps(_mm512_set1_ps(f16_scalar(wb + 2)), sa));
+        }
+    }
+    UNROLL
+    for (int r = 0; r < R; r++) {
+        if (r >= nr)
+            continue;
+        float tmp[P_LANES];
+        _mm512_storeu_ps(tmp, has_m ? _mm512_add_ps(acc[r], summs[r]) : acc[r]);
+        for (int t = 0; t < nt; t++)
+            out[(size_t)t * os + (size_t)r] = tmp[t];
+    }
+}
+
+/* Rows outer (their weights stay in L1), panels inner. */
+#define PANEL_GEMM(name, k, R)                                                 \
+    static void name##_pgemm(int64_t n, const void *w, size_t w_stride,        \
+                             int64_t n_rows, const void *panel, int n_toks,    \
+                             float *out, size_t out_stride)                    \
+    {                                                                          \
+        const size_t pbytes = inferd__panel_bytes(P_LANES, n);                 \
+        for (int64_t r0 = 0; r0 < n_rows; r0 += (R)) {                         \
+            const int nr = n_rows - r0 < (R) ? (int)(n_rows - r0) : (R);       \
+            for (int t0 = 0; t0 < n_toks; t0 += P_LANES) {                     \
+                const int nt = n_toks - t0 < P_LANES ? n_toks - t0 : P_LANES;  \
+                ptile(k, R, n / INFERD_QK,                                     \
+                      (const char *)w + (size_t)r0 * w_stride, w_stride, nr,   \
+                      (const char *)panel + (size_t)(t0 / P_LANES) * pbytes,   \
+                      nt, out + (size_t)t0 * out_stride + (size_t)r0,          \
+                      out_stride);                                             \
+            }                                                                  \
+        }                                                                      \
+    }
+
+PANEL_GEMM(q4_0, QK_Q4_0, P_ROWS)
+PANEL_GEMM(q4_1, QK_Q4_1, P_ROWS_M)
+PANEL_GEMM(q5_0, QK_Q5_0, P_ROWS)
+PANEL_GEMM(q5_1, QK_Q5_1, P_ROWS_M)
+PANEL_GEMM(q8_0, QK_Q8_0, P_ROWS)
+
+/* Quantize n_toks rows exactly as q8_0/q8_1 from_float and lay them out
+ * as a panel (quant_impl.h); missing tokens are zero. */
+XI void pack_panel(int64_t n, const float *x, int64_t x_stride, int n_toks, void *panel,
+                   const int q8_1)
+{
+    for (int64_t b = 0; b < n / INFERD_QK; b++) {
+        char *pb = (char *)panel + (size_t)b * PANEL_BLOCK_BYTES;
+        float *pd = (float *)(void *)(pb + 32 * P_LANES);
+        int32_t *psum = (int32_t *)(void *)(pb + 36 * P_LANES);
+        float *ps = (float *)(void *)(pb + 40 * P_LANES);
+        for (int t = 0; t < P_LANES; t++) {
+            _Alignas(32) int8_t qs[INFERD_QK] = {0};
+            int sum = 0;
+            float d = 0.0f, s = 0.0f;
+            if (t < n_toks) {
+                const float dr = q8_act_block_avx2(x + t * x_stride + b * INFERD_QK, qs, &sum);
+                d = _cvtsh_ss(_cvtss_sh(dr, 0));
+                s = q8_1 ? _cvtsh_ss(_cvtss_sh(dr * (float)sum, 0)) : 0.0f;
+            }
+            for (int g = 0; g < 8; g++)
+                memcpy(pb + 64 * g + 4 * t, qs + 4 * g, 4);
+            pd[t] = d;
+            psum[t] = sum;
+            ps[t] = s;
+        }
+    }
+}
+
+static void pack_q8_0(int64_t n, const float *x, int64_t x_stride, int n_toks, void *panel)
+{
+    pack_panel(n, x, x_stride, n_toks, panel, 0);
+}
+
+static void pack_q8_1(int64_t n, const float *x, int64_t x_stride, int n_toks, void *panel)
+{
+    pack_panel(n, x, x_stride, n_toks, panel, 1);
+}
+
+#define PANEL_ENTRY(name, pack)                                                \
+    static const inferd__panel_kernels name##_panel = {P_LANES, 8, pack, name##_pgemm}
+
+PANEL_ENTRY(q4_0, pack_q8_0);
+PANEL_ENTRY(q4_1, pack_q8_1);
+PANEL_ENTRY(q5_0, pack_q8_0);
+PANEL_ENTRY(q5_1, pack_q8_1);
+PANEL_ENTRY(q8_0, pack_q8_0);
+
+const inferd__panel_kernels *const inferd__panels_avx512[INFERD_DTYPE_COUNT] = {
+    [INFERD_DTYPE_Q4_0] = &q4_0_panel,
+    [INFERD_DTYPE_Q4_1] = &q4_1_panel,
+    [INFERD_DTYPE_Q5_0] = &q5_0_panel,
+    [INFERD_DTYPE_Q5_1] = &q5_1_panel,
+    [INFERD_DTYPE_Q8_0] = &q8_0_panel,
+};
 
 /* Only the dot products differ from AVX2; conversions fall back to it. */
 const inferd_kernels inferd__kernels_avx512[INFERD_DTYPE_COUNT] = {
-    [INFERD_DTYPE_F32] = {.type = INFERD_DTYPE_F32, .vec_dot = f32_dot, .mdot = f32_mdot},
-    [INFERD_DTYPE_F16] = {.type = INFERD_DTYPE_F16, .vec_dot = f16_dot, .mdot = f16_mdot},
+    [INFERD_DTYPE_F32] = {.type = INFERD_DTYPE_F32, .vec_dot = f32_dot, .mdot = f32_mdot,
+                          .vec_dot_gemv = f32_dot_gemv},
+    [INFERD_DTYPE_F16] = {.type = INFERD_DTYPE_F16, .vec_dot = f16_dot, .mdot = f16_mdot,
+                          .vec_dot_gemv = f16_dot_gemv},
     [INFERD_DTYPE_BF16] = {.type = INFERD_DTYPE_BF16, .vec_dot = bf16_dot, .mdot = bf16_mdot},
     [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0, .vec_dot = q4_0_dot, .mdot = q4_0_mdot},
     [INFERD_DTYPE_Q4_1] = {.type = INFERD_DTYPE_Q4_1, .vec_dot = q4_1_dot, .mdot = q4_1_mdot},

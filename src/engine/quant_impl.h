@@ -1,29 +1,23 @@
-/* Private to the kernels: the per-ISA tables that quant.c merges, and the
- * order of operations every vec_dot follows, so that all ISAs (and every
- * tile of inferd_matmul) give the same bits.
+/* Private to the kernels and the matmul: the per-ISA tables that quant.c
+ * merges, the panel (tokens-in-lanes) kernels the matmul uses for prompts,
+ * and the order of operations every dot product follows, so that all ISAs
+ * and every tile shape give the same bits.
  *
- * The canonical order (all ISAs, all types): sixteen f32 lane accumulators
- * acc[0..15], starting at +0, updated by fma; then the reduction
- *   v[l] = acc[l] + acc[l+8] (l < 8);
- *   result = ((v0+v4)+(v2+v6)) + ((v1+v5)+(v3+v7))   (ggml's hsum_float_8).
- *
- *  - F32/F16/BF16: element 16i+l goes to lane l: acc[l] = fma(w, x, acc[l]),
- *    i ascending over whole groups of 16; the n % 16 tail elements are added
- *    after the reduction, in order: r = fma(w, x, r).
- *  - Block formats, by steps over the block pairs (2i, 2i+1): lane l holds
- *    the exact integer sum s_l of the products of four consecutive elements
- *    of one block B(l), and acc[l] = fma(dw_B * da_B, (float)s_l, acc[l])
- *    (dw*da is exact in f32: both are f16). Which four elements:
- *      Q8_0:                  B = 2i + l/8,     elements 4(l%8) .. +3
- *      Q4_0, Q4_1, Q5_0, Q5_1: B = 2i + (l/4)%2, elements 4(l%4) + 16(l/8) .. +3
- *    (the second matches the nibble layout: low nibbles of both blocks, then
- *    high nibbles). When the row has an odd number of blocks, the last step
- *    leaves the lanes of the missing block unchanged.
- *    Q4_1/Q5_1 also keep summs = summs + mw_B * sa_B (exact product) over
- *    blocks in order and return reduction + summs.
- * The integer sums are exact, so only this float order matters; it is not
- * ggml's (which accumulates one block at a time in 8 lanes), as pairs of
- * blocks fill a 512-bit register and halve the dependent fma chain. */
+ * The canonical order:
+ *  - F32/F16/BF16: sixteen f32 lanes acc[0..15] from +0; element 16i+l goes
+ *    to lane l, acc[l] = fma(w, x, acc[l]), i ascending over whole groups of
+ *    16; then v[l] = acc[l] + acc[l+8] (l < 8),
+ *    r = ((v0+v4)+(v2+v6)) + ((v1+v5)+(v3+v7)) (ggml's hsum_float_8), and the
+ *    n % 16 tail elements in order: r = fma(w, x, r).
+ *  - Block formats: one f32 accumulator from +0; for each block b in order,
+ *    acc = fma(dw_b * da_b, (float)isum_b, acc), where isum_b is the exact
+ *    integer dot product of the block's quants (offset removed) with the
+ *    activation's, and dw*da is exact in f32 (both are f16). Q4_1/Q5_1 also
+ *    keep summs = summs + mw_b * sa_b (an exact product) in block order and
+ *    return acc + summs. This is ggml's reference formula with the multiply-
+ *    add fused; since the integer sums are exact, any way of computing them
+ *    (lanes over elements, rows or tokens) gives the same result.
+ */
 #ifndef INFERD_ENGINE_QUANT_IMPL_H
 #define INFERD_ENGINE_QUANT_IMPL_H
 
@@ -34,7 +28,43 @@
 extern const inferd_kernels inferd__kernels_avx2[INFERD_DTYPE_COUNT];
 extern const inferd_kernels inferd__kernels_avx512[INFERD_DTYPE_COUNT];
 
-/* The canonical reduction of 16 lanes, on scalars. */
+/*
+ * Panels: activations of up to `lanes` tokens interleaved so that one vector
+ * lane holds one token, for the block formats. For each block b of the row,
+ * a panel holds (bytes from the block's start, P = lanes):
+ *     0        int8  q[8][P][4]   q[g][t][j] = quant 4g+j of token t
+ *     32P      f32   d[P]         the token's block scale (f16 widened)
+ *     36P      i32   sum[P]       sum of the token's 32 quants
+ *     40P      f32   s[P]         Q8_1's s (f16 widened), 0 for Q8_0
+ * so a block takes 44P bytes. Missing tokens (a last panel with fewer than
+ * P) are zero.
+ */
+typedef struct inferd__panel_kernels {
+    int lanes;             /* P: tokens per panel */
+    int min_tokens;        /* use panels from this many tokens on */
+    /* Convert n_toks (<= P) f32 rows of n elements (stride x_stride floats)
+     * to one panel, quantizing exactly as the vec_dot_type's from_float. */
+    void (*pack)(int64_t n, const float *x, int64_t x_stride, int n_toks,
+                 void *panel);
+    /* out[t * out_stride + r] for r < n_rows, t < n_toks (<= P): bit-identical
+     * to vec_dot of row r with token t's from_float row. */
+    void (*gemm)(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                 const void *panel, int n_toks, float *out, size_t out_stride);
+} inferd__panel_kernels;
+
+/** Bytes of one panel of @p lanes tokens over @p n elements. */
+static inline size_t inferd__panel_bytes(int lanes, int64_t n)
+{
+    return (size_t)(n / 32) * 44u * (size_t)lanes;
+}
+
+/** Panel kernels of @p type for the ISA inferd_cpu_isa() picks, or NULL
+ * when that ISA has none for it (the matmul then uses mdot). Thread: any. */
+const inferd__panel_kernels *inferd__panel_get(uint32_t type);
+/* Per-ISA panel tables (NULL entries: none). */
+extern const inferd__panel_kernels *const inferd__panels_avx512[INFERD_DTYPE_COUNT];
+
+/* The canonical reduction of the 16 float lanes, on scalars. */
 static inline float inferd__reduce16(const float a[16])
 {
     float v[8];

@@ -1,7 +1,8 @@
 /* Shared AVX2-level (AVX2 + FMA + F16C) pieces of the x86 kernels, included
  * by quant_avx2.c and quant_avx512.c, each compiling them with its own ISA
- * flags: the canonical 8-lane reduction, loads of F32/F16/BF16 groups, the
- * tiled float dot product, the activation quantizers and dequantizers.
+ * flags: the canonical reduction, loads of F32/F16/BF16 groups, the mdot
+ * drivers (tile loops), the activation quantizers (ggml-cpu's x86 rounding),
+ * F16/BF16 conversions, dequantizers and the block-format descriptions.
  * Everything is static inline: each including file gets its own copy. */
 #ifndef INFERD_ENGINE_QUANT_X86_H
 #define INFERD_ENGINE_QUANT_X86_H
@@ -9,6 +10,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <limits.h>
 #include <string.h>
 
 #include "quant_impl.h"
@@ -18,6 +20,14 @@
 #endif
 
 #define XI static inline __attribute__((always_inline))
+
+/* Full unrolling of the small constant-count loops over tile rows, tokens
+ * and groups, so that tile arrays live in registers. */
+#ifdef __clang__
+#define UNROLL _Pragma("unroll")
+#else
+#define UNROLL _Pragma("GCC unroll 16")
+#endif
 
 /* Largest tile any kernel instantiates (array bounds; the kernels use
  * compile-time NR x NT within these, which the compiler keeps in registers). */
@@ -33,6 +43,15 @@ XI float hsum8(__m256 v)
     return _mm_cvtss_f32(r);
 }
 
+/* Exact sum of the 8 i32 lanes. */
+XI int32_t hsum_i32x8(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
 XI float f16_scalar(const void *p)
 {
     uint16_t h;
@@ -43,6 +62,11 @@ XI float f16_scalar(const void *p)
 /* ---- F32 / F16 / BF16 rows --------------------------------------------- */
 
 enum { FK_F32, FK_F16, FK_BF16 };
+
+XI size_t fsize(const int kind)
+{
+    return kind == FK_F32 ? 4 : 2;
+}
 
 XI __m256 fload8(const int kind, const char *p, int64_t i)
 {
@@ -65,8 +89,58 @@ XI float fload1(const int kind, const char *p, int64_t i)
     return inferd_bf16_to_f32(h);
 }
 
+/* The GEMV order of inferd_kernels.vec_dot_gemv on 8-wide vectors: each of
+ * the four 16-lane accumulators is a pair of __m256 (lanes 0-7, 8-15), so
+ * the result equals the scalar reference bit for bit. */
+XI float fdot_gemv(const int kind, int64_t n, const char *w, const char *a)
+{
+    __m256 acc[4][2];
+    UNROLL
+    for (int j = 0; j < 4; j++)
+        acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+    const int64_t np = n & ~(int64_t)63;
+    for (int64_t i = 0; i < np; i += 64)
+        UNROLL
+        for (int j = 0; j < 4; j++)
+            UNROLL
+            for (int h = 0; h < 2; h++)
+                acc[j][h] = _mm256_fmadd_ps(fload8(kind, w, i + 16 * j + 8 * h),
+                                            fload8(kind, a, i + 16 * j + 8 * h), acc[j][h]);
+    UNROLL
+    for (int h = 0; h < 2; h++) {
+        acc[0][h] = _mm256_add_ps(acc[0][h], acc[2][h]);
+        acc[1][h] = _mm256_add_ps(acc[1][h], acc[3][h]);
+        acc[0][h] = _mm256_add_ps(acc[0][h], acc[1][h]);
+    }
+    const float r = hsum8(_mm256_add_ps(acc[0][0], acc[0][1]));
+    if (kind == FK_F32) {
+        float s = r;
+        for (int64_t i = np; i < n; i++) {
+            const float p = fload1(kind, w, i) * fload1(kind, a, i);
+            s += p;
+        }
+        return s;
+    }
+    double s = r;
+    for (int64_t i = np; i < n; i++) {
+        const float p = fload1(kind, w, i) * fload1(kind, a, i);
+        s += (double)p;
+    }
+    return (float)s;
+}
+
+static float f32_dot_gemv(int64_t n, const void *w, const void *a)
+{
+    return fdot_gemv(FK_F32, n, w, a);
+}
+
+static float f16_dot_gemv(int64_t n, const void *w, const void *a)
+{
+    return fdot_gemv(FK_F16, n, w, a);
+}
+
 /*
- * Generic tiled driver. First the tokens that fill whole MT-token tiles:
+ * mdot driver of the float types. First the tokens that fill whole MT-token tiles:
  * MR x MT tiles over rows (outer) and tokens (inner, so the MR weight rows
  * stay in L1 while the tokens pass), single rows for the last n_rows % MR.
  * Then the n_toks % MT leftover tokens (all of them when n_toks < MT, as in
@@ -126,27 +200,61 @@ XI float fload1(const int kind, const char *p, int64_t i)
 #define FTILE_CALL_FK_F16(nr, nt, wp, ap, op) FTILE_CALL(FK_F16, nr, nt, wp, ap, op)
 #define FTILE_CALL_FK_BF16(nr, nt, wp, ap, op) FTILE_CALL(FK_BF16, nr, nt, wp, ap, op)
 
-/* Define name_dot and name_mdot for block kind k from a tile function
- * qtile(k, nr, nt, n_blocks, w, ws, a, as, out, os) of the including file. */
-#define QUANT_KERNELS(name, k, MR, MT, MR1)                                    \
+/*
+ * Driver of the block formats' mdot: tiles of RL rows (one per vector lane;
+ * the last tile repeats its last row in the spare lanes) by up to 4 tokens.
+ * Tiles' row offsets go into 32-bit gather indices, so rows longer than
+ * INT32_MAX / RL bytes (never seen in practice) take the one-row path.
+ * GTILE(nt, w, nr, a, out) computes nr (<= RL) rows x nt tokens; DOT1 is the
+ * file's vec_dot of the kind.
+ */
+#define QMDOT_DRIVER(GTILE, DOT1, RL)                                          \
+    do {                                                                       \
+        if (w_stride > (size_t)(INT32_MAX / (RL))) {                           \
+            for (int64_t t0 = 0; t0 < n_toks; t0++)                            \
+                for (int64_t r0 = 0; r0 < n_rows; r0++)                        \
+                    out[(size_t)t0 * out_stride + (size_t)r0] = DOT1(          \
+                        n, (const char *)w + (size_t)r0 * w_stride,            \
+                        (const char *)a + (size_t)t0 * a_stride);              \
+            break;                                                             \
+        }                                                                      \
+        for (int64_t r0 = 0; r0 < n_rows; r0 += (RL)) {                        \
+            const char *wr = (const char *)w + (size_t)r0 * w_stride;          \
+            const int nr = n_rows - r0 < (RL) ? (int)(n_rows - r0) : (RL);     \
+            int64_t t0 = 0;                                                    \
+            for (; t0 + 4 <= n_toks; t0 += 4)                                  \
+                GTILE(4, wr, nr, (const char *)a + (size_t)t0 * a_stride,      \
+                      out + (size_t)t0 * out_stride + (size_t)r0);             \
+            const char *at = (const char *)a + (size_t)t0 * a_stride;          \
+            float *ot = out + (size_t)t0 * out_stride + (size_t)r0;            \
+            switch (n_toks - t0) {                                             \
+            case 3: GTILE(3, wr, nr, at, ot); break;                           \
+            case 2: GTILE(2, wr, nr, at, ot); break;                           \
+            case 1: GTILE(1, wr, nr, at, ot); break;                           \
+            default: break;                                                    \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+/* Define name_dot and name_mdot for block kind k from the including file's
+ * qdot1(k, n, w, a) and gtile(k, nt, n_blocks, w, ws, nr, a, as, out, os). */
+#define QUANT_KERNELS(name, k, RL)                                             \
     static float name##_dot(int64_t n, const void *w, const void *a)           \
     {                                                                          \
-        float r;                                                               \
-        qtile(k, 1, 1, n / INFERD_QK, w, 0, a, 0, &r, 0);                      \
-        return r;                                                              \
+        return qdot1(k, n, w, a);                                              \
     }                                                                          \
     static void name##_mdot MDOT_SIG                                           \
     {                                                                          \
-        MDOT_DRIVER(QTILE_CALL_##k, MR, MT, MR1);                              \
+        QMDOT_DRIVER(name##_GTILE, name##_dot, RL);                            \
     }
 
-#define QTILE_CALL(k, nr, nt, wp, ap, op)                                      \
-    qtile(k, nr, nt, n / INFERD_QK, wp, w_stride, ap, a_stride, op, out_stride)
-#define QTILE_CALL_QK_Q4_0(nr, nt, wp, ap, op) QTILE_CALL(QK_Q4_0, nr, nt, wp, ap, op)
-#define QTILE_CALL_QK_Q4_1(nr, nt, wp, ap, op) QTILE_CALL(QK_Q4_1, nr, nt, wp, ap, op)
-#define QTILE_CALL_QK_Q5_0(nr, nt, wp, ap, op) QTILE_CALL(QK_Q5_0, nr, nt, wp, ap, op)
-#define QTILE_CALL_QK_Q5_1(nr, nt, wp, ap, op) QTILE_CALL(QK_Q5_1, nr, nt, wp, ap, op)
-#define QTILE_CALL_QK_Q8_0(nr, nt, wp, ap, op) QTILE_CALL(QK_Q8_0, nr, nt, wp, ap, op)
+#define GTILE_CALL(k, nt, wp, nr, ap, op)                                      \
+    gtile(k, nt, n / INFERD_QK, wp, w_stride, nr, ap, a_stride, op, out_stride)
+#define q4_0_GTILE(nt, wp, nr, ap, op) GTILE_CALL(QK_Q4_0, nt, wp, nr, ap, op)
+#define q4_1_GTILE(nt, wp, nr, ap, op) GTILE_CALL(QK_Q4_1, nt, wp, nr, ap, op)
+#define q5_0_GTILE(nt, wp, nr, ap, op) GTILE_CALL(QK_Q5_0, nt, wp, nr, ap, op)
+#define q5_1_GTILE(nt, wp, nr, ap, op) GTILE_CALL(QK_Q5_1, nt, wp, nr, ap, op)
+#define q8_0_GTILE(nt, wp, nr, ap, op) GTILE_CALL(QK_Q8_0, nt, wp, nr, ap, op)
 
 /* ---- activation quantizers (ggml-cpu's x86 quantize_row_q8_0/q8_1) ------ */
 
@@ -167,23 +275,20 @@ XI float q8_act_block_avx2(const float *x, int8_t *qs, int *out_sum)
     const float amax = _mm_cvtss_f32(m4);
     const float d = amax / 127.0f;
     const __m256 mul = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
-    const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), rn));
-    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), rn));
-    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), rn));
-    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), rn));
+#define RN_EVEN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), RN_EVEN));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), RN_EVEN));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), RN_EVEN));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), RN_EVEN));
     /* The sum is taken after saturation to int8, as the scalar does. */
     __m256i p01 = _mm256_packs_epi32(i0, i1), p23 = _mm256_packs_epi32(i2, i3);
     __m256i p = _mm256_packs_epi16(p01, p23);
     p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+#undef RN_EVEN
     _mm256_storeu_si256((__m256i *)qs, p);
     /* Sum of 32 int8: widen by maddubs against ones, then madd. */
     __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), p);
-    __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
-    s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
-    *out_sum = _mm_cvtsi128_si32(s4);
+    *out_sum = hsum_i32x8(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
     return d;
 }
 
@@ -295,28 +400,14 @@ XI uint32_t load_u32(const uint8_t *p)
     return x;
 }
 
-XI uint16_t load_u16(const uint8_t *p)
-{
-    uint16_t x;
-    memcpy(&x, p, 2);
-    return x;
-}
-
 /* Byte j = 0x10 where bit j of the little-endian u32 at qh is set. */
 XI __m256i fifth_bits32(const uint8_t *qh)
 {
     return fifth_bits32v(load_u32(qh));
 }
 
-/* Two f16 values (the second 0 when absent) as floats in lanes 0 and 1. */
-XI __m128 f16_pair(const uint8_t *p0, const uint8_t *p1)
-{
-    const uint32_t h = (uint32_t)load_u16(p0) | (p1 ? (uint32_t)load_u16(p1) << 16 : 0u);
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
-}
-
-/* 32 signed bytes times d, plus m when add_m: the products are exact, so
- * fma and multiply-then-add agree with the scalar reference. */
+/* 32 bytes (as int8) times d, plus m when add_m: the products are exact,
+ * so this equals the scalar reference's multiply-then-add. */
 XI void store_scaled32(float *dst, __m256i q, float d, float m, const int add_m)
 {
     const __m256 dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(m);
@@ -410,5 +501,18 @@ XI int qk_off(const int k) { return k == QK_Q4_0 ? 8 : k == QK_Q5_0 ? 16 : 0; }
 /* Activation block (Q8_1 for the formats with a minimum, else Q8_0). */
 XI size_t qk_abytes(const int k) { return qk_has_m(k) ? 36 : 34; }
 XI size_t qk_aqs(const int k) { return qk_has_m(k) ? 4 : 2; }
+
+/* Weight block as 32 bytes in element order: for the nibble formats the
+ * stored unsigned value (0..15, or 0..31 with the fifth bit), for Q8_0 the
+ * signed quants. */
+XI __m256i wblock32(const int k, const uint8_t *wb)
+{
+    if (k == QK_Q8_0)
+        return _mm256_loadu_si256((const __m256i *)(wb + 2));
+    __m256i q = nibbles32(wb + qk_wqs(k));
+    if (qk_is5(k))
+        q = _mm256_or_si256(q, fifth_bits32(wb + qk_wqh(k)));
+    return q;
+}
 
 #endif

@@ -83,7 +83,7 @@ static void greedy(inferd_model *m, inferd_pool *pool, const int32_t *prompt, si
 {
     const uint32_t V = inferd_model_get_hparams(m)->n_vocab;
     int32_t pos[128], seq[128] = {0};
-    int8_t want[128] = {0};
+    int8_t want[128] = {0}, prefill[128];
     float *logits = inferd_malloc(V * sizeof(float));
     inferd_error err = {0};
     assert_non_null(logits);
@@ -92,7 +92,8 @@ static void greedy(inferd_model *m, inferd_pool *pool, const int32_t *prompt, si
     for (size_t i = 0; i < n_prompt; i++)
         pos[i] = (int32_t)i;
     want[n_prompt - 1] = 1;
-    inferd_batch b = {(int32_t)n_prompt, prompt, pos, seq, want};
+    memset(prefill, 1, sizeof(prefill));
+    inferd_batch b = {(int32_t)n_prompt, prompt, pos, seq, want, prefill};
     assert_int_equal(inferd_model_forward(m, pool, &b, logits, &err), 0);
     for (int s = 0; s < n_steps; s++) {
         if (logits_steps)
@@ -101,7 +102,7 @@ static void greedy(inferd_model *m, inferd_pool *pool, const int32_t *prompt, si
         out_ids[s] = tok;
         int32_t p0 = (int32_t)(n_prompt + (size_t)s);
         int8_t one = 1;
-        inferd_batch b1 = {1, &tok, &p0, seq, &one};
+        inferd_batch b1 = {1, &tok, &p0, seq, &one, NULL};
         if (s + 1 < n_steps)
             assert_int_equal(inferd_model_forward(m, pool, &b1, logits, &err), 0);
     }

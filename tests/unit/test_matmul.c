@@ -65,10 +65,10 @@ static void *make_weights(uint32_t t, int64_t n_rows, int64_t n_cols)
 }
 
 /* y_ref[t*y_stride + r] by converting x row t with the vec_dot_type's
- * from_float and calling vec_dot once per element. */
-static void reference(uint32_t t, const void *w, int64_t n_rows, int64_t n_cols,
-                      const float *x, int64_t x_stride, int64_t n_tokens, float *y,
-                      int64_t y_stride)
+ * from_float and calling the dot product of @p order once per element. */
+static void reference_order(uint32_t t, const void *w, int64_t n_rows, int64_t n_cols,
+                            const float *x, int64_t x_stride, int64_t n_tokens, float *y,
+                            int64_t y_stride, inferd_order order)
 {
     const inferd_kernels *k = inferd_kernels_get(t);
     const inferd_kernels *ka = inferd_kernels_get(k->vec_dot_type);
@@ -77,9 +77,18 @@ static void reference(uint32_t t, const void *w, int64_t n_rows, int64_t n_cols,
     for (int64_t tok = 0; tok < n_tokens; tok++) {
         ka->from_float(x + tok * x_stride, a, n_cols);
         for (int64_t r = 0; r < n_rows; r++)
-            y[tok * y_stride + r] = k->vec_dot(n_cols, (const char *)w + (size_t)r * wrow, a);
+            y[tok * y_stride + r] = inferd_kernels_dot(k, n_cols, order)(
+                n_cols, (const char *)w + (size_t)r * wrow, a);
     }
     inferd_free(a);
+}
+
+static void reference(uint32_t t, const void *w, int64_t n_rows, int64_t n_cols,
+                      const float *x, int64_t x_stride, int64_t n_tokens, float *y,
+                      int64_t y_stride)
+{
+    reference_order(t, w, n_rows, n_cols, x, x_stride, n_tokens, y, y_stride,
+                    INFERD_ORDER_PREFILL);
 }
 
 static void *work_alloc(size_t bytes)
@@ -113,17 +122,21 @@ static void test_matmul_bitwise_equal_to_vec_dot(void **state)
             float *ref = inferd_malloc((size_t)(n_rows * max_tok) * sizeof(float));
             float *y = inferd_malloc((size_t)(n_rows * max_tok) * sizeof(float));
             fill(x, n_cols * max_tok);
-            reference(t, w, n_rows, n_cols, x, n_cols, max_tok, ref, n_rows);
             void *work = work_alloc(inferd_matmul_work_size(t, n_cols, max_tok));
-            for (int64_t nt = 1; nt <= max_tok; nt++) {
-                for (int p = 0; p < 3; p++) {
-                    char what[96];
-                    memset(y, 0xff, (size_t)(n_rows * max_tok) * sizeof(float));
-                    inferd_matmul(pools[p], t, w, n_rows, n_cols, x, nt, y, work);
-                    snprintf(what, sizeof(what), "%s on %s, %lld cols, %lld tokens, %d threads",
-                             inferd_dtype_name(t), inferd_isa_name(inferd_cpu_isa()),
-                             (long long)n_cols, (long long)nt, p + 1);
-                    assert_bits_equal(y, ref, n_rows * nt, what);
+            for (int o = 0; o < 2; o++) {
+                const inferd_order order = o ? INFERD_ORDER_PREFILL : INFERD_ORDER_DECODE;
+                reference_order(t, w, n_rows, n_cols, x, n_cols, max_tok, ref, n_rows, order);
+                for (int64_t nt = 1; nt <= max_tok; nt++) {
+                    for (int p = 0; p < 3; p++) {
+                        char what[128];
+                        memset(y, 0xff, (size_t)(n_rows * max_tok) * sizeof(float));
+                        inferd_matmul(pools[p], t, w, n_rows, n_cols, x, nt, y, order, work);
+                        snprintf(what, sizeof(what),
+                                 "%s on %s, %lld cols, %lld tokens, %d threads, %s order",
+                                 inferd_dtype_name(t), inferd_isa_name(inferd_cpu_isa()),
+                                 (long long)n_cols, (long long)nt, p + 1, o ? "prefill" : "decode");
+                        assert_bits_equal(y, ref, n_rows * nt, what);
+                    }
                 }
             }
             inferd_free(work);
@@ -155,7 +168,7 @@ static void test_matmul_strided_leaves_padding(void **state)
             y[i] = ref[i] = -7.0f;
         reference(t, w, n_rows, n_cols, x, xs, n_tok, ref, ys);
         void *work = work_alloc(inferd_matmul_work_size(t, n_cols, n_tok));
-        inferd_matmul_strided(pool, t, w, n_rows, n_cols, x, xs, n_tok, y, ys, work);
+        inferd_matmul_strided(pool, t, w, n_rows, n_cols, x, xs, n_tok, y, ys, INFERD_ORDER_PREFILL, work);
         assert_bits_equal(y, ref, ys * n_tok, inferd_dtype_name(t));
         inferd_free(work);
         inferd_free(w);
@@ -193,7 +206,7 @@ static void test_matmul_multi_equals_single(void **state)
     const size_t need = inferd_matmul_multi_work_size(ops, 5, n_cols, n_tok);
     assert_int_equal(need, (size_t)n_tok * (128 + 128 + 192));
     void *work = work_alloc(need);
-    inferd_matmul_multi(pool, ops, 5, n_cols, x, n_cols, n_tok, work);
+    inferd_matmul_multi(pool, ops, 5, n_cols, x, n_cols, n_tok, INFERD_ORDER_PREFILL, work);
     for (int i = 0; i < 5; i++) {
         assert_bits_equal(ys[i], refs[i], rows[i] * n_tok, inferd_dtype_name(types[i]));
         inferd_free(ws[i]);
@@ -222,7 +235,7 @@ static void test_matmul_many_tokens_chunked(void **state)
         void *w = make_weights(types[i], n_rows, n_cols);
         void *work = work_alloc(inferd_matmul_work_size(types[i], n_cols, n_tok));
         reference(types[i], w, n_rows, n_cols, x, n_cols, n_tok, ref, n_rows);
-        inferd_matmul(pool, types[i], w, n_rows, n_cols, x, n_tok, y, work);
+        inferd_matmul(pool, types[i], w, n_rows, n_cols, x, n_tok, y, INFERD_ORDER_PREFILL, work);
         assert_bits_equal(y, ref, n_rows * n_tok, inferd_dtype_name(types[i]));
         inferd_free(work);
         inferd_free(w);
@@ -245,6 +258,14 @@ static void test_matmul_work_size(void **state)
     assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q4_0, 33, 1), 0);
     assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q4_K, 256, 1), 0);
     assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q8_1, 256, 1), 0);
+    /* A buffer sized for n tokens serves any call with fewer (the layout
+     * switches to panels for prompts on some ISAs). */
+    const uint32_t types[4] = {INFERD_DTYPE_Q4_0, INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q8_0,
+                               INFERD_DTYPE_F16};
+    for (int i = 0; i < 4; i++)
+        for (int64_t n = 2; n <= 70; n++)
+            assert_true(inferd_matmul_work_size(types[i], 2048, n) >=
+                        inferd_matmul_work_size(types[i], 2048, n - 1));
 }
 
 static void test_matmul_zero_tokens_or_rows(void **state)
@@ -253,8 +274,8 @@ static void test_matmul_zero_tokens_or_rows(void **state)
     float x[32] = {0}, y[4] = {1, 2, 3, 4};
     void *w = make_weights(INFERD_DTYPE_Q8_0, 1, 32);
     void *work = work_alloc(inferd_matmul_work_size(INFERD_DTYPE_Q8_0, 32, 1));
-    inferd_matmul(NULL, INFERD_DTYPE_Q8_0, w, 1, 32, x, 0, y, work);
-    inferd_matmul(NULL, INFERD_DTYPE_Q8_0, w, 0, 32, x, 1, y, work);
+    inferd_matmul(NULL, INFERD_DTYPE_Q8_0, w, 1, 32, x, 0, y, INFERD_ORDER_PREFILL, work);
+    inferd_matmul(NULL, INFERD_DTYPE_Q8_0, w, 0, 32, x, 1, y, INFERD_ORDER_PREFILL, work);
     assert_true(y[0] == 1.0f && y[3] == 4.0f);
     inferd_free(w);
     inferd_free(work);

@@ -57,7 +57,8 @@ static void run_seq(inferd_model *m, int n_threads, const int32_t *prompt, int n
     inferd_error err = {0};
     inferd_pool *pool = NULL;
     int32_t pos[64], seq[64] = {0};
-    int8_t want[64];
+    int8_t want[64], prefill[64];
+    memset(prefill, 1, sizeof(prefill));
     assert_int_equal(inferd_pool_create(n_threads, &pool, &err), 0);
     inferd_model_seq_reset(m, 0);
     for (int i = 0; i < n_prompt; i += chunk) {
@@ -66,7 +67,7 @@ static void run_seq(inferd_model *m, int n_threads, const int32_t *prompt, int n
             pos[j] = i + j;
             want[j] = (i + j == n_prompt - 1);
         }
-        inferd_batch b = {n, prompt + i, pos, seq, want};
+        inferd_batch b = {n, prompt + i, pos, seq, want, prefill};
         assert_int_equal(inferd_model_forward(m, pool, &b, out_logits, &err), 0);
     }
     for (int s = 0; s < N_GEN; s++) {
@@ -74,7 +75,7 @@ static void run_seq(inferd_model *m, int n_threads, const int32_t *prompt, int n
         int32_t p0 = n_prompt + s;
         int8_t one = 1;
         out_ids[s] = tok;
-        inferd_batch b = {1, &tok, &p0, seq, &one};
+        inferd_batch b = {1, &tok, &p0, seq, &one, NULL};
         assert_int_equal(inferd_model_forward(m, pool, &b, out_logits, &err), 0);
     }
     inferd_pool_destroy(pool);
@@ -146,18 +147,19 @@ static void test_model_batch_equals_alone(void **state)
 
         for (int s = 0; s < 3; s++) {
             int32_t pos[6], seq[6];
-            int8_t want[6] = {0, 0, 0, 0, 0, 1};
+            int8_t want[6] = {0, 0, 0, 0, 0, 1}, pf[6] = {1, 1, 1, 1, 1, 1};
             for (int j = 0; j < 6; j++) {
                 pos[j] = j;
                 seq[j] = s;
             }
             inferd_model_seq_reset(m, s);
-            inferd_batch b = {6, prompts[s], pos, seq, want};
+            inferd_batch b = {6, prompts[s], pos, seq, want, pf};
             assert_int_equal(inferd_model_forward(m, pool, &b, alone + (size_t)s * V, &err), 0);
         }
         /* Interleaved: token j of every sequence, in one batch. */
         int32_t tok[18], pos[18], seq[18];
-        int8_t want[18];
+        int8_t want[18], pf[18];
+        memset(pf, 1, sizeof(pf));
         for (int j = 0; j < 6; j++)
             for (int s = 0; s < 3; s++) {
                 int i = j * 3 + s;
@@ -168,13 +170,95 @@ static void test_model_batch_equals_alone(void **state)
             }
         for (int s = 0; s < 3; s++)
             inferd_model_seq_reset(m, s);
-        inferd_batch b = {18, tok, pos, seq, want};
+        inferd_batch b = {18, tok, pos, seq, want, pf};
         assert_int_equal(inferd_model_forward(m, pool, &b, together, &err), 0);
         for (int s = 0; s < 3; s++)
             if (memcmp(alone + (size_t)s * V, together + (size_t)s * V, V * sizeof(float)) != 0)
                 fail_msg("%s: sequence %d differs when batched with others", files[f], s);
         inferd_free(alone);
         inferd_free(together);
+        inferd_pool_destroy(pool);
+        inferd_model_destroy(m);
+    }
+}
+
+/* Continuous batching's shape: one step holds generated tokens of two
+ * sequences and a prompt chunk of a third. Each sequence's logits equal
+ * those it gets alone. */
+static void test_model_mixed_decode_and_prefill_equals_alone(void **state)
+{
+    (void)state;
+    static const int32_t prompt[2][4] = {{1, 403, 407, 261}, {1, 291, 376, 298}};
+    static const int32_t third[5] = {1, 317, 269, 368, 302};
+    const char *files[] = {"stories260K.gguf", "stories260K-f16.gguf",
+                           "stories260K-ff192-q4_0.gguf"};
+    for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+        inferd_model *m = load(files[f], 3, 16);
+        const uint32_t V = inferd_model_get_hparams(m)->n_vocab;
+        inferd_error err = {0};
+        inferd_pool *pool = NULL;
+        float *alone = inferd_malloc(3 * V * sizeof(float));
+        float *mixed = inferd_malloc(3 * V * sizeof(float));
+        int32_t pos[8], seq[8], tok[8];
+        int8_t want[8], pf[8];
+        assert_int_equal(inferd_pool_create(2, &pool, &err), 0);
+
+        /* Alone: sequences 0 and 1 read their prompt, then decode one token;
+         * sequence 2 reads its prompt. */
+        for (int s = 0; s < 2; s++) {
+            inferd_model_seq_reset(m, s);
+            for (int j = 0; j < 4; j++) {
+                pos[j] = j;
+                seq[j] = s;
+                want[j] = 0;
+                pf[j] = 1;
+            }
+            inferd_batch b = {4, prompt[s], pos, seq, want, pf};
+            assert_int_equal(inferd_model_forward(m, pool, &b, alone, &err), 0);
+            int32_t t1 = 432, p1 = 4, s1 = s;
+            int8_t one = 1;
+            inferd_batch d = {1, &t1, &p1, &s1, &one, NULL};
+            assert_int_equal(inferd_model_forward(m, pool, &d, alone + (size_t)s * V, &err), 0);
+        }
+        inferd_model_seq_reset(m, 2);
+        for (int j = 0; j < 5; j++) {
+            pos[j] = j;
+            seq[j] = 2;
+            want[j] = j == 4;
+            pf[j] = 1;
+        }
+        inferd_batch b2 = {5, third, pos, seq, want, pf};
+        assert_int_equal(inferd_model_forward(m, pool, &b2, alone + 2 * (size_t)V, &err), 0);
+
+        /* Mixed: the same prompts for 0 and 1, then one step with both
+         * decode tokens and the whole prompt of 2. */
+        for (int s = 0; s < 3; s++)
+            inferd_model_seq_reset(m, s);
+        for (int s = 0; s < 2; s++) {
+            for (int j = 0; j < 4; j++) {
+                pos[j] = j;
+                seq[j] = s;
+                want[j] = 0;
+                pf[j] = 1;
+            }
+            inferd_batch b = {4, prompt[s], pos, seq, want, pf};
+            assert_int_equal(inferd_model_forward(m, pool, &b, mixed, &err), 0);
+        }
+        for (int i = 0; i < 7; i++) {
+            const bool dec = i < 2;
+            tok[i] = dec ? 432 : third[i - 2];
+            pos[i] = dec ? 4 : i - 2;
+            seq[i] = dec ? i : 2;
+            want[i] = dec || i == 6;
+            pf[i] = !dec;
+        }
+        inferd_batch mb = {7, tok, pos, seq, want, pf};
+        assert_int_equal(inferd_model_forward(m, pool, &mb, mixed, &err), 0);
+        if (memcmp(alone, mixed, 3 * V * sizeof(float)) != 0)
+            fail_msg("%s: a mixed decode + prefill step differs from each sequence alone",
+                     files[f]);
+        inferd_free(alone);
+        inferd_free(mixed);
         inferd_pool_destroy(pool);
         inferd_model_destroy(m);
     }
@@ -204,7 +288,7 @@ static void test_model_forward_rejects_bad_batches(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int32_t t2[9] = {1, bad[i].tok1}, p2[9] = {0, bad[i].pos1}, s2[9] = {0, bad[i].seq1};
         int8_t w2[9] = {0, 1};
-        inferd_batch b = {bad[i].n, t2, p2, s2, w2};
+        inferd_batch b = {bad[i].n, t2, p2, s2, w2, NULL};
         memset(&err, 0, sizeof(err));
         assert_int_equal(inferd_model_forward(m, NULL, &b, logits, &err), INFERD_E_RANGE);
         if (!strstr(err.msg, bad[i].msg))
@@ -212,7 +296,7 @@ static void test_model_forward_rejects_bad_batches(void **state)
         assert_int_equal(inferd_model_seq_len(m, 0), 0);
     }
     /* The model still works after the rejected calls. */
-    inferd_batch ok = {2, tok, pos, seq, want};
+    inferd_batch ok = {2, tok, pos, seq, want, NULL};
     assert_int_equal(inferd_model_forward(m, NULL, &ok, logits, &err), 0);
     assert_int_equal(inferd_model_seq_len(m, 0), 2);
     assert_int_equal(argmax(logits, V), 407);
@@ -333,6 +417,7 @@ int main(void)
         cmocka_unit_test(test_model_deterministic_threads_chunks_q8_0),
         cmocka_unit_test(test_model_deterministic_threads_chunks_q4_0),
         cmocka_unit_test(test_model_batch_equals_alone),
+        cmocka_unit_test(test_model_mixed_decode_and_prefill_equals_alone),
         cmocka_unit_test(test_model_forward_rejects_bad_batches),
         cmocka_unit_test(test_model_load_errors),
         cmocka_unit_test(test_model_load_alloc_failures),

@@ -1,7 +1,9 @@
 /* Quant formats and kernels: known values, f16/bf16 edge cases, every ISA
  * this CPU has against the scalar reference on fixed-seed random data at odd
- * sizes, round-trip error bounds, and the dot products against an independent
- * double-precision evaluation with a named tolerance per format. */
+ * sizes (bit-exact: the order of operations is fixed, quant_impl.h),
+ * round-trip error bounds, the dot products against an independent
+ * double-precision evaluation with a named tolerance per format, and the
+ * reference quantizers against the fixtures llama-quantize wrote. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,16 +16,18 @@
 #include <string.h>
 
 #include "inferd/alloc.h"
+#include "inferd/gguf.h"
 #include "inferd/quant.h"
 
 /* Relative tolerances of a dot product against the double-precision value
- * of the same formula, as a fraction of sum |term| (f32 rounding of the
- * per-lane accumulations plus the 8-lane reduction). */
+ * of the same formula, as a fraction of sum |term|: the f32 roundings of
+ * the lane accumulations and reduction (float types) or of one fma per
+ * block (block formats), at most ~n/16 or ~n/32 of them at 2^-24 each. */
 #define TOL_DOT_F32 2e-5
 #define TOL_DOT_F16 2e-5
 #define TOL_DOT_BF16 2e-5
 #define TOL_DOT_QUANT 2e-5
-/* SIMD against scalar: the canonical order makes them identical. */
+/* SIMD against scalar: the fixed order of operations makes them equal. */
 #define TOL_SIMD_VS_SCALAR_ULP 0
 
 static const uint32_t all_types[] = {
@@ -523,6 +527,77 @@ static void test_quant_vec_dot_matches_scalar_and_reference(void **state)
     }
 }
 
+/* The GEMV order (F32, F16): on every ISA bit-identical to the scalar
+ * reference at sizes around the 64-element groups and their tails, close to
+ * the exact dot product, and equal to a direct evaluation of its definition
+ * (four 16-lane fma accumulators, paired sums, the ggml reduction, then the
+ * tail) for one size with a tail. */
+static void test_quant_vec_dot_gemv_order(void **state)
+{
+    (void)state;
+    static const int64_t sizes[] = {1, 8, 15, 16, 63, 64, 65, 96, 127, 128, 172, 192, 1023};
+    static const uint32_t types[] = {INFERD_DTYPE_F32, INFERD_DTYPE_F16};
+    rng_seed(29);
+    for (size_t ti = 0; ti < 2; ti++) {
+        const uint32_t type = types[ti];
+        const inferd_kernels *ks = inferd_kernels_get_isa(type, INFERD_ISA_SCALAR);
+        assert_non_null(ks->vec_dot_gemv);
+        for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+            const int64_t n = sizes[si];
+            void *w = inferd_malloc(row_size(type, n));
+            void *a = inferd_malloc(row_size(type, n));
+            float *x = inferd_malloc((size_t)n * sizeof(float));
+            fill_floats(x, n);
+            ks->from_float(x, w, n);
+            fill_floats(x, n);
+            ks->from_float(x, a, n);
+            const float ref = ks->vec_dot_gemv(n, w, a);
+            double abs_sum;
+            const double exact = ref_dot(type, n, w, a, &abs_sum);
+            if (fabs((double)ref - exact) > dot_tolerance(type) * abs_sum + 1e-30)
+                fail_msg("%s gemv n=%lld: %.9g vs exact %.9g", inferd_dtype_name(type),
+                         (long long)n, ref, exact);
+            for (int isa = 1; isa < n_isas(); isa++) {
+                const float got = inferd_kernels_get_isa(type, (inferd_isa)isa)->vec_dot_gemv(n, w, a);
+                if (inferd__f32_bits(got) != inferd__f32_bits(ref))
+                    fail_msg("%s %s gemv n=%lld: %.9g vs scalar %.9g", inferd_dtype_name(type),
+                             inferd_isa_name((inferd_isa)isa), (long long)n, got, ref);
+            }
+            /* The prefill order is the 16-lane one for whole groups of 16,
+             * the GEMV one otherwise; decode is always GEMV. */
+            assert_true(inferd_kernels_dot(ks, n, INFERD_ORDER_DECODE) == ks->vec_dot_gemv);
+            assert_true(inferd_kernels_dot(ks, n, INFERD_ORDER_PREFILL) ==
+                        (n % 16 == 0 ? ks->vec_dot : ks->vec_dot_gemv));
+            inferd_free(w);
+            inferd_free(a);
+            inferd_free(x);
+        }
+    }
+    /* Definition, F32, n = 70: one group of 64, then a tail of 6 added in
+     * float. */
+    float w[70], a[70], acc[4][16] = {{0}}, v[16];
+    fill_floats(w, 70);
+    fill_floats(a, 70);
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < 16; l++)
+            acc[j][l] = fmaf(w[16 * j + l], a[16 * j + l], 0.0f);
+    for (int l = 0; l < 16; l++)
+        v[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    float h[8];
+    for (int l = 0; l < 8; l++)
+        h[l] = v[l] + v[l + 8];
+    float sum = ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
+    for (int i = 64; i < 70; i++) {
+        const float p = w[i] * a[i];
+        sum += p;
+    }
+    for (int isa = 0; isa < n_isas(); isa++) {
+        const float got =
+            inferd_kernels_get_isa(INFERD_DTYPE_F32, (inferd_isa)isa)->vec_dot_gemv(70, w, a);
+        assert_true(inferd__f32_bits(got) == inferd__f32_bits(sum));
+    }
+}
+
 /* mdot on every ISA and odd tile shapes equals vec_dot of each output. */
 static void test_quant_mdot_equals_vec_dot(void **state)
 {
@@ -658,6 +733,53 @@ static void test_quant_q8_tiny_block_agrees(void **state)
     }
 }
 
+/* The fixtures' quantized models were written by llama-quantize (no
+ * importance matrix) from the F32 ones: quantizing the F32 tensors with our
+ * reference quantizers must give the same bytes. */
+static void check_fixture_pair(const char *f32_name, const char *q_name)
+{
+    char p32[512], pq[512];
+    inferd_gguf *g32 = NULL, *gq = NULL;
+    snprintf(p32, sizeof(p32), "%s/models/%s", INFERD_FIXTURES, f32_name);
+    snprintf(pq, sizeof(pq), "%s/models/%s", INFERD_FIXTURES, q_name);
+    assert_int_equal(inferd_gguf_open(p32, &g32, NULL), 0);
+    assert_int_equal(inferd_gguf_open(pq, &gq, NULL), 0);
+    int n_checked = 0;
+    for (uint64_t i = 0; i < inferd_gguf_n_tensors(gq); i++) {
+        const inferd_gguf_tensor *tq = inferd_gguf_tensor_at(gq, i);
+        char name[256];
+        if (tq->type == INFERD_DTYPE_F32 || tq->name.len >= sizeof(name))
+            continue;
+        memcpy(name, tq->name.ptr, tq->name.len);
+        name[tq->name.len] = '\0';
+        const inferd_gguf_tensor *t32 = inferd_gguf_find_tensor(g32, name);
+        if (!t32 || t32->type != INFERD_DTYPE_F32)
+            continue;
+        const inferd_kernels *k = inferd_kernels_get(tq->type);
+        assert_non_null(k);
+        assert_int_equal(t32->n_elems, tq->n_elems);
+        void *mine = inferd_malloc((size_t)tq->size_bytes);
+        k->quantize(t32->data, mine, (int64_t)t32->n_elems);
+        if (memcmp(mine, tq->data, (size_t)tq->size_bytes) != 0)
+            fail_msg("%s: tensor %s (%s) differs from llama-quantize's", q_name, name,
+                     inferd_dtype_name(tq->type));
+        inferd_free(mine);
+        n_checked++;
+    }
+    assert_true(n_checked > 10);
+    inferd_gguf_close(gq);
+    inferd_gguf_close(g32);
+}
+
+static void test_quant_quantize_matches_llama_quantize(void **state)
+{
+    (void)state;
+    check_fixture_pair("stories260K-ff192.gguf", "stories260K-ff192-q4_0.gguf");
+    check_fixture_pair("stories260K-ff192.gguf", "stories260K-ff192-q8_0.gguf");
+    check_fixture_pair("stories260K.gguf", "stories260K-f16.gguf");
+    check_fixture_pair("stories260K.gguf", "stories260K-bf16.gguf");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -672,9 +794,11 @@ int main(void)
         cmocka_unit_test(test_quant_to_float_matches_scalar),
         cmocka_unit_test(test_quant_from_float_matches_scalar),
         cmocka_unit_test(test_quant_vec_dot_matches_scalar_and_reference),
+        cmocka_unit_test(test_quant_vec_dot_gemv_order),
         cmocka_unit_test(test_quant_mdot_equals_vec_dot),
         cmocka_unit_test(test_quant_round_trip_error_bounds),
         cmocka_unit_test(test_quant_q8_tiny_block_agrees),
+        cmocka_unit_test(test_quant_quantize_matches_llama_quantize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
