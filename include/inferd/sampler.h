@@ -24,6 +24,9 @@
 /** Largest penalty window (repeat_last_n, or n_ctx when it is -1). */
 #define INFERD_SAMPLER_LAST_N_MAX (1 << 20)
 
+/** Largest seed drawn when none is given: 2^53 - 1, exact in a double. */
+#define INFERD_SEED_MAX ((UINT64_C(1) << 53) - 1)
+
 typedef struct inferd_sampler_params {
     float    temperature;       /* >= 0; <= 0 (i.e. 0) means greedy.
                                    Default 0.8 */

@@ -94,10 +94,19 @@ static double rng_uniform(uint64_t st[4])
     return (double)(xoshiro_next(st) >> 11) * 0x1.0p-53;
 }
 
+static uint64_t random_bits(void);
+
 /* A seed for a request that gave none: the kernel's getrandom(), or, if that
  * is unavailable, the clock, the pid and a process-wide counter mixed
- * through splitmix64 (distinct across calls, merely unpredictable-ish). */
+ * through splitmix64 (distinct across calls, merely unpredictable-ish).
+ * Drawn seeds keep 53 bits so that they survive JSON number parsers
+ * (JavaScript, jq) when reported to clients and passed back. */
 static uint64_t random_seed(void)
+{
+    return random_bits() & INFERD_SEED_MAX;
+}
+
+static uint64_t random_bits(void)
 {
     static atomic_uint_fast64_t counter;
     uint64_t v = 0;
