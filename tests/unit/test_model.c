@@ -304,6 +304,40 @@ static void test_model_forward_rejects_bad_batches(void **state)
     inferd_model_destroy(m);
 }
 
+/* The forward pass allocates nothing: every buffer is sized at load. */
+static void test_model_forward_does_not_allocate(void **state)
+{
+    (void)state;
+    inferd_model *m = load("stories260K-ff192-q8_0.gguf", 2, 16);
+    const uint32_t V = inferd_model_get_hparams(m)->n_vocab;
+    float *logits = inferd_malloc(16 * V * sizeof(float));
+    inferd_error err = {0};
+    inferd_pool *pool = NULL;
+    int32_t tok[16], pos[16], seq[16];
+    int8_t want[16], pf[16];
+    assert_int_equal(inferd_pool_create(2, &pool, &err), 0);
+    const long before = inferd_alloc_count();
+    for (int i = 0; i < 16; i++) {
+        tok[i] = 300 + i;
+        pos[i] = i;
+        seq[i] = 0;
+        want[i] = i == 15;
+        pf[i] = 1;
+    }
+    inferd_batch b = {16, tok, pos, seq, want, pf};
+    assert_int_equal(inferd_model_forward(m, pool, &b, logits, &err), 0);
+    for (int step = 0; step < 20; step++) {
+        int32_t t2[2] = {400, 401}, p2[2] = {16 + step, step}, s2[2] = {0, 1};
+        int8_t w2[2] = {1, 1};
+        inferd_batch d = {2, t2, p2, s2, w2, NULL};
+        assert_int_equal(inferd_model_forward(m, pool, &d, logits, &err), 0);
+    }
+    assert_int_equal(inferd_alloc_count(), before);
+    inferd_free(logits);
+    inferd_pool_destroy(pool);
+    inferd_model_destroy(m);
+}
+
 /* Write a copy of stories260K with one tensor dropped or reshaped, or a key
  * changed, and check the load error names it. */
 typedef enum { DROP_TENSOR, BAD_SHAPE, BAD_ARCH } mutation;
@@ -419,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_model_batch_equals_alone),
         cmocka_unit_test(test_model_mixed_decode_and_prefill_equals_alone),
         cmocka_unit_test(test_model_forward_rejects_bad_batches),
+        cmocka_unit_test(test_model_forward_does_not_allocate),
         cmocka_unit_test(test_model_load_errors),
         cmocka_unit_test(test_model_load_alloc_failures),
     };
