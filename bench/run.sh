@@ -3,7 +3,7 @@
 # TinyLlama-1.1B-shape models (dim 2048, 22 layers, 32 heads, 4 KV heads,
 # FFN 5632, the 32000-token llama vocabulary) made by `inferd make-model` in
 # Q8_0 and Q4_0, at 1 and 2 threads, beside the memory-bandwidth ceiling
-# for tg. If $LLAMA_BENCH names a llama-bench binary (built outside this
+# for tg (read bandwidth / weight bytes one decode step reads). If $LLAMA_BENCH names a llama-bench binary (built outside this
 # project), it runs on the same files in the same run for a side-by-side.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,7 +37,7 @@ for t in Q8_0 Q4_0; do
     js=$("$inferd" bench -m "$f" -p 128 -n 64 -t "$th" -r "$reps" --json)
     pp=$(jq -r '.pp_tps' <<<"$js"); tg=$(jq -r '.tg_tps' <<<"$js")
     ppsd=$(jq -r '.pp_std' <<<"$js"); tgsd=$(jq -r '.tg_std' <<<"$js")
-    wb=$(jq -r '.weight_bytes' <<<"$js")
+    wb=$(jq -r '.decode_bytes' <<<"$js")
     ceil=$(awk -v b="${bw[$th]}" -v w="$wb" 'BEGIN{printf "%.1f", b*1e9/w}')
     printf '| %s | %s | %.1f ± %.1f | %.2f ± %.2f | %s (%s) |' "$t" "$th" "$pp" "$ppsd" "$tg" "$tgsd" "$ceil" "${bw[$th]}"
     if [ -n "${LLAMA_BENCH:-}" ]; then

@@ -74,6 +74,9 @@ uint32_t inferd_model_n_seq_max(const inferd_model *m);
 uint32_t inferd_model_n_batch_max(const inferd_model *m);
 /** Bytes of weights (mapped) and of the KV cache + work buffers (allocated). */
 uint64_t inferd_model_weight_bytes(const inferd_model *m);
+/** Weight bytes one decode step reads: all of them but the token embedding
+ * table, of which it reads one row (unless the output layer shares it). */
+uint64_t inferd_model_decode_bytes(const inferd_model *m);
 uint64_t inferd_model_state_bytes(const inferd_model *m);
 
 /* One forward call: n_tokens tokens, each of sequence seq[i] at pos[i]. */

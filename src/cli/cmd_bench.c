@@ -170,12 +170,13 @@ int inferd__cmd_bench(int argc, char **argv)
     }
 
     if (json) {
-        json_t *o = json_pack("{s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:s,s:I}", "pp_tps", pp_mean,
+        json_t *o = json_pack("{s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:s,s:I,s:I}", "pp_tps", pp_mean,
                               "pp_std", pp_sd, "tg_tps", tg_mean, "tg_std", tg_sd, "n_prompt",
                               (json_int_t)n_prompt, "n_gen", (json_int_t)n_gen, "threads",
                               (json_int_t)threads, "repetitions", (json_int_t)reps, "isa",
                               inferd_isa_name(inferd_cpu_isa()), "weight_bytes",
-                              (json_int_t)inferd_model_weight_bytes(m));
+                              (json_int_t)inferd_model_weight_bytes(m), "decode_bytes",
+                              (json_int_t)inferd_model_decode_bytes(m));
         char *s = json_dumps(o, JSON_COMPACT);
         if (s)
             puts(s);

@@ -491,6 +491,14 @@ uint64_t inferd_model_weight_bytes(const inferd_model *m)
     return total;
 }
 
+uint64_t inferd_model_decode_bytes(const inferd_model *m)
+{
+    uint64_t total = inferd_model_weight_bytes(m);
+    if (!m->hp.tied_output)
+        total -= m->tok_embd.row_bytes * (uint64_t)m->tok_embd.n_rows - m->tok_embd.row_bytes;
+    return total;
+}
+
 void inferd_model_seq_reset(inferd_model *m, int32_t seq)
 {
     if (seq >= 0 && (uint32_t)seq < m->n_seq_max)

@@ -6,29 +6,8 @@
 # or 1 (failure). Needs $INFERD and $INFERD_FIXTURES.
 set -euo pipefail
 
-: "${INFERD:?INFERD must name the inferd binary}"
-: "${INFERD_FIXTURES:?INFERD_FIXTURES must name tests/fixtures}"
-
-model="$INFERD_FIXTURES/models/stories260K.gguf"
-vocab="$INFERD_FIXTURES/vocab/ggml-vocab-llama-spm.gguf"
+source "$(dirname "$0")/lib.sh"
 expected="$INFERD_FIXTURES/expected/generation.json"
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/inferd-test-generate.XXXXXX")"
-if [[ "${INFERD_TEST_KEEP:-0}" == 1 ]]; then
-    trap 'echo "kept $tmp" >&2' EXIT
-else
-    trap 'rm -rf "$tmp"' EXIT
-fi
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-
-run() {
-    local rc=0
-    "$INFERD" "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-    echo "$rc"
-}
 
 expect_error() { # expect_error STATUS SUBSTRING ARGS...
     local want=$1 msg=$2

@@ -4,35 +4,7 @@
 # for usage errors. Needs $INFERD (the binary) and $INFERD_FIXTURES.
 set -euo pipefail
 
-: "${INFERD:?INFERD must name the inferd binary}"
-: "${INFERD_FIXTURES:?INFERD_FIXTURES must name tests/fixtures}"
-
-model="$INFERD_FIXTURES/models/stories260K.gguf"
-vocab="$INFERD_FIXTURES/vocab/ggml-vocab-llama-spm.gguf"
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/inferd-test-info.XXXXXX")"
-if [[ "${INFERD_TEST_KEEP:-0}" == 1 ]]; then
-    trap 'echo "kept $tmp" >&2' EXIT
-else
-    trap 'rm -rf "$tmp"' EXIT
-fi
-
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-
-# Run inferd, capturing stdout, stderr and the exit status without set -e
-# stopping the script.
-run() {
-    local rc=0
-    "$INFERD" "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
-    echo "$rc"
-}
-
-# jq expression that must be true on $tmp/out.
-check() {
-    jq -e "$1" "$tmp/out" >/dev/null || fail "jq check failed: $1 (output: $(head -c 400 "$tmp/out"))"
-}
+source "$(dirname "$0")/lib.sh"
 
 # --- the model, as JSON -----------------------------------------------------
 rc=$(run info -m "$model" --json)
