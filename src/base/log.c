@@ -61,6 +61,10 @@ void inferd_log(inferd_log_level level, const char *comp, const char *fmt, ...)
                          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
                          tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
                          names[level], comp ? comp : "-");
+    /* snprintf returns the untruncated length: a component name too long
+     * for the line must not push n past the buffer. */
+    if (n > sizeof(line) - 3)
+        n = sizeof(line) - 3;
     /* Escape the message; leave room for the closing quote and newline. */
     for (const char *p = msg; *p && n + 6 < sizeof(line); p++) {
         unsigned char c = (unsigned char)*p;
