@@ -249,7 +249,222 @@ XI void gtile(const int k, const int NT, int64_t nb, const char *w, size_t ws, i
     }
 }
 
-QUANT_KERNELS(q4_0, QK_Q4_0, Q_RL)
+/*
+ * Q4_0 generation (one token): rows in lanes, without gathers or any
+ * horizontal reduction. Blocks go in pairs: the 36 bytes of blocks b, b+1
+ * of a row are nine dwords, dw0 = (d_b, q0, q1), dw1..dw3 = q2..q13,
+ * dw4 = (q14, q15, d_b+1), dw5..dw8 = block b+1's quants. Sixteen-byte
+ * loads at 0, 16 and 20 of sixteen rows, four rows to a zmm (128-bit lane L
+ * of register i is row 4L + i), and 4x4 dword transposes put dword j of
+ * row l into lane l of one register; (q14, q15, q0, q1) are merged from
+ * dw4 and dw0, and both scales taken out of them. Each dword holds 4 low
+ * nibbles (elements 4j..) and the 4 high nibbles 16 elements on, so
+ * vpdpbusd against broadcast activation dwords gives every lane its row's
+ * exact block sum. The high nibbles are used in place (times 16), their
+ * chain shifted right by 4 at the end: exact, every term being a multiple
+ * of 16. The offset 8 comes off through -8 * sum(a) of the block. The
+ * activation's per-block data is computed once per call, G_CHUNK blocks at
+ * a time (the accumulators pass between chunks through the output, which
+ * is exact). An odd last block of a row takes a gather for its scales.
+ */
+#define G_CHUNK 256   /* even */
+
+typedef struct {
+    int32_t corr[G_CHUNK];   /* -8 * sum of the block's activation quants */
+    float da[G_CHUNK];       /* activation scale */
+    int32_t mlo[G_CHUNK];    /* activation bytes (14, 15, 0, 1) */
+    int32_t mhi[G_CHUNK];    /* activation bytes (30, 31, 16, 17) */
+} q4_0_gen_act;
+
+XI __m128i load16(const uint8_t *p)
+{
+    return _mm_loadu_si128((const __m128i *)p);
+}
+
+/* z[i] = sixteen bytes at @p off of rows i, 4 + i, 8 + i, 12 + i (pairs
+ * joined in ymm first: 256-bit inserts are the cheaper ones). */
+XI void load_rows4x4(__m512i z[4], const uint8_t *const rp[Q_RL], size_t off)
+{
+    UNROLL
+    for (int i = 0; i < 4; i++) {
+        const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(load16(rp[i] + off)),
+                                                   load16(rp[4 + i] + off), 1);
+        const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(load16(rp[8 + i] + off)),
+                                                   load16(rp[12 + i] + off), 1);
+        z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+}
+
+/* After load_rows4x4: out[j] lane l = dword j of row l. */
+XI void transpose4x4(__m512i out[4], const __m512i z[4])
+{
+    const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]);
+    const __m512i t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]);
+    const __m512i t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+    out[0] = _mm512_unpacklo_epi64(t0, t2);
+    out[1] = _mm512_unpackhi_epi64(t0, t2);
+    out[2] = _mm512_unpacklo_epi64(t1, t3);
+    out[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+XI __m512i bcast32(const uint8_t *p)
+{
+    return _mm512_set1_epi32((int)load_u32(p));
+}
+
+/* Exact block sums of four quant dwords per lane against the activation
+ * dwords lo[j] (low nibbles) and hi[j] (high nibbles), offset removed. */
+XI __m512i q4_0_isum(const __m512i q[4], const __m512i lo[4], const __m512i hi[4],
+                     int32_t corr)
+{
+    const __m512i m = _mm512_set1_epi8(0x0f);
+    __m512i slo = _mm512_set1_epi32(corr), shi = _mm512_setzero_si512();
+    UNROLL
+    for (int j = 0; j < 4; j++) {
+        slo = _mm512_dpbusd_epi32(slo, _mm512_and_si512(q[j], m), lo[j]);
+        shi = _mm512_dpbusd_epi32(shi, _mm512_andnot_si512(m, q[j]), hi[j]);
+    }
+    return _mm512_add_epi32(slo, _mm512_srai_epi32(shi, 4));
+}
+
+XI void q4_0_gen_tile(int64_t nb, const char *w, size_t ws, int nr, const char *a,
+                      const q4_0_gen_act *act, int first, float *out)
+{
+    const uint8_t *rp[Q_RL];
+    UNROLL
+    for (int r = 0; r < Q_RL; r++)
+        rp[r] = (const uint8_t *)w + (size_t)(r < nr ? r : nr - 1) * ws;
+    const __mmask16 live = (__mmask16)((1u << nr) - 1u);
+    __m512 acc = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, out);
+    /* Words 0..15: low words of dw0 (d_b); 16..31: high words of dw4. */
+    const __m512i didx = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41,
+                                          39, 37, 35, 33, 30, 28, 26, 24, 22, 20, 18, 16,
+                                          14, 12, 10, 8, 6, 4, 2, 0);
+    const int64_t np = nb / 2;
+    for (int64_t p = 0; p < np; p++) {
+        const size_t po = (size_t)p * 36;
+        /* One token streams the weights: fetch the next tile's rows into L2
+         * as each 64-byte line is entered (the hardware prefetcher loses
+         * track of 16 interleaved row streams). */
+        if (p == 0 || ((po + 35) >> 6) != ((po - 1) >> 6)) {
+            UNROLL
+            for (int r = 0; r < Q_RL; r++)
+                _mm_prefetch((const char *)rp[r] + Q_RL * ws + po + 35, _MM_HINT_T1);
+        }
+        __m512i z[4], d0[4], d4[4], d5[4];
+        load_rows4x4(z, rp, po);
+        transpose4x4(d0, z);
+        load_rows4x4(z, rp, po + 16);
+        {
+            const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]);
+            const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]);
+            d4[0] = _mm512_unpacklo_epi64(t0, t2);
+        }
+        load_rows4x4(z, rp, po + 20);
+        transpose4x4(d5, z);
+        const __m512i dd = _mm512_permutex2var_epi16(d0[0], didx, d4[0]);
+        const __m512 dw0 = _mm512_cvtph_ps(_mm512_castsi512_si256(dd));
+        const __m512 dw1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(dd, 1));
+        /* (q14, q15) from dw4's low word, (q0, q1) from dw0's high one. */
+        d0[0] = _mm512_mask_blend_epi16(0xAAAAAAAAu, d4[0], d0[0]);
+
+        const int64_t b = 2 * p;
+        const uint8_t *a0 = (const uint8_t *)a + (size_t)b * 34 + 2;
+        const uint8_t *a1 = a0 + 34;
+        __m512i lo[4], hi[4];
+        lo[0] = _mm512_set1_epi32(act->mlo[b]);
+        hi[0] = _mm512_set1_epi32(act->mhi[b]);
+        UNROLL
+        for (int j = 1; j < 4; j++) {
+            lo[j] = bcast32(a0 + 4 * j - 2);
+            hi[j] = bcast32(a0 + 14 + 4 * j);
+        }
+        const __m512i i0 = q4_0_isum(d0, lo, hi, act->corr[b]);
+        UNROLL
+        for (int j = 0; j < 4; j++) {
+            lo[j] = bcast32(a1 + 4 * j);
+            hi[j] = bcast32(a1 + 16 + 4 * j);
+        }
+        const __m512i i1 = q4_0_isum(d5, lo, hi, act->corr[b + 1]);
+        acc = _mm512_fmadd_ps(_mm512_mul_ps(dw0, _mm512_set1_ps(act->da[b])),
+                              _mm512_cvtepi32_ps(i0), acc);
+        acc = _mm512_fmadd_ps(_mm512_mul_ps(dw1, _mm512_set1_ps(act->da[b + 1])),
+                              _mm512_cvtepi32_ps(i1), acc);
+    }
+    if (nb % 2) {
+        /* The odd last block: quants at 2 (aligned), scales by a gather. */
+        const int64_t b = nb - 1;
+        const size_t bo = (size_t)b * 18;
+        int32_t offs[Q_RL];
+        UNROLL
+        for (int r = 0; r < Q_RL; r++)
+            offs[r] = (int32_t)(rp[r] - rp[0]);
+        __m512i z[4], q[4], lo[4], hi[4];
+        load_rows4x4(z, rp, bo + 2);
+        transpose4x4(q, z);
+        const uint8_t *a0 = (const uint8_t *)a + (size_t)b * 34 + 2;
+        UNROLL
+        for (int j = 0; j < 4; j++) {
+            lo[j] = bcast32(a0 + 4 * j);
+            hi[j] = bcast32(a0 + 16 + 4 * j);
+        }
+        const __m512i isum = q4_0_isum(q, lo, hi, act->corr[b]);
+        const __m512i g = _mm512_i32gather_epi32(_mm512_loadu_si512(offs), rp[0] + bo, 1);
+        const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(act->da[b])),
+                              _mm512_cvtepi32_ps(isum), acc);
+    }
+    _mm512_mask_storeu_ps(out, live, acc);
+}
+
+static void q4_0_gen(int64_t n, const void *w, size_t ws, int64_t n_rows, const void *a,
+                     float *out)
+{
+    const int64_t nb = n / INFERD_QK;
+    q4_0_gen_act act;
+    for (int64_t b0 = 0; b0 < nb; b0 += G_CHUNK) {
+        const int64_t cb = nb - b0 < G_CHUNK ? nb - b0 : G_CHUNK;
+        const char *ac = (const char *)a + (size_t)b0 * 34;
+        for (int64_t b = 0; b < cb; b++) {
+            const uint8_t *ab = (const uint8_t *)ac + (size_t)b * 34;
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(ab + 2));
+            act.corr[b] = -hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(),
+                                                          _mm256_set1_epi8(8), x));
+            act.da[b] = f16_scalar(ab);
+            const uint8_t *q = ab + 2;
+            act.mlo[b] = (int32_t)((uint32_t)q[14] | (uint32_t)q[15] << 8 |
+                                   (uint32_t)q[0] << 16 | (uint32_t)q[1] << 24);
+            act.mhi[b] = (int32_t)((uint32_t)q[30] | (uint32_t)q[31] << 8 |
+                                   (uint32_t)q[16] << 16 | (uint32_t)q[17] << 24);
+        }
+        const char *wc = (const char *)w + (size_t)b0 * 18;
+        for (int64_t r0 = 0; r0 < n_rows; r0 += Q_RL) {
+            const int nr = n_rows - r0 < Q_RL ? (int)(n_rows - r0) : Q_RL;
+            q4_0_gen_tile(cb, wc + (size_t)r0 * ws, ws, nr, ac, &act, b0 == 0, out + r0);
+        }
+    }
+}
+
+static float q4_0_dot(int64_t n, const void *w, const void *a)
+{
+    return qdot1(QK_Q4_0, n, w, a);
+}
+
+/* One token (generation) by the pair tiles above; the 32-bit gather offsets
+ * of their odd last block bound w_stride as the driver's do. More tokens
+ * share each unpacked block through the driver's tiles. */
+static void q4_0_mdot MDOT_SIG
+{
+    if (n_toks == 1 && w_stride <= (size_t)(INT32_MAX / Q_RL)) {
+        (void)a_stride;
+        (void)out_stride;
+        q4_0_gen(n, w, w_stride, n_rows, a, out);
+        return;
+    }
+    QMDOT_DRIVER(q4_0_GTILE, q4_0_dot, Q_RL);
+}
+
 QUANT_KERNELS(q4_1, QK_Q4_1, Q_RL)
 QUANT_KERNELS(q5_0, QK_Q5_0, Q_RL)
 QUANT_KERNELS(q5_1, QK_Q5_1, Q_RL)
