@@ -158,6 +158,7 @@ int inferd__cmd_generate(int argc, char **argv)
         json_decref(o);
     } else {
         putchar('\n');
+        fflush(stdout); /* the text's end comes before the stats on stderr */
         fprintf(stderr, "prompt: %zu tokens in %.1f ms (%.1f tok/s); generated: %zu tokens in "
                         "%.1f ms (%.1f tok/s); seed %llu\n",
                 n_ids, res.prompt_ms, res.prompt_ms > 0 ? 1e3 * (double)n_ids / res.prompt_ms : 0.0,
