@@ -6,7 +6,7 @@ CMAKE_ARGS ?=
 MODEL     ?= models/stories260K.gguf
 PROMPT    ?= Once upon a time
 
-.PHONY: all deps build run test test-asan bench clean
+.PHONY: all deps build run test test-asan tsan bench clean
 
 all: build
 
@@ -29,8 +29,12 @@ test-asan:
 	$(MAKE) test BUILD=build-asan \
 	  CMAKE_ARGS="-DINFERD_SANITIZE=address,undefined -DINFERD_WERROR=ON $(CMAKE_ARGS)"
 
+tsan:
+	$(MAKE) test BUILD=build-tsan \
+	  CMAKE_ARGS="-DINFERD_SANITIZE=thread $(CMAKE_ARGS)"
+
 bench: build
 	bash bench/run.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan

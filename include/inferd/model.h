@@ -66,6 +66,20 @@ int inferd_model_load(const char *path, const inferd_model_params *params,
                       inferd_model **out_model, inferd_error *err);
 void inferd_model_destroy(inferd_model *m);
 
+/**
+ * The bytes inferd_model_load(@p path, @p params) would use, without
+ * allocating them: opens the file, reads the hyper-parameters and checks
+ * the tensors as load does, and sizes the buffers with the same function.
+ * @param out_weight_bytes  equals inferd_model_weight_bytes after the load.
+ * @param out_state_bytes   equals inferd_model_state_bytes after the load
+ *                          (KV cache + work buffers).
+ * @return 0; the errors of inferd_model_load (except the state allocation).
+ * Thread: any.
+ */
+int inferd_model_estimate(const char *path, const inferd_model_params *params,
+                          uint64_t *out_weight_bytes, uint64_t *out_state_bytes,
+                          inferd_error *err);
+
 const inferd_model_hparams *inferd_model_get_hparams(const inferd_model *m);
 const inferd_vocab *inferd_model_get_vocab(const inferd_model *m);
 const inferd_gguf *inferd_model_get_gguf(const inferd_model *m);

@@ -337,7 +337,19 @@ static size_t max_sz(size_t a, size_t b)
     return a > b ? a : b;
 }
 
-static int alloc_state(inferd_model *m, inferd_error *err)
+#define N_STATE_BUFS 18
+
+/* One buffer of the KV cache or the work area: where load stores it and
+ * how many bytes it takes. */
+typedef struct state_buf {
+    void **ptr;
+    uint64_t bytes;
+} state_buf;
+
+/* The single sizing function: the byte size of every buffer load
+ * allocates, from the hyper-parameters, the weight types and the params
+ * already in @p m. Used by load (to allocate) and by estimate (to sum). */
+static int state_layout(inferd_model *m, state_buf bufs[N_STATE_BUFS], inferd_error *err)
 {
     const inferd_model_hparams *hp = &m->hp;
     uint64_t B = m->n_batch_max;
@@ -360,10 +372,7 @@ static int alloc_state(inferd_model *m, inferd_error *err)
         work = max_sz(work, inferd_matmul_work_size(L->w_down.type, L->w_down.n_cols, (int64_t)B));
     }
 
-    struct {
-        void **ptr;
-        uint64_t bytes;
-    } bufs[] = {
+    const state_buf table[N_STATE_BUFS] = {
         {(void **)&m->k_cache, cache_elems * sizeof(inferd_f16)},
         {(void **)&m->v_cache, cache_elems * sizeof(inferd_f16)},
         {(void **)&m->seq_len, (uint64_t)m->n_seq_max * sizeof(uint32_t)},
@@ -383,10 +392,30 @@ static int alloc_state(inferd_model *m, inferd_error *err)
         {(void **)&m->q16, (uint64_t)MAX_THREADS * hp->head_dim * sizeof(inferd_f16)},
         {(void **)&m->out_rows, B * sizeof(int32_t)},
     };
-    m->state_bytes = 0;
-    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
-        if (bufs[i].bytes > SIZE_MAX - 64)
-            return inferd_fail(err, INFERD_E_NOMEM, "model: buffer too large");
+    for (size_t i = 0; i < N_STATE_BUFS; i++) {
+        if (table[i].bytes > SIZE_MAX - 64)
+            return inferd_fail(err, INFERD_E_NOMEM, "model: buffer of %llu bytes is too large",
+                               (unsigned long long)table[i].bytes);
+        bufs[i] = table[i];
+    }
+    return 0;
+}
+
+static uint64_t state_total(const state_buf bufs[N_STATE_BUFS])
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < N_STATE_BUFS; i++)
+        total += bufs[i].bytes;
+    return total;
+}
+
+static int alloc_state(inferd_model *m, inferd_error *err)
+{
+    state_buf bufs[N_STATE_BUFS];
+    int rc = state_layout(m, bufs, err);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < N_STATE_BUFS; i++) {
         *bufs[i].ptr = inferd_aligned_alloc(64, (size_t)bufs[i].bytes);
         if (!*bufs[i].ptr)
             return inferd_fail(err, INFERD_E_NOMEM,
@@ -394,9 +423,18 @@ static int alloc_state(inferd_model *m, inferd_error *err)
                                (unsigned long long)bufs[i].bytes);
         /* Zero everything: the V cache's padding must read as zero. */
         memset(*bufs[i].ptr, 0, (size_t)bufs[i].bytes);
-        m->state_bytes += bufs[i].bytes;
     }
+    m->state_bytes = state_total(bufs);
     return 0;
+}
+
+/* Sum of every tensor's bytes in the file: the weights as mapped. */
+static uint64_t gguf_weight_bytes(const inferd_gguf *g)
+{
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < inferd_gguf_n_tensors(g); i++)
+        total += inferd_gguf_tensor_at(g, i)->size_bytes;
+    return total;
 }
 
 static void free_state(inferd_model *m)
@@ -408,8 +446,11 @@ static void free_state(inferd_model *m)
         inferd_free(ps[i]);
 }
 
-int inferd_model_load(const char *path, const inferd_model_params *params,
-                      inferd_model **out_model, inferd_error *err)
+/* Everything load does but allocating the KV cache and work buffers:
+ * check the params, map the file, read the hyper-parameters and the
+ * vocabulary, and check every tensor. On error nothing is left behind. */
+static int model_prepare(const char *path, const inferd_model_params *params,
+                         inferd_model **out_model, inferd_error *err)
 {
     inferd_model_params p = params ? *params : inferd_model_params_default();
     inferd_model *m;
@@ -453,13 +494,46 @@ int inferd_model_load(const char *path, const inferd_model_params *params,
     m->n_seq_max = p.n_seq_max;
     m->n_batch_max = p.n_batch_max;
     m->f16k = inferd_kernels_get(INFERD_DTYPE_F16);
-    rc = alloc_state(m, err);
-    if (rc < 0)
-        goto fail;
     *out_model = m;
     return 0;
 
 fail:
+    inferd_model_destroy(m);
+    return rc;
+}
+
+int inferd_model_load(const char *path, const inferd_model_params *params,
+                      inferd_model **out_model, inferd_error *err)
+{
+    inferd_model *m = NULL;
+    int rc = model_prepare(path, params, &m, err);
+    if (rc < 0)
+        return rc;
+    rc = alloc_state(m, err);
+    if (rc < 0) {
+        inferd_model_destroy(m);
+        return rc;
+    }
+    *out_model = m;
+    return 0;
+}
+
+int inferd_model_estimate(const char *path, const inferd_model_params *params,
+                          uint64_t *out_weight_bytes, uint64_t *out_state_bytes,
+                          inferd_error *err)
+{
+    inferd_model *m = NULL;
+    state_buf bufs[N_STATE_BUFS];
+    int rc = model_prepare(path, params, &m, err);
+    if (rc < 0)
+        return rc;
+    rc = state_layout(m, bufs, err);
+    if (rc == 0) {
+        *out_weight_bytes = gguf_weight_bytes(m->gguf);
+        *out_state_bytes = state_total(bufs);
+    }
+    /* Nothing was allocated through bufs: destroy frees only what
+     * prepare made (the state pointers are still NULL). */
     inferd_model_destroy(m);
     return rc;
 }
@@ -485,10 +559,7 @@ uint64_t inferd_model_state_bytes(const inferd_model *m) { return m->state_bytes
 
 uint64_t inferd_model_weight_bytes(const inferd_model *m)
 {
-    uint64_t total = 0;
-    for (uint64_t i = 0; i < inferd_gguf_n_tensors(m->gguf); i++)
-        total += inferd_gguf_tensor_at(m->gguf, i)->size_bytes;
-    return total;
+    return gguf_weight_bytes(m->gguf);
 }
 
 uint64_t inferd_model_decode_bytes(const inferd_model *m)

@@ -444,6 +444,36 @@ static void test_model_load_alloc_failures(void **state)
     fail_msg("model load never succeeded");
 }
 
+/* The estimate is exact: the sizes a load then reports, for two models
+ * with different weight types and several param sets. */
+static void test_model_estimate_equals_load(void **state)
+{
+    (void)state;
+    const char *files[] = {"stories260K.gguf", "stories260K-ff192-q4_0.gguf"};
+    const inferd_model_params ps[] = {{64, 1, 8}, {0, 3, 512}};
+    for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+        for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) {
+            char path[512];
+            inferd_error err = {0};
+            inferd_model *m = NULL;
+            uint64_t wb = 0, sb = 0;
+            fixture(path, sizeof(path), files[f]);
+            assert_int_equal(inferd_model_estimate(path, &ps[k], &wb, &sb, &err), 0);
+            assert_int_equal(inferd_model_load(path, &ps[k], &m, &err), 0);
+            assert_true(wb > 0 && sb > 0);
+            assert_int_equal(wb, inferd_model_weight_bytes(m));
+            assert_int_equal(sb, inferd_model_state_bytes(m));
+            inferd_model_destroy(m);
+        }
+    }
+    inferd_error err = {0};
+    uint64_t wb = 7, sb = 7;
+    assert_int_equal(inferd_model_estimate("/nonexistent/x.gguf", NULL, &wb, &sb, &err),
+                     INFERD_E_IO);
+    assert_int_equal(wb, 7);
+    assert_int_equal(sb, 7);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -456,6 +486,7 @@ int main(void)
         cmocka_unit_test(test_model_forward_does_not_allocate),
         cmocka_unit_test(test_model_load_errors),
         cmocka_unit_test(test_model_load_alloc_failures),
+        cmocka_unit_test(test_model_estimate_equals_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
