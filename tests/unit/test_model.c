@@ -182,6 +182,26 @@ static void test_model_batch_equals_alone(void **state)
     }
 }
 
+/* Read @p n prompt tokens into sequence @p s from position 0 in one call;
+ * the last token's logits go to @p out when @p want_last. */
+static void read_prompt(inferd_model *m, inferd_pool *pool, int32_t s, const int32_t *toks,
+                        int n, bool want_last, float *out)
+{
+    int32_t pos[16], seq[16];
+    int8_t want[16], pf[16];
+    inferd_error err = {0};
+    assert_true(n <= 16);
+    inferd_model_seq_reset(m, s);
+    for (int j = 0; j < n; j++) {
+        pos[j] = j;
+        seq[j] = s;
+        want[j] = want_last && j == n - 1;
+        pf[j] = 1;
+    }
+    inferd_batch b = {n, toks, pos, seq, want, pf};
+    assert_int_equal(inferd_model_forward(m, pool, &b, out, &err), 0);
+}
+
 /* Continuous batching's shape: one step holds generated tokens of two
  * sequences and a prompt chunk of a third. Each sequence's logits equal
  * those it gets alone. */
@@ -206,44 +226,20 @@ static void test_model_mixed_decode_and_prefill_equals_alone(void **state)
         /* Alone: sequences 0 and 1 read their prompt, then decode one token;
          * sequence 2 reads its prompt. */
         for (int s = 0; s < 2; s++) {
-            inferd_model_seq_reset(m, s);
-            for (int j = 0; j < 4; j++) {
-                pos[j] = j;
-                seq[j] = s;
-                want[j] = 0;
-                pf[j] = 1;
-            }
-            inferd_batch b = {4, prompt[s], pos, seq, want, pf};
-            assert_int_equal(inferd_model_forward(m, pool, &b, alone, &err), 0);
+            read_prompt(m, pool, s, prompt[s], 4, false, alone);
             int32_t t1 = 432, p1 = 4, s1 = s;
             int8_t one = 1;
             inferd_batch d = {1, &t1, &p1, &s1, &one, NULL};
             assert_int_equal(inferd_model_forward(m, pool, &d, alone + (size_t)s * V, &err), 0);
         }
-        inferd_model_seq_reset(m, 2);
-        for (int j = 0; j < 5; j++) {
-            pos[j] = j;
-            seq[j] = 2;
-            want[j] = j == 4;
-            pf[j] = 1;
-        }
-        inferd_batch b2 = {5, third, pos, seq, want, pf};
-        assert_int_equal(inferd_model_forward(m, pool, &b2, alone + 2 * (size_t)V, &err), 0);
+        read_prompt(m, pool, 2, third, 5, true, alone + 2 * (size_t)V);
 
         /* Mixed: the same prompts for 0 and 1, then one step with both
          * decode tokens and the whole prompt of 2. */
         for (int s = 0; s < 3; s++)
             inferd_model_seq_reset(m, s);
-        for (int s = 0; s < 2; s++) {
-            for (int j = 0; j < 4; j++) {
-                pos[j] = j;
-                seq[j] = s;
-                want[j] = 0;
-                pf[j] = 1;
-            }
-            inferd_batch b = {4, prompt[s], pos, seq, want, pf};
-            assert_int_equal(inferd_model_forward(m, pool, &b, mixed, &err), 0);
-        }
+        for (int s = 0; s < 2; s++)
+            read_prompt(m, pool, s, prompt[s], 4, false, mixed);
         for (int i = 0; i < 7; i++) {
             const bool dec = i < 2;
             tok[i] = dec ? 432 : third[i - 2];
