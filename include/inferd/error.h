@@ -22,7 +22,8 @@
     X(E_CANCELLED,  -11,  499, "cancelled",     "cancelled")                  \
     X(E_RANGE,      -12,  400, "out_of_range",  "value out of range")         \
     X(E_INTERNAL,   -13,  500, "internal",      "internal error")             \
-    X(E_BUSY,       -14,  409, "busy",          "resource busy")
+    X(E_BUSY,       -14,  409, "busy",          "resource busy")              \
+    X(E_UNAVAILABLE,-15,  503, "unavailable",   "not serving (loading, draining or stopped)")
 
 enum {
 #define INFERD_X_ENUM(name, value, http, wire, text) INFERD_##name = value,

@@ -26,6 +26,7 @@
 
 #include "inferd/error.h"
 #include "inferd/model.h"
+#include "inferd/scheduler.h"
 
 typedef struct inferd_registry inferd_registry;
 /* A handle is one reference to a loaded model. Every handle to the same
@@ -52,12 +53,13 @@ inferd_registry_opts inferd_registry_opts_default(void);
 
 typedef struct inferd_registry_model_opts {
     const char *path;               /* GGUF file; NULL: the model id is the path */
-    inferd_model_params params;     /* for inferd_model_load */
+    inferd_sched_opts sched;        /* the model's scheduler; its model params
+                                     * (inferd_sched_model_params) load it */
     int64_t keep_alive_ms;          /* idle time before unloading once the last
                                      * handle goes: 0 at once, < 0 never */
 } inferd_registry_model_opts;
 
-/** Defaults: path NULL, inferd_model_params_default(), keep-alive 5 minutes. */
+/** Defaults: path NULL, inferd_sched_opts_default(), keep-alive 5 minutes. */
 inferd_registry_model_opts inferd_registry_model_opts_default(void);
 
 /**
@@ -95,8 +97,15 @@ int inferd_registry_get_or_load(inferd_registry *r, const char *id,
                                  const inferd_registry_model_opts *opts,
                                  inferd_registry_handle **out_handle, inferd_error *err);
 
-/** The model behind @p h; valid until the handle is released. Thread: any. */
+/** The model behind @p h; valid until the handle is released. Only its
+ * scheduler runs it. Thread: any. */
 inferd_model *inferd_registry_handle_model(const inferd_registry_handle *h);
+
+/** The scheduler serving the model behind @p h (submit requests to it);
+ * valid until the handle is released. Hold the handle for as long as a
+ * request runs: a model with handles is never evicted or unloaded.
+ * Thread: any. */
+inferd_sched *inferd_registry_handle_sched(const inferd_registry_handle *h);
 
 /**
  * Release one handle (accepts NULL). When the last handle of a model goes,

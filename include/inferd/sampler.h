@@ -73,6 +73,11 @@ inferd_sampler_params inferd_sampler_params_default(void);
 int inferd_sampler_create(const inferd_sampler_params *p, int32_t n_vocab,
                           inferd_sampler **out_s, inferd_error *err);
 
+/** Check @p p as inferd_sampler_create does (same codes and messages),
+ * without allocating. Thread: any. */
+int inferd_sampler_params_validate(const inferd_sampler_params *p, int32_t n_vocab,
+                                   inferd_error *err);
+
 /** Free a sampler. Accepts NULL. Thread: the owner. */
 void inferd_sampler_destroy(inferd_sampler *s);
 

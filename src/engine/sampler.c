@@ -322,6 +322,14 @@ static int validate(const inferd_sampler_params *p, int32_t n_vocab,
     return 0;
 }
 
+int inferd_sampler_params_validate(const inferd_sampler_params *p, int32_t n_vocab,
+                                   inferd_error *err)
+{
+    if (!p)
+        return inferd_fail(err, INFERD_E_INVALID, "sampler: params must not be NULL");
+    return validate(p, n_vocab, err);
+}
+
 int inferd_sampler_create(const inferd_sampler_params *p, int32_t n_vocab,
                           inferd_sampler **out_s, inferd_error *err)
 {

@@ -26,7 +26,7 @@ struct inferd_registry_handle {
     struct inferd_registry_handle *victim_next;  /* chain of entries to destroy */
     char *id;
     char *path;
-    inferd_model_params params;
+    inferd_sched_opts sched_opts;
     int64_t keep_alive_ms;
     inferd_registry_state state;
     bool listed;                 /* in r's list */
@@ -34,6 +34,7 @@ struct inferd_registry_handle {
     bool load_done;              /* the load finished (see load_rc) */
     int load_rc;                 /* 0 or the load's error, for waiters */
     inferd_error load_err;
+    inferd_sched *sched;         /* the model's scheduler (owns the model) */
     inferd_model *model;
     uint64_t weight_bytes, state_bytes;
     uint32_t n_handles;
@@ -85,7 +86,7 @@ inferd_registry_opts inferd_registry_opts_default(void)
 inferd_registry_model_opts inferd_registry_model_opts_default(void)
 {
     inferd_registry_model_opts o = {.path = NULL,
-                                    .params = inferd_model_params_default(),
+                                    .sched = inferd_sched_opts_default(),
                                     .keep_alive_ms = INFERD_REGISTRY_KEEP_ALIVE_DEFAULT_MS};
     return o;
 }
@@ -195,7 +196,7 @@ static void destroy_victims(entry *victims)
 {
     while (victims) {
         entry *next = victims->victim_next;
-        inferd_model_destroy(victims->model);
+        inferd_sched_destroy(victims->sched);
         entry_free(victims);
         victims = next;
     }
@@ -373,7 +374,7 @@ static int entry_new(const char *id, const char *path, const inferd_registry_mod
         return inferd_fail(err, INFERD_E_NOMEM, "registry: model '%s': no memory", id);
     }
     pthread_cond_init(&e->cv, NULL);
-    e->params = o->params;
+    e->sched_opts = o->sched;
     e->keep_alive_ms = o->keep_alive_ms;
     e->state = INFERD_REGISTRY_LOADING;
     *out_entry = e;
@@ -389,9 +390,11 @@ static int load_entry(inferd_registry *r, entry *e, const char *id,
     inferd_error lerr = {0};
     entry *victims = NULL;
     inferd_model *model = NULL;
+    inferd_sched *sched = NULL;
+    const inferd_model_params mp = inferd_sched_model_params(&e->sched_opts);
     uint64_t wb = 0, sb = 0, t0 = 0, t1 = 0;
 
-    int rc = inferd_model_estimate(e->path, &e->params, &wb, &sb, &lerr);
+    int rc = inferd_model_estimate(e->path, &mp, &wb, &sb, &lerr);
     if (rc == 0) {
         pthread_mutex_lock(&r->mu);
         e->weight_bytes = wb;
@@ -402,7 +405,13 @@ static int load_entry(inferd_registry *r, entry *e, const char *id,
     }
     if (rc == 0) {
         t0 = monotonic_ms(NULL);
-        rc = inferd_model_load(e->path, &e->params, &model, &lerr);
+        rc = inferd_sched_create(e->path, &e->sched_opts, &sched, &lerr);
+        if (rc == 0 && (rc = inferd_sched_wait_ready(sched, -1, &lerr)) < 0) {
+            inferd_sched_destroy(sched);
+            sched = NULL;
+        }
+        if (rc == 0)
+            model = inferd_sched_model(sched);
         t1 = monotonic_ms(NULL);
     }
     if (rc == 0) {
@@ -422,6 +431,7 @@ static int load_entry(inferd_registry *r, entry *e, const char *id,
         e->state_bytes = sb;
         r->bytes_reserved += entry_cost(e);
         e->model = model;
+        e->sched = sched;
         e->state = INFERD_REGISTRY_READY;
         /* Every waiter gets a handle now, so the model cannot expire or be
          * evicted between this broadcast and their waking. */
@@ -523,6 +533,11 @@ int inferd_registry_get_or_load(inferd_registry *r, const char *id,
 inferd_model *inferd_registry_handle_model(const inferd_registry_handle *h)
 {
     return h->model;
+}
+
+inferd_sched *inferd_registry_handle_sched(const inferd_registry_handle *h)
+{
+    return h->sched;
 }
 
 void inferd_registry_release(inferd_registry *r, inferd_registry_handle *h)

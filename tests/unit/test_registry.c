@@ -48,18 +48,20 @@ static inferd_registry_model_opts small_opts(const char *path)
 {
     inferd_registry_model_opts o = inferd_registry_model_opts_default();
     o.path = path;
-    o.params.n_ctx = 32;
-    o.params.n_seq_max = 1;
-    o.params.n_batch_max = 4;
+    o.sched.model.n_ctx = 32;
+    o.sched.n_slots = 1;
+    o.sched.n_prefill_chunk = 3;
+    o.sched.n_threads = 1;
     return o;
 }
 
 static uint64_t cost_of(const char *path)
 {
     inferd_registry_model_opts o = small_opts(path);
+    const inferd_model_params mp = inferd_sched_model_params(&o.sched);
     inferd_error err = {0};
     uint64_t wb = 0, sb = 0;
-    assert_int_equal(inferd_model_estimate(path, &o.params, &wb, &sb, &err), 0);
+    assert_int_equal(inferd_model_estimate(path, &mp, &wb, &sb, &err), 0);
     return wb + sb;
 }
 
@@ -523,10 +525,11 @@ static void test_registry_list_and_metrics(void **state)
     inferd_registry *r = make_registry(&clk, 0);
 
     inferd_registry_model_opts o = small_opts(p1);
+    const inferd_model_params mp = inferd_sched_model_params(&o.sched);
     uint64_t w1 = 0, s1 = 0, w2 = 0, s2 = 0;
     inferd_error err = {0};
-    assert_int_equal(inferd_model_estimate(p1, &o.params, &w1, &s1, &err), 0);
-    assert_int_equal(inferd_model_estimate(p2, &o.params, &w2, &s2, &err), 0);
+    assert_int_equal(inferd_model_estimate(p1, &mp, &w1, &s1, &err), 0);
+    assert_int_equal(inferd_model_estimate(p2, &mp, &w2, &s2, &err), 0);
 
     inferd_registry_handle *a = get_ok(r, "one", p1);
     advance(&clk, 100);
