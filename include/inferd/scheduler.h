@@ -237,8 +237,9 @@ void inferd_request_cancel(inferd_request *r);
  * afterwards. Thread: any but an on_event callback. */
 void inferd_request_release(inferd_request *r);
 
-/** The prompt's token count (after tokenization). */
-size_t inferd_request_n_prompt(const inferd_request *r);
+/** The prompt's token count; 0 until a text prompt submitted during the
+ * load is tokenized at admission. */
+size_t inferd_request_n_prompt(inferd_request *r);
 
 /* ------------------------------------------------------------------------ */
 /* Live figures */

@@ -58,21 +58,21 @@ static struct timespec abs_after(uint64_t wait_ns)
 /* ------------------------------------------------------------------------ */
 /* Requests and their events */
 
-typedef struct evnode {
-    struct evnode *next;
-    inferd_event ev;
-    char text[];                 /* ev.text points here (token events) */
-} evnode;
-
+/* A request's output is an append-only log sized at admission for its
+ * worst case (max_new tokens of at most max_piece_len + 8 bytes each), so
+ * generating allocates nothing per token: the scheduler writes token i's id
+ * and text, then publishes n_pub = i + 1 under r->mu; what lies below n_pub
+ * is never written again, so the reader uses it without the lock. */
 struct inferd_request {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    atomic_int refs;
+    atomic_int refs;             /* the submitter's + the scheduler's */
     atomic_bool cancel;
-    inferd_sched *s;             /* valid while the request has not ended */
+    inferd_sched *s;             /* mu: valid while the request has not ended */
 
-    /* Immutable after submit (the prompt may be set once by the scheduler
-     * thread at admission when it was given as text during the load). */
+    /* Immutable after submit, except prompt/n_prompt/text: set once under
+     * mu by the scheduler thread at admission when the prompt was given as
+     * text during the load. */
     int32_t *prompt;             /* (n_prompt) */
     size_t n_prompt;
     char *text;                  /* text to tokenize at admission, or NULL */
@@ -89,29 +89,30 @@ struct inferd_request {
     inferd_request_notify_fn on_event;
     void *on_event_ctx;
     inferd_request *qnext;       /* queue link (s->mu) */
+    bool queued;                 /* s->mu: in the queue */
+
+    /* The log: written by the scheduler thread, allocated at admission. */
+    int32_t *out_ids;            /* (max_new) */
+    size_t *out_off;             /* (max_new + 1) byte offsets into out_text */
+    char *out_text;              /* (out_text_cap) */
+    size_t out_text_cap;
 
     /* Guarded by mu. */
-    evnode *head, *tail;         /* events not yet read */
-    evnode *current;             /* the event last returned (freed next call) */
-    bool ended;                  /* the terminal event was pushed */
+    uint32_t n_pub;              /* tokens published */
+    uint32_t n_read;             /* tokens returned by next */
+    bool ended;                  /* the terminal event is published */
     bool sched_done;             /* the scheduler no longer touches it */
     bool terminal_read;
-    evnode term;                 /* storage of the terminal event */
+    inferd_event term;           /* the terminal event (written before ended) */
     char term_text[TERM_TEXT_CAP];
     char term_msg[sizeof(((inferd_error *)0)->msg)];
 };
 
 static void request_free(inferd_request *r)
 {
-    evnode *n = r->head;
-    while (n) {
-        evnode *next = n->next;
-        if (n != &r->term)
-            inferd_free(n);
-        n = next;
-    }
-    if (r->current && r->current != &r->term)
-        inferd_free(r->current);
+    inferd_free(r->out_ids);
+    inferd_free(r->out_off);
+    inferd_free(r->out_text);
     inferd_stopper_destroy(r->stopper);
     inferd_free(r->prompt);
     inferd_free(r->text);
@@ -126,71 +127,72 @@ static void request_unref(inferd_request *r)
         request_free(r);
 }
 
-/* Append @p n to r's events (r->mu not held); @p terminal marks the end. */
-static void request_push(inferd_request *r, evnode *n, bool terminal)
+/* Publish the first @p n_pub tokens of the log. */
+static void publish_tokens(inferd_request *r, uint32_t n_pub)
 {
-    n->next = NULL;
     pthread_mutex_lock(&r->mu);
-    if (r->tail)
-        r->tail->next = n;
-    else
-        r->head = n;
-    r->tail = n;
-    if (terminal) {
-        r->ended = true;
-        r->s = NULL;
-    }
+    r->n_pub = n_pub;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+}
+
+static bool has_event_locked(const inferd_request *r)
+{
+    return r->n_read < r->n_pub || r->ended;
 }
 
 int inferd_request_next(inferd_request *r, inferd_event *out_event, int64_t wait_ms)
 {
     pthread_mutex_lock(&r->mu);
-    if (r->current && r->current != &r->term)
-        inferd_free(r->current);
-    r->current = NULL;
     if (r->terminal_read) {
         pthread_mutex_unlock(&r->mu);
         return INFERD_E_NOT_FOUND;
     }
-    if (!r->head && wait_ms != 0) {
+    if (!has_event_locked(r) && wait_ms != 0) {
         if (wait_ms < 0) {
-            while (!r->head)
+            while (!has_event_locked(r))
                 pthread_cond_wait(&r->cv, &r->mu);
         } else {
             struct timespec until = abs_after((uint64_t)wait_ms * 1000000u);
-            while (!r->head)
+            while (!has_event_locked(r))
                 if (pthread_cond_timedwait(&r->cv, &r->mu, &until) != 0)
                     break;
         }
     }
-    evnode *n = r->head;
-    if (!n) {
+    if (r->n_read < r->n_pub) {
+        const uint32_t i = r->n_read++;
+        memset(out_event, 0, sizeof(*out_event));
+        out_event->type = INFERD_EVENT_TOKEN;
+        out_event->token = r->out_ids[i];
+        out_event->index = i;
+        out_event->text = r->out_text + r->out_off[i];
+        out_event->text_len = r->out_off[i + 1] - r->out_off[i];
+    } else if (r->ended) {
+        r->terminal_read = true;
+        *out_event = r->term;
+    } else {
         pthread_mutex_unlock(&r->mu);
         return INFERD_E_TIMEOUT;
     }
-    r->head = n->next;
-    if (!r->head)
-        r->tail = NULL;
-    r->current = n;
-    if (n == &r->term)
-        r->terminal_read = true;
-    *out_event = n->ev;
     pthread_mutex_unlock(&r->mu);
     return 0;
 }
 
-/* Wakes the scheduler thread (defined with the scheduler below). */
-static void sched_wake(inferd_sched *s);
+/* Defined with the scheduler below. */
+static bool sched_cancel_queued(inferd_sched *s, inferd_request *r);
+static void deliver_end(inferd_request *r);
 
 void inferd_request_cancel(inferd_request *r)
 {
     atomic_store(&r->cancel, true);
     pthread_mutex_lock(&r->mu);
-    if (!r->ended && r->s)
-        sched_wake(r->s);
+    inferd_sched *s = r->ended ? NULL : r->s;
+    /* A queued request ends here, at once (even while the model loads); a
+     * running one at the scheduler's next step. */
+    const bool unqueued = s && sched_cancel_queued(s, r);
     pthread_mutex_unlock(&r->mu);
+    if (unqueued)
+        deliver_end(r);
 }
 
 void inferd_request_release(inferd_request *r)
@@ -209,9 +211,12 @@ void inferd_request_release(inferd_request *r)
     request_unref(r);
 }
 
-size_t inferd_request_n_prompt(const inferd_request *r)
+size_t inferd_request_n_prompt(inferd_request *r)
 {
-    return r->n_prompt;
+    pthread_mutex_lock(&r->mu);
+    size_t n = r->n_prompt;
+    pthread_mutex_unlock(&r->mu);
+    return n;
 }
 
 inferd_request_params inferd_request_params_default(void)
@@ -326,13 +331,6 @@ struct inferd_sched {
     char *stop_buf;              /* (piece_cap + INFERD_STOP_LEN_MAX) */
 };
 
-static void sched_wake(inferd_sched *s)
-{
-    pthread_mutex_lock(&s->mu);
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
 const char *inferd_sched_state_name(inferd_sched_state st)
 {
     switch (st) {
@@ -405,17 +403,17 @@ static void term_error(inferd_request *r, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(r->term_msg, sizeof(r->term_msg), fmt, ap);
     va_end(ap);
-    memset(&r->term.ev, 0, sizeof(r->term.ev));
-    r->term.ev.type = INFERD_EVENT_ERROR;
-    r->term.ev.code = code;
-    r->term.ev.message = r->term_msg;
-    r->term.ev.text = "";
+    memset(&r->term, 0, sizeof(r->term));
+    r->term.type = INFERD_EVENT_ERROR;
+    r->term.code = code;
+    r->term.message = r->term_msg;
+    r->term.text = "";
 }
 
 /* Count an ending in the stats (s->mu held). */
 static void count_end_locked(inferd_sched *s, const inferd_request *r)
 {
-    const inferd_event *ev = &r->term.ev;
+    const inferd_event *ev = &r->term;
     if (ev->type == INFERD_EVENT_DONE) {
         s->n_done++;
         window_add(&s->w_latency, ev->total_ms);
@@ -432,14 +430,16 @@ static void count_end_locked(inferd_sched *s, const inferd_request *r)
     }
 }
 
-/* Push r's terminal event, wake its reader, drop the scheduler's reference.
- * s->mu must not be held. */
-static void finish_request(inferd_sched *s, inferd_request *r)
+/* Publish r's terminal event (filled in, and counted), wake its reader and
+ * drop the scheduler's reference. Touches nothing of the scheduler, so it
+ * may run after the scheduler is gone. No lock held. */
+static void deliver_end(inferd_request *r)
 {
-    pthread_mutex_lock(&s->mu);
-    count_end_locked(s, r);
-    pthread_mutex_unlock(&s->mu);
-    request_push(r, &r->term, true);
+    pthread_mutex_lock(&r->mu);
+    r->ended = true;
+    r->s = NULL;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
     if (r->on_event)
         r->on_event(r->on_event_ctx);
     /* The last use of on_event_ctx: a release waiting for it may go on. */
@@ -450,7 +450,26 @@ static void finish_request(inferd_sched *s, inferd_request *r)
     request_unref(r);
 }
 
+/* Count r's end and deliver it. s->mu must not be held. */
+static void finish_request(inferd_sched *s, inferd_request *r)
+{
+    pthread_mutex_lock(&s->mu);
+    count_end_locked(s, r);
+    pthread_mutex_unlock(&s->mu);
+    deliver_end(r);
+}
+
 /* ---- submit ---- */
+
+/* Re-code @p err as @p code with "@p what: " before its message. */
+static int prefix_error(inferd_error *err, int code, const char *what)
+{
+    char inner[sizeof(err->msg)];
+    if (!err)
+        return code;
+    memcpy(inner, err->msg, sizeof(inner));
+    return inferd_fail(err, code, "%s: %s", what, inner);
+}
 
 static int validate_prompt(const inferd_sched *s, const int32_t *ids, size_t n, inferd_error *err)
 {
@@ -479,12 +498,14 @@ static int tokenize_request(const inferd_sched *s, inferd_request *r, inferd_err
                              ids, cap, &n, err);
     if (rc < 0) {
         inferd_free(ids);
-        return inferd_fail(err, INFERD_E_INVALID, "prompt: %s", err ? err->msg : "cannot tokenize");
+        return prefix_error(err, INFERD_E_INVALID, "prompt");
     }
+    pthread_mutex_lock(&r->mu);
     inferd_free(r->text);
     r->text = NULL;
     r->prompt = ids;
     r->n_prompt = n;
+    pthread_mutex_unlock(&r->mu);
     return 0;
 }
 
@@ -505,7 +526,7 @@ static int check_request_params(const inferd_request_params *p, inferd_error *er
                            INFERD_STOP_N_MAX);
     int rc = inferd_sampler_params_validate(&p->sampling, 1, err);
     if (rc < 0)
-        return inferd_fail(err, INFERD_E_INVALID, "sampling: %s", err ? err->msg : "invalid");
+        return prefix_error(err, INFERD_E_INVALID, "sampling");
     return 0;
 }
 
@@ -563,7 +584,7 @@ int inferd_sched_submit(inferd_sched *s, const inferd_request_params *params,
         rc = inferd_stopper_create(params->stop, (size_t)params->n_stop, &r->stopper, &lerr);
         if (rc < 0) {
             if (rc != INFERD_E_NOMEM)
-                rc = inferd_fail(&lerr, INFERD_E_INVALID, "stop: %s", lerr.msg);
+                rc = prefix_error(&lerr, INFERD_E_INVALID, "stop");
             goto fail_free;
         }
     }
@@ -621,6 +642,7 @@ int inferd_sched_submit(inferd_sched *s, const inferd_request_params *params,
     else
         s->q_head[pr] = r;
     s->q_tail[pr] = r;
+    r->queued = true;
     s->q_depth[pr]++;
     s->n_queued++;
     s->n_submitted++;
@@ -666,6 +688,7 @@ static void sweep_queue_locked(inferd_sched *s, uint64_t now, bool all, int all_
             *link = r->qnext;
             if (s->q_tail[p] == r)
                 s->q_tail[p] = prev;
+            r->queued = false;
             s->q_depth[p]--;
             s->n_queued--;
             if (all)
@@ -675,12 +698,43 @@ static void sweep_queue_locked(inferd_sched *s, uint64_t now, bool all, int all_
             else
                 term_error(r, INFERD_E_TIMEOUT, "deadline of %lld ms passed while queued",
                            (long long)r->timeout_ms);
-            r->term.ev.total_ms = ms_between(r->t_submit_ns, now);
-            r->term.ev.queue_ms = r->term.ev.total_ms;
+            r->term.total_ms = ms_between(r->t_submit_ns, now);
+            r->term.queue_ms = r->term.total_ms;
             r->qnext = *io_list;
             *io_list = r;
         }
     }
+}
+
+/* Take @p r out of the queue if it is there, ending it as cancelled (the
+ * caller delivers the end); wake the thread either way. Caller holds r->mu. */
+static bool sched_cancel_queued(inferd_sched *s, inferd_request *r)
+{
+    bool unqueued = false;
+    pthread_mutex_lock(&s->mu);
+    if (r->queued) {
+        const int p = (int)r->priority;
+        inferd_request **link = &s->q_head[p], *prev = NULL;
+        while (*link != r) {
+            prev = *link;
+            link = &(*link)->qnext;
+        }
+        *link = r->qnext;
+        if (s->q_tail[p] == r)
+            s->q_tail[p] = prev;
+        r->qnext = NULL;
+        r->queued = false;
+        s->q_depth[p]--;
+        s->n_queued--;
+        term_error(r, INFERD_E_CANCELLED, "cancelled while queued");
+        r->term.total_ms = ms_between(r->t_submit_ns, now_ns());
+        r->term.queue_ms = r->term.total_ms;
+        count_end_locked(s, r);
+        unqueued = true;
+    }
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return unqueued;
 }
 
 static inferd_request *pop_queue_locked(inferd_sched *s)
@@ -693,6 +747,7 @@ static inferd_request *pop_queue_locked(inferd_sched *s)
         if (!s->q_head[p])
             s->q_tail[p] = NULL;
         r->qnext = NULL;
+        r->queued = false;
         s->q_depth[p]--;
         s->n_queued--;
         return r;
@@ -718,11 +773,11 @@ static void slot_fail(inferd_sched *s, slot *sl, int code, const char *msg)
     inferd_request *r = sl->r;
     uint64_t now = now_ns();
     term_error(r, code, "%s", msg);
-    r->term.ev.n_prompt = (uint32_t)r->n_prompt;
-    r->term.ev.n_gen = sl->n_gen;
-    r->term.ev.seed = sl->smp ? inferd_sampler_seed(sl->smp) : 0;
-    r->term.ev.queue_ms = ms_between(r->t_submit_ns, sl->t_admit_ns);
-    r->term.ev.total_ms = ms_between(r->t_submit_ns, now);
+    r->term.n_prompt = (uint32_t)r->n_prompt;
+    r->term.n_gen = sl->n_gen;
+    r->term.seed = sl->smp ? inferd_sampler_seed(sl->smp) : 0;
+    r->term.queue_ms = ms_between(r->t_submit_ns, sl->t_admit_ns);
+    r->term.total_ms = ms_between(r->t_submit_ns, now);
     slot_clear(s, sl);
     finish_request(s, r);
 }
@@ -730,12 +785,12 @@ static void slot_fail(inferd_sched *s, slot *sl, int code, const char *msg)
 /* Append text to the terminal event's text (bounded by TERM_TEXT_CAP). */
 static void term_append(inferd_request *r, const char *p, size_t n)
 {
-    size_t have = r->term.ev.text_len;
+    size_t have = r->term.text_len;
     if (n > TERM_TEXT_CAP - 1 - have)
         n = TERM_TEXT_CAP - 1 - have; /* cannot happen: see TERM_TEXT_CAP */
     memcpy(r->term_text + have, p, n);
     r->term_text[have + n] = '\0';
-    r->term.ev.text_len = have + n;
+    r->term.text_len = have + n;
 }
 
 /* End the request of slot @p sl with DONE. */
@@ -743,9 +798,9 @@ static void slot_done(inferd_sched *s, slot *sl)
 {
     inferd_request *r = sl->r;
     uint64_t now = now_ns();
-    memset(&r->term.ev, 0, sizeof(r->term.ev));
-    r->term.ev.type = INFERD_EVENT_DONE;
-    r->term.ev.text = r->term_text;
+    memset(&r->term, 0, sizeof(r->term));
+    r->term.type = INFERD_EVENT_DONE;
+    r->term.text = r->term_text;
     r->term_text[0] = '\0';
     /* The detokenizer's held bytes, then the stopper's, as inferd_generate. */
     if (!sl->stopped) {
@@ -770,14 +825,14 @@ static void slot_done(inferd_sched *s, slot *sl)
             term_append(r, s->stop_buf, m);
         }
     }
-    r->term.ev.finish = sl->finish;
-    r->term.ev.n_prompt = (uint32_t)r->n_prompt;
-    r->term.ev.n_gen = sl->n_gen;
-    r->term.ev.seed = sl->smp ? inferd_sampler_seed(sl->smp) : r->sampling.seed;
-    r->term.ev.queue_ms = ms_between(r->t_submit_ns, sl->t_admit_ns);
-    r->term.ev.ttft_ms = sl->n_gen ? ms_between(r->t_submit_ns, sl->t_first_ns) : 0.0;
-    r->term.ev.gen_ms = sl->n_gen ? ms_between(sl->t_first_ns, sl->t_last_ns) : 0.0;
-    r->term.ev.total_ms = ms_between(r->t_submit_ns, now);
+    r->term.finish = sl->finish;
+    r->term.n_prompt = (uint32_t)r->n_prompt;
+    r->term.n_gen = sl->n_gen;
+    r->term.seed = sl->smp ? inferd_sampler_seed(sl->smp) : r->sampling.seed;
+    r->term.queue_ms = ms_between(r->t_submit_ns, sl->t_admit_ns);
+    r->term.ttft_ms = sl->n_gen ? ms_between(r->t_submit_ns, sl->t_first_ns) : 0.0;
+    r->term.gen_ms = sl->n_gen ? ms_between(sl->t_first_ns, sl->t_last_ns) : 0.0;
+    r->term.total_ms = ms_between(r->t_submit_ns, now);
     slot_clear(s, sl);
     finish_request(s, r);
 }
@@ -800,6 +855,18 @@ static void slot_admit(inferd_sched *s, slot *sl, inferd_request *r)
     if (rc == 0)
         rc = validate_prompt(s, r->prompt, r->n_prompt, &e);
     if (rc == 0) {
+        sl->max_new = s->n_ctx - r->n_prompt;
+        if (r->max_tokens >= 0 && (size_t)r->max_tokens < sl->max_new)
+            sl->max_new = (size_t)r->max_tokens;
+        r->out_text_cap = sl->max_new * (inferd_vocab_max_piece_len(s->vocab) + 8) + 1;
+        r->out_ids = inferd_malloc((sl->max_new + 1) * sizeof(int32_t));
+        r->out_off = inferd_calloc(sl->max_new + 1, sizeof(size_t));
+        r->out_text = inferd_malloc(r->out_text_cap);
+        if (!r->out_ids || !r->out_off || !r->out_text)
+            rc = inferd_fail(&e, INFERD_E_NOMEM, "no memory for the output of %zu tokens",
+                             sl->max_new);
+    }
+    if (rc == 0) {
         inferd_sampler_params sp = r->sampling;
         if (sp.repeat_last_n == -1)
             sp.n_ctx = (int32_t)s->n_ctx;
@@ -816,9 +883,6 @@ static void slot_admit(inferd_sched *s, slot *sl, inferd_request *r)
     for (size_t i = 0; i < r->n_prompt; i++)
         inferd_sampler_accept(sl->smp, r->prompt[i]);
     inferd_detok_init(&sl->detok, s->vocab);
-    sl->max_new = s->n_ctx - r->n_prompt;
-    if (r->max_tokens >= 0 && (size_t)r->max_tokens < sl->max_new)
-        sl->max_new = (size_t)r->max_tokens;
     sl->finish = INFERD_FINISH_LENGTH;
     inferd_model_seq_reset(s->model, (int32_t)(sl - s->slots));
     if (sl->max_new == 0)
@@ -863,20 +927,18 @@ static void slot_sample(inferd_sched *s, slot *sl, const float *row, uint64_t no
             sl->finish = INFERD_FINISH_STOP;
         }
     }
-    evnode *node = inferd_malloc(sizeof(evnode) + n + 1);
-    if (!node) {
-        slot_fail(s, sl, INFERD_E_NOMEM, "no memory for a token event");
+    /* The log was sized for max_new tokens of max_piece_len + 8 bytes, and
+     * the stopper never writes more than it was given. */
+    const size_t off = r->out_off[index];
+    if (n > r->out_text_cap - 1 - off) {
+        slot_fail(s, sl, INFERD_E_INTERNAL, "token text exceeds its bound");
         return;
     }
-    memset(&node->ev, 0, sizeof(node->ev));
-    memcpy(node->text, text, n);
-    node->text[n] = '\0';
-    node->ev.type = INFERD_EVENT_TOKEN;
-    node->ev.token = tok;
-    node->ev.index = index;
-    node->ev.text = node->text;
-    node->ev.text_len = n;
-    request_push(r, node, false);
+    memcpy(r->out_text + off, text, n);
+    r->out_text[off + n] = '\0';
+    r->out_ids[index] = tok;
+    r->out_off[index + 1] = off + n;
+    publish_tokens(r, index + 1);
     if (sl->stopped || sl->n_gen >= sl->max_new) {
         slot_done(s, sl);
         return;
