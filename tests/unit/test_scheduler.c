@@ -1700,6 +1700,96 @@ static void run_one(inferd_sched *s, inferd_request_params *p, collector *c)
     finish(c);
 }
 
+/* Read every event of @p r into ids (cap MAX_GEN); return the terminal one. */
+static inferd_event read_to_end(inferd_request *r, int32_t *ids, size_t *n_ids)
+{
+    inferd_event ev;
+    *n_ids = 0;
+    for (;;) {
+        assert_int_equal(inferd_request_next(r, &ev, WAIT_MS), 0);
+        if (ev.type != INFERD_EVENT_TOKEN)
+            return ev;
+        assert_int_equal(ev.index, *n_ids);
+        assert_true(*n_ids < MAX_GEN);
+        ids[(*n_ids)++] = ev.token;
+    }
+}
+
+/* End of generation. stories260K (llama2.c) separates stories with BOS and
+ * never draws EOS, so this uses a random-weight model with its vocabulary,
+ * whose flat distribution draws EOS within the context for many seeds. */
+static void test_scheduler_eog_and_ignore_eos(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/models/random-vocab260K-f32.gguf", INFERD_FIXTURES);
+    inferd_error err = {0};
+    inferd_model_params mp = inferd_model_params_default();
+    inferd_model *ref = NULL;
+    assert_int_equal(inferd_model_load(path, &mp, &ref, &err), 0);
+    const int32_t eos_prompt[] = {1, 403, 407, 261, 378};
+    const size_t n_prompt = sizeof(eos_prompt) / sizeof(eos_prompt[0]);
+
+    inferd_gen_params gp = inferd_gen_params_default();
+    gp.n_predict = -1;
+    gp.sampling.temperature = 1.0f;
+    gp.sampling.top_k = 0;
+    gp.sampling.top_p = 1.0f;
+    gp.sampling.min_p = 0.0f;
+    gp.sampling.has_seed = true;
+    inferd_gen_result want = {0};
+    bool found = false;
+    for (uint64_t seed = 1; seed <= 64 && !found; seed++) {
+        gp.sampling.seed = seed;
+        assert_int_equal(inferd_generate(ref, NULL, eos_prompt, n_prompt, &gp, NULL, NULL, &want, &err),
+                         0);
+        found = want.finish == INFERD_FINISH_EOG && want.n_ids + 8 < MAX_GEN;
+        if (!found)
+            inferd_gen_result_fini(&want);
+    }
+    assert_true(found); /* fixture sanity: some seed ends with EOS */
+
+    inferd_sched_opts o = inferd_sched_opts_default();
+    o.n_slots = 2;
+    o.n_threads = 1;
+    inferd_sched *s = NULL;
+    assert_int_equal(inferd_sched_create(path, &o, &s, &err), 0);
+    assert_int_equal(inferd_sched_wait_ready(s, WAIT_MS, &err), 0);
+
+    inferd_request_params p = inferd_request_params_default();
+    p.tokens = eos_prompt;
+    p.n_tokens = n_prompt;
+    p.sampling = gp.sampling;
+    p.max_tokens = -1;
+    inferd_request *r = NULL;
+    int32_t ids[MAX_GEN];
+    size_t n_ids = 0;
+    assert_int_equal(inferd_sched_submit(s, &p, &r, &err), 0);
+    inferd_event end = read_to_end(r, ids, &n_ids);
+    assert_int_equal(end.type, INFERD_EVENT_DONE);
+    assert_int_equal(end.finish, INFERD_FINISH_EOG);
+    assert_int_equal(n_ids, want.n_ids);
+    assert_memory_equal(ids, want.ids, n_ids * sizeof(int32_t));
+    inferd_request_release(r);
+
+    /* ignore_eos: the same draws, then the EOS token itself as a token, and
+     * on to max_tokens. */
+    p.ignore_eos = true;
+    p.max_tokens = (int32_t)want.n_ids + 6;
+    assert_int_equal(inferd_sched_submit(s, &p, &r, &err), 0);
+    end = read_to_end(r, ids, &n_ids);
+    assert_int_equal(end.type, INFERD_EVENT_DONE);
+    assert_int_equal(end.finish, INFERD_FINISH_LENGTH);
+    assert_int_equal(n_ids, want.n_ids + 6);
+    assert_memory_equal(ids, want.ids, want.n_ids * sizeof(int32_t));
+    assert_true(inferd_vocab_is_eog(inferd_model_get_vocab(ref), ids[want.n_ids]));
+    inferd_request_release(r);
+
+    inferd_gen_result_fini(&want);
+    inferd_sched_destroy(s);
+    inferd_model_destroy(ref);
+}
+
 static void test_scheduler_stop_and_eos(void **state)
 {
     (void)state;
@@ -1997,6 +2087,7 @@ int main(void)
         T(test_scheduler_load_failure_fails_queued),
         T(test_scheduler_text_prompt),
         T(test_scheduler_stop_and_eos),
+        T(test_scheduler_eog_and_ignore_eos),
         T(test_scheduler_stats_percentiles),
         T(test_scheduler_on_event),
     };
