@@ -250,7 +250,8 @@ XI void gtile(const int k, const int NT, int64_t nb, const char *w, size_t ws, i
 }
 
 /*
- * Q4_0 generation (one token): rows in lanes, without gathers or any
+ * Q4_0 generation (up to G_NT_MAX tokens per pass): rows in lanes, without
+ * gathers or any
  * horizontal reduction. Blocks go in pairs: the 36 bytes of blocks b, b+1
  * of a row are nine dwords, dw0 = (d_b, q0, q1), dw1..dw3 = q2..q13,
  * dw4 = (q14, q15, d_b+1), dw5..dw8 = block b+1's quants. Sixteen-byte
@@ -260,7 +261,8 @@ XI void gtile(const int k, const int NT, int64_t nb, const char *w, size_t ws, i
  * dw4 and dw0, and both scales taken out of them. Each dword holds 4 low
  * nibbles (elements 4j..) and the 4 high nibbles 16 elements on, so
  * vpdpbusd against broadcast activation dwords gives every lane its row's
- * exact block sum. The high nibbles are used in place (times 16), their
+ * exact block sum. The nibble split is done once per block; each token
+ * then costs eight vpdpbusd and its own fma chain, in vec_dot's order. The high nibbles are used in place (times 16), their
  * chain shifted right by 4 at the end: exact, every term being a multiple
  * of 16. The offset 8 comes off through -8 * sum(a) of the block. The
  * activation's per-block data is computed once per call, G_CHUNK blocks at
@@ -268,6 +270,7 @@ XI void gtile(const int k, const int NT, int64_t nb, const char *w, size_t ws, i
  * is exact). An odd last block of a row takes a gather for its scales.
  */
 #define G_CHUNK 256   /* even */
+#define G_NT_MAX 8    /* tokens per pass over a tile (one zmm accumulator each) */
 
 typedef struct {
     int32_t corr[G_CHUNK];   /* -8 * sum of the block's activation quants */
@@ -313,30 +316,52 @@ XI __m512i bcast32(const uint8_t *p)
     return _mm512_set1_epi32((int)load_u32(p));
 }
 
-/* Exact block sums of four quant dwords per lane against the activation
- * dwords lo[j] (low nibbles) and hi[j] (high nibbles), offset removed. */
-XI __m512i q4_0_isum(const __m512i q[4], const __m512i lo[4], const __m512i hi[4],
-                     int32_t corr)
+/* The low and high nibbles of four quant dwords per lane, the high ones in
+ * place (times 16), split once per block and shared by every token. */
+XI void q4_0_split(__m512i lo_q[4], __m512i hi_q[4], const __m512i q[4])
 {
     const __m512i m = _mm512_set1_epi8(0x0f);
+    UNROLL
+    for (int j = 0; j < 4; j++) {
+        lo_q[j] = _mm512_and_si512(q[j], m);
+        hi_q[j] = _mm512_andnot_si512(m, q[j]);
+    }
+}
+
+/* Exact block sums of split quant dwords per lane against the activation
+ * dwords at @p lo (low nibbles: elements 4j..) and @p hi (high nibbles),
+ * offset removed through @p corr. @p lo0/@p hi0 replace the first dword
+ * (the merged (q14, q15, q0, q1) one) when @p merged. */
+XI __m512i q4_0_isum(const __m512i lo_q[4], const __m512i hi_q[4], const uint8_t *lo,
+                     const uint8_t *hi, const int merged, int32_t lo0, int32_t hi0, int32_t corr)
+{
     __m512i slo = _mm512_set1_epi32(corr), shi = _mm512_setzero_si512();
     UNROLL
     for (int j = 0; j < 4; j++) {
-        slo = _mm512_dpbusd_epi32(slo, _mm512_and_si512(q[j], m), lo[j]);
-        shi = _mm512_dpbusd_epi32(shi, _mm512_andnot_si512(m, q[j]), hi[j]);
+        const __m512i xl = merged && j == 0 ? _mm512_set1_epi32(lo0) : bcast32(lo + 4 * j);
+        const __m512i xh = merged && j == 0 ? _mm512_set1_epi32(hi0) : bcast32(hi + 4 * j);
+        slo = _mm512_dpbusd_epi32(slo, lo_q[j], xl);
+        shi = _mm512_dpbusd_epi32(shi, hi_q[j], xh);
     }
     return _mm512_add_epi32(slo, _mm512_srai_epi32(shi, 4));
 }
 
-XI void q4_0_gen_tile(int64_t nb, const char *w, size_t ws, int nr, const char *a,
-                      const q4_0_gen_act *act, int first, float *out)
+/* 16 rows (one per lane) by NT tokens: each pair of blocks is loaded,
+ * transposed and split once, then every token's exact block sums and its
+ * fma chain follow, block b before block b + 1 as in vec_dot. */
+XI void q4_0_gen_tile(const int NT, int64_t nb, const char *w, size_t ws, int nr,
+                      const char *const a[], const q4_0_gen_act act[], int first,
+                      float *const out[])
 {
     const uint8_t *rp[Q_RL];
     UNROLL
     for (int r = 0; r < Q_RL; r++)
         rp[r] = (const uint8_t *)w + (size_t)(r < nr ? r : nr - 1) * ws;
     const __mmask16 live = (__mmask16)((1u << nr) - 1u);
-    __m512 acc = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, out);
+    __m512 acc[G_NT_MAX];
+    UNROLL
+    for (int t = 0; t < NT; t++)
+        acc[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, out[t]);
     /* Words 0..15: low words of dw0 (d_b); 16..31: high words of dw4. */
     const __m512i didx = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41,
                                           39, 37, 35, 33, 30, 28, 26, 24, 22, 20, 18, 16,
@@ -352,45 +377,39 @@ XI void q4_0_gen_tile(int64_t nb, const char *w, size_t ws, int nr, const char *
             for (int r = 0; r < Q_RL; r++)
                 _mm_prefetch((const char *)rp[r] + Q_RL * ws + po + 35, _MM_HINT_T1);
         }
-        __m512i z[4], d0[4], d4[4], d5[4];
+        __m512i z[4], d[4], d4, lo_q[4], hi_q[4];
         load_rows4x4(z, rp, po);
-        transpose4x4(d0, z);
+        transpose4x4(d, z);
         load_rows4x4(z, rp, po + 16);
         {
             const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]);
             const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]);
-            d4[0] = _mm512_unpacklo_epi64(t0, t2);
+            d4 = _mm512_unpacklo_epi64(t0, t2);
         }
-        load_rows4x4(z, rp, po + 20);
-        transpose4x4(d5, z);
-        const __m512i dd = _mm512_permutex2var_epi16(d0[0], didx, d4[0]);
+        const __m512i dd = _mm512_permutex2var_epi16(d[0], didx, d4);
         const __m512 dw0 = _mm512_cvtph_ps(_mm512_castsi512_si256(dd));
         const __m512 dw1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(dd, 1));
         /* (q14, q15) from dw4's low word, (q0, q1) from dw0's high one. */
-        d0[0] = _mm512_mask_blend_epi16(0xAAAAAAAAu, d4[0], d0[0]);
+        d[0] = _mm512_mask_blend_epi16(0xAAAAAAAAu, d4, d[0]);
 
         const int64_t b = 2 * p;
-        const uint8_t *a0 = (const uint8_t *)a + (size_t)b * 34 + 2;
-        const uint8_t *a1 = a0 + 34;
-        __m512i lo[4], hi[4];
-        lo[0] = _mm512_set1_epi32(act->mlo[b]);
-        hi[0] = _mm512_set1_epi32(act->mhi[b]);
+        __m512i lo_q1[4], hi_q1[4];
+        q4_0_split(lo_q, hi_q, d);
+        load_rows4x4(z, rp, po + 20);
+        transpose4x4(d, z);
+        q4_0_split(lo_q1, hi_q1, d);
         UNROLL
-        for (int j = 1; j < 4; j++) {
-            lo[j] = bcast32(a0 + 4 * j - 2);
-            hi[j] = bcast32(a0 + 14 + 4 * j);
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *a0 = (const uint8_t *)a[t] + (size_t)b * 34 + 2;
+            const uint8_t *a1 = a0 + 34;
+            const __m512i i0 = q4_0_isum(lo_q, hi_q, a0 - 2, a0 + 14, 1, act[t].mlo[b],
+                                         act[t].mhi[b], act[t].corr[b]);
+            const __m512i i1 = q4_0_isum(lo_q1, hi_q1, a1, a1 + 16, 0, 0, 0, act[t].corr[b + 1]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw0, _mm512_set1_ps(act[t].da[b])),
+                                     _mm512_cvtepi32_ps(i0), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw1, _mm512_set1_ps(act[t].da[b + 1])),
+                                     _mm512_cvtepi32_ps(i1), acc[t]);
         }
-        const __m512i i0 = q4_0_isum(d0, lo, hi, act->corr[b]);
-        UNROLL
-        for (int j = 0; j < 4; j++) {
-            lo[j] = bcast32(a1 + 4 * j);
-            hi[j] = bcast32(a1 + 16 + 4 * j);
-        }
-        const __m512i i1 = q4_0_isum(d5, lo, hi, act->corr[b + 1]);
-        acc = _mm512_fmadd_ps(_mm512_mul_ps(dw0, _mm512_set1_ps(act->da[b])),
-                              _mm512_cvtepi32_ps(i0), acc);
-        acc = _mm512_fmadd_ps(_mm512_mul_ps(dw1, _mm512_set1_ps(act->da[b + 1])),
-                              _mm512_cvtepi32_ps(i1), acc);
     }
     if (nb % 2) {
         /* The odd last block: quants at 2 (aligned), scales by a gather. */
@@ -400,48 +419,63 @@ XI void q4_0_gen_tile(int64_t nb, const char *w, size_t ws, int nr, const char *
         UNROLL
         for (int r = 0; r < Q_RL; r++)
             offs[r] = (int32_t)(rp[r] - rp[0]);
-        __m512i z[4], q[4], lo[4], hi[4];
+        __m512i z[4], q[4], lo_q[4], hi_q[4];
         load_rows4x4(z, rp, bo + 2);
         transpose4x4(q, z);
-        const uint8_t *a0 = (const uint8_t *)a + (size_t)b * 34 + 2;
-        UNROLL
-        for (int j = 0; j < 4; j++) {
-            lo[j] = bcast32(a0 + 4 * j);
-            hi[j] = bcast32(a0 + 16 + 4 * j);
-        }
-        const __m512i isum = q4_0_isum(q, lo, hi, act->corr[b]);
+        q4_0_split(lo_q, hi_q, q);
         const __m512i g = _mm512_i32gather_epi32(_mm512_loadu_si512(offs), rp[0] + bo, 1);
         const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
-        acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(act->da[b])),
-                              _mm512_cvtepi32_ps(isum), acc);
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *a0 = (const uint8_t *)a[t] + (size_t)b * 34 + 2;
+            const __m512i isum = q4_0_isum(lo_q, hi_q, a0, a0 + 16, 0, 0, 0, act[t].corr[b]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(act[t].da[b])),
+                                     _mm512_cvtepi32_ps(isum), acc[t]);
+        }
     }
-    _mm512_mask_storeu_ps(out, live, acc);
+    UNROLL
+    for (int t = 0; t < NT; t++)
+        _mm512_mask_storeu_ps(out[t], live, acc[t]);
 }
 
-static void q4_0_gen(int64_t n, const void *w, size_t ws, int64_t n_rows, const void *a,
-                     float *out)
+/* Per-block data of one token's activation row, blocks b0 .. b0 + cb. */
+static void q4_0_gen_prep(const char *ac, int64_t cb, q4_0_gen_act *act)
+{
+    for (int64_t b = 0; b < cb; b++) {
+        const uint8_t *ab = (const uint8_t *)ac + (size_t)b * 34;
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(ab + 2));
+        act->corr[b] = -hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(),
+                                                       _mm256_set1_epi8(8), x));
+        act->da[b] = f16_scalar(ab);
+        const uint8_t *q = ab + 2;
+        act->mlo[b] = (int32_t)((uint32_t)q[14] | (uint32_t)q[15] << 8 |
+                                (uint32_t)q[0] << 16 | (uint32_t)q[1] << 24);
+        act->mhi[b] = (int32_t)((uint32_t)q[30] | (uint32_t)q[31] << 8 |
+                                (uint32_t)q[16] << 16 | (uint32_t)q[17] << 24);
+    }
+}
+
+/* NT tokens (1..G_NT_MAX) at @p a (rows a_stride apart), all rows. */
+XI void q4_0_gen(const int NT, int64_t n, const void *w, size_t ws, int64_t n_rows,
+                 const void *a, size_t as, float *out, size_t os, q4_0_gen_act *act)
 {
     const int64_t nb = n / INFERD_QK;
-    q4_0_gen_act act;
     for (int64_t b0 = 0; b0 < nb; b0 += G_CHUNK) {
         const int64_t cb = nb - b0 < G_CHUNK ? nb - b0 : G_CHUNK;
-        const char *ac = (const char *)a + (size_t)b0 * 34;
-        for (int64_t b = 0; b < cb; b++) {
-            const uint8_t *ab = (const uint8_t *)ac + (size_t)b * 34;
-            const __m256i x = _mm256_loadu_si256((const __m256i *)(ab + 2));
-            act.corr[b] = -hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(),
-                                                          _mm256_set1_epi8(8), x));
-            act.da[b] = f16_scalar(ab);
-            const uint8_t *q = ab + 2;
-            act.mlo[b] = (int32_t)((uint32_t)q[14] | (uint32_t)q[15] << 8 |
-                                   (uint32_t)q[0] << 16 | (uint32_t)q[1] << 24);
-            act.mhi[b] = (int32_t)((uint32_t)q[30] | (uint32_t)q[31] << 8 |
-                                   (uint32_t)q[16] << 16 | (uint32_t)q[17] << 24);
+        const char *ac[G_NT_MAX];
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            ac[t] = (const char *)a + (size_t)t * as + (size_t)b0 * 34;
+            q4_0_gen_prep(ac[t], cb, &act[t]);
         }
         const char *wc = (const char *)w + (size_t)b0 * 18;
         for (int64_t r0 = 0; r0 < n_rows; r0 += Q_RL) {
             const int nr = n_rows - r0 < Q_RL ? (int)(n_rows - r0) : Q_RL;
-            q4_0_gen_tile(cb, wc + (size_t)r0 * ws, ws, nr, ac, &act, b0 == 0, out + r0);
+            float *ot[G_NT_MAX];
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                ot[t] = out + (size_t)t * os + (size_t)r0;
+            q4_0_gen_tile(NT, cb, wc + (size_t)r0 * ws, ws, nr, ac, act, b0 == 0, ot);
         }
     }
 }
@@ -451,15 +485,28 @@ static float q4_0_dot(int64_t n, const void *w, const void *a)
     return qdot1(QK_Q4_0, n, w, a);
 }
 
-/* One token (generation) by the pair tiles above; the 32-bit gather offsets
- * of their odd last block bound w_stride as the driver's do. More tokens
- * share each unpacked block through the driver's tiles. */
+/* Tokens by the pair tiles above, up to G_NT_MAX at a time; the 32-bit
+ * gather offsets of their odd last block bound w_stride as the driver's
+ * do. */
 static void q4_0_mdot MDOT_SIG
 {
-    if (n_toks == 1 && w_stride <= (size_t)(INT32_MAX / Q_RL)) {
-        (void)a_stride;
-        (void)out_stride;
-        q4_0_gen(n, w, w_stride, n_rows, a, out);
+    if (w_stride <= (size_t)(INT32_MAX / Q_RL)) {
+        q4_0_gen_act act[G_NT_MAX];
+        int64_t t0 = 0;
+        for (; t0 + G_NT_MAX <= n_toks; t0 += G_NT_MAX)
+            q4_0_gen(G_NT_MAX, n, w, w_stride, n_rows, (const char *)a + (size_t)t0 * a_stride,
+                     a_stride, out + (size_t)t0 * out_stride, out_stride, act);
+        const char *at = (const char *)a + (size_t)t0 * a_stride;
+        float *ot = out + (size_t)t0 * out_stride;
+        switch (n_toks - t0) {
+#define G_CASE(k)                                                                    \
+    case k:                                                                          \
+        q4_0_gen(k, n, w, w_stride, n_rows, at, a_stride, ot, out_stride, act);      \
+        break;
+        G_CASE(1) G_CASE(2) G_CASE(3) G_CASE(4) G_CASE(5) G_CASE(6) G_CASE(7)
+#undef G_CASE
+        default: break;
+        }
         return;
     }
     QMDOT_DRIVER(q4_0_GTILE, q4_0_dot, Q_RL);
@@ -609,14 +656,18 @@ static void pack_q8_1(int64_t n, const float *x, int64_t x_stride, int n_toks, v
     pack_panel(n, x, x_stride, n_toks, panel, 1);
 }
 
-#define PANEL_ENTRY(name, pack)                                                \
-    static const inferd__panel_kernels name##_panel = {P_LANES, 8, pack, name##_pgemm}
+#define PANEL_ENTRY(name, pack, min_tokens)                                    \
+    static const inferd__panel_kernels name##_panel = {P_LANES, min_tokens, pack, name##_pgemm}
 
-PANEL_ENTRY(q4_0, pack_q8_0);
-PANEL_ENTRY(q4_1, pack_q8_1);
-PANEL_ENTRY(q5_0, pack_q8_0);
-PANEL_ENTRY(q5_1, pack_q8_1);
-PANEL_ENTRY(q8_0, pack_q8_0);
+/* Q4_0's token tiles beat a panel below MIN_TOKENS_Q4_0 tokens. */
+#ifndef MIN_TOKENS_Q4_0
+#define MIN_TOKENS_Q4_0 32
+#endif
+PANEL_ENTRY(q4_0, pack_q8_0, MIN_TOKENS_Q4_0);
+PANEL_ENTRY(q4_1, pack_q8_1, 8);
+PANEL_ENTRY(q5_0, pack_q8_0, 8);
+PANEL_ENTRY(q5_1, pack_q8_1, 8);
+PANEL_ENTRY(q8_0, pack_q8_0, 8);
 
 const inferd__panel_kernels *const inferd__panels_avx512[INFERD_DTYPE_COUNT] = {
     [INFERD_DTYPE_Q4_0] = &q4_0_panel,

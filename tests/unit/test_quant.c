@@ -608,13 +608,13 @@ static void test_quant_mdot_equals_vec_dot(void **state)
         if (type == INFERD_DTYPE_Q8_1)
             continue;
         const int64_t n = is_block_type(type) ? 7 * INFERD_QK : 77;
-        const int max_rows = 11, max_toks = 10;
+        const int max_rows = 11, max_toks = 18;
         const inferd_kernels *ks = inferd_kernels_get_isa(type, INFERD_ISA_SCALAR);
         const size_t wrow = row_size(type, n), arow = row_size(ks->vec_dot_type, n);
         char *w = inferd_malloc(wrow * (size_t)max_rows);
         char *a = inferd_malloc(arow * (size_t)max_toks);
         float *x = inferd_malloc((size_t)n * sizeof(float));
-        float out[11 * 10];
+        float out[11 * 18];
         for (int r = 0; r < max_rows; r++)
             make_weight_row(type, n, w + (size_t)r * wrow);
         for (int t = 0; t < max_toks; t++) {
