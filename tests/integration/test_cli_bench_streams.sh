@@ -8,16 +8,6 @@ set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
 
-expect_error() { # expect_error STATUS SUBSTRING ARGS...
-    local want=$1 msg=$2
-    shift 2
-    local rc
-    rc=$(run "$@")
-    [[ "$rc" == "$want" ]] || fail "inferd $* exited $rc, expected $want: $(cat "$tmp/err")"
-    [[ $(wc -l <"$tmp/err") -eq 1 ]] || fail "inferd $*: expected one error line, got: $(cat "$tmp/err")"
-    grep -qF -- "$msg" "$tmp/err" || fail "inferd $*: error '$(cat "$tmp/err")' lacks '$msg'"
-}
-
 # JSON: three entries for 1,2,4 in that order, with the documented fields.
 [[ $(run bench -m "$model" --streams 1,2,4 -n 16 -p 8 -r 1 --json -t 1) == 0 ]] \
     || fail "bench --streams: $(cat "$tmp/err")"

@@ -9,16 +9,6 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 expected="$INFERD_FIXTURES/expected/generation.json"
 
-expect_error() { # expect_error STATUS SUBSTRING ARGS...
-    local want=$1 msg=$2
-    shift 2
-    local rc
-    rc=$(run "$@")
-    [[ "$rc" == "$want" ]] || fail "inferd $* exited $rc, expected $want: $(cat "$tmp/err")"
-    [[ $(wc -l <"$tmp/err") -eq 1 ]] || fail "inferd $*: expected one error line, got: $(cat "$tmp/err")"
-    grep -qF -- "$msg" "$tmp/err" || fail "inferd $*: error '$(cat "$tmp/err")' lacks '$msg'"
-}
-
 # Greedy JSON equals llama.cpp's ids for the first reference case.
 want_ids=$(jq -c '.cases[0].generated_ids' "$expected")
 want_prompt=$(jq -c '.cases[0].prompt_ids' "$expected")
