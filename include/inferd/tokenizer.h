@@ -10,7 +10,7 @@
  *   tokenizer.ggml.model            string   "llama" (SPM); "gpt2" (BPE) and
  *                                            others are not supported yet
  *   tokenizer.ggml.tokens           [string] token texts; U+2581 stands for
- *                                            a space; byte tokens "<0xXX>"
+ *                                            a space; byte tokens "<0xHH>"
  *   tokenizer.ggml.scores           [f32]    merge priority (optional; i32
  *                                            accepted), same length as tokens
  *   tokenizer.ggml.token_type       [i32]    optional, same length as tokens:
@@ -67,7 +67,7 @@ typedef struct inferd_vocab inferd_vocab;
  * validated: array types and lengths (scores and token_type must have as
  * many entries as tokens), token texts (valid UTF-8, at most 64 KiB, no
  * duplicates; an empty text becomes "[EMPTY_<id>]" as in llama.cpp), byte
- * tokens spelled "<0xXX>", token types 0..6, finite scores, special ids in
+ * tokens spelled "<0xHH>", token types 0..6, finite scores, special ids in
  * range, and add_bos/add_eos only with a BOS/EOS token.
  *
  * @param g  borrowed GGUF handle.
@@ -125,7 +125,7 @@ size_t inferd_vocab_max_piece_len(const inferd_vocab *v);
 
 /**
  * Tokenize @p len bytes of @p text (need not be NUL-terminated, need not be
- * valid UTF-8: bytes that form no token go out as byte tokens "<0xXX>", or
+ * valid UTF-8: bytes that form no token go out as byte tokens "<0xHH>", or
  * as the unknown token when the vocabulary has no byte tokens).
  *
  * @param add_special    add BOS (and EOS) as the vocabulary says.

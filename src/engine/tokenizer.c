@@ -289,7 +289,7 @@ static int hex_digit(char c)
     return -1;
 }
 
-/* The byte a "<0xXX>" text stands for, or -1. */
+/* The byte a "<0xHH>" text (HH: two hex digits) stands for, or -1. */
 static int parse_byte_token(const char *s, size_t len)
 {
     if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>')
@@ -451,7 +451,7 @@ static int load_types(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
         if (type == INFERD_TOKEN_BYTE &&
             parse_byte_token(tok_text(v, i), t->text_len) < 0)
             return inferd_fail(err, INFERD_E_FORMAT,
-                               "%s[%d] '%.*s' has the byte type but is not spelled <0xXX>",
+                               "%s[%d] '%.*s' has the byte type but is not spelled <0xHH>",
                                KEY_TOKENS, (int)i, excerpt_len(t->text_len), tok_text(v, i));
     }
     return 0;

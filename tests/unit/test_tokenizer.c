@@ -585,7 +585,7 @@ static void test_tokenizer_invalid_utf8(void **state)
     inferd_vocab *v = load_vocab(LLAMA_SPM);
 
     /* llama.cpp cuts characters by the lead byte alone: "\xC3" takes the
-     * "A" with it, and the pair falls back to bytes (<0xXX> = 3 + XX). */
+     * "A" with it, and the pair falls back to bytes (<0xHH> = 3 + HH). */
     ids r = tok(v, "\xC3" "A", 2, false, false);
     EXPECT_IDS(r, "\\xC3A", 29871, 3 + 0xC3, 3 + 'A');
     free(r.v);
