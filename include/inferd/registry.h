@@ -161,6 +161,15 @@ typedef struct inferd_registry_model_info {
 void inferd_registry_list(inferd_registry *r, inferd_registry_model_info *out, size_t cap,
                           size_t *out_n);
 
+/**
+ * The live figures of model @p id's scheduler (inferd_sched_get_stats),
+ * without taking a handle: the model's keep-alive is not touched.
+ * @return 0; INFERD_E_NOT_FOUND when the model is not loaded (loading
+ * models have no scheduler figures yet). Thread: any.
+ */
+int inferd_registry_sched_stats(inferd_registry *r, const char *id,
+                                inferd_sched_stats *out_stats);
+
 typedef struct inferd_registry_metrics {
     uint64_t loads;             /* successful loads */
     uint64_t load_failures;     /* loads that failed (quota included) */

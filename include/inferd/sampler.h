@@ -139,6 +139,12 @@ uint64_t inferd_sampler_seed(const inferd_sampler *s);
 int inferd_logprobs_topn(const float *logits, int32_t n_vocab, int n,
                          int32_t *out_ids, float *out_logprobs);
 
+/** Log-probability of token @p id under the same log-softmax as
+ * inferd_logprobs_topn (bit-identical to its value for that id).
+ * @return the value; NaN for NULL logits, n_vocab <= 0 or id out of range.
+ * Thread: any. */
+float inferd_logprob_of(const float *logits, int32_t n_vocab, int32_t id);
+
 /* ------------------------------------------------------------------------ */
 
 /** At most this many stop strings per request. */

@@ -70,6 +70,7 @@ const char *inferd_priority_name(inferd_priority p);
 int inferd_priority_parse(const char *s, inferd_priority *out_p);
 
 #define INFERD_SCHED_SLOTS_MAX 256
+#define INFERD_TOP_LOGPROBS_MAX 20
 #define INFERD_SCHED_QUEUE_MAX 65536
 
 typedef struct inferd_sched_opts {
@@ -162,6 +163,10 @@ typedef struct inferd_request_params {
     int n_stop;
     bool ignore_eos;               /* keep generating past end-of-generation
                                     * tokens (benchmarks). Default false */
+    bool logprobs;                 /* TOKEN events carry the token's
+                                    * log-probability. Default false */
+    uint32_t top_logprobs;         /* and the most likely tokens' (0..
+                                    * INFERD_TOP_LOGPROBS_MAX). Default 0 */
     inferd_priority priority;      /* Default NORMAL */
     int64_t timeout_ms;            /* deadline from submission; 0: the
                                     * scheduler's default; < 0: none */
@@ -200,6 +205,14 @@ typedef struct inferd_event {
      * DONE: the text held back until the end (may be empty). */
     int32_t token;
     uint32_t index;                /* TOKEN: 0-based position among the generated */
+    /* TOKEN with params.logprobs: log-probabilities under the model's raw
+     * distribution (log-softmax of the logits, before any sampling
+     * transform), as inferd_logprobs_topn computes them; n_top entries of
+     * the most likely tokens first (valid until the next call). */
+    float logprob;
+    uint32_t n_top;
+    const int32_t *top_ids;
+    const float *top_logprobs;
     const char *text;              /* valid until the next call on the request */
     size_t text_len;
     /* DONE */
@@ -251,6 +264,17 @@ typedef struct inferd_percentiles {
     uint32_t n;                    /* samples in the window */
 } inferd_percentiles;
 
+/* Cumulative histograms for the Prometheus exposition: bucket i counts the
+ * samples <= inferd_sched_hist_bounds_ms[i]; the last bucket (+Inf) counts
+ * them all. */
+#define INFERD_SCHED_HIST_N 15
+extern const double inferd_sched_hist_bounds_ms[INFERD_SCHED_HIST_N - 1];
+
+typedef struct inferd_histogram {
+    uint64_t cumulative[INFERD_SCHED_HIST_N]; /* the last one is the count */
+    double sum_ms;
+} inferd_histogram;
+
 typedef struct inferd_sched_stats {
     inferd_sched_state state;
     uint32_t n_slots, slots_busy;
@@ -268,6 +292,9 @@ typedef struct inferd_sched_stats {
     inferd_percentiles latency;    /* submission -> end */
     inferd_percentiles ttft;       /* submission -> first token */
     inferd_percentiles itl;        /* mean inter-token latency of a request */
+    /* Ever, over the requests that ended DONE. */
+    inferd_histogram latency_hist; /* submission -> end */
+    inferd_histogram ttft_hist;    /* submission -> first token (n_gen > 0) */
 } inferd_sched_stats;
 
 /** A consistent snapshot. */

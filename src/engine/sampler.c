@@ -669,6 +669,22 @@ int32_t inferd_sampler_sample(inferd_sampler *s, const float *logits)
     return sample_bounded(s, vals);
 }
 
+/* log(sum(exp(logit - vmax))) over the vocabulary, in double. */
+static double log_sum_exp(const float *logits, int32_t n_vocab, float vmax)
+{
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_vocab; i++) {
+        float v = clean(logits[i]);
+        sum += v == vmax ? 1.0 : exp((double)v - (double)vmax);
+    }
+    return log(sum);
+}
+
+static float logprob_at(float v, float vmax, double lse)
+{
+    return v == vmax ? (float)-lse : (float)((double)v - (double)vmax - lse);
+}
+
 int inferd_logprobs_topn(const float *logits, int32_t n_vocab, int n,
                          int32_t *out_ids, float *out_logprobs)
 {
@@ -682,18 +698,23 @@ int inferd_logprobs_topn(const float *logits, int32_t n_vocab, int n,
     select_top(logits, n_vocab, m, out_logprobs, out_ids);
 
     const float vmax = out_logprobs[0];
-    double sum = 0.0;
+    const double lse = log_sum_exp(logits, n_vocab, vmax);
+    for (size_t i = 0; i < m; i++)
+        out_logprobs[i] = logprob_at(out_logprobs[i], vmax, lse);
+    return (int)m;
+}
+
+float inferd_logprob_of(const float *logits, int32_t n_vocab, int32_t id)
+{
+    if (!logits || n_vocab <= 0 || id < 0 || id >= n_vocab)
+        return NAN;
+    float vmax = -INFINITY;
     for (int32_t i = 0; i < n_vocab; i++) {
         float v = clean(logits[i]);
-        sum += v == vmax ? 1.0 : exp((double)v - (double)vmax);
+        if (v > vmax)
+            vmax = v;
     }
-    const double lse = log(sum);
-    for (size_t i = 0; i < m; i++) {
-        float v = out_logprobs[i];
-        out_logprobs[i] =
-            v == vmax ? (float)-lse : (float)((double)v - (double)vmax - lse);
-    }
-    return (int)m;
+    return logprob_at(clean(logits[id]), vmax, log_sum_exp(logits, n_vocab, vmax));
 }
 
 /* ---- stop strings ---- */

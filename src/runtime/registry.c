@@ -624,6 +624,22 @@ void inferd_registry_list(inferd_registry *r, inferd_registry_model_info *out, s
     *out_n = n;
 }
 
+int inferd_registry_sched_stats(inferd_registry *r, const char *id,
+                                inferd_sched_stats *out_stats)
+{
+    int rc = INFERD_E_NOT_FOUND;
+    pthread_mutex_lock(&r->mu);
+    const entry *e = find_locked(r, id);
+    /* A listed entry past LOADING keeps its scheduler until it is unlisted
+     * under this lock, so the scheduler outlives the call. */
+    if (e && e->state != INFERD_REGISTRY_LOADING && e->sched) {
+        inferd_sched_get_stats(e->sched, out_stats);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
 void inferd_registry_get_metrics(inferd_registry *r, inferd_registry_metrics *out_metrics)
 {
     pthread_mutex_lock(&r->mu);

@@ -81,6 +81,8 @@ struct inferd_request {
     inferd_sampler_params sampling;
     int32_t max_tokens;
     bool ignore_eos;
+    bool logprobs;
+    uint32_t n_top;              /* top log-probabilities per token */
     inferd_stopper *stopper;     /* NULL without stop strings */
     inferd_priority priority;
     uint64_t t_submit_ns;
@@ -96,6 +98,9 @@ struct inferd_request {
     size_t *out_off;             /* (max_new + 1) byte offsets into out_text */
     char *out_text;              /* (out_text_cap) */
     size_t out_text_cap;
+    float *out_lp;               /* logprobs: (max_new), else NULL */
+    int32_t *out_top_ids;        /* (max_new * n_top) */
+    float *out_top_lp;           /* (max_new * n_top) */
 
     /* Guarded by mu. */
     uint32_t n_pub;              /* tokens published */
@@ -113,6 +118,9 @@ static void request_free(inferd_request *r)
     inferd_free(r->out_ids);
     inferd_free(r->out_off);
     inferd_free(r->out_text);
+    inferd_free(r->out_lp);
+    inferd_free(r->out_top_ids);
+    inferd_free(r->out_top_lp);
     inferd_stopper_destroy(r->stopper);
     inferd_free(r->prompt);
     inferd_free(r->text);
@@ -167,6 +175,12 @@ int inferd_request_next(inferd_request *r, inferd_event *out_event, int64_t wait
         out_event->index = i;
         out_event->text = r->out_text + r->out_off[i];
         out_event->text_len = r->out_off[i + 1] - r->out_off[i];
+        if (r->out_lp) {
+            out_event->logprob = r->out_lp[i];
+            out_event->n_top = r->n_top;
+            out_event->top_ids = r->n_top ? r->out_top_ids + (size_t)i * r->n_top : NULL;
+            out_event->top_logprobs = r->n_top ? r->out_top_lp + (size_t)i * r->n_top : NULL;
+        }
     } else if (r->ended) {
         r->terminal_read = true;
         *out_event = r->term;
@@ -313,6 +327,7 @@ struct inferd_sched {
     uint64_t n_rej_overloaded, n_rej_invalid, n_rej_unavailable;
     uint64_t tokens_in, tokens_out, n_steps;
     window w_latency, w_ttft, w_itl;
+    inferd_histogram h_latency, h_ttft;
 
     /* Written by the thread before READY (under mu), then read-only. */
     inferd_model *model;
@@ -410,6 +425,18 @@ static void term_error(inferd_request *r, int code, const char *fmt, ...)
     r->term.text = "";
 }
 
+const double inferd_sched_hist_bounds_ms[INFERD_SCHED_HIST_N - 1] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000,
+};
+
+static void hist_add(inferd_histogram *h, double ms)
+{
+    for (int i = 0; i < INFERD_SCHED_HIST_N; i++)
+        if (i == INFERD_SCHED_HIST_N - 1 || ms <= inferd_sched_hist_bounds_ms[i])
+            h->cumulative[i]++;
+    h->sum_ms += ms;
+}
+
 /* Count an ending in the stats (s->mu held). */
 static void count_end_locked(inferd_sched *s, const inferd_request *r)
 {
@@ -417,8 +444,11 @@ static void count_end_locked(inferd_sched *s, const inferd_request *r)
     if (ev->type == INFERD_EVENT_DONE) {
         s->n_done++;
         window_add(&s->w_latency, ev->total_ms);
-        if (ev->n_gen > 0)
+        hist_add(&s->h_latency, ev->total_ms);
+        if (ev->n_gen > 0) {
             window_add(&s->w_ttft, ev->ttft_ms);
+            hist_add(&s->h_ttft, ev->ttft_ms);
+        }
         if (ev->n_gen > 1)
             window_add(&s->w_itl, ev->gen_ms / (double)(ev->n_gen - 1));
     } else if (ev->code == INFERD_E_CANCELLED) {
@@ -521,6 +551,9 @@ static int check_request_params(const inferd_request_params *p, inferd_error *er
     if ((unsigned)p->priority >= INFERD_PRIORITY_COUNT)
         return inferd_fail(err, INFERD_E_INVALID, "priority: %d is not high, normal or low",
                            (int)p->priority);
+    if (p->top_logprobs > INFERD_TOP_LOGPROBS_MAX)
+        return inferd_fail(err, INFERD_E_INVALID, "top_logprobs: %u (at most %d)",
+                           (unsigned)p->top_logprobs, INFERD_TOP_LOGPROBS_MAX);
     if (p->n_stop < 0 || p->n_stop > INFERD_STOP_N_MAX)
         return inferd_fail(err, INFERD_E_INVALID, "stop: %d strings (at most %d)", p->n_stop,
                            INFERD_STOP_N_MAX);
@@ -574,6 +607,8 @@ int inferd_sched_submit(inferd_sched *s, const inferd_request_params *params,
     r->sampling = params->sampling;
     r->max_tokens = params->max_tokens;
     r->ignore_eos = params->ignore_eos;
+    r->logprobs = params->logprobs || params->top_logprobs > 0;
+    r->n_top = params->top_logprobs;
     r->priority = params->priority;
     r->on_event = params->on_event;
     r->on_event_ctx = params->on_event_ctx;
@@ -862,7 +897,16 @@ static void slot_admit(inferd_sched *s, slot *sl, inferd_request *r)
         r->out_ids = inferd_malloc((sl->max_new + 1) * sizeof(int32_t));
         r->out_off = inferd_calloc(sl->max_new + 1, sizeof(size_t));
         r->out_text = inferd_malloc(r->out_text_cap);
-        if (!r->out_ids || !r->out_off || !r->out_text)
+        if (r->logprobs) {
+            const size_t n_top = (sl->max_new + 1) * r->n_top;
+            r->out_lp = inferd_malloc((sl->max_new + 1) * sizeof(float));
+            r->out_top_ids = n_top ? inferd_malloc(n_top * sizeof(int32_t)) : NULL;
+            r->out_top_lp = n_top ? inferd_malloc(n_top * sizeof(float)) : NULL;
+            if (!r->out_lp || (n_top && (!r->out_top_ids || !r->out_top_lp)))
+                rc = inferd_fail(&e, INFERD_E_NOMEM, "no memory for the logprobs of %zu tokens",
+                                 sl->max_new);
+        }
+        if (rc == 0 && (!r->out_ids || !r->out_off || !r->out_text))
             rc = inferd_fail(&e, INFERD_E_NOMEM, "no memory for the output of %zu tokens",
                              sl->max_new);
     }
@@ -936,6 +980,13 @@ static void slot_sample(inferd_sched *s, slot *sl, const float *row, uint64_t no
     }
     memcpy(r->out_text + off, text, n);
     r->out_text[off + n] = '\0';
+    if (r->out_lp) {
+        r->out_lp[index] = inferd_logprob_of(row, (int32_t)s->n_vocab, tok);
+        if (r->n_top)
+            inferd_logprobs_topn(row, (int32_t)s->n_vocab, (int)r->n_top,
+                                 r->out_top_ids + (size_t)index * r->n_top,
+                                 r->out_top_lp + (size_t)index * r->n_top);
+    }
     r->out_ids[index] = tok;
     r->out_off[index + 1] = off + n;
     publish_tokens(r, index + 1);
@@ -1368,5 +1419,7 @@ void inferd_sched_get_stats(inferd_sched *s, inferd_sched_stats *out)
     out->latency = window_percentiles(&s->w_latency, tmp);
     out->ttft = window_percentiles(&s->w_ttft, tmp);
     out->itl = window_percentiles(&s->w_itl, tmp);
+    out->latency_hist = s->h_latency;
+    out->ttft_hist = s->h_ttft;
     pthread_mutex_unlock(&s->mu);
 }

@@ -571,6 +571,16 @@ static void test_registry_list_and_metrics(void **state)
     assert_int_equal(m.n_models, 2);
     assert_int_equal(m.budget_bytes, 0);
     assert_true(m.load_ms_total < 60000);
+
+    /* Scheduler figures by id, without touching the keep-alive. */
+    inferd_sched_stats st;
+    assert_int_equal(inferd_registry_sched_stats(r, "one", &st), 0);
+    assert_int_equal(st.state, INFERD_SCHED_READY);
+    assert_int_equal(st.n_slots, o.sched.n_slots);
+    assert_int_equal(inferd_registry_sched_stats(r, "three", &st), INFERD_E_NOT_FOUND);
+    assert_int_equal(list_all(r, info, 4), 2);
+    assert_string_equal(info[1].id, "one");
+    assert_int_equal(info[1].last_use_ms, 5200);
     inferd_registry_release(r, b);
     inferd_registry_release(r, b2);
     inferd_registry_destroy(r);

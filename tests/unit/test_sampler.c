@@ -883,6 +883,13 @@ static void test_sampler_logprobs_topn(void **state)
     assert_int_equal(ids[4], 4);
     assert_true(isinf(lp[4]) && lp[4] < 0);
 
+    /* inferd_logprob_of gives the same bits for each id. */
+    for (int i = 0; i < 5; i++)
+        assert_memory_equal(&(float){inferd_logprob_of(x, 5, ids[i])}, &lp[i], sizeof(float));
+    assert_true(isnan(inferd_logprob_of(x, 5, 5)));
+    assert_true(isnan(inferd_logprob_of(x, 5, -1)));
+    assert_true(isnan(inferd_logprob_of(NULL, 5, 0)));
+
     assert_int_equal(inferd_logprobs_topn(x, 5, 0, NULL, NULL), 0);
     assert_int_equal(inferd_logprobs_topn(x, 5, -1, ids, lp), INFERD_E_INVALID);
     assert_int_equal(inferd_logprobs_topn(x, 0, 1, ids, lp), INFERD_E_INVALID);

@@ -1475,6 +1475,101 @@ static void test_scheduler_drain_grace_over(void **state)
     collector_fini(&z);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Logprobs: consistent with the chosen token, bit-identical alone and in a
+ * shared batch, and the histograms count what ended. */
+
+#define LP_TOKENS 12
+#define LP_TOP 5
+
+typedef struct lp_run {
+    int32_t tok[LP_TOKENS];
+    float lp[LP_TOKENS];
+    int32_t top_ids[LP_TOKENS][LP_TOP];
+    float top_lp[LP_TOKENS][LP_TOP];
+    uint32_t n;
+} lp_run;
+
+static void lp_read(inferd_request *r, lp_run *out)
+{
+    inferd_event ev;
+    memset(out, 0, sizeof(*out));
+    for (;;) {
+        assert_int_equal(inferd_request_next(r, &ev, -1), 0);
+        if (ev.type != INFERD_EVENT_TOKEN)
+            break;
+        assert_true(out->n < LP_TOKENS);
+        assert_int_equal(ev.n_top, LP_TOP);
+        out->tok[out->n] = ev.token;
+        out->lp[out->n] = ev.logprob;
+        memcpy(out->top_ids[out->n], ev.top_ids, sizeof(out->top_ids[0]));
+        memcpy(out->top_lp[out->n], ev.top_logprobs, sizeof(out->top_lp[0]));
+        out->n++;
+    }
+    assert_int_equal(ev.type, INFERD_EVENT_DONE);
+}
+
+static void lp_params(inferd_request_params *p, const prompt *pr, bool sampled)
+{
+    *p = greedy(pr->ids, pr->n, LP_TOKENS);
+    p->ignore_eos = true;
+    p->logprobs = true;
+    p->top_logprobs = LP_TOP;
+    if (sampled) {
+        p->sampling.temperature = 1.5f;
+        p->sampling.has_seed = true;
+        p->sampling.seed = 99;
+    }
+}
+
+static void test_scheduler_logprobs(void **state)
+{
+    (void)state;
+    prompt pr = make_prompt(2);
+    lp_run alone[2], shared[2];
+    inferd_error err = {0};
+
+    for (int pass = 0; pass < 2; pass++) {
+        inferd_sched *s = make_sched(pass == 0 ? 1 : 4, 16);
+        inferd_request *r[4] = {0};
+        inferd_request_params p;
+        for (int i = 0; i < (pass == 0 ? 2 : 4); i++) {
+            prompt other = make_prompt(i + 3);
+            lp_params(&p, i < 2 ? &pr : &other, i % 2 == 1);
+            assert_int_equal(inferd_sched_submit(s, &p, &r[i], &err), 0);
+        }
+        for (int i = 0; i < (pass == 0 ? 2 : 4); i++) {
+            lp_run other;
+            lp_read(r[i], i >= 2 ? &other : pass == 0 ? &alone[i] : &shared[i]);
+        }
+        for (int i = 0; i < 4; i++)
+            inferd_request_release(r[i]);
+        inferd_sched_stats st = get_stats(s);
+        assert_int_equal(st.latency_hist.cumulative[INFERD_SCHED_HIST_N - 1],
+                         pass == 0 ? 2 : 4);
+        assert_true(st.latency_hist.sum_ms > 0.0);
+        for (int b = 1; b < INFERD_SCHED_HIST_N; b++)
+            assert_true(st.latency_hist.cumulative[b] >= st.latency_hist.cumulative[b - 1]);
+        inferd_sched_destroy(s);
+    }
+
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(alone[i].n, LP_TOKENS);
+        assert_memory_equal(&alone[i], &shared[i], sizeof(lp_run));
+        for (uint32_t t = 0; t < alone[i].n; t++) {
+            const lp_run *a = &alone[i];
+            assert_true(a->lp[t] <= 0.0f);
+            for (int k = 1; k < LP_TOP; k++)
+                assert_true(a->top_lp[t][k] <= a->top_lp[t][k - 1]);
+            if (i == 0) /* greedy: the chosen token is the most likely */
+                assert_int_equal(a->top_ids[t][0], a->tok[t]);
+            for (int k = 0; k < LP_TOP; k++)
+                if (a->top_ids[t][k] == a->tok[t])
+                    assert_memory_equal(&a->top_lp[t][k], &a->lp[t], sizeof(float));
+        }
+    }
+}
+
 static void test_scheduler_names_and_defaults(void **state)
 {
     (void)state;
@@ -2090,6 +2185,7 @@ int main(void)
         T(test_scheduler_eog_and_ignore_eos),
         T(test_scheduler_stats_percentiles),
         T(test_scheduler_on_event),
+        T(test_scheduler_logprobs),
     };
     const char *filter = getenv("SCHED_TEST_FILTER");
     if (filter)
