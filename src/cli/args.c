@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -78,8 +79,11 @@ static int set_value(const char *cmd, const cli_opt *o, const char *val)
     return -1;
 }
 
-int inferd__cli_parse(const char *cmd, int argc, char **argv, const cli_opt *opts,
-                      const char **positional, int max_positional, int *out_n_positional)
+/* Parse argv; when @p given is not NULL, given[k] is set for each option
+ * opts[k] that appears. */
+static int parse_argv(const char *cmd, int argc, char **argv, const cli_opt *opts,
+                      const char **positional, int max_positional, int *out_n_positional,
+                      bool *given)
 {
     int n_pos = 0;
     bool only_positional = false;
@@ -107,6 +111,8 @@ int inferd__cli_parse(const char *cmd, int argc, char **argv, const cli_opt *opt
         }
         if (o->seen)
             *o->seen = true;
+        if (given)
+            given[o - opts] = true;
         if (o->kind == CLI_FLAG) {
             if (eq) {
                 inferd__cli_error(cmd, "%s takes no value", o->name);
@@ -128,4 +134,137 @@ int inferd__cli_parse(const char *cmd, int argc, char **argv, const cli_opt *opt
     }
     *out_n_positional = n_pos;
     return 0;
+}
+
+int inferd__cli_parse(const char *cmd, int argc, char **argv, const cli_opt *opts,
+                      const char **positional, int max_positional, int *out_n_positional)
+{
+    return parse_argv(cmd, argc, argv, opts, positional, max_positional, out_n_positional, NULL);
+}
+
+/* The parsed configuration files stay reachable until exit: their strings
+ * are the options' values. */
+static json_t *g_configs;
+
+static const char *json_kind(const json_t *v)
+{
+    return json_is_string(v) ? "a string" : json_is_integer(v) ? "an integer"
+           : json_is_number(v) ? "a number" : json_is_boolean(v) ? "a boolean"
+           : json_is_array(v) ? "an array" : json_is_object(v) ? "an object" : "null";
+}
+
+/* Apply config value @p v to option @p o. */
+static int apply_config_value(const char *cmd, const char *path, const cli_opt *o, json_t *v)
+{
+    char num[64];
+    switch (o->kind) {
+    case CLI_FLAG:
+        if (!json_is_boolean(v))
+            break;
+        *(bool *)o->out = json_is_true(v);
+        return 0;
+    case CLI_STR:
+        if (!json_is_string(v))
+            break;
+        return set_value(cmd, o, json_string_value(v));
+    case CLI_INT:
+        if (!json_is_integer(v))
+            break;
+        snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
+        return set_value(cmd, o, num);
+    case CLI_FLOAT:
+        if (!json_is_number(v))
+            break;
+        snprintf(num, sizeof(num), "%.17g", json_number_value(v));
+        return set_value(cmd, o, num);
+    case CLI_STR_LIST: {
+        if (json_is_string(v))
+            return set_value(cmd, o, json_string_value(v));
+        if (!json_is_array(v))
+            break;
+        size_t i;
+        json_t *item;
+        json_array_foreach(v, i, item) {
+            if (!json_is_string(item)) {
+                inferd__cli_error(cmd, "%s: \"%s\"[%zu] must be a string", path, o->name + 2, i);
+                return -1;
+            }
+            if (set_value(cmd, o, json_string_value(item)) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    }
+    inferd__cli_error(cmd, "%s: \"%s\" must be %s, not %s", path, o->name + 2,
+                      o->kind == CLI_FLAG ? "a boolean" : o->kind == CLI_STR ? "a string"
+                      : o->kind == CLI_INT ? "an integer" : o->kind == CLI_FLOAT ? "a number"
+                      : "a string or an array of strings", json_kind(v));
+    return -1;
+}
+
+int inferd__cli_parse_with_config(const char *cmd, int argc, char **argv, const cli_opt *opts,
+                                  const char **positional, int max_positional,
+                                  int *out_n_positional, const char *const *config_path)
+{
+    size_t n_opts = 0;
+    while (opts[n_opts].name)
+        n_opts++;
+    bool *given = calloc(n_opts + 1, sizeof(bool));
+    if (!given) {
+        inferd__cli_error(cmd, "no memory");
+        return -1;
+    }
+    int rc = parse_argv(cmd, argc, argv, opts, positional, max_positional, out_n_positional,
+                        given);
+    if (rc < 0 || !*config_path) {
+        free(given);
+        return rc;
+    }
+    const char *path = *config_path;
+    json_error_t je;
+    json_t *cfg = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!cfg) {
+        inferd__cli_error(cmd, "config %s: %s (line %d, column %d)", path, je.text, je.line,
+                          je.column);
+        free(given);
+        return -1;
+    }
+    if (!g_configs)
+        g_configs = json_array();
+    json_array_append(g_configs, cfg);
+    if (!json_is_object(cfg)) {
+        inferd__cli_error(cmd, "config %s: expected a JSON object of option names", path);
+        json_decref(cfg);
+        free(given);
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    rc = 0;
+    json_object_foreach(cfg, key, v) {
+        /* "ctx" or "--ctx"; "max_body" means "--max-body" as well. */
+        char name[128];
+        snprintf(name, sizeof(name), "--%s", strncmp(key, "--", 2) == 0 ? key + 2 : key);
+        for (char *q = name + 2; *q; q++)
+            if (*q == '_')
+                *q = '-';
+        const cli_opt *o = find_opt(opts, name, strlen(name));
+        if (!o || strcmp(o->name, name) != 0 || strcmp(o->name, "--config") == 0 ||
+            strcmp(o->name, "--help") == 0) {
+            inferd__cli_error(cmd, "config %s: unknown option \"%s\"", path, key);
+            rc = -1;
+            break;
+        }
+        if (given[o - opts])
+            continue; /* the command line wins */
+        if (o->seen)
+            *o->seen = true;
+        if (apply_config_value(cmd, path, o, v) < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    json_decref(cfg);
+    free(given);
+    return rc;
 }

@@ -14,6 +14,7 @@ int inferd__cmd_generate(int argc, char **argv);
 int inferd__cmd_tokenize(int argc, char **argv);
 int inferd__cmd_make_model(int argc, char **argv);
 int inferd__cmd_bench(int argc, char **argv);
+int inferd__cmd_serve(int argc, char **argv);
 
 /* Option table for inferd__cli_parse. */
 typedef enum cli_opt_kind {
@@ -42,6 +43,17 @@ typedef struct cli_opt {
  */
 int inferd__cli_parse(const char *cmd, int argc, char **argv, const cli_opt *opts,
                       const char **positional, int max_positional, int *out_n_positional);
+
+/**
+ * As inferd__cli_parse, then, when *@p config_path was set by it (an option
+ * such as --config), read that JSON object of option names without the
+ * leading dashes ("ctx": 512, "model": ["a.gguf"]; '_' may stand for '-')
+ * and apply each option the command line did not give: flags win. Unknown
+ * names and wrong types are errors naming the file and the key.
+ */
+int inferd__cli_parse_with_config(const char *cmd, int argc, char **argv, const cli_opt *opts,
+                                  const char **positional, int max_positional,
+                                  int *out_n_positional, const char *const *config_path);
 
 /** Print "inferd CMD: msg" to stderr. */
 void inferd__cli_error(const char *cmd, const char *fmt, ...)

@@ -9,6 +9,7 @@ static const struct {
     int (*fn)(int argc, char **argv);
     const char *help;
 } commands[] = {
+    {"serve", inferd__cmd_serve, "serve models over HTTP (OpenAI, KServe v2)"},
     {"generate", inferd__cmd_generate, "generate text from a prompt"},
     {"tokenize", inferd__cmd_tokenize, "print the token ids of a text"},
     {"info", inferd__cmd_info, "show a GGUF file's metadata and tensors"},

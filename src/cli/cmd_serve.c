@@ -1,0 +1,165 @@
+/* `inferd serve`: load models through the registry and serve them over HTTP
+ * until SIGTERM or SIGINT, then drain and exit 0. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "inferd/log.h"
+#include "inferd/server.h"
+
+#define CMD "serve"
+
+static void help(void)
+{
+    printf("usage: inferd serve -m FILE [-m FILE ...] [options]\n"
+           "  -m, --model FILE          GGUF model to serve (repeatable, up to %d; the first\n"
+           "                            is the default); its id is the file name without .gguf\n"
+           "      --alias NAME          id of the model given in the same position (repeatable)\n"
+           "      --host ADDR           address to listen on (default 127.0.0.1)\n"
+           "      --port N              port (default 8080; 0: any free port)\n"
+           "      --api-key KEY         require 'Authorization: Bearer KEY' (default: the\n"
+           "                            INFERD_API_KEY environment variable, else none)\n"
+           "  -np, --parallel N         concurrent sequences per model (default 4)\n"
+           "      --queue N             requests waiting per model before 503 (default 64)\n"
+           "  -c, --ctx N               context length (default: the model's)\n"
+           "  -t, --threads N           compute threads per model (default: all CPUs)\n"
+           "      --prefill-chunk N     prompt tokens per batch step (default 128)\n"
+           "      --keep-alive MS       unload a model idle this long (default -1: never)\n"
+           "      --memory-budget-mb N  weights + KV cache of all models (default 0: no limit)\n"
+           "      --timeout MS          default request deadline (default 600000; 0: none)\n"
+           "      --drain-grace MS      on SIGTERM, time to finish running requests\n"
+           "                            (default 30000; -1: no limit)\n"
+           "      --max-body BYTES      request body limit (default 1048576)\n"
+           "      --max-connections N   open connections (default 256)\n"
+           "      --conn-timeout S      idle connection timeout (default 30)\n"
+           "      --chat-template NAME  override the models' chat template (chatml, llama-2,\n"
+           "                            llama-3, zephyr, phi-3, mistral, gemma)\n"
+           "      --log-level LEVEL     debug, info, warn or error (default info)\n"
+           "      --config FILE         JSON object of these options by name, e.g.\n"
+           "                            {\"model\": [\"a.gguf\"], \"port\": 8080}; flags win\n",
+           INFERD_SERVER_MODELS_MAX);
+}
+
+int inferd__cmd_serve(int argc, char **argv)
+{
+    const char *models[INFERD_SERVER_MODELS_MAX], *aliases[INFERD_SERVER_MODELS_MAX];
+    int n_models = 0, n_aliases = 0, n_pos = 0;
+    const char *host = "127.0.0.1", *api_key = NULL, *tmpl = NULL, *config = NULL,
+               *log_level = NULL;
+    int64_t port = 8080, parallel = 4, queue = 64, ctx = 0, threads = 0, chunk = 128,
+            keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000,
+            max_body = 1 << 20, max_conn = 256, conn_timeout = 30;
+    bool want_help = false;
+    const char *pos[1];
+
+    const cli_opt opts[] = {
+        {"--model", "-m", CLI_STR_LIST, models, 0, 0, &n_models, INFERD_SERVER_MODELS_MAX, NULL},
+        {"--alias", NULL, CLI_STR_LIST, aliases, 0, 0, &n_aliases, INFERD_SERVER_MODELS_MAX,
+         NULL},
+        {"--host", NULL, CLI_STR, &host, 0, 0, NULL, 0, NULL},
+        {"--port", NULL, CLI_INT, &port, 0, 65535, NULL, 0, NULL},
+        {"--api-key", NULL, CLI_STR, &api_key, 0, 0, NULL, 0, NULL},
+        {"--parallel", "-np", CLI_INT, &parallel, 1, INFERD_SCHED_SLOTS_MAX, NULL, 0, NULL},
+        {"--queue", NULL, CLI_INT, &queue, 1, INFERD_SCHED_QUEUE_MAX, NULL, 0, NULL},
+        {"--ctx", "-c", CLI_INT, &ctx, 0, 1 << 20, NULL, 0, NULL},
+        {"--threads", "-t", CLI_INT, &threads, 0, 256, NULL, 0, NULL},
+        {"--prefill-chunk", NULL, CLI_INT, &chunk, 1, 65536, NULL, 0, NULL},
+        {"--keep-alive", NULL, CLI_INT, &keep_alive, -1, 9.0e15, NULL, 0, NULL},
+        {"--memory-budget-mb", NULL, CLI_INT, &budget_mb, 0, 1 << 30, NULL, 0, NULL},
+        {"--timeout", NULL, CLI_INT, &timeout, 0, 9.0e15, NULL, 0, NULL},
+        {"--drain-grace", NULL, CLI_INT, &grace, -1, 9.0e15, NULL, 0, NULL},
+        {"--max-body", NULL, CLI_INT, &max_body, 1024, 1 << 30, NULL, 0, NULL},
+        {"--max-connections", NULL, CLI_INT, &max_conn, 1, 100000, NULL, 0, NULL},
+        {"--conn-timeout", NULL, CLI_INT, &conn_timeout, 1, 86400, NULL, 0, NULL},
+        {"--chat-template", NULL, CLI_STR, &tmpl, 0, 0, NULL, 0, NULL},
+        {"--log-level", NULL, CLI_STR, &log_level, 0, 0, NULL, 0, NULL},
+        {"--config", NULL, CLI_STR, &config, 0, 0, NULL, 0, NULL},
+        {"--help", "-h", CLI_FLAG, &want_help, 0, 0, NULL, 0, NULL},
+        {NULL, NULL, 0, NULL, 0, 0, NULL, 0, NULL},
+    };
+    if (inferd__cli_parse_with_config(CMD, argc, argv, opts, pos, 0, &n_pos, &config) < 0)
+        return CLI_EXIT_USAGE;
+    if (want_help) {
+        help();
+        return 0;
+    }
+    if (n_models == 0) {
+        inferd__cli_error(CMD, "-m FILE is required (see --help)");
+        return CLI_EXIT_USAGE;
+    }
+    if (n_aliases > n_models) {
+        inferd__cli_error(CMD, "%d aliases for %d models", n_aliases, n_models);
+        return CLI_EXIT_USAGE;
+    }
+    if (log_level) {
+        int lv = inferd_log_level_parse(log_level);
+        if (lv < 0) {
+            inferd__cli_error(CMD, "--log-level: '%s' is not debug, info, warn or error",
+                              log_level);
+            return CLI_EXIT_USAGE;
+        }
+        inferd_log_set_level((inferd_log_level)lv);
+    }
+    if (!api_key)
+        api_key = getenv("INFERD_API_KEY");
+
+    inferd_server_opts so = inferd_server_opts_default();
+    so.host = host;
+    so.port = (uint16_t)port;
+    so.api_key = api_key;
+    so.max_body_bytes = (size_t)max_body;
+    so.max_connections = (uint32_t)max_conn;
+    so.conn_timeout_s = (uint32_t)conn_timeout;
+    so.n_models = (size_t)n_models;
+    for (int i = 0; i < n_models; i++) {
+        so.models[i].path = models[i];
+        so.models[i].alias = i < n_aliases ? aliases[i] : NULL;
+    }
+    inferd_sched_opts *sched = &so.model_opts.sched;
+    sched->model.n_ctx = (uint32_t)ctx;
+    sched->n_slots = (uint32_t)parallel;
+    sched->n_queue_max = (uint32_t)queue;
+    sched->n_prefill_chunk = (uint32_t)chunk;
+    sched->n_threads = (uint32_t)threads;
+    sched->default_timeout_ms = timeout;
+    so.model_opts.keep_alive_ms = keep_alive;
+    so.budget_bytes = (uint64_t)budget_mb << 20;
+    so.drain_grace_ms = grace;
+    so.chat_template = tmpl;
+
+    /* Signals are taken by this thread only (sigwait); every thread started
+     * from here on inherits the blocked mask. Peers that hang up must not
+     * kill the process. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    inferd_error err = {0};
+    inferd_server *srv = NULL;
+    if (inferd_server_create(&so, &srv, &err) < 0) {
+        inferd__cli_error(CMD, "%s", err.msg);
+        return err.code == INFERD_E_INVALID ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+    }
+    inferd_log_info("serve", "listening on http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
+                    host, strchr(host, ':') ? "]" : "", (unsigned)inferd_server_port(srv));
+    if (inferd_server_load_models(srv, &err) < 0) {
+        inferd__cli_error(CMD, "%s", err.msg);
+        inferd_server_destroy(srv);
+        return CLI_EXIT_FAIL;
+    }
+    inferd_log_info("serve", "ready: %d model%s, %lld slots each", n_models,
+                    n_models == 1 ? "" : "s", (long long)parallel);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    inferd_log_info("serve", "%s: draining (grace %lld ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                    (long long)grace);
+    inferd_server_drain(srv);
+    inferd_server_destroy(srv);
+    inferd_log_info("serve", "stopped");
+    return 0;
+}

@@ -1,0 +1,345 @@
+/* Operations: GET /health, GET /metrics (Prometheus text format 0.0.4) and
+ * GET /v1/status (JSON). */
+#include "server_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ops_health(http_conn *c)
+{
+    int st = atomic_load(&c->srv->state);
+    http_json(c, st == SERVER_READY ? 200 : 503,
+              json_pack("{s:s}", "status", st == SERVER_READY ? "ok" : server_state_name(st)));
+}
+
+/* ---- Prometheus text format ---- */
+
+static void family(sbuf *b, const char *name, const char *type, const char *help)
+{
+    sbuf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value with \, " and newline escaped. */
+static void label_value(sbuf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            sbuf_addf(b, "\\%c", *v);
+        else if (*v == '\n')
+            sbuf_add(b, "\\n", 2);
+        else
+            sbuf_add(b, v, 1);
+    }
+}
+
+static void sample_model(sbuf *b, const char *name, const char *model, const char *extra,
+                         double v)
+{
+    sbuf_addf(b, "%s{model=\"", name);
+    label_value(b, model);
+    sbuf_addf(b, "\"%s} %.17g\n", extra ? extra : "", v);
+}
+
+static void histogram(sbuf *b, const char *name, const char *model, const inferd_histogram *h)
+{
+    for (int i = 0; i < INFERD_SCHED_HIST_N; i++) {
+        char le[64];
+        if (i == INFERD_SCHED_HIST_N - 1)
+            snprintf(le, sizeof(le), ",le=\"+Inf\"");
+        else
+            snprintf(le, sizeof(le), ",le=\"%g\"", inferd_sched_hist_bounds_ms[i] / 1e3);
+        char bucket[128];
+        snprintf(bucket, sizeof(bucket), "%s_bucket", name);
+        sample_model(b, bucket, model, le, (double)h->cumulative[i]);
+    }
+    char n[128];
+    snprintf(n, sizeof(n), "%s_sum", name);
+    sample_model(b, n, model, NULL, h->sum_ms / 1e3);
+    snprintf(n, sizeof(n), "%s_count", name);
+    sample_model(b, n, model, NULL, (double)h->cumulative[INFERD_SCHED_HIST_N - 1]);
+}
+
+typedef struct model_figs {
+    bool loaded;
+    inferd_sched_stats st;
+} model_figs;
+
+static void gather(inferd_server *s, model_figs *f)
+{
+    for (size_t i = 0; i < s->n_models; i++)
+        f[i].loaded = inferd_registry_sched_stats(s->reg, s->models[i].id, &f[i].st) == 0;
+}
+
+void ops_metrics(http_conn *c)
+{
+    inferd_server *s = c->srv;
+    model_figs f[INFERD_SERVER_MODELS_MAX];
+    gather(s, f);
+    inferd_registry_metrics rm;
+    inferd_registry_get_metrics(s->reg, &rm);
+    inferd_procstat ps;
+    inferd_error e = {0};
+    inferd_procstat_read(&ps, &e);
+    sbuf b = {0};
+    const int state = atomic_load(&s->state);
+
+    family(&b, "inferd_server_state", "gauge", "1 for the server's current state");
+    for (int i = SERVER_LOADING; i <= SERVER_STOPPED; i++)
+        sbuf_addf(&b, "inferd_server_state{state=\"%s\"} %d\n", server_state_name(i), i == state);
+
+    family(&b, "inferd_model_loaded", "gauge", "1 when the model is loaded");
+    for (size_t i = 0; i < s->n_models; i++)
+        sample_model(&b, "inferd_model_loaded", s->models[i].id, NULL, f[i].loaded);
+
+    static const char *const outcomes[] = {
+        "done", "cancelled", "timeout", "failed", "rejected_overloaded", "rejected_invalid",
+        "rejected_unavailable"};
+    family(&b, "inferd_requests_total", "counter",
+           "Generation requests by outcome (since the model was loaded)");
+    for (size_t i = 0; i < s->n_models; i++) {
+        if (!f[i].loaded)
+            continue;
+        const inferd_sched_stats *st = &f[i].st;
+        const uint64_t v[] = {st->n_done, st->n_cancelled, st->n_timeout, st->n_failed,
+                              st->n_rejected_overloaded, st->n_rejected_invalid,
+                              st->n_rejected_unavailable};
+        for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++) {
+            char extra[64];
+            snprintf(extra, sizeof(extra), ",outcome=\"%s\"", outcomes[k]);
+            sample_model(&b, "inferd_requests_total", s->models[i].id, extra, (double)v[k]);
+        }
+    }
+
+#define PER_MODEL(name, type, help, expr)                                                     \
+    do {                                                                                       \
+        family(&b, name, type, help);                                                          \
+        for (size_t i = 0; i < s->n_models; i++)                                               \
+            if (f[i].loaded) {                                                                 \
+                const inferd_sched_stats *st = &f[i].st;                                       \
+                sample_model(&b, name, s->models[i].id, NULL, (double)(expr));                 \
+            }                                                                                  \
+    } while (0)
+
+    PER_MODEL("inferd_prompt_tokens_total", "counter", "Prompt tokens of admitted requests",
+              st->tokens_in);
+    PER_MODEL("inferd_generated_tokens_total", "counter", "Generated tokens", st->tokens_out);
+    PER_MODEL("inferd_batch_steps_total", "counter", "Batched forward passes", st->n_steps);
+    PER_MODEL("inferd_slots", "gauge", "Sequence slots of the model", st->n_slots);
+    PER_MODEL("inferd_slots_busy", "gauge", "Slots serving a request", st->slots_busy);
+    PER_MODEL("inferd_queue_capacity", "gauge", "Requests the queue holds at most",
+              st->n_queue_max);
+#undef PER_MODEL
+
+    family(&b, "inferd_queue_depth", "gauge", "Requests waiting for a slot, by priority");
+    for (size_t i = 0; i < s->n_models; i++) {
+        if (!f[i].loaded)
+            continue;
+        for (int p = 0; p < INFERD_PRIORITY_COUNT; p++) {
+            char extra[64];
+            snprintf(extra, sizeof(extra), ",priority=\"%s\"", inferd_priority_name(p));
+            sample_model(&b, "inferd_queue_depth", s->models[i].id, extra,
+                         f[i].st.queue_depth[p]);
+        }
+    }
+
+    family(&b, "inferd_request_duration_seconds", "histogram",
+           "Submission to end of requests that completed");
+    for (size_t i = 0; i < s->n_models; i++)
+        if (f[i].loaded)
+            histogram(&b, "inferd_request_duration_seconds", s->models[i].id,
+                      &f[i].st.latency_hist);
+    family(&b, "inferd_time_to_first_token_seconds", "histogram",
+           "Submission to first token of requests that completed");
+    for (size_t i = 0; i < s->n_models; i++)
+        if (f[i].loaded)
+            histogram(&b, "inferd_time_to_first_token_seconds", s->models[i].id,
+                      &f[i].st.ttft_hist);
+
+    pthread_mutex_lock(&s->mu);
+    family(&b, "inferd_http_requests_total", "counter", "HTTP requests by endpoint and status");
+    for (int ep = 0; ep < EP_COUNT; ep++)
+        for (int k = 0; k <= HTTP_CODES_N; k++) {
+            uint64_t v = s->http_count[ep][k];
+            if (v == 0)
+                continue;
+            char code[16];
+            if (k < HTTP_CODES_N)
+                snprintf(code, sizeof(code), "%u", server_http_codes[k]);
+            else
+                snprintf(code, sizeof(code), "other");
+            sbuf_addf(&b, "inferd_http_requests_total{endpoint=\"%s\",code=\"%s\"} %llu\n",
+                      server_endpoint_names[ep], code, (unsigned long long)v);
+        }
+    family(&b, "inferd_http_overhead_seconds", "summary",
+           "Time of non-streamed generation requests outside the model (HTTP and JSON)");
+    sbuf_addf(&b, "inferd_http_overhead_seconds_sum %.9g\ninferd_http_overhead_seconds_count %llu\n",
+              s->overhead_sum_s, (unsigned long long)s->overhead_n);
+    pthread_mutex_unlock(&s->mu);
+    family(&b, "inferd_http_active_requests", "gauge", "HTTP requests being handled");
+    sbuf_addf(&b, "inferd_http_active_requests %d\n", atomic_load(&s->n_active));
+
+#define GLOBAL(name, type, help, value)                                                        \
+    do {                                                                                       \
+        family(&b, name, type, help);                                                          \
+        sbuf_addf(&b, "%s %.17g\n", name, (double)(value));                                    \
+    } while (0)
+
+    GLOBAL("inferd_registry_loads_total", "counter", "Successful model loads", rm.loads);
+    GLOBAL("inferd_registry_load_failures_total", "counter", "Failed model loads",
+           rm.load_failures);
+    GLOBAL("inferd_registry_hits_total", "counter", "Model gets served by a loaded instance",
+           rm.hits);
+    GLOBAL("inferd_registry_evictions_total", "counter", "Idle models evicted for room",
+           rm.evictions);
+    GLOBAL("inferd_registry_expiries_total", "counter", "Idle models unloaded at keep-alive end",
+           rm.expiries);
+    GLOBAL("inferd_registry_unloads_total", "counter", "Explicit unloads", rm.unloads);
+    GLOBAL("inferd_registry_resident_bytes", "gauge", "Weights and state of loaded models",
+           rm.bytes_resident);
+    GLOBAL("inferd_registry_budget_bytes", "gauge", "Memory budget (0: none)", rm.budget_bytes);
+    GLOBAL("inferd_registry_models", "gauge", "Models loading or loaded", rm.n_models);
+    GLOBAL("process_cpu_seconds_total", "counter", "User and system CPU time",
+           ps.cpu_user_s + ps.cpu_system_s);
+    GLOBAL("process_resident_memory_bytes", "gauge", "Resident memory", ps.rss_bytes);
+    GLOBAL("process_virtual_memory_bytes", "gauge", "Virtual memory", ps.vm_bytes);
+    GLOBAL("process_start_time_seconds", "gauge", "Start time since the Unix epoch",
+           ps.start_time_s);
+    GLOBAL("process_open_fds", "gauge", "Open file descriptors", ps.n_open_fds);
+    GLOBAL("process_max_fds", "gauge", "Open file descriptor limit",
+           ps.max_fds > (1ull << 53) ? (double)(1ull << 53) : (double)ps.max_fds);
+    GLOBAL("process_threads", "gauge", "OS threads", ps.n_threads);
+#undef GLOBAL
+
+    if (b.failed) {
+        sbuf_free(&b);
+        http_error(c, 500, "internal", NULL, "no memory for the metrics");
+        return;
+    }
+    http_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
+}
+
+/* ---- /v1/status ---- */
+
+static json_t *pct_json(const inferd_percentiles *p)
+{
+    return json_pack("{s:f,s:f,s:f,s:i}", "p50", p->p50, "p95", p->p95, "p99", p->p99, "n",
+                     (int)p->n);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void ops_status(http_conn *c)
+{
+    inferd_server *s = c->srv;
+    model_figs f[INFERD_SERVER_MODELS_MAX];
+    gather(s, f);
+    inferd_registry_model_info info[INFERD_SERVER_MODELS_MAX];
+    size_t n_info = 0;
+    inferd_registry_list(s->reg, info, INFERD_SERVER_MODELS_MAX, &n_info);
+    inferd_registry_metrics rm;
+    inferd_registry_get_metrics(s->reg, &rm);
+    inferd_procstat ps;
+    inferd_error e = {0};
+    inferd_procstat_read(&ps, &e);
+
+    json_t *models = json_array();
+    uint32_t slots = 0, busy = 0, queued = 0;
+    for (size_t i = 0; i < s->n_models; i++) {
+        const served *sm = &s->models[i];
+        json_t *m = json_pack("{s:s,s:s,s:b}", "id", sm->id, "path", sm->path, "loaded",
+                              f[i].loaded);
+        for (size_t k = 0; k < n_info && k < INFERD_SERVER_MODELS_MAX; k++)
+            if (strcmp(info[k].id, sm->id) == 0) {
+                json_object_set_new(m, "weight_bytes", json_integer((json_int_t)info[k].weight_bytes));
+                json_object_set_new(m, "state_bytes", json_integer((json_int_t)info[k].state_bytes));
+                json_object_set_new(m, "requests_in_flight", json_integer(info[k].n_handles));
+            }
+        if (f[i].loaded) {
+            const inferd_sched_stats *st = &f[i].st;
+            uint32_t q = st->queue_depth[0] + st->queue_depth[1] + st->queue_depth[2];
+            slots += st->n_slots;
+            busy += st->slots_busy;
+            queued += q;
+            json_object_set_new(m, "state", json_string(inferd_sched_state_name(st->state)));
+            json_object_set_new(m, "slots", json_integer(st->n_slots));
+            json_object_set_new(m, "slots_busy", json_integer(st->slots_busy));
+            json_object_set_new(m, "queue_depth", json_integer(q));
+            json_object_set_new(m, "queue_capacity", json_integer(st->n_queue_max));
+            json_object_set_new(
+                m, "requests",
+                json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "submitted",
+                          (json_int_t)st->n_submitted, "done", (json_int_t)st->n_done,
+                          "cancelled", (json_int_t)st->n_cancelled, "timeout",
+                          (json_int_t)st->n_timeout, "failed", (json_int_t)st->n_failed,
+                          "rejected_overloaded", (json_int_t)st->n_rejected_overloaded,
+                          "rejected_invalid", (json_int_t)st->n_rejected_invalid,
+                          "rejected_unavailable", (json_int_t)st->n_rejected_unavailable));
+            json_object_set_new(m, "tokens",
+                                json_pack("{s:I,s:I}", "prompt", (json_int_t)st->tokens_in,
+                                          "generated", (json_int_t)st->tokens_out));
+            json_object_set_new(m, "latency_ms", pct_json(&st->latency));
+            json_object_set_new(m, "ttft_ms", pct_json(&st->ttft));
+            json_object_set_new(m, "itl_ms", pct_json(&st->itl));
+        } else {
+            json_object_set_new(m, "state", json_string("unloaded"));
+        }
+        if (sm->tmpl_ready)
+            json_object_set_new(m, "chat_template",
+                                json_string(inferd_chat_template_name(sm->tmpl)));
+        json_array_append_new(models, m);
+    }
+
+    /* Rates over the ticker's window (up to a minute). */
+    double window_s = 0, tok_rate = 0, req_rate = 0, cpu_pct = 0, ov_p50 = 0, ov_p99 = 0,
+           ov_mean = 0;
+    uint64_t ov_n;
+    double ov[OVERHEAD_WINDOW];
+    uint32_t n_ov;
+    pthread_mutex_lock(&s->mu);
+    if (s->tick_filled >= 2) {
+        const tick *last = &s->ticks[(s->tick_next + TICKS_N - 1) % TICKS_N];
+        const tick *first = &s->ticks[(s->tick_next + TICKS_N - s->tick_filled) % TICKS_N];
+        window_s = last->t_s - first->t_s;
+        if (window_s > 0) {
+            tok_rate = (double)(last->tokens_out - first->tokens_out) / window_s;
+            req_rate = (double)(last->requests - first->requests) / window_s;
+            cpu_pct = 100.0 * (last->cpu_s - first->cpu_s) / window_s;
+        }
+    }
+    n_ov = s->overhead_filled;
+    memcpy(ov, s->overhead_win, n_ov * sizeof(double));
+    ov_n = s->overhead_n;
+    ov_mean = s->overhead_n ? s->overhead_sum_s / (double)s->overhead_n : 0.0;
+    uint64_t gen_requests = s->gen_requests, gen_tokens = s->gen_tokens;
+    pthread_mutex_unlock(&s->mu);
+    if (n_ov > 0) {
+        qsort(ov, n_ov, sizeof(double), cmp_double);
+        ov_p50 = ov[(size_t)ceil(0.50 * n_ov) - 1];
+        ov_p99 = ov[(size_t)ceil(0.99 * n_ov) - 1];
+    }
+
+    json_t *o = json_pack(
+        "{s:s,s:s,s:f,s:o,s:i,s:i,s:i,s:{s:f,s:f,s:f,s:I,s:I},s:f,s:{s:I,s:I,s:i},"
+        "s:{s:I,s:I,s:I},s:{s:i,s:{s:f,s:f,s:f,s:I}}}",
+        "state", server_state_name(atomic_load(&s->state)), "version", INFERD_VERSION,
+        "uptime_s", server_now_s() - s->t_start_s, "models", models, "slots", (int)slots,
+        "slots_busy", (int)busy, "queue_depth", (int)queued, "throughput", "window_s", window_s,
+        "tokens_per_s", tok_rate, "requests_per_s", req_rate, "requests_total",
+        (json_int_t)gen_requests, "tokens_total", (json_int_t)gen_tokens, "cpu_percent",
+        cpu_pct, "memory", "rss_bytes", (json_int_t)ps.rss_bytes, "vm_bytes",
+        (json_int_t)ps.vm_bytes, "threads", (int)ps.n_threads, "registry", "resident_bytes",
+        (json_int_t)rm.bytes_resident, "budget_bytes", (json_int_t)rm.budget_bytes, "loads",
+        (json_int_t)rm.loads, "http", "active", atomic_load(&s->n_active), "overhead_us",
+        "p50", ov_p50 * 1e6, "p99", ov_p99 * 1e6, "mean", ov_mean * 1e6, "n", (json_int_t)ov_n);
+    if (!o) {
+        http_error(c, 500, "internal", NULL, "cannot build the status");
+        return;
+    }
+    http_json(c, 200, o);
+}
