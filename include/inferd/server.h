@@ -47,7 +47,7 @@ typedef struct inferd_server_opts {
                                     * Bearer KEY" on every route but the
                                     * health probes */
     size_t max_body_bytes;         /* request body limit; default 1 MiB */
-    uint32_t max_connections;      /* open connections; default 256 */
+    uint32_t max_connections;      /* open connections; default 1024 */
     uint32_t conn_timeout_s;       /* idle connection timeout; default 30 */
 
     inferd_server_model models[INFERD_SERVER_MODELS_MAX];

@@ -32,7 +32,7 @@ static void help(void)
            "      --drain-grace MS      on SIGTERM, time to finish running requests\n"
            "                            (default 30000; -1: no limit)\n"
            "      --max-body BYTES      request body limit (default 1048576)\n"
-           "      --max-connections N   open connections (default 256)\n"
+           "      --max-connections N   open connections (default 1024)\n"
            "      --conn-timeout S      idle connection timeout (default 30)\n"
            "      --chat-template NAME  override the models' chat template (chatml, llama-2,\n"
            "                            llama-3, zephyr, phi-3, mistral, gemma)\n"
@@ -50,7 +50,7 @@ int inferd__cmd_serve(int argc, char **argv)
                *log_level = NULL;
     int64_t port = 8080, parallel = 4, queue = 64, ctx = 0, threads = 0, chunk = 128,
             keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000,
-            max_body = 1 << 20, max_conn = 256, conn_timeout = 30;
+            max_body = 1 << 20, max_conn = 1024, conn_timeout = 30;
     bool want_help = false;
     const char *pos[1];
 

@@ -601,7 +601,7 @@ inferd_server_opts inferd_server_opts_default(void)
     o.host = "127.0.0.1";
     o.port = 8080;
     o.max_body_bytes = 1u << 20;
-    o.max_connections = 256;
+    o.max_connections = 1024;
     o.conn_timeout_s = 30;
     o.model_opts = inferd_registry_model_opts_default();
     o.drain_grace_ms = 30000;

@@ -1,6 +1,8 @@
 # Shared by the integration scripts: sourced after `set -euo pipefail`.
 # Checks $INFERD and $INFERD_FIXTURES, makes $tmp (removed on exit unless
-# INFERD_TEST_KEEP=1), and defines fail, run, expect_error and check.
+# INFERD_TEST_KEEP=1), and defines fail, run, expect_error and check, and
+# for `inferd serve`: serve_start, serve_wait_ready, serve_stop, http,
+# expect_http and still_serves.
 
 : "${INFERD:?INFERD must name the inferd binary}"
 : "${INFERD_FIXTURES:?INFERD_FIXTURES must name tests/fixtures}"
@@ -8,11 +10,20 @@
 model="$INFERD_FIXTURES/models/stories260K.gguf"
 vocab="$INFERD_FIXTURES/vocab/ggml-vocab-llama-spm.gguf"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/inferd-$(basename "$0" .sh).XXXXXX")"
-if [[ "${INFERD_TEST_KEEP:-0}" == 1 ]]; then
-    trap 'echo "kept $tmp" >&2' EXIT
-else
-    trap 'rm -rf "$tmp"' EXIT
-fi
+serve_pid=
+cleanup() {
+    # A server started by serve_start goes with the script, even on failure.
+    if [[ -n "$serve_pid" ]] && kill -0 "$serve_pid" 2>/dev/null; then
+        kill -KILL "$serve_pid" 2>/dev/null || true
+        wait "$serve_pid" 2>/dev/null || true
+    fi
+    if [[ "${INFERD_TEST_KEEP:-0}" == 1 ]]; then
+        echo "kept $tmp" >&2
+    else
+        rm -rf "$tmp"
+    fi
+}
+trap cleanup EXIT
 
 fail() {
     echo "FAIL: $*" >&2
@@ -42,4 +53,69 @@ expect_error() { # expect_error STATUS SUBSTRING ARGS...
     [[ "$rc" == "$want" ]] || fail "inferd $* exited $rc, expected $want: $(cat "$tmp/err")"
     [[ $(wc -l <"$tmp/err") -eq 1 ]] || fail "inferd $*: expected one error line, got: $(cat "$tmp/err")"
     grep -qF -- "$msg" "$tmp/err" || fail "inferd $*: error '$(cat "$tmp/err")' lacks '$msg'"
+}
+
+# ---- inferd serve ---------------------------------------------------------
+# serve_start ARGS...: start `inferd serve --port 0 ARGS` in the background,
+# wait until it listens, and set $serve_pid, $port and $url (http://...:PORT).
+# Its log is $tmp/serve.log. The process is killed when the script exits.
+# serve_wait_ready: wait until /health answers 200.
+# serve_stop: SIGTERM, wait, and set $serve_rc to the exit status.
+serve_start() {
+    "$INFERD" serve --port 0 "$@" >"$tmp/serve.out" 2>"$tmp/serve.log" &
+    serve_pid=$!
+    local i
+    for i in $(seq 1 600); do
+        port=$(sed -n 's/.*listening on http:\/\/[^ ]*:\([0-9][0-9]*\)".*/\1/p' "$tmp/serve.log" | head -1)
+        [[ -n "$port" ]] && break
+        kill -0 "$serve_pid" 2>/dev/null || fail "inferd serve exited early: $(cat "$tmp/serve.log")"
+        sleep 0.1
+    done
+    [[ -n "$port" ]] || fail "inferd serve did not listen within 60 s: $(cat "$tmp/serve.log")"
+    url="http://127.0.0.1:$port"
+}
+
+serve_wait_ready() {
+    local i
+    for i in $(seq 1 600); do
+        [[ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" == 200 ]] && return 0
+        kill -0 "$serve_pid" 2>/dev/null || fail "inferd serve exited: $(cat "$tmp/serve.log")"
+        sleep 0.1
+    done
+    fail "inferd serve not ready within 60 s: $(cat "$tmp/serve.log")"
+}
+
+serve_stop() { # sets $serve_rc (call it directly, not in $(...): wait needs the parent)
+    serve_rc=0
+    kill -TERM "$serve_pid" 2>/dev/null || true
+    wait "$serve_pid" || serve_rc=$?
+    serve_pid=
+}
+
+# http METHOD PATH [BODY] [CURL ARGS...]: request $url/PATH; the body goes to
+# $tmp/out, the status is printed.
+http() {
+    local method=$1 path=$2 body=${3-}
+    shift 3 2>/dev/null || shift $#
+    if [[ -n "$body" ]]; then
+        curl -s -o "$tmp/out" -w '%{http_code}' -X "$method" -H 'Content-Type: application/json' \
+            --data-binary "$body" "$@" "$url$path"
+    else
+        curl -s -o "$tmp/out" -w '%{http_code}' -X "$method" "$@" "$url$path"
+    fi
+}
+
+# expect_http STATUS METHOD PATH [BODY] [CURL ARGS...]: require STATUS.
+expect_http() {
+    local want=$1
+    shift
+    local got
+    got=$(http "$@")
+    [[ "$got" == "$want" ]] || fail "$1 $2: status $got, expected $want: $(head -c 400 "$tmp/out")"
+}
+
+# The server still answers a plain completion.
+still_serves() {
+    expect_http 200 POST /v1/completions '{"prompt":"Once upon a time","max_tokens":2}'
+    check '.choices[0].text | type == "string"'
 }
