@@ -1,12 +1,15 @@
-# Front door: `make run` builds and tells a story with the bundled model;
-# `make test` builds and runs the whole suite. Both install dependencies.
+# Front door: `make run` builds and serves the bundled model over HTTP on
+# 127.0.0.1:8080 (Ctrl-C drains and stops it); `make test` builds and runs
+# the whole suite. Both install dependencies. `make story` tells a story.
 BUILD     ?= build
 JOBS      ?= $(shell nproc)
 CMAKE_ARGS ?=
 MODEL     ?= models/stories260K.gguf
 PROMPT    ?= Once upon a time
+HOST      ?= 127.0.0.1
+PORT      ?= 8080
 
-.PHONY: all deps build run test test-asan tsan bench clean
+.PHONY: all deps build run story test test-asan tsan bench clean
 
 all: build
 
@@ -20,6 +23,9 @@ build: deps $(BUILD)/Makefile
 	cmake --build $(BUILD) -j$(JOBS)
 
 run: build
+	$(BUILD)/inferd serve -m $(MODEL) --host $(HOST) --port $(PORT)
+
+story: build
 	$(BUILD)/inferd generate -m $(MODEL) -p "$(PROMPT)" -n 200 --temp 0.8 --seed 42
 
 test: build

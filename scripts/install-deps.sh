@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
 # Install everything the build, the tests and `make run` need on Debian 12.
-# Idempotent and non-interactive: packages already present are skipped.
+# Idempotent and non-interactive: packages already present are skipped, and
+# the npm test client is installed only when missing or out of date.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
+# libmicrohttpd: the HTTP server. prometheus: promtool, which checks
+# /metrics in the tests (on a systemd host the package also installs a
+# Prometheus service). curl and jq drive the integration tests.
 pkgs=(build-essential cmake pkg-config git clang libclang-rt-14-dev
-      libjansson-dev libcmocka-dev python3 jq)
+      libjansson-dev libcmocka-dev libmicrohttpd-dev python3 jq curl prometheus)
+# Node.js and npm run the official `openai` client in the tests; a Node.js
+# installed another way (with its own npm) is used as it is.
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
     || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
 
 SUDO=
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The npm test client, pinned by tests/node/package-lock.json.
+stamp=tests/node/node_modules/.package-lock.json
+if [ ! -f "$stamp" ] || [ tests/node/package-lock.json -nt "$stamp" ]; then
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+fi
