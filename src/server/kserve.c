@@ -73,6 +73,11 @@ void kserve_infer(http_conn *c, const char *m, json_t *body)
     if (!sm)
         return;
     json_t *inputs = json_object_get(body, "inputs");
+    if (!inputs || json_is_null(inputs)) {
+        http_error(c, 400, "missing_required_parameter", "inputs",
+                   "inputs: it is required (a text_input tensor, BYTES, shape [1])");
+        return;
+    }
     if (!json_is_array(inputs)) {
         http_error(c, 400, "invalid_type", "inputs", "inputs: expected an array of tensors");
         return;
@@ -111,6 +116,12 @@ void kserve_infer(http_conn *c, const char *m, json_t *body)
             text = json_string_value(v);
             text_len = json_string_length(v);
         } else if (strcmp(n, "stop") == 0) {
+            if (!json_is_array(json_object_get(in, "data"))) {
+                http_error(c, 400, "invalid_value", "inputs",
+                           "inputs[%zu] (stop): expected a data array of strings", i);
+                json_decref(merged);
+                return;
+            }
             json_object_set(merged, n, json_object_get(in, "data"));
         } else {
             json_t *v = scalar_of(in);
@@ -134,6 +145,14 @@ void kserve_infer(http_conn *c, const char *m, json_t *body)
         json_decref(merged);
         return;
     }
+    static const char *const openai_only[] = {"logprobs", "top_logprobs", "stream_options"};
+    for (size_t k = 0; k < sizeof(openai_only) / sizeof(openai_only[0]); k++)
+        if (json_object_get(merged, openai_only[k])) {
+            http_error(c, 400, "unsupported", openai_only[k],
+                       "%s: not supported on /infer (use /v1/completions)", openai_only[k]);
+            json_decref(merged);
+            return;
+        }
     inferd_request_params p = inferd_request_params_default();
     gen_opts go;
     if (params_from_json(c, merged, false, KSERVE_DEFAULT_MAX_TOKENS, &p, &go) < 0) {

@@ -392,6 +392,14 @@ static char *message_content(http_conn *c, size_t i, json_t *content)
     json_t *part;
     sbuf_add(&b, "", 0);
     json_array_foreach(content, j, part) {
+        if (!json_is_object(part)) {
+            http_error(c, 400, "invalid_type", "messages",
+                       "messages[%zu].content[%zu]: expected an object {\"type\": \"text\", "
+                       "\"text\": ...}",
+                       i, j);
+            sbuf_free(&b);
+            return NULL;
+        }
         json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
         if (!json_is_string(type) || strcmp(json_string_value(type), "text") != 0) {
             http_error(c, 400, "unsupported", "messages",

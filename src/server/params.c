@@ -212,15 +212,14 @@ int params_from_json(http_conn *c, json_t *body, bool chat, int32_t default_max_
         get_bool(c, body, "ignore_eos", &p->ignore_eos) < 0 ||
         get_bool(c, body, "stream", &go->stream) < 0)
         return -1;
-    if (sp->top_p == 0.0f) /* OpenAI's 0 keeps only the most likely token */
+    sp->top_k = (int32_t)top_k;
+    if (sp->top_p == 0.0f) { /* OpenAI's top_p 0 keeps only the most likely token */
         sp->top_k = 1;
-    if (top_k > 0)
-        sp->top_k = (int32_t)top_k;
+        sp->top_p = 1.0f;
+    }
     sp->repeat_last_n = (int32_t)last_n;
     sp->has_seed = seed_given;
     sp->seed = (uint64_t)seed;
-    if (sp->top_p == 0.0f)
-        sp->top_p = 1.0f;
     p->timeout_ms = timeout_ms;
 
     json_t *v = field(body, "priority");

@@ -367,19 +367,19 @@ static void route(http_conn *c, const char *url, const char *method)
 
     if (strcmp(url, "/health") == 0) {
         c->ep = EP_HEALTH;
-        get ? ops_health(c) : method_not_allowed(c, method, "GET");
+        get ? ops_health(c) : method_not_allowed(c, method, "GET, HEAD");
     } else if (strcmp(url, "/metrics") == 0) {
         c->ep = EP_METRICS;
-        get ? ops_metrics(c) : method_not_allowed(c, method, "GET");
+        get ? ops_metrics(c) : method_not_allowed(c, method, "GET, HEAD");
     } else if (strcmp(url, "/v1/status") == 0) {
         c->ep = EP_STATUS;
-        get ? ops_status(c) : method_not_allowed(c, method, "GET");
+        get ? ops_status(c) : method_not_allowed(c, method, "GET, HEAD");
     } else if (strcmp(url, "/v1/models") == 0) {
         c->ep = EP_MODELS;
-        get ? openai_models(c, NULL) : method_not_allowed(c, method, "GET");
+        get ? openai_models(c, NULL) : method_not_allowed(c, method, "GET, HEAD");
     } else if (path_is(url, "/v1/models/", &rest) && *rest) {
         c->ep = EP_MODELS;
-        get ? openai_models(c, rest) : method_not_allowed(c, method, "GET");
+        get ? openai_models(c, rest) : method_not_allowed(c, method, "GET, HEAD");
     } else if (strcmp(url, "/v1/completions") == 0 || strcmp(url, "/v1/chat/completions") == 0) {
         const bool chat = url[4] == 'c' && url[5] == 'h';
         c->ep = chat ? EP_CHAT : EP_COMPLETIONS;
@@ -394,17 +394,19 @@ static void route(http_conn *c, const char *url, const char *method)
         json_decref(body);
     } else if (strcmp(url, "/v2") == 0 || strcmp(url, "/v2/") == 0) {
         c->ep = EP_V2_SERVER;
-        get ? kserve_server(c) : method_not_allowed(c, method, "GET");
+        get ? kserve_server(c) : method_not_allowed(c, method, "GET, HEAD");
     } else if (strcmp(url, "/v2/health/live") == 0 || strcmp(url, "/v2/health/ready") == 0) {
         c->ep = EP_V2_HEALTH;
-        get ? kserve_health(c, url[11] == 'r') : method_not_allowed(c, method, "GET");
+        get ? kserve_health(c, url[11] == 'r') : method_not_allowed(c, method, "GET, HEAD");
     } else if (path_is(url, "/v2/models/", &rest) && *rest) {
         char m[INFERD_REGISTRY_ID_MAX], what[32] = "", ver[32] = "";
         rest = segment(rest, m, sizeof(m));
         if (strncmp(rest, "/versions/", 10) == 0) {
             rest = segment(rest + 10, ver, sizeof(ver));
+            c->ep = EP_V2_MODEL;
+            if (!server_find_model(c, m))
+                return;
             if (strcmp(ver, "1") != 0) {
-                c->ep = EP_V2_MODEL;
                 http_error(c, 404, "not_found", NULL, "model '%s' has no version '%s' (only 1)",
                            m, ver);
                 return;
@@ -426,7 +428,7 @@ static void route(http_conn *c, const char *url, const char *method)
             json_decref(body);
         } else if (what[0] == '\0' || strcmp(what, "ready") == 0) {
             c->ep = EP_V2_MODEL;
-            get ? kserve_model(c, m, what) : method_not_allowed(c, method, "GET");
+            get ? kserve_model(c, m, what) : method_not_allowed(c, method, "GET, HEAD");
         } else {
             c->ep = EP_V2_MODEL;
             http_error(c, 404, "not_found", NULL, "no route %s", url);
@@ -528,10 +530,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
+        /* A body without Content-Length (chunked) past the limit: libmicrohttpd
+         * answers only once the upload ends, so the rest is read and dropped;
+         * past 4 times the limit the connection is closed unanswered. */
         if (!c->too_large && c->body.len + *upload_data_size > s->o.max_body_bytes)
             c->too_large = true;
-        if (!c->too_large)
-            sbuf_add(&c->body, upload_data, *upload_data_size);
+        if (c->too_large) {
+            c->dropped += *upload_data_size;
+            *upload_data_size = 0;
+            return c->dropped > 4 * (uint64_t)s->o.max_body_bytes ? MHD_NO : MHD_YES;
+        }
+        sbuf_add(&c->body, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -550,6 +559,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     if (s->api_key && !is_health_probe(url) && !authorized(s, mc)) {
         http_error(c, 401, "invalid_api_key", NULL,
                    "missing or wrong API key (send 'Authorization: Bearer KEY')");
+        if (c->resp)
+            MHD_add_response_header(c->resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
         return queue(c);
     }
     route(c, url, method);

@@ -113,7 +113,8 @@ typedef struct http_conn {
     struct MHD_Connection *mc;
     uint64_t t_start_ns;
     sbuf body;
-    bool too_large;
+    bool too_large;                /* the body passed max_body_bytes */
+    uint64_t dropped;              /* bytes dropped since */
     endpoint ep;
     api_kind api;
     unsigned status;               /* of the queued response */

@@ -48,6 +48,13 @@ check '.seed == 1234'
 [[ "$(jq -r '.choices[0].text' "$tmp/out")" == "$want_seeded" ]] ||
     fail "seeded completion differs from generate: $(jq -r '.choices[0].text' "$tmp/out") vs $want_seeded"
 
+# top_p 0 keeps only the most likely token: greedy whatever the seed.
+for seed in 1 2; do
+    expect_http 200 POST /v1/completions \
+        "{\"prompt\":\"Once upon a time\",\"max_tokens\":24,\"temperature\":1,\"top_p\":0,\"seed\":$seed}"
+    [[ "$(jq -r '.choices[0].text' "$tmp/out")" == "$want" ]] || fail "top_p 0 (seed $seed) is not greedy"
+done
+
 # The prompt as token ids gives the same text.
 ids=$("$INFERD" tokenize -m "$model" --json "Once upon a time" | jq -c .ids)
 expect_http 200 POST /v1/completions "{\"prompt\":$ids,\"max_tokens\":24,\"temperature\":0}"
