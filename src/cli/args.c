@@ -224,8 +224,11 @@ int inferd__cli_parse_with_config(const char *cmd, int argc, char **argv, const 
     json_error_t je;
     json_t *cfg = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!cfg) {
-        inferd__cli_error(cmd, "config %s: %s (line %d, column %d)", path, je.text, je.line,
-                          je.column);
+        if (je.line > 0)
+            inferd__cli_error(cmd, "config %s: %s (line %d, column %d)", path, je.text, je.line,
+                              je.column);
+        else
+            inferd__cli_error(cmd, "config %s: %s", path, je.text);
         free(given);
         return -1;
     }

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "inferd/alloc.h"
 #include "inferd/log.h"
@@ -772,7 +773,12 @@ int inferd_server_create(const inferd_server_opts *opts, inferd_server **out_ser
             goto fail;
         }
         struct stat st;
-        sm->created_s = stat(sm->path, &st) == 0 ? (int64_t)st.st_mtime : (int64_t)time(NULL);
+        if (stat(sm->path, &st) != 0 || access(sm->path, R_OK) != 0) {
+            rc = inferd_fail(err, INFERD_E_IO, "model '%s': cannot read %s: %s", sm->id,
+                             sm->path, strerror(errno));
+            goto fail;
+        }
+        sm->created_s = (int64_t)st.st_mtime;
     }
     inferd_registry_opts ro = inferd_registry_opts_default();
     ro.budget_bytes = opts->budget_bytes;
