@@ -186,7 +186,8 @@ static int apply_config_value(const char *cmd, const char *path, const cli_opt *
         json_t *item;
         json_array_foreach(v, i, item) {
             if (!json_is_string(item)) {
-                inferd__cli_error(cmd, "%s: \"%s\"[%zu] must be a string", path, o->name + 2, i);
+                inferd__cli_error(cmd, "config %s: \"%s\"[%zu] must be a string", path,
+                                  o->name + 2, i);
                 return -1;
             }
             if (set_value(cmd, o, json_string_value(item)) < 0)
@@ -195,7 +196,7 @@ static int apply_config_value(const char *cmd, const char *path, const cli_opt *
         return 0;
     }
     }
-    inferd__cli_error(cmd, "%s: \"%s\" must be %s, not %s", path, o->name + 2,
+    inferd__cli_error(cmd, "config %s: \"%s\" must be %s, not %s", path, o->name + 2,
                       o->kind == CLI_FLAG ? "a boolean" : o->kind == CLI_STR ? "a string"
                       : o->kind == CLI_INT ? "an integer" : o->kind == CLI_FLOAT ? "a number"
                       : "a string or an array of strings", json_kind(v));

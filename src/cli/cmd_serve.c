@@ -35,7 +35,8 @@ static void help(void)
            "      --max-connections N   open connections (default 1024)\n"
            "      --conn-timeout S      idle connection timeout (default 30)\n"
            "      --chat-template NAME  override the models' chat template (chatml, llama-2,\n"
-           "                            llama-3, zephyr, phi-3, mistral, gemma)\n"
+           "                            llama-3, zephyr, phi-3, mistral, gemma, and variants:\n"
+           "                            see docs/http.md)\n"
            "      --log-level LEVEL     debug, info, warn or error (default info)\n"
            "      --config FILE         JSON object of these options by name, e.g.\n"
            "                            {\"model\": [\"a.gguf\"], \"port\": 8080}; flags win\n",

@@ -38,14 +38,27 @@ static const char *error_param(gen_kind kind, const char *msg)
     return NULL;
 }
 
-gen *gen_start(http_conn *c, served *sm, inferd_request_params *p, gen_kind kind)
+inferd_registry_handle *server_request_model(http_conn *c, served *sm)
 {
     inferd_server *s = c->srv;
+    inferd_registry_handle *h = NULL;
     inferd_error e = {0};
     if (atomic_load(&s->state) >= SERVER_DRAINING) {
         http_error(c, 503, "unavailable", NULL, "the server is shutting down");
         return NULL;
     }
+    int rc = server_get_model(s, sm, &h, &e);
+    if (rc == INFERD_E_BUSY || rc == INFERD_E_UNAVAILABLE)
+        http_error(c, 503, "unavailable", NULL, "model '%s' is being unloaded", sm->id);
+    else if (rc < 0)
+        http_error_code(c, rc, NULL, e.msg);
+    return rc < 0 ? NULL : h;
+}
+
+gen *gen_start(http_conn *c, served *sm, inferd_request_params *p, gen_kind kind)
+{
+    inferd_server *s = c->srv;
+    inferd_error e = {0};
     gen *g = calloc(1, sizeof(*g));
     if (!g) {
         http_error(c, 500, "internal", NULL, "no memory for the request");
@@ -58,12 +71,8 @@ gen *gen_start(http_conn *c, served *sm, inferd_request_params *p, gen_kind kind
     g->efd = -1;
     g->t_start_ns = c->t_start_ns;
     g->created = (int64_t)time(NULL);
-    int rc = server_get_model(s, sm, &g->h, &e);
-    if (rc < 0) {
-        if (rc == INFERD_E_BUSY || rc == INFERD_E_UNAVAILABLE)
-            http_error(c, 503, "unavailable", NULL, "model '%s' is being unloaded", sm->id);
-        else
-            http_error_code(c, rc, NULL, e.msg);
+    g->h = server_request_model(c, sm);
+    if (!g->h) {
         gen_free(g);
         return NULL;
     }
@@ -81,7 +90,7 @@ gen *gen_start(http_conn *c, served *sm, inferd_request_params *p, gen_kind kind
     p->on_event_ctx = g;
     g->logprobs = p->logprobs || p->top_logprobs > 0;
     g->top_logprobs = p->top_logprobs;
-    rc = inferd_sched_submit(inferd_registry_handle_sched(g->h), p, &g->req, &e);
+    int rc = inferd_sched_submit(inferd_registry_handle_sched(g->h), p, &g->req, &e);
     if (rc < 0) {
         if (rc == INFERD_E_OVERLOADED)
             http_error(c, 503, "overloaded", NULL, "model '%s' is overloaded: %s", sm->id, e.msg);

@@ -151,8 +151,7 @@ static void sse_error_and_end(gen *g, const inferd_event *ev)
     const char *code = ev->code == INFERD_E_TIMEOUT ? "timeout" : inferd_error_wire_code(ev->code);
     unsigned status = (unsigned)inferd_error_http_status(ev->code);
     sse(g, json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", g->err_msg, "type",
-                     status >= 500 ? "server_error" : "invalid_request_error", "param", "code",
-                     code));
+                     server_openai_type(status), "param", "code", code));
     sbuf_add(&g->out, "data: [DONE]\n\n", 14);
 }
 
@@ -496,13 +495,9 @@ void openai_chat(http_conn *c, json_t *body)
     }
     /* The template comes from the model: take a handle (loading it if
      * needed) to read it; gen_start takes its own. */
-    inferd_registry_handle *h = NULL;
-    inferd_error e = {0};
-    int rc = server_get_model(c->srv, sm, &h, &e);
-    if (rc < 0) {
-        http_error_code(c, rc, NULL, e.msg);
+    inferd_registry_handle *h = server_request_model(c, sm);
+    if (!h)
         return;
-    }
     inferd_chat_template t = server_model_template(c->srv, sm, inferd_registry_handle_model(h));
     size_t len = 0;
     char *prompt = render_messages(c, msgs, t, &len);

@@ -254,8 +254,10 @@ void ops_status(http_conn *c)
         const served *sm = &s->models[i];
         json_t *m = json_pack("{s:s,s:s,s:b}", "id", sm->id, "path", sm->path, "loaded",
                               f[i].loaded);
+        const char *reg_state = "unloaded";
         for (size_t k = 0; k < n_info && k < INFERD_SERVER_MODELS_MAX; k++)
             if (strcmp(info[k].id, sm->id) == 0) {
+                reg_state = inferd_registry_state_name(info[k].state);
                 json_object_set_new(m, "weight_bytes", json_integer((json_int_t)info[k].weight_bytes));
                 json_object_set_new(m, "state_bytes", json_integer((json_int_t)info[k].state_bytes));
                 json_object_set_new(m, "requests_in_flight", json_integer(info[k].n_handles));
@@ -266,7 +268,11 @@ void ops_status(http_conn *c)
             slots += st->n_slots;
             busy += st->slots_busy;
             queued += q;
-            json_object_set_new(m, "state", json_string(inferd_sched_state_name(st->state)));
+            /* The scheduler's state, unless the registry is unloading it. */
+            json_object_set_new(m, "state",
+                                json_string(strcmp(reg_state, "unloading") == 0
+                                                ? reg_state
+                                                : inferd_sched_state_name(st->state)));
             json_object_set_new(m, "slots", json_integer(st->n_slots));
             json_object_set_new(m, "slots_busy", json_integer(st->slots_busy));
             json_object_set_new(m, "queue_depth", json_integer(q));
@@ -287,7 +293,7 @@ void ops_status(http_conn *c)
             json_object_set_new(m, "ttft_ms", pct_json(&st->ttft));
             json_object_set_new(m, "itl_ms", pct_json(&st->itl));
         } else {
-            json_object_set_new(m, "state", json_string("unloaded"));
+            json_object_set_new(m, "state", json_string(reg_state)); /* loading or unloaded */
         }
         if (sm->tmpl_ready)
             json_object_set_new(m, "chat_template",

@@ -148,15 +148,12 @@ void http_json(http_conn *c, unsigned status, json_t *body)
     http_text(c, status, "application/json", s, n);
 }
 
-/* The OpenAI error "type" for a status. */
-static const char *openai_type(unsigned status)
+const char *server_openai_type(unsigned status)
 {
     if (status == 401)
         return "authentication_error";
     if (status == 404)
         return "not_found_error";
-    if (status == 503)
-        return "overloaded_error";
     return status >= 500 ? "server_error" : "invalid_request_error";
 }
 
@@ -173,7 +170,7 @@ void http_error(http_conn *c, unsigned status, const char *code, const char *par
         o = json_pack("{s:s}", "error", msg);
     } else {
         o = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", msg, "type",
-                      openai_type(status), "param", param ? json_string(param) : json_null(),
+                      server_openai_type(status), "param", param ? json_string(param) : json_null(),
                       "code", code ? json_string(code) : json_null());
     }
     http_json(c, status, o);
@@ -741,10 +738,13 @@ int inferd_server_create(const inferd_server_opts *opts, inferd_server **out_ser
     }
     if (opts->chat_template) {
         if (inferd_chat_template_parse(opts->chat_template, &s->tmpl_force) != 0) {
-            rc = inferd_fail(err, INFERD_E_INVALID,
-                             "chat-template: '%s' is not one of chatml, llama-2, llama-3, "
-                             "zephyr, phi-3, mistral, gemma",
-                             opts->chat_template);
+            char names[512] = "";
+            size_t len = 0;
+            for (int t = 0; t < INFERD_CHAT_TEMPLATE_COUNT && len < sizeof(names); t++)
+                len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s", t ? ", " : "",
+                                        inferd_chat_template_name((inferd_chat_template)t));
+            rc = inferd_fail(err, INFERD_E_INVALID, "chat-template: '%s' is not one of %s",
+                             opts->chat_template, names);
             goto fail;
         }
         s->tmpl_forced = true;

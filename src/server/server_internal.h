@@ -129,6 +129,8 @@ void http_text(http_conn *c, unsigned status, const char *content_type, char *te
                                    /* text: malloc'd (free()), taken */
 void http_error(http_conn *c, unsigned status, const char *code, const char *param,
                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The OpenAI error "type" that goes with an HTTP status. */
+const char *server_openai_type(unsigned status);
 /* An inferd error code and message as an HTTP error (status from the code). */
 void http_error_code(http_conn *c, int code, const char *param, const char *msg);
 
@@ -146,6 +148,10 @@ inferd_chat_template server_model_template(inferd_server *s, served *sm,
 /* A handle to @p sm, loading it if needed, with the server's options. */
 int server_get_model(inferd_server *s, const served *sm, inferd_registry_handle **h,
                      inferd_error *err);
+
+/* A handle to @p sm for an inference request; NULL and the error response
+ * (503 while shutting down or unloading, the load's error) on failure. */
+inferd_registry_handle *server_request_model(http_conn *c, served *sm);
 
 void server_count_generation(inferd_server *s, uint32_t n_gen, double overhead_s,
                              bool has_overhead);

@@ -58,7 +58,7 @@ wait_status '.models[0].queue_depth == 1'
 code=$(curl -s -D "$tmp/headers" -o "$tmp/out" -w '%{http_code}' "$url/v1/completions" \
     -d '{"prompt":"Hello","max_tokens":4}')
 [[ "$code" == 503 ]] || fail "full queue answered $code: $(cat "$tmp/out")"
-check '.error.code == "overloaded" and .error.type == "overloaded_error"'
+check '.error.code == "overloaded" and .error.type == "server_error"'
 grep -qi '^Retry-After: 1' "$tmp/headers" || fail "no Retry-After: $(cat "$tmp/headers")"
 
 # A client that hangs up mid-stream: its request is cancelled, the queued one runs.
