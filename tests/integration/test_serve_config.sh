@@ -32,6 +32,19 @@ check '.error.code == "context_length_exceeded"'
 serve_stop
 [[ "$serve_rc" == 0 ]] || fail "serve exited $serve_rc"
 
+# --conn-timeout: an idle connection is closed by the server (1 s here; the
+# 20 s bound only keeps a broken server from hanging the test).
+serve_start -m "$model" -t 1 --conn-timeout 1
+serve_wait_ready
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+rc=0
+timeout 20 cat <&3 >/dev/null || rc=$?
+exec 3<&-
+[[ "$rc" == 0 ]] || fail "an idle connection was not closed (cat exited $rc)"
+still_serves
+serve_stop
+[[ "$serve_rc" == 0 ]] || fail "serve exited $serve_rc"
+
 # Bad options and files: exit 2 and one line saying what is wrong.
 echo '{"port": "eighty"}' >"$tmp/bad1.json"
 expect_error 2 '"port" must be an integer, not a string' serve -m "$model" --config "$tmp/bad1.json"
