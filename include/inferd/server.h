@@ -83,6 +83,11 @@ uint16_t inferd_server_port(const inferd_server *s);
  */
 int inferd_server_load_models(inferd_server *s, inferd_error *err);
 
+/** What the loaded models take: weights + state bytes, and their sequence
+ * slots together. */
+void inferd_server_capacity(inferd_server *s, uint64_t *out_memory_bytes,
+                            uint32_t *out_slots_total);
+
 /**
  * Drain: new inference requests get 503 (code "unavailable"), /health
  * answers 503, the accepted requests are served for at most the grace

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "inferd/log.h"
+#include "inferd/readycb.h"
 #include "inferd/server.h"
 
 #define CMD "serve"
@@ -37,10 +38,40 @@ static void help(void)
            "      --chat-template NAME  override the models' chat template (chatml, llama-2,\n"
            "                            llama-3, zephyr, phi-3, mistral, gemma, and variants:\n"
            "                            see docs/http.md)\n"
+           "      --worker-id ID        this worker's id (default: a random UUID)\n"
+           "      --ready-callback URL  once the models are loaded, POST the worker's\n"
+           "                            endpoint and capacity there (retried on errors\n"
+           "                            and 5xx; a 4xx or giving up exits 1)\n"
+           "      --pool-id ID          pool id sent with the ready callback\n"
+           "      --ready-retries N     ready callback attempts (default 8)\n"
            "      --log-level LEVEL     debug, info, warn or error (default info)\n"
            "      --config FILE         JSON object of these options by name, e.g.\n"
            "                            {\"model\": [\"a.gguf\"], \"port\": 8080}; flags win\n",
            INFERD_SERVER_MODELS_MAX);
+}
+
+/* The readiness callback: this worker's endpoint and capacity. */
+static int announce(inferd_server *srv, const inferd_server_opts *so, const char *worker_id,
+                    const char *url, const char *pool_id, uint32_t attempts, inferd_error *err)
+{
+    char uuid[37], endpoint[300];
+    if (!worker_id) {
+        inferd_uuid4(uuid);
+        worker_id = uuid;
+    }
+    const bool v6 = strchr(so->host, ':') != NULL;
+    snprintf(endpoint, sizeof(endpoint), "http://%s%s%s:%u", v6 ? "[" : "", so->host,
+             v6 ? "]" : "", (unsigned)inferd_server_port(srv));
+    inferd_ready_cb cb = inferd_ready_cb_default();
+    cb.url = url;
+    cb.worker_id = worker_id;
+    cb.pool_id = pool_id;
+    cb.endpoint = endpoint;
+    cb.engine_version = INFERD_VERSION;
+    cb.model_ref = so->models[0].path;
+    cb.max_attempts = attempts;
+    inferd_server_capacity(srv, &cb.memory_bytes, &cb.slots_total);
+    return inferd_ready_cb_post(&cb, err);
 }
 
 int inferd__cmd_serve(int argc, char **argv)
@@ -48,10 +79,10 @@ int inferd__cmd_serve(int argc, char **argv)
     const char *models[INFERD_SERVER_MODELS_MAX], *aliases[INFERD_SERVER_MODELS_MAX];
     int n_models = 0, n_aliases = 0, n_pos = 0;
     const char *host = "127.0.0.1", *api_key = NULL, *tmpl = NULL, *config = NULL,
-               *log_level = NULL;
+               *log_level = NULL, *worker_id = NULL, *ready_url = NULL, *pool_id = NULL;
     int64_t port = 8080, parallel = 4, queue = 64, ctx = 0, threads = 0, chunk = 128,
             keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000,
-            max_body = 1 << 20, max_conn = 1024, conn_timeout = 30;
+            max_body = 1 << 20, max_conn = 1024, conn_timeout = 30, ready_retries = 8;
     bool want_help = false;
     const char *pos[1];
 
@@ -76,6 +107,10 @@ int inferd__cmd_serve(int argc, char **argv)
         {"--conn-timeout", NULL, CLI_INT, &conn_timeout, 1, 86400, NULL, 0, NULL},
         {"--chat-template", NULL, CLI_STR, &tmpl, 0, 0, NULL, 0, NULL},
         {"--log-level", NULL, CLI_STR, &log_level, 0, 0, NULL, 0, NULL},
+        {"--worker-id", NULL, CLI_STR, &worker_id, 0, 0, NULL, 0, NULL},
+        {"--ready-callback", NULL, CLI_STR, &ready_url, 0, 0, NULL, 0, NULL},
+        {"--pool-id", NULL, CLI_STR, &pool_id, 0, 0, NULL, 0, NULL},
+        {"--ready-retries", NULL, CLI_INT, &ready_retries, 1, 1000, NULL, 0, NULL},
         {"--config", NULL, CLI_STR, &config, 0, 0, NULL, 0, NULL},
         {"--help", "-h", CLI_FLAG, &want_help, 0, 0, NULL, 0, NULL},
         {NULL, NULL, 0, NULL, 0, 0, NULL, 0, NULL},
@@ -155,6 +190,13 @@ int inferd__cmd_serve(int argc, char **argv)
     }
     inferd_log_info("serve", "ready: %d model%s, %lld slots each", n_models,
                     n_models == 1 ? "" : "s", (long long)parallel);
+    if (ready_url && announce(srv, &so, worker_id, ready_url, pool_id, (uint32_t)ready_retries,
+                              &err) < 0) {
+        inferd__cli_error(CMD, "%s", err.msg);
+        inferd_server_drain(srv);
+        inferd_server_destroy(srv);
+        return CLI_EXIT_FAIL;
+    }
     int sig = 0;
     sigwait(&sigs, &sig);
     inferd_log_info("serve", "%s: draining (grace %lld ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",

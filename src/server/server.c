@@ -836,6 +836,21 @@ int inferd_server_load_models(inferd_server *s, inferd_error *err)
     return 0;
 }
 
+void inferd_server_capacity(inferd_server *s, uint64_t *out_memory_bytes,
+                            uint32_t *out_slots_total)
+{
+    inferd_registry_metrics rm;
+    inferd_registry_get_metrics(s->reg, &rm);
+    uint32_t slots = 0;
+    for (size_t i = 0; i < s->n_models; i++) {
+        inferd_sched_stats st;
+        if (inferd_registry_sched_stats(s->reg, s->models[i].id, &st) == 0)
+            slots += st.n_slots;
+    }
+    *out_memory_bytes = rm.bytes_resident;
+    *out_slots_total = slots;
+}
+
 typedef struct drain_job {
     inferd_server *s;
     inferd_registry_handle *h;
