@@ -200,6 +200,22 @@ void gen_count(gen *g)
     server_count_generation(g->srv, g->done.n_gen, http_s - g->done.total_ms / 1e3, true);
 }
 
+void gen_respond(gen *g, gen_build_fn build, void *ctx)
+{
+    http_conn *c = g->c;
+    if (gen_collect(g) == INFERD_E_CANCELLED) {
+        c->close = true; /* the client left: no response */
+    } else if (g->done.type == INFERD_EVENT_ERROR) {
+        gen_error_response(g);
+    } else if (g->text.failed) {
+        http_error(c, 500, "internal", NULL, "no memory for the response");
+    } else {
+        http_json(c, 200, build(g, ctx));
+        gen_count(g);
+    }
+    gen_free(g);
+}
+
 void gen_error_response(gen *g)
 {
     int code = g->done.code;

@@ -67,6 +67,21 @@ static json_t *scalar_of(json_t *in)
     return json_is_array(d) ? NULL : d;
 }
 
+/* The /infer response; @p ctx is the request's "id" (echoed when a string). */
+static json_t *build_infer(gen *g, void *ctx)
+{
+    json_t *o = json_pack(
+        "{s:s,s:s,s:[{s:s,s:s,s:[i],s:[s%]}],s:{s:s,s:i,s:i,s:I}}", "model_name", g->sm->id,
+        "model_version", "1", "outputs", "name", "text_output", "datatype", "BYTES", "shape", 1,
+        "data", g->text.p ? g->text.p : "", g->text.len, "parameters", "finish_reason",
+        gen_finish_name(g->done.finish), "prompt_tokens", (int)g->done.n_prompt,
+        "completion_tokens", (int)g->done.n_gen, "seed", (json_int_t)g->done.seed);
+    json_t *id = ctx;
+    if (o && json_is_string(id))
+        json_object_set(o, "id", id);
+    return o;
+}
+
 void kserve_infer(http_conn *c, const char *m, json_t *body)
 {
     served *sm = server_find_model(c, m);
@@ -171,26 +186,7 @@ void kserve_infer(http_conn *c, const char *m, json_t *body)
     json_decref(merged); /* stop strings were copied by submit */
     if (!g)
         return;
-    if (gen_collect(g) == INFERD_E_CANCELLED) {
-        gen_free(g);
-        return;
-    }
-    if (g->done.type == INFERD_EVENT_ERROR) {
-        gen_error_response(g);
-    } else {
-        json_t *o = json_pack(
-            "{s:s,s:s,s:[{s:s,s:s,s:[i],s:[s%]}],s:{s:s,s:i,s:i,s:I}}", "model_name", sm->id,
-            "model_version", "1", "outputs", "name", "text_output", "datatype", "BYTES", "shape",
-            1, "data", g->text.p ? g->text.p : "", g->text.len, "parameters", "finish_reason",
-            gen_finish_name(g->done.finish), "prompt_tokens", (int)g->done.n_prompt,
-            "completion_tokens", (int)g->done.n_gen, "seed", (json_int_t)g->done.seed);
-        json_t *id = json_object_get(body, "id");
-        if (json_is_string(id))
-            json_object_set(o, "id", id);
-        http_json(c, 200, o);
-        gen_count(g);
-    }
-    gen_free(g);
+    gen_respond(g, build_infer, json_object_get(body, "id"));
 }
 
 void kserve_repository_index(http_conn *c, json_t *body)
@@ -229,16 +225,9 @@ void kserve_repository_load(http_conn *c, const char *m, bool load)
         return;
     inferd_error e = {0};
     if (load) {
-        if (atomic_load(&c->srv->state) >= SERVER_DRAINING) {
-            http_error(c, 503, "unavailable", NULL, "the server is shutting down");
+        inferd_registry_handle *h = server_request_model(c, sm);
+        if (!h)
             return;
-        }
-        inferd_registry_handle *h = NULL;
-        int rc = server_get_model(c->srv, sm, &h, &e);
-        if (rc < 0) {
-            http_error_code(c, rc, NULL, e.msg);
-            return;
-        }
         server_model_template(c->srv, sm, inferd_registry_handle_model(h));
         inferd_registry_release(c->srv->reg, h);
         http_json(c, 200, json_object());

@@ -233,34 +233,19 @@ static void fmt_chat(gen *g, const inferd_event *ev)
 
 /* ---- running a request ---- */
 
-/* Non-streamed: wait for the end and answer with @p build's object. */
-static void run(http_conn *c, gen *g, const gen_opts *go, gen_fmt_fn fmt,
-                json_t *(*build)(gen *g))
+static void run(gen *g, const gen_opts *go, gen_fmt_fn fmt, gen_build_fn build)
 {
     g->stream = go->stream;
     g->include_usage = go->include_usage;
-    if (go->stream) {
+    if (go->stream)
         gen_stream(g, fmt);
-        return;
-    }
-    if (gen_collect(g) == INFERD_E_CANCELLED) {
-        c->close = true; /* the client left: no response */
-        gen_free(g);
-        return;
-    }
-    if (g->done.type == INFERD_EVENT_ERROR)
-        gen_error_response(g);
-    else if (g->text.failed)
-        http_error(c, 500, "internal", NULL, "no memory for the response");
-    else {
-        http_json(c, 200, build(g));
-        gen_count(g);
-    }
-    gen_free(g);
+    else
+        gen_respond(g, build, NULL);
 }
 
-static json_t *build_completion(gen *g)
+static json_t *build_completion(gen *g, void *ctx)
 {
+    (void)ctx;
     json_t *o = chunk_head(g, "text_completion");
     json_t *lp = g->logprobs ? completion_logprobs(g, 0, g->n_toks) : json_null();
     json_object_set_new(o, "choices",
@@ -272,8 +257,9 @@ static json_t *build_completion(gen *g)
     return o;
 }
 
-static json_t *build_chat(gen *g)
+static json_t *build_chat(gen *g, void *ctx)
 {
+    (void)ctx;
     json_t *o = chunk_head(g, "chat.completion");
     json_t *lp = g->logprobs ? chat_logprobs(g, 0, g->n_toks) : json_null();
     json_object_set_new(
@@ -368,7 +354,7 @@ void openai_completions(http_conn *c, json_t *body)
     if (!g)
         return;
     make_id(g, "cmpl");
-    run(c, g, &go, fmt_completion, build_completion);
+    run(g, &go, fmt_completion, build_completion);
 }
 
 /* ---- /v1/chat/completions ---- */
@@ -515,5 +501,5 @@ void openai_chat(http_conn *c, json_t *body)
     if (!g)
         return;
     make_id(g, "chatcmpl");
-    run(c, g, &go, fmt_chat, build_chat);
+    run(g, &go, fmt_chat, build_chat);
 }

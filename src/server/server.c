@@ -361,7 +361,6 @@ static void route(http_conn *c, const char *url, const char *method)
 {
     const char *rest;
     const bool get = is_get(method), post = strcmp(method, "POST") == 0;
-    c->api = strncmp(url, "/v2", 3) == 0 ? API_KSERVE : API_OPENAI;
 
     if (strcmp(url, "/health") == 0) {
         c->ep = EP_HEALTH;

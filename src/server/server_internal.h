@@ -214,6 +214,11 @@ int gen_collect(gen *g);
  * time is the time since the request began less the scheduler's. */
 void gen_count(gen *g);
 void gen_free(gen *g);
+/* Non-streamed: read @p g to its end and set the response on its
+ * connection: build(g, ctx)'s JSON when it is DONE, the matching HTTP error
+ * for an ERROR, none when the client left. Counts it, frees g. */
+typedef json_t *(*gen_build_fn)(gen *g, void *ctx);
+void gen_respond(gen *g, gen_build_fn build, void *ctx);
 /* For an ERROR event: set the matching HTTP error on c. */
 void gen_error_response(gen *g);
 /* Stream @p g as SSE: queue a 200 text/event-stream on g->c whose body the
