@@ -170,7 +170,9 @@ void kserve_infer(http_conn *c, const char *m, json_t *body)
         }
     inferd_request_params p = inferd_request_params_default();
     gen_opts go;
-    if (params_from_json(c, merged, false, KSERVE_DEFAULT_MAX_TOKENS, &p, &go) < 0) {
+    req_err re;
+    if (params_from_json(&re, merged, false, KSERVE_DEFAULT_MAX_TOKENS, &p, &go) < 0) {
+        http_req_error(c, &re);
         json_decref(merged);
         return;
     }

@@ -292,8 +292,11 @@ void openai_completions(http_conn *c, json_t *body)
         return;
     inferd_request_params p = inferd_request_params_default();
     gen_opts go;
-    if (params_from_json(c, body, false, COMPLETION_DEFAULT_MAX_TOKENS, &p, &go) < 0)
+    req_err re;
+    if (params_from_json(&re, body, false, COMPLETION_DEFAULT_MAX_TOKENS, &p, &go) < 0) {
+        http_req_error(c, &re);
         return;
+    }
 
     /* The prompt: a string, or token ids; an array of one of those. */
     json_t *pr = json_object_get(body, "prompt");
@@ -359,104 +362,6 @@ void openai_completions(http_conn *c, json_t *body)
 
 /* ---- /v1/chat/completions ---- */
 
-/* Message @p i's content: a string, or an array of text parts (joined).
- * Returns a malloc'd string or NULL with the response set. */
-static char *message_content(http_conn *c, size_t i, json_t *content)
-{
-    if (json_is_string(content))
-        return strdup(json_string_value(content));
-    if (json_is_null(content) || !content)
-        return strdup("");
-    if (!json_is_array(content)) {
-        http_error(c, 400, "invalid_type", "messages",
-                   "messages[%zu].content: expected a string or an array of text parts", i);
-        return NULL;
-    }
-    sbuf b = {0};
-    size_t j;
-    json_t *part;
-    sbuf_add(&b, "", 0);
-    json_array_foreach(content, j, part) {
-        if (!json_is_object(part)) {
-            http_error(c, 400, "invalid_type", "messages",
-                       "messages[%zu].content[%zu]: expected an object {\"type\": \"text\", "
-                       "\"text\": ...}",
-                       i, j);
-            sbuf_free(&b);
-            return NULL;
-        }
-        json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
-        if (!json_is_string(type) || strcmp(json_string_value(type), "text") != 0) {
-            http_error(c, 400, "unsupported", "messages",
-                       "messages[%zu].content[%zu]: only parts of type \"text\" are supported",
-                       i, j);
-            sbuf_free(&b);
-            return NULL;
-        }
-        if (!json_is_string(text)) {
-            http_error(c, 400, "invalid_type", "messages",
-                       "messages[%zu].content[%zu].text: expected a string", i, j);
-            sbuf_free(&b);
-            return NULL;
-        }
-        sbuf_add(&b, json_string_value(text), json_string_length(text));
-    }
-    if (b.failed) {
-        sbuf_free(&b);
-        http_error(c, 500, "internal", NULL, "no memory for the messages");
-        return NULL;
-    }
-    return b.p;
-}
-
-/* Render the messages with the model's template. Returns the prompt
- * (inferd_free) or NULL with the response set. */
-static char *render_messages(http_conn *c, json_t *msgs, inferd_chat_template t, size_t *len)
-{
-    size_t n = json_array_size(msgs), i;
-    inferd_chat_message *m = calloc(n ? n : 1, sizeof(*m));
-    char **contents = calloc(n ? n : 1, sizeof(char *));
-    char *out = NULL;
-    json_t *msg;
-    if (!m || !contents) {
-        http_error(c, 500, "internal", NULL, "no memory for the messages");
-        goto done;
-    }
-    json_array_foreach(msgs, i, msg) {
-        if (!json_is_object(msg)) {
-            http_error(c, 400, "invalid_type", "messages", "messages[%zu]: expected an object", i);
-            goto done;
-        }
-        json_t *role = json_object_get(msg, "role");
-        if (!json_is_string(role)) {
-            http_error(c, 400, "invalid_type", "messages",
-                       "messages[%zu].role: expected a string", i);
-            goto done;
-        }
-        contents[i] = message_content(c, i, json_object_get(msg, "content"));
-        if (!contents[i])
-            goto done;
-        m[i].role = json_string_value(role);
-        m[i].content = contents[i];
-    }
-    inferd_error e = {0};
-    int rc = inferd_chat_render(t, m, n, true, &out, len, &e);
-    if (rc < 0) {
-        out = NULL;
-        if (rc == INFERD_E_NOMEM)
-            http_error(c, 500, "internal", NULL, "%s", e.msg);
-        else
-            http_error(c, 400, "invalid_value", "messages", "%s", e.msg);
-    }
-done:
-    if (contents)
-        for (size_t k = 0; k < n; k++)
-            free(contents[k]);
-    free(contents);
-    free(m);
-    return out;
-}
-
 void openai_chat(http_conn *c, json_t *body)
 {
     served *sm = request_model(c, body);
@@ -464,19 +369,11 @@ void openai_chat(http_conn *c, json_t *body)
         return;
     inferd_request_params p = inferd_request_params_default();
     gen_opts go;
-    if (params_from_json(c, body, true, CHAT_DEFAULT_MAX_TOKENS, &p, &go) < 0)
-        return;
+    req_err re;
     json_t *msgs = json_object_get(body, "messages");
-    if (!msgs || json_is_null(msgs)) {
-        http_error(c, 400, "missing_required_parameter", "messages", "messages: it is required");
-        return;
-    }
-    if (!json_is_array(msgs)) {
-        http_error(c, 400, "invalid_type", "messages", "messages: expected an array");
-        return;
-    }
-    if (json_array_size(msgs) == 0) {
-        http_error(c, 400, "invalid_value", "messages", "messages: it is empty");
+    if (params_from_json(&re, body, true, CHAT_DEFAULT_MAX_TOKENS, &p, &go) < 0 ||
+        param_messages(&re, msgs) < 0) {
+        http_req_error(c, &re);
         return;
     }
     /* The template comes from the model: take a handle (loading it if
@@ -486,8 +383,9 @@ void openai_chat(http_conn *c, json_t *body)
         return;
     inferd_chat_template t = server_model_template(c->srv, sm, inferd_registry_handle_model(h));
     size_t len = 0;
-    char *prompt = render_messages(c, msgs, t, &len);
+    char *prompt = param_render_messages(&re, msgs, t, &len);
     if (!prompt) {
+        http_req_error(c, &re);
         inferd_registry_release(c->srv->reg, h);
         return;
     }

@@ -187,6 +187,11 @@ void http_error_code(http_conn *c, int code, const char *param, const char *msg)
     http_error(c, status, wire, param, "%s", msg);
 }
 
+void http_req_error(http_conn *c, const req_err *e)
+{
+    http_error(c, e->status, e->code, e->param, "%s", e->msg);
+}
+
 /* ---- models ---- */
 
 served *server_find_model(http_conn *c, const char *id)

@@ -232,6 +232,36 @@ const char *gen_finish_name(inferd_finish f);
 
 /* ---- request parameters shared by the APIs (params.c) ---- */
 
+/* A request's error, before it is an HTTP response or a NATS error event. */
+typedef struct req_err {
+    unsigned status;               /* HTTP status: 400, 404, 500, 503, ... */
+    const char *code;              /* static: "invalid_type", "invalid_value", ... */
+    const char *param;             /* static: the field it is about, or NULL */
+    char msg[256];
+} req_err;
+
+/* Set @p e; returns -1. */
+int req_fail(req_err *e, unsigned status, const char *code, const char *param, const char *fmt,
+             ...) __attribute__((format(printf, 5, 6)));
+/* @p e as the HTTP error response of c. */
+void http_req_error(http_conn *c, const req_err *e);
+
+/* Field readers: 0 (absent or null: *out untouched; else read and checked),
+ * or -1 with e set (wrong type, out of [lo, hi]). */
+json_t *param_field(json_t *body, const char *name); /* present and not null */
+const char *param_type_name(const json_t *v);
+int param_number(req_err *e, json_t *body, const char *name, double lo, double hi, float *out);
+int param_int(req_err *e, json_t *body, const char *name, int64_t lo, int64_t hi, int64_t *out,
+              bool *given);
+int param_bool(req_err *e, json_t *body, const char *name, bool *out);
+int param_stop(req_err *e, json_t *body, inferd_request_params *p); /* "stop" */
+int param_priority(req_err *e, json_t *body, inferd_request_params *p); /* "priority" */
+/* "messages": required, a non-empty array. */
+int param_messages(req_err *e, json_t *msgs);
+/* Render checked @p msgs ({role, content: string or text parts}) with @p t:
+ * the prompt (inferd_free) and its length, or NULL with e set. */
+char *param_render_messages(req_err *e, json_t *msgs, inferd_chat_template t, size_t *len);
+
 typedef struct gen_opts {
     bool stream, include_usage;
     bool logprobs;
@@ -240,8 +270,8 @@ typedef struct gen_opts {
 
 /* Read the sampling and generation fields of an OpenAI-style @p body into
  * @p p (stop strings point into body). @p chat selects chat's names for
- * logprobs. On error sets the response on c and returns -1. */
-int params_from_json(http_conn *c, json_t *body, bool chat, int32_t default_max_tokens,
+ * logprobs. On error sets e and returns -1. */
+int params_from_json(req_err *e, json_t *body, bool chat, int32_t default_max_tokens,
                      inferd_request_params *p, gen_opts *go);
 
 /* ---- endpoints ---- */
