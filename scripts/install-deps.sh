@@ -5,12 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libmicrohttpd: the HTTP server; libcurl: the readiness callback. prometheus: promtool, which checks
+# libmicrohttpd: the HTTP server; libcurl: the readiness callback; libnats:
+# the NATS worker, and nats-server for its tests. prometheus: promtool, which checks
 # /metrics in the tests (on a systemd host the package also installs a
 # Prometheus service). curl and jq drive the integration tests.
 pkgs=(build-essential cmake pkg-config git clang libclang-rt-14-dev
-      libjansson-dev libcmocka-dev libmicrohttpd-dev libcurl4-openssl-dev python3 jq
-      curl prometheus)
+      libjansson-dev libcmocka-dev libmicrohttpd-dev libcurl4-openssl-dev libnats-dev
+      nats-server python3 jq curl prometheus)
 # Node.js and npm run the official `openai` client in the tests; a Node.js
 # installed another way (with its own npm) is used as it is.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

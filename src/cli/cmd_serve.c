@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "inferd/log.h"
+#include "inferd/natsworker.h"
 #include "inferd/readycb.h"
 #include "inferd/server.h"
 
@@ -39,6 +40,11 @@ static void help(void)
            "                            llama-3, zephyr, phi-3, mistral, gemma, and variants:\n"
            "                            see docs/http.md)\n"
            "      --worker-id ID        this worker's id (default: a random UUID)\n"
+           "      --nats URL            also join the NATS cluster at URL (comma-separated\n"
+           "                            servers): register, heartbeats, inference on\n"
+           "                            worker.ID.inference and inference.MODEL (docs/nats.md)\n"
+           "      --heartbeat-ms MS     NATS heartbeat interval (default 5000)\n"
+           "      --worker-tags LIST    comma-separated tags sent with the registration\n"
            "      --ready-callback URL  once the models are loaded, POST the worker's\n"
            "                            endpoint and capacity there (retried on errors\n"
            "                            and 5xx; a 4xx or giving up exits 1)\n"
@@ -54,11 +60,7 @@ static void help(void)
 static int announce(inferd_server *srv, const inferd_server_opts *so, const char *worker_id,
                     const char *url, const char *pool_id, uint32_t attempts, inferd_error *err)
 {
-    char uuid[37], endpoint[300];
-    if (!worker_id) {
-        inferd_uuid4(uuid);
-        worker_id = uuid;
-    }
+    char endpoint[300];
     const bool v6 = strchr(so->host, ':') != NULL;
     snprintf(endpoint, sizeof(endpoint), "http://%s%s%s:%u", v6 ? "[" : "", so->host,
              v6 ? "]" : "", (unsigned)inferd_server_port(srv));
@@ -79,10 +81,12 @@ int inferd__cmd_serve(int argc, char **argv)
     const char *models[INFERD_SERVER_MODELS_MAX], *aliases[INFERD_SERVER_MODELS_MAX];
     int n_models = 0, n_aliases = 0, n_pos = 0;
     const char *host = "127.0.0.1", *api_key = NULL, *tmpl = NULL, *config = NULL,
-               *log_level = NULL, *worker_id = NULL, *ready_url = NULL, *pool_id = NULL;
+               *log_level = NULL, *worker_id = NULL, *ready_url = NULL, *pool_id = NULL,
+               *nats_url = NULL, *worker_tags = NULL;
     int64_t port = 8080, parallel = 4, queue = 64, ctx = 0, threads = 0, chunk = 128,
             keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000,
-            max_body = 1 << 20, max_conn = 1024, conn_timeout = 30, ready_retries = 8;
+            max_body = 1 << 20, max_conn = 1024, conn_timeout = 30, ready_retries = 8,
+            heartbeat_ms = 5000;
     bool want_help = false;
     const char *pos[1];
 
@@ -111,6 +115,9 @@ int inferd__cmd_serve(int argc, char **argv)
         {"--ready-callback", NULL, CLI_STR, &ready_url, 0, 0, NULL, 0, NULL},
         {"--pool-id", NULL, CLI_STR, &pool_id, 0, 0, NULL, 0, NULL},
         {"--ready-retries", NULL, CLI_INT, &ready_retries, 1, 1000, NULL, 0, NULL},
+        {"--nats", NULL, CLI_STR, &nats_url, 0, 0, NULL, 0, NULL},
+        {"--heartbeat-ms", NULL, CLI_INT, &heartbeat_ms, 100, 3600000, NULL, 0, NULL},
+        {"--worker-tags", NULL, CLI_STR, &worker_tags, 0, 0, NULL, 0, NULL},
         {"--config", NULL, CLI_STR, &config, 0, 0, NULL, 0, NULL},
         {"--help", "-h", CLI_FLAG, &want_help, 0, 0, NULL, 0, NULL},
         {NULL, NULL, 0, NULL, 0, 0, NULL, 0, NULL},
@@ -140,6 +147,11 @@ int inferd__cmd_serve(int argc, char **argv)
     }
     if (!api_key)
         api_key = getenv("INFERD_API_KEY");
+    char uuid[37];
+    if (!worker_id) {
+        inferd_uuid4(uuid);
+        worker_id = uuid;
+    }
 
     inferd_server_opts so = inferd_server_opts_default();
     so.host = host;
@@ -183,26 +195,45 @@ int inferd__cmd_serve(int argc, char **argv)
     }
     inferd_log_info("serve", "listening on http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
                     host, strchr(host, ':') ? "]" : "", (unsigned)inferd_server_port(srv));
-    if (inferd_server_load_models(srv, &err) < 0) {
-        inferd__cli_error(CMD, "%s", err.msg);
-        inferd_server_destroy(srv);
-        return CLI_EXIT_FAIL;
+    inferd_nats_worker *nw = NULL;
+    if (nats_url) {
+        inferd_nats_opts no = inferd_nats_opts_default();
+        no.url = nats_url;
+        no.worker_id = worker_id;
+        no.tags = worker_tags;
+        no.heartbeat_ms = heartbeat_ms;
+        no.max_msg_bytes = (size_t)max_body;
+        if (inferd_nats_worker_create(srv, &no, &nw, &err) < 0) {
+            inferd__cli_error(CMD, "%s", err.msg);
+            inferd_server_destroy(srv);
+            return err.code == INFERD_E_INVALID ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+        }
     }
-    inferd_log_info("serve", "ready: %d model%s, %lld slots each", n_models,
-                    n_models == 1 ? "" : "s", (long long)parallel);
-    if (ready_url && announce(srv, &so, worker_id, ready_url, pool_id, (uint32_t)ready_retries,
-                              &err) < 0) {
-        inferd__cli_error(CMD, "%s", err.msg);
-        inferd_server_drain(srv);
-        inferd_server_destroy(srv);
-        return CLI_EXIT_FAIL;
+    int rc = 0;
+    if (inferd_server_load_models(srv, &err) < 0 ||
+        (nw && inferd_nats_worker_start(nw, &err) < 0)) {
+        rc = CLI_EXIT_FAIL;
+    } else {
+        inferd_log_info("serve", "ready: %d model%s, %lld slots each", n_models,
+                        n_models == 1 ? "" : "s", (long long)parallel);
+        if (ready_url && announce(srv, &so, worker_id, ready_url, pool_id,
+                                  (uint32_t)ready_retries, &err) < 0)
+            rc = CLI_EXIT_FAIL;
     }
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    inferd_log_info("serve", "%s: draining (grace %lld ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                    (long long)grace);
+    if (rc != 0) {
+        inferd__cli_error(CMD, "%s", err.msg);
+    } else {
+        int sig = 0;
+        sigwait(&sigs, &sig);
+        inferd_log_info("serve", "%s: draining (grace %lld ms)",
+                        sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)grace);
+    }
+    inferd_nats_worker_drain(nw);
     inferd_server_drain(srv);
+    inferd_nats_worker_destroy(nw);
     inferd_server_destroy(srv);
+    if (rc != 0)
+        return rc;
     inferd_log_info("serve", "stopped");
     return 0;
 }

@@ -343,6 +343,13 @@ void ops_status(http_conn *c)
         (json_int_t)rm.bytes_resident, "budget_bytes", (json_int_t)rm.budget_bytes, "loads",
         (json_int_t)rm.loads, "http", "active", atomic_load(&s->n_active), "overhead_us",
         "p50", ov_p50 * 1e6, "p99", ov_p99 * 1e6, "mean", ov_mean * 1e6, "n", (json_int_t)ov_n);
+    pthread_mutex_lock(&s->mu);
+    json_t *worker = natsw_status_json(s->nats);
+    pthread_mutex_unlock(&s->mu);
+    if (o && worker)
+        json_object_set_new(o, "worker", worker);
+    else
+        json_decref(worker);
     if (!o) {
         http_error(c, 500, "internal", NULL, "cannot build the status");
         return;

@@ -810,12 +810,17 @@ uint16_t inferd_server_port(const inferd_server *s)
     return s->port;
 }
 
-int server_get_model(inferd_server *s, const served *sm, inferd_registry_handle **h,
+int server_get_model(inferd_server *s, served *sm, inferd_registry_handle **h,
                      inferd_error *err)
 {
     inferd_registry_model_opts mo = s->o.model_opts;
     mo.path = sm->path;
-    return inferd_registry_get_or_load(s->reg, sm->id, &mo, h, err);
+    int rc = inferd_registry_get_or_load(s->reg, sm->id, &mo, h, err);
+    /* A failed load (not a refusal while unloading) degrades the worker
+     * until a load succeeds. */
+    if (rc == 0 || (rc != INFERD_E_BUSY && rc != INFERD_E_UNAVAILABLE && rc != INFERD_E_OVERLOADED))
+        atomic_store(&sm->load_failed, rc != 0);
+    return rc;
 }
 
 int inferd_server_load_models(inferd_server *s, inferd_error *err)

@@ -39,6 +39,7 @@ typedef struct served {
     bool tmpl_ready;               /* mu: tmpl was chosen */
     inferd_chat_template tmpl;
     int64_t created_s;             /* file mtime, for /v1/models "created" */
+    atomic_bool load_failed;       /* the last load of it failed */
 } served;
 
 /* ---- endpoints (for metrics) and the API a route belongs to ---- */
@@ -102,6 +103,7 @@ struct inferd_server {
     bool tick_stop;
     pthread_t ticker;
     bool ticker_running;
+    struct inferd_nats_worker *nats; /* mu: the NATS worker attached, or NULL */
 };
 
 /* ---- one HTTP request ---- */
@@ -146,7 +148,7 @@ inferd_chat_template server_model_template(inferd_server *s, served *sm,
                                            const inferd_model *m);
 
 /* A handle to @p sm, loading it if needed, with the server's options. */
-int server_get_model(inferd_server *s, const served *sm, inferd_registry_handle **h,
+int server_get_model(inferd_server *s, served *sm, inferd_registry_handle **h,
                      inferd_error *err);
 
 /* A handle to @p sm for an inference request; NULL and the error response
@@ -288,5 +290,10 @@ void kserve_repository_load(http_conn *c, const char *m, bool load);
 void ops_health(http_conn *c);
 void ops_metrics(http_conn *c);
 void ops_status(http_conn *c);
+
+/* ---- the NATS worker (natsw.c) ---- */
+
+/* The worker's part of /v1/status (NULL when none). Called with s->mu held. */
+json_t *natsw_status_json(struct inferd_nats_worker *w);
 
 #endif

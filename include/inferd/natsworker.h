@@ -1,0 +1,79 @@
+/* The NATS worker: joins a NATS cluster on behalf of an inferd_server. It
+ * registers (worker.register, retried with backoff until a controller
+ * answers, and again after every reconnection), publishes heartbeats with
+ * measured figures, takes inference requests on worker.{id}.inference and,
+ * in queue group "inferd", on inference.{model} for each loaded model,
+ * streams their events to response.{requestId} (and the message's reply
+ * subject), answers worker.{id}.models.load|unload|list, and the NATS
+ * micro-service discovery subjects $SRV.PING|INFO|STATS. See docs/nats.md.
+ *
+ * States: IDLE (created) -> CONNECTING (started; also while the connection
+ * is lost) -> REGISTERING (connected and subscribed; requests are served)
+ * -> READY (a controller acknowledged the registration) -> DRAINING
+ * (inferd_nats_worker_drain) -> STOPPED (inferd_nats_worker_destroy).
+ *
+ * Threads: libnats's own (connection, one delivery thread per
+ * subscription, which run the control and discovery handlers), one thread
+ * that registers and sends heartbeats, and one thread per inference request
+ * while it runs (bounded: past the server's capacity requests get
+ * "overloaded" at once). The functions below are called by the owner's
+ * thread. HTTP serving never depends on the NATS connection.
+ */
+#ifndef INFERD_NATSWORKER_H
+#define INFERD_NATSWORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "inferd/error.h"
+#include "inferd/server.h"
+
+typedef struct inferd_nats_worker inferd_nats_worker;
+
+typedef struct inferd_nats_opts {
+    const char *url;               /* NATS server(s): "nats://h:p[,nats://h2:p2]" */
+    const char *worker_id;         /* required; a subject token (no '.', ' ', '*', '>') */
+    const char *tags;              /* comma-separated; NULL: none */
+    int64_t heartbeat_ms;          /* default 5000 */
+    int64_t register_timeout_ms;   /* wait for the acknowledgement; default 2000 */
+    size_t max_msg_bytes;          /* largest request message; default 1 MiB */
+    const char *advertise_host;    /* "ip" in the registration; NULL: the server's
+                                    * host, or when that is a wildcard the local
+                                    * address of the NATS connection */
+} inferd_nats_opts;
+
+/** Defaults as documented on each field; url and worker_id NULL. */
+inferd_nats_opts inferd_nats_opts_default(void);
+
+/**
+ * Create the worker for @p srv (state IDLE, shown in srv's /v1/status). At
+ * most one per server. @return 0; INFERD_E_INVALID (a bad option: the
+ * message names it), INFERD_E_NOMEM.
+ */
+int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
+                              inferd_nats_worker **out, inferd_error *err);
+
+/**
+ * Connect and subscribe (once the server's models are loaded), then
+ * register and send heartbeats. An unreachable NATS server is not an error:
+ * the worker keeps trying in the background (state CONNECTING).
+ * @return 0; INFERD_E_INVALID (a URL libnats refuses), INFERD_E_IO,
+ * INFERD_E_NOMEM.
+ */
+int inferd_nats_worker_start(inferd_nats_worker *w, inferd_error *err);
+
+/**
+ * Stop taking requests (DRAINING): drain every subscription (messages
+ * already delivered are still served) and publish a heartbeat saying so.
+ * Call before inferd_server_drain. Accepts NULL.
+ */
+void inferd_nats_worker_drain(inferd_nats_worker *w);
+
+/**
+ * Wait for the running requests' threads (call after inferd_server_drain,
+ * which ends them), publish the last heartbeat (status "offline"), close the
+ * connection and free the worker (STOPPED). Accepts NULL.
+ */
+void inferd_nats_worker_destroy(inferd_nats_worker *w);
+
+#endif

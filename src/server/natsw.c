@@ -1,0 +1,1550 @@
+/* The NATS worker (see include/inferd/natsworker.h and docs/nats.md). */
+#include "inferd/natsworker.h"
+
+#include <nats/nats.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "inferd/alloc.h"
+#include "inferd/cpu.h"
+#include "inferd/log.h"
+#include "server_internal.h"
+
+#define COMP "nats"
+#define QUEUE_GROUP "inferd"
+#define SERVICE_NAME "inferd"
+#define REQUEST_ID_MAX 128
+#define SESSION_ID_MAX 256
+#define DEFAULT_MAX_TOKENS 100
+#define DEFAULT_TEMPERATURE 0.7f
+#define DEFAULT_TOP_P 0.9f
+#define BACKOFF_MIN_MS 250
+#define BACKOFF_MAX_MS 10000
+#define RECONNECT_BUF_BYTES (8 << 20)
+
+typedef enum nw_state {
+    NW_IDLE, NW_CONNECTING, NW_REGISTERING, NW_READY, NW_DRAINING, NW_STOPPED,
+} nw_state;
+
+static const char *state_name(int st)
+{
+    static const char *const names[] = {"idle",  "connecting", "registering",
+                                        "ready", "draining",   "stopped"};
+    return (unsigned)st < 6 ? names[st] : "?";
+}
+
+/* Endpoints, for $SRV.INFO and $SRV.STATS. */
+enum { EPI_DIRECT, EPI_LOAD, EPI_UNLOAD, EPI_LIST, EPI_MODEL0 };
+#define EPS_N (EPI_MODEL0 + INFERD_SERVER_MODELS_MAX)
+
+typedef struct nw_endpoint {
+    char name[INFERD_REGISTRY_ID_MAX + 16];
+    char subject[INFERD_REGISTRY_ID_MAX + 16];
+    bool queue;                    /* in queue group "inferd" */
+    bool active;                   /* subscribed */
+    uint64_t n_requests, n_errors, time_ns;
+    char last_error[160];
+} nw_endpoint;
+
+/* The closure of a subscription. */
+typedef enum sub_kind { SUB_INFER, SUB_LOAD, SUB_UNLOAD, SUB_LIST, SUB_SRV } sub_kind;
+typedef struct nw_sub {
+    struct inferd_nats_worker *w;
+    sub_kind kind;
+    int ep;                        /* endpoint index (SUB_INFER: direct or a model) */
+    int srv_verb;                  /* SUB_SRV: 0 PING, 1 INFO, 2 STATS */
+    natsSubscription *sub;
+} nw_sub;
+
+#define SRV_SUBS 9
+
+struct inferd_nats_worker {
+    inferd_server *srv;
+    inferd_nats_opts o;            /* strings below are owned copies */
+    char *url, *id, *advertise;
+    char **tags;
+    size_t n_tags;
+    char hostname[256];
+    uint32_t max_inflight;
+
+    natsOptions *nopts;
+    natsConnection *nc;
+    atomic_int state;              /* nw_state */
+    atomic_bool connected;
+    atomic_int n_inflight;         /* request threads running */
+    atomic_uint_least64_t n_requests, n_malformed, n_rejected;
+
+    pthread_mutex_t mu;            /* guards what follows */
+    pthread_cond_t cv;             /* the control thread's wake-up; n_inflight drops */
+    bool stop;
+    bool need_register;
+    int64_t backoff_ms;
+    uint64_t n_reconnects, n_registrations, n_register_attempts, n_heartbeats;
+    char last_error[256];
+    nw_endpoint eps[EPS_N];
+    nw_sub direct, ctl[3], srv_subs[SRV_SUBS], models[INFERD_SERVER_MODELS_MAX];
+    pthread_t thread;
+    bool thread_running;
+    double started_unix_s;
+
+    /* Heartbeat rates. */
+    pthread_mutex_t hb_mu;         /* guards hb_* */
+    inferd_procstat hb_ps;
+    uint64_t hb_tokens;
+    double hb_t_s;
+    bool hb_primed;
+};
+
+/* ---- small helpers ---- */
+
+static double unix_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static json_int_t unix_now_ms(void)
+{
+    return (json_int_t)(unix_now_s() * 1e3);
+}
+
+static void set_last_error(inferd_nats_worker *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_last_error(inferd_nats_worker *w, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&w->mu);
+    va_start(ap, fmt);
+    vsnprintf(w->last_error, sizeof(w->last_error), fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Publish @p o (taken) as compact JSON on @p subject. */
+static natsStatus publish_json(inferd_nats_worker *w, const char *subject, json_t *o)
+{
+    if (!o)
+        return NATS_NO_MEMORY;
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s)
+        return NATS_NO_MEMORY;
+    natsStatus st = natsConnection_Publish(w->nc, subject, s, (int)strlen(s));
+    free(s);
+    return st;
+}
+
+/* A model id as one subject token: [A-Za-z0-9_-] kept, the rest '_'. */
+static void subject_token(const char *id, char *out, size_t cap)
+{
+    size_t i = 0;
+    for (; id[i] && i + 1 < cap; i++) {
+        char ch = id[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
+        out[i] = ok ? ch : '_';
+    }
+    out[i] = '\0';
+}
+
+/* Why @p rid cannot end a subject ("response.{rid}"), or NULL. */
+static const char *request_id_problem(const char *rid, size_t len)
+{
+    if (len == 0)
+        return "it is empty";
+    if (len > REQUEST_ID_MAX)
+        return "it is longer than 128 characters";
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)rid[i];
+        if (ch <= ' ' || ch == 0x7f)
+            return "it has a space or control character";
+        if (ch == '*' || ch == '>')
+            return "it has a '*' or '>' (subject wildcards)";
+        if (ch == '.' && (i == 0 || i + 1 == len || rid[i + 1] == '.'))
+            return "it has an empty '.'-separated token";
+    }
+    return NULL;
+}
+
+/* The error code of the NATS protocol for an inferd error code. */
+static const char *code_of_error(int code)
+{
+    switch (code) {
+    case INFERD_E_INVALID:
+    case INFERD_E_RANGE:
+    case INFERD_E_FORMAT: return "bad_request";
+    case INFERD_E_NOT_FOUND: return "not_found";
+    case INFERD_E_OVERLOADED: return "overloaded";
+    case INFERD_E_TIMEOUT: return "timeout";
+    case INFERD_E_BUSY:
+    case INFERD_E_UNAVAILABLE: return "unavailable";
+    case INFERD_E_CANCELLED: return "cancelled";
+    default: return "internal";
+    }
+}
+
+/* ... and for a request error (an HTTP status and code). */
+static const char *code_of_req_err(const req_err *e)
+{
+    switch (e->status) {
+    case 400:
+    case 413:
+    case 422: return "bad_request";
+    case 404: return "not_found";
+    case 503: return strcmp(e->code, "overloaded") == 0 ? "overloaded" : "unavailable";
+    case 504: return "timeout";
+    default: return "internal";
+    }
+}
+
+static void ep_record(inferd_nats_worker *w, int ep, uint64_t ns, const char *error)
+{
+    pthread_mutex_lock(&w->mu);
+    nw_endpoint *e = &w->eps[ep];
+    e->n_requests++;
+    e->time_ns += ns;
+    if (error) {
+        e->n_errors++;
+        snprintf(e->last_error, sizeof(e->last_error), "%s", error);
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* ---- host facts ---- */
+
+static void cpu_model(char *out, size_t cap)
+{
+    snprintf(out, cap, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char *v = strchr(line, ':');
+            if (v) {
+                v++;
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                v[strcspn(v, "\n")] = '\0';
+                snprintf(out, cap, "%s", v);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* The CPU features that matter to the kernels, from /proc/cpuinfo. */
+static json_t *isa_features(void)
+{
+    static const char *const wanted[] = {"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f",
+                                         "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
+                                         "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8"};
+    json_t *a = json_array();
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char *line = NULL;
+    size_t cap = 0;
+    while (f && getline(&line, &cap, f) > 0) {
+        if (strncmp(line, "flags", 5) != 0)
+            continue;
+        for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+            char pat[32];
+            snprintf(pat, sizeof(pat), " %s", wanted[i]);
+            const char *p = line;
+            size_t n = strlen(pat);
+            while ((p = strstr(p, pat))) {
+                if (p[n] == ' ' || p[n] == '\n' || p[n] == '\0') {
+                    json_array_append_new(a, json_string(wanted[i]));
+                    break;
+                }
+                p += n;
+            }
+        }
+        break;
+    }
+    free(line);
+    if (f)
+        fclose(f);
+    return a;
+}
+
+/* MemTotal and MemAvailable in bytes (0 when unknown). */
+static void host_memory(uint64_t *total, uint64_t *avail)
+{
+    *total = *avail = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return;
+    char line[256];
+    unsigned long long kb;
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+            *total = (uint64_t)kb * 1024;
+        else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            *avail = (uint64_t)kb * 1024;
+    }
+    fclose(f);
+}
+
+/* NVIDIA GPUs the driver lists under /proc/driver/nvidia/gpus. */
+static json_t *gpus(void)
+{
+    json_t *a = json_array();
+    FILE *p = popen("ls /proc/driver/nvidia/gpus 2>/dev/null", "r");
+    char bus[128];
+    int index = 0;
+    while (p && fgets(bus, sizeof(bus), p)) {
+        bus[strcspn(bus, "\n")] = '\0';
+        char path[256], line[256], model[256] = "unknown";
+        snprintf(path, sizeof(path), "/proc/driver/nvidia/gpus/%s/information", bus);
+        FILE *f = fopen(path, "r");
+        while (f && fgets(line, sizeof(line), f))
+            if (strncmp(line, "Model:", 6) == 0) {
+                char *v = line + 6;
+                while (*v == ' ' || *v == '\t')
+                    v++;
+                v[strcspn(v, "\n")] = '\0';
+                snprintf(model, sizeof(model), "%s", v);
+            }
+        if (f)
+            fclose(f);
+        json_array_append_new(a, json_pack("{s:i,s:s,s:s}", "index", index++, "model", model,
+                                           "busId", bus));
+    }
+    if (p)
+        pclose(p);
+    return a;
+}
+
+static double gib(uint64_t bytes)
+{
+    return (double)bytes / (double)(1ull << 30);
+}
+
+/* ---- figures of the served models ---- */
+
+typedef struct figures {
+    json_t *loaded;                /* array of model ids */
+    uint32_t slots, busy, queued;
+    bool queue_full, load_failed;
+    uint64_t handled, tokens_out, lat_count;
+    double lat_sum_ms, p50, p95, p99;
+} figures;
+
+static void gather(inferd_nats_worker *w, figures *f)
+{
+    inferd_server *s = w->srv;
+    memset(f, 0, sizeof(*f));
+    f->loaded = json_array();
+    for (size_t i = 0; i < s->n_models; i++) {
+        inferd_sched_stats st;
+        if (atomic_load(&s->models[i].load_failed))
+            f->load_failed = true;
+        if (inferd_registry_sched_stats(s->reg, s->models[i].id, &st) != 0)
+            continue;
+        json_array_append_new(f->loaded, json_string(s->models[i].id));
+        uint32_t q = st.queue_depth[0] + st.queue_depth[1] + st.queue_depth[2];
+        f->slots += st.n_slots;
+        f->busy += st.slots_busy;
+        f->queued += q;
+        if (q >= st.n_queue_max)
+            f->queue_full = true;
+        f->handled += st.n_done + st.n_cancelled + st.n_timeout + st.n_failed;
+        f->tokens_out += st.tokens_out;
+        f->lat_sum_ms += st.latency_hist.sum_ms;
+        f->lat_count += st.latency_hist.cumulative[INFERD_SCHED_HIST_N - 1];
+        f->p50 = fmax(f->p50, st.latency.p50);
+        f->p95 = fmax(f->p95, st.latency.p95);
+        f->p99 = fmax(f->p99, st.latency.p99);
+    }
+}
+
+static json_t *tags_json(const inferd_nats_worker *w)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < w->n_tags; i++)
+        json_array_append_new(a, json_string(w->tags[i]));
+    return a;
+}
+
+/* The address to advertise: the option, the server's host, or the local
+ * address of the NATS connection when the host is a wildcard. */
+static void advertise_ip(inferd_nats_worker *w, char *out, size_t cap)
+{
+    const char *host = w->srv->host;
+    if (w->advertise) {
+        snprintf(out, cap, "%s", w->advertise);
+        return;
+    }
+    if (strcmp(host, "0.0.0.0") != 0 && strcmp(host, "::") != 0 && strcmp(host, "") != 0) {
+        snprintf(out, cap, "%s", host);
+        return;
+    }
+    char *ip = NULL;
+    int port = 0;
+    if (natsConnection_GetLocalIPAndPort(w->nc, &ip, &port) == NATS_OK && ip) {
+        snprintf(out, cap, "%s", ip);
+        free(ip);
+    } else {
+        snprintf(out, cap, "%s", host);
+    }
+}
+
+static json_t *registration(inferd_nats_worker *w)
+{
+    inferd_server *s = w->srv;
+    figures f;
+    gather(w, &f);
+    char cpu[256], ip[128];
+    cpu_model(cpu, sizeof(cpu));
+    advertise_ip(w, ip, sizeof(ip));
+    uint64_t mem_total, mem_avail;
+    host_memory(&mem_total, &mem_avail);
+    uint64_t avail = mem_avail;
+    inferd_registry_metrics rm;
+    inferd_registry_get_metrics(s->reg, &rm);
+    if (rm.budget_bytes > 0) {
+        uint64_t left = rm.budget_bytes > rm.bytes_resident ? rm.budget_bytes - rm.bytes_resident
+                                                            : 0;
+        if (left < avail)
+            avail = left;
+    }
+    json_t *loadable = json_array();
+    for (size_t i = 0; i < s->n_models; i++)
+        json_array_append_new(loadable, json_string(s->models[i].id));
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return json_pack(
+        "{s:s,s:s,s:s,s:i,s:o,s:s,s:{s:s,s:i,s:o,s:s,s:f,s:f,s:o},s:{s:i,s:f,s:o,s:o},s:s,"
+        "s:I}",
+        "workerId", w->id, "hostname", w->hostname, "ip", ip, "port", (int)s->port, "tags",
+        tags_json(w), "version", INFERD_VERSION, "hardware", "cpuModel", cpu, "cpuCores",
+        (int)(cores > 0 ? cores : 1), "isa", isa_features(), "kernels",
+        inferd_isa_name(inferd_cpu_isa()), "memoryTotalGB", gib(mem_total),
+        "memoryAvailableGB", gib(mem_avail), "gpus", gpus(), "capabilities", "maxConcurrent",
+        (int)f.slots, "availableMemoryGB", gib(avail), "models", f.loaded, "loadableModels",
+        loadable, "status", state_name(atomic_load(&w->state)), "timestamp", unix_now_ms());
+}
+
+static json_t *heartbeat(inferd_nats_worker *w, bool offline)
+{
+    figures f;
+    gather(w, &f);
+    inferd_procstat ps;
+    inferd_error e = {0};
+    inferd_procstat_read(&ps, &e);
+    pthread_mutex_lock(&w->hb_mu);
+    double now = server_now_s(), cpu = 0, tps = 0;
+    if (w->hb_primed && now > w->hb_t_s) {
+        cpu = inferd_procstat_cpu_percent(&w->hb_ps, &ps, now - w->hb_t_s);
+        if (f.tokens_out >= w->hb_tokens)
+            tps = (double)(f.tokens_out - w->hb_tokens) / (now - w->hb_t_s);
+    }
+    w->hb_ps = ps;
+    w->hb_t_s = now;
+    w->hb_tokens = f.tokens_out;
+    w->hb_primed = true;
+    pthread_mutex_unlock(&w->hb_mu);
+    int st = atomic_load(&w->state);
+    const char *status = offline             ? "offline"
+                         : st == NW_DRAINING ? "draining"
+                         : (f.queue_full || f.load_failed) ? "degraded"
+                                                           : "ready";
+    return json_pack("{s:s,s:s,s:s,s:I,s:o,s:{s:f,s:f,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f},s:o}",
+                     "workerId", w->id, "status", status, "state",
+                     state_name(offline ? NW_STOPPED : st), "timestamp", unix_now_ms(), "tags",
+                     tags_json(w), "metrics", "cpuUsagePercent", cpu, "memoryUsedGB",
+                     gib(ps.rss_bytes), "activeRequests", (int)f.busy, "queueDepth",
+                     (int)f.queued, "totalRequestsHandled", (json_int_t)f.handled,
+                     "avgLatencyMs", f.lat_count ? f.lat_sum_ms / (double)f.lat_count : 0.0,
+                     "p50LatencyMs", f.p50, "p95LatencyMs", f.p95, "p99LatencyMs", f.p99,
+                     "tokensPerSecond", tps, "modelsLoaded", f.loaded);
+}
+
+/* ---- registration and heartbeats (the control thread) ---- */
+
+/* Send the registration as a request: true when a controller took it. */
+static bool do_register(inferd_nats_worker *w)
+{
+    json_t *o = registration(w);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s)
+        return false;
+    natsMsg *reply = NULL;
+    natsStatus st = natsConnection_Request(&reply, w->nc, "worker.register", s, (int)strlen(s),
+                                           w->o.register_timeout_ms);
+    free(s);
+    bool taken = false;
+    if (st == NATS_OK && reply) {
+        /* Any answer takes it, unless it says {"ok": false}. */
+        json_t *a = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0,
+                               NULL);
+        json_t *ok = json_is_object(a) ? json_object_get(a, "ok") : NULL;
+        taken = !json_is_false(ok);
+        if (!taken)
+            set_last_error(w, "worker.register refused: %.*s",
+                           natsMsg_GetDataLength(reply) > 160 ? 160
+                                                              : natsMsg_GetDataLength(reply),
+                           natsMsg_GetData(reply));
+        json_decref(a);
+    } else {
+        set_last_error(w, "worker.register: %s", natsStatus_GetText(st));
+    }
+    natsMsg_Destroy(reply);
+    return taken;
+}
+
+static void *control_main(void *arg)
+{
+    inferd_nats_worker *w = arg;
+    double next_hb = 0, next_reg = 0;
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        double now = server_now_s();
+        bool conn = atomic_load(&w->connected);
+        if (conn && w->need_register && now >= next_reg) {
+            pthread_mutex_unlock(&w->mu);
+            w->n_register_attempts++;
+            bool ok = do_register(w);
+            pthread_mutex_lock(&w->mu);
+            if (ok) {
+                w->need_register = false;
+                w->n_registrations++;
+                w->backoff_ms = BACKOFF_MIN_MS;
+                int expected = NW_REGISTERING;
+                atomic_compare_exchange_strong(&w->state, &expected, NW_READY);
+                inferd_log_info(COMP, "registered as worker '%s'", w->id);
+            } else {
+                double jitter = 0.5 + (double)rand() / ((double)RAND_MAX + 1.0);
+                next_reg = server_now_s() + (double)w->backoff_ms * jitter / 1e3;
+                inferd_log_debug(COMP, "registration not taken (%s): again in %.0f ms",
+                                 w->last_error, (next_reg - server_now_s()) * 1e3);
+                w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                                   : w->backoff_ms * 2;
+            }
+            continue;
+        }
+        if (conn && now >= next_hb) {
+            pthread_mutex_unlock(&w->mu);
+            natsStatus st = publish_json(w, "worker.heartbeat", heartbeat(w, false));
+            pthread_mutex_lock(&w->mu);
+            if (st == NATS_OK)
+                w->n_heartbeats++;
+            next_hb = now + (double)w->o.heartbeat_ms / 1e3;
+            continue;
+        }
+        double wake = conn ? next_hb : now + 1.0;
+        if (conn && w->need_register && next_reg < wake)
+            wake = next_reg;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double dt = wake - now;
+        if (dt < 0.001)
+            dt = 0.001;
+        ts.tv_sec += (time_t)dt;
+        ts.tv_nsec += (long)((dt - floor(dt)) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        if (w->need_register && atomic_load(&w->connected) && !conn)
+            next_reg = 0; /* just (re)connected: register at once */
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---- connection events (libnats threads) ---- */
+
+static void on_connected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    inferd_nats_worker *w = closure;
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(w->nc ? w->nc : nc, url, sizeof(url));
+    pthread_mutex_lock(&w->mu);
+    atomic_store(&w->connected, true);
+    int st = atomic_load(&w->state);
+    if (st == NW_CONNECTING || st == NW_READY || st == NW_REGISTERING) {
+        atomic_store(&w->state, NW_REGISTERING);
+        w->need_register = true;
+        w->backoff_ms = BACKOFF_MIN_MS;
+    }
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    inferd_log_info(COMP, "connected to %s", url);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    inferd_nats_worker *w = closure;
+    pthread_mutex_lock(&w->mu);
+    w->n_reconnects++;
+    pthread_mutex_unlock(&w->mu);
+    on_connected(nc, closure);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    inferd_nats_worker *w = closure;
+    bool was = atomic_exchange(&w->connected, false);
+    int st = atomic_load(&w->state);
+    if (st == NW_REGISTERING || st == NW_READY)
+        atomic_store(&w->state, NW_CONNECTING);
+    if (was && st < NW_DRAINING)
+        inferd_log_warn(COMP, "connection to NATS lost: reconnecting (HTTP keeps serving)");
+}
+
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    inferd_nats_worker *w = closure;
+    atomic_store(&w->connected, false);
+}
+
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err,
+                           void *closure)
+{
+    (void)nc;
+    (void)sub;
+    inferd_nats_worker *w = closure;
+    set_last_error(w, "%s", natsStatus_GetText(err));
+    inferd_log_warn(COMP, "NATS error: %s", natsStatus_GetText(err));
+}
+
+/* ---- inference ---- */
+
+typedef struct job {
+    inferd_nats_worker *w;
+    natsMsg *msg;
+    int ep;                        /* endpoint it came on */
+    served *subject_model;         /* the model of inference.{model}, or NULL */
+    uint64_t t0_ns;
+    char rid[REQUEST_ID_MAX + 1];
+    bool has_rid;
+    char subject[REQUEST_ID_MAX + 16];
+} job;
+
+/* Publish one event of @p j: to response.{requestId} and the reply subject. */
+static void emit(job *j, json_t *ev)
+{
+    char *s = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+    json_decref(ev);
+    if (!s)
+        return;
+    int n = (int)strlen(s);
+    if (j->has_rid)
+        natsConnection_Publish(j->w->nc, j->subject, s, n);
+    const char *reply = natsMsg_GetReply(j->msg);
+    if (reply && *reply)
+        natsConnection_Publish(j->w->nc, reply, s, n);
+    free(s);
+}
+
+static void emit_error(job *j, const char *code, const char *param, const char *msg)
+{
+    json_t *ev = json_pack("{s:o,s:s,s:s,s:s}", "requestId",
+                           j->has_rid ? json_string(j->rid) : json_null(), "type", "error", "code",
+                           code, "error", msg);
+    if (ev && param)
+        json_object_set_new(ev, "param", json_string(param));
+    emit(j, ev);
+    ep_record(j->w, j->ep, server_now_ns() - j->t0_ns, msg);
+}
+
+/* A message that cannot be answered on response.{requestId}. */
+static void malformed(job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void malformed(job *j, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    atomic_fetch_add(&j->w->n_malformed, 1);
+    const char *reply = natsMsg_GetReply(j->msg);
+    inferd_log_warn(COMP, "malformed request on %s (%d bytes): %s%s", natsMsg_GetSubject(j->msg),
+                    natsMsg_GetDataLength(j->msg), msg,
+                    reply && *reply ? "; error sent to its reply subject" : "");
+    emit_error(j, "bad_request", NULL, msg);
+}
+
+static void req_error(job *j, const req_err *e)
+{
+    emit_error(j, code_of_req_err(e), e->param, e->msg);
+}
+
+/* The fields of an inference request into @p p; the prompt is text or
+ * rendered messages, set by the caller. */
+static int read_params(req_err *e, json_t *body, inferd_request_params *p)
+{
+    int64_t max_tokens = DEFAULT_MAX_TOKENS, top_k = p->sampling.top_k, seed = 0,
+            timeout_ms = 0;
+    bool seed_given = false;
+    inferd_sampler_params *sp = &p->sampling;
+    sp->temperature = DEFAULT_TEMPERATURE;
+    sp->top_p = DEFAULT_TOP_P;
+    if (param_int(e, body, "maxTokens", 0, INT32_MAX, &max_tokens, NULL) < 0 ||
+        param_number(e, body, "temperature", 0.0, 2.0, &sp->temperature) < 0 ||
+        param_number(e, body, "topP", 0.0, 1.0, &sp->top_p) < 0 ||
+        param_int(e, body, "topK", 0, INT32_MAX, &top_k, NULL) < 0 ||
+        param_int(e, body, "seed", INT64_MIN, INT64_MAX, &seed, &seed_given) < 0 ||
+        param_int(e, body, "timeoutMs", 1, INT32_MAX, &timeout_ms, NULL) < 0 ||
+        param_stop(e, body, p) < 0 || param_priority(e, body, p) < 0)
+        return -1;
+    p->max_tokens = (int32_t)max_tokens;
+    sp->top_k = (int32_t)top_k;
+    if (sp->top_p == 0.0f) { /* as over HTTP: only the most likely token */
+        sp->top_k = 1;
+        sp->top_p = 1.0f;
+    }
+    sp->has_seed = seed_given;
+    sp->seed = (uint64_t)seed;
+    p->timeout_ms = timeout_ms;
+    json_t *v = param_field(body, "sessionId");
+    if (v && (!json_is_string(v) || json_string_length(v) > SESSION_ID_MAX))
+        return req_fail(e, 400, "invalid_type", "sessionId",
+                        "sessionId: expected a string of at most %d bytes", SESSION_ID_MAX);
+    return 0;
+}
+
+static served *find_model(inferd_server *s, const char *id)
+{
+    for (size_t i = 0; i < s->n_models; i++)
+        if (strcmp(s->models[i].id, id) == 0)
+            return &s->models[i];
+    return NULL;
+}
+
+/* Run one parsed request to its end, publishing its events. */
+static void run_request(job *j, json_t *body)
+{
+    inferd_nats_worker *w = j->w;
+    inferd_server *s = w->srv;
+    req_err re;
+    inferd_request_params p = inferd_request_params_default();
+    if (read_params(&re, body, &p) < 0) {
+        req_error(j, &re);
+        return;
+    }
+    json_t *mid = param_field(body, "modelId");
+    served *sm = j->subject_model ? j->subject_model : &s->models[0];
+    if (mid) {
+        if (!json_is_string(mid)) {
+            req_fail(&re, 400, "invalid_type", "modelId", "modelId: expected a string, got %s",
+                     param_type_name(mid));
+            req_error(j, &re);
+            return;
+        }
+        sm = find_model(s, json_string_value(mid));
+        if (!sm) {
+            char msg[INFERD_REGISTRY_ID_MAX + 64];
+            snprintf(msg, sizeof(msg), "model '%s' is not served here", json_string_value(mid));
+            emit_error(j, "not_found", "modelId", msg);
+            return;
+        }
+    }
+    json_t *prompt = param_field(body, "prompt"), *msgs = param_field(body, "messages");
+    if (prompt && msgs) {
+        req_fail(&re, 400, "invalid_value", "prompt", "give prompt or messages, not both");
+        req_error(j, &re);
+        return;
+    }
+    if (!prompt && !msgs) {
+        req_fail(&re, 400, "missing_required_parameter", "prompt",
+                 "prompt or messages is required");
+        req_error(j, &re);
+        return;
+    }
+    if (prompt && !json_is_string(prompt)) {
+        req_fail(&re, 400, "invalid_type", "prompt", "prompt: expected a string, got %s",
+                 param_type_name(prompt));
+        req_error(j, &re);
+        return;
+    }
+    if (prompt && json_string_length(prompt) == 0) {
+        req_fail(&re, 400, "invalid_value", "prompt", "prompt: it is empty");
+        req_error(j, &re);
+        return;
+    }
+    if (msgs && param_messages(&re, msgs) < 0) {
+        req_error(j, &re);
+        return;
+    }
+    if (atomic_load(&s->state) >= SERVER_DRAINING) {
+        emit_error(j, "unavailable", NULL, "the worker is shutting down");
+        return;
+    }
+    inferd_registry_handle *h = NULL;
+    inferd_error e = {0};
+    int rc = server_get_model(s, sm, &h, &e);
+    if (rc < 0) {
+        char msg[sizeof(e.msg) + INFERD_REGISTRY_ID_MAX + 32];
+        snprintf(msg, sizeof(msg), "model '%s': %s", sm->id, e.msg);
+        emit_error(j, code_of_error(rc == INFERD_E_BUSY ? INFERD_E_UNAVAILABLE : rc), NULL, msg);
+        return;
+    }
+    char *rendered = NULL;
+    if (msgs) {
+        size_t len = 0;
+        inferd_chat_template t = server_model_template(s, sm, inferd_registry_handle_model(h));
+        rendered = param_render_messages(&re, msgs, t, &len);
+        if (!rendered) {
+            inferd_registry_release(s->reg, h);
+            req_error(j, &re);
+            return;
+        }
+        p.text = rendered;
+        p.text_len = len;
+        p.parse_special = true;
+    } else {
+        p.text = json_string_value(prompt);
+        p.text_len = json_string_length(prompt);
+    }
+    p.add_special = true;
+    inferd_request *req = NULL;
+    rc = inferd_sched_submit(inferd_registry_handle_sched(h), &p, &req, &e);
+    inferd_free(rendered);
+    if (rc < 0) {
+        inferd_registry_release(s->reg, h);
+        char msg[sizeof(e.msg) + INFERD_REGISTRY_ID_MAX + 32];
+        if (rc == INFERD_E_OVERLOADED)
+            snprintf(msg, sizeof(msg), "model '%s' is overloaded: %s", sm->id, e.msg);
+        else
+            snprintf(msg, sizeof(msg), "%s", e.msg);
+        emit_error(j, code_of_error(rc), strncmp(e.msg, "prompt", 6) == 0 ? "prompt" : NULL,
+                   msg);
+        return;
+    }
+    atomic_fetch_add(&w->n_requests, 1);
+    sbuf text = {0};
+    sbuf_add(&text, "", 0);
+    for (;;) {
+        inferd_event ev;
+        rc = inferd_request_next(req, &ev, -1);
+        if (rc != 0)
+            break;
+        if (ev.type == INFERD_EVENT_TOKEN) {
+            sbuf_add(&text, ev.text, ev.text_len);
+            emit(j, json_pack("{s:s,s:s,s:s%,s:i,s:i}", "requestId", j->rid, "type", "token",
+                              "token", ev.text ? ev.text : "", ev.text_len, "tokenId", ev.token,
+                              "index", (int)ev.index));
+            continue;
+        }
+        if (ev.type == INFERD_EVENT_DONE) {
+            sbuf_add(&text, ev.text, ev.text_len);
+            json_t *d = json_pack(
+                "{s:s,s:s,s:s%,s:i,s:i,s:f,s:f,s:s,s:I,s:s}", "requestId", j->rid, "type",
+                "done", "text", text.p ? text.p : "", text.len, "totalTokens", (int)ev.n_gen,
+                "promptTokens", (int)ev.n_prompt, "latencyMs", ev.total_ms, "ttftMs", ev.ttft_ms,
+                "finishReason", gen_finish_name(ev.finish), "seed", (json_int_t)ev.seed,
+                "modelId", sm->id);
+            json_t *sid = param_field(body, "sessionId");
+            if (d && sid)
+                json_object_set(d, "sessionId", sid);
+            emit(j, d);
+            ep_record(w, j->ep, server_now_ns() - j->t0_ns, NULL);
+            server_count_generation(s, ev.n_gen, 0, false);
+        } else {
+            emit_error(j, code_of_error(ev.code), NULL, ev.message ? ev.message : "failed");
+        }
+        break;
+    }
+    sbuf_free(&text);
+    inferd_request_release(req);
+    inferd_registry_release(s->reg, h);
+}
+
+static void handle_request(job *j)
+{
+    inferd_nats_worker *w = j->w;
+    const char *data = natsMsg_GetData(j->msg);
+    size_t len = (size_t)natsMsg_GetDataLength(j->msg);
+    json_error_t je;
+    json_t *body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &je);
+    if (!body) {
+        malformed(j, "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+        return;
+    }
+    if (!json_is_object(body)) {
+        malformed(j, "the message must be a JSON object");
+        json_decref(body);
+        return;
+    }
+    json_t *rid = json_object_get(body, "requestId");
+    if (!rid || json_is_null(rid)) {
+        malformed(j, "requestId: it is required");
+    } else if (!json_is_string(rid)) {
+        malformed(j, "requestId: expected a string, got %s", param_type_name(rid));
+    } else if (request_id_problem(json_string_value(rid), json_string_length(rid))) {
+        malformed(j, "requestId: %s",
+                  request_id_problem(json_string_value(rid), json_string_length(rid)));
+    } else {
+        snprintf(j->rid, sizeof(j->rid), "%s", json_string_value(rid));
+        snprintf(j->subject, sizeof(j->subject), "response.%s", j->rid);
+        j->has_rid = true;
+        if (len > w->o.max_msg_bytes) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "the message is %zu bytes, over the limit of %zu",
+                     len, w->o.max_msg_bytes);
+            emit_error(j, "bad_request", NULL, msg);
+        } else {
+            run_request(j, body);
+        }
+    }
+    json_decref(body);
+}
+
+static void *request_main(void *arg)
+{
+    job *j = arg;
+    inferd_nats_worker *w = j->w;
+    handle_request(j);
+    natsMsg_Destroy(j->msg);
+    free(j);
+    pthread_mutex_lock(&w->mu);
+    atomic_fetch_sub(&w->n_inflight, 1);
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    nw_sub *ns = closure;
+    inferd_nats_worker *w = ns->w;
+    job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    j->w = w;
+    j->msg = msg;
+    j->ep = ns->ep;
+    j->subject_model = ns->ep >= EPI_MODEL0 ? &w->srv->models[ns->ep - EPI_MODEL0] : NULL;
+    j->t0_ns = server_now_ns();
+    /* Past the capacity of every queue, answer at once on this thread. */
+    if ((uint32_t)atomic_fetch_add(&w->n_inflight, 1) >= w->max_inflight) {
+        atomic_fetch_sub(&w->n_inflight, 1);
+        atomic_fetch_add(&w->n_rejected, 1);
+        json_t *body = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0,
+                                  NULL);
+        json_t *rid = json_is_object(body) ? json_object_get(body, "requestId") : NULL;
+        if (json_is_string(rid) &&
+            !request_id_problem(json_string_value(rid), json_string_length(rid))) {
+            snprintf(j->rid, sizeof(j->rid), "%s", json_string_value(rid));
+            snprintf(j->subject, sizeof(j->subject), "response.%s", j->rid);
+            j->has_rid = true;
+        }
+        json_decref(body);
+        emit_error(j, "overloaded", NULL, "the worker is at capacity: retry later");
+        natsMsg_Destroy(msg);
+        free(j);
+        return;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, request_main, j);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        atomic_fetch_sub(&w->n_inflight, 1);
+        inferd_log_error(COMP, "cannot start a request thread: %s", strerror(rc));
+        emit_error(j, "internal", NULL, "cannot start a request thread");
+        natsMsg_Destroy(msg);
+        free(j);
+    }
+}
+
+/* ---- control: worker.{id}.models.load|unload|list ---- */
+
+static void reply_json(inferd_nats_worker *w, natsMsg *msg, json_t *o)
+{
+    const char *reply = natsMsg_GetReply(msg);
+    if (!reply || !*reply) {
+        json_decref(o);
+        inferd_log_warn(COMP, "control request on %s without a reply subject: ignored",
+                        natsMsg_GetSubject(msg));
+        return;
+    }
+    publish_json(w, reply, o);
+}
+
+static json_t *ctl_error(const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static json_t *ctl_error(const char *code, const char *fmt, ...)
+{
+    char msg[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return json_pack("{s:b,s:s,s:s}", "ok", false, "code", code, "error", msg);
+}
+
+static int subscribe_model(inferd_nats_worker *w, size_t i);
+static void unsubscribe_model(inferd_nats_worker *w, size_t i);
+
+static json_t *ctl_list(inferd_nats_worker *w)
+{
+    inferd_server *s = w->srv;
+    inferd_registry_model_info info[INFERD_SERVER_MODELS_MAX];
+    size_t n_info = 0;
+    inferd_registry_list(s->reg, info, INFERD_SERVER_MODELS_MAX, &n_info);
+    json_t *a = json_array();
+    for (size_t i = 0; i < s->n_models; i++) {
+        const char *state = "unloaded";
+        for (size_t k = 0; k < n_info && k < INFERD_SERVER_MODELS_MAX; k++)
+            if (strcmp(info[k].id, s->models[i].id) == 0)
+                state = inferd_registry_state_name(info[k].state);
+        pthread_mutex_lock(&w->mu);
+        bool subscribed = w->eps[EPI_MODEL0 + i].active;
+        json_t *subj = subscribed ? json_string(w->eps[EPI_MODEL0 + i].subject) : json_null();
+        pthread_mutex_unlock(&w->mu);
+        json_array_append_new(
+            a, json_pack("{s:s,s:b,s:s,s:s,s:o}", "id", s->models[i].id, "loaded",
+                         strcmp(state, "ready") == 0, "state", state, "path", s->models[i].path,
+                         "subject", subj));
+    }
+    return json_pack("{s:b,s:o}", "ok", true, "models", a);
+}
+
+static json_t *ctl_load(inferd_nats_worker *w, json_t *body, bool load)
+{
+    inferd_server *s = w->srv;
+    json_t *mid = json_is_object(body) ? json_object_get(body, "modelId") : NULL;
+    if (!mid)
+        return ctl_error("bad_request", "modelId: it is required");
+    if (!json_is_string(mid))
+        return ctl_error("bad_request", "modelId: expected a string, got %s",
+                         param_type_name(mid));
+    served *sm = find_model(s, json_string_value(mid));
+    if (!sm)
+        return ctl_error("not_found", "model '%s' is not served here", json_string_value(mid));
+    size_t i = (size_t)(sm - s->models);
+    inferd_error e = {0};
+    if (load) {
+        if (atomic_load(&s->state) >= SERVER_DRAINING)
+            return ctl_error("unavailable", "the worker is shutting down");
+        inferd_registry_handle *h = NULL;
+        double t0 = server_now_s();
+        int rc = server_get_model(s, sm, &h, &e);
+        if (rc < 0)
+            return ctl_error(code_of_error(rc == INFERD_E_BUSY ? INFERD_E_UNAVAILABLE : rc),
+                             "model '%s': %s", sm->id, e.msg);
+        server_model_template(s, sm, inferd_registry_handle_model(h));
+        inferd_registry_release(s->reg, h);
+        if (subscribe_model(w, i) < 0)
+            return ctl_error("internal", "model '%s' is loaded but inference.%s could not be "
+                             "subscribed", sm->id, w->eps[EPI_MODEL0 + i].subject);
+        inferd_log_info(COMP, "model '%s' loaded on request in %.0f ms", sm->id,
+                        (server_now_s() - t0) * 1e3);
+        return json_pack("{s:b,s:s,s:b}", "ok", true, "modelId", sm->id, "loaded", true);
+    }
+    unsubscribe_model(w, i);
+    int rc = inferd_registry_unload(s->reg, sm->id, true, &e);
+    if (rc < 0 && rc != INFERD_E_NOT_FOUND)
+        return ctl_error(code_of_error(rc), "model '%s': %s", sm->id, e.msg);
+    inferd_log_info(COMP, "model '%s' unloaded on request", sm->id);
+    return json_pack("{s:b,s:s,s:b}", "ok", true, "modelId", sm->id, "loaded", false);
+}
+
+static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    nw_sub *ns = closure;
+    inferd_nats_worker *w = ns->w;
+    uint64_t t0 = server_now_ns();
+    size_t len = (size_t)natsMsg_GetDataLength(msg);
+    json_t *body = NULL, *out;
+    json_error_t je;
+    if (len > w->o.max_msg_bytes) {
+        out = ctl_error("bad_request", "the message is %zu bytes, over the limit of %zu", len,
+                        w->o.max_msg_bytes);
+    } else if (len > 0 && !(body = json_loadb(natsMsg_GetData(msg), len, 0, &je))) {
+        out = ctl_error("bad_request", "invalid JSON at line %d column %d: %s", je.line,
+                        je.column, je.text);
+    } else if (body && !json_is_object(body)) {
+        out = ctl_error("bad_request", "the message must be a JSON object");
+    } else if (ns->kind == SUB_LIST) {
+        out = ctl_list(w);
+    } else {
+        out = ctl_load(w, body, ns->kind == SUB_LOAD);
+    }
+    json_decref(body);
+    json_t *ok = out ? json_object_get(out, "ok") : NULL;
+    json_t *err = out ? json_object_get(out, "error") : NULL;
+    ep_record(w, ns->ep, server_now_ns() - t0,
+              json_is_false(ok) ? (json_is_string(err) ? json_string_value(err) : "failed")
+                                : NULL);
+    reply_json(w, msg, out);
+    natsMsg_Destroy(msg);
+}
+
+/* ---- discovery: $SRV.PING|INFO|STATS ---- */
+
+static json_t *srv_identity(inferd_nats_worker *w, const char *type)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s}}", "type", type, "name", SERVICE_NAME, "id",
+                     w->id, "version", INFERD_VERSION, "metadata", "workerId", w->id, "hostname",
+                     w->hostname);
+}
+
+static json_t *srv_endpoints(inferd_nats_worker *w, bool stats)
+{
+    json_t *a = json_array();
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < EPS_N; i++) {
+        const nw_endpoint *e = &w->eps[i];
+        if (!e->active)
+            continue;
+        json_t *o = json_pack("{s:s,s:s}", "name", e->name, "subject", e->subject);
+        if (e->queue)
+            json_object_set_new(o, "queue_group", json_string(QUEUE_GROUP));
+        if (stats) {
+            json_object_set_new(o, "num_requests", json_integer((json_int_t)e->n_requests));
+            json_object_set_new(o, "num_errors", json_integer((json_int_t)e->n_errors));
+            json_object_set_new(o, "last_error", json_string(e->last_error));
+            json_object_set_new(o, "processing_time", json_integer((json_int_t)e->time_ns));
+            json_object_set_new(o, "average_processing_time",
+                                json_integer(e->n_requests
+                                                 ? (json_int_t)(e->time_ns / e->n_requests)
+                                                 : 0));
+        } else {
+            json_object_set_new(o, "metadata", json_null());
+        }
+        json_array_append_new(a, o);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return a;
+}
+
+static void on_srv(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    (void)sub;
+    nw_sub *ns = closure;
+    inferd_nats_worker *w = ns->w;
+    json_t *o;
+    if (ns->srv_verb == 0) {
+        o = srv_identity(w, "io.nats.micro.v1.ping_response");
+    } else if (ns->srv_verb == 1) {
+        o = srv_identity(w, "io.nats.micro.v1.info_response");
+        json_object_set_new(o, "description",
+                            json_string("inferd model worker: LLM inference over NATS"));
+        json_object_set_new(o, "endpoints", srv_endpoints(w, false));
+    } else {
+        o = srv_identity(w, "io.nats.micro.v1.stats_response");
+        char started[40];
+        time_t t = (time_t)w->started_unix_s;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        size_t n = strftime(started, sizeof(started), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(started + n, sizeof(started) - n, ".%03dZ",
+                 (int)((w->started_unix_s - floor(w->started_unix_s)) * 1e3));
+        json_object_set_new(o, "started", json_string(started));
+        json_object_set_new(o, "endpoints", srv_endpoints(w, true));
+    }
+    reply_json(w, msg, o);
+    natsMsg_Destroy(msg);
+}
+
+/* ---- subscriptions ---- */
+
+static int subscribe(inferd_nats_worker *w, nw_sub *ns, const char *subject, bool queue,
+                     natsMsgHandler cb)
+{
+    natsStatus st = queue ? natsConnection_QueueSubscribe(&ns->sub, w->nc, subject, QUEUE_GROUP,
+                                                          cb, ns)
+                          : natsConnection_Subscribe(&ns->sub, w->nc, subject, cb, ns);
+    if (st != NATS_OK) {
+        inferd_log_error(COMP, "cannot subscribe %s: %s", subject, natsStatus_GetText(st));
+        ns->sub = NULL;
+        return -1;
+    }
+    /* Requests are handed to their threads at once: no pending limit
+     * matters but the byte one (a slow consumer drops, never blocks). */
+    natsSubscription_SetPendingLimits(ns->sub, -1, 64 << 20);
+    return 0;
+}
+
+static int subscribe_model(inferd_nats_worker *w, size_t i)
+{
+    nw_sub *ns = &w->models[i];
+    pthread_mutex_lock(&w->mu);
+    bool have = ns->sub != NULL || atomic_load(&w->state) >= NW_DRAINING;
+    pthread_mutex_unlock(&w->mu);
+    if (have)
+        return 0;
+    nw_endpoint *e = &w->eps[EPI_MODEL0 + i];
+    natsSubscription *sub = NULL;
+    natsStatus st = natsConnection_QueueSubscribe(&sub, w->nc, e->subject, QUEUE_GROUP,
+                                                  on_inference, ns);
+    if (st != NATS_OK) {
+        inferd_log_error(COMP, "cannot subscribe %s: %s", e->subject, natsStatus_GetText(st));
+        return -1;
+    }
+    natsSubscription_SetPendingLimits(sub, -1, 64 << 20);
+    pthread_mutex_lock(&w->mu);
+    ns->sub = sub;
+    e->active = true;
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+static void unsubscribe_model(inferd_nats_worker *w, size_t i)
+{
+    nw_sub *ns = &w->models[i];
+    pthread_mutex_lock(&w->mu);
+    natsSubscription *sub = ns->sub;
+    ns->sub = NULL;
+    w->eps[EPI_MODEL0 + i].active = false;
+    pthread_mutex_unlock(&w->mu);
+    if (sub) {
+        natsSubscription_Unsubscribe(sub);
+        natsSubscription_Destroy(sub);
+    }
+}
+
+/* ---- status ---- */
+
+json_t *natsw_status_json(struct inferd_nats_worker *w)
+{
+    if (!w)
+        return NULL;
+    char url[256] = "";
+    if (w->nc && atomic_load(&w->connected))
+        natsConnection_GetConnectedUrl(w->nc, url, sizeof(url));
+    pthread_mutex_lock(&w->mu);
+    json_t *o = json_pack(
+        "{s:s,s:o,s:{s:s,s:s,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:s}}", "id", w->id, "tags",
+        tags_json(w), "nats", "state", state_name(atomic_load(&w->state)), "url", w->url,
+        "connected", atomic_load(&w->connected), "server", url, "reconnects",
+        (json_int_t)w->n_reconnects, "registrations", (json_int_t)w->n_registrations,
+        "register_attempts", (json_int_t)w->n_register_attempts, "heartbeats",
+        (json_int_t)w->n_heartbeats, "requests", (json_int_t)atomic_load(&w->n_requests),
+        "malformed", (json_int_t)atomic_load(&w->n_malformed), "rejected",
+        (json_int_t)atomic_load(&w->n_rejected), "in_flight", atomic_load(&w->n_inflight),
+        "last_error", w->last_error);
+    pthread_mutex_unlock(&w->mu);
+    return o;
+}
+
+/* ---- lifecycle ---- */
+
+inferd_nats_opts inferd_nats_opts_default(void)
+{
+    inferd_nats_opts o;
+    memset(&o, 0, sizeof(o));
+    o.heartbeat_ms = 5000;
+    o.register_timeout_ms = 2000;
+    o.max_msg_bytes = 1 << 20;
+    return o;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void worker_free(inferd_nats_worker *w)
+{
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->n_tags; i++)
+        free(w->tags[i]);
+    free(w->tags);
+    free(w->url);
+    free(w->id);
+    free(w->advertise);
+    pthread_mutex_destroy(&w->mu);
+    pthread_mutex_destroy(&w->hb_mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+static int split_tags(inferd_nats_worker *w, const char *tags)
+{
+    if (!tags || !*tags)
+        return 0;
+    size_t n = 1;
+    for (const char *p = tags; *p; p++)
+        n += *p == ',';
+    w->tags = calloc(n, sizeof(char *));
+    if (!w->tags)
+        return -1;
+    const char *p = tags;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        if (len > 0 && !(w->tags[w->n_tags++] = strndup(p, len)))
+            return -1;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
+                              inferd_nats_worker **out, inferd_error *err)
+{
+    *out = NULL;
+    if (!opts->url || !*opts->url)
+        return inferd_fail(err, INFERD_E_INVALID, "--nats: a URL is required");
+    if (!opts->worker_id || !*opts->worker_id)
+        return inferd_fail(err, INFERD_E_INVALID, "--worker-id: it is required");
+    if (strpbrk(opts->worker_id, ".*> \t\r\n") || strlen(opts->worker_id) > 128)
+        return inferd_fail(err, INFERD_E_INVALID,
+                           "--worker-id: '%s' must be one subject token of at most 128 "
+                           "characters (no '.', '*', '>' or spaces)",
+                           opts->worker_id);
+    if (opts->heartbeat_ms < 100 || opts->heartbeat_ms > 3600000)
+        return inferd_fail(err, INFERD_E_INVALID, "--heartbeat-ms: %lld is outside [100, 3600000]",
+                           (long long)opts->heartbeat_ms);
+    inferd_nats_worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return inferd_fail(err, INFERD_E_NOMEM, "no memory for the NATS worker");
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_mutex_init(&w->hb_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    w->srv = srv;
+    w->o = *opts;
+    w->url = strdup(opts->url);
+    w->id = strdup(opts->worker_id);
+    w->advertise = dup_or_null(opts->advertise_host);
+    if (!w->url || !w->id || (opts->advertise_host && !w->advertise) ||
+        split_tags(w, opts->tags) < 0) {
+        worker_free(w);
+        return inferd_fail(err, INFERD_E_NOMEM, "no memory for the NATS worker");
+    }
+    if (w->o.register_timeout_ms <= 0)
+        w->o.register_timeout_ms = 2000;
+    if (w->o.max_msg_bytes == 0)
+        w->o.max_msg_bytes = 1 << 20;
+    if (gethostname(w->hostname, sizeof(w->hostname) - 1) != 0)
+        snprintf(w->hostname, sizeof(w->hostname), "unknown");
+    const inferd_sched_opts *so = &srv->o.model_opts.sched;
+    uint32_t per_model = (so->n_slots ? so->n_slots : 4) + (so->n_queue_max ? so->n_queue_max : 64);
+    w->max_inflight = per_model * (uint32_t)srv->n_models + 16;
+    w->backoff_ms = BACKOFF_MIN_MS;
+    atomic_store(&w->state, NW_IDLE);
+
+    /* Endpoints. */
+    snprintf(w->eps[EPI_DIRECT].name, sizeof(w->eps[0].name), "inference");
+    snprintf(w->eps[EPI_DIRECT].subject, sizeof(w->eps[0].subject), "worker.%s.inference", w->id);
+    static const char *const verbs[] = {"load", "unload", "list"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(w->eps[EPI_LOAD + k].name, sizeof(w->eps[0].name), "models-%s", verbs[k]);
+        snprintf(w->eps[EPI_LOAD + k].subject, sizeof(w->eps[0].subject), "worker.%s.models.%s",
+                 w->id, verbs[k]);
+    }
+    for (size_t i = 0; i < srv->n_models; i++) {
+        char tok[INFERD_REGISTRY_ID_MAX];
+        subject_token(srv->models[i].id, tok, sizeof(tok));
+        nw_endpoint *e = &w->eps[EPI_MODEL0 + i];
+        snprintf(e->name, sizeof(e->name), "inference-%s", tok);
+        snprintf(e->subject, sizeof(e->subject), "inference.%s", tok);
+        e->queue = true;
+        w->models[i] = (nw_sub){.w = w, .kind = SUB_INFER, .ep = (int)(EPI_MODEL0 + i)};
+    }
+    w->direct = (nw_sub){.w = w, .kind = SUB_INFER, .ep = EPI_DIRECT};
+    for (int k = 0; k < 3; k++)
+        w->ctl[k] = (nw_sub){.w = w, .kind = (sub_kind)(SUB_LOAD + k), .ep = EPI_LOAD + k};
+    for (int k = 0; k < SRV_SUBS; k++)
+        w->srv_subs[k] = (nw_sub){.w = w, .kind = SUB_SRV, .srv_verb = k / 3};
+
+    pthread_mutex_lock(&srv->mu);
+    if (srv->nats) {
+        pthread_mutex_unlock(&srv->mu);
+        worker_free(w);
+        return inferd_fail(err, INFERD_E_INVALID, "the server already has a NATS worker");
+    }
+    srv->nats = w;
+    pthread_mutex_unlock(&srv->mu);
+    *out = w;
+    return 0;
+}
+
+static int nats_fail(inferd_error *err, natsStatus st, const char *what)
+{
+    int code = st == NATS_NO_MEMORY ? INFERD_E_NOMEM
+               : (st == NATS_INVALID_ARG || st == NATS_ERR) ? INFERD_E_INVALID
+                                                             : INFERD_E_IO;
+    return inferd_fail(err, code, "%s: %s", what, natsStatus_GetText(st));
+}
+
+int inferd_nats_worker_start(inferd_nats_worker *w, inferd_error *err)
+{
+    natsStatus st;
+    char name[200];
+    snprintf(name, sizeof(name), "inferd-%s", w->id);
+    if ((st = natsOptions_Create(&w->nopts)) != NATS_OK)
+        return nats_fail(err, st, "NATS options");
+    natsOptions *o = w->nopts;
+    if ((st = natsOptions_SetServers(o, NULL, 0)) == NATS_OK)
+        st = natsOptions_SetURL(o, w->url);
+    if (st == NATS_OK)
+        st = natsOptions_SetName(o, name);
+    if (st == NATS_OK)
+        st = natsOptions_SetMaxReconnect(o, -1);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectWait(o, 250);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectJitter(o, 250, 1000);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectBufSize(o, RECONNECT_BUF_BYTES);
+    if (st == NATS_OK)
+        st = natsOptions_SetSendAsap(o, true);
+    if (st == NATS_OK)
+        st = natsOptions_SetTimeout(o, 2000);
+    if (st == NATS_OK)
+        st = natsOptions_SetDisconnectedCB(o, on_disconnected, w);
+    if (st == NATS_OK)
+        st = natsOptions_SetReconnectedCB(o, on_reconnected, w);
+    if (st == NATS_OK)
+        st = natsOptions_SetClosedCB(o, on_closed, w);
+    if (st == NATS_OK)
+        st = natsOptions_SetErrorHandler(o, on_async_error, w);
+    if (st == NATS_OK)
+        st = natsOptions_SetRetryOnFailedConnect(o, true, on_connected, w);
+    if (st != NATS_OK)
+        return nats_fail(err, st, "--nats");
+    atomic_store(&w->state, NW_CONNECTING);
+    w->started_unix_s = unix_now_s();
+    inferd_log_info(COMP, "connecting to %s as worker '%s'", w->url, w->id);
+    st = natsConnection_Connect(&w->nc, o);
+    if (st != NATS_OK && st != NATS_NOT_YET_CONNECTED) {
+        atomic_store(&w->state, NW_IDLE);
+        return nats_fail(err, st, "--nats");
+    }
+    if (st == NATS_NOT_YET_CONNECTED)
+        inferd_log_warn(COMP, "NATS at %s is not reachable yet: retrying in the background "
+                        "(HTTP serves meanwhile)", w->url);
+    else
+        on_connected(w->nc, w);
+
+    /* Subscriptions (sent once connected when the connect is pending). */
+    int rc = subscribe(w, &w->direct, w->eps[EPI_DIRECT].subject, false, on_inference);
+    for (int k = 0; k < 3 && rc == 0; k++)
+        rc = subscribe(w, &w->ctl[k], w->eps[EPI_LOAD + k].subject, false, on_control);
+    static const char *const verbs[] = {"PING", "INFO", "STATS"};
+    for (int k = 0; k < SRV_SUBS && rc == 0; k++) {
+        char subj[200];
+        if (k % 3 == 0)
+            snprintf(subj, sizeof(subj), "$SRV.%s", verbs[k / 3]);
+        else if (k % 3 == 1)
+            snprintf(subj, sizeof(subj), "$SRV.%s.%s", verbs[k / 3], SERVICE_NAME);
+        else
+            snprintf(subj, sizeof(subj), "$SRV.%s.%s.%s", verbs[k / 3], SERVICE_NAME, w->id);
+        rc = subscribe(w, &w->srv_subs[k], subj, false, on_srv);
+    }
+    pthread_mutex_lock(&w->mu);
+    for (int k = 0; k < EPI_MODEL0; k++)
+        w->eps[k].active = rc == 0;
+    pthread_mutex_unlock(&w->mu);
+    for (size_t i = 0; i < w->srv->n_models && rc == 0; i++) {
+        inferd_sched_stats st_m;
+        if (inferd_registry_sched_stats(w->srv->reg, w->srv->models[i].id, &st_m) == 0)
+            rc = subscribe_model(w, i);
+    }
+    if (rc < 0)
+        return inferd_fail(err, INFERD_E_IO, "cannot subscribe the worker's subjects: %s",
+                           w->last_error[0] ? w->last_error : "see the log");
+    if ((rc = pthread_create(&w->thread, NULL, control_main, w)) != 0)
+        return inferd_fail(err, INFERD_E_INTERNAL, "cannot start the worker thread: %s",
+                           strerror(rc));
+    w->thread_running = true;
+    return 0;
+}
+
+static void drain_sub(natsSubscription *sub)
+{
+    if (!sub)
+        return;
+    /* Drain needs a live connection; otherwise just stop the interest. */
+    if (natsSubscription_Drain(sub) != NATS_OK)
+        natsSubscription_Unsubscribe(sub);
+}
+
+void inferd_nats_worker_drain(inferd_nats_worker *w)
+{
+    if (!w || !w->nc)
+        return;
+    atomic_store(&w->state, NW_DRAINING);
+    inferd_log_info(COMP, "draining: no new NATS requests");
+    drain_sub(w->direct.sub);
+    pthread_mutex_lock(&w->mu);
+    natsSubscription *models[INFERD_SERVER_MODELS_MAX];
+    for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
+        models[i] = w->models[i].sub;
+    pthread_mutex_unlock(&w->mu);
+    for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
+        drain_sub(models[i]);
+    /* Messages already delivered to us are handed to their threads. */
+    natsSubscription_WaitForDrainCompletion(w->direct.sub, 2000);
+    for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
+        if (models[i])
+            natsSubscription_WaitForDrainCompletion(models[i], 2000);
+    if (atomic_load(&w->connected)) {
+        publish_json(w, "worker.heartbeat", heartbeat(w, false));
+    }
+}
+
+void inferd_nats_worker_destroy(inferd_nats_worker *w)
+{
+    if (!w)
+        return;
+    inferd_server *s = w->srv;
+    pthread_mutex_lock(&s->mu);
+    s->nats = NULL;
+    pthread_mutex_unlock(&s->mu);
+    /* The request threads end with their requests (the server's drain ended
+     * them all). */
+    pthread_mutex_lock(&w->mu);
+    while (atomic_load(&w->n_inflight) > 0)
+        pthread_cond_wait(&w->cv, &w->mu);
+    w->stop = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (w->thread_running)
+        pthread_join(w->thread, NULL);
+    if (w->nc) {
+        if (atomic_load(&w->connected)) {
+            publish_json(w, "worker.heartbeat", heartbeat(w, true));
+            natsConnection_FlushTimeout(w->nc, 2000);
+            inferd_log_info(COMP, "sent the offline heartbeat");
+        }
+        atomic_store(&w->state, NW_STOPPED);
+        natsConnection_Close(w->nc);
+        natsSubscription_Destroy(w->direct.sub);
+        for (int k = 0; k < 3; k++)
+            natsSubscription_Destroy(w->ctl[k].sub);
+        for (int k = 0; k < SRV_SUBS; k++)
+            natsSubscription_Destroy(w->srv_subs[k].sub);
+        for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
+            natsSubscription_Destroy(w->models[i].sub);
+        natsConnection_Destroy(w->nc);
+    }
+    natsOptions_Destroy(w->nopts);
+    worker_free(w);
+}
