@@ -513,8 +513,8 @@ static void *control_main(void *arg)
         double now = server_now_s();
         bool conn = atomic_load(&w->connected);
         if (conn && w->need_register && now >= next_reg) {
-            pthread_mutex_unlock(&w->mu);
             w->n_register_attempts++;
+            pthread_mutex_unlock(&w->mu);
             bool ok = do_register(w);
             pthread_mutex_lock(&w->mu);
             if (ok) {
@@ -1501,7 +1501,8 @@ void inferd_nats_worker_drain(inferd_nats_worker *w)
     for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
         drain_sub(models[i]);
     /* Messages already delivered to us are handed to their threads. */
-    natsSubscription_WaitForDrainCompletion(w->direct.sub, 2000);
+    if (w->direct.sub)
+        natsSubscription_WaitForDrainCompletion(w->direct.sub, 2000);
     for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
         if (models[i])
             natsSubscription_WaitForDrainCompletion(models[i], 2000);
