@@ -1548,4 +1548,6 @@ void inferd_nats_worker_destroy(inferd_nats_worker *w)
     }
     natsOptions_Destroy(w->nopts);
     worker_free(w);
+    /* The library's own threads and memory: one worker per process. */
+    nats_CloseAndWait(2000);
 }
