@@ -83,7 +83,8 @@ struct inferd_nats_worker {
     atomic_uint_least64_t n_requests, n_malformed, n_rejected;
 
     pthread_mutex_t mu;            /* guards what follows */
-    pthread_cond_t cv;             /* the control thread's wake-up; n_inflight drops */
+    pthread_cond_t cv;             /* the control thread's wake-up */
+    pthread_cond_t idle_cv;        /* n_inflight dropped */
     bool stop;
     bool need_register;
     int64_t backoff_ms;
@@ -915,8 +916,8 @@ static void *request_main(void *arg)
     natsMsg_Destroy(j->msg);
     free(j);
     pthread_mutex_lock(&w->mu);
-    atomic_fetch_sub(&w->n_inflight, 1);
-    pthread_cond_broadcast(&w->cv);
+    if (atomic_fetch_sub(&w->n_inflight, 1) == 1)
+        pthread_cond_broadcast(&w->idle_cv);
     pthread_mutex_unlock(&w->mu);
     return NULL;
 }
@@ -1276,6 +1277,7 @@ static void worker_free(inferd_nats_worker *w)
     pthread_mutex_destroy(&w->mu);
     pthread_mutex_destroy(&w->hb_mu);
     pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->idle_cv);
     free(w);
 }
 
@@ -1327,6 +1329,7 @@ int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&w->idle_cv, NULL);
     w->srv = srv;
     w->o = *opts;
     w->url = strdup(opts->url);
@@ -1523,7 +1526,7 @@ void inferd_nats_worker_destroy(inferd_nats_worker *w)
      * them all). */
     pthread_mutex_lock(&w->mu);
     while (atomic_load(&w->n_inflight) > 0)
-        pthread_cond_wait(&w->cv, &w->mu);
+        pthread_cond_wait(&w->idle_cv, &w->mu);
     w->stop = true;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
