@@ -45,6 +45,10 @@ typedef struct inferd_nats_opts {
 /** Defaults as documented on each field; url and worker_id NULL. */
 inferd_nats_opts inferd_nats_opts_default(void);
 
+/** Check @p opts as create does (before anything is started). @return 0 or
+ * INFERD_E_INVALID (the message names the option). */
+int inferd_nats_opts_check(const inferd_nats_opts *opts, inferd_error *err);
+
 /**
  * Create the worker for @p srv (state IDLE, shown in srv's /v1/status). At
  * most one per server. @return 0; INFERD_E_INVALID (a bad option: the

@@ -188,6 +188,16 @@ int inferd__cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     inferd_error err = {0};
+    inferd_nats_opts no = inferd_nats_opts_default();
+    no.url = nats_url;
+    no.worker_id = worker_id;
+    no.tags = worker_tags;
+    no.heartbeat_ms = heartbeat_ms;
+    no.max_msg_bytes = (size_t)max_body;
+    if (nats_url && inferd_nats_opts_check(&no, &err) < 0) {
+        inferd__cli_error(CMD, "%s", err.msg);
+        return CLI_EXIT_USAGE;
+    }
     inferd_server *srv = NULL;
     if (inferd_server_create(&so, &srv, &err) < 0) {
         inferd__cli_error(CMD, "%s", err.msg);
@@ -197,12 +207,6 @@ int inferd__cmd_serve(int argc, char **argv)
                     host, strchr(host, ':') ? "]" : "", (unsigned)inferd_server_port(srv));
     inferd_nats_worker *nw = NULL;
     if (nats_url) {
-        inferd_nats_opts no = inferd_nats_opts_default();
-        no.url = nats_url;
-        no.worker_id = worker_id;
-        no.tags = worker_tags;
-        no.heartbeat_ms = heartbeat_ms;
-        no.max_msg_bytes = (size_t)max_body;
         if (inferd_nats_worker_create(srv, &no, &nw, &err) < 0) {
             inferd__cli_error(CMD, "%s", err.msg);
             inferd_server_destroy(srv);

@@ -86,8 +86,13 @@ struct inferd_nats_worker {
     pthread_cond_t cv;             /* the control thread's wake-up */
     pthread_cond_t idle_cv;        /* n_inflight dropped */
     bool stop;
-    bool need_register;
+    bool need_register;            /* (re)connected and not yet acknowledged */
+    bool reg_pending;              /* a registration awaits its reply */
+    uint64_t reg_seq;              /* attempt number: the reply subject's last token */
+    double reg_deadline, next_reg; /* monotonic seconds */
     int64_t backoff_ms;
+    char reg_inbox[128];           /* replies come on reg_inbox.{seq} */
+    natsSubscription *reg_sub;
     uint64_t n_reconnects, n_registrations, n_register_attempts, n_heartbeats;
     char last_error[256];
     nw_endpoint eps[EPS_N];
@@ -473,66 +478,111 @@ static json_t *heartbeat(inferd_nats_worker *w, bool offline)
 
 /* ---- registration and heartbeats (the control thread) ---- */
 
-/* Send the registration as a request: true when a controller took it. */
-static bool do_register(inferd_nats_worker *w)
+/* A failed or unanswered registration: try again after the backoff.
+ * Called with mu held. */
+static void register_retry(inferd_nats_worker *w)
+{
+    double jitter = 0.5 + (double)rand() / ((double)RAND_MAX + 1.0);
+    w->reg_pending = false;
+    w->next_reg = server_now_s() + (double)w->backoff_ms * jitter / 1e3;
+    inferd_log_debug(COMP, "registration not taken (%s): again in %.0f ms", w->last_error,
+                     (w->next_reg - server_now_s()) * 1e3);
+    w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
+}
+
+/* The answer to a registration (libnats delivery thread): any reply takes
+ * it unless it says {"ok": false}; "no responders" does not. */
+static void on_register_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                              void *closure)
+{
+    (void)nc;
+    (void)sub;
+    inferd_nats_worker *w = closure;
+    const char *subj = natsMsg_GetSubject(msg);
+    const char *dot = strrchr(subj, '.');
+    uint64_t seq = dot ? strtoull(dot + 1, NULL, 10) : 0;
+    bool no_responders = natsMsg_IsNoResponders(msg);
+    int len = natsMsg_GetDataLength(msg);
+    json_t *a = no_responders ? NULL
+                              : json_loadb(natsMsg_GetData(msg), (size_t)len, 0, NULL);
+    json_t *ok = json_is_object(a) ? json_object_get(a, "ok") : NULL;
+    bool taken = !no_responders && !json_is_false(ok);
+    pthread_mutex_lock(&w->mu);
+    if (w->reg_pending && seq == w->reg_seq) {
+        if (taken) {
+            w->reg_pending = false;
+            w->need_register = false;
+            w->n_registrations++;
+            w->backoff_ms = BACKOFF_MIN_MS;
+            int expected = NW_REGISTERING;
+            atomic_compare_exchange_strong(&w->state, &expected, NW_READY);
+            inferd_log_info(COMP, "registered as worker '%s'", w->id);
+        } else {
+            if (no_responders)
+                snprintf(w->last_error, sizeof(w->last_error),
+                         "worker.register: no controller is listening");
+            else
+                snprintf(w->last_error, sizeof(w->last_error),
+                         "worker.register refused: %.*s", len > 160 ? 160 : len,
+                         natsMsg_GetData(msg));
+            register_retry(w);
+        }
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    json_decref(a);
+    natsMsg_Destroy(msg);
+}
+
+/* Publish the registration with reply subject reg_inbox.{seq}. */
+static void register_send(inferd_nats_worker *w)
 {
     json_t *o = registration(w);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    if (!s)
-        return false;
-    natsMsg *reply = NULL;
-    natsStatus st = natsConnection_Request(&reply, w->nc, "worker.register", s, (int)strlen(s),
-                                           w->o.register_timeout_ms);
+    char reply[sizeof(w->reg_inbox) + 24];
+    pthread_mutex_lock(&w->mu);
+    w->n_register_attempts++;
+    uint64_t seq = ++w->reg_seq;
+    w->reg_pending = true;
+    w->reg_deadline = server_now_s() + (double)w->o.register_timeout_ms / 1e3;
+    snprintf(reply, sizeof(reply), "%s.%llu", w->reg_inbox, (unsigned long long)seq);
+    pthread_mutex_unlock(&w->mu);
+    natsStatus st = s ? natsConnection_PublishRequest(w->nc, "worker.register", reply, s,
+                                                      (int)strlen(s))
+                      : NATS_NO_MEMORY;
     free(s);
-    bool taken = false;
-    if (st == NATS_OK && reply) {
-        /* Any answer takes it, unless it says {"ok": false}. */
-        json_t *a = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0,
-                               NULL);
-        json_t *ok = json_is_object(a) ? json_object_get(a, "ok") : NULL;
-        taken = !json_is_false(ok);
-        if (!taken)
-            set_last_error(w, "worker.register refused: %.*s",
-                           natsMsg_GetDataLength(reply) > 160 ? 160
-                                                              : natsMsg_GetDataLength(reply),
-                           natsMsg_GetData(reply));
-        json_decref(a);
-    } else {
-        set_last_error(w, "worker.register: %s", natsStatus_GetText(st));
+    if (st != NATS_OK) {
+        pthread_mutex_lock(&w->mu);
+        snprintf(w->last_error, sizeof(w->last_error), "worker.register: %s",
+                 natsStatus_GetText(st));
+        if (seq == w->reg_seq)
+            register_retry(w);
+        pthread_mutex_unlock(&w->mu);
     }
-    natsMsg_Destroy(reply);
-    return taken;
 }
 
+/* The control thread: registration attempts and heartbeats, neither
+ * waiting for the other (a registration's reply comes on its own
+ * subscription). */
 static void *control_main(void *arg)
 {
     inferd_nats_worker *w = arg;
-    double next_hb = 0, next_reg = 0;
+    double next_hb = 0;
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
         double now = server_now_s();
         bool conn = atomic_load(&w->connected);
-        if (conn && w->need_register && now >= next_reg) {
-            w->n_register_attempts++;
+        if (w->reg_pending && now >= w->reg_deadline) {
+            snprintf(w->last_error, sizeof(w->last_error),
+                     "worker.register: no reply within %lld ms",
+                     (long long)w->o.register_timeout_ms);
+            register_retry(w);
+        }
+        if (conn && w->need_register && !w->reg_pending && now >= w->next_reg) {
             pthread_mutex_unlock(&w->mu);
-            bool ok = do_register(w);
+            register_send(w);
             pthread_mutex_lock(&w->mu);
-            if (ok) {
-                w->need_register = false;
-                w->n_registrations++;
-                w->backoff_ms = BACKOFF_MIN_MS;
-                int expected = NW_REGISTERING;
-                atomic_compare_exchange_strong(&w->state, &expected, NW_READY);
-                inferd_log_info(COMP, "registered as worker '%s'", w->id);
-            } else {
-                double jitter = 0.5 + (double)rand() / ((double)RAND_MAX + 1.0);
-                next_reg = server_now_s() + (double)w->backoff_ms * jitter / 1e3;
-                inferd_log_debug(COMP, "registration not taken (%s): again in %.0f ms",
-                                 w->last_error, (next_reg - server_now_s()) * 1e3);
-                w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                                   : w->backoff_ms * 2;
-            }
             continue;
         }
         if (conn && now >= next_hb) {
@@ -545,8 +595,10 @@ static void *control_main(void *arg)
             continue;
         }
         double wake = conn ? next_hb : now + 1.0;
-        if (conn && w->need_register && next_reg < wake)
-            wake = next_reg;
+        if (w->reg_pending && w->reg_deadline < wake)
+            wake = w->reg_deadline;
+        if (conn && w->need_register && !w->reg_pending && w->next_reg < wake)
+            wake = w->next_reg;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         double dt = wake - now;
@@ -559,8 +611,6 @@ static void *control_main(void *arg)
             ts.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&w->cv, &w->mu, &ts);
-        if (w->need_register && atomic_load(&w->connected) && !conn)
-            next_reg = 0; /* just (re)connected: register at once */
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
@@ -580,6 +630,9 @@ static void on_connected(natsConnection *nc, void *closure)
     if (st == NW_CONNECTING || st == NW_READY || st == NW_REGISTERING) {
         atomic_store(&w->state, NW_REGISTERING);
         w->need_register = true;
+        w->reg_pending = false; /* a reply to an earlier attempt no longer counts */
+        w->reg_seq++;
+        w->next_reg = 0;        /* register at once */
         w->backoff_ms = BACKOFF_MIN_MS;
     }
     pthread_cond_broadcast(&w->cv);
@@ -626,6 +679,9 @@ static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus
 }
 
 /* ---- inference ---- */
+
+static int subscribe_model(inferd_nats_worker *w, size_t i);
+static void unsubscribe_model(inferd_nats_worker *w, size_t i);
 
 typedef struct job {
     inferd_nats_worker *w;
@@ -797,6 +853,7 @@ static void run_request(job *j, json_t *body)
         emit_error(j, code_of_error(rc == INFERD_E_BUSY ? INFERD_E_UNAVAILABLE : rc), NULL, msg);
         return;
     }
+    subscribe_model(w, (size_t)(sm - s->models)); /* loaded on demand: take its subject again */
     char *rendered = NULL;
     if (msgs) {
         size_t len = 0;
@@ -898,7 +955,7 @@ static void handle_request(job *j)
         j->has_rid = true;
         if (len > w->o.max_msg_bytes) {
             char msg[160];
-            snprintf(msg, sizeof(msg), "the message is %zu bytes, over the limit of %zu",
+            snprintf(msg, sizeof(msg), "the message is too large: %zu bytes, over the limit of %zu",
                      len, w->o.max_msg_bytes);
             emit_error(j, "bad_request", NULL, msg);
         } else {
@@ -998,9 +1055,6 @@ static json_t *ctl_error(const char *code, const char *fmt, ...)
     return json_pack("{s:b,s:s,s:s}", "ok", false, "code", code, "error", msg);
 }
 
-static int subscribe_model(inferd_nats_worker *w, size_t i);
-static void unsubscribe_model(inferd_nats_worker *w, size_t i);
-
 static json_t *ctl_list(inferd_nats_worker *w)
 {
     inferd_server *s = w->srv;
@@ -1076,8 +1130,8 @@ static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     json_t *body = NULL, *out;
     json_error_t je;
     if (len > w->o.max_msg_bytes) {
-        out = ctl_error("bad_request", "the message is %zu bytes, over the limit of %zu", len,
-                        w->o.max_msg_bytes);
+        out = ctl_error("bad_request", "the message is too large: %zu bytes, over the limit of %zu",
+                        len, w->o.max_msg_bytes);
     } else if (len > 0 && !(body = json_loadb(natsMsg_GetData(msg), len, 0, &je))) {
         out = ctl_error("bad_request", "invalid JSON at line %d column %d: %s", je.line,
                         je.column, je.text);
@@ -1303,10 +1357,8 @@ static int split_tags(inferd_nats_worker *w, const char *tags)
     return 0;
 }
 
-int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
-                              inferd_nats_worker **out, inferd_error *err)
+int inferd_nats_opts_check(const inferd_nats_opts *opts, inferd_error *err)
 {
-    *out = NULL;
     if (!opts->url || !*opts->url)
         return inferd_fail(err, INFERD_E_INVALID, "--nats: a URL is required");
     if (!opts->worker_id || !*opts->worker_id)
@@ -1319,6 +1371,16 @@ int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
     if (opts->heartbeat_ms < 100 || opts->heartbeat_ms > 3600000)
         return inferd_fail(err, INFERD_E_INVALID, "--heartbeat-ms: %lld is outside [100, 3600000]",
                            (long long)opts->heartbeat_ms);
+    return 0;
+}
+
+int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
+                              inferd_nats_worker **out, inferd_error *err)
+{
+    *out = NULL;
+    int rc = inferd_nats_opts_check(opts, err);
+    if (rc < 0)
+        return rc;
     inferd_nats_worker *w = calloc(1, sizeof(*w));
     if (!w)
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the NATS worker");
@@ -1447,6 +1509,16 @@ int inferd_nats_worker_start(inferd_nats_worker *w, inferd_error *err)
         on_connected(w->nc, w);
 
     /* Subscriptions (sent once connected when the connect is pending). */
+    natsInbox *inbox = NULL;
+    if ((st = natsInbox_Create(&inbox)) != NATS_OK)
+        return nats_fail(err, st, "NATS inbox");
+    char reg_subject[sizeof(w->reg_inbox) + 4];
+    snprintf(w->reg_inbox, sizeof(w->reg_inbox), "%s", inbox);
+    natsInbox_Destroy(inbox);
+    snprintf(reg_subject, sizeof(reg_subject), "%s.*", w->reg_inbox);
+    if ((st = natsConnection_Subscribe(&w->reg_sub, w->nc, reg_subject, on_register_reply, w)) !=
+        NATS_OK)
+        return nats_fail(err, st, "subscribing the registration replies");
     int rc = subscribe(w, &w->direct, w->eps[EPI_DIRECT].subject, false, on_inference);
     for (int k = 0; k < 3 && rc == 0; k++)
         rc = subscribe(w, &w->ctl[k], w->eps[EPI_LOAD + k].subject, false, on_control);
@@ -1480,13 +1552,16 @@ int inferd_nats_worker_start(inferd_nats_worker *w, inferd_error *err)
     return 0;
 }
 
-static void drain_sub(natsSubscription *sub)
+/* Start draining @p sub; true when it drains (then wait for it). */
+static bool drain_sub(natsSubscription *sub)
 {
     if (!sub)
-        return;
+        return false;
     /* Drain needs a live connection; otherwise just stop the interest. */
-    if (natsSubscription_Drain(sub) != NATS_OK)
-        natsSubscription_Unsubscribe(sub);
+    if (natsSubscription_Drain(sub) == NATS_OK)
+        return true;
+    natsSubscription_Unsubscribe(sub);
+    return false;
 }
 
 void inferd_nats_worker_drain(inferd_nats_worker *w)
@@ -1495,20 +1570,19 @@ void inferd_nats_worker_drain(inferd_nats_worker *w)
         return;
     atomic_store(&w->state, NW_DRAINING);
     inferd_log_info(COMP, "draining: no new NATS requests");
-    drain_sub(w->direct.sub);
+    natsSubscription *subs[INFERD_SERVER_MODELS_MAX + 1];
+    bool draining[INFERD_SERVER_MODELS_MAX + 1];
     pthread_mutex_lock(&w->mu);
-    natsSubscription *models[INFERD_SERVER_MODELS_MAX];
+    subs[0] = w->direct.sub;
     for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
-        models[i] = w->models[i].sub;
+        subs[i + 1] = w->models[i].sub;
     pthread_mutex_unlock(&w->mu);
-    for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
-        drain_sub(models[i]);
+    for (size_t i = 0; i <= INFERD_SERVER_MODELS_MAX; i++)
+        draining[i] = drain_sub(subs[i]);
     /* Messages already delivered to us are handed to their threads. */
-    if (w->direct.sub)
-        natsSubscription_WaitForDrainCompletion(w->direct.sub, 2000);
-    for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
-        if (models[i])
-            natsSubscription_WaitForDrainCompletion(models[i], 2000);
+    for (size_t i = 0; i <= INFERD_SERVER_MODELS_MAX; i++)
+        if (draining[i])
+            natsSubscription_WaitForDrainCompletion(subs[i], 2000);
     if (atomic_load(&w->connected)) {
         publish_json(w, "worker.heartbeat", heartbeat(w, false));
     }
@@ -1547,10 +1621,12 @@ void inferd_nats_worker_destroy(inferd_nats_worker *w)
             natsSubscription_Destroy(w->srv_subs[k].sub);
         for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
             natsSubscription_Destroy(w->models[i].sub);
+        natsSubscription_Destroy(w->reg_sub);
         natsConnection_Destroy(w->nc);
     }
     natsOptions_Destroy(w->nopts);
+    /* The library's threads, which may still call on_closed with w: one
+     * worker per process, so the library goes with it. */
+    nats_CloseAndWait(5000);
     worker_free(w);
-    /* The library's own threads and memory: one worker per process. */
-    nats_CloseAndWait(2000);
 }
