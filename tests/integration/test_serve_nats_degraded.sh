@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A worker's heartbeats say "degraded" while something is wrong and "ready"
-# again once it is not (docs/nats.md "worker.heartbeat"):
+# again once it is not (docs/nats.md "worker.heartbeat"); before that, the
+# worker is "idle" while its models load.
 #  a. a model fails to load (models.load of a file that is no longer a
 #     GGUF): degraded, with the model missing from modelsLoaded; loading it
 #     again from the good file: ready;
@@ -27,6 +28,18 @@ last_seq() {
 
 nats_start
 monitor_start
+
+# ---- the idle state: models still loading (a FIFO that nobody writes) ----
+mkfifo "$tmp/loading.gguf"
+serve_start -m "$tmp/loading.gguf" --nats "$nats_url" --worker-id w-idle
+tcheck "while the models load, /v1/status says worker.nats.state idle" nats_state_is "$url" idle
+exec 7>"$tmp/loading.gguf" # a writer that closes at once: the load fails
+exec 7>&-
+serve_rc=0
+wait "$serve_pid" || serve_rc=$?
+serve_pid=
+tcheck "a model that cannot load: exit 1, and the worker never registered" \
+    test "$serve_rc" == 1 -a "$(jq -s 'map(select(.data.workerId == "w-idle")) | length' "$monitor_log")" == 0
 
 # ---- a. a failed load ----
 cp "$model" "$tmp/m.gguf"
