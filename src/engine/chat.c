@@ -435,6 +435,7 @@ static void quote_role(const char *r, char *buf, size_t cap)
     size_t o = 0, i;
 
     assert(cap >= 32 * 4 + 4);
+    (void)cap; /* only the assert reads it */
     for (i = 0; r[i] && i < 32; i++) {
         unsigned char c = (unsigned char)r[i];
         if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\') {

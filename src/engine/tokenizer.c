@@ -388,7 +388,7 @@ static int load_texts(inferd_vocab *v, const inferd_gguf *g, uint64_t key_idx, i
 
 static int load_scores(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
 {
-    int64_t idx;
+    int64_t idx = -1;
     int rc = find_array(g, KEY_SCORES, &idx, err);
     if (rc < 0)
         return rc;
@@ -421,7 +421,7 @@ static int load_scores(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
 
 static int load_types(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
 {
-    int64_t idx;
+    int64_t idx = -1;
     int rc = find_array(g, KEY_TYPES, &idx, err);
     const unsigned char *data = NULL;
 
@@ -713,7 +713,7 @@ static void build_bytes_and_pieces(inferd_vocab *v)
 int inferd_vocab_load(const inferd_gguf *g, inferd_vocab **out_vocab, inferd_error *err)
 {
     inferd_vocab *v;
-    int64_t tokens_idx;
+    int64_t tokens_idx = -1;
     int rc;
 
     if (!g || !out_vocab)

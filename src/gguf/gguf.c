@@ -1048,7 +1048,7 @@ static int get_unsigned(const inferd_gguf *g, const char *key, uint64_t max, con
 
 int inferd_gguf_get_u32(const inferd_gguf *g, const char *key, uint32_t *out, inferd_error *err)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int rc = get_unsigned(g, key, UINT32_MAX, "u32", &v, err);
     if (rc == 0)
         *out = (uint32_t)v;
