@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+
 #define PROG "inferd-http-load"
 
 #define CONCURRENCY_MAX 10000
@@ -207,34 +209,6 @@ __attribute__((format(printf, 1, 2))) static int fatal(const char *fmt, ...)
     return 1;
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
-
-/* Strict unsigned decimal: digits only, no sign or spaces, within [lo, hi]. */
-static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out_v)
-{
-    uint64_t v = 0;
-
-    if (!*s)
-        return false;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return false;
-        if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
-            return false;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    if (v < lo || v > hi)
-        return false;
-    *out_v = v;
-    return true;
-}
-
 static bool is_tchar(unsigned char ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -370,14 +344,14 @@ static void parse_args(int argc, char **argv, struct options *o)
                 usage_error("--api-key must be non-empty without CR or LF");
         } else if (strcmp(name, "--concurrency") == 0) {
             val = take_value(argc, argv, &i, name, eq);
-            if (!parse_u64(val, 1, CONCURRENCY_MAX, &v))
+            if (!bench_parse_u64(val, 1, CONCURRENCY_MAX, &v))
                 usage_error("--concurrency must be an integer in 1..%d, got '%s'", CONCURRENCY_MAX,
                             val);
             o->concurrency = (uint32_t)v;
             seen_conc = true;
         } else if (strcmp(name, "--requests") == 0) {
             val = take_value(argc, argv, &i, name, eq);
-            if (!parse_u64(val, 1, REQUESTS_MAX, &v))
+            if (!bench_parse_u64(val, 1, REQUESTS_MAX, &v))
                 usage_error("--requests must be an integer in 1..%u, got '%s'", REQUESTS_MAX, val);
             o->n_requests = v;
         } else if (strcmp(name, "--timeout-s") == 0) {
@@ -394,7 +368,7 @@ static void parse_args(int argc, char **argv, struct options *o)
                 o->timeout_ns = 1;
         } else if (strcmp(name, "--ramp-ms") == 0) {
             val = take_value(argc, argv, &i, name, eq);
-            if (!parse_u64(val, 0, 3600000, &v))
+            if (!bench_parse_u64(val, 0, 3600000, &v))
                 usage_error("--ramp-ms must be an integer in 0..3600000, got '%s'", val);
             o->ramp_ns = (int64_t)v * NS_PER_MS;
         } else {
@@ -468,7 +442,7 @@ static void parse_url(const char *url, struct target *t)
             usage_error("--url: bad port in '%s'", url);
         memcpy(pbuf, port, plen);
         pbuf[plen] = '\0';
-        if (!parse_u64(pbuf, 1, 65535, &v))
+        if (!bench_parse_u64(pbuf, 1, 65535, &v))
             usage_error("--url: port must be 1..65535, got '%s'", pbuf);
         snprintf(t->port, sizeof(t->port), "%u", (unsigned)v);
     } else {
@@ -1029,7 +1003,7 @@ static void do_io(struct run *r, struct conn *c, int64_t now)
 
         if (got > 0) {
             /* A fresh time: the caller's may predate the send above. */
-            now = now_ns();
+            now = bench_now_ns();
             c->bytes_in += (uint64_t)got;
             rc = parse_feed(c, rbuf, (size_t)got, now, &used);
             if (rc < 0) {
@@ -1045,14 +1019,14 @@ static void do_io(struct run *r, struct conn *c, int64_t now)
                 return;
             }
         } else if (got == 0) {
-            on_closed(r, c, 0, now_ns());
+            on_closed(r, c, 0, bench_now_ns());
             return;
         } else if (errno == EINTR) {
             continue;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             return;
         } else {
-            on_closed(r, c, errno, now_ns());
+            on_closed(r, c, errno, bench_now_ns());
             return;
         }
     }
@@ -1197,9 +1171,9 @@ static int run_loop(struct run *r)
     struct epoll_event evs[EVENTS_MAX];
     uint32_t n_started = 0;
 
-    r->st.t_start = r->st.t_end = now_ns();
+    r->st.t_start = r->st.t_end = bench_now_ns();
     while (r->n_done < r->opt->n_requests) {
-        int64_t now = now_ns(), wake = INT64_MAX;
+        int64_t now = bench_now_ns(), wake = INT64_MAX;
         int timeout_ms, n;
 
         while (n_started < r->n_conns && slot_start(r, n_started) <= now)
@@ -1210,7 +1184,7 @@ static int run_loop(struct run *r)
             struct conn *c = &r->conns[r->ready[--r->n_ready]];
 
             c->queued = false;
-            begin(r, c, now_ns());
+            begin(r, c, bench_now_ns());
         }
         if (r->n_done >= r->opt->n_requests)
             break;
@@ -1221,7 +1195,7 @@ static int run_loop(struct run *r)
         if (wake == INT64_MAX) {
             timeout_ms = -1;
         } else {
-            int64_t d = wake - now_ns();
+            int64_t d = wake - bench_now_ns();
 
             d = d <= 0 ? 0 : (d + NS_PER_MS - 1) / NS_PER_MS;
             timeout_ms = d > INT_MAX ? INT_MAX : (int)d;
@@ -1235,29 +1209,18 @@ static int run_loop(struct run *r)
         /* Each event gets its own time: handling a large batch takes long
          * enough to matter at the latencies of a local server. */
         for (int i = 0; i < n; i++)
-            on_event(r, evs[i].data.ptr, evs[i].events, now_ns());
-        expire(r, now_ns());
+            on_event(r, evs[i].data.ptr, evs[i].events, bench_now_ns());
+        expire(r, bench_now_ns());
     }
     return 0;
 }
 
 /* ----------------------------------------------------------------- output */
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-
-    return (x > y) - (x < y);
-}
-
 /* Nearest-rank percentile of sorted s, in ms. */
 static double pct_ms(const struct sample_set *s, unsigned p)
 {
-    size_t rank = (size_t)(((uint64_t)p * s->n + 99) / 100);
-
-    if (rank == 0)
-        rank = 1;
-    return (double)s->v[rank - 1] / 1e6;
+    return (double)bench_pct(s->v, s->n, p) / 1e6;
 }
 
 static void json_string(const char *s)
@@ -1318,7 +1281,7 @@ static void report(struct run *r)
     bool first;
 
     for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
-        qsort(sets[i]->v, sets[i]->n, sizeof(int64_t), cmp_i64);
+        qsort(sets[i]->v, sets[i]->n, sizeof(int64_t), bench_cmp_i64);
     if (o->json) {
         printf("{\"url\":");
         json_string(o->url);

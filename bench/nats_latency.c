@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+
 #define PROG "inferd-nats-latency"
 
 #define REQUESTS_MAX 10000000u        /* per phase; every sample is kept */
@@ -157,34 +159,6 @@ __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
     return -1;
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
-
-/* Strict unsigned decimal: digits only, within [lo, hi]. */
-static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out_v)
-{
-    uint64_t v = 0;
-
-    if (!*s)
-        return false;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return false;
-        if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
-            return false;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    if (v < lo || v > hi)
-        return false;
-    *out_v = v;
-    return true;
-}
-
 static bool buf_add(struct buf *b, const char *s, size_t n)
 {
     if (n > RESPONSE_MAX_BYTES - b->len)
@@ -263,16 +237,16 @@ static void parse_args(int argc, char **argv, struct options *o)
         } else if (strcmp(name, "--prompt") == 0) {
             o->prompt = val;
         } else if (strcmp(name, "-n") == 0 || strcmp(name, "--requests") == 0) {
-            if (!parse_u64(val, 1, REQUESTS_MAX, &o->n_requests))
+            if (!bench_parse_u64(val, 1, REQUESTS_MAX, &o->n_requests))
                 usage_error("%s: expected 1..%u, got '%s'", name, REQUESTS_MAX, val);
         } else if (strcmp(name, "--warmup") == 0) {
-            if (!parse_u64(val, 0, REQUESTS_MAX, &o->n_warmup))
+            if (!bench_parse_u64(val, 0, REQUESTS_MAX, &o->n_warmup))
                 usage_error("--warmup: expected 0..%u, got '%s'", REQUESTS_MAX, val);
         } else if (strcmp(name, "--max-tokens") == 0) {
-            if (!parse_u64(val, 1, 100000, &o->max_tokens))
+            if (!bench_parse_u64(val, 1, 100000, &o->max_tokens))
                 usage_error("--max-tokens: expected 1..100000, got '%s'", val);
         } else if (strcmp(name, "--timeout-ms") == 0) {
-            if (!parse_u64(val, 1, 86400000, &v))
+            if (!bench_parse_u64(val, 1, 86400000, &v))
                 usage_error("--timeout-ms: expected 1..86400000, got '%s'", val);
             o->timeout_ns = (int64_t)v * NS_PER_MS;
         } else {
@@ -315,21 +289,10 @@ static void samples_add(struct samples *s, int64_t ns)
         s->v[s->n++] = ns;
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-
-    return (x > y) - (x < y);
-}
-
 /* Nearest-rank percentile of sorted s, in us. */
 static double pct_us(const struct samples *s, unsigned p)
 {
-    size_t rank = (size_t)(((uint64_t)p * s->n + 99) / 100);
-
-    if (rank == 0)
-        rank = 1;
-    return (double)s->v[rank - 1] / (double)NS_PER_US;
+    return (double)bench_pct(s->v, s->n, p) / (double)NS_PER_US;
 }
 
 static void print_row(const char *name, struct samples *s)
@@ -338,7 +301,7 @@ static void print_row(const char *name, struct samples *s)
 
     if (s->n == 0)
         return;
-    qsort(s->v, s->n, sizeof(*s->v), cmp_i64);
+    qsort(s->v, s->n, sizeof(*s->v), bench_cmp_i64);
     for (size_t i = 0; i < s->n; i++)
         sum += (double)s->v[i];
     printf("| %s | %zu | %.0f | %.0f | %.0f |\n", name, s->n, sum / (double)s->n / NS_PER_US,
@@ -352,7 +315,7 @@ static int nats_open(struct nats_side *ns, const struct options *o)
     natsOptions *opts = NULL;
     natsStatus st;
     char subj[SUBJECT_MAX];
-    uint64_t nonce = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32);
+    uint64_t nonce = (uint64_t)bench_now_ns() ^ ((uint64_t)getpid() << 32);
 
     st = natsOptions_Create(&opts);
     if (st == NATS_OK)
@@ -417,19 +380,19 @@ static int nats_request(struct nats_side *ns, const struct options *o, const cha
     if (len < 0 || (size_t)len >= ns->payload_cap)
         return fail("NATS payload too long");
 
-    t0 = now_ns();
+    t0 = bench_now_ns();
     deadline = t0 + o->timeout_ns;
     st = natsConnection_Publish(ns->nc, o->subject, ns->payload, len);
     if (st != NATS_OK)
         return fail("NATS publish %s: %s", o->subject, natsStatus_GetText(st));
     for (;;) {
         natsMsg *m = NULL;
-        int64_t left_ms = (deadline - now_ns() + NS_PER_MS - 1) / NS_PER_MS;
+        int64_t left_ms = (deadline - bench_now_ns() + NS_PER_MS - 1) / NS_PER_MS;
 
         if (left_ms <= 0)
             left_ms = 1;
         st = natsSubscription_NextMsg(&m, ns->sub, left_ms);
-        int64_t t_ns = now_ns() - t0;
+        int64_t t_ns = bench_now_ns() - t0;
         if (st == NATS_TIMEOUT)
             return fail("request %s: no `done` within %" PRId64 " ms (%s %s)", id,
                         o->timeout_ns / NS_PER_MS,
@@ -503,7 +466,7 @@ static int http_resolve(struct http_side *hs, const char *addr)
         hlen -= 2;
     }
     if (hlen >= sizeof(host) || strlen(colon + 1) >= sizeof(port) ||
-        !parse_u64(colon + 1, 1, 65535, &pv))
+        !bench_parse_u64(colon + 1, 1, 65535, &pv))
         usage_error("--http: expected HOST:PORT, got '%s'", addr);
     memcpy(host, addr, hlen);
     host[hlen] = '\0';
@@ -576,7 +539,7 @@ static int http_parse_head(struct http_side *hs)
             tmp[vlen] = '\0';
             while (vlen > 0 && (tmp[vlen - 1] == ' ' || tmp[vlen - 1] == '\t'))
                 tmp[--vlen] = '\0';
-            if (!parse_u64(tmp, 0, RESPONSE_MAX_BYTES, &cl))
+            if (!bench_parse_u64(tmp, 0, RESPONSE_MAX_BYTES, &cl))
                 return fail("bad Content-Length '%s'", tmp);
             hs->content_length = (int64_t)cl;
         } else if (name_len == 17 && strncasecmp(p, "Transfer-Encoding", 17) == 0) {
@@ -710,7 +673,7 @@ static int http_request(struct http_side *hs, const struct options *o, const cha
     hs->ch_pos = 0;
     hs->sse_pos = 0;
 
-    t0 = now_ns();
+    t0 = bench_now_ns();
     deadline = t0 + o->timeout_ns;
     for (size_t off = 0; off < req_len;) {
         ssize_t w = send(hs->fd, req + off, req_len - off, MSG_NOSIGNAL);
@@ -725,13 +688,13 @@ static int http_request(struct http_side *hs, const struct options *o, const cha
     }
     while (!hs->complete) {
         struct pollfd pfd = {.fd = hs->fd, .events = POLLIN};
-        int64_t left_ms = (deadline - now_ns() + NS_PER_MS - 1) / NS_PER_MS;
+        int64_t left_ms = (deadline - bench_now_ns() + NS_PER_MS - 1) / NS_PER_MS;
         if (left_ms <= 0 || poll(&pfd, 1, (int)(left_ms > INT_MAX ? INT_MAX : left_ms)) == 0) {
             http_disconnect(hs);
             return fail("no complete response within %" PRId64 " ms", o->timeout_ns / NS_PER_MS);
         }
         ssize_t r = recv(hs->fd, rb, sizeof(rb), 0);
-        int64_t t_ns = now_ns() - t0;
+        int64_t t_ns = bench_now_ns() - t0;
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
