@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # libmicrohttpd: the HTTP server; libcurl: the readiness callback; libnats:
 # the NATS worker, and nats-server for its tests. prometheus: promtool, which checks
 # /metrics in the tests (on a systemd host the package also installs a
-# Prometheus service). curl and jq drive the integration tests.
+# Prometheus service). curl and jq drive the integration tests. libpcre2: the
+# byte-level BPE pre-tokenizer split patterns (UTF + Unicode properties).
 pkgs=(build-essential cmake pkg-config git clang libclang-rt-14-dev
       libjansson-dev libcmocka-dev libmicrohttpd-dev libcurl4-openssl-dev libnats-dev
+      libpcre2-dev
       nats-server python3 jq curl prometheus)
 # Node.js and npm run the official `openai` client in the tests; a Node.js
 # installed another way (with its own npm) is used as it is.
