@@ -1,30 +1,57 @@
 /* Vocabulary and tokenizers read from GGUF metadata, and detokenization.
  *
- * Only SentencePiece-style vocabularies (`tokenizer.ggml.model = "llama"`:
- * Llama 2, Mistral, TinyLlama, Phi-3, the stories models) are supported for
- * now; token ids match llama.cpp's exactly, including its special-token
- * handling. A loaded vocabulary is immutable: every function below may be
- * called from any thread on a shared vocabulary.
+ * Two tokenizer models, with token ids matching llama.cpp's (c392e5094)
+ * exactly, including its special-token handling:
+ *   - SentencePiece-style BPE (`tokenizer.ggml.model = "llama"`: Llama 2,
+ *     Mistral, TinyLlama, Phi-3, the stories models), with byte fallback;
+ *   - byte-level BPE (`"gpt2"`: GPT-2, Llama 3, Qwen2, ...): the text is cut
+ *     into words by the pre-tokenizer `tokenizer.ggml.pre` names (PCRE2
+ *     split patterns, one chain per name; see docs/tokenizer.md), each
+ *     word's bytes are written in GPT-2's byte alphabet and merged by the
+ *     rank of `tokenizer.ggml.merges`.
+ * A loaded vocabulary is immutable: every function below may be called from
+ * any thread on a shared vocabulary.
  *
  * Metadata read by inferd_vocab_load (GGUF keys):
- *   tokenizer.ggml.model            string   "llama" (SPM); "gpt2" (BPE) and
- *                                            others are not supported yet
- *   tokenizer.ggml.tokens           [string] token texts; U+2581 stands for
- *                                            a space; byte tokens "<0xHH>"
+ *   tokenizer.ggml.model            string   "llama" (SPM) or "gpt2" (BPE)
+ *   tokenizer.ggml.pre              string   BPE: the pre-tokenizer, one of
+ *                                            the names llama.cpp c392e5094
+ *                                            knows ("gpt-2", "llama-bpe",
+ *                                            "qwen2", ...; docs/tokenizer.md);
+ *                                            missing: "default", as
+ *                                            llama.cpp (which warns that
+ *                                            tokens may be wrong). Ignored
+ *                                            for SPM
+ *   tokenizer.ggml.tokens           [string] token texts; SPM: U+2581 stands
+ *                                            for a space, byte tokens
+ *                                            "<0xHH>"; BPE: texts in GPT-2's
+ *                                            byte alphabet ("\xC4\xA0" = U+0120
+ *                                            for a space)
+ *   tokenizer.ggml.merges           [string] BPE only, required: "left right"
+ *                                            (split at the first space after
+ *                                            the first byte); rank = index;
+ *                                            the texts need not be tokens
  *   tokenizer.ggml.scores           [f32]    merge priority (optional; i32
  *                                            accepted), same length as tokens
  *   tokenizer.ggml.token_type       [i32]    optional, same length as tokens:
  *                                            1 normal, 2 unknown, 3 control,
  *                                            4 user-defined, 5 unused, 6 byte
  *                                            (0 undefined)
- *   tokenizer.ggml.bos_token_id     u32      default 1 (SPM)
- *   tokenizer.ggml.eos_token_id     u32      default 2 (SPM)
- *   tokenizer.ggml.unknown_token_id u32      default 0 (SPM)
+ *   tokenizer.ggml.bos_token_id     u32      default 1 (SPM), 11 (BPE, as
+ *                                            llama.cpp; none for chatglm-bpe)
+ *   tokenizer.ggml.eos_token_id     u32      default 2 (SPM), 11 (BPE)
+ *   tokenizer.ggml.unknown_token_id u32      default 0 (SPM), none (BPE)
  *   tokenizer.ggml.padding_token_id, eot_token_id, eom_token_id,
  *   fim_{pre,suf,mid,pad,rep,sep}_token_id   optional
- *   tokenizer.ggml.add_bos_token    bool     default true (SPM)
- *   tokenizer.ggml.add_eos_token    bool     default false (SPM)
- *   tokenizer.ggml.add_space_prefix bool     default true (SPM)
+ *   tokenizer.ggml.add_bos_token    bool     default true (SPM); BPE: true
+ *                                            for the llama3 family, tekken
+ *                                            and chameleon, else false
+ *   tokenizer.ggml.add_eos_token    bool     default false
+ *   tokenizer.ggml.add_space_prefix bool     default true (SPM), false (BPE;
+ *                                            BPE never adds a space, but
+ *                                            when the key says true,
+ *                                            detokenize drops one leading
+ *                                            space, as llama.cpp)
  *   general.name                    string   only to apply llama.cpp's Phi-3
  *                                            special-token whitespace rule
  * A special id of -1 (or 0xFFFFFFFF) means "not set" and keeps the default.
@@ -43,8 +70,10 @@
 #define INFERD_TOKEN_NONE (-1)
 
 /** Longest text inferd_tokenize accepts, in bytes (far beyond any context
- * window). Its scratch memory is about 70 bytes per input character, at
- * most about 100 bytes per input byte. */
+ * window). Its scratch memory is about 70 bytes per input character for
+ * SPM, at most about 100 bytes per input byte; about 75 bytes per input
+ * byte for BPE, at most about 210 (a word of bytes that are not UTF-8, each
+ * of which becomes U+FFFD, 3 bytes). */
 #define INFERD_TOKENIZE_MAX_BYTES ((size_t)4 << 20)
 
 /** Token types as stored in `tokenizer.ggml.token_type`. */
@@ -58,6 +87,12 @@ typedef enum inferd_token_type {
     INFERD_TOKEN_BYTE         = 6,
 } inferd_token_type;
 
+/** Tokenizer models (`tokenizer.ggml.model`). */
+typedef enum inferd_vocab_kind {
+    INFERD_VOCAB_SPM = 1, /* "llama" */
+    INFERD_VOCAB_BPE = 2, /* "gpt2": byte-level BPE */
+} inferd_vocab_kind;
+
 typedef struct inferd_vocab inferd_vocab;
 
 /**
@@ -66,22 +101,32 @@ typedef struct inferd_vocab inferd_vocab;
  * Everything needed is copied: @p g may be closed right after. Every key is
  * validated: array types and lengths (scores and token_type must have as
  * many entries as tokens), token texts (valid UTF-8, at most 64 KiB, no
- * duplicates; an empty text becomes "[EMPTY_<id>]" as in llama.cpp), byte
- * tokens spelled "<0xHH>", token types 0..6, finite scores, special ids in
- * range, and add_bos/add_eos only with a BOS/EOS token.
+ * duplicates; an empty text becomes "[EMPTY_<id>]" as in llama.cpp), SPM
+ * byte tokens spelled "<0xHH>", token types 0..6, finite scores, special
+ * ids in range, add_bos/add_eos only with a BOS/EOS token, and BPE merges
+ * (each valid UTF-8 and two non-empty texts around a space; llama.cpp
+ * ignores entries without a space, here they are an error). A BPE
+ * vocabulary compiles its pre-tokenizer's split patterns here, once.
  *
  * @param g  borrowed GGUF handle.
  * @return 0 and *out_vocab; INFERD_E_NOT_FOUND (no tokenizer.ggml.model, or
  * it is "none"/"no_vocab": the file has no tokenizer), INFERD_E_UNSUPPORTED
- * ("gpt2" BPE and other tokenizer models), INFERD_E_FORMAT (malformed
- * metadata: the message names the key and, for arrays, the index),
- * INFERD_E_NOMEM. Thread: any. Lifetime: until inferd_vocab_destroy.
+ * (another tokenizer model, or a tokenizer.ggml.pre llama.cpp c392e5094
+ * does not know: the message names it and the supported ones),
+ * INFERD_E_FORMAT (malformed metadata: the message names the key and, for
+ * arrays, the index), INFERD_E_NOMEM. Thread: any. Lifetime: until
+ * inferd_vocab_destroy.
  */
 int inferd_vocab_load(const inferd_gguf *g, inferd_vocab **out_vocab, inferd_error *err);
 
 /** Free a vocabulary. Accepts NULL. */
 void inferd_vocab_destroy(inferd_vocab *v);
 
+/** The tokenizer model. */
+inferd_vocab_kind inferd_vocab_get_kind(const inferd_vocab *v);
+/** BPE: the pre-tokenizer's name ("default" when the file names none);
+ * NULL for SPM. Lifetime: static. */
+const char *inferd_vocab_pre(const inferd_vocab *v);
 /** Number of tokens (ids are 0 .. n-1). */
 int32_t inferd_vocab_n_tokens(const inferd_vocab *v);
 /** Special token ids, or INFERD_TOKEN_NONE. */
@@ -92,16 +137,19 @@ int32_t inferd_vocab_unk(const inferd_vocab *v);
 int32_t inferd_vocab_pad(const inferd_vocab *v);
 /** Whether tokenizing with add_special adds BOS at the start / EOS at the
  * end, and whether a space is put before text at the start of the input
- * and after a special token (SentencePiece's "add dummy prefix"). */
+ * and after a special token (SentencePiece's "add dummy prefix"; a BPE
+ * vocabulary never puts one, see tokenizer.ggml.add_space_prefix above). */
 bool inferd_vocab_add_bos(const inferd_vocab *v);
 bool inferd_vocab_add_eos(const inferd_vocab *v);
 bool inferd_vocab_add_space_prefix(const inferd_vocab *v);
 
 /**
- * Whether @p id ends generation, decided as llama.cpp does: EOS, EOT, EOM,
- * the FIM pad/repo/file-separator tokens, and tokens whose text is a known
- * end marker ("</s>", "<|end|>", "<|endoftext|>", "<|im_end|>",
- * "<|eot_id|>", "<end_of_turn>", ...). False for ids out of range.
+ * Whether @p id ends generation, decided as llama.cpp c392e5094 does: EOS,
+ * EOT, EOM, the FIM pad/repo/file-separator tokens, and tokens whose text
+ * is "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
+ * "<|endoftext|>", "<|eom_id|>" or "<EOT>" (Qwen2: <|endoftext|> and
+ * <|im_end|>). EOT, EOM and FIM tokens the metadata does not name are found
+ * by their text too (docs/tokenizer.md). False for ids out of range.
  */
 bool inferd_vocab_is_eog(const inferd_vocab *v, int32_t id);
 /** Whether @p id is a control token (typed so, or made so because it is an
@@ -125,8 +173,12 @@ size_t inferd_vocab_max_piece_len(const inferd_vocab *v);
 
 /**
  * Tokenize @p len bytes of @p text (need not be NUL-terminated, need not be
- * valid UTF-8: bytes that form no token go out as byte tokens "<0xHH>", or
- * as the unknown token when the vocabulary has no byte tokens).
+ * valid UTF-8). SPM: bytes that form no token go out as byte tokens
+ * "<0xHH>", or as the unknown token when the vocabulary has no byte tokens.
+ * BPE, as llama.cpp: a byte that starts no UTF-8 sequence is read as U+FFFD
+ * (an overlong form as the code point it spells); a merged piece that is no
+ * token goes out as the tokens of its single bytes that are tokens, and the
+ * rest of it is dropped.
  *
  * @param add_special    add BOS (and EOS) as the vocabulary says.
  * @param parse_special  match the text of control and unknown tokens (e.g.
@@ -146,10 +198,29 @@ int inferd_tokenize(const inferd_vocab *v, const char *text, size_t len, bool ad
                     inferd_error *err);
 
 /**
- * The bytes token @p id stands for: U+2581 becomes a space, a byte token
- * becomes its byte, control and unknown tokens give nothing unless
- * @p special is true (then their raw text); user-defined tokens give their
- * raw text; unused and undefined tokens give nothing. Not NUL-terminated.
+ * Split @p len bytes of valid UTF-8 @p text into the words the BPE
+ * pre-tokenizer named @p pre (a tokenizer.ggml.pre value) makes, before any
+ * merging: for tests and tools (it compiles the patterns on every call).
+ *
+ * @param out_ends  receives the end offset (bytes) of each of the first
+ *                  min(needed, cap) words, in order; the words cover the
+ *                  text.
+ * @param out_n     receives the number of words, also with INFERD_E_RANGE.
+ * @return 0; INFERD_E_RANGE (cap too small); INFERD_E_UNSUPPORTED (unknown
+ * @p pre); INFERD_E_INVALID (NULL arguments, text not valid UTF-8 or longer
+ * than INFERD_TOKENIZE_MAX_BYTES); INFERD_E_NOMEM. Thread: any.
+ */
+int inferd_pretokenize(const char *pre, const char *text, size_t len, size_t *out_ends,
+                       size_t cap, size_t *out_n, inferd_error *err);
+
+/**
+ * The bytes token @p id stands for. SPM: U+2581 becomes a space, a byte
+ * token becomes its byte. BPE: each character of the byte alphabet becomes
+ * its byte (a character outside it renders as llama.cpp's
+ * "[UNK_BYTE_0x<hex><text>]"), byte-typed tokens give nothing. Both:
+ * control and unknown tokens give nothing unless @p special is true (then
+ * their raw text); user-defined tokens give their raw text; unused and
+ * undefined tokens give nothing. Not NUL-terminated.
  *
  * @return the number of bytes written to @p buf; -(needed) if @p cap is too
  * small (nothing written); 0 for ids out of range. Thread: any.
@@ -163,7 +234,10 @@ int32_t inferd_token_to_piece(const inferd_vocab *v, int32_t id, bool special, c
  * is dropped, so detokenize(tokenize(s)) == s; with @p remove_special, a
  * leading BOS (then the space is kept) and a trailing EOS are skipped when
  * the vocabulary adds them. The bytes are exactly the pieces' (a broken
- * UTF-8 sequence stays broken; see inferd_detok for streaming).
+ * UTF-8 sequence stays broken; see inferd_detok for streaming). Unlike
+ * llama_detokenize, the "clean up tokenization spaces" pass some BPE
+ * vocabularies ask for (" ," -> ",", " 's" -> "'s", ...) is not applied:
+ * the text is what the tokens say, as llama.cpp's server streams it.
  *
  * @param unparse_special  render control tokens' text (see token_to_piece).
  * @param out              receives the text, not NUL-terminated.
@@ -179,8 +253,9 @@ int inferd_detokenize(const inferd_vocab *v, const int32_t *ids, size_t n_ids,
 
 /**
  * Streaming detokenizer: turns one token at a time into text that is always
- * valid UTF-8. Bytes of a character split across tokens (byte tokens) are
- * held back until the character is complete; a sequence that cannot
+ * valid UTF-8. Bytes of a character split across tokens (SPM byte tokens,
+ * BPE tokens ending inside a character) are held back until the character
+ * is complete; a sequence that cannot
  * complete, and any byte that cannot start one, becomes U+FFFD (one per
  * broken sequence). No space is stripped: pieces are emitted as they are.
  * Caller's storage; no allocation. Thread: one at a time per detokenizer.

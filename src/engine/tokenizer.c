@@ -1,8 +1,9 @@
-/* Vocabulary from GGUF metadata, the SentencePiece (SPM) tokenizer and
- * detokenization, reproducing llama.cpp's token ids and special-token rules.
- * Invariants: a loaded vocabulary is immutable; every token text is valid
- * UTF-8, unique, and NUL-terminated in one blob; pieces (the bytes a token
- * renders to) are precomputed. Threads: any, on a shared vocabulary;
+/* Vocabulary from GGUF metadata, the SentencePiece (SPM) and byte-level BPE
+ * tokenizers and detokenization, reproducing llama.cpp's token ids and
+ * special-token rules. Invariants: a loaded vocabulary is immutable; every
+ * token text is valid UTF-8, unique, and NUL-terminated in one blob; pieces
+ * (the bytes a token renders to) are precomputed; BPE merges and split
+ * patterns are built once at load. Threads: any, on a shared vocabulary;
  * inferd_tokenize allocates its own scratch per call.
  */
 #include "inferd/tokenizer.h"
@@ -14,14 +15,26 @@
 #include <string.h>
 
 #include "inferd/alloc.h"
+#include "inferd/log.h"
+#include "pretok.h"
 
 #define MAX_TOKENS      ((uint64_t)1 << 24) /* ids stay far inside int32_t */
 #define MAX_TOKEN_BYTES ((uint64_t)1 << 16)
+/* BPE merges: ranks stay exact as floats in the merge queue (< 2^24). */
+#define MAX_MERGES      ((uint64_t)1 << 24)
+#define MAX_MERGE_BYTES (2 * MAX_TOKEN_BYTES + 1)
+/* A BPE token whose text leaves the byte alphabet renders with llama.cpp's
+ * "[UNK_BYTE_0x..]" markers, which can be longer than the text: each piece
+ * and the sum beyond the texts' size are capped. */
+#define MAX_PIECE_BYTES  ((size_t)1 << 20)
+#define MAX_PIECES_EXTRA ((size_t)64 << 20)
 
 #define KEY_MODEL      "tokenizer.ggml.model"
+#define KEY_PRE        "tokenizer.ggml.pre"
 #define KEY_TOKENS     "tokenizer.ggml.tokens"
 #define KEY_SCORES     "tokenizer.ggml.scores"
 #define KEY_TYPES      "tokenizer.ggml.token_type"
+#define KEY_MERGES     "tokenizer.ggml.merges"
 #define KEY_ADD_BOS    "tokenizer.ggml.add_bos_token"
 #define KEY_ADD_EOS    "tokenizer.ggml.add_eos_token"
 #define KEY_ADD_PREFIX "tokenizer.ggml.add_space_prefix"
@@ -34,6 +47,7 @@ enum {
     ATTR_CONTROL      = 1 << 3,
     ATTR_USER_DEFINED = 1 << 4,
     ATTR_BYTE         = 1 << 5,
+    ATTR_LSTRIP       = 1 << 7, /* drop whitespace before a matched special token */
     ATTR_RSTRIP       = 1 << 8, /* drop whitespace after a matched special token */
 };
 
@@ -60,7 +74,19 @@ typedef struct vocab_token {
     uint8_t eog;        /* 1 if it ends generation */
 } vocab_token;
 
+/* One BPE merge "left right": its two texts back to back in merge_text. */
+typedef struct bpe_merge {
+    size_t off;        /* into vocab->merge_text */
+    uint32_t left_len; /* bytes of the left text */
+    uint32_t len;      /* bytes of both */
+} bpe_merge;
+
+/* GPT-2's byte alphabet: byte b is written as code point 0x21..0x7E,
+ * 0xA1..0xAC, 0xAE..0xFF (itself) or 0x100 + n for the n-th other byte. */
+#define BYTE_ALPHABET_END 0x144 /* code points of the alphabet are below */
+
 struct inferd_vocab {
+    inferd_vocab_kind kind;
     int32_t n_tokens;
     vocab_token *tokens;   /* (n_tokens) */
     char *text;            /* all token texts, each NUL-terminated */
@@ -75,6 +101,19 @@ struct inferd_vocab {
     bool add_bos;
     bool add_eos;
     bool add_space_prefix;
+
+    /* BPE only. */
+    const inferd__pretok_info *pre_info; /* the tokenizer.ggml.pre settings */
+    inferd__pretok *pretok;              /* its compiled split patterns */
+    bpe_merge *merges;                   /* (n_merges), index = rank */
+    size_t n_merges;
+    char *merge_text;
+    int32_t *merge_map;                  /* open addressing (left, right) -> rank */
+    size_t merge_mask;
+    uint8_t byte_enc[256][2];            /* UTF-8 of each byte's alphabet code point */
+    uint8_t byte_enc_len[256];           /* 1 or 2 */
+    int16_t alphabet_byte[BYTE_ALPHABET_END]; /* code point -> byte, -1 if none */
+    bool ignore_merges;                  /* a word that is a token is taken whole */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -195,44 +234,34 @@ static int32_t find_str(const inferd_vocab *v, const char *s)
 /* Loading                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Texts by which llama.cpp recognises special tokens that the metadata does
- * not name; the first one present is taken. */
+/* Texts by which llama.cpp (c392e5094) recognises special tokens that the
+ * metadata does not name; the first one present is taken. ("<｜...｜>" are
+ * DeepSeek's, with fullwidth bars and U+2581.) */
 static const char *const EOT_TEXTS[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-    "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]",
-    "<\xEF\xBD\x9C" "end\xE2\x96\x81" "of\xE2\x96\x81" "sentence\xEF\xBD\x9C>",
-    "<end_of_utterance>", NULL};
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>",
+    "<\xEF\xBD\x9C" "end\xE2\x96\x81" "of\xE2\x96\x81" "sentence\xEF\xBD\x9C>", NULL};
 static const char *const EOM_TEXTS[] = {"<|eom_id|>", NULL};
 static const char *const FIM_PRE_TEXTS[] = {
-    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>",
-    "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>", "<PRE>", "\xE2\x96\x81<PRE>",
-    "<|code_prefix|>", "<|prefix|>", NULL};
+    "<|fim_prefix|>", "<fim-prefix>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>",
+    "<PRE>", NULL};
 static const char *const FIM_SUF_TEXTS[] = {
-    "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>",
-    "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "hole\xEF\xBD\x9C>", "<SUF>", "\xE2\x96\x81<SUF>",
-    "<|code_suffix|>", "<|suffix|>", NULL};
+    "<|fim_suffix|>", "<fim-suffix>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "hole\xEF\xBD\x9C>",
+    "<SUF>", NULL};
 static const char *const FIM_MID_TEXTS[] = {
-    "<|fim_middle|>", "<fim-middle>", "<fim_middle>",
-    "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>", "<MID>", "\xE2\x96\x81<MID>",
-    "<|code_middle|>", "<|middle|>", NULL};
-static const char *const FIM_PAD_TEXTS[] = {
-    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL};
+    "<|fim_middle|>", "<fim-middle>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>",
+    "<MID>", NULL};
+static const char *const FIM_PAD_TEXTS[] = {"<|fim_pad|>", "<fim-pad>", "<PAD>", NULL};
 static const char *const FIM_REP_TEXTS[] = {
-    "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", NULL};
+    "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", NULL};
 static const char *const FIM_SEP_TEXTS[] = {"<|file_sep|>", NULL};
 
-/* Tokens that end generation because of their text. */
+/* Tokens that end generation because of their text (besides EOS, EOT, EOM
+ * and the FIM pad, repo and file-separator tokens). Later llama.cpp
+ * versions list more ("</s>", "<|end_of_text|>", ...); c392e5094 does not,
+ * and a Qwen2 vocabulary has "</s>" as an ordinary token. */
 static const char *const EOG_TEXTS[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>",
-    "<|calls|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>",
-    "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<end_of_utterance>", "<eos>",
-    "<turn|>", "<|tool_response>",
-    "<\xEF\xBD\x9C" "end\xE2\x96\x81" "of\xE2\x96\x81" "sentence\xEF\xBD\x9C>",
-    "[e~[", NULL};
-
-/* Tokens llama.cpp always renders and matches as user-defined. */
-static const char *const FORCED_USER_TEXTS[] = {
-    "<|channel|>", "<|message|>", "<|start|>", "<|constrain|>", NULL};
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
+    "<EOT>", NULL};
 
 static const struct {
     int slot;
@@ -318,7 +347,7 @@ static int find_array(const inferd_gguf *g, const char *key, int64_t *out_idx,
     return 0;
 }
 
-static int load_model_kind(const inferd_gguf *g, inferd_error *err)
+static int load_model_kind(const inferd_gguf *g, inferd_vocab_kind *out_kind, inferd_error *err)
 {
     inferd_gguf_str model;
     int rc = inferd_gguf_get_str(g, KEY_MODEL, &model, err);
@@ -329,17 +358,64 @@ static int load_model_kind(const inferd_gguf *g, inferd_error *err)
     if (rc < 0)
         return rc;
     int n = model.len > 64 ? 64 : (int)model.len;
-    if (model.len == 5 && memcmp(model.ptr, "llama", 5) == 0)
+    if (model.len == 5 && memcmp(model.ptr, "llama", 5) == 0) {
+        *out_kind = INFERD_VOCAB_SPM;
         return 0;
-    if (model.len == 4 && memcmp(model.ptr, "gpt2", 4) == 0)
-        return inferd_fail(err, INFERD_E_UNSUPPORTED,
-                           "tokenizer model 'gpt2' (BPE) is not supported yet");
+    }
+    if (model.len == 4 && memcmp(model.ptr, "gpt2", 4) == 0) {
+        *out_kind = INFERD_VOCAB_BPE;
+        return 0;
+    }
     if ((model.len == 4 && memcmp(model.ptr, "none", 4) == 0) ||
         (model.len == 8 && memcmp(model.ptr, "no_vocab", 8) == 0))
         return inferd_fail(err, INFERD_E_NOT_FOUND, "%s is '%.*s': the file has no tokenizer",
                            KEY_MODEL, n, model.ptr);
-    return inferd_fail(err, INFERD_E_UNSUPPORTED, "tokenizer model '%.*s' (%s) is not supported",
+    return inferd_fail(err, INFERD_E_UNSUPPORTED,
+                       "tokenizer model '%.*s' (%s) is not supported (supported: 'llama' SPM, "
+                       "'gpt2' byte-level BPE)",
                        n, model.ptr, KEY_MODEL);
+}
+
+/* The pre-tokenizer of a BPE vocabulary (tokenizer.ggml.pre). llama.cpp
+ * takes "default" when the key is missing, warning that quality suffers;
+ * an unknown name is refused, as llama.cpp does. */
+static int load_pre(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
+{
+    inferd_gguf_str pre = {"default", 7};
+    int rc = inferd_gguf_get_str(g, KEY_PRE, &pre, err);
+
+    if (rc == INFERD_E_NOT_FOUND) {
+        inferd_log_debug("tokenizer", "%s is not set: using the 'default' pre-tokenizer, as "
+                                      "llama.cpp does (tokens may differ from the model's)",
+                         KEY_PRE);
+        pre = (inferd_gguf_str){"default", 7};
+    } else if (rc < 0) {
+        return rc;
+    }
+    if (v->kind != INFERD_VOCAB_BPE)
+        return 0; /* only BPE vocabularies have a pre-tokenizer */
+    v->pre_info = inferd__pretok_find(pre.ptr, (size_t)pre.len);
+    if (!v->pre_info) {
+        /* Name as many of the supported ones as the message can hold. */
+        char names[128];
+        size_t used = 0, shown = 0, total = 0;
+        while (inferd__pretok_name(total))
+            total++;
+        for (const char *nm; (nm = inferd__pretok_name(shown)) != NULL; shown++) {
+            int w = snprintf(names + used, sizeof(names) - used, "%s%s", shown ? ", " : "", nm);
+            if (w < 0 || (size_t)w >= sizeof(names) - used) {
+                names[used] = '\0';
+                break;
+            }
+            used += (size_t)w;
+        }
+        int n = pre.len > 48 ? 48 : (int)pre.len;
+        return inferd_fail(err, INFERD_E_UNSUPPORTED,
+                           "%s '%.*s' is not a known pre-tokenizer (supported: %s%s, see "
+                           "docs/tokenizer.md)",
+                           KEY_PRE, n, pre.ptr, names, shown < total ? ", ..." : "");
+    }
+    return inferd__pretok_create(v->pre_info, &v->pretok, err);
 }
 
 /* Copy the token texts into one blob, validating each. */
@@ -364,8 +440,7 @@ static int load_texts(inferd_vocab *v, const inferd_gguf *g, uint64_t key_idx, i
         total += len + 1;
     }
     v->text = inferd_malloc(total);
-    v->pieces = inferd_malloc(total);
-    if (!v->text || !v->pieces)
+    if (!v->text)
         return inferd_fail(err, INFERD_E_NOMEM, "%s: no memory for %zu bytes of token text",
                            KEY_TOKENS, total);
     size_t off = 0;
@@ -448,7 +523,9 @@ static int load_types(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
         vocab_token *t = &v->tokens[i];
         t->type = (uint8_t)type;
         t->attr = attr_of_type(type);
-        if (type == INFERD_TOKEN_BYTE &&
+        /* A BPE vocabulary renders byte-typed tokens as nothing, whatever
+         * their text (llama.cpp). */
+        if (type == INFERD_TOKEN_BYTE && v->kind == INFERD_VOCAB_SPM &&
             parse_byte_token(tok_text(v, i), t->text_len) < 0)
             return inferd_fail(err, INFERD_E_FORMAT,
                                "%s[%d] '%.*s' has the byte type but is not spelled <0xHH>",
@@ -484,6 +561,139 @@ static int build_map(inferd_vocab *v, inferd_error *err)
     return 0;
 }
 
+static uint64_t merge_hash(const char *s, size_t left_len, size_t len)
+{
+    uint64_t h = hash_bytes(s, len) ^ ((uint64_t)left_len * 0x9E3779B97F4A7C15ull);
+    return h ^ (h >> 31);
+}
+
+/* Rank of the merge of the @p left_len bytes at @p s with the rest of its
+ * @p len bytes, or -1 when there is none. */
+static int32_t merge_rank(const inferd_vocab *v, const char *s, size_t left_len, size_t len)
+{
+    size_t i = (size_t)merge_hash(s, left_len, len) & v->merge_mask;
+    for (;;) {
+        int32_t r = v->merge_map[i];
+        if (r < 0)
+            return -1;
+        const bpe_merge *m = &v->merges[r];
+        if (m->len == len && m->left_len == left_len &&
+            memcmp(v->merge_text + m->off, s, len) == 0)
+            return r;
+        i = (i + 1) & v->merge_mask;
+    }
+}
+
+/* Where entry @p s (@p len bytes) splits into "left right": llama.cpp cuts
+ * at the first space after the first byte. 0 if it does not split into two
+ * non-empty texts. */
+static size_t merge_split(const char *s, size_t len)
+{
+    const char *sp = len > 1 ? memchr(s + 1, ' ', len - 1) : NULL;
+    if (!sp || (size_t)(sp - s) + 1 == len)
+        return 0;
+    return (size_t)(sp - s);
+}
+
+/* tokenizer.ggml.merges: "left right" strings, the rank being the index.
+ * As in llama.cpp, texts need not be tokens (a merge whose result is no
+ * token is still made; the result then goes out through the byte fallback)
+ * and of two equal entries the first counts. */
+static int load_merges(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
+{
+    int64_t idx = -1;
+    int rc = find_array(g, KEY_MERGES, &idx, err);
+    size_t total = 0;
+
+    if (rc < 0)
+        return rc;
+    if (idx < 0)
+        return inferd_fail(err, INFERD_E_FORMAT, "%s is missing (a gpt2 vocabulary needs them)",
+                           KEY_MERGES);
+    if (inferd_gguf_kv_arr_type(g, (uint64_t)idx) != INFERD_GGUF_STRING)
+        return inferd_fail(err, INFERD_E_FORMAT,
+                           "%s must be an array of strings (it holds type %d)", KEY_MERGES,
+                           (int)inferd_gguf_kv_arr_type(g, (uint64_t)idx));
+    uint64_t n = inferd_gguf_kv_arr_n(g, (uint64_t)idx);
+    if (n > MAX_MERGES)
+        return inferd_fail(err, INFERD_E_FORMAT, "%s has %llu entries (at most %llu)", KEY_MERGES,
+                           (unsigned long long)n, (unsigned long long)MAX_MERGES);
+    for (uint64_t i = 0; i < n; i++) {
+        inferd_gguf_str e = inferd_gguf_kv_arr_str(g, (uint64_t)idx, i);
+        if (e.len > MAX_MERGE_BYTES)
+            return inferd_fail(err, INFERD_E_FORMAT, "%s[%llu] is %llu bytes long (at most %llu)",
+                               KEY_MERGES, (unsigned long long)i, (unsigned long long)e.len,
+                               (unsigned long long)MAX_MERGE_BYTES);
+        /* Read as a C string, as llama.cpp does. */
+        size_t len = e.ptr ? strnlen(e.ptr, (size_t)e.len) : 0;
+        if (!utf8_valid(e.ptr, len))
+            return inferd_fail(err, INFERD_E_FORMAT, "%s[%llu] is not valid UTF-8", KEY_MERGES,
+                               (unsigned long long)i);
+        if (merge_split(e.ptr, len) == 0)
+            return inferd_fail(err, INFERD_E_FORMAT,
+                               "%s[%llu] '%.*s' is not two texts separated by a space",
+                               KEY_MERGES, (unsigned long long)i, excerpt_len(len),
+                               len ? e.ptr : "");
+        total += len - 1;
+    }
+
+    size_t size = 16;
+    while (size < (size_t)n * 2)
+        size *= 2;
+    v->merges = inferd_malloc((n ? (size_t)n : 1) * sizeof(*v->merges));
+    v->merge_text = inferd_malloc(total ? total : 1);
+    v->merge_map = inferd_malloc(size * sizeof(*v->merge_map));
+    if (!v->merges || !v->merge_text || !v->merge_map)
+        return inferd_fail(err, INFERD_E_NOMEM, "%s: no memory for %llu merges", KEY_MERGES,
+                           (unsigned long long)n);
+    memset(v->merge_map, 0xff, size * sizeof(*v->merge_map)); /* every slot -1 */
+    v->merge_mask = size - 1;
+    v->n_merges = (size_t)n;
+
+    size_t off = 0;
+    for (uint64_t r = 0; r < n; r++) {
+        inferd_gguf_str e = inferd_gguf_kv_arr_str(g, (uint64_t)idx, r);
+        size_t len = strnlen(e.ptr, (size_t)e.len);
+        size_t left = merge_split(e.ptr, len);
+        bpe_merge *m = &v->merges[r];
+
+        memcpy(v->merge_text + off, e.ptr, left);
+        memcpy(v->merge_text + off + left, e.ptr + left + 1, len - left - 1);
+        *m = (bpe_merge){off, (uint32_t)left, (uint32_t)(len - 1)};
+        off += len - 1;
+        if (merge_rank(v, v->merge_text + m->off, m->left_len, m->len) >= 0)
+            continue; /* a repeat: the first one keeps its rank */
+        size_t i = (size_t)merge_hash(v->merge_text + m->off, left, m->len) & v->merge_mask;
+        while (v->merge_map[i] >= 0)
+            i = (i + 1) & v->merge_mask;
+        v->merge_map[i] = (int32_t)r;
+    }
+    return 0;
+}
+
+/* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves,
+ * the other 68 bytes for U+0100.. in byte order. */
+static void build_byte_alphabet(inferd_vocab *v)
+{
+    uint32_t next = 0x100;
+
+    for (size_t i = 0; i < BYTE_ALPHABET_END; i++)
+        v->alphabet_byte[i] = -1;
+    for (int b = 0; b < 256; b++) {
+        bool self = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+        uint32_t cp = self ? (uint32_t)b : next++;
+        if (cp < 0x80) {
+            v->byte_enc[b][0] = (uint8_t)cp;
+            v->byte_enc_len[b] = 1;
+        } else {
+            v->byte_enc[b][0] = (uint8_t)(0xC0 | (cp >> 6));
+            v->byte_enc[b][1] = (uint8_t)(0x80 | (cp & 0x3F));
+            v->byte_enc_len[b] = 2;
+        }
+        v->alphabet_byte[cp] = (int16_t)b;
+    }
+}
+
 static int get_flag(const inferd_gguf *g, const char *key, bool *io_value, inferd_error *err)
 {
     bool b;
@@ -500,10 +710,16 @@ static int load_special_ids(inferd_vocab *v, const inferd_gguf *g, inferd_error 
 {
     for (int s = 0; s < SP_COUNT; s++)
         v->ids[s] = INFERD_TOKEN_NONE;
-    /* SPM defaults, dropped when the vocabulary is too small for them. */
-    v->ids[SP_BOS] = 1;
-    v->ids[SP_EOS] = 2;
-    v->ids[SP_UNK] = 0;
+    /* llama.cpp's defaults (SPM: BOS 1, EOS 2, UNK 0; BPE: BOS and EOS 11,
+     * none for chatglm-bpe), dropped when the vocabulary is too small. */
+    if (v->kind == INFERD_VOCAB_SPM) {
+        v->ids[SP_BOS] = 1;
+        v->ids[SP_EOS] = 2;
+        v->ids[SP_UNK] = 0;
+    } else {
+        v->ids[SP_BOS] = v->pre_info->no_bos ? INFERD_TOKEN_NONE : 11;
+        v->ids[SP_EOS] = 11;
+    }
     for (int s = 0; s < SP_COUNT; s++)
         if (v->ids[s] >= v->n_tokens)
             v->ids[s] = INFERD_TOKEN_NONE;
@@ -526,7 +742,9 @@ static int load_special_ids(inferd_vocab *v, const inferd_gguf *g, inferd_error 
     }
 
     int rc;
-    v->add_bos = true;
+    /* SPM adds BOS; BPE as its pre-tokenizer says (llama 3, tekken,
+     * chameleon do). */
+    v->add_bos = v->kind == INFERD_VOCAB_SPM || v->pre_info->add_bos;
     v->add_eos = false;
     if ((rc = get_flag(g, KEY_ADD_BOS, &v->add_bos, err)) < 0 ||
         (rc = get_flag(g, KEY_ADD_EOS, &v->add_eos, err)) < 0)
@@ -567,32 +785,9 @@ static void derive_special(inferd_vocab *v)
             v->tokens[id].attr |= ATTR_CONTROL;
         }
     }
-    for (const char *const *t = FORCED_USER_TEXTS; *t; t++) {
-        int32_t id = find_str(v, *t);
-        if (id >= 0)
-            v->tokens[id].attr = ATTR_USER_DEFINED;
-    }
     for (size_t i = 0; i < sizeof(eog_slots) / sizeof(eog_slots[0]); i++)
         if (v->ids[eog_slots[i]] >= 0)
             v->tokens[v->ids[eog_slots[i]]].eog = 1;
-
-    /* gpt-oss and solar-open end turns with <|return|>/<|call|>/<|flush|>;
-     * their <|end|> only separates messages. */
-    int32_t end = find_str(v, "<|end|>");
-#define IS_EOG_TEXT(s) (find_str(v, (s)) >= 0 && v->tokens[find_str(v, (s))].eog)
-    bool has_call = IS_EOG_TEXT("<|call|>") || IS_EOG_TEXT("<|calls|>");
-    if (end >= 0 && v->tokens[end].eog && has_call &&
-        (IS_EOG_TEXT("<|return|>") || IS_EOG_TEXT("<|flush|>"))) {
-        v->tokens[end].eog = 0;
-        v->tokens[end].attr = ATTR_USER_DEFINED;
-    }
-    /* Gemma 4 uses </s> as ordinary text. */
-    int32_t eos_text = find_str(v, "</s>");
-    if (eos_text >= 0 && v->tokens[eos_text].eog && IS_EOG_TEXT("<|tool_response>")) {
-        v->tokens[eos_text].eog = 0;
-        v->tokens[eos_text].attr = ATTR_NORMAL;
-    }
-#undef IS_EOG_TEXT
 }
 
 typedef struct len_id {
@@ -637,12 +832,24 @@ static int build_special_list(inferd_vocab *v, inferd_error *err)
     return 0;
 }
 
-/* llama.cpp strips whitespace after Phi-3's special tokens (they are
- * followed by a newline in its chat format), recognising Phi-3 by name. */
+/* llama.cpp's per-model attributes: the jina-v2 BPE vocabularies' "<mask>"
+ * eats the whitespace before it; otherwise whitespace after Phi-3's special
+ * tokens is stripped (they are followed by a newline in its chat format),
+ * Phi-3 being recognised by name. */
 static int apply_name_rules(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
 {
     inferd_gguf_str name;
     char lower[256];
+
+    if (v->pre_info && v->pre_info->mask_lstrip) {
+        int32_t mask = find_str(v, "<mask>");
+        if (mask < 0)
+            return inferd_fail(err, INFERD_E_FORMAT,
+                               "%s is '%s', whose vocabulary has a '<mask>' token, but there "
+                               "is none", KEY_PRE, v->pre_info->name);
+        v->tokens[mask].attr |= ATTR_LSTRIP;
+        return 0;
+    }
     int rc = inferd_gguf_get_str(g, "general.name", &name, err);
 
     if (rc == INFERD_E_NOT_FOUND)
@@ -667,9 +874,90 @@ static int apply_name_rules(inferd_vocab *v, const inferd_gguf *g, inferd_error 
     return 0;
 }
 
-static void build_bytes_and_pieces(inferd_vocab *v)
+/* Write "[UNK_BYTE_0x<hex of cp's UTF-8><token text>]", llama.cpp's
+ * rendering of a BPE code point outside the byte alphabet, to @p dst (NULL:
+ * only count). */
+static size_t render_unk_byte(const char *cp_utf8, size_t cp_len, const char *text,
+                              size_t text_len, char *dst)
 {
-    for (int b = 0; b < 256; b++) {
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 12 + 2 * cp_len + text_len + 1;
+
+    if (dst) {
+        memcpy(dst, "[UNK_BYTE_0x", 12);
+        for (size_t k = 0; k < cp_len; k++) {
+            dst[12 + 2 * k] = hex[(unsigned char)cp_utf8[k] >> 4];
+            dst[13 + 2 * k] = hex[(unsigned char)cp_utf8[k] & 15];
+        }
+        memcpy(dst + 12 + 2 * cp_len, text, text_len);
+        dst[n - 1] = ']';
+    }
+    return n;
+}
+
+/* The piece of token @p id (as rendered with special = true) written to
+ * @p dst, or only counted when @p dst is NULL. */
+static size_t render_piece(const inferd_vocab *v, int32_t id, char *dst)
+{
+    const vocab_token *t = &v->tokens[id];
+    const char *s = tok_text(v, id);
+    size_t n = 0;
+
+    if (t->attr & (ATTR_HIDDEN | ATTR_USER_DEFINED)) {
+        if (dst)
+            memcpy(dst, s, t->text_len);
+        return t->text_len;
+    }
+    if ((t->attr & ATTR_NORMAL) && v->kind == INFERD_VOCAB_BPE) {
+        /* Each code point of the byte alphabet is one byte. */
+        for (size_t i = 0; i < t->text_len;) {
+            const unsigned char *p = (const unsigned char *)s + i;
+            size_t len = utf8_seq_len(p[0]); /* the text is valid UTF-8 */
+            /* The alphabet's code points take one or two bytes. */
+            uint32_t cp = BYTE_ALPHABET_END;
+            if (len == 1)
+                cp = p[0];
+            else if (len == 2)
+                cp = ((uint32_t)(p[0] & 0x1F) << 6) | (p[1] & 0x3F);
+            if (cp < BYTE_ALPHABET_END && v->alphabet_byte[cp] >= 0) {
+                if (dst)
+                    dst[n] = (char)v->alphabet_byte[cp];
+                n++;
+            } else {
+                n += render_unk_byte(s + i, len, s, t->text_len, dst ? dst + n : NULL);
+            }
+            i += len;
+        }
+        return n;
+    }
+    if (t->attr & ATTR_NORMAL) {
+        for (size_t i = 0; i < t->text_len; i++) {
+            if (i + 3 <= t->text_len && memcmp(s + i, SPACE_ESCAPE, 3) == 0) {
+                if (dst)
+                    dst[n] = ' ';
+                i += 2;
+            } else if (dst) {
+                dst[n] = s[i];
+            }
+            n++;
+        }
+        return n;
+    }
+    if ((t->attr & ATTR_BYTE) && v->kind == INFERD_VOCAB_SPM) {
+        if (dst)
+            dst[0] = (char)parse_byte_token(s, t->text_len);
+        return 1;
+    }
+    /* Unused and undefined tokens render to nothing, and so do byte
+     * tokens of a BPE vocabulary. */
+    return 0;
+}
+
+static int build_bytes_and_pieces(inferd_vocab *v, inferd_error *err)
+{
+    size_t total = 0, text_total = 0;
+
+    for (int b = 0; b < 256 && v->kind == INFERD_VOCAB_SPM; b++) {
         char name[8];
         char one = (char)b;
         snprintf(name, sizeof(name), "<0x%02X>", b);
@@ -678,47 +966,51 @@ static void build_bytes_and_pieces(inferd_vocab *v)
             id = inferd_vocab_find(v, &one, 1);
         v->byte_to_id[b] = id;
     }
+    for (int b = 0; b < 256 && v->kind == INFERD_VOCAB_BPE; b++)
+        v->byte_to_id[b] = INFERD_TOKEN_NONE; /* BPE falls back per byte of text */
+
+    for (int32_t id = 0; id < v->n_tokens; id++) {
+        size_t n = render_piece(v, id, NULL);
+        if (n > MAX_PIECE_BYTES)
+            return inferd_fail(err, INFERD_E_FORMAT,
+                               "%s[%d] '%.*s' renders to %zu bytes (at most %zu)", KEY_TOKENS,
+                               (int)id, excerpt_len(v->tokens[id].text_len), tok_text(v, id), n,
+                               MAX_PIECE_BYTES);
+        total += n;
+        text_total += v->tokens[id].text_len;
+    }
+    if (total > text_total + MAX_PIECES_EXTRA)
+        return inferd_fail(err, INFERD_E_FORMAT, "%s: the tokens render to %zu bytes, more than "
+                           "their texts' %zu plus %zu", KEY_TOKENS, total, text_total,
+                           MAX_PIECES_EXTRA);
+    v->pieces = inferd_malloc(total ? total : 1);
+    if (!v->pieces)
+        return inferd_fail(err, INFERD_E_NOMEM, "%s: no memory for %zu bytes of pieces",
+                           KEY_TOKENS, total);
 
     size_t off = 0;
     for (int32_t id = 0; id < v->n_tokens; id++) {
         vocab_token *t = &v->tokens[id];
-        const char *s = tok_text(v, id);
-        char *dst = v->pieces + off;
-        size_t n = 0;
-
-        if (t->attr & (ATTR_HIDDEN | ATTR_USER_DEFINED)) {
-            memcpy(dst, s, t->text_len);
-            n = t->text_len;
-        } else if (t->attr & ATTR_NORMAL) {
-            for (size_t i = 0; i < t->text_len; i++) {
-                if (i + 3 <= t->text_len && memcmp(s + i, SPACE_ESCAPE, 3) == 0) {
-                    dst[n++] = ' ';
-                    i += 2;
-                } else {
-                    dst[n++] = s[i];
-                }
-            }
-        } else if (t->attr & ATTR_BYTE) {
-            dst[n++] = (char)parse_byte_token(s, t->text_len);
-        }
-        /* Unused and undefined tokens render to nothing. */
+        size_t n = render_piece(v, id, v->pieces + off);
         t->piece_off = off;
         t->piece_len = (uint32_t)n;
         if (n > v->max_piece_len)
             v->max_piece_len = n;
         off += n;
     }
+    return 0;
 }
 
 int inferd_vocab_load(const inferd_gguf *g, inferd_vocab **out_vocab, inferd_error *err)
 {
     inferd_vocab *v;
+    inferd_vocab_kind kind = INFERD_VOCAB_SPM;
     int64_t tokens_idx = -1;
     int rc;
 
     if (!g || !out_vocab)
         return inferd_fail(err, INFERD_E_INVALID, "inferd_vocab_load: NULL argument");
-    if ((rc = load_model_kind(g, err)) < 0)
+    if ((rc = load_model_kind(g, &kind, err)) < 0)
         return rc;
     if ((rc = find_array(g, KEY_TOKENS, &tokens_idx, err)) < 0)
         return rc;
@@ -736,6 +1028,7 @@ int inferd_vocab_load(const inferd_gguf *g, inferd_vocab **out_vocab, inferd_err
     v = inferd_calloc(1, sizeof(*v));
     if (!v)
         return inferd_fail(err, INFERD_E_NOMEM, "vocabulary: no memory");
+    v->kind = kind;
     v->n_tokens = (int32_t)n;
     v->tokens = inferd_calloc((size_t)n, sizeof(*v->tokens));
     if (!v->tokens) {
@@ -743,18 +1036,28 @@ int inferd_vocab_load(const inferd_gguf *g, inferd_vocab **out_vocab, inferd_err
                          (unsigned long long)n);
         goto fail;
     }
-    if ((rc = load_texts(v, g, (uint64_t)tokens_idx, err)) < 0 ||
+    if ((rc = load_pre(v, g, err)) < 0 ||
+        (rc = load_texts(v, g, (uint64_t)tokens_idx, err)) < 0 ||
         (rc = load_scores(v, g, err)) < 0 || (rc = load_types(v, g, err)) < 0 ||
         (rc = build_map(v, err)) < 0)
         goto fail;
-    v->add_space_prefix = true;
+    if (kind == INFERD_VOCAB_BPE) {
+        v->ignore_merges = v->pre_info->ignore_merges;
+        build_byte_alphabet(v);
+        if ((rc = load_merges(v, g, err)) < 0)
+            goto fail;
+    }
+    /* SentencePiece puts a space before the text; BPE does not, but
+     * llama.cpp still reads the key for BPE, where only detokenizing uses
+     * it (one leading space is dropped). */
+    v->add_space_prefix = kind == INFERD_VOCAB_SPM;
     if ((rc = get_flag(g, KEY_ADD_PREFIX, &v->add_space_prefix, err)) < 0 ||
         (rc = load_special_ids(v, g, err)) < 0)
         goto fail;
     derive_special(v);
-    if ((rc = build_special_list(v, err)) < 0 || (rc = apply_name_rules(v, g, err)) < 0)
+    if ((rc = build_special_list(v, err)) < 0 || (rc = apply_name_rules(v, g, err)) < 0 ||
+        (rc = build_bytes_and_pieces(v, err)) < 0)
         goto fail;
-    build_bytes_and_pieces(v);
     *out_vocab = v;
     return 0;
 
@@ -767,6 +1070,10 @@ void inferd_vocab_destroy(inferd_vocab *v)
 {
     if (!v)
         return;
+    inferd__pretok_destroy(v->pretok);
+    inferd_free(v->merge_map);
+    inferd_free(v->merge_text);
+    inferd_free(v->merges);
     inferd_free(v->special_ids);
     inferd_free(v->map);
     inferd_free(v->pieces);
@@ -784,6 +1091,11 @@ static bool id_ok(const inferd_vocab *v, int32_t id)
     return v && id >= 0 && id < v->n_tokens;
 }
 
+inferd_vocab_kind inferd_vocab_get_kind(const inferd_vocab *v) { return v->kind; }
+const char *inferd_vocab_pre(const inferd_vocab *v)
+{
+    return v->pre_info ? v->pre_info->name : NULL;
+}
 int32_t inferd_vocab_n_tokens(const inferd_vocab *v) { return v->n_tokens; }
 int32_t inferd_vocab_bos(const inferd_vocab *v) { return v->ids[SP_BOS]; }
 int32_t inferd_vocab_eos(const inferd_vocab *v) { return v->ids[SP_EOS]; }
@@ -915,7 +1227,12 @@ static int partition(const inferd_vocab *v, const char *text, size_t len, bool p
                     break;
                 }
                 size_t at = (size_t)(hit - text);
-                if (at > base && (rc = frag_push(tmp, (frag){-1, base, at - base})) < 0)
+                size_t left = at - base;
+                if (t->attr & ATTR_LSTRIP) {
+                    while (left > 0 && is_ascii_space((unsigned char)text[base + left - 1]))
+                        left--;
+                }
+                if (left > 0 && (rc = frag_push(tmp, (frag){-1, base, left})) < 0)
                     return rc;
                 if ((rc = frag_push(tmp, (frag){id, 0, 0})) < 0)
                     return rc;
@@ -953,8 +1270,11 @@ typedef struct tok_state {
     const inferd_vocab *v;
     int32_t *out;
     size_t cap, n;       /* output capacity and ids produced so far */
-    char *buf;           /* escaped text of the fragment being tokenized */
+    char *buf;           /* SPM: escaped fragment; BPE: one word in the byte alphabet */
     size_t buf_cap;      /* bytes */
+    char *real;          /* BPE: the fragment as llama.cpp decodes it */
+    char *subject;       /* BPE: the same, valid UTF-8 for the split patterns */
+    size_t norm_cap;     /* bytes of each */
     spm_sym *syms;
     size_t syms_cap;     /* symbols */
     spm_bigram *heap;    /* max-heap by score, then leftmost */
@@ -1036,20 +1356,58 @@ static spm_bigram heap_pop(tok_state *st)
     return top;
 }
 
-/* Queue the merge of two neighbouring symbols if their text is a token. */
+/* Queue the merge of two neighbouring symbols if there is one: SPM merges
+ * when the joined text is a token (best score first), BPE when the pair is
+ * in the merge list (lowest rank first: the score is -rank, exact in a float
+ * since ranks are below 2^24). Ties go to the leftmost pair in both. */
 static void try_bigram(tok_state *st, int32_t left, int32_t right)
 {
+    float score;
+
     if (left < 0 || right < 0)
         return;
     const spm_sym *l = &st->syms[left];
     uint32_t size = l->n + st->syms[right].n;
-    int32_t id = inferd_vocab_find(st->v, st->buf + l->off, size);
-    if (id < 0)
-        return;
+    if (st->v->kind == INFERD_VOCAB_BPE) {
+        int32_t rank = merge_rank(st->v, st->buf + l->off, l->n, size);
+        if (rank < 0)
+            return;
+        score = -(float)rank;
+    } else {
+        int32_t id = inferd_vocab_find(st->v, st->buf + l->off, size);
+        if (id < 0)
+            return;
+        score = st->v->tokens[id].score;
+    }
     /* At most n-1 initial pairs plus two per merge: the heap was sized 3n. */
     if (st->heap_n == st->heap_cap)
         abort();
-    heap_push(st, (spm_bigram){st->v->tokens[id].score, left, right, size});
+    heap_push(st, (spm_bigram){score, left, right, size});
+}
+
+/* Merge the chain of @p n_sym symbols (at least one) in st->syms, the best
+ * queued pair first, as llama.cpp's SPM and BPE tokenizers do. */
+static void merge_symbols(tok_state *st, size_t n_sym)
+{
+    st->heap_n = 0;
+    for (int32_t i = 1; i < (int32_t)n_sym; i++)
+        try_bigram(st, i - 1, i);
+    while (st->heap_n > 0) {
+        spm_bigram b = heap_pop(st);
+        spm_sym *l = &st->syms[b.left], *r = &st->syms[b.right];
+        /* Skip pairs that an earlier merge has changed: a live left symbol
+         * only grows by absorbing its right neighbour, so unchanged sizes
+         * mean an unchanged pair. */
+        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size)
+            continue;
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0)
+            st->syms[r->next].prev = b.left;
+        try_bigram(st, l->prev, b.left);
+        try_bigram(st, b.left, l->next);
+    }
 }
 
 /* SentencePiece BPE over one raw fragment, as llama.cpp's SPM tokenizer. */
@@ -1095,23 +1453,7 @@ static int spm_fragment(tok_state *st, const char *text, size_t len, bool space_
         off += n;
     }
 
-    st->heap_n = 0;
-    for (int32_t i = 1; i < (int32_t)n_sym; i++)
-        try_bigram(st, i - 1, i);
-    while (st->heap_n > 0) {
-        spm_bigram b = heap_pop(st);
-        spm_sym *l = &st->syms[b.left], *r = &st->syms[b.right];
-        /* Skip pairs that an earlier merge has changed. */
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size)
-            continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0)
-            st->syms[r->next].prev = b.left;
-        try_bigram(st, l->prev, b.left);
-        try_bigram(st, b.left, l->next);
-    }
+    merge_symbols(st, n_sym);
 
     /* Every merge makes a token, so a symbol that is not one is a single
      * unmerged character: it goes out byte by byte. */
@@ -1133,6 +1475,81 @@ static int spm_fragment(tok_state *st, const char *text, size_t len, bool space_
         }
     }
     return 0;
+
+nomem:
+    return inferd_fail(st->err, INFERD_E_NOMEM, "tokenize: no memory for a %zu-byte fragment",
+                       len);
+}
+
+/* BPE over one pre-tokenized word (@p len bytes of st->real at @p off), as
+ * llama.cpp's BPE tokenizer: the bytes are written in GPT-2's byte
+ * alphabet, one symbol each, and merged by rank. A resulting symbol that is
+ * not a token goes out as the tokens of its single bytes that are tokens
+ * (the others are dropped). */
+static int bpe_word(void *ctx, size_t off, size_t len)
+{
+    tok_state *st = ctx;
+    const inferd_vocab *v = st->v;
+    const unsigned char *w = (const unsigned char *)st->real + off;
+    size_t blen = 0;
+
+    for (size_t i = 0; i < len; i++)
+        blen += v->byte_enc_len[w[i]];
+    if (reserve_scratch(st, blen, len) < 0)
+        return inferd_fail(st->err, INFERD_E_NOMEM, "tokenize: no memory for a %zu-byte word",
+                           len);
+    blen = 0;
+    for (size_t i = 0; i < len; i++) {
+        int32_t k = (int32_t)i;
+        uint32_t n = v->byte_enc_len[w[i]];
+        memcpy(st->buf + blen, v->byte_enc[w[i]], n);
+        st->syms[i] = (spm_sym){k - 1, i + 1 == len ? -1 : k + 1, (uint32_t)blen, n};
+        blen += n;
+    }
+
+    /* Llama 3 and tekken take a word that is a token as it is. */
+    if (v->ignore_merges) {
+        int32_t id = inferd_vocab_find(v, st->buf, blen);
+        if (id >= 0) {
+            emit(st, id);
+            return 0;
+        }
+    }
+    merge_symbols(st, len);
+    for (int32_t i = 0; i != -1; i = st->syms[i].next) {
+        const spm_sym *sy = &st->syms[i];
+        int32_t id = inferd_vocab_find(v, st->buf + sy->off, sy->n);
+        if (id >= 0) {
+            emit(st, id);
+            continue;
+        }
+        for (uint32_t k = 0; k < sy->n; k++) {
+            id = inferd_vocab_find(v, st->buf + sy->off + k, 1);
+            if (id >= 0)
+                emit(st, id);
+        }
+    }
+    return 0;
+}
+
+/* A raw fragment through a BPE vocabulary: decoded as llama.cpp does, cut
+ * by the pre-tokenizer, each word merged on its own. */
+static int bpe_fragment(tok_state *st, const char *text, size_t len)
+{
+    /* A byte becomes at most U+FFFD, 3 bytes. */
+    if (3 * len > st->norm_cap) {
+        char *r = inferd_realloc(st->real, 3 * len);
+        if (!r)
+            goto nomem;
+        st->real = r;
+        char *s = inferd_realloc(st->subject, 3 * len);
+        if (!s)
+            goto nomem;
+        st->subject = s;
+        st->norm_cap = 3 * len;
+    }
+    size_t n = inferd__pretok_normalize(text, len, st->real, st->subject);
+    return inferd__pretok_split(st->v->pretok, st->subject, n, bpe_word, st, st->err);
 
 nomem:
     return inferd_fail(st->err, INFERD_E_NOMEM, "tokenize: no memory for a %zu-byte fragment",
@@ -1164,8 +1581,9 @@ int inferd_tokenize(const inferd_vocab *v, const char *text, size_t len, bool ad
             rc = inferd_fail(err, rc, "tokenize: no memory for %zu bytes of text", len);
             goto done;
         }
-        /* A dummy space goes before text at the start and after a special
-         * token, as SentencePiece's "add dummy prefix" does per sentence. */
+        /* SPM: a dummy space goes before text at the start and after a
+         * special token, as SentencePiece's "add dummy prefix" does per
+         * sentence. */
         bool prev_special = true;
         for (size_t f = 0; f < frags.n; f++) {
             const frag *fr = &frags.items[f];
@@ -1174,7 +1592,11 @@ int inferd_tokenize(const inferd_vocab *v, const char *text, size_t len, bool ad
                 prev_special = true;
                 continue;
             }
-            rc = spm_fragment(&st, text + fr->off, fr->len, v->add_space_prefix && prev_special);
+            if (v->kind == INFERD_VOCAB_BPE)
+                rc = bpe_fragment(&st, text + fr->off, fr->len);
+            else
+                rc = spm_fragment(&st, text + fr->off, fr->len,
+                                  v->add_space_prefix && prev_special);
             if (rc < 0)
                 goto done;
             prev_special = false;
@@ -1188,12 +1610,60 @@ int inferd_tokenize(const inferd_vocab *v, const char *text, size_t len, bool ad
         rc = inferd_fail(err, INFERD_E_RANGE, "the text needs %zu tokens, room for %zu", st.n,
                          cap);
 done:
+    inferd_free(st.subject);
+    inferd_free(st.real);
     inferd_free(st.heap);
     inferd_free(st.syms);
     inferd_free(st.buf);
     inferd_free(tmp.items);
     inferd_free(frags.items);
     return rc;
+}
+
+typedef struct piece_ends {
+    size_t *ends;
+    size_t cap, n;
+} piece_ends;
+
+static int collect_piece(void *ctx, size_t off, size_t len)
+{
+    piece_ends *pe = ctx;
+    if (pe->n < pe->cap)
+        pe->ends[pe->n] = off + len;
+    pe->n++;
+    return 0;
+}
+
+int inferd_pretokenize(const char *pre, const char *text, size_t len, size_t *out_ends,
+                       size_t cap, size_t *out_n, inferd_error *err)
+{
+    inferd__pretok *p = NULL;
+    piece_ends pe = {out_ends, cap, 0};
+    int rc;
+
+    if (!pre || (!text && len) || (!out_ends && cap) || !out_n)
+        return inferd_fail(err, INFERD_E_INVALID, "inferd_pretokenize: NULL argument");
+    if (len > INFERD_TOKENIZE_MAX_BYTES)
+        return inferd_fail(err, INFERD_E_INVALID, "text is %zu bytes long (at most %zu)", len,
+                           INFERD_TOKENIZE_MAX_BYTES);
+    const inferd__pretok_info *info = inferd__pretok_find(pre, strlen(pre));
+    if (!info)
+        return inferd_fail(err, INFERD_E_UNSUPPORTED, "'%.48s' is not a known pre-tokenizer",
+                           pre);
+    /* Valid UTF-8 decodes to itself, so the pieces are pieces of @p text. */
+    if (!utf8_valid(text, len))
+        return inferd_fail(err, INFERD_E_INVALID, "inferd_pretokenize: text is not valid UTF-8");
+    if ((rc = inferd__pretok_create(info, &p, err)) < 0)
+        return rc;
+    rc = inferd__pretok_split(p, text, len, collect_piece, &pe, err);
+    inferd__pretok_destroy(p);
+    if (rc < 0)
+        return rc;
+    *out_n = pe.n;
+    if (pe.n > cap)
+        return inferd_fail(err, INFERD_E_RANGE, "the text has %zu pieces, room for %zu", pe.n,
+                           cap);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */

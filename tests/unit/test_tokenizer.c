@@ -1,8 +1,10 @@
-/* Tokenizer tests: llama.cpp's SPM test vectors (llama 2 and phi-3
- * vocabularies), the stories260K prompts of expected/generation.json,
- * special-token parsing, byte fallback, detokenization (one-shot and
- * streaming, never broken UTF-8), malformed vocabulary metadata and
- * allocation-failure injection. */
+/* Tokenizer tests: llama.cpp's test vectors for SPM (llama 2 and phi-3)
+ * and byte-level BPE (gpt-2, qwen2) vocabularies, the stories260K prompts of
+ * expected/generation.json, special-token parsing, byte fallback, BPE
+ * pre-tokenizer splits and merges, detokenization (one-shot and streaming,
+ * never broken UTF-8), malformed vocabulary metadata and allocation-failure
+ * injection. Expected ids not from llama.cpp's files were checked with
+ * llama.cpp c392e5094's llama-tokenize. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "inferd/alloc.h"
@@ -23,6 +26,8 @@
 #define MODEL_DIR INFERD_FIXTURES "/models/"
 #define LLAMA_SPM VOCAB_DIR "ggml-vocab-llama-spm.gguf"
 #define PHI3 VOCAB_DIR "ggml-vocab-phi-3.gguf"
+#define GPT2 VOCAB_DIR "ggml-vocab-gpt-2.gguf"
+#define QWEN2 VOCAB_DIR "ggml-vocab-qwen2.gguf"
 #define STORIES MODEL_DIR "stories260K.gguf"
 
 #define U2581 "\xE2\x96\x81"
@@ -311,6 +316,18 @@ static void test_tokenizer_phi3_vectors(void **state)
     check_vectors(PHI3);
 }
 
+static void test_tokenizer_gpt2_vectors(void **state)
+{
+    (void)state;
+    check_vectors(GPT2);
+}
+
+static void test_tokenizer_qwen2_vectors(void **state)
+{
+    (void)state;
+    check_vectors(QWEN2);
+}
+
 /* Random strings (ASCII, spaces, multi-byte characters, stray and truncated
  * sequences) tokenize; valid ones detokenize back to themselves; the
  * streaming detokenizer only ever emits valid UTF-8. (U+2581 itself is left
@@ -324,10 +341,10 @@ static void test_tokenizer_random_round_trip(void **state)
         "<s>", "</s>", "<unk>", "<0x41>", "\0",
     };
     const size_t n_parts = sizeof(parts) / sizeof(parts[0]);
-    const char *const paths[] = {LLAMA_SPM, PHI3, STORIES};
+    const char *const paths[] = {LLAMA_SPM, PHI3, STORIES, GPT2, QWEN2};
     uint64_t rng = 0x9E3779B97F4A7C15ull;
 
-    for (size_t p = 0; p < 3; p++) {
+    for (size_t p = 0; p < sizeof(paths) / sizeof(paths[0]); p++) {
         inferd_vocab *v = load_vocab(paths[p]);
         char *out = malloc(inferd_vocab_max_piece_len(v) + 8);
         for (int iter = 0; iter < 400; iter++) {
@@ -345,11 +362,14 @@ static void test_tokenizer_random_round_trip(void **state)
             ids r = tok(v, s, len, false, false);
             size_t back_len;
             char *back = detok(v, r.v, r.n, false, false, &back_len);
-            /* A broken sequence swallows the U+2581 a following space was
-             * turned into (llama.cpp does the same), so only valid text is
-             * sure to come back whole. */
+            /* SPM: a broken sequence swallows the U+2581 a following space
+             * was turned into; BPE reads it as U+FFFD (llama.cpp does the
+             * same), so only valid text is sure to come back whole. Phi-3's
+             * "</s>" is a user-defined token, matched in text, and the text
+             * after it gets the dummy prefix space again. */
             bool whole = back_len == len && memcmp(back, s, len) == 0;
-            if (!whole && valid_utf8((unsigned char *)s, len)) {
+            bool user_token = strcmp(paths[p], PHI3) == 0 && memmem(s, len, "</s>", 4);
+            if (!whole && !user_token && valid_utf8((unsigned char *)s, len)) {
                 fprintf(stderr, "%s: round trip failed\n  in: ", paths[p]);
                 for (size_t i = 0; i < len; i++)
                     fprintf(stderr, "%02x ", (unsigned char)s[i]);
@@ -552,10 +572,16 @@ static void test_tokenizer_phi3_special(void **state)
     assert_int_equal(inferd_vocab_eot(v), 32007);
     assert_true(inferd_vocab_is_eog(v, 32000)); /* <|endoftext|> */
     assert_true(inferd_vocab_is_eog(v, 32007)); /* <|end|> */
-    assert_true(inferd_vocab_is_eog(v, 2));     /* </s>, user-defined in the file */
-    assert_true(inferd_vocab_is_control(v, 2)); /* ... made control as end marker */
+    /* </s> is user-defined in the file and no end marker for llama.cpp
+     * c392e5094 (later versions make it one): matched even without
+     * parse_special, rendered as text. */
+    assert_false(inferd_vocab_is_eog(v, 2));
+    assert_false(inferd_vocab_is_control(v, 2));
     assert_false(inferd_vocab_is_eog(v, 32010)); /* <|user|> */
     assert_int_equal(inferd_vocab_token_type(v, 2), INFERD_TOKEN_USER_DEFINED);
+    ids e = toks(v, "a</s>b", false, false);
+    EXPECT_IDS(e, "a</s>b", 263, 2, 289);
+    free(e.v);
 
     /* llama.cpp drops the whitespace after Phi-3's chat tokens... */
     ids a = toks(v, "<|user|>\nHello<|end|>\n<|assistant|>", false, true);
@@ -857,9 +883,7 @@ static void test_tokenizer_malformed_vocab(void **state)
     expect_load_error(w, INFERD_E_NOT_FOUND, "tokenizer.ggml.model is not set");
     w = vocab_writer("none", BASIC, 6, NULL, 0, NULL, 0);
     expect_load_error(w, INFERD_E_NOT_FOUND, "the file has no tokenizer");
-    /* BPE and unknown models. */
-    w = vocab_writer("gpt2", BASIC, 6, NULL, 0, NULL, 0);
-    expect_load_error(w, INFERD_E_UNSUPPORTED, "tokenizer model 'gpt2' (BPE) is not supported yet");
+    /* Unknown models. */
     w = vocab_writer("t5", BASIC, 6, NULL, 0, NULL, 0);
     expect_load_error(w, INFERD_E_UNSUPPORTED, "tokenizer model 't5'");
 
@@ -1022,6 +1046,572 @@ static void test_tokenizer_user_defined(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* byte-level BPE                                                            */
+/* ------------------------------------------------------------------------ */
+
+#define G_SPACE "\xC4\xA0" /* U+0120: a space in GPT-2's byte alphabet */
+
+static void test_tokenizer_bpe_vocab_info(void **state)
+{
+    (void)state;
+    inferd_vocab *v = load_vocab(GPT2);
+    char buf[64];
+
+    assert_int_equal(inferd_vocab_get_kind(v), INFERD_VOCAB_BPE);
+    assert_string_equal(inferd_vocab_pre(v), "gpt-2");
+    assert_int_equal(inferd_vocab_n_tokens(v), 50257);
+    assert_int_equal(inferd_vocab_bos(v), 50256);
+    assert_int_equal(inferd_vocab_eos(v), 50256);
+    assert_int_equal(inferd_vocab_unk(v), INFERD_TOKEN_NONE);
+    assert_false(inferd_vocab_add_bos(v));
+    assert_false(inferd_vocab_add_eos(v));
+    assert_false(inferd_vocab_add_space_prefix(v));
+    assert_true(inferd_vocab_is_eog(v, 50256));
+    assert_true(inferd_vocab_is_control(v, 50256));
+    assert_false(inferd_vocab_is_eog(v, 995));
+
+    /* Texts are in the byte alphabet; pieces are bytes. */
+    assert_string_equal(inferd_vocab_token_text(v, 995, NULL), G_SPACE "world");
+    assert_int_equal(inferd_vocab_find(v, G_SPACE "world", 7), 995);
+    assert_int_equal(inferd_token_to_piece(v, 995, false, buf, sizeof(buf)), 6);
+    assert_memory_equal(buf, " world", 6);
+    assert_int_equal(inferd_token_to_piece(v, 198, false, buf, sizeof(buf)), 1);
+    assert_int_equal(buf[0], '\n');
+    assert_int_equal(inferd_token_to_piece(v, 50256, false, buf, sizeof(buf)), 0);
+    assert_int_equal(inferd_token_to_piece(v, 50256, true, buf, sizeof(buf)), 13);
+    assert_memory_equal(buf, "<|endoftext|>", 13);
+    assert_true(inferd_vocab_max_piece_len(v) >= 13);
+
+    /* add_special adds nothing: no BOS, no EOS. No space is put before
+     * the text, and none is dropped when detokenizing. */
+    ids r = toks(v, "Hello world", true, false);
+    EXPECT_IDS(r, "Hello world", 15496, 995);
+    size_t len;
+    char *back = detok(v, r.v, r.n, true, false, &len);
+    assert_string_equal(back, "Hello world");
+    free(back);
+    free(r.v);
+    r = toks(v, " Hello world", false, false);
+    EXPECT_IDS(r, " Hello world", 18435, 995);
+    back = detok(v, r.v, r.n, false, false, &len);
+    assert_string_equal(back, " Hello world");
+    free(back);
+    free(r.v);
+    /* llama_detokenize would "clean up" " ," to ","; inferd keeps the
+     * text as the tokens say (see tokenizer.h). */
+    r = toks(v, "a , b 's", false, false);
+    back = detok(v, r.v, r.n, false, false, &len);
+    assert_string_equal(back, "a , b 's");
+    free(back);
+    free(r.v);
+    inferd_vocab_destroy(v);
+}
+
+/* Qwen2: <|endoftext|> is BOS, EOS and PAD; <|im_end|> is found by its
+ * text as EOT; both end generation. "</s>" is an ordinary token there. */
+static void test_tokenizer_qwen2_eog(void **state)
+{
+    (void)state;
+    inferd_vocab *v = load_vocab(QWEN2);
+    char buf[32];
+
+    assert_string_equal(inferd_vocab_pre(v), "qwen2");
+    assert_int_equal(inferd_vocab_bos(v), 151643);
+    assert_int_equal(inferd_vocab_eos(v), 151643);
+    assert_int_equal(inferd_vocab_pad(v), 151643);
+    assert_int_equal(inferd_vocab_eot(v), 151645);
+    assert_false(inferd_vocab_add_bos(v));
+    assert_true(inferd_vocab_is_eog(v, 151643));  /* <|endoftext|> */
+    assert_true(inferd_vocab_is_eog(v, 151645));  /* <|im_end|> */
+    assert_false(inferd_vocab_is_eog(v, 151644)); /* <|im_start|> */
+    assert_false(inferd_vocab_is_eog(v, 9707));   /* Hello */
+    assert_int_equal(inferd_vocab_find(v, "</s>", 4), 128247);
+    assert_false(inferd_vocab_is_eog(v, 128247));
+    assert_false(inferd_vocab_is_control(v, 128247));
+    int n_eog = 0;
+    for (int32_t id = 0; id < inferd_vocab_n_tokens(v); id++)
+        n_eog += inferd_vocab_is_eog(v, id);
+    assert_int_equal(n_eog, 2);
+
+    /* Unused [PADn] tokens render to nothing, even as special. */
+    assert_int_equal(inferd_vocab_token_type(v, 151646), INFERD_TOKEN_UNUSED);
+    assert_int_equal(inferd_token_to_piece(v, 151646, true, buf, sizeof(buf)), 0);
+    assert_int_equal(inferd_token_to_piece(v, 151645, false, buf, sizeof(buf)), 0);
+    assert_int_equal(inferd_token_to_piece(v, 151645, true, buf, sizeof(buf)), 10);
+    assert_memory_equal(buf, "<|im_end|>", 10);
+
+    const char *chat = "<|im_start|>user\nhi<|im_end|>\n<|endoftext|> x";
+    ids r = toks(v, chat, false, true);
+    EXPECT_IDS(r, "chat, parse_special", 151644, 872, 198, 6023, 151645, 198, 151643, 856);
+    size_t len;
+    char *back = detok(v, r.v, r.n, false, true, &len);
+    assert_string_equal(back, chat);
+    free(back);
+    back = detok(v, r.v, r.n, false, false, &len);
+    assert_string_equal(back, "user\nhi\n x");
+    free(back);
+    free(r.v);
+    r = toks(v, chat, false, false);
+    EXPECT_IDS(r, "chat as text", 27, 91, 318, 4906, 91, 29, 872, 198, 6023, 27, 91, 318, 6213,
+               91, 397, 27, 91, 8691, 723, 427, 91, 29, 856);
+    free(r.v);
+    r = toks(v, "a</s>b", false, true);
+    EXPECT_IDS(r, "a</s>b", 64, 522, 82, 51407);
+    free(r.v);
+    inferd_vocab_destroy(v);
+}
+
+/* A character whose bytes are spread over BPE tokens comes out of the
+ * streaming detokenizer only when complete. */
+static void test_tokenizer_bpe_stream_utf8(void **state)
+{
+    (void)state;
+    inferd_vocab *v = load_vocab(GPT2);
+    inferd_detok d;
+    char out[64];
+    size_t n;
+
+    ids r = toks(v, "\xF0\x9F\xA6\x99", false, false); /* U+1F999, 4 bytes */
+    EXPECT_IDS(r, "llama emoji", 8582, 99, 247);
+    free(r.v);
+    assert_int_equal(inferd_token_to_piece(v, 8582, false, out, sizeof(out)), 2);
+    assert_memory_equal(out, "\xF0\x9F", 2);
+    r = toks(v, "\xED\x95\x9C", false, false); /* U+D55C, 3 bytes */
+    EXPECT_IDS(r, "hangul", 47991, 250);
+    free(r.v);
+
+    inferd_detok_init(&d, v);
+    assert_int_equal(push(&d, 8582, out), 0);
+    assert_int_equal(push(&d, 99, out), 0);
+    n = push(&d, 247, out);
+    assert_int_equal(n, 4);
+    assert_memory_equal(out, "\xF0\x9F\xA6\x99", 4);
+    assert_int_equal(push(&d, 47991, out), 0);
+    n = push(&d, 250, out);
+    assert_int_equal(n, 3);
+    assert_memory_equal(out, "\xED\x95\x9C", 3);
+    assert_int_equal(inferd_detok_flush(&d, out, sizeof(out)), 0);
+    /* Cut short: U+FFFD, then the next token. */
+    assert_int_equal(push(&d, 47991, out), 0);
+    n = push(&d, 995, out);
+    assert_int_equal(n, 9);
+    assert_memory_equal(out, UFFFD " world", 9);
+    /* One-shot detokenizing gives the bytes as they are. */
+    const int32_t half[] = {8582, 99};
+    size_t len;
+    char *back = detok(v, half, 2, false, false, &len);
+    assert_int_equal(len, 3);
+    assert_memory_equal(back, "\xF0\x9F\xA6", 3);
+    free(back);
+
+    /* A whole text streams back to itself. */
+    const char *text = "Hi \xF0\x9F\xA6\x99 \xED\x95\x9C\xEA\xB5\xAD caf\xC3\xA9 \xE2\x9C\x85!";
+    r = toks(v, text, false, false);
+    char all[128];
+    size_t used = 0;
+    inferd_detok_init(&d, v);
+    for (size_t i = 0; i < r.n; i++) {
+        n = push(&d, r.v[i], out);
+        memcpy(all + used, out, n);
+        used += n;
+    }
+    assert_int_equal(inferd_detok_flush(&d, out, sizeof(out)), 0);
+    assert_int_equal(used, strlen(text));
+    assert_memory_equal(all, text, used);
+    free(r.v);
+    inferd_vocab_destroy(v);
+}
+
+/* The pieces @p pre cuts @p text into are @p want (NULL-terminated). */
+static void expect_pieces(const char *pre, const char *text, const char *const *want)
+{
+    size_t ends[128], n = 0, n_want = 0;
+    inferd_error err = {0};
+    int rc = inferd_pretokenize(pre, text, strlen(text), ends, 128, &n, &err);
+    if (rc != 0)
+        fail_msg("pretokenize %s: %s", pre, err.msg);
+    while (want[n_want])
+        n_want++;
+    bool same = n == n_want;
+    for (size_t i = 0, start = 0; same && i < n; start = ends[i], i++)
+        same = ends[i] - start == strlen(want[i]) &&
+               memcmp(text + start, want[i], ends[i] - start) == 0;
+    if (!same) {
+        fprintf(stderr, "%s split '%s' into:\n", pre, text);
+        for (size_t i = 0, start = 0; i < n; start = ends[i], i++)
+            fprintf(stderr, "  '%.*s'\n", (int)(ends[i] - start), text + start);
+        fprintf(stderr, "instead of:\n");
+        for (size_t i = 0; i < n_want; i++)
+            fprintf(stderr, "  '%s'\n", want[i]);
+        fail();
+    }
+}
+
+#define EXPECT_PIECES(pre, text, ...)                                  \
+    do {                                                               \
+        const char *const want_[] = {__VA_ARGS__, NULL};               \
+        expect_pieces((pre), (text), want_);                           \
+    } while (0)
+
+/* Llama 3's pattern ("llama-bpe"): contractions in any case, a word with
+ * one leading non-letter, digits in threes, punctuation with its trailing
+ * newlines, newlines with the whitespace before them, a run of spaces
+ * leaving its last one to the next word. */
+static void test_tokenizer_pretokenize_llama3(void **state)
+{
+    (void)state;
+    EXPECT_PIECES("llama-bpe", "I'm here, it'S fine. They'LL go",
+                  "I", "'m", " here", ",", " it", "'S", " fine", ".", " They", "'LL", " go");
+    EXPECT_PIECES("llama-bpe", "12345 1234567", "123", "45", " ", "123", "456", "7");
+    EXPECT_PIECES("llama-bpe", "h\xC3\xA9llo w\xC3\xB6rld 12345 ... \n\n  x",
+                  "h\xC3\xA9llo", " w\xC3\xB6rld", " ", "123", "45", " ...", " \n\n", " ",
+                  " x");
+    /* Chinese is letters: a full-width comma joins the next word. */
+    EXPECT_PIECES("llama-bpe", "\xE4\xB8\xAD\xE6\x96\x87\xEF\xBC\x8C\xE6\xB5\x8B\xE8\xAF\x95",
+                  "\xE4\xB8\xAD\xE6\x96\x87", "\xEF\xBC\x8C\xE6\xB5\x8B\xE8\xAF\x95");
+    /* Emoji are neither letters nor digits. */
+    EXPECT_PIECES("llama-bpe", "hi \xF0\x9F\xA6\x99\xF0\x9F\xA6\x99!\n\nok", "hi",
+                  " \xF0\x9F\xA6\x99\xF0\x9F\xA6\x99!\n\n", "ok");
+    EXPECT_PIECES("llama-bpe", "\t\tfoo\r\n", "\t", "\tfoo", "\r\n");
+    EXPECT_PIECES("llama-bpe", "x   ", "x", "   ");
+    /* U+3000 is whitespace, U+180E is not (for llama.cpp). */
+    EXPECT_PIECES("llama-bpe", "a\xE3\x80\x80\xE3\x80\x80" "b", "a", "\xE3\x80\x80",
+                  "\xE3\x80\x80" "b");
+    EXPECT_PIECES("llama-bpe", "a\xE1\xA0\x8E\xE1\xA0\x8E" "b", "a",
+                  "\xE1\xA0\x8E\xE1\xA0\x8E", "b");
+}
+
+/* GPT-2's and Qwen2's patterns. */
+static void test_tokenizer_pretokenize_gpt2_qwen2(void **state)
+{
+    (void)state;
+    /* GPT-2: lower-case contractions only, digits in one run, a space
+     * joins the next word of any kind. */
+    EXPECT_PIECES("gpt-2", "I'm here, it'S fine", "I", "'m", " here", ",", " it", "'", "S",
+                  " fine");
+    EXPECT_PIECES("gpt-2", "12345 1234567", "12345", " 1234567");
+    EXPECT_PIECES("gpt-2", "h\xC3\xA9llo w\xC3\xB6rld 12345 ... \n\n  x", "h\xC3\xA9llo",
+                  " w\xC3\xB6rld", " 12345", " ...", " \n\n ", " x");
+    EXPECT_PIECES("gpt-2", "a\n\nb", "a", "\n", "\n", "b");
+    /* Qwen2: Llama 3's pattern with one digit at a time. */
+    EXPECT_PIECES("qwen2", "12345 12", "1", "2", "3", "4", "5", " ", "1", "2");
+    EXPECT_PIECES("qwen2", "It'S 3.14!\n\nok", "It", "'S", " ", "3", ".", "1", "4", "!\n\n",
+                  "ok");
+    /* Others from the list: digits alone before GPT-2's pattern
+     * (starcoder), the three-digit groups of the default chain. */
+    EXPECT_PIECES("starcoder", "ab 123", "ab", " ", "1", "2", "3");
+    EXPECT_PIECES("default", "x=12345;", "x", "=", "123", "45", ";");
+
+    /* Unknown names and invalid text are refused. */
+    size_t ends[4], n;
+    inferd_error err = {0};
+    assert_int_equal(inferd_pretokenize("gpt-5", "a", 1, ends, 4, &n, &err),
+                     INFERD_E_UNSUPPORTED);
+    assert_int_equal(inferd_pretokenize("gpt-2", "a\xC3", 2, ends, 4, &n, &err),
+                     INFERD_E_INVALID);
+    assert_int_equal(inferd_pretokenize("gpt-2", "a b c", 5, ends, 1, &n, &err),
+                     INFERD_E_RANGE);
+    assert_int_equal(n, 3);
+}
+
+static const char *const SYN_TOKENS[] = {"a", "b", "c", "bc", "abc", "<s>"};
+static const int32_t SYN_TYPES[] = {1, 1, 1, 1, 1, 3};
+static const char *const SYN_MERGES[] = {"b c"};
+
+/* A BPE vocabulary writer: model "gpt2", pre @p pre (NULL: no key). */
+static inferd_gguf_writer *bpe_writer(const char *pre, const char *const *tokens, size_t n,
+                                      const int32_t *types, const char *const *merges,
+                                      size_t n_merges)
+{
+    inferd_gguf_writer *w = vocab_writer("gpt2", tokens, n, NULL, 0, types, types ? n : 0);
+    inferd_error err = {0};
+    if (pre)
+        assert_int_equal(inferd_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre, &err), 0);
+    if (merges)
+        assert_int_equal(inferd_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges,
+                                                        n_merges, &err), 0);
+    return w;
+}
+
+static inferd_vocab *load_bpe(const char *pre, const char *const *tokens, size_t n,
+                              const int32_t *types, const char *const *merges, size_t n_merges,
+                              int32_t bos)
+{
+    inferd_error err = {0};
+    inferd_vocab *v = NULL;
+    inferd_gguf_writer *w = bpe_writer(pre, tokens, n, types, merges, n_merges);
+    if (bos >= 0)
+        assert_int_equal(inferd_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id",
+                                                    (uint32_t)bos, &err), 0);
+    if (load_written(w, &v, &err) != 0)
+        fail_msg("load: %s", err.msg);
+    return v;
+}
+
+/* Llama 3 ("ignore_merges"): a word that is a token is taken whole, though
+ * the merges alone would not make it; other words are merged. */
+static void test_tokenizer_bpe_ignore_merges(void **state)
+{
+    (void)state;
+    inferd_vocab *v = load_bpe("llama-bpe", SYN_TOKENS, 6, SYN_TYPES, SYN_MERGES, 1, 5);
+    assert_true(inferd_vocab_add_bos(v)); /* llama 3 adds BOS by default */
+    ids r = toks(v, "abc", false, false);
+    EXPECT_IDS(r, "abc (llama-bpe)", 4);
+    free(r.v);
+    r = toks(v, "abc", true, false);
+    EXPECT_IDS(r, "abc with BOS", 5, 4);
+    free(r.v);
+    r = toks(v, "abcabc", false, false);
+    EXPECT_IDS(r, "abcabc (llama-bpe)", 0, 3, 0, 3);
+    free(r.v);
+    r = toks(v, "cab", false, false);
+    EXPECT_IDS(r, "cab", 2, 0, 1);
+    free(r.v);
+    inferd_vocab_destroy(v);
+
+    /* GPT-2 merges "abc" into a + bc: "abc" itself is never made. */
+    v = load_bpe("gpt-2", SYN_TOKENS, 6, SYN_TYPES, SYN_MERGES, 1, 5);
+    assert_false(inferd_vocab_add_bos(v));
+    r = toks(v, "abc", false, false);
+    EXPECT_IDS(r, "abc (gpt-2)", 0, 3);
+    free(r.v);
+    inferd_vocab_destroy(v);
+}
+
+/* Merges go by rank, then leftmost; their texts need not be tokens: a
+ * merged piece that is no token goes out as its single-byte tokens, and
+ * bytes without one are dropped (llama.cpp). Token texts outside the byte
+ * alphabet render with llama.cpp's markers; byte-typed tokens render to
+ * nothing. */
+static const char *const FB_TOKENS[] = {"a", "b", "x", "<s>", "<|u|>", "<|c|>", "<", "|",
+                                        "c", ">", G_SPACE, "a b", "y"};
+static const int32_t FB_TYPES[] = {1, 1, 1, 3, 4, 3, 1, 1, 1, 1, 1, 1, 6};
+static const char *const FB_MERGES[] = {"a b", "q r"};
+
+static void test_tokenizer_bpe_fallback(void **state)
+{
+    (void)state;
+    inferd_vocab *v = load_bpe("gpt-2", FB_TOKENS, 13, FB_TYPES, FB_MERGES, 2, 3);
+    char buf[64];
+
+    ids r = toks(v, "ab", false, false);
+    EXPECT_IDS(r, "ab: merged, not a token", 0, 1);
+    free(r.v);
+    r = toks(v, "\xC3\xA9", false, false); /* e-acute: no token for its bytes */
+    assert_int_equal(r.n, 0);
+    free(r.v);
+    r = toks(v, "a\xC3\xA9", false, false);
+    EXPECT_IDS(r, "a e-acute", 0);
+    free(r.v);
+    r = toks(v, "a b", false, false);
+    EXPECT_IDS(r, "a b", 0, 10, 1);
+    free(r.v);
+    r = toks(v, "y", false, false);
+    EXPECT_IDS(r, "y", 12);
+    free(r.v);
+    assert_int_equal(inferd_token_to_piece(v, 12, true, buf, sizeof(buf)), 0);
+    int32_t n = inferd_token_to_piece(v, 11, false, buf, sizeof(buf));
+    assert_int_equal(n, 20);
+    assert_memory_equal(buf, "a[UNK_BYTE_0x20a b]b", 20);
+    assert_true(inferd_vocab_max_piece_len(v) >= 20);
+    inferd_vocab_destroy(v);
+}
+
+/* User-defined tokens are matched in plain text, control tokens only with
+ * parse_special, as for SPM. */
+static void test_tokenizer_bpe_special_tokens(void **state)
+{
+    (void)state;
+    inferd_vocab *v = load_bpe("gpt-2", FB_TOKENS, 13, FB_TYPES, FB_MERGES, 2, 3);
+    char buf[16];
+
+    ids r = toks(v, "x<|u|>x", false, false);
+    EXPECT_IDS(r, "x<|u|>x", 2, 4, 2);
+    free(r.v);
+    r = toks(v, "x<|c|>x", false, false);
+    EXPECT_IDS(r, "x<|c|>x as text", 2, 6, 7, 8, 7, 9, 2);
+    free(r.v);
+    r = toks(v, "x<|c|>x", false, true);
+    EXPECT_IDS(r, "x<|c|>x parsed", 2, 5, 2);
+    free(r.v);
+    assert_int_equal(inferd_token_to_piece(v, 4, false, buf, sizeof(buf)), 5);
+    assert_memory_equal(buf, "<|u|>", 5);
+    assert_int_equal(inferd_token_to_piece(v, 5, false, buf, sizeof(buf)), 0);
+    assert_int_equal(inferd_token_to_piece(v, 5, true, buf, sizeof(buf)), 5);
+    inferd_vocab_destroy(v);
+}
+
+static void test_tokenizer_bpe_malformed(void **state)
+{
+    (void)state;
+    inferd_gguf_writer *w;
+    inferd_error err = {0};
+    inferd_vocab *v = NULL;
+
+    /* An unknown pre-tokenizer is named, with the supported ones. */
+    w = bpe_writer("llama4-xyz", SYN_TOKENS, 6, SYN_TYPES, SYN_MERGES, 1);
+    expect_load_error(w, INFERD_E_UNSUPPORTED,
+                      "tokenizer.ggml.pre 'llama4-xyz' is not a known pre-tokenizer "
+                      "(supported: default, llama3,");
+    w = bpe_writer(NULL, SYN_TOKENS, 6, SYN_TYPES, SYN_MERGES, 1);
+    assert_int_equal(inferd_gguf_writer_set_u32(w, "tokenizer.ggml.pre", 2, &err), 0);
+    expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.pre");
+    /* Without the key: "default", as llama.cpp. */
+    w = bpe_writer(NULL, SYN_TOKENS, 6, SYN_TYPES, SYN_MERGES, 1);
+    assert_int_equal(load_written(w, &v, &err), 0);
+    assert_string_equal(inferd_vocab_pre(v), "default");
+    inferd_vocab_destroy(v);
+
+    /* Merges: required, an array of strings, each "left right". */
+    w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, NULL, 0);
+    expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.merges is missing");
+    w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, NULL, 0);
+    assert_int_equal(inferd_gguf_writer_set_arr(w, "tokenizer.ggml.merges", INFERD_GGUF_I32,
+                                                SYN_TYPES, 6, &err), 0);
+    expect_load_error(w, INFERD_E_FORMAT,
+                      "tokenizer.ggml.merges must be an array of strings (it holds type");
+    w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, NULL, 0);
+    assert_int_equal(inferd_gguf_writer_set_str(w, "tokenizer.ggml.merges", "b c", &err), 0);
+    expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.merges must be an array");
+    const char *const no_space[] = {"b c", "bc"};
+    w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, no_space, 2);
+    expect_load_error(w, INFERD_E_FORMAT,
+                      "tokenizer.ggml.merges[1] 'bc' is not two texts separated by a space");
+    const char *const lead_space[] = {" bc"};
+    w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, lead_space, 1);
+    expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.merges[0] ' bc' is not two texts");
+    const char *const empty_right[] = {"b c", "a "};
+    w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, empty_right, 2);
+    expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.merges[1] 'a ' is not two texts");
+    const char *const empty[] = {""};
+    w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, empty, 1);
+    expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.merges[0] '' is not two texts");
+    const char *const bad_utf8[] = {"b c", "a \xC3"};
+    w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, bad_utf8, 2);
+    expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.merges[1] is not valid UTF-8");
+    /* Texts that are no tokens are kept, as llama.cpp does; a repeated
+     * merge keeps its first rank. */
+    const char *const unknown[] = {"q r", "b c", "b c", "x yz"};
+    v = load_bpe("gpt-2", SYN_TOKENS, 6, SYN_TYPES, unknown, 4, -1);
+    ids r = toks(v, "abc", false, false);
+    EXPECT_IDS(r, "abc", 0, 3);
+    free(r.v);
+    inferd_vocab_destroy(v);
+    /* No merges at all: one token per byte. */
+    v = load_bpe("gpt-2", SYN_TOKENS, 6, SYN_TYPES, SYN_MERGES, 0, -1);
+    r = toks(v, "abc", false, false);
+    EXPECT_IDS(r, "abc, no merges", 0, 1, 2);
+    free(r.v);
+    inferd_vocab_destroy(v);
+
+    /* Token list checks apply as for SPM. */
+    const int32_t five_types[] = {1, 1, 1, 1, 1};
+    w = bpe_writer("gpt-2", SYN_TOKENS, 6, NULL, SYN_MERGES, 1);
+    assert_int_equal(inferd_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", INFERD_GGUF_I32,
+                                                five_types, 5, &err), 0);
+    expect_load_error(w, INFERD_E_FORMAT,
+                      "tokenizer.ggml.token_type has 5 entries but tokenizer.ggml.tokens has 6");
+    /* Llama 3 adds BOS: it must have one (the default id 11 is out of
+     * range here). */
+    w = bpe_writer("llama-bpe", SYN_TOKENS, 6, SYN_TYPES, SYN_MERGES, 1);
+    expect_load_error(w, INFERD_E_FORMAT,
+                      "tokenizer.ggml.add_bos_token is true, but tokenizer.ggml.bos_token_id "
+                      "is not set");
+    /* jina-v2's "<mask>" rule needs the token. */
+    w = bpe_writer("jina-v2-de", SYN_TOKENS, 6, SYN_TYPES, SYN_MERGES, 1);
+    expect_load_error(w, INFERD_E_FORMAT, "'<mask>'");
+}
+
+/* jina-v2: "<mask>" eats the whitespace before it. */
+static void test_tokenizer_bpe_lstrip(void **state)
+{
+    (void)state;
+    const char *const t[] = {"a", "b", G_SPACE, "<mask>"};
+    const int32_t types[] = {1, 1, 1, 4};
+    inferd_vocab *v = load_bpe("jina-v2-code", t, 4, types, SYN_MERGES, 0, -1);
+    ids r = toks(v, "a  <mask> b", false, false);
+    EXPECT_IDS(r, "a  <mask> b", 0, 3, 2, 1);
+    free(r.v);
+    inferd_vocab_destroy(v);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Long inputs: ~100 KB of mixed text (timed, not checked against a
+ * limit), one 200 KB word, long whitespace runs in every pattern chain,
+ * and 64 KB of bytes that are not UTF-8. */
+static void test_tokenizer_bpe_long_text(void **state)
+{
+    (void)state;
+    inferd_vocab *v = load_vocab(QWEN2);
+    size_t inp_len, len = 0;
+    char *inp = read_all(QWEN2 ".inp", &inp_len);
+    char *text = malloc(210 * 1000);
+
+    assert_non_null(text);
+    while (len + inp_len <= 109 * 1000) {
+        memcpy(text + len, inp, inp_len);
+        len += inp_len;
+    }
+    ids r = tok(v, text, len, false, false);
+    size_t n_again = 0;
+    double t0 = now_ms();
+    assert_int_equal(inferd_tokenize(v, text, len, false, false, r.v, r.n, &n_again, NULL), 0);
+    print_message("qwen2: %zu bytes -> %zu tokens in %.1f ms\n", len, r.n, now_ms() - t0);
+    size_t back_len;
+    char *back = detok(v, r.v, r.n, false, false, &back_len);
+    assert_int_equal(back_len, len);
+    assert_memory_equal(back, text, len);
+    free(back);
+    free(r.v);
+
+    memset(text, 'a', 100 * 1000);
+    memset(text + 100 * 1000, 'b', 100);
+    r = tok(v, text, 100 * 1000 + 100, false, false);
+    assert_true(r.n > 0 && r.n < 100 * 1000 / 4);
+    free(r.v);
+
+    uint64_t rng = 12345;
+    for (size_t i = 0; i < 64 * 1024; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        text[i] = (char)(0x80 | (rng & 0x7F));
+    }
+    r = tok(v, text, 64 * 1024, false, false);
+    assert_true(r.n > 0);
+    free(r.v);
+
+    /* 100 000 spaces then a digit, and a digit then 100 000 spaces,
+     * through every chain (a pattern retried at each position of the run
+     * would take minutes). Chameleon cuts spaces in fours: the count of
+     * pieces is all that is kept. */
+    const size_t run = 100 * 1000;
+    size_t n;
+    inferd_error err = {0};
+    const char *const pres[] = {"default", "llama-bpe", "deepseek-llm", "deepseek-coder",
+                                "deepseek-v3", "falcon", "starcoder", "gpt-2", "qwen2",
+                                "bloom", "viking", "tekken", "chameleon"};
+    memset(text, ' ', 2 * run + 1);
+    text[run] = '1';
+    t0 = now_ms();
+    for (size_t k = 0; k < sizeof(pres) / sizeof(pres[0]); k++) {
+        int rc = inferd_pretokenize(pres[k], text, run + 1, NULL, 0, &n, &err);
+        assert_true(rc == INFERD_E_RANGE && n >= 2);
+        rc = inferd_pretokenize(pres[k], text + run, run, NULL, 0, &n, &err);
+        assert_true(rc == INFERD_E_RANGE && n >= 2);
+    }
+    print_message("whitespace runs through %zu chains: %.1f ms\n",
+                  sizeof(pres) / sizeof(pres[0]), now_ms() - t0);
+    free(text);
+    free(inp);
+    inferd_vocab_destroy(v);
+}
+
+/* ------------------------------------------------------------------------ */
 /* allocation failures                                                       */
 /* ------------------------------------------------------------------------ */
 
@@ -1066,6 +1656,17 @@ static void test_tokenizer_alloc_failures(void **state)
     (void)state;
     fault_loop(STORIES);
     fault_loop(PHI3);
+    fault_loop(GPT2);
+
+    /* The longest pattern chain, compiled and matched under failures. */
+    char path[320];
+    inferd_error err = {0};
+    inferd_gguf_writer *w = bpe_writer("deepseek-llm", FB_TOKENS, 13, FB_TYPES, FB_MERGES, 2);
+    snprintf(path, sizeof(path), "%s/fault.gguf", tmpdir);
+    assert_int_equal(inferd_gguf_writer_write(w, path, &err), 0);
+    inferd_gguf_writer_destroy(w);
+    fault_loop(path);
+    unlink(path);
 }
 
 int main(void)
@@ -1073,6 +1674,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokenizer_llama_spm_vectors),
         cmocka_unit_test(test_tokenizer_phi3_vectors),
+        cmocka_unit_test(test_tokenizer_gpt2_vectors),
+        cmocka_unit_test(test_tokenizer_qwen2_vectors),
         cmocka_unit_test(test_tokenizer_random_round_trip),
         cmocka_unit_test(test_tokenizer_stories_prompts),
         cmocka_unit_test(test_tokenizer_generation_json),
@@ -1085,6 +1688,17 @@ int main(void)
         cmocka_unit_test(test_tokenizer_unknown_fallback),
         cmocka_unit_test(test_tokenizer_merge_order),
         cmocka_unit_test(test_tokenizer_user_defined),
+        cmocka_unit_test(test_tokenizer_bpe_vocab_info),
+        cmocka_unit_test(test_tokenizer_qwen2_eog),
+        cmocka_unit_test(test_tokenizer_bpe_stream_utf8),
+        cmocka_unit_test(test_tokenizer_pretokenize_llama3),
+        cmocka_unit_test(test_tokenizer_pretokenize_gpt2_qwen2),
+        cmocka_unit_test(test_tokenizer_bpe_ignore_merges),
+        cmocka_unit_test(test_tokenizer_bpe_fallback),
+        cmocka_unit_test(test_tokenizer_bpe_special_tokens),
+        cmocka_unit_test(test_tokenizer_bpe_malformed),
+        cmocka_unit_test(test_tokenizer_bpe_lstrip),
+        cmocka_unit_test(test_tokenizer_bpe_long_text),
         cmocka_unit_test(test_tokenizer_alloc_failures),
     };
     return cmocka_run_group_tests(tests, setup_tmpdir, teardown_tmpdir);
