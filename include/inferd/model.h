@@ -42,16 +42,23 @@ typedef struct inferd_model_hparams {
     float rms_eps;
     float rope_freq_base;
     float rope_freq_scale;   /* 1 / linear scaling factor */
+    uint32_t n_swa;          /* sliding attention window in tokens, 0: none (phi3) */
     bool tied_output;        /* output projection shares token_embd */
 } inferd_model_hparams;
 
+/** The context a model gets when inferd_model_params.n_ctx is 0: its
+ * training context, capped here so that files trained on 128K tokens load
+ * with the defaults (as llama.cpp and Ollama default to a few thousand). */
+#define INFERD_MODEL_N_CTX_DEFAULT_MAX 8192u
+
 typedef struct inferd_model_params {
-    uint32_t n_ctx;          /* tokens per sequence; 0: the training context */
+    uint32_t n_ctx;          /* tokens per sequence; 0: the training context,
+                              * at most INFERD_MODEL_N_CTX_DEFAULT_MAX */
     uint32_t n_seq_max;      /* KV slots (concurrent sequences), >= 1 */
     uint32_t n_batch_max;    /* most tokens in one forward call, >= 1 */
 } inferd_model_params;
 
-/** Defaults: n_ctx 0 (training context), 1 sequence, batch 512. */
+/** Defaults: n_ctx 0 (training context, capped), 1 sequence, batch 512. */
 inferd_model_params inferd_model_params_default(void);
 
 /**

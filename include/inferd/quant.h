@@ -117,7 +117,8 @@ typedef struct inferd_kernels {
      * order, ggml's vec_dot_f32/f16 as built for AVX-512: four 16-lane
      * accumulators over whole groups of 64, summed pairwise (0+2, 1+3, then
      * 0+1), reduced like vec_dot, then the n % 64 tail: F32 by float
-     * multiply-then-add, F16 in double. vec_dot's order (16 lanes) is that
+     * multiply-then-add but the last (n % 64) % 8 by fma (GCC's code for
+     * ggml's tail loop), F16 in double. vec_dot's order (16 lanes) is that
      * of llama.cpp's tiled GEMM for n % 16 == 0; llama.cpp uses this one for
      * single-token batches and whenever n % 16 != 0. */
     inferd_vec_dot_fn vec_dot_gemv;

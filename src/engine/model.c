@@ -17,6 +17,8 @@
 #include "inferd/matmul.h"
 #include "inferd/quant.h"
 
+#include "quant_impl.h" /* inferd__reduce16: ggml's lane reduction order */
+
 #define MAX_THREADS 256
 /* Attention sums over the cached positions rounded up to a multiple of
  * KV_PAD, the extra weights being zero, as llama.cpp pads its KV cache; with
@@ -37,10 +39,52 @@ static inferd_matmul_op mm_op(const weight *w, float *y)
     return op;
 }
 
+/* The rows [r0, r0 + n) of @p w as a weight of their own: how the fused
+ * tensors (phi3's attn_qkv, its gate+up ffn_up) are split. Every output is
+ * one dot product of one row, so a part gives the same bits as the whole. */
+static weight weight_rows(const weight *w, int64_t r0, int64_t n)
+{
+    weight part = *w;
+    part.data = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
+    part.n_rows = n;
+    return part;
+}
+
+typedef enum ffn_act {
+    FFN_SILU,   /* silu(gate) * up */
+    FFN_GELU,   /* gelu_tanh(gate) * up, through an F16 table as ggml */
+} ffn_act;
+
+/* What sets the supported architectures apart, as llama.cpp c392e5094
+ * builds their graphs (build_llama, build_qwen2, build_phi3, build_gemma). */
+typedef struct arch_desc {
+    const char *name;        /* general.architecture */
+    bool rope_neox;          /* rotate (x[i], x[i + n_rot/2]) instead of (x[2i], x[2i+1]) */
+    bool qkv_bias;           /* attn_{q,k,v}.bias are required */
+    bool fused;              /* attn_qkv (or separate q/k/v) and ffn_up = [gate; up] */
+    bool embd_scale;         /* embeddings times sqrt(n_embd) */
+    bool q_prescale;         /* Q times 1/sqrt(head_dim) after rope, KQ scale 1 */
+    bool output_required;    /* no tying of output to token_embd */
+    bool sliding_window;     /* reads attention.sliding_window */
+    ffn_act act;
+} arch_desc;
+
+static const arch_desc archs[] = {
+    {.name = "llama", .act = FFN_SILU},
+    {.name = "qwen2", .rope_neox = true, .qkv_bias = true, .act = FFN_SILU},
+    {.name = "phi3", .rope_neox = true, .fused = true, .q_prescale = true,
+     .output_required = true, .sliding_window = true, .act = FFN_SILU},
+    {.name = "gemma", .rope_neox = true, .embd_scale = true, .q_prescale = true,
+     .act = FFN_GELU},
+};
+#define N_ARCHS (sizeof(archs) / sizeof(archs[0]))
+
 typedef struct layer {
     const float *attn_norm;  /* (n_embd) */
     const float *ffn_norm;   /* (n_embd) */
     weight wq, wk, wv, wo;
+    const float *bq;         /* (q_dim) Q bias, or NULL */
+    const float *bk, *bv;    /* (kv_dim) K and V biases, or NULL */
     weight w_gate, w_up, w_down;
 } layer;
 
@@ -48,6 +92,7 @@ struct inferd_model {
     inferd_gguf *gguf;
     inferd_vocab *vocab;
     inferd_model_hparams hp;
+    const arch_desc *arch;
     weight tok_embd;
     weight output;
     const float *output_norm;   /* (n_embd) */
@@ -136,9 +181,13 @@ static int load_hparams(inferd_model *m, inferd_error *err)
         return inferd_fail(err, INFERD_E_UNSUPPORTED, "model: architecture name too long");
     memcpy(hp->arch, arch.ptr, arch.len);
     hp->arch[arch.len] = '\0';
-    if (strcmp(hp->arch, "llama") != 0)
+    for (size_t i = 0; i < N_ARCHS && !m->arch; i++)
+        if (strcmp(hp->arch, archs[i].name) == 0)
+            m->arch = &archs[i];
+    if (!m->arch)
         return inferd_fail(err, INFERD_E_UNSUPPORTED,
-                           "model: architecture '%s' is not supported (supported: llama)",
+                           "model: architecture '%s' is not supported (supported: llama, "
+                           "qwen2, phi3, gemma)",
                            hp->arch);
 
     const char *a = hp->arch;
@@ -191,6 +240,28 @@ static int load_hparams(inferd_model *m, inferd_error *err)
         return rc;
     if (!(hp->rms_eps >= 0.0f) || !(hp->rope_freq_base > 0.0f))
         return inferd_fail(err, INFERD_E_FORMAT, "model: bad rms epsilon or rope base");
+    hp->n_swa = 0;
+    if (m->arch->sliding_window) {
+        /* llama.cpp's window for Phi-3 files written before the key existed;
+         * a key present and 0 means no window (Phi-4). */
+        uint32_t dflt = 0;
+        if ((hp->n_layer == 32 || hp->n_layer == 40) && hp->n_ctx_train == 4096)
+            dflt = 2047;
+        else if (hp->n_layer == 32 && hp->n_head_kv == 32 && hp->n_ctx_train == 131072)
+            dflt = 262144;
+        else if (hp->n_layer == 40 && hp->n_ctx_train == 131072)
+            dflt = 131072;
+        const uint32_t unset = UINT32_MAX;
+        if ((rc = get_arch_u32(g, a, "attention.sliding_window", false, unset, &hp->n_swa,
+                               err)) < 0)
+            return rc;
+        if (hp->n_swa == unset) {
+            if (dflt == 0)
+                return inferd_fail(err, INFERD_E_FORMAT,
+                                   "model: missing key '%s.attention.sliding_window'", a);
+            hp->n_swa = dflt;
+        }
+    }
 
     /* Rope scaling: none or linear (freq_scale = 1/factor). */
     char key[128];
@@ -283,6 +354,40 @@ static int load_weight(const inferd_model *m, const char *name, bool optional, i
     return 0;
 }
 
+/* An optional F32 bias of @p n elements; *out stays NULL when absent (an
+ * error when @p required). */
+static int load_bias(const inferd_model *m, const char *name, int64_t n, bool required,
+                     const float **out, inferd_error *err)
+{
+    if (!required && !inferd_gguf_find_tensor(m->gguf, name)) {
+        *out = NULL;
+        return 0;
+    }
+    return load_norm(m, name, n, out, err);
+}
+
+/* Tensors llama.cpp reads for some of these architectures that this forward
+ * pass has no use for: refused rather than silently ignored. */
+static int refuse_unused(const inferd_model *m, inferd_error *err)
+{
+    static const char *const names[] = {
+        "blk.0.attn_output.bias", "blk.0.ffn_up.bias", "blk.0.ffn_gate.bias",
+        "blk.0.ffn_down.bias", "blk.0.attn_norm.bias", "blk.0.ffn_norm.bias",
+        "output_norm.bias", "output.bias", "rope_factors_long.weight",
+        "rope_factors_short.weight", "blk.0.rope_factors_long.weight",
+        "blk.0.rope_factors_short.weight", "blk.0.ffn_gate_inp.weight",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (inferd_gguf_find_tensor(m->gguf, names[i]))
+            return inferd_fail(err, INFERD_E_UNSUPPORTED,
+                               "model: tensor '%s' (%s) is not supported", names[i],
+                               strstr(names[i], "rope_factors") ? "LongRoPE scaling"
+                               : strstr(names[i], "gate_inp")   ? "mixture of experts"
+                                                                : "a bias this architecture "
+                                                                  "does not have");
+    return 0;
+}
+
 static int load_tensors(inferd_model *m, inferd_error *err)
 {
     const inferd_model_hparams *hp = &m->hp;
@@ -296,9 +401,13 @@ static int load_tensors(inferd_model *m, inferd_error *err)
         (rc = load_weight(m, "output.weight", true, E, V, &m->output, err)) < 0)
         return rc;
     if (!m->output.data) {
+        if (m->arch->output_required)
+            return inferd_fail(err, INFERD_E_FORMAT, "model: missing tensor 'output.weight'");
         m->output = m->tok_embd;
         m->hp.tied_output = true;
     }
+    if ((rc = refuse_unused(m, err)) < 0)
+        return rc;
     const inferd_gguf_tensor *rf = NULL;
     if ((rc = tensor_check(m, "rope_freqs.weight", true, hp->n_rot / 2, 0, &rf, err)) < 0)
         return rc;
@@ -317,15 +426,42 @@ static int load_tensors(inferd_model *m, inferd_error *err)
         snprintf(name, sizeof(name), "blk.%u." suffix ".weight", il);             \
         if ((rc = load_norm(m, name, E, &L->field, err)) < 0)                     \
             return rc;
+#define B(field, suffix, n)                                                          \
+        snprintf(name, sizeof(name), "blk.%u." suffix ".bias", il);               \
+        if ((rc = load_bias(m, name, n, m->arch->qkv_bias, &L->field, err)) < 0)  \
+            return rc;
         N(attn_norm, "attn_norm")
         N(ffn_norm, "ffn_norm")
-        W(wq, "attn_q", E, QD)
-        W(wk, "attn_k", E, KVD)
-        W(wv, "attn_v", E, KVD)
+        weight fused = {0};
+        if (m->arch->fused) {
+            snprintf(name, sizeof(name), "blk.%u.attn_qkv.weight", il);
+            if ((rc = load_weight(m, name, true, E, QD + 2 * KVD, &fused, err)) < 0)
+                return rc;
+        }
+        if (fused.data) {
+            L->wq = weight_rows(&fused, 0, QD);
+            L->wk = weight_rows(&fused, QD, KVD);
+            L->wv = weight_rows(&fused, QD + KVD, KVD);
+        } else {
+            W(wq, "attn_q", E, QD)
+            W(wk, "attn_k", E, KVD)
+            W(wv, "attn_v", E, KVD)
+            B(bq, "attn_q", QD)
+            B(bk, "attn_k", KVD)
+            B(bv, "attn_v", KVD)
+        }
         W(wo, "attn_output", QD, E)
-        W(w_gate, "ffn_gate", E, F)
-        W(w_up, "ffn_up", E, F)
+        if (m->arch->fused) {
+            /* ffn_up holds the gate rows, then the up rows. */
+            W(w_up, "ffn_up", E, 2 * F)
+            L->w_gate = weight_rows(&L->w_up, 0, F);
+            L->w_up = weight_rows(&L->w_up, F, F);
+        } else {
+            W(w_gate, "ffn_gate", E, F)
+            W(w_up, "ffn_up", E, F)
+        }
         W(w_down, "ffn_down", F, E)
+#undef B
 #undef W
 #undef N
     }
@@ -486,6 +622,8 @@ static int model_prepare(const char *path, const inferd_model_params *params,
     if (rc < 0)
         goto fail;
     m->n_ctx = p.n_ctx ? p.n_ctx : m->hp.n_ctx_train;
+    if (!p.n_ctx && m->n_ctx > INFERD_MODEL_N_CTX_DEFAULT_MAX)
+        m->n_ctx = INFERD_MODEL_N_CTX_DEFAULT_MAX;
     if (m->n_ctx > 1u << 20) {
         rc = inferd_fail(err, INFERD_E_RANGE, "model: n_ctx %u is too large", m->n_ctx);
         goto fail;
@@ -641,21 +779,34 @@ static void rmsnorm(inferd_pool *pool, fwd_ctx *c, const float *src, float *dst,
     inferd_pool_run(pool, task_rmsnorm, c);
 }
 
-/* Rotate pairs (x[2i], x[2i+1]) of each head by the token's angles. */
-static void rope_rows(float *x, int64_t n_heads, int64_t head_dim, const float *cs, int64_t n_rot)
+/* Rotate pairs of each head's first n_rot dims by the token's angles: the
+ * pair of angle i/2 (i even) is (x[i], x[i+1]), or with NEOX rope
+ * (x[i/2], x[i/2 + n_rot/2]). */
+static void rope_rows(float *x, int64_t n_heads, int64_t head_dim, const float *cs, int64_t n_rot,
+                      bool neox)
 {
+    const int64_t step = neox ? 1 : 2, dist = neox ? n_rot / 2 : 1;
     for (int64_t h = 0; h < n_heads; h++) {
         float *hx = x + h * head_dim;
         for (int64_t i = 0; i < n_rot; i += 2) {
             const float c = cs[i], s = cs[i + 1];
-            const float x0 = hx[i], x1 = hx[i + 1];
-            hx[i] = x0 * c - x1 * s;
-            hx[i + 1] = x0 * s + x1 * c;
+            float *p0 = hx + (i / 2) * step, *p1 = p0 + dist;
+            const float x0 = *p0, x1 = *p1;
+            *p0 = x0 * c - x1 * s;
+            *p1 = x0 * s + x1 * c;
         }
     }
 }
 
-/* Per token: rope on q and k, then store k and v into the cache. */
+static void add_bias(float *x, const float *b, int64_t n)
+{
+    if (b)
+        for (int64_t i = 0; i < n; i++)
+            x[i] = x[i] + b[i];
+}
+
+/* Per token: biases, rope on q and k (and Q's scale where the
+ * architecture applies it there), then store k and v into the cache. */
 static void task_rope_store(void *arg, int ith, int nth)
 {
     fwd_ctx *c = arg;
@@ -668,9 +819,18 @@ static void task_rope_store(void *arg, int ith, int nth)
         const float *cs = m->rope_cs + t * hp->n_rot;
         float *q = m->q + t * m->q_dim;
         float *k = m->k + t * m->kv_dim;
-        const float *v = m->v + t * m->kv_dim;
-        rope_rows(q, hp->n_head, hd, cs, hp->n_rot);
-        rope_rows(k, hp->n_head_kv, hd, cs, hp->n_rot);
+        float *v = m->v + t * m->kv_dim;
+        const layer *L = &m->layers[c->il];
+        add_bias(q, L->bq, m->q_dim);
+        add_bias(k, L->bk, m->kv_dim);
+        add_bias(v, L->bv, m->kv_dim);
+        rope_rows(q, hp->n_head, hd, cs, hp->n_rot, m->arch->rope_neox);
+        rope_rows(k, hp->n_head_kv, hd, cs, hp->n_rot, m->arch->rope_neox);
+        if (m->arch->q_prescale) {
+            const float qs = 1.0f / sqrtf((float)hd);
+            for (uint32_t i = 0; i < m->q_dim; i++)
+                q[i] *= qs;
+        }
         const uint64_t seq = (uint64_t)c->b->seq[t], pos = (uint64_t)c->b->pos[t];
         const uint64_t slot = (uint64_t)c->il * m->n_seq_max + seq;
         inferd_f16 *kc = m->k_cache + (slot * stride + pos) * m->kv_dim;
@@ -706,6 +866,40 @@ static void clear_v_padding(inferd_model *m, uint32_t il, const inferd_batch *b)
     }
 }
 
+/*
+ * exp(x) as ggml-cpu's vectorised expf computes it on AVX-512 (the
+ * polynomial of Arm's optimized-routines expf, max error about 1.5 ulp),
+ * one lane at a time with the same fused operations. llama.cpp's softmax
+ * and silu use it, and one ulp of difference there can flip the F16 or Q8
+ * rounding of what follows, which a random-weight model amplifies to 1e-3
+ * in its logprobs. Out of range: 0 for large negative x, +inf for large
+ * positive x, NaN for NaN.
+ */
+static float expf_like_ggml(float x)
+{
+    const float shift = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, shift);
+    const float n = z - shift; /* x / ln 2 rounded to an integer */
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    const float u = b * b;
+    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                              fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                         u, fmaf(0x1.ffffecp-1f, b, 1.0f));
+    if (fabsf(n) > 192.0f)
+        return n <= 0.0f ? 0.0f : INFINITY;
+    return ldexpf(j, (int)n);
+}
+
+/* silu(x) = x / (1 + exp(-x)) as ggml_vec_silu_f32: the lanes of whole
+ * groups of 16 from the start of a row use the vector exp, the row's
+ * n % 16 tail libm's expf. */
+static float silu_like_ggml(float x, bool vector_lane)
+{
+    if (vector_lane)
+        return x / (1.0f + expf_like_ggml(0.0f - x));
+    return x / (1.0f + expf(-x));
+}
+
 /* One (token, head) pair per work item. */
 static void task_attention(void *arg, int ith, int nth)
 {
@@ -714,7 +908,7 @@ static void task_attention(void *arg, int ith, int nth)
     const inferd_model_hparams *hp = &m->hp;
     const uint64_t hd = hp->head_dim, stride = m->n_ctx_pad;
     const uint32_t group = hp->n_head / hp->n_head_kv;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = m->arch->q_prescale ? 1.0f : 1.0f / sqrtf((float)hd);
     float *scores = m->scores + (size_t)ith * stride;
     inferd_f16 *p16 = m->p16 + (size_t)ith * stride;
     inferd_f16 *q16 = m->q16 + (size_t)ith * hd;
@@ -738,18 +932,30 @@ static void task_attention(void *arg, int ith, int nth)
 
         /* Scores: Q rounded to F16, dotted with each cached F16 key. */
         m->f16k->from_float(m->q + t * m->q_dim + h * hd, q16, (int64_t)hd);
+        /* A sliding window masks keys n_swa or more positions back, as
+         * llama.cpp's -inf mask: their weight is exactly zero. */
+        const int64_t j0 = hp->n_swa && n_kv > (int64_t)hp->n_swa ? n_kv - hp->n_swa : 0;
         float mx = -INFINITY;
-        for (int64_t j = 0; j < n_kv; j++) {
+        for (int64_t j = 0; j < j0; j++)
+            scores[j] = -INFINITY;
+        for (int64_t j = j0; j < n_kv; j++) {
             float s = kq_dot((int64_t)hd, kc + (uint64_t)j * m->kv_dim, q16) * scale;
             scores[j] = s;
             if (s > mx)
                 mx = s;
         }
+        /* Softmax as ggml_vec_soft_max_f32 over the padded row: the vector
+         * exp, each group of 16 summed in the lane order of
+         * _mm512_reduce_add_ps, the groups in double. Masked and padding
+         * entries are exactly 0 and add nothing. */
+        for (int64_t j = 0; j < n_kv; j++)
+            scores[j] = expf_like_ggml(scores[j] - mx);
         double sum = 0.0;
-        for (int64_t j = 0; j < n_kv; j++) {
-            const float e = expf(scores[j] - mx);
-            scores[j] = e;
-            sum += (double)e;
+        for (int64_t g = 0; g < n_pad; g += 16) {
+            float lanes[16];
+            for (int l = 0; l < 16; l++)
+                lanes[l] = g + l < n_kv ? scores[g + l] : 0.0f;
+            sum += (double)inferd__reduce16(lanes);
         }
         const float inv = (float)(1.0 / sum);
         for (int64_t j = 0; j < n_kv; j++)
@@ -763,17 +969,37 @@ static void task_attention(void *arg, int ith, int nth)
     }
 }
 
-static void task_swiglu(void *arg, int ith, int nth)
+/* GELU with tanh, as ggml-cpu computes it for f32: 0 below -10, x above
+ * 10, otherwise x rounded to F16 and looked up in a table of F16 results of
+ * 0.5x(1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))); computed here on the fly,
+ * same bits. */
+static float gelu_f16_table(float x)
+{
+    if (x <= -10.0f)
+        return 0.0f;
+    if (x >= 10.0f)
+        return x;
+    const float h = inferd_f16_to_f32(inferd_f32_to_f16(x));
+    const float sqrt_2_over_pi = 0.79788456080286535587989211986876f;
+    const float g = 0.5f * h * (1.0f + tanhf(sqrt_2_over_pi * h * (1.0f + 0.044715f * h * h)));
+    return inferd_f16_to_f32(inferd_f32_to_f16(g));
+}
+
+static void task_ffn_act(void *arg, int ith, int nth)
 {
     fwd_ctx *c = arg;
     inferd_model *m = c->m;
     const int64_t n = (int64_t)c->n_tokens * m->hp.n_ff;
     int64_t i0, i1;
     split_range(n, ith, nth, &i0, &i1);
-    for (int64_t i = i0; i < i1; i++) {
-        const float g = m->hb[i];
-        m->hb[i] = (g / (1.0f + expf(-g))) * m->hb2[i];
+    if (m->arch->act == FFN_GELU) {
+        for (int64_t i = i0; i < i1; i++)
+            m->hb[i] = gelu_f16_table(m->hb[i]) * m->hb2[i];
+        return;
     }
+    const int64_t F = m->hp.n_ff, F_vec = F - F % 16;
+    for (int64_t i = i0; i < i1; i++)
+        m->hb[i] = silu_like_ggml(m->hb[i], i % F < F_vec) * m->hb2[i];
 }
 
 static void task_residual(void *arg, int ith, int nth)
@@ -897,6 +1123,11 @@ int inferd_model_forward(inferd_model *m, inferd_pool *pool, const inferd_batch 
         const uint8_t *row = (const uint8_t *)m->tok_embd.data +
                              (size_t)b->tokens[t] * m->tok_embd.row_bytes;
         ek->to_float(row, m->x + t * E, E);
+        if (m->arch->embd_scale) {
+            const float es = sqrtf((float)E);
+            for (int64_t i = 0; i < E; i++)
+                m->x[t * E + i] *= es;
+        }
         rope_angles(m, b->pos[t], m->rope_cs + (size_t)t * hp->n_rot);
     }
 
@@ -933,7 +1164,7 @@ int inferd_model_forward(inferd_model *m, inferd_pool *pool, const inferd_batch 
         rmsnorm(pool, &c, m->x, m->xb, L->ffn_norm, n_ffn, NULL);
         inferd_matmul_op gu[2] = {mm_op(&L->w_gate, m->hb), mm_op(&L->w_up, m->hb2)};
         matmul_ops(pool, m, gu, 2, E, m->xb, n_ffn, ffn_pf);
-        inferd_pool_run(pool, task_swiglu, &c);
+        inferd_pool_run(pool, task_ffn_act, &c);
         matmul(pool, m, &L->w_down, m->hb, n_ffn, m->xb, ffn_pf);
         inferd_pool_run(pool, task_residual, &c);
     }

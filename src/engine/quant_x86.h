@@ -114,11 +114,15 @@ XI float fdot_gemv(const int kind, int64_t n, const char *w, const char *a)
     }
     const float r = hsum8(_mm256_add_ps(acc[0][0], acc[0][1]));
     if (kind == FK_F32) {
+        /* As the scalar reference: the last (n - np) % 8 by fma. */
+        const int64_t n_fma = (n - np) % 8;
         float s = r;
-        for (int64_t i = np; i < n; i++) {
+        for (int64_t i = np; i < n - n_fma; i++) {
             const float p = fload1(kind, w, i) * fload1(kind, a, i);
             s += p;
         }
+        for (int64_t i = n - n_fma; i < n; i++)
+            s = fmaf(fload1(kind, w, i), fload1(kind, a, i), s);
         return s;
     }
     double s = r;

@@ -1052,6 +1052,11 @@ static int load(inferd_sched *s, inferd_error *err)
     s->vocab = inferd_model_get_vocab(s->model);
     s->n_vocab = inferd_model_get_hparams(s->model)->n_vocab;
     s->n_ctx = inferd_model_n_ctx(s->model);
+    const uint32_t n_ctx_train = inferd_model_get_hparams(s->model)->n_ctx_train;
+    if (s->mp.n_ctx == 0 && s->n_ctx < n_ctx_train)
+        inferd_log(INFERD_LOG_INFO, "sched",
+                   "'%s': context capped at %u tokens per slot (trained on %u; set -c to use more)",
+                   s->path, s->n_ctx, n_ctx_train);
     if ((rc = alloc_buffers(s, err)) < 0)
         return rc;
     return inferd_pool_create(n_threads, &s->pool, err);

@@ -1017,6 +1017,24 @@ static void test_gguf_rejects_tensor_past_end(void **state)
     b_header(&b, 3, 1, 0);
     b_tensor(&b, "t", 1, ne, INFERD_DTYPE_F32, 0);
     expect_fail(&b, INFERD_E_FORMAT, "extends past end of file");
+    b.len = 0;
+    /* K-quants: the size follows from the shape (two 256-element rows of
+     * Q4_K are 2 x 144 bytes, of Q6_K 2 x 210), one byte short fails. */
+    const uint64_t ne_k[] = {256, 2};
+    one_tensor_file(&b, "blk.0.ffn_down.weight", 2, ne_k, INFERD_DTYPE_Q4_K, 0, 287);
+    expect_fail(&b, INFERD_E_FORMAT,
+                "gguf: tensor 'blk.0.ffn_down.weight' data [96, 384) extends past end of file "
+                "(size 383)");
+    b.len = 0;
+    one_tensor_file(&b, "output.weight", 2, ne_k, INFERD_DTYPE_Q6_K, 0, 419);
+    expect_fail(&b, INFERD_E_FORMAT,
+                "gguf: tensor 'output.weight' data [96, 516) extends past end of file "
+                "(size 515)");
+    b.len = 0;
+    one_tensor_file(&b, "output.weight", 2, ne_k, INFERD_DTYPE_Q6_K, 0, 420);
+    inferd_gguf *g = expect_open(&b);
+    assert_int_equal(inferd_gguf_tensor_at(g, 0)->size_bytes, 420);
+    inferd_gguf_close(g);
     free(b.p);
 }
 
