@@ -17,7 +17,7 @@
 #include "inferd/matmul.h"
 #include "inferd/quant.h"
 
-#include "quant_impl.h" /* inferd__reduce16: ggml's lane reduction order */
+#include "vecops.h"
 
 #define MAX_THREADS 256
 /* Attention sums over the cached positions rounded up to a multiple of
@@ -127,6 +127,7 @@ struct inferd_model {
     int32_t *out_rows;    /* (n_batch_max) batch index of each output */
 
     const inferd_kernels *f16k;  /* F16 kernels for attention */
+    const inferd__vecops *vecops; /* softmax exp and SiLU as ggml */
 };
 
 inferd_model_params inferd_model_params_default(void)
@@ -632,6 +633,7 @@ static int model_prepare(const char *path, const inferd_model_params *params,
     m->n_seq_max = p.n_seq_max;
     m->n_batch_max = p.n_batch_max;
     m->f16k = inferd_kernels_get(INFERD_DTYPE_F16);
+    m->vecops = inferd__vecops_get();
     *out_model = m;
     return 0;
 
@@ -866,40 +868,6 @@ static void clear_v_padding(inferd_model *m, uint32_t il, const inferd_batch *b)
     }
 }
 
-/*
- * exp(x) as ggml-cpu's vectorised expf computes it on AVX-512 (the
- * polynomial of Arm's optimized-routines expf, max error about 1.5 ulp),
- * one lane at a time with the same fused operations. llama.cpp's softmax
- * and silu use it, and one ulp of difference there can flip the F16 or Q8
- * rounding of what follows, which a random-weight model amplifies to 1e-3
- * in its logprobs. Out of range: 0 for large negative x, +inf for large
- * positive x, NaN for NaN.
- */
-static float expf_like_ggml(float x)
-{
-    const float shift = 0x1.8p23f;
-    const float z = fmaf(x, 0x1.715476p+0f, shift);
-    const float n = z - shift; /* x / ln 2 rounded to an integer */
-    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
-    const float u = b * b;
-    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
-                              fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-                         u, fmaf(0x1.ffffecp-1f, b, 1.0f));
-    if (fabsf(n) > 192.0f)
-        return n <= 0.0f ? 0.0f : INFINITY;
-    return ldexpf(j, (int)n);
-}
-
-/* silu(x) = x / (1 + exp(-x)) as ggml_vec_silu_f32: the lanes of whole
- * groups of 16 from the start of a row use the vector exp, the row's
- * n % 16 tail libm's expf. */
-static float silu_like_ggml(float x, bool vector_lane)
-{
-    if (vector_lane)
-        return x / (1.0f + expf_like_ggml(0.0f - x));
-    return x / (1.0f + expf(-x));
-}
-
 /* One (token, head) pair per work item. */
 static void task_attention(void *arg, int ith, int nth)
 {
@@ -944,19 +912,12 @@ static void task_attention(void *arg, int ith, int nth)
             if (s > mx)
                 mx = s;
         }
-        /* Softmax as ggml_vec_soft_max_f32 over the padded row: the vector
-         * exp, each group of 16 summed in the lane order of
-         * _mm512_reduce_add_ps, the groups in double. Masked and padding
-         * entries are exactly 0 and add nothing. */
-        for (int64_t j = 0; j < n_kv; j++)
-            scores[j] = expf_like_ggml(scores[j] - mx);
-        double sum = 0.0;
-        for (int64_t g = 0; g < n_pad; g += 16) {
-            float lanes[16];
-            for (int l = 0; l < 16; l++)
-                lanes[l] = g + l < n_kv ? scores[g + l] : 0.0f;
-            sum += (double)inferd__reduce16(lanes);
-        }
+        /* Softmax as ggml_vec_soft_max_f32 over the padded row: ggml's
+         * vector exp, each group of 16 summed in _mm512_reduce_add_ps's
+         * order, the groups in double (vecops.h). Masked (-inf) and padding
+         * entries are exactly 0 and add nothing: one ulp here can flip the
+         * F16 rounding of a weight. */
+        const double sum = m->vecops->softmax_exp(scores, n_kv, n_pad, mx);
         const float inv = (float)(1.0 / sum);
         for (int64_t j = 0; j < n_kv; j++)
             scores[j] *= inv;
@@ -985,21 +946,30 @@ static float gelu_f16_table(float x)
     return inferd_f16_to_f32(inferd_f32_to_f16(g));
 }
 
+/* Work items of the FFN activation: (row, chunk of FFN_CHUNK) pairs, so
+ * that a few rows still spread over the threads; chunks start at multiples
+ * of 16 in their row, which keeps vecops' lane groups those of the row. */
+#define FFN_CHUNK 512
+
 static void task_ffn_act(void *arg, int ith, int nth)
 {
     fwd_ctx *c = arg;
     inferd_model *m = c->m;
-    const int64_t n = (int64_t)c->n_tokens * m->hp.n_ff;
+    const int64_t F = m->hp.n_ff, n_chunks = (F + FFN_CHUNK - 1) / FFN_CHUNK;
     int64_t i0, i1;
-    split_range(n, ith, nth, &i0, &i1);
-    if (m->arch->act == FFN_GELU) {
-        for (int64_t i = i0; i < i1; i++)
-            m->hb[i] = gelu_f16_table(m->hb[i]) * m->hb2[i];
-        return;
+    split_range((int64_t)c->n_tokens * n_chunks, ith, nth, &i0, &i1);
+    for (int64_t it = i0; it < i1; it++) {
+        const int64_t t = it / n_chunks, off = (it % n_chunks) * FFN_CHUNK;
+        const int64_t len = F - off < FFN_CHUNK ? F - off : FFN_CHUNK;
+        float *g = m->hb + t * F + off;
+        const float *u = m->hb2 + t * F + off;
+        if (m->arch->act == FFN_GELU) {
+            for (int64_t i = 0; i < len; i++)
+                g[i] = gelu_f16_table(g[i]) * u[i];
+        } else {
+            m->vecops->silu_mul(g, u, len);
+        }
     }
-    const int64_t F = m->hp.n_ff, F_vec = F - F % 16;
-    for (int64_t i = i0; i < i1; i++)
-        m->hb[i] = silu_like_ggml(m->hb[i], i % F < F_vec) * m->hb2[i];
 }
 
 static void task_residual(void *arg, int ith, int nth)
