@@ -60,8 +60,11 @@ static void make_matrix(uint32_t type, void *w, int64_t rows, int64_t cols, uint
     fill_random(w, bytes, seed);
     for (size_t off = 0; off < bytes; off += di->type_size) {
         uint16_t d = 0x2155, m = 0xa400;
-        memcpy((char *)w + off, &d, 2);
-        if (type == INFERD_DTYPE_Q4_1 || type == INFERD_DTYPE_Q5_1)
+        /* Q6_K keeps its d at the end of the block; Q4_K/Q5_K's dmin
+         * follows d as Q4_1's m does. */
+        memcpy((char *)w + off + (type == INFERD_DTYPE_Q6_K ? 208 : 0), &d, 2);
+        if (type == INFERD_DTYPE_Q4_1 || type == INFERD_DTYPE_Q5_1 ||
+            type == INFERD_DTYPE_Q4_K || type == INFERD_DTYPE_Q5_K)
             memcpy((char *)w + off + 2, &m, 2);
     }
 }
@@ -123,9 +126,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    const char *default_types[] = {"q4_0", "q8_0"};
+    const char *default_types[] = {"q4_0", "q8_0", "q4_k", "q5_k", "q6_k"};
+    const int n_default = (int)(sizeof(default_types) / sizeof(default_types[0]));
     const char **types = argi < argc ? (const char **)argv + argi : default_types;
-    const int n_types = argi < argc ? argc - argi : 2;
+    const int n_types = argi < argc ? argc - argi : n_default;
 
     printf("isa=%s shape=%lldx%lld cpus=%d\n", inferd_isa_name(inferd_cpu_isa()),
            (long long)rows, (long long)cols, inferd_cpu_count());
@@ -141,6 +145,11 @@ int main(int argc, char **argv)
         }
         bench_ctx c = {.type = (uint32_t)tp, .rows = rows, .cols = cols};
         const size_t mbytes = inferd_quant_row_size(c.type, cols) * (size_t)rows;
+        if (mbytes == 0) {
+            fprintf(stderr, "%s: %lld columns are not whole blocks of %lld\n", types[ti],
+                    (long long)cols, (long long)inferd_dtype_get(c.type)->block_size);
+            return 2;
+        }
         c.n_mats = (int)(COLD_BYTES / mbytes) + 1;
         c.n_mats = c.n_mats > MAX_MATS ? MAX_MATS : c.n_mats;
         c.mats = inferd_calloc((size_t)c.n_mats, sizeof(void *));

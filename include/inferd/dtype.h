@@ -10,7 +10,18 @@
  *   7  Q5_1     32     24  f16 d, m; qh[4]; qs[16]   x = d*q + m
  *   8  Q8_0     32     34  f16 d; i8 qs[32]          x = d*q
  *   9  Q8_1     32     36  f16 d, s; i8 qs[32]       x = d*q, s = d*sum(q)
- *  10..15 K-quants (Q2_K..Q8_K), 256-element super-blocks
+ *  10..15 K-quants (Q2_K..Q8_K), 256-element super-blocks, among them
+ *  12  Q4_K    256    144  f16 d, dmin; u8 scales[12]; qs[128]
+ *                                             x = d*sc_s*q - dmin*m_s (s: 32)
+ *  13  Q5_K    256    176  f16 d, dmin; u8 scales[12]; qh[32]; qs[128]
+ *                                             x = d*sc_s*q - dmin*m_s (s: 32)
+ *  14  Q6_K    256    210  u8 ql[128], qh[64]; i8 scales[16]; f16 d
+ *                                             x = d*sc_s*(q-32)       (s: 16)
+ *  15  Q8_K    256    292  f32 d; i8 qs[256]; i16 bsums[16]
+ *                                             x = d*q (activations only)
+ *  20  IQ4_NL   32     18  f16 d; u8 qs[16]          x = d*kv[q] (16 fixed values)
+ *  23  IQ4_XS  256    136  f16 d; u16 scales_h; u8 scales_l[4]; qs[128]
+ *                                             x = d*ls_s*kv[q]        (s: 32)
  *  30  BF16      1      2  bfloat16
  */
 #ifndef INFERD_DTYPE_H
@@ -34,6 +45,8 @@ typedef enum inferd_dtype {
     INFERD_DTYPE_Q5_K = 13,
     INFERD_DTYPE_Q6_K = 14,
     INFERD_DTYPE_Q8_K = 15,
+    INFERD_DTYPE_IQ4_NL = 20,
+    INFERD_DTYPE_IQ4_XS = 23,
     INFERD_DTYPE_I8   = 24,
     INFERD_DTYPE_I16  = 25,
     INFERD_DTYPE_I32  = 26,

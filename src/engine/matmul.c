@@ -86,6 +86,8 @@ static size_t plan_ops(mm_plan *p, const inferd_matmul_op *ops, int n_ops, int64
         p->total_rows += ops[i].n_rows;
         const inferd_vec_dot_fn dot = inferd_kernels_dot(k, n_cols, order);
         p->gemv[i] = dot == k->vec_dot ? NULL : dot;
+        /* No panels for the K-quants (NULL): their Q8_K rows (292-byte
+         * blocks of 256, padded to 64 bytes per row) go to mdot. */
         const inferd__panel_kernels *pk = inferd__panel_get(ops[i].w_type);
         if (pk && (n_tokens < pk->min_tokens || p->gemv[i]))
             pk = NULL;

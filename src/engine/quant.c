@@ -1,8 +1,8 @@
-/* Scalar reference kernels for every supported type (dequantize, quantize,
- * dot product) and the per-ISA dispatch table. The scalar dot products follow
- * the canonical order of quant_impl.h exactly, so the SIMD versions must
- * equal them bit for bit. Tables are built once (pthread_once) and then only
- * read. Thread: any. */
+/* Scalar reference kernels (dequantize, quantize, dot product) for every
+ * supported type but the K-quants, which live in quant_k.c, and the per-ISA
+ * dispatch table. The scalar dot products follow the canonical order of
+ * quant_impl.h exactly, so the SIMD versions must equal them bit for bit.
+ * Tables are built once (pthread_once) and then only read. Thread: any. */
 #include "quant_impl.h"
 
 #include <math.h>
@@ -584,6 +584,40 @@ static const inferd_kernels kernels_scalar[INFERD_DTYPE_COUNT] = {
     [INFERD_DTYPE_Q8_1] = {INFERD_DTYPE_Q8_1, INFERD_DTYPE_Q8_1, INFERD_ISA_SCALAR,
                            q8_1_to_float, q8_1_from_float, q8_1_quantize, NULL,
                            NULL},
+    /* K-quants: quant_k.c. */
+    [INFERD_DTYPE_Q4_K] = {.type = INFERD_DTYPE_Q4_K, .vec_dot_type = INFERD_DTYPE_Q8_K,
+                           .isa = INFERD_ISA_SCALAR, .to_float = inferd__q4_k_to_float,
+                           .from_float = inferd__q4_k_quantize,
+                           .quantize = inferd__q4_k_quantize, .vec_dot = inferd__q4_k_dot,
+                           .mdot = inferd__q4_k_mdot},
+    [INFERD_DTYPE_Q5_K] = {.type = INFERD_DTYPE_Q5_K, .vec_dot_type = INFERD_DTYPE_Q8_K,
+                           .isa = INFERD_ISA_SCALAR, .to_float = inferd__q5_k_to_float,
+                           .from_float = inferd__q5_k_quantize,
+                           .quantize = inferd__q5_k_quantize, .vec_dot = inferd__q5_k_dot,
+                           .mdot = inferd__q5_k_mdot},
+    [INFERD_DTYPE_Q6_K] = {.type = INFERD_DTYPE_Q6_K, .vec_dot_type = INFERD_DTYPE_Q8_K,
+                           .isa = INFERD_ISA_SCALAR, .to_float = inferd__q6_k_to_float,
+                           .from_float = inferd__q6_k_quantize,
+                           .quantize = inferd__q6_k_quantize, .vec_dot = inferd__q6_k_dot,
+                           .mdot = inferd__q6_k_mdot},
+    /* Activations only: the reference quantizer is also the run-time one. */
+    [INFERD_DTYPE_Q8_K] = {.type = INFERD_DTYPE_Q8_K, .vec_dot_type = INFERD_DTYPE_Q8_K,
+                           .isa = INFERD_ISA_SCALAR, .to_float = inferd__q8_k_to_float,
+                           .from_float = inferd__q8_k_quantize,
+                           .quantize = inferd__q8_k_quantize},
+    /* Q2_K, Q3_K, IQ4_NL, IQ4_XS: quant_k2.c. */
+#define K2_(ty, pfx, vdt, gemv)                                                            \
+    [INFERD_DTYPE_##ty] = {.type = INFERD_DTYPE_##ty, .vec_dot_type = INFERD_DTYPE_##vdt,  \
+                           .isa = INFERD_ISA_SCALAR, .to_float = inferd__##pfx##_to_float, \
+                           .from_float = inferd__##pfx##_quantize,                         \
+                           .quantize = inferd__##pfx##_quantize,                           \
+                           .vec_dot = inferd__##pfx##_dot, .mdot = inferd__##pfx##_mdot,   \
+                           .vec_dot_gemv = gemv}
+    K2_(Q2_K, q2_k, Q8_K, NULL),
+    K2_(Q3_K, q3_k, Q8_K, NULL),
+    K2_(IQ4_NL, iq4_nl, Q8_0, inferd__iq4_nl_dot_gemv),
+    K2_(IQ4_XS, iq4_xs, Q8_K, NULL),
+#undef K2_
 };
 
 #undef T_

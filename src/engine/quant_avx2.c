@@ -238,4 +238,23 @@ const inferd_kernels inferd__kernels_avx2[INFERD_DTYPE_COUNT] = {
                            .mdot = q8_0_mdot},
     [INFERD_DTYPE_Q8_1] = {.type = INFERD_DTYPE_Q8_1, .to_float = q8_1_to_float,
                            .from_float = q8_1_from_float},
+    /* K-quants: quant_k_avx2.c. */
+    [INFERD_DTYPE_Q4_K] = {.type = INFERD_DTYPE_Q4_K, .to_float = inferd__q4_k_to_float_avx2,
+                           .vec_dot = inferd__q4_k_dot_avx2, .mdot = inferd__q4_k_mdot_avx2},
+    [INFERD_DTYPE_Q5_K] = {.type = INFERD_DTYPE_Q5_K, .to_float = inferd__q5_k_to_float_avx2,
+                           .vec_dot = inferd__q5_k_dot_avx2, .mdot = inferd__q5_k_mdot_avx2},
+    [INFERD_DTYPE_Q6_K] = {.type = INFERD_DTYPE_Q6_K, .to_float = inferd__q6_k_to_float_avx2,
+                           .vec_dot = inferd__q6_k_dot_avx2, .mdot = inferd__q6_k_mdot_avx2},
+    [INFERD_DTYPE_Q8_K] = {.type = INFERD_DTYPE_Q8_K, .to_float = inferd__q8_k_to_float_avx2,
+                           .from_float = inferd__q8_k_quantize_avx2},
+    /* Q2_K, Q3_K, IQ4_NL, IQ4_XS: quant_k2_avx2.c. */
+    [INFERD_DTYPE_Q2_K] = {.type = INFERD_DTYPE_Q2_K, .vec_dot = inferd__q2_k_dot_avx2,
+                           .mdot = inferd__q2_k_mdot_avx2},
+    [INFERD_DTYPE_Q3_K] = {.type = INFERD_DTYPE_Q3_K, .vec_dot = inferd__q3_k_dot_avx2,
+                           .mdot = inferd__q3_k_mdot_avx2},
+    [INFERD_DTYPE_IQ4_NL] = {.type = INFERD_DTYPE_IQ4_NL, .vec_dot = inferd__iq4_nl_dot_avx2,
+                             .mdot = inferd__iq4_nl_mdot_avx2,
+                             .vec_dot_gemv = inferd__iq4_nl_dot_gemv_avx2},
+    [INFERD_DTYPE_IQ4_XS] = {.type = INFERD_DTYPE_IQ4_XS, .vec_dot = inferd__iq4_xs_dot_avx2,
+                             .mdot = inferd__iq4_xs_mdot_avx2},
 };

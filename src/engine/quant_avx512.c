@@ -689,4 +689,21 @@ const inferd_kernels inferd__kernels_avx512[INFERD_DTYPE_COUNT] = {
     [INFERD_DTYPE_Q5_0] = {.type = INFERD_DTYPE_Q5_0, .vec_dot = q5_0_dot, .mdot = q5_0_mdot},
     [INFERD_DTYPE_Q5_1] = {.type = INFERD_DTYPE_Q5_1, .vec_dot = q5_1_dot, .mdot = q5_1_mdot},
     [INFERD_DTYPE_Q8_0] = {.type = INFERD_DTYPE_Q8_0, .vec_dot = q8_0_dot, .mdot = q8_0_mdot},
+    /* K-quants: quant_k_avx512.c (no panels: matmul uses their mdot). */
+    [INFERD_DTYPE_Q4_K] = {.type = INFERD_DTYPE_Q4_K, .vec_dot = inferd__q4_k_dot_avx512,
+                           .mdot = inferd__q4_k_mdot_avx512},
+    [INFERD_DTYPE_Q5_K] = {.type = INFERD_DTYPE_Q5_K, .vec_dot = inferd__q5_k_dot_avx512,
+                           .mdot = inferd__q5_k_mdot_avx512},
+    [INFERD_DTYPE_Q6_K] = {.type = INFERD_DTYPE_Q6_K, .vec_dot = inferd__q6_k_dot_avx512,
+                           .mdot = inferd__q6_k_mdot_avx512},
+    /* Q2_K, Q3_K, IQ4_NL, IQ4_XS: quant_k2_avx512.c. */
+    [INFERD_DTYPE_Q2_K] = {.type = INFERD_DTYPE_Q2_K, .vec_dot = inferd__q2_k_dot_avx512,
+                           .mdot = inferd__q2_k_mdot_avx512},
+    [INFERD_DTYPE_Q3_K] = {.type = INFERD_DTYPE_Q3_K, .vec_dot = inferd__q3_k_dot_avx512,
+                           .mdot = inferd__q3_k_mdot_avx512},
+    [INFERD_DTYPE_IQ4_NL] = {.type = INFERD_DTYPE_IQ4_NL, .vec_dot = inferd__iq4_nl_dot_avx512,
+                             .mdot = inferd__iq4_nl_mdot_avx512,
+                             .vec_dot_gemv = inferd__iq4_nl_dot_gemv_avx512},
+    [INFERD_DTYPE_IQ4_XS] = {.type = INFERD_DTYPE_IQ4_XS, .vec_dot = inferd__iq4_xs_dot_avx512,
+                             .mdot = inferd__iq4_xs_mdot_avx512},
 };

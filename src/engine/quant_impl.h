@@ -17,6 +17,39 @@
  *    return acc + summs. This is ggml's reference formula with the multiply-
  *    add fused; since the integer sums are exact, any way of computing them
  *    (lanes over elements, rows or tokens) gives the same result.
+ *  - K-quants (Q4_K, Q5_K, Q6_K rows against a Q8_K row): ggml-cpu's AVX2
+ *    order, which llama.cpp runs on AVX2 and AVX-512 machines alike, for
+ *    prompts and generation. Eight f32 lanes acc[0..7] from +0 (Q4_K also
+ *    four acc_m[0..3], Q5_K one summs, all from +0). For each super-block
+ *    b in order, with da Q8_K's f32 d and dw, dminw the f16 scales widened:
+ *        d    = da * dw                (rounded to f32)
+ *        dmin = (-da) * dminw          (rounded; Q4_K/Q5_K)
+ *    and eight exact int32 lane sums: lane k (0..7) of each 32-element
+ *    piece i (elements 32i..32i+31, i = 0..7) holds its elements
+ *    32i + 4k..32i + 4k + 3, each lane's dot product with the activation's
+ *    quants times the scale of the sub-block holding those four elements:
+ *        sumi_k = sum_i sc_(s(i, k)) * sum_{e = 32i+4k..32i+4k+3} q_e * a_e
+ *    with s(i, k) = i for Q4_K/Q5_K (sub-blocks of 32) and 2i + k / 4 for
+ *    Q6_K (sub-blocks of 16), and Q6_K's q_e its stored value minus 32. Then
+ *        acc[k] = fma(d, (float)sumi_k, acc[k])            (k = 0..7)
+ *    and with q8s_s = bsums[2s] + bsums[2s + 1], the sum of sub-block s's
+ *    activation quants (exact: from_float writes bsums as exact sums):
+ *        Q4_K: prod_p = m_2p * q8s_2p + m_2p+1 * q8s_2p+1  (p = 0..3)
+ *              acc_m[p] = fma(dmin, (float)prod_p, acc_m[p])
+ *        Q5_K: t = sum_s m_s * q8s_s;  summs = fma(dmin, (float)t, summs)
+ *    (GCC fuses ggml's `summs += dmin * t` into one vfmadd231ss). The
+ *    result, with hsum8(x) = ((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7)) (ggml's
+ *    hsum_float_8):
+ *        Q4_K: hsum8(acc) + ((acc_m0 + acc_m2) + (acc_m1 + acc_m3))
+ *        Q5_K: hsum8(acc) + summs
+ *        Q6_K: hsum8(acc)
+ *    (float) rounds to nearest even. The lane sums are exact however they
+ *    are formed (ggml: maddubs pairs, madd by the broadcast scale; Q6_K's
+ *    offset as maddubs(q, a) - maddubs(32, a)), so any vectorization over
+ *    elements, rows or tokens that keeps the eight lanes apart gives the
+ *    same bits. Every partial sum fits int32 (|a| <= 128): Q4_K
+ *    |sumi_k| <= 8*63*4*15*128 < 2^22, Q5_K < 2^23, Q6_K <= 8*128*4*32*128
+ *    = 2^24; |prod_p| and |t| <= 8*63*32*128 < 2^21.
  */
 #ifndef INFERD_ENGINE_QUANT_IMPL_H
 #define INFERD_ENGINE_QUANT_IMPL_H
@@ -27,6 +60,136 @@
  * next lower ISA. Only the entries whose `type` is set are meaningful. */
 extern const inferd_kernels inferd__kernels_avx2[INFERD_DTYPE_COUNT];
 extern const inferd_kernels inferd__kernels_avx512[INFERD_DTYPE_COUNT];
+
+/* K-quant kernels (quant_k.c, quant_k_avx2.c, quant_k_avx512.c), entered
+ * in the tables above and in quant.c's scalar one. Signatures are those of
+ * the inferd_kernels members. */
+void inferd__q4_k_to_float(const void *src, float *dst, int64_t n);
+void inferd__q5_k_to_float(const void *src, float *dst, int64_t n);
+void inferd__q6_k_to_float(const void *src, float *dst, int64_t n);
+void inferd__q8_k_to_float(const void *src, float *dst, int64_t n);
+void inferd__q4_k_quantize(const float *src, void *dst, int64_t n);
+void inferd__q5_k_quantize(const float *src, void *dst, int64_t n);
+void inferd__q6_k_quantize(const float *src, void *dst, int64_t n);
+void inferd__q8_k_quantize(const float *src, void *dst, int64_t n);
+float inferd__q4_k_dot(int64_t n, const void *w, const void *a);
+float inferd__q5_k_dot(int64_t n, const void *w, const void *a);
+float inferd__q6_k_dot(int64_t n, const void *w, const void *a);
+void inferd__q4_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                       const void *a, size_t a_stride, int64_t n_toks, float *out,
+                       size_t out_stride);
+void inferd__q5_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                       const void *a, size_t a_stride, int64_t n_toks, float *out,
+                       size_t out_stride);
+void inferd__q6_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                       const void *a, size_t a_stride, int64_t n_toks, float *out,
+                       size_t out_stride);
+
+void inferd__q4_k_to_float_avx2(const void *src, float *dst, int64_t n);
+void inferd__q5_k_to_float_avx2(const void *src, float *dst, int64_t n);
+void inferd__q6_k_to_float_avx2(const void *src, float *dst, int64_t n);
+void inferd__q8_k_to_float_avx2(const void *src, float *dst, int64_t n);
+void inferd__q8_k_quantize_avx2(const float *src, void *dst, int64_t n);
+float inferd__q4_k_dot_avx2(int64_t n, const void *w, const void *a);
+float inferd__q5_k_dot_avx2(int64_t n, const void *w, const void *a);
+float inferd__q6_k_dot_avx2(int64_t n, const void *w, const void *a);
+void inferd__q4_k_mdot_avx2(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                            const void *a, size_t a_stride, int64_t n_toks, float *out,
+                            size_t out_stride);
+void inferd__q5_k_mdot_avx2(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                            const void *a, size_t a_stride, int64_t n_toks, float *out,
+                            size_t out_stride);
+void inferd__q6_k_mdot_avx2(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                            const void *a, size_t a_stride, int64_t n_toks, float *out,
+                            size_t out_stride);
+
+float inferd__q4_k_dot_avx512(int64_t n, const void *w, const void *a);
+float inferd__q5_k_dot_avx512(int64_t n, const void *w, const void *a);
+float inferd__q6_k_dot_avx512(int64_t n, const void *w, const void *a);
+void inferd__q4_k_mdot_avx512(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                              const void *a, size_t a_stride, int64_t n_toks, float *out,
+                              size_t out_stride);
+void inferd__q5_k_mdot_avx512(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                              const void *a, size_t a_stride, int64_t n_toks, float *out,
+                              size_t out_stride);
+void inferd__q6_k_mdot_avx512(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                              const void *a, size_t a_stride, int64_t n_toks, float *out,
+                              size_t out_stride);
+
+/* ---- Q2_K, Q3_K, IQ4_NL, IQ4_XS (quant_k2.c, quant_k2_avx2.c,
+ * quant_k2_avx512.c) --------------------------------------------------------
+ *
+ * Orders (ggml-cpu's x86 `__AVX2__` kernels, which llama.cpp c392e5094 also
+ * runs on AVX-512 machines; GCC contracts nothing in them beyond the
+ * explicit _mm256_fmadd_ps, checked with objdump). hsum8 as above; "lanes"
+ * are eight exact int32 sums, lane k of each 32-element piece p holding its
+ * elements 32p + 4k..32p + 4k + 3 times the scale of the sub-block that
+ * holds them; (float) rounds to nearest even; acc from +0.
+ *  - Q2_K (ggml_vec_dot_q2_K_q8_K), per super-block in order, with
+ *    d = da * dw, dmin = (-da) * dminw (each rounded to f32):
+ *        prod_k = m_2k * bsums[2k] + m_2k+1 * bsums[2k+1]  (m_s = sc_s >> 4)
+ *        acc[k] = fma(dmin, (float)prod_k, acc[k])       then
+ *        acc[k] = fma(d, (float)sumi_k, acc[k])           (scales sc_s & 15)
+ *    result hsum8(acc). Pieces' lane k lies in sub-block 2p + k / 4.
+ *  - Q3_K (ggml_vec_dot_q3_K_q8_K): d = da * dw; sumi_k over (q_e - 4) and
+ *    the signed 6-bit scales; acc[k] = fma(d, (float)sumi_k, acc[k]);
+ *    hsum8(acc).
+ *  - IQ4_XS (ggml_vec_dot_iq4_xs_q8_K): d = dw * da; sumi_k = sum over the
+ *    eight sub-blocks b of ls_b * (lane k of kv[q] . a); acc[k] = fma(d,
+ *    (float)sumi_k, acc[k]); hsum8(acc).
+ *  - IQ4_NL has two orders, like F32/F16 (inferd_kernels_dot):
+ *    vec_dot (prompts: llama.cpp hands every mat-mul of >= 2 tokens to
+ *    llamafile's tinyBLAS_Q0_AVX, whose gemm kernels all do this): per
+ *    block b, d_b = dw * da (exact: two f16), acc[k] = fma(d_b, (float)
+ *    l_bk, acc[k]) with l_bk lane k of kv[q] . a, then hsum8(acc) (tinyBLAS'
+ *    hsum is hsum_float_8's sequence).
+ *    vec_dot_gemv (generation, ggml_vec_dot_iq4_nl_q8_0): even blocks into
+ *    acc1, odd into acc2 (fma as above), r = hsum8(acc1 + acc2 lane-wise),
+ *    then for an odd block count the last block: r = r + d * (float)
+ *    (sum of its lanes) -- a multiply then an add (GCC's code: vmulss,
+ *    vaddss). c392 repacks IQ4_NL only on ARM (iq4_nl_4x4, NEON dotprod),
+ *    never on x86.
+ * The lane sums are exact however they are formed: ggml's sign trick
+ * (maddubs(|kv|, sign(a, kv))) is exact for activation quants in
+ * -127..127, which is all that Q8_0/Q8_K from_float write; our AVX-512
+ * kernels use vpdpbusd on kv + 128 minus 128 * (sum of a), exact for any a.
+ * |sumi_k| < 2^24 in every case (Q3_K: 8 * 32 * 4 * 4 * 128 * ... < 2^23;
+ * IQ4_XS: 8 * 32 * 4 * 127 * 128 < 2^24). */
+extern const int8_t inferd__kvalues_iq4nl[16];
+/** Q3_K's sixteen signed sub-block scales from the 12 packed bytes. */
+void inferd__q3_k_scales(const uint8_t packed[12], int sc[16]);
+/** IQ4_XS's signed scale of sub-block @p ib (0..7). */
+int inferd__iq4_xs_scale(const inferd_block_iq4_xs *b, int ib);
+void inferd__q2_k_to_float(const void *src, float *dst, int64_t n);
+void inferd__q3_k_to_float(const void *src, float *dst, int64_t n);
+void inferd__iq4_nl_to_float(const void *src, float *dst, int64_t n);
+void inferd__iq4_xs_to_float(const void *src, float *dst, int64_t n);
+void inferd__q2_k_quantize(const float *src, void *dst, int64_t n);
+void inferd__q3_k_quantize(const float *src, void *dst, int64_t n);
+void inferd__iq4_nl_quantize(const float *src, void *dst, int64_t n);
+void inferd__iq4_xs_quantize(const float *src, void *dst, int64_t n);
+#define INFERD__K2_DECL(sfx)                                                                 \
+    float inferd__q2_k_dot##sfx(int64_t n, const void *w, const void *a);                    \
+    float inferd__q3_k_dot##sfx(int64_t n, const void *w, const void *a);                    \
+    float inferd__iq4_nl_dot##sfx(int64_t n, const void *w, const void *a);                  \
+    float inferd__iq4_nl_dot_gemv##sfx(int64_t n, const void *w, const void *a);             \
+    float inferd__iq4_xs_dot##sfx(int64_t n, const void *w, const void *a);                  \
+    void inferd__q2_k_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows,   \
+                                const void *a, size_t a_stride, int64_t n_toks, float *out,  \
+                                size_t out_stride);                                          \
+    void inferd__q3_k_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows,   \
+                                const void *a, size_t a_stride, int64_t n_toks, float *out,  \
+                                size_t out_stride);                                          \
+    void inferd__iq4_nl_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows, \
+                                  const void *a, size_t a_stride, int64_t n_toks,            \
+                                  float *out, size_t out_stride);                            \
+    void inferd__iq4_xs_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows, \
+                                  const void *a, size_t a_stride, int64_t n_toks,            \
+                                  float *out, size_t out_stride);
+INFERD__K2_DECL()
+INFERD__K2_DECL(_avx2)
+INFERD__K2_DECL(_avx512)
+#undef INFERD__K2_DECL
 
 /*
  * Panels: activations of up to `lanes` tokens interleaved so that one vector
@@ -59,7 +222,9 @@ static inline size_t inferd__panel_bytes(int lanes, int64_t n)
 }
 
 /** Panel kernels of @p type for the ISA inferd_cpu_isa() picks, or NULL
- * when that ISA has none for it (the matmul then uses mdot). Thread: any. */
+ * when that ISA has none for it (the matmul then uses mdot). Panels exist
+ * for the 32-element block formats only: the K-quants' mdot tiles reuse
+ * each unpacked super-block across tokens themselves. Thread: any. */
 const inferd__panel_kernels *inferd__panel_get(uint32_t type);
 /* Per-ISA panel tables (NULL entries: none). */
 extern const inferd__panel_kernels *const inferd__panels_avx512[INFERD_DTYPE_COUNT];

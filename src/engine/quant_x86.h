@@ -1,9 +1,11 @@
 /* Shared AVX2-level (AVX2 + FMA + F16C) pieces of the x86 kernels, included
- * by quant_avx2.c and quant_avx512.c, each compiling them with its own ISA
+ * by quant_avx2.c, quant_avx512.c and their K-quant siblings
+ * quant_k_avx2.c, quant_k_avx512.c, each compiling them with its own ISA
  * flags: the canonical reduction, loads of F32/F16/BF16 groups, the mdot
  * drivers (tile loops), the activation quantizers (ggml-cpu's x86 rounding),
- * F16/BF16 conversions, dequantizers and the block-format descriptions.
- * Everything is static inline: each including file gets its own copy. */
+ * F16/BF16 conversions, dequantizers, the block-format descriptions and the
+ * K-quants' 6-bit scales. Everything is static inline: each including file
+ * gets its own copy. */
 #ifndef INFERD_ENGINE_QUANT_X86_H
 #define INFERD_ENGINE_QUANT_X86_H
 
@@ -133,12 +135,12 @@ XI float fdot_gemv(const int kind, int64_t n, const char *w, const char *a)
     return (float)s;
 }
 
-static float f32_dot_gemv(int64_t n, const void *w, const void *a)
+static inline float f32_dot_gemv(int64_t n, const void *w, const void *a)
 {
     return fdot_gemv(FK_F32, n, w, a);
 }
 
-static float f16_dot_gemv(int64_t n, const void *w, const void *a)
+static inline float f16_dot_gemv(int64_t n, const void *w, const void *a)
 {
     return fdot_gemv(FK_F16, n, w, a);
 }
@@ -480,6 +482,20 @@ XI void q8_1_to_float_x86(const void *src, float *dst, int64_t n)
     for (int64_t i = 0; i < n / INFERD_QK; i++)
         store_scaled32(dst + i * INFERD_QK, _mm256_loadu_si256((const __m256i *)b[i].qs),
                        _cvtsh_ss(b[i].d), 0.0f, 0);
+}
+
+/* ---- K-quants --------------------------------------------------------------- */
+
+/* The eight 6-bit scales and mins of a Q4_K/Q5_K super-block (layout in
+ * quant.h). */
+XI void k_scales_mins(const uint8_t p[INFERD_K_SCALE_BYTES], int16_t sc[8], int16_t m[8])
+{
+    for (int s = 0; s < 4; s++) {
+        sc[s] = (int16_t)(p[s] & 63);
+        m[s] = (int16_t)(p[s + 4] & 63);
+        sc[s + 4] = (int16_t)((p[s + 8] & 15) | (p[s] >> 6) << 4);
+        m[s + 4] = (int16_t)((p[s + 8] >> 4) | (p[s + 4] >> 6) << 4);
+    }
 }
 
 /* ---- block format descriptions (byte offsets inside a block) ------------ */

@@ -31,7 +31,8 @@ static const dtype_row known_types[] = {
     {3, "Q4_1", 32, 20},    {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},
     {8, "Q8_0", 32, 34},    {9, "Q8_1", 32, 36},    {10, "Q2_K", 256, 84},
     {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
-    {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {24, "I8", 1, 1},
+    {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {20, "IQ4_NL", 32, 18},
+    {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1},
     {25, "I16", 1, 2},      {26, "I32", 1, 4},      {27, "I64", 1, 8},
     {28, "F64", 1, 8},      {30, "BF16", 1, 2},
 };
@@ -83,7 +84,7 @@ static void test_dtype_unknown_ids(void **state)
         assert_null(inferd_dtype_get(far[i]));
         assert_string_equal(inferd_dtype_name(far[i]), "unknown");
     }
-    const uint32_t named[] = {4, 5, 16, 19, 23, 29, 31, 39};
+    const uint32_t named[] = {4, 5, 16, 19, 22, 29, 31, 39};
     for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++)
         assert_null(inferd_dtype_get(named[i]));
 }

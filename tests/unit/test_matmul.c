@@ -22,8 +22,10 @@
 #include "inferd/quant.h"
 
 static const uint32_t weight_types[] = {
-    INFERD_DTYPE_F32, INFERD_DTYPE_F16, INFERD_DTYPE_BF16, INFERD_DTYPE_Q4_0,
+    INFERD_DTYPE_F32,  INFERD_DTYPE_F16,  INFERD_DTYPE_BF16, INFERD_DTYPE_Q4_0,
     INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q5_0, INFERD_DTYPE_Q5_1, INFERD_DTYPE_Q8_0,
+    INFERD_DTYPE_Q4_K, INFERD_DTYPE_Q5_K, INFERD_DTYPE_Q6_K, INFERD_DTYPE_Q2_K,
+    INFERD_DTYPE_Q3_K, INFERD_DTYPE_IQ4_NL, INFERD_DTYPE_IQ4_XS,
 };
 #define N_WTYPES (sizeof(weight_types) / sizeof(weight_types[0]))
 
@@ -47,6 +49,11 @@ static void fill(float *x, int64_t n)
 static int is_block(uint32_t t)
 {
     return inferd_dtype_get(t)->block_size > 1;
+}
+
+static int64_t block_size(uint32_t t)
+{
+    return inferd_dtype_get(t)->block_size;
 }
 
 /* Weights of n_rows x n_cols of type t, quantized from random floats. */
@@ -114,7 +121,9 @@ static void test_matmul_bitwise_equal_to_vec_dot(void **state)
     rng_state = 21;
     for (size_t ti = 0; ti < N_WTYPES; ti++) {
         const uint32_t t = weight_types[ti];
-        const int64_t col_cases[2] = {is_block(t) ? 9 * 32 : 77, is_block(t) ? 32 : 8};
+        const int64_t bs = block_size(t);
+        const int64_t col_cases[2] = {is_block(t) ? (bs > 32 ? 5 : 9) * bs : 77,
+                                      is_block(t) ? bs : 8};
         for (int cc = 0; cc < 2; cc++) {
             const int64_t n_cols = col_cases[cc], n_rows = 37, max_tok = 9;
             void *w = make_weights(t, n_rows, n_cols);
@@ -156,9 +165,10 @@ static void test_matmul_strided_leaves_padding(void **state)
     inferd_pool *pool;
     assert_int_equal(inferd_pool_create(2, &pool, NULL), 0);
     rng_state = 22;
-    const int64_t n_rows = 19, n_cols = 64, n_tok = 5, xs = 70, ys = 23;
+    const int64_t n_rows = 19, n_tok = 5, ys = 23;
     for (size_t ti = 0; ti < N_WTYPES; ti++) {
         const uint32_t t = weight_types[ti];
+        const int64_t n_cols = block_size(t) > 64 ? block_size(t) : 64, xs = n_cols + 6;
         void *w = make_weights(t, n_rows, n_cols);
         float *x = inferd_malloc((size_t)(xs * n_tok) * sizeof(float));
         float *y = inferd_malloc((size_t)(ys * n_tok) * sizeof(float));
@@ -225,13 +235,14 @@ static void test_matmul_many_tokens_chunked(void **state)
     inferd_pool *pool;
     assert_int_equal(inferd_pool_create(2, &pool, NULL), 0);
     rng_state = 24;
-    const uint32_t types[3] = {INFERD_DTYPE_F32, INFERD_DTYPE_Q8_0, INFERD_DTYPE_Q4_0};
+    const uint32_t types[5] = {INFERD_DTYPE_F32, INFERD_DTYPE_Q8_0, INFERD_DTYPE_Q4_0,
+                               INFERD_DTYPE_Q4_K, INFERD_DTYPE_Q6_K};
     const int64_t n_rows = 21, n_cols = 8192, n_tok = 131;
     float *x = inferd_malloc((size_t)(n_cols * n_tok) * sizeof(float));
     float *y = inferd_malloc((size_t)(n_rows * n_tok) * sizeof(float));
     float *ref = inferd_malloc((size_t)(n_rows * n_tok) * sizeof(float));
     fill(x, n_cols * n_tok);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         void *w = make_weights(types[i], n_rows, n_cols);
         void *work = work_alloc(inferd_matmul_work_size(types[i], n_cols, n_tok));
         reference(types[i], w, n_rows, n_cols, x, n_cols, n_tok, ref, n_rows);
@@ -246,6 +257,96 @@ static void test_matmul_many_tokens_chunked(void **state)
     inferd_pool_destroy(pool);
 }
 
+/*
+ * A Q4_K_M-style layer: Q4_K and Q6_K matrices (Q8_K activations) next to
+ * Q5_0 and Q8_0 ones (Q8_0 activations, as panels from 8 or 32 tokens on
+ * AVX-512) in one inferd_matmul_multi, x converted once per vec_dot_type,
+ * for 1, 6 and 40 tokens; then Q4_K and Q6_K matrices of 4864 columns
+ * (Qwen2-0.5B's ffn_down) alone for 1..18 tokens. Every output equals the
+ * per-element reference bit for bit, with 1 or 2 threads.
+ */
+static void test_matmul_k_quants_mixed_and_threads(void **state)
+{
+    (void)state;
+    inferd_pool *pools[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(inferd_pool_create(i + 1, &pools[i], NULL), 0);
+    rng_state = 25;
+    const uint32_t types[4] = {INFERD_DTYPE_Q4_K, INFERD_DTYPE_Q5_0, INFERD_DTYPE_Q6_K,
+                               INFERD_DTYPE_Q8_0};
+    const int64_t rows[4] = {53, 20, 17, 48};
+    const int64_t n_cols = 512, max_tok = 40;
+    inferd_matmul_op ops[4];
+    void *ws[4];
+    float *ys[4], *refs[4];
+    float *x = inferd_malloc((size_t)(n_cols * max_tok) * sizeof(float));
+    fill(x, n_cols * max_tok);
+    for (int i = 0; i < 4; i++) {
+        ws[i] = make_weights(types[i], rows[i], n_cols);
+        ys[i] = inferd_malloc((size_t)(rows[i] * max_tok) * sizeof(float));
+        refs[i] = inferd_malloc((size_t)(rows[i] * max_tok) * sizeof(float));
+        reference(types[i], ws[i], rows[i], n_cols, x, n_cols, max_tok, refs[i], rows[i]);
+        ops[i] = (inferd_matmul_op){.w_type = types[i], .w = ws[i], .n_rows = rows[i],
+                                    .y = ys[i], .y_stride = rows[i]};
+    }
+    /* One Q8_K copy (2 * 292 bytes, padded to 640) and one Q8_0 copy (16 *
+     * 34, padded to 576) per token while the rows layout is used. */
+    assert_int_equal(inferd_matmul_multi_work_size(ops, 4, n_cols, 6), (size_t)6 * (640 + 576));
+    void *work = work_alloc(inferd_matmul_multi_work_size(ops, 4, n_cols, max_tok));
+    static const int64_t tok_cases[3] = {1, 6, 40};
+    for (int c = 0; c < 3; c++) {
+        const int64_t n_tok = tok_cases[c];
+        const inferd_order order = n_tok > 1 ? INFERD_ORDER_PREFILL : INFERD_ORDER_DECODE;
+        for (int p = 0; p < 2; p++) {
+            for (int i = 0; i < 4; i++)
+                memset(ys[i], 0xff, (size_t)(rows[i] * max_tok) * sizeof(float));
+            inferd_matmul_multi(pools[p], ops, 4, n_cols, x, n_cols, n_tok, order, work);
+            for (int i = 0; i < 4; i++) {
+                char what[96];
+                snprintf(what, sizeof(what), "multi %s, %lld tokens, %d threads",
+                         inferd_dtype_name(types[i]), (long long)n_tok, p + 1);
+                assert_bits_equal(ys[i], refs[i], rows[i] * n_tok, what);
+            }
+        }
+    }
+    inferd_free(work);
+    for (int i = 0; i < 4; i++) {
+        inferd_free(ws[i]);
+        inferd_free(ys[i]);
+        inferd_free(refs[i]);
+    }
+    inferd_free(x);
+
+    const int64_t big_cols = 4864, big_rows = 100, big_tok = 18;
+    float *bx = inferd_malloc((size_t)(big_cols * big_tok) * sizeof(float));
+    float *ref = inferd_malloc((size_t)(big_rows * big_tok) * sizeof(float));
+    float *y = inferd_malloc((size_t)(big_rows * big_tok) * sizeof(float));
+    fill(bx, big_cols * big_tok);
+    for (int i = 0; i < 4; i += 2) {
+        void *w = make_weights(types[i], big_rows, big_cols);
+        void *bwork = work_alloc(inferd_matmul_work_size(types[i], big_cols, big_tok));
+        reference(types[i], w, big_rows, big_cols, bx, big_cols, big_tok, ref, big_rows);
+        for (int64_t nt = 1; nt <= big_tok; nt++) {
+            for (int p = 0; p < 2; p++) {
+                char what[96];
+                memset(y, 0xff, (size_t)(big_rows * big_tok) * sizeof(float));
+                inferd_matmul(pools[p], types[i], w, big_rows, big_cols, bx, nt, y,
+                              nt > 1 ? INFERD_ORDER_PREFILL : INFERD_ORDER_DECODE, bwork);
+                snprintf(what, sizeof(what), "%s 4864 cols, %lld tokens, %d threads",
+                         inferd_dtype_name(types[i]), (long long)nt, p + 1);
+                assert_bits_equal(y, ref, big_rows * nt, what);
+            }
+        }
+        inferd_free(bwork);
+        inferd_free(w);
+    }
+    inferd_free(bx);
+    inferd_free(ref);
+    inferd_free(y);
+    for (int i = 0; i < 2; i++)
+        inferd_pool_destroy(pools[i]);
+}
+
 static void test_matmul_work_size(void **state)
 {
     (void)state;
@@ -256,13 +357,23 @@ static void test_matmul_work_size(void **state)
     assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q5_1, 96, 2), 2 * 128);
     assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_F16, 3, 1), 64);
     assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q4_0, 33, 1), 0);
-    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q4_K, 256, 1), 0);
+    /* Q8_K activations: 292 bytes a super-block, rows padded to 64 bytes. */
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q4_K, 256, 1), 320);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q6_K, 4864, 3), 3 * 5568);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q5_K, 11008, 2), 2 * 12608);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q4_K, 288, 1), 0);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q2_K, 256, 1), 320);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_IQ4_XS, 4864, 3), 3 * 5568);
+    /* IQ4_NL: Q8_0 activations, 34 bytes a block of 32. */
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_IQ4_NL, 2048, 3), 3 * 2176);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_IQ4_NL, 33, 1), 0);
     assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q8_1, 256, 1), 0);
+    assert_int_equal(inferd_matmul_work_size(INFERD_DTYPE_Q8_K, 256, 1), 0);
     /* A buffer sized for n tokens serves any call with fewer (the layout
      * switches to panels for prompts on some ISAs). */
-    const uint32_t types[4] = {INFERD_DTYPE_Q4_0, INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q8_0,
-                               INFERD_DTYPE_F16};
-    for (int i = 0; i < 4; i++)
+    const uint32_t types[5] = {INFERD_DTYPE_Q4_0, INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q8_0,
+                               INFERD_DTYPE_F16, INFERD_DTYPE_Q4_K};
+    for (int i = 0; i < 5; i++)
         for (int64_t n = 2; n <= 70; n++)
             assert_true(inferd_matmul_work_size(types[i], 2048, n) >=
                         inferd_matmul_work_size(types[i], 2048, n - 1));
@@ -303,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_matmul_strided_leaves_padding),
         cmocka_unit_test(test_matmul_multi_equals_single),
         cmocka_unit_test(test_matmul_many_tokens_chunked),
+        cmocka_unit_test(test_matmul_k_quants_mixed_and_threads),
         cmocka_unit_test(test_matmul_work_size),
         cmocka_unit_test(test_matmul_zero_tokens_or_rows),
     };
