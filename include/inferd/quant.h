@@ -46,11 +46,12 @@
  * Q8_1, rounded as ggml-cpu's x86 quantize_row_q8_0/q8_1; Q4_K/Q5_K/Q6_K ->
  * Q8_K, rounded as ggml's quantize_row_q8_K_ref, which ggml-cpu uses on x86)
  * and the dot product runs between the weight row and that row. For the
- * block formats it is ggml's reference formula sum_b dw*da*isum_b (+ mw*sa),
- * with exact integer block sums and one fused multiply-add per block in
- * block order; for the K-quants ggml-cpu's AVX2 order (which llama.cpp
- * also runs on AVX-512 machines): eight lanes of exact integer sums, one fma
- * per lane and super-block, then ggml's 8-lane reduction.
+ * block formats and the K-quants it is ggml-cpu's AVX2 order (which
+ * llama.cpp also runs on AVX-512 machines): eight lanes of exact integer
+ * sums (lane l: elements 4l..4l+3 of each 32-element block or piece), one
+ * fused multiply-add per lane and block (or super-block) in block order,
+ * then ggml's 8-lane reduction; Q4_1/Q5_1 add mw*sa per block by one more
+ * fma.
  * Every ISA, and every tile of inferd_matmul, gives the same bits: the
  * order of operations is fixed in src/engine/quant_impl.h.
  */

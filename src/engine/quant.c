@@ -79,30 +79,41 @@ typedef struct wblock {
 
 typedef void (*unpack_fn)(const void *row, int64_t b, wblock *out);
 
-/* The canonical dot product of a block-format row with a Q8_0 row, or a
- * Q8_1 row when has_m (then summs adds m * s per block). */
+/* ggml's hsum_float_8: ((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7)). */
+static float hsum8(const float x[8])
+{
+    return ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]));
+}
+
+/* The canonical dot product (quant_impl.h) of a block-format row with a
+ * Q8_0 row, or a Q8_1 row when has_m (then summs adds m * s per block):
+ * eight lanes of four consecutive elements, one fma per lane and block. */
 static float block_dot(int64_t n, const void *w, const void *a, unpack_fn unpack,
                        int has_m)
 {
     const size_t abytes = has_m ? sizeof(inferd_block_q8_1) : sizeof(inferd_block_q8_0);
     const size_t aqs = has_m ? offsetof(inferd_block_q8_1, qs) : offsetof(inferd_block_q8_0, qs);
-    float acc = 0.0f, summs = 0.0f;
+    float acc[8] = {0}, summs = 0.0f;
 
     for (int64_t b = 0; b < n / QK; b++) {
         const uint8_t *ab = (const uint8_t *)a + (size_t)b * abytes;
         const int8_t *qa = (const int8_t *)(ab + aqs);
         uint16_t h[2];
         wblock wb;
-        int32_t isum = 0;
         memcpy(h, ab, sizeof(h));
         unpack(w, b, &wb);
-        for (int j = 0; j < QK; j++)
-            isum += wb.q[j] * qa[j];
-        acc = fmaf(wb.d * inferd_f16_to_f32(h[0]), (float)isum, acc);
+        /* Two f16 values: the product is exact in f32. */
+        const float d = wb.d * inferd_f16_to_f32(h[0]);
+        for (int l = 0; l < 8; l++) {
+            int32_t isum = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++)
+                isum += wb.q[j] * qa[j];
+            acc[l] = fmaf(d, (float)isum, acc[l]);
+        }
         if (has_m)
-            summs = summs + wb.m * inferd_f16_to_f32(h[1]);
+            summs = fmaf(wb.m, inferd_f16_to_f32(h[1]), summs);
     }
-    return has_m ? acc + summs : acc;
+    return has_m ? hsum8(acc) + summs : hsum8(acc);
 }
 
 /* ---- F32 / F16 / BF16 --------------------------------------------------- */

@@ -1,9 +1,10 @@
 /* AVX2 + FMA + F16C kernels (compiled with those flags, called only when
  * cpuid reports them). Float types: the 16 canonical lanes of quant_impl.h
  * live in two ymm accumulators per output (lanes 0-7 and 8-15). Block
- * formats: maddubs (u8 x s8 -> i16 pairs, exact here) and madd give exact
- * block sums, with one weight row per ymm lane in the tiles. Results equal
- * the scalar reference bit for bit. Thread: any (no state). */
+ * formats: ggml-cpu's AVX2 arithmetic, maddubs (u8 x s8 -> i16 pairs, exact
+ * here) and madd give the eight exact lane sums of a block, one ymm of f32
+ * lanes per output takes them by one fma. Results equal the scalar
+ * reference bit for bit. Thread: any (no state). */
 #include "quant_x86.h"
 
 /* Float tile shapes: rows x tokens for prompts, rows for a single token.
@@ -66,11 +67,15 @@ FLOAT_KERNELS(bf16, FK_BF16, F_MR, F_MT, F_MR1)
 
 /* ---- block formats -------------------------------------------------------- */
 
-/* Rows per tile of the block formats: one per ymm lane. */
-#define Q_RL 8
+/* Tile shapes of the block formats: rows x tokens for prompts, rows for a
+ * single token. Each (row, token) output keeps one ymm: its eight lanes. */
+#define Q_MR 2
+#define Q_MT 2
+#define Q_MR1 4
 
 /* The exact integer products of a weight block y (wblock32) with activation
- * quants x, summed by four consecutive elements into 8 i32 lanes. cx is
+ * quants x, summed by four consecutive elements into 8 i32 lanes: lane l
+ * holds elements 4l..4l+3, the canonical lanes of quant_impl.h. cx is
  * off * x summed in pairs (maddubs), subtracted in i16 where exact. */
 XI __m256i block_lanes(const int k, __m256i y, __m256i x, __m256i cx)
 {
@@ -95,111 +100,108 @@ XI __m256i off_pairs(const int k, __m256i x)
                      : _mm256_setzero_si256();
 }
 
-/* One output: the canonical block chain. */
+/* One output in the canonical order: per block, its eight lane sums into
+ * eight f32 lanes by one fma each, d = dw * da (exact); then hsum8. */
 XI float qdot1(const int k, int64_t n, const void *w, const void *a)
 {
-    const size_t wbs = qk_wbytes(k), abs_ = qk_abytes(k), aqs = qk_aqs(k);
-    float acc = 0.0f, summs = 0.0f;
+    const size_t wbytes = qk_wbytes(k), abytes = qk_abytes(k), aqs = qk_aqs(k);
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
     for (int64_t b = 0; b < n / INFERD_QK; b++) {
-        const uint8_t *wb = (const uint8_t *)w + (size_t)b * wbs;
-        const uint8_t *ab = (const uint8_t *)a + (size_t)b * abs_;
+        const uint8_t *wb = (const uint8_t *)w + (size_t)b * wbytes;
+        const uint8_t *ab = (const uint8_t *)a + (size_t)b * abytes;
         const __m256i x = _mm256_loadu_si256((const __m256i *)(ab + aqs));
-        const int32_t isum = hsum_i32x8(block_lanes(k, wblock32(k, wb), x, off_pairs(k, x)));
-        acc = fmaf(f16_scalar(wb) * f16_scalar(ab), (float)isum, acc);
+        const __m256i lanes = block_lanes(k, wblock32(k, wb), x, off_pairs(k, x));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_scalar(wb) * f16_scalar(ab)),
+                              _mm256_cvtepi32_ps(lanes), acc);
         if (qk_has_m(k))
-            summs = summs + f16_scalar(wb + 2) * f16_scalar(ab + 2);
+            summs = fmaf(f16_scalar(wb + 2), f16_scalar(ab + 2), summs);
     }
-    return qk_has_m(k) ? acc + summs : acc;
-}
-
-/* Sums of the 8 lanes of each v[r], as lane r. */
-XI __m256i reduce_8x8(const __m256i v[8])
-{
-    const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
-    const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
-    const __m256i lo = _mm256_hadd_epi32(h01, h23), hi = _mm256_hadd_epi32(h45, h67);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20),
-                            _mm256_permute2x128_si256(lo, hi, 0x31));
-}
-
-/* The low 16 bits (hi16 = 0) or high 16 bits of each i32 lane as f16 -> f32. */
-XI __m256 half_lanes_to_f32(__m256i g, const int hi16)
-{
-    const __m256i sel = hi16
-        ? _mm256_setr_epi8(2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1,
-                           2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1)
-        : _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
-                           0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
-    const __m256i p = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(g, sel), 0x08);
-    return _mm256_cvtph_ps(_mm256_castsi256_si128(p));
+    return qk_has_m(k) ? hsum8(acc) + summs : hsum8(acc);
 }
 
 /*
- * nr (<= 8) rows, one per lane, by NT (<= 4) tokens, nb blocks: per block,
- * the 8 rows' lane sums reduced to one exact i32 per row, then one fma per
- * row and token in the canonical chain. Spare lanes repeat the last row.
+ * NR rows by NT tokens, nb blocks, each output in qdot1's order: every
+ * weight block is unpacked once for the NT tokens, every activation block
+ * once for the NR rows.
  */
-XI void gtile(const int k, const int NT, int64_t nb, const char *w, size_t ws, int nr,
-              const char *a, size_t as, float *out, size_t os)
+XI void block_tile(const int k, const int NR, const int NT, int64_t nb, const char *w,
+                   size_t ws, const char *a, size_t as, float *out, size_t os)
 {
-    const size_t wbs = qk_wbytes(k), abs_ = qk_abytes(k), aqs = qk_aqs(k);
+    const size_t wbytes = qk_wbytes(k), abytes = qk_abytes(k), aqs = qk_aqs(k);
     const int has_m = qk_has_m(k);
-    const uint8_t *rp[Q_RL];
-    int32_t offs[Q_RL];
-    for (int r = 0; r < Q_RL; r++) {
-        const int rr = r < nr ? r : nr - 1;
-        rp[r] = (const uint8_t *)w + (size_t)rr * ws;
-        offs[r] = (int32_t)((size_t)rr * ws);
-    }
-    const __m256i gidx = _mm256_loadu_si256((const __m256i *)offs);
-    __m256 acc[4], summs[4];
+    __m256 acc[TILE_R_MAX][TILE_T_MAX];
+    float summs[TILE_R_MAX][TILE_T_MAX];
     UNROLL
-    for (int t = 0; t < NT; t++)
-        acc[t] = summs[t] = _mm256_setzero_ps();
-
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i y[Q_RL];
-        /* One token streams the weights: fetch the next tile's rows into L2,
-         * every 64 bytes of progress. */
-        UNROLL
-        for (int r = 0; r < Q_RL; r++) {
-            y[r] = wblock32(k, rp[r] + (size_t)b * wbs);
-            if (NT == 1 && b % (int64_t)(64 / wbs) == 0)
-                _mm_prefetch((const char *)rp[r] + Q_RL * ws + (size_t)b * wbs, _MM_HINT_T1);
-        }
-        const __m256i g = _mm256_i32gather_epi32((const int *)(w + (size_t)b * wbs), gidx, 1);
-        const __m256 dw = half_lanes_to_f32(g, 0);
-        const __m256 mw = has_m ? half_lanes_to_f32(g, 1) : _mm256_setzero_ps();
+    for (int r = 0; r < NR; r++)
         UNROLL
         for (int t = 0; t < NT; t++) {
-            const uint8_t *ab = (const uint8_t *)a + (size_t)t * as + (size_t)b * abs_;
+            acc[r][t] = _mm256_setzero_ps();
+            summs[r][t] = 0.0f;
+        }
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i y[TILE_R_MAX];
+        float dw[TILE_R_MAX], mw[TILE_R_MAX];
+        UNROLL
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *wb = (const uint8_t *)w + (size_t)r * ws + (size_t)b * wbytes;
+            y[r] = wblock32(k, wb);
+            dw[r] = f16_scalar(wb);
+            mw[r] = has_m ? f16_scalar(wb + 2) : 0.0f;
+            /* One token streams the weights: fetch the next tile's rows
+             * into L2, every 64 bytes of progress. */
+            if (NT == 1 && b % (int64_t)(64 / wbytes) == 0)
+                _mm_prefetch((const char *)wb + (size_t)NR * ws, _MM_HINT_T1);
+        }
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *ab = (const uint8_t *)a + (size_t)t * as + (size_t)b * abytes;
             const __m256i x = _mm256_loadu_si256((const __m256i *)(ab + aqs));
             const __m256i cx = off_pairs(k, x);
-            __m256i v[Q_RL];
+            const float da = f16_scalar(ab), sa = has_m ? f16_scalar(ab + 2) : 0.0f;
             UNROLL
-            for (int r = 0; r < Q_RL; r++)
-                v[r] = block_lanes(k, y[r], x, cx);
-            const __m256 f = _mm256_cvtepi32_ps(reduce_8x8(v));
-            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(f16_scalar(ab))), f, acc[t]);
-            if (has_m)
-                summs[t] = _mm256_add_ps(summs[t],
-                                         _mm256_mul_ps(mw, _mm256_set1_ps(f16_scalar(ab + 2))));
+            for (int r = 0; r < NR; r++) {
+                const __m256i lanes = block_lanes(k, y[r], x, cx);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * da),
+                                            _mm256_cvtepi32_ps(lanes), acc[r][t]);
+                if (has_m)
+                    summs[r][t] = fmaf(mw[r], sa, summs[r][t]);
+            }
         }
     }
     UNROLL
-    for (int t = 0; t < NT; t++) {
-        float tmp[Q_RL];
-        _mm256_storeu_ps(tmp, has_m ? _mm256_add_ps(acc[t], summs[t]) : acc[t]);
-        for (int r = 0; r < nr; r++)
-            out[(size_t)t * os + (size_t)r] = tmp[r];
-    }
+    for (int r = 0; r < NR; r++)
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            out[(size_t)t * os + (size_t)r] =
+                has_m ? hsum8(acc[r][t]) + summs[r][t] : hsum8(acc[r][t]);
 }
 
-QUANT_KERNELS(q4_0, QK_Q4_0, Q_RL)
-QUANT_KERNELS(q4_1, QK_Q4_1, Q_RL)
-QUANT_KERNELS(q5_0, QK_Q5_0, Q_RL)
-QUANT_KERNELS(q5_1, QK_Q5_1, Q_RL)
-QUANT_KERNELS(q8_0, QK_Q8_0, Q_RL)
+/* name_dot and name_mdot of block kind k (mdot: MDOT_DRIVER's tiles). */
+#define BLOCK_TILE_CALL(k, nr, nt, wp, ap, op)                                 \
+    block_tile(k, nr, nt, n / INFERD_QK, wp, w_stride, ap, a_stride, op, out_stride)
+#define BLOCK_KERNELS(name, k)                                                 \
+    static float name##_dot(int64_t n, const void *w, const void *a)           \
+    {                                                                          \
+        return qdot1(k, n, w, a);                                              \
+    }                                                                          \
+    static void name##_mdot(int64_t n, const void *w, size_t w_stride,         \
+                            int64_t n_rows, const void *a, size_t a_stride,    \
+                            int64_t n_toks, float *out, size_t out_stride)     \
+    {                                                                          \
+        MDOT_DRIVER(name##_TILE, Q_MR, Q_MT, Q_MR1);                           \
+    }
+#define q4_0_TILE(nr, nt, wp, ap, op) BLOCK_TILE_CALL(QK_Q4_0, nr, nt, wp, ap, op)
+#define q4_1_TILE(nr, nt, wp, ap, op) BLOCK_TILE_CALL(QK_Q4_1, nr, nt, wp, ap, op)
+#define q5_0_TILE(nr, nt, wp, ap, op) BLOCK_TILE_CALL(QK_Q5_0, nr, nt, wp, ap, op)
+#define q5_1_TILE(nr, nt, wp, ap, op) BLOCK_TILE_CALL(QK_Q5_1, nr, nt, wp, ap, op)
+#define q8_0_TILE(nr, nt, wp, ap, op) BLOCK_TILE_CALL(QK_Q8_0, nr, nt, wp, ap, op)
+
+BLOCK_KERNELS(q4_0, QK_Q4_0)
+BLOCK_KERNELS(q4_1, QK_Q4_1)
+BLOCK_KERNELS(q5_0, QK_Q5_0)
+BLOCK_KERNELS(q5_1, QK_Q5_1)
+BLOCK_KERNELS(q8_0, QK_Q8_0)
 
 /* Out-of-line copies of the shared converters for the table. */
 static void f16_to_float(const void *s, float *d, int64_t n) { f16_to_float_x86(s, d, n); }

@@ -9,14 +9,39 @@
  *    16; then v[l] = acc[l] + acc[l+8] (l < 8),
  *    r = ((v0+v4)+(v2+v6)) + ((v1+v5)+(v3+v7)) (ggml's hsum_float_8), and the
  *    n % 16 tail elements in order: r = fma(w, x, r).
- *  - Block formats: one f32 accumulator from +0; for each block b in order,
- *    acc = fma(dw_b * da_b, (float)isum_b, acc), where isum_b is the exact
- *    integer dot product of the block's quants (offset removed) with the
- *    activation's, and dw*da is exact in f32 (both are f16). Q4_1/Q5_1 also
- *    keep summs = summs + mw_b * sa_b (an exact product) in block order and
- *    return acc + summs. This is ggml's reference formula with the multiply-
- *    add fused; since the integer sums are exact, any way of computing them
- *    (lanes over elements, rows or tokens) gives the same result.
+ *  - Block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 rows against a Q8_0 or
+ *    Q8_1 row): ggml-cpu's AVX2 order (ggml_vec_dot_q*_q8_*), which
+ *    llama.cpp c392e5094 runs on AVX2 and AVX-512 machines alike for
+ *    generation, and which llamafile's tinyBLAS_Q0_AVX (its prompt GEMM
+ *    for Q8_0, Q5_0 and Q4_0) reproduces. Eight f32 lanes acc[0..7] from
+ *    +0 (Q4_1/Q5_1 also one summs from +0). For each block b in order,
+ *    with dw_b, da_b the f16 scales widened (mw_b the weight's minimum,
+ *    sa_b Q8_1's s):
+ *        d_b    = dw_b * da_b                    (exact: two f16 values)
+ *        isum_bl = sum_{j = 4l..4l+3} qw_j * qa_j (exact int32, l = 0..7)
+ *        acc[l] = fma(d_b, (float)isum_bl, acc[l])
+ *        summs  = fma(mw_b, sa_b, summs)          (Q4_1/Q5_1)
+ *    with qw_j element j of the weight block, offset removed (Q4_0: q - 8,
+ *    Q5_0: q - 16; element order as in quant.h: for the 4-bit formats the
+ *    low nibbles are elements 0..15, the high ones 16..31), qa_j the
+ *    activation's quant j. Result hsum8(acc) (+ summs for Q4_1/Q5_1) with
+ *    hsum8(x) = ((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7)) (ggml's
+ *    hsum_float_8). GCC fuses ggml's `summs += m * s` into one
+ *    vfmadd231ss (checked in c392e5094's libggml-cpu.so). The lane sums
+ *    are exact however they are formed (ggml: maddubs of |w| and sign(a, w)
+ *    and madd, or vpdpbusd; ours also vpdpbusd of unsigned weights from a
+ *    start of -offset * (lane sum of a), or of a + 128 against signed
+ *    weights from -128 * (lane sum of w)), so any vectorization over
+ *    elements, rows or tokens that keeps the eight lanes apart gives the
+ *    same bits; |isum_bl| <= 4 * 128 * 128 = 2^16.
+ *    Known difference: for Q4_0 matrices whose row count is a multiple of
+ *    8, c392e5094 on an AVX2 or AVX-512 machine repacks the weights at
+ *    load (ggml-cpu-aarch64.cpp, q4_0_8x8_q8_0: its "CPU_AARCH64" buffer
+ *    type is used on x86 too) and its ggml_gemv/gemm_q4_0_8x8_q8_0 kernels
+ *    then sum one row per lane, one fma per block of the whole block sum:
+ *    acc = fma((float)isum_b, dw_b * da_b, acc), the order inferd used
+ *    before for all the block formats. Q4_0 keeps the lane order here for
+ *    uniformity, so Q4_0 files can differ from llama.cpp in the last bits.
  *  - K-quants (Q4_K, Q5_K, Q6_K rows against a Q8_K row): ggml-cpu's AVX2
  *    order, which llama.cpp runs on AVX2 and AVX-512 machines alike, for
  *    prompts and generation. Eight f32 lanes acc[0..7] from +0 (Q4_K also
@@ -195,12 +220,12 @@ INFERD__K2_DECL(_avx512)
  * Panels: activations of up to `lanes` tokens interleaved so that one vector
  * lane holds one token, for the block formats. For each block b of the row,
  * a panel holds (bytes from the block's start, P = lanes):
- *     0        int8  q[8][P][4]   q[g][t][j] = quant 4g+j of token t
+ *     0        uint8 q[8][P][4]   q[g][t][j] = quant 4g+j of token t, + 128
  *     32P      f32   d[P]         the token's block scale (f16 widened)
- *     36P      i32   sum[P]       sum of the token's 32 quants
- *     40P      f32   s[P]         Q8_1's s (f16 widened), 0 for Q8_0
- * so a block takes 44P bytes. Missing tokens (a last panel with fewer than
- * P) are zero.
+ *     36P      f32   s[P]         Q8_1's s (f16 widened), 0 for Q8_0
+ * so a block takes 40P bytes; q[g] is the canonical lane g of the P tokens.
+ * Missing tokens (a last panel with fewer than P) have quants 0 (stored as
+ * 128), d = 0 and s = 0.
  */
 typedef struct inferd__panel_kernels {
     int lanes;             /* P: tokens per panel */
@@ -218,7 +243,7 @@ typedef struct inferd__panel_kernels {
 /** Bytes of one panel of @p lanes tokens over @p n elements. */
 static inline size_t inferd__panel_bytes(int lanes, int64_t n)
 {
-    return (size_t)(n / 32) * 44u * (size_t)lanes;
+    return (size_t)(n / 32) * 40u * (size_t)lanes;
 }
 
 /** Panel kernels of @p type for the ISA inferd_cpu_isa() picks, or NULL

@@ -378,7 +378,7 @@ typedef struct tile_header {
      * scale_pair_index): Q4_K/Q5_K (sc_2c, sc_2c+1) for c < 4; Q6_K
      * (sc_s, sc_s+4) for s = 0..3, 8..11. */
     __m512i scale_pair[8];
-    __m512i min_pair[8];  /* Q4_K/Q5_K: (m_s, m_s), against (bsums[2s], [2s + 1]) */
+    __m512i min_pair[4];  /* Q4_K/Q5_K: (m_2p, m_2p+1), against (q8s_2p, q8s_2p+1) */
     __m512 d, dmin;       /* dmin 0 for Q6_K */
 } tile_header;
 
@@ -414,7 +414,7 @@ XI __m512i pack_pair_high(__m512i lo, __m512i hi)
 /* Header of the Q4_K / Q5_K super-block at byte @p off of the 16 rows. */
 XI void tile_header_q45(const uint8_t *const rp[TILE_ROWS], size_t off, tile_header *th)
 {
-    __m512i h[4], sc[8];
+    __m512i h[4], sc[8], m[8];
     /* Dwords: (d, dmin), scales[0..3], scales[4..7], scales[8..11]. */
     rows16_dwords4(rp, off, h);
     th->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h[0]));
@@ -423,19 +423,18 @@ XI void tile_header_q45(const uint8_t *const rp[TILE_ROWS], size_t off, tile_hea
     const __m512i top = _mm512_set1_epi32(0x30);
     UNROLL
     for (int s = 0; s < 4; s++) {
-        const __m512i m = _mm512_and_si512(_mm512_srli_epi32(h[2], 8 * s), six);
-        const __m512i m4 = _mm512_or_si512(
-            _mm512_and_si512(_mm512_srli_epi32(h[3], 8 * s + 4), four),
-            _mm512_and_si512(_mm512_srli_epi32(h[2], 8 * s + 2), top));
+        m[s] = _mm512_and_si512(_mm512_srli_epi32(h[2], 8 * s), six);
+        m[s + 4] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(h[3], 8 * s + 4), four),
+                                   _mm512_and_si512(_mm512_srli_epi32(h[2], 8 * s + 2), top));
         sc[s] = _mm512_and_si512(_mm512_srli_epi32(h[1], 8 * s), six);
         sc[s + 4] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(h[3], 8 * s), four),
                                     _mm512_and_si512(_mm512_srli_epi32(h[1], 8 * s + 2), top));
-        th->min_pair[s] = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
-        th->min_pair[s + 4] = _mm512_or_si512(m4, _mm512_slli_epi32(m4, 16));
     }
     UNROLL
-    for (int c = 0; c < 4; c++)
+    for (int c = 0; c < 4; c++) {
         th->scale_pair[c] = pack_pair(sc[2 * c], sc[2 * c + 1]);
+        th->min_pair[c] = pack_pair(m[2 * c], m[2 * c + 1]);
+    }
 }
 
 /* Header of the Q6_K super-block at byte @p off of the 16 rows. */
@@ -563,6 +562,16 @@ XI int scale_pair_index(const int kind, int k)
     return kind == KQ_Q6 ? 4 * (k / 16) + (k % 16) / 4 : k / 8;
 }
 
+/* q8s_s = bsums[2s] + bsums[2s + 1] of a token's Q8_K block, the sum of
+ * sub-block s's quants (|q8s| <= 4096: exact in i16), as the i16 pairs
+ * (q8s_2p, q8s_2p+1), p < 4. */
+XI void q8s_pairs(const uint8_t *ab, int32_t out[4])
+{
+    const __m256i bs = load32(ab + Q8K_BSUMS);
+    _mm_storeu_si128((__m128i *)out, _mm_hadd_epi16(_mm256_castsi256_si128(bs),
+                                                     _mm256_extracti128_si256(bs, 1)));
+}
+
 /* Source words of the arranged activation (vpermw / vpermt2w indices):
  * output dwords 2m, 2m + 1 of transposed dword k are words 2m, 16 + 2m
  * and 2m + 1, 17 + 2m of chunk c's 64 bytes for Q4_K/Q5_K (k = 8c + m);
@@ -588,11 +597,14 @@ static const _Alignas(64) uint16_t act_words_q6[2][32] = {
  * of transposed dword k's two groups; for Q6_K the quants + 128, unsigned. */
 typedef struct tile_act {
     _Alignas(64) uint8_t x[QK_K];
+    int32_t q8s[4];     /* Q4_K/Q5_K: q8s_pairs */
 } tile_act;
 
 XI void tile_act_load(const int kind, const uint8_t *ab, tile_act *ta)
 {
     const uint8_t *qs = ab + Q8K_QS;
+    if (kind != KQ_Q6)
+        q8s_pairs(ab, ta->q8s);
     const __m512i idx_q45 = _mm512_load_si512(act_words_q45);
     const __m512i idx_q6[2] = {_mm512_load_si512(act_words_q6[0]),
                                _mm512_load_si512(act_words_q6[1])};
@@ -634,20 +646,18 @@ XI __m512i dword_step(const int kind, int k, __m512i sumi, const __m512i q2[2],
 }
 
 /* The min terms of a super-block for one token (rows in lanes): prod_p by
- * two vpdpwssd of (m_s, m_s) against the bsums pairs; dmin = (-da) * dminw
- * is the negated rounded product, so fnmadd(da * dminw, x, acc) is
- * fma(dmin, x, acc). */
-XI void block_mins(const int kind, const tile_header *th, const uint8_t *ab, __m512 acc_m[4])
+ * one vpdpwssd of (m_2p, m_2p+1) against (q8s_2p, q8s_2p+1); dmin =
+ * (-da) * dminw is the negated rounded product, so fnmadd(da * dminw, x,
+ * acc) is fma(dmin, x, acc). */
+XI void block_mins(const int kind, const tile_header *th, float da, const int32_t q8s[4],
+                   __m512 acc_m[4])
 {
-    const __m512 dmin = _mm512_mul_ps(_mm512_set1_ps(q8k_d(ab)), th->dmin);
+    const __m512 dmin = _mm512_mul_ps(_mm512_set1_ps(da), th->dmin);
     __m512i prod[4];
     UNROLL
-    for (int p = 0; p < 4; p++) {
-        prod[p] = _mm512_dpwssd_epi32(_mm512_setzero_si512(), th->min_pair[2 * p],
-                                      bcast32(ab + Q8K_BSUMS + 8 * (size_t)p));
-        prod[p] = _mm512_dpwssd_epi32(prod[p], th->min_pair[2 * p + 1],
-                                      bcast32(ab + Q8K_BSUMS + 8 * (size_t)p + 4));
-    }
+    for (int p = 0; p < 4; p++)
+        prod[p] = _mm512_dpwssd_epi32(_mm512_setzero_si512(), th->min_pair[p],
+                                      _mm512_set1_epi32(q8s[p]));
     if (kind == KQ_Q4) {
         UNROLL
         for (int p = 0; p < 4; p++)
@@ -705,11 +715,18 @@ XI void tile_prep(const int kind, const uint8_t *const rp[TILE_ROWS], size_t off
  * super-block and token, lane k's sum over transposed dwords 8c + k
  * (c < 4), its fma with d = da * dw, and the min terms. @p a[t] points at
  * token t's Q8_K block of the first prepared super-block; its running sums
- * are sums[t].
+ * are sums[t], which start at +0 when @p first (the row's first super-block).
  */
 XI void tile_pass(const int kind, const int NT, const tile_block *tb, int n_blocks,
-                  const uint8_t *const a[], tile_sums *sums)
+                  const uint8_t *const a[], tile_sums *sums, int first)
 {
+    if (first) {
+        UNROLL
+        for (int t = 0; t < NT; t++)
+            UNROLL
+            for (int p = 0; p < 4; p++)
+                sums[t].acc_m[p] = _mm512_setzero_ps();
+    }
     tile_act ta[TILE_TOKENS];
     for (int bb = 0; bb < n_blocks; bb++) {
         const tile_block *blk = &tb[bb];
@@ -736,13 +753,15 @@ XI void tile_pass(const int kind, const int NT, const tile_block *tb, int n_bloc
             }
             UNROLL
             for (int t = 0; t < NT; t++)
-                sums[t].acc[k] = _mm512_fmadd_ps(dv[t], _mm512_cvtepi32_ps(sumi[t]), sums[t].acc[k]);
+                sums[t].acc[k] = _mm512_fmadd_ps(dv[t], _mm512_cvtepi32_ps(sumi[t]),
+                                                 first && bb == 0 ? _mm512_setzero_ps()
+                                                                  : sums[t].acc[k]);
         }
         if (kind == KQ_Q6)
             continue;
         UNROLL
         for (int t = 0; t < NT; t++)
-            block_mins(kind, &blk->hdr, ab[t], sums[t].acc_m);
+            block_mins(kind, &blk->hdr, q8k_d(ab[t]), ta[t].q8s, sums[t].acc_m);
     }
 }
 
@@ -889,8 +908,11 @@ XI void tile_one_token(const int kind, const uint8_t *const rp[TILE_ROWS], size_
                 _mm512_add_epi32(pair_idx, _mm512_set1_epi32(2 * j)), _mm512_load_ps(d));
             s.acc[j] = _mm512_fmadd_ps(dj, _mm512_cvtepi32_ps(f), s.acc[j]);
         }
-        if (kind != KQ_Q6)
-            block_mins(kind, &th, ab, s.acc_m);
+        if (kind != KQ_Q6) {
+            int32_t q8s[4];
+            q8s_pairs(ab, q8s);
+            block_mins(kind, &th, q8k_d(ab), q8s, s.acc_m);
+        }
     }
     finish_pairs(kind, s.acc, s.acc_m, out, live);
 }
@@ -922,7 +944,6 @@ XI void k_mdot(const int kind, int64_t n, const void *w, size_t w_stride, int64_
         }
         for (int64_t c0 = 0; c0 < n_toks; c0 += CHUNK_TOKENS) {
             const int nc = n_toks - c0 < CHUNK_TOKENS ? (int)(n_toks - c0) : CHUNK_TOKENS;
-            memset(sums, 0, (size_t)nc * sizeof(sums[0]));
             for (int64_t b0 = 0; b0 < nb; b0 += TILE_BLOCKS) {
                 const int cb = nb - b0 < TILE_BLOCKS ? (int)(nb - b0) : TILE_BLOCKS;
                 for (int bb = 0; bb < cb; bb++) {
@@ -940,7 +961,7 @@ XI void k_mdot(const int kind, int64_t n, const void *w, size_t w_stride, int64_
                     switch (nt) {
 #define PASS_CASE(k_)                                                          \
     case k_:                                                                   \
-        tile_pass(kind, k_, tb, cb, at, sums + t0);                            \
+        tile_pass(kind, k_, tb, cb, at, sums + t0, b0 == 0);                   \
         break;
                     PASS_CASE(1) PASS_CASE(2) PASS_CASE(3) PASS_CASE(4)
                     PASS_CASE(5) PASS_CASE(6) PASS_CASE(7) PASS_CASE(8)

@@ -1,8 +1,8 @@
 /* Golden tests against llama.cpp c392e5094: greedy generations of
  * tests/fixtures/expected/generation.json (exact / near / first8) and the
- * top-10 log-probabilities of logprobs_*.json: stories260K, tiny-qwen2 (the
- * qwen2 architecture with a byte-level BPE vocabulary), and the phi3, gemma
- * and llama 3 files written by make-model. */
+ * top-10 log-probabilities of logprobs_*.json (stories260K, small-q8_0,
+ * small-q4_k_m with K-quants, tiny-qwen2 with the qwen2 architecture and a
+ * byte-level BPE vocabulary). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -271,6 +271,18 @@ static void test_generation_logprobs_stories260k(void **state)
     check_logprobs("stories260K.gguf", "logprobs_stories260K.json");
 }
 
+static void test_generation_logprobs_small_q8_0(void **state)
+{
+    (void)state;
+    check_logprobs("small-q8_0.gguf", "logprobs_small-q8_0.json");
+}
+
+static void test_generation_logprobs_small_q4_k_m(void **state)
+{
+    (void)state;
+    check_logprobs("small-q4_k_m.gguf", "logprobs_small-q4_k_m.json");
+}
+
 static void test_generation_logprobs_tiny_qwen2(void **state)
 {
     (void)state;
@@ -302,6 +314,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generation_golden_cases),
         cmocka_unit_test(test_generation_logprobs_stories260k),
+        cmocka_unit_test(test_generation_logprobs_small_q8_0),
+        cmocka_unit_test(test_generation_logprobs_small_q4_k_m),
         cmocka_unit_test(test_generation_logprobs_tiny_qwen2),
         cmocka_unit_test(test_generation_logprobs_tiny_phi3),
         cmocka_unit_test(test_generation_logprobs_tiny_gemma),

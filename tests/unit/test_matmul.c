@@ -228,28 +228,39 @@ static void test_matmul_multi_equals_single(void **state)
     inferd_pool_destroy(pool);
 }
 
-/* Enough tokens and columns that the kernel runs several token passes. */
+/* Enough tokens and columns that the kernel runs several token passes and
+ * (AVX-512 panels) carries its sums over several chunks of blocks; and
+ * short rows with more panels than one preparation serves. */
 static void test_matmul_many_tokens_chunked(void **state)
 {
     (void)state;
     inferd_pool *pool;
     assert_int_equal(inferd_pool_create(2, &pool, NULL), 0);
     rng_state = 24;
-    const uint32_t types[5] = {INFERD_DTYPE_F32, INFERD_DTYPE_Q8_0, INFERD_DTYPE_Q4_0,
+    const uint32_t types[8] = {INFERD_DTYPE_F32,  INFERD_DTYPE_Q8_0, INFERD_DTYPE_Q4_0,
+                               INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q5_0, INFERD_DTYPE_Q5_1,
                                INFERD_DTYPE_Q4_K, INFERD_DTYPE_Q6_K};
-    const int64_t n_rows = 21, n_cols = 8192, n_tok = 131;
-    float *x = inferd_malloc((size_t)(n_cols * n_tok) * sizeof(float));
+    const int64_t col_cases[2] = {8192, 256};
+    const int64_t n_rows = 21, n_tok = 131;
+    float *x = inferd_malloc((size_t)(col_cases[0] * n_tok) * sizeof(float));
     float *y = inferd_malloc((size_t)(n_rows * n_tok) * sizeof(float));
     float *ref = inferd_malloc((size_t)(n_rows * n_tok) * sizeof(float));
-    fill(x, n_cols * n_tok);
-    for (int i = 0; i < 5; i++) {
-        void *w = make_weights(types[i], n_rows, n_cols);
-        void *work = work_alloc(inferd_matmul_work_size(types[i], n_cols, n_tok));
-        reference(types[i], w, n_rows, n_cols, x, n_cols, n_tok, ref, n_rows);
-        inferd_matmul(pool, types[i], w, n_rows, n_cols, x, n_tok, y, INFERD_ORDER_PREFILL, work);
-        assert_bits_equal(y, ref, n_rows * n_tok, inferd_dtype_name(types[i]));
-        inferd_free(work);
-        inferd_free(w);
+    fill(x, col_cases[0] * n_tok);
+    for (int c = 0; c < 2; c++) {
+        const int64_t n_cols = col_cases[c];
+        for (int i = 0; i < 8; i++) {
+            char what[64];
+            void *w = make_weights(types[i], n_rows, n_cols);
+            void *work = work_alloc(inferd_matmul_work_size(types[i], n_cols, n_tok));
+            reference(types[i], w, n_rows, n_cols, x, n_cols, n_tok, ref, n_rows);
+            inferd_matmul(pool, types[i], w, n_rows, n_cols, x, n_tok, y, INFERD_ORDER_PREFILL,
+                          work);
+            snprintf(what, sizeof(what), "%s, %lld columns", inferd_dtype_name(types[i]),
+                     (long long)n_cols);
+            assert_bits_equal(y, ref, n_rows * n_tok, what);
+            inferd_free(work);
+            inferd_free(w);
+        }
     }
     inferd_free(x);
     inferd_free(y);

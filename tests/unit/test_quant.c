@@ -21,8 +21,10 @@
 
 /* Relative tolerances of a dot product against the double-precision value
  * of the same formula, as a fraction of sum |term|: the f32 roundings of
- * the lane accumulations and reduction (float types) or of one fma per
- * block (block formats), at most ~n/16 or ~n/32 of them at 2^-24 each. */
+ * the lane accumulations and the 8-lane reduction, at most ~n/16 per lane
+ * (float types: one fma per element) or ~n/32 (block formats: one fma per
+ * lane and block, plus summs' one per block) at 2^-24 each, and a few
+ * more for the reduction. */
 #define TOL_DOT_F32 2e-5
 #define TOL_DOT_F16 2e-5
 #define TOL_DOT_BF16 2e-5
@@ -1376,6 +1378,78 @@ static void test_quant_k_dot_lane_order(void **state)
     assert_k_dot_everywhere(INFERD_DTYPE_Q6_K, N, w6, a, want6);
 }
 
+/*
+ * The order of the 32-element block formats is ggml-cpu's AVX2 one
+ * (quant_impl.h): per block, d = dw * da and eight exact lane sums (lane l:
+ * elements 4l..4l+3), each added to its own f32 lane by one fma; then
+ * hsum_float_8, plus Q4_1/Q5_1's summs = fma(m, s, summs) kept per block.
+ * Two hand-made blocks of Q8_0 against a Q8_0 row, and of Q4_1 against a
+ * Q8_1 row: every ISA's vec_dot and mdot give that formula evaluated
+ * here, and on the Q8_0 data the former order (one accumulator, one fma
+ * per block over the whole block sum) gives other bits, so the test tells
+ * the two apart.
+ */
+static void test_quant_block_dot_lane_order(void **state)
+{
+    (void)state;
+    enum { NB = 2, N = NB * INFERD_QK };
+    inferd_block_q8_0 w8[NB], a8[NB];
+    inferd_block_q4_1 w41[NB];
+    inferd_block_q8_1 a81[NB];
+    static const float wd[NB] = {0.0173f, -0.0291f}, ad[NB] = {0.0093f, 0.0117f};
+    rng_seed(53);
+    for (int b = 0; b < NB; b++) {
+        w8[b].d = inferd_f32_to_f16(wd[b]);
+        a8[b].d = inferd_f32_to_f16(ad[b]);
+        for (int j = 0; j < INFERD_QK; j++) {
+            w8[b].qs[j] = (int8_t)((int)(rng_next() % 255) - 127);
+            a8[b].qs[j] = (int8_t)((int)(rng_next() % 255) - 127);
+        }
+        w41[b].d = inferd_f32_to_f16(-wd[b]);
+        w41[b].m = inferd_f32_to_f16(0.37f * (float)(b + 1));
+        for (int j = 0; j < INFERD_QK / 2; j++)
+            w41[b].qs[j] = (uint8_t)rng_next();
+        a81[b].d = a8[b].d;
+        memcpy(a81[b].qs, a8[b].qs, sizeof(a81[b].qs));
+        a81[b].s = inferd_f32_to_f16(-1.93f * (float)(b + 1));
+    }
+
+    /* Q8_0. */
+    float acc[8] = {0}, old = 0.0f;
+    for (int b = 0; b < NB; b++) {
+        const float d = inferd_f16_to_f32(w8[b].d) * inferd_f16_to_f32(a8[b].d);
+        int32_t isum_all = 0;
+        for (int l = 0; l < 8; l++) {
+            int32_t isum = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++)
+                isum += w8[b].qs[j] * a8[b].qs[j];
+            acc[l] = fmaf(d, (float)isum, acc[l]);
+            isum_all += isum;
+        }
+        old = fmaf(d, (float)isum_all, old);
+    }
+    const float want8 = hsum8_ref(acc);
+    assert_true(inferd__f32_bits(want8) != inferd__f32_bits(old));
+    assert_k_dot_everywhere(INFERD_DTYPE_Q8_0, N, w8, a8, want8);
+
+    /* Q4_1: element j of a block is the low nibble of qs[j] (j < 16), the
+     * high nibble of qs[j - 16] otherwise; no offset. */
+    float acc1[8] = {0}, summs = 0.0f;
+    for (int b = 0; b < NB; b++) {
+        const float d = inferd_f16_to_f32(w41[b].d) * inferd_f16_to_f32(a81[b].d);
+        for (int l = 0; l < 8; l++) {
+            int32_t isum = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++) {
+                const int q = j < 16 ? w41[b].qs[j] & 15 : w41[b].qs[j - 16] >> 4;
+                isum += q * a81[b].qs[j];
+            }
+            acc1[l] = fmaf(d, (float)isum, acc1[l]);
+        }
+        summs = fmaf(inferd_f16_to_f32(w41[b].m), inferd_f16_to_f32(a81[b].s), summs);
+    }
+    assert_k_dot_everywhere(INFERD_DTYPE_Q4_1, N, w41, a81, hsum8_ref(acc1) + summs);
+}
+
 /* mdot of the K-quants over whole and partial 16-row tiles, 1..18 tokens
  * (more than one 8-token pass), super-block counts around the prepared
  * chunk size, and long rows: every output bit-identical to the ISA's
@@ -1704,6 +1778,7 @@ int main(void)
         cmocka_unit_test(test_quant_q8_k_edge_inputs_agree),
         cmocka_unit_test(test_quant_k_dot_extremes),
         cmocka_unit_test(test_quant_k_dot_lane_order),
+        cmocka_unit_test(test_quant_block_dot_lane_order),
         cmocka_unit_test(test_quant_k_mdot_tiles),
         cmocka_unit_test(test_quant_k_round_trip_error_bounds),
     };
