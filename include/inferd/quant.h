@@ -239,6 +239,13 @@ typedef struct inferd_kernels {
      * of llama.cpp's tiled GEMM for n % 16 == 0; llama.cpp uses this one for
      * single-token batches and whenever n % 16 != 0. */
     inferd_vec_dot_fn vec_dot_gemv;
+    /* Q4_0 only (else NULL): vec_dot and mdot for matrices whose row count
+     * is a multiple of 8. llama.cpp c392e5094 repacks those at load on x86
+     * (q4_0_8x8) and sums them one block at a time, one fused multiply-add
+     * per block of the exact whole-block sum (src/engine/quant_impl.h);
+     * other Q4_0 matrices it sums in the eight-lane order of vec_dot. */
+    inferd_vec_dot_fn vec_dot_rows8;
+    inferd_mdot_fn mdot_rows8;
 } inferd_kernels;
 
 /* Which of llama.cpp's reduction orders a dot product follows: the GEMM
@@ -257,6 +264,23 @@ static inline inferd_vec_dot_fn inferd_kernels_dot(const inferd_kernels *k, int6
     if (k->vec_dot_gemv && (order == INFERD_ORDER_DECODE || n % 16 != 0))
         return k->vec_dot_gemv;
     return k->vec_dot;
+}
+
+/** The dot product of @p k for a matrix of @p n_rows rows of @p n elements
+ * in @p order: vec_dot_rows8 where it applies, else inferd_kernels_dot. */
+static inline inferd_vec_dot_fn inferd_kernels_matrix_dot(const inferd_kernels *k, int64_t n,
+                                                          int64_t n_rows, inferd_order order)
+{
+    if (k->vec_dot_rows8 && n_rows % 8 == 0)
+        return k->vec_dot_rows8;
+    return inferd_kernels_dot(k, n, order);
+}
+
+/** The mdot of @p k for a matrix of @p n_rows rows (its outputs equal
+ * inferd_kernels_matrix_dot's where that is vec_dot or vec_dot_rows8). */
+static inline inferd_mdot_fn inferd_kernels_matrix_mdot(const inferd_kernels *k, int64_t n_rows)
+{
+    return k->mdot_rows8 && n_rows % 8 == 0 ? k->mdot_rows8 : k->mdot;
 }
 
 /**

@@ -54,6 +54,7 @@ typedef struct mm_plan {
     inferd_vec_dot_fn gemv[MAX_OPS];  /* set: op runs element by element in the
                                        * GEMV order (F32/F16 rows, see
                                        * inferd_kernels_dot) */
+    inferd_mdot_fn mdot[MAX_OPS];     /* the op's mdot (inferd_kernels_matrix_mdot) */
     int buf_of[MAX_OPS];       /* index into bufs */
     size_t w_row_bytes[MAX_OPS];
     act_buf bufs[MAX_OPS];
@@ -84,12 +85,16 @@ static size_t plan_ops(mm_plan *p, const inferd_matmul_op *ops, int n_ops, int64
         if (p->w_row_bytes[i] == 0)
             return SIZE_MAX;
         p->total_rows += ops[i].n_rows;
-        const inferd_vec_dot_fn dot = inferd_kernels_dot(k, n_cols, order);
-        p->gemv[i] = dot == k->vec_dot ? NULL : dot;
+        const inferd_vec_dot_fn dot = inferd_kernels_matrix_dot(k, n_cols, ops[i].n_rows, order);
+        p->gemv[i] = dot == k->vec_dot || dot == k->vec_dot_rows8 ? NULL : dot;
+        p->mdot[i] = inferd_kernels_matrix_mdot(k, ops[i].n_rows);
         /* No panels for the K-quants (NULL): their Q8_K rows (292-byte
          * blocks of 256, padded to 64 bytes per row) go to mdot. */
+        /* Panels follow vec_dot's order: not for ops in another one
+         * (gemv, or Q4_0's mdot_rows8, whose tiles are as fast at any
+         * token count). */
         const inferd__panel_kernels *pk = inferd__panel_get(ops[i].w_type);
-        if (pk && (n_tokens < pk->min_tokens || p->gemv[i]))
+        if (pk && (n_tokens < pk->min_tokens || p->gemv[i] || p->mdot[i] != k->mdot))
             pk = NULL;
         int b = 0;
         while (b < p->n_bufs && p->bufs[b].vdt != k->vec_dot_type)
@@ -134,12 +139,25 @@ size_t inferd_matmul_multi_work_size(const inferd_matmul_op *ops, int n_ops,
     if (n_ops < 1 || n_ops > MAX_OPS || n_cols <= 0 || n_tokens <= 0)
         return 0;
     p.x_stride = n_cols;
-    /* The layouts differ by order (panels for prompts): room for either. */
-    const size_t pre = plan_ops(&p, ops, n_ops, n_cols, n_tokens, INFERD_ORDER_PREFILL, NULL);
-    const size_t dec = plan_ops(&p, ops, n_ops, n_cols, n_tokens, INFERD_ORDER_DECODE, NULL);
-    if (pre == SIZE_MAX || dec == SIZE_MAX)
-        return 0;
-    return pre > dec ? pre : dec;
+    /* The layouts differ by order (panels for prompts) and by row count
+     * (none for Q4_0's 8-row matrices), which callers may leave out: room
+     * for any. */
+    inferd_matmul_op tmp[MAX_OPS];
+    size_t most = 0;
+    for (int rows = 1; rows <= 8; rows += 7) {
+        for (int i = 0; i < n_ops; i++) {
+            tmp[i] = ops[i];
+            tmp[i].n_rows = rows;
+        }
+        for (int o = 0; o < 2; o++) {
+            const size_t need = plan_ops(&p, tmp, n_ops, n_cols, n_tokens,
+                                         o ? INFERD_ORDER_PREFILL : INFERD_ORDER_DECODE, NULL);
+            if (need == SIZE_MAX)
+                return 0;
+            most = need > most ? need : most;
+        }
+    }
+    return most;
 }
 
 size_t inferd_matmul_work_size(uint32_t w_type, int64_t n_cols, int64_t n_tokens)
@@ -210,7 +228,7 @@ static void compute_op(const mm_plan *p, int i, int64_t lo, int64_t hi)
     per = per < TOK_UNIT ? TOK_UNIT : per / TOK_UNIT * TOK_UNIT;
     for (int64_t t0 = 0; t0 < p->n_tokens; t0 += per) {
         const int64_t nt = p->n_tokens - t0 < per ? p->n_tokens - t0 : per;
-        p->k[i]->mdot(p->n_cols, w, p->w_row_bytes[i], n_rows,
+        p->mdot[i](p->n_cols, w, p->w_row_bytes[i], n_rows,
                       ab->data + (size_t)t0 * ab->stride, ab->stride, nt,
                       op->y + t0 * op->y_stride + lo, (size_t)op->y_stride);
     }

@@ -526,6 +526,23 @@ static float q4_0_dot(int64_t n, const void *w, const void *a)
     return block_dot(n, w, a, unpack_q4_0, 0);
 }
 
+/* Q4_0 in the order of llama.cpp's repacked q4_0_8x8 kernels (quant_impl.h):
+ * one fma per block of the exact whole-block sum. */
+static float q4_0_dot_rows8(int64_t n, const void *w, const void *a)
+{
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / QK; b++) {
+        const inferd_block_q8_0 *ab = (const inferd_block_q8_0 *)a + b;
+        wblock wb;
+        unpack_q4_0(w, b, &wb);
+        int32_t isum = 0;
+        for (int j = 0; j < QK; j++)
+            isum += wb.q[j] * ab->qs[j];
+        acc = fmaf((float)isum, wb.d * inferd_f16_to_f32(ab->d), acc);
+    }
+    return acc;
+}
+
 static float q4_1_dot(int64_t n, const void *w, const void *a)
 {
     return block_dot(n, w, a, unpack_q4_1, 1);
@@ -559,6 +576,7 @@ SCALAR_MDOT(f32_mdot, f32_dot)
 SCALAR_MDOT(f16_mdot, f16_dot)
 SCALAR_MDOT(bf16_mdot, bf16_dot)
 SCALAR_MDOT(q4_0_mdot, q4_0_dot)
+SCALAR_MDOT(q4_0_mdot_rows8, q4_0_dot_rows8)
 SCALAR_MDOT(q4_1_mdot, q4_1_dot)
 SCALAR_MDOT(q5_0_mdot, q5_0_dot)
 SCALAR_MDOT(q5_1_mdot, q5_1_dot)
@@ -581,7 +599,7 @@ static const inferd_kernels kernels_scalar[INFERD_DTYPE_COUNT] = {
     T_(BF16, BF16, bf16, bf16_from_float),
     [INFERD_DTYPE_Q4_0] = {INFERD_DTYPE_Q4_0, INFERD_DTYPE_Q8_0, INFERD_ISA_SCALAR,
                            q4_0_to_float, q4_0_quantize, q4_0_quantize, q4_0_dot,
-                           q4_0_mdot},
+                           q4_0_mdot, NULL, q4_0_dot_rows8, q4_0_mdot_rows8},
     [INFERD_DTYPE_Q4_1] = {INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q8_1, INFERD_ISA_SCALAR,
                            q4_1_to_float, q4_1_quantize, q4_1_quantize, q4_1_dot,
                            q4_1_mdot},
@@ -663,6 +681,8 @@ static void merge_tables(void)
                 k.vec_dot = PICK(vec_dot);
                 k.mdot = PICK(mdot);
                 k.vec_dot_gemv = PICK(vec_dot_gemv);
+                k.vec_dot_rows8 = PICK(vec_dot_rows8);
+                k.mdot_rows8 = PICK(mdot_rows8);
             }
             merged[isa][t] = k;
         }

@@ -203,6 +203,82 @@ BLOCK_KERNELS(q5_0, QK_Q5_0)
 BLOCK_KERNELS(q5_1, QK_Q5_1)
 BLOCK_KERNELS(q8_0, QK_Q8_0)
 
+/*
+ * Q4_0 matrices of 8k rows, in the order of llama.cpp's repacked q4_0_8x8
+ * kernels (quant_impl.h): one fma per block of the exact block sum. NR x NT
+ * outputs (NR * NT <= 8) at a time: per block, each output's eight lane
+ * sums (block_lanes) are added up exactly by a tree of hadds into one
+ * vector, output p = t * NR + r in lane p, which takes one fma.
+ */
+XI __m256i hsum_i32_8x8(const __m256i v[8])
+{
+    const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
+    const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
+    /* Lane j < 4 of g0 (g1): the low half's sum of v[j] (v[4 + j]); lane
+     * 4 + j: the high half's. */
+    const __m256i g0 = _mm256_hadd_epi32(h01, h23), g1 = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20),
+                            _mm256_permute2x128_si256(g0, g1, 0x31));
+}
+
+XI void q4_0_rows8_tile(const int NR, const int NT, int64_t nb, const char *w, size_t ws,
+                        const char *a, size_t as, float *out, size_t os)
+{
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i y[TILE_R_MAX], v[8];
+        float dw[TILE_R_MAX], d[8];
+        UNROLL
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *wb = (const uint8_t *)w + (size_t)r * ws + (size_t)b * 18;
+            y[r] = wblock32(QK_Q4_0, wb);
+            dw[r] = f16_scalar(wb);
+            if (NT == 1 && b % 3 == 0)
+                _mm_prefetch((const char *)wb + (size_t)NR * ws, _MM_HINT_T1);
+        }
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *ab = (const uint8_t *)a + (size_t)t * as + (size_t)b * 34;
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(ab + 2));
+            const __m256i cx = off_pairs(QK_Q4_0, x);
+            const float da = f16_scalar(ab);
+            UNROLL
+            for (int r = 0; r < NR; r++) {
+                v[t * NR + r] = block_lanes(QK_Q4_0, y[r], x, cx);
+                d[t * NR + r] = dw[r] * da;   /* exact: two f16 values */
+            }
+        }
+        UNROLL
+        for (int p = NR * NT; p < 8; p++) {
+            v[p] = _mm256_setzero_si256();
+            d[p] = 0.0f;
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hsum_i32_8x8(v)), _mm256_loadu_ps(d), acc);
+    }
+    _Alignas(32) float res[8];
+    _mm256_store_ps(res, acc);
+    UNROLL
+    for (int t = 0; t < NT; t++)
+        UNROLL
+        for (int r = 0; r < NR; r++)
+            out[(size_t)t * os + (size_t)r] = res[t * NR + r];
+}
+
+static float q4_0_rows8_dot(int64_t n, const void *w, const void *a)
+{
+    float r;
+    q4_0_rows8_tile(1, 1, n / INFERD_QK, w, 0, a, 0, &r, 0);
+    return r;
+}
+
+#define q4_0_rows8_TILE(nr, nt, wp, ap, op)                                    \
+    q4_0_rows8_tile(nr, nt, n / INFERD_QK, wp, w_stride, ap, a_stride, op, out_stride)
+
+static void q4_0_rows8_mdot MDOT_SIG
+{
+    MDOT_DRIVER(q4_0_rows8_TILE, 4, 2, 8);
+}
+
 /* Out-of-line copies of the shared converters for the table. */
 static void f16_to_float(const void *s, float *d, int64_t n) { f16_to_float_x86(s, d, n); }
 static void f16_from_float(const float *s, void *d, int64_t n) { f16_from_float_x86(s, d, n); }
@@ -228,7 +304,8 @@ const inferd_kernels inferd__kernels_avx2[INFERD_DTYPE_COUNT] = {
                            .from_float = bf16_from_float, .vec_dot = bf16_dot,
                            .mdot = bf16_mdot},
     [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0, .to_float = q4_0_to_float,
-                           .vec_dot = q4_0_dot, .mdot = q4_0_mdot},
+                           .vec_dot = q4_0_dot, .mdot = q4_0_mdot,
+                           .vec_dot_rows8 = q4_0_rows8_dot, .mdot_rows8 = q4_0_rows8_mdot},
     [INFERD_DTYPE_Q4_1] = {.type = INFERD_DTYPE_Q4_1, .to_float = q4_1_to_float,
                            .vec_dot = q4_1_dot, .mdot = q4_1_mdot},
     [INFERD_DTYPE_Q5_0] = {.type = INFERD_DTYPE_Q5_0, .to_float = q5_0_to_float,

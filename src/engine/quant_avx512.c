@@ -5,7 +5,7 @@
  * exactly by starting the i32 sums at -off * sum(a); generation tiles put
  * one weight row per lane, prompt panels one token per lane. Results equal
  * the scalar and AVX2 ones bit for bit. Thread: any (no state). */
-#include "quant_x86.h"
+#include "quant_avx512.h"
 
 /* Float tile shapes: rows x tokens for prompts, rows for a single token. */
 #define F_MR 4
@@ -319,6 +319,245 @@ BLOCK_KERNELS(q5_0, QK_Q5_0)
 BLOCK_KERNELS(q5_1, QK_Q5_1)
 BLOCK_KERNELS(q8_0, QK_Q8_0)
 
+/*
+ * Q4_0 in the order of its 8-row matrices (quant_impl.h: one fma per block
+ * of the whole block sum), up to G_NT_MAX tokens per pass: rows in lanes,
+ * without gathers or any horizontal reduction. Blocks go in pairs: the 36 bytes of blocks b, b+1
+ * of a row are nine dwords, dw0 = (d_b, q0, q1), dw1..dw3 = q2..q13,
+ * dw4 = (q14, q15, d_b+1), dw5..dw8 = block b+1's quants. Sixteen-byte
+ * loads at 0, 16 and 20 of sixteen rows, four rows to a zmm (128-bit lane L
+ * of register i is row 4L + i), and 4x4 dword transposes put dword j of
+ * row l into lane l of one register; (q14, q15, q0, q1) are merged from
+ * dw4 and dw0, and both scales taken out of them. Each dword holds 4 low
+ * nibbles (elements 4j..) and the 4 high nibbles 16 elements on, so
+ * vpdpbusd against broadcast activation dwords gives every lane its row's
+ * exact block sum. The nibble split is done once per block; each token
+ * then costs eight vpdpbusd and its own fma chain, block b before block
+ * b + 1. The high nibbles are used in place (times 16), their
+ * chain shifted right by 4 at the end: exact, every term being a multiple
+ * of 16. The offset 8 comes off through -8 * sum(a) of the block. The
+ * activation's per-block data is computed once per call, G_CHUNK blocks at
+ * a time (the accumulators pass between chunks through the output, which
+ * is exact). An odd last block of a row takes a gather for its scales.
+ */
+#define G_CHUNK 256   /* even */
+#define G_NT_MAX 8    /* tokens per pass over a tile (one zmm accumulator each) */
+
+typedef struct {
+    int32_t corr[G_CHUNK];   /* -8 * sum of the block's activation quants */
+    float da[G_CHUNK];       /* activation scale */
+    int32_t mlo[G_CHUNK];    /* activation bytes (14, 15, 0, 1) */
+    int32_t mhi[G_CHUNK];    /* activation bytes (30, 31, 16, 17) */
+} q4_0_gen_act;
+
+/* The low and high nibbles of four quant dwords per lane, the high ones in
+ * place (times 16), split once per block and shared by every token. */
+XI void q4_0_split(__m512i lo_q[4], __m512i hi_q[4], const __m512i q[4])
+{
+    const __m512i m = _mm512_set1_epi8(0x0f);
+    UNROLL
+    for (int j = 0; j < 4; j++) {
+        lo_q[j] = _mm512_and_si512(q[j], m);
+        hi_q[j] = _mm512_andnot_si512(m, q[j]);
+    }
+}
+
+/* Exact block sums of split quant dwords per lane against the activation
+ * dwords at @p lo (low nibbles: elements 4j..) and @p hi (high nibbles),
+ * offset removed through @p corr. @p lo0/@p hi0 replace the first dword
+ * (the merged (q14, q15, q0, q1) one) when @p merged. */
+XI __m512i q4_0_isum(const __m512i lo_q[4], const __m512i hi_q[4], const uint8_t *lo,
+                     const uint8_t *hi, const int merged, int32_t lo0, int32_t hi0, int32_t corr)
+{
+    __m512i slo = _mm512_set1_epi32(corr), shi = _mm512_setzero_si512();
+    UNROLL
+    for (int j = 0; j < 4; j++) {
+        const __m512i xl = merged && j == 0 ? _mm512_set1_epi32(lo0) : bcast32(lo + 4 * j);
+        const __m512i xh = merged && j == 0 ? _mm512_set1_epi32(hi0) : bcast32(hi + 4 * j);
+        slo = _mm512_dpbusd_epi32(slo, lo_q[j], xl);
+        shi = _mm512_dpbusd_epi32(shi, hi_q[j], xh);
+    }
+    return _mm512_add_epi32(slo, _mm512_srai_epi32(shi, 4));
+}
+
+/* 16 rows (one per lane) by NT tokens: each pair of blocks is loaded,
+ * transposed and split once, then every token's exact block sums and its
+ * fma chain follow, block b before block b + 1 as in vec_dot. */
+XI void q4_0_gen_tile(const int NT, int64_t nb, const char *w, size_t ws, int nr,
+                      const char *const a[], const q4_0_gen_act act[], int first,
+                      float *const out[])
+{
+    const uint8_t *rp[GEN_ROWS];
+    UNROLL
+    for (int r = 0; r < GEN_ROWS; r++)
+        rp[r] = (const uint8_t *)w + (size_t)(r < nr ? r : nr - 1) * ws;
+    const __mmask16 live = (__mmask16)((1u << nr) - 1u);
+    __m512 acc[G_NT_MAX];
+    UNROLL
+    for (int t = 0; t < NT; t++)
+        acc[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, out[t]);
+    /* Words 0..15: low words of dw0 (d_b); 16..31: high words of dw4. */
+    const __m512i didx = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41,
+                                          39, 37, 35, 33, 30, 28, 26, 24, 22, 20, 18, 16,
+                                          14, 12, 10, 8, 6, 4, 2, 0);
+    const int64_t np = nb / 2;
+    for (int64_t p = 0; p < np; p++) {
+        const size_t po = (size_t)p * 36;
+        /* One token streams the weights: fetch the next tile's rows into L2
+         * as each 64-byte line is entered (the hardware prefetcher loses
+         * track of 16 interleaved row streams). */
+        if (p == 0 || ((po + 35) >> 6) != ((po - 1) >> 6)) {
+            UNROLL
+            for (int r = 0; r < GEN_ROWS; r++)
+                _mm_prefetch((const char *)rp[r] + GEN_ROWS * ws + po + 35, _MM_HINT_T1);
+        }
+        __m512i d[4], d4, lo_q[4], hi_q[4];
+        rows16_dwords4(rp, po, d);
+        {
+            __m512i t[4];   /* only t[0] is used: the rest is dead code */
+            rows16_dwords4(rp, po + 16, t);
+            d4 = t[0];
+        }
+        const __m512i dd = _mm512_permutex2var_epi16(d[0], didx, d4);
+        const __m512 dw0 = _mm512_cvtph_ps(_mm512_castsi512_si256(dd));
+        const __m512 dw1 = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(dd, 1));
+        /* (q14, q15) from dw4's low word, (q0, q1) from dw0's high one. */
+        d[0] = _mm512_mask_blend_epi16(0xAAAAAAAAu, d4, d[0]);
+
+        const int64_t b = 2 * p;
+        __m512i lo_q1[4], hi_q1[4];
+        q4_0_split(lo_q, hi_q, d);
+        rows16_dwords4(rp, po + 20, d);
+        q4_0_split(lo_q1, hi_q1, d);
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *a0 = (const uint8_t *)a[t] + (size_t)b * 34 + 2;
+            const uint8_t *a1 = a0 + 34;
+            const __m512i i0 = q4_0_isum(lo_q, hi_q, a0 - 2, a0 + 14, 1, act[t].mlo[b],
+                                         act[t].mhi[b], act[t].corr[b]);
+            const __m512i i1 = q4_0_isum(lo_q1, hi_q1, a1, a1 + 16, 0, 0, 0, act[t].corr[b + 1]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw0, _mm512_set1_ps(act[t].da[b])),
+                                     _mm512_cvtepi32_ps(i0), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw1, _mm512_set1_ps(act[t].da[b + 1])),
+                                     _mm512_cvtepi32_ps(i1), acc[t]);
+        }
+    }
+    if (nb % 2) {
+        /* The odd last block: quants at 2 (aligned), scales by a gather. */
+        const int64_t b = nb - 1;
+        const size_t bo = (size_t)b * 18;
+        int32_t offs[GEN_ROWS];
+        UNROLL
+        for (int r = 0; r < GEN_ROWS; r++)
+            offs[r] = (int32_t)(rp[r] - rp[0]);
+        __m512i q[4], lo_q[4], hi_q[4];
+        rows16_dwords4(rp, bo + 2, q);
+        q4_0_split(lo_q, hi_q, q);
+        const __m512i g = _mm512_i32gather_epi32(_mm512_loadu_si512(offs), rp[0] + bo, 1);
+        const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *a0 = (const uint8_t *)a[t] + (size_t)b * 34 + 2;
+            const __m512i isum = q4_0_isum(lo_q, hi_q, a0, a0 + 16, 0, 0, 0, act[t].corr[b]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(act[t].da[b])),
+                                     _mm512_cvtepi32_ps(isum), acc[t]);
+        }
+    }
+    UNROLL
+    for (int t = 0; t < NT; t++)
+        _mm512_mask_storeu_ps(out[t], live, acc[t]);
+}
+
+/* Per-block data of one token's activation row, blocks b0 .. b0 + cb. */
+static void q4_0_gen_prep(const char *ac, int64_t cb, q4_0_gen_act *act)
+{
+    for (int64_t b = 0; b < cb; b++) {
+        const uint8_t *ab = (const uint8_t *)ac + (size_t)b * 34;
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(ab + 2));
+        act->corr[b] = -hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(),
+                                                       _mm256_set1_epi8(8), x));
+        act->da[b] = f16_scalar(ab);
+        const uint8_t *q = ab + 2;
+        act->mlo[b] = (int32_t)((uint32_t)q[14] | (uint32_t)q[15] << 8 |
+                                (uint32_t)q[0] << 16 | (uint32_t)q[1] << 24);
+        act->mhi[b] = (int32_t)((uint32_t)q[30] | (uint32_t)q[31] << 8 |
+                                (uint32_t)q[16] << 16 | (uint32_t)q[17] << 24);
+    }
+}
+
+/* NT tokens (1..G_NT_MAX) at @p a (rows a_stride apart), all rows. */
+XI void q4_0_gen(const int NT, int64_t n, const void *w, size_t ws, int64_t n_rows,
+                 const void *a, size_t as, float *out, size_t os, q4_0_gen_act *act)
+{
+    const int64_t nb = n / INFERD_QK;
+    for (int64_t b0 = 0; b0 < nb; b0 += G_CHUNK) {
+        const int64_t cb = nb - b0 < G_CHUNK ? nb - b0 : G_CHUNK;
+        const char *ac[G_NT_MAX];
+        UNROLL
+        for (int t = 0; t < NT; t++) {
+            ac[t] = (const char *)a + (size_t)t * as + (size_t)b0 * 34;
+            q4_0_gen_prep(ac[t], cb, &act[t]);
+        }
+        const char *wc = (const char *)w + (size_t)b0 * 18;
+        for (int64_t r0 = 0; r0 < n_rows; r0 += GEN_ROWS) {
+            const int nr = n_rows - r0 < GEN_ROWS ? (int)(n_rows - r0) : GEN_ROWS;
+            float *ot[G_NT_MAX];
+            UNROLL
+            for (int t = 0; t < NT; t++)
+                ot[t] = out + (size_t)t * os + (size_t)r0;
+            q4_0_gen_tile(NT, cb, wc + (size_t)r0 * ws, ws, nr, ac, act, b0 == 0, ot);
+        }
+    }
+}
+
+/* One output of a Q4_0 row in that order. */
+static float q4_0_rows8_dot(int64_t n, const void *w, const void *a)
+{
+    const __m256i off = _mm256_set1_epi8(8);
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / INFERD_QK; b++) {
+        const uint8_t *wb = (const uint8_t *)w + (size_t)b * 18;
+        const uint8_t *ab = (const uint8_t *)a + (size_t)b * 34;
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(ab + 2));
+        const __m256i c = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                           _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, x));
+        const int32_t isum = hsum_i32x8(_mm256_dpbusd_epi32(c, wblock32_u8(QK_Q4_0, wb), x));
+        acc = fmaf((float)isum, f16_scalar(wb) * f16_scalar(ab), acc);
+    }
+    return acc;
+}
+
+/* Tokens by the tiles above, up to G_NT_MAX at a time; rows too long for
+ * the 32-bit gather offsets of an odd last block (never seen in practice)
+ * take one dot product per output. */
+static void q4_0_rows8_mdot MDOT_SIG
+{
+    if (w_stride > (size_t)(INT32_MAX / GEN_ROWS)) {
+        for (int64_t t = 0; t < n_toks; t++)
+            for (int64_t r = 0; r < n_rows; r++)
+                out[(size_t)t * out_stride + (size_t)r] =
+                    q4_0_rows8_dot(n, (const char *)w + (size_t)r * w_stride,
+                                   (const char *)a + (size_t)t * a_stride);
+        return;
+    }
+    q4_0_gen_act act[G_NT_MAX];
+    int64_t t0 = 0;
+    for (; t0 + G_NT_MAX <= n_toks; t0 += G_NT_MAX)
+        q4_0_gen(G_NT_MAX, n, w, w_stride, n_rows, (const char *)a + (size_t)t0 * a_stride,
+                 a_stride, out + (size_t)t0 * out_stride, out_stride, act);
+    const char *at = (const char *)a + (size_t)t0 * a_stride;
+    float *ot = out + (size_t)t0 * out_stride;
+    switch (n_toks - t0) {
+#define G_CASE(k)                                                              \
+    case k:                                                                    \
+        q4_0_gen(k, n, w, w_stride, n_rows, at, a_stride, ot, out_stride, act); \
+        break;
+        G_CASE(1) G_CASE(2) G_CASE(3) G_CASE(4) G_CASE(5) G_CASE(6) G_CASE(7)
+#undef G_CASE
+    default: break;
+    }
+}
+
 /* ---- panels (tokens in lanes) for prompts --------------------------------- */
 
 #define PANEL_BLOCK_BYTES (40 * P_LANES)
@@ -572,7 +811,8 @@ const inferd_kernels inferd__kernels_avx512[INFERD_DTYPE_COUNT] = {
     [INFERD_DTYPE_F16] = {.type = INFERD_DTYPE_F16, .vec_dot = f16_dot, .mdot = f16_mdot,
                           .vec_dot_gemv = f16_dot_gemv},
     [INFERD_DTYPE_BF16] = {.type = INFERD_DTYPE_BF16, .vec_dot = bf16_dot, .mdot = bf16_mdot},
-    [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0, .vec_dot = q4_0_dot, .mdot = q4_0_mdot},
+    [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0, .vec_dot = q4_0_dot, .mdot = q4_0_mdot,
+                           .vec_dot_rows8 = q4_0_rows8_dot, .mdot_rows8 = q4_0_rows8_mdot},
     [INFERD_DTYPE_Q4_1] = {.type = INFERD_DTYPE_Q4_1, .vec_dot = q4_1_dot, .mdot = q4_1_mdot},
     [INFERD_DTYPE_Q5_0] = {.type = INFERD_DTYPE_Q5_0, .vec_dot = q5_0_dot, .mdot = q5_0_mdot},
     [INFERD_DTYPE_Q5_1] = {.type = INFERD_DTYPE_Q5_1, .vec_dot = q5_1_dot, .mdot = q5_1_mdot},

@@ -34,14 +34,16 @@
  *    weights from -128 * (lane sum of w)), so any vectorization over
  *    elements, rows or tokens that keeps the eight lanes apart gives the
  *    same bits; |isum_bl| <= 4 * 128 * 128 = 2^16.
- *    Known difference: for Q4_0 matrices whose row count is a multiple of
- *    8, c392e5094 on an AVX2 or AVX-512 machine repacks the weights at
- *    load (ggml-cpu-aarch64.cpp, q4_0_8x8_q8_0: its "CPU_AARCH64" buffer
- *    type is used on x86 too) and its ggml_gemv/gemm_q4_0_8x8_q8_0 kernels
- *    then sum one row per lane, one fma per block of the whole block sum:
- *    acc = fma((float)isum_b, dw_b * da_b, acc), the order inferd used
- *    before for all the block formats. Q4_0 keeps the lane order here for
- *    uniformity, so Q4_0 files can differ from llama.cpp in the last bits.
+ *    Q4_0 matrices whose row count is a multiple of 8 are the exception:
+ *    c392e5094 on an AVX2 or AVX-512 machine repacks those at load
+ *    (ggml-cpu-aarch64.cpp, q4_0_8x8_q8_0: its "CPU_AARCH64" buffer type
+ *    is used on x86 too), and its ggml_gemv/gemm_q4_0_8x8_q8_0 kernels sum
+ *    one fma per block of the whole block sum, for prompts and generation:
+ *        acc = fma((float)isum_b, dw_b * da_b, acc)     (acc from +0)
+ *    with isum_b the exact sum of the block's 32 products; the result is
+ *    acc. inferd follows it (inferd_kernels.vec_dot_rows8 / mdot_rows8; no
+ *    panels: the AVX-512 tiles of 8 tokens are as fast), and the
+ *    eight-lane order for other Q4_0 matrices.
  *  - K-quants (Q4_K, Q5_K, Q6_K rows against a Q8_K row): ggml-cpu's AVX2
  *    order, which llama.cpp runs on AVX2 and AVX-512 machines alike, for
  *    prompts and generation. Eight f32 lanes acc[0..7] from +0 (Q4_K also

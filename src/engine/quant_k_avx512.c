@@ -23,7 +23,7 @@
  *    tile are unpacked once and every token passes over them.
  * The integer sums are exact, so all equal the scalar reference bit for
  * bit. Thread: any (no state). */
-#include "quant_x86.h"
+#include "quant_avx512.h"
 
 #define QK_K INFERD_QK_K
 #define Q8K_BYTES sizeof(inferd_block_q8_k)
@@ -43,21 +43,6 @@ XI size_t k_block_bytes(const int kind)
 XI __m512i bytes(int v)
 {
     return _mm512_set1_epi8((char)v);
-}
-
-XI __m512i bcast32(const uint8_t *p)
-{
-    return _mm512_set1_epi32((int)load_u32(p));
-}
-
-XI __m512i join256(__m256i lo, __m256i hi)
-{
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-}
-
-XI __m128i load16(const uint8_t *p)
-{
-    return _mm_loadu_si128((const __m128i *)p);
 }
 
 XI __m256i load32(const uint8_t *p)
@@ -290,30 +275,6 @@ XI float k_dot(const int kind, int64_t n, const void *w, const void *a)
 }
 
 /* ---- transposes ------------------------------------------------------------------ */
-
-/* out[j] lane r = dword j of the 16 bytes at rp[r] + off, r < 16: four
- * rows per zmm (128-bit lane L of z[i] is row 4L + i), then 4x4 dword
- * transposes inside the 128-bit lanes. */
-XI void rows16_dwords4(const uint8_t *const rp[TILE_ROWS], size_t off, __m512i out[4])
-{
-    __m512i z[4];
-    UNROLL
-    for (int i = 0; i < 4; i++) {
-        const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(load16(rp[i] + off)),
-                                                   load16(rp[4 + i] + off), 1);
-        const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(load16(rp[8 + i] + off)),
-                                                   load16(rp[12 + i] + off), 1);
-        z[i] = join256(lo, hi);
-    }
-    const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]);
-    const __m512i t1 = _mm512_unpackhi_epi32(z[0], z[1]);
-    const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]);
-    const __m512i t3 = _mm512_unpackhi_epi32(z[2], z[3]);
-    out[0] = _mm512_unpacklo_epi64(t0, t2);
-    out[1] = _mm512_unpackhi_epi64(t0, t2);
-    out[2] = _mm512_unpacklo_epi64(t1, t3);
-    out[3] = _mm512_unpackhi_epi64(t1, t3);
-}
 
 /* out[k] lane r = dword k of the 64 bytes at rp[r] + off (k, r < 16): a
  * 16x16 dword transpose in four steps (32-bit and 64-bit interleaves within
@@ -807,20 +768,6 @@ XI void finish_pairs(const int kind, const __m512 acc[8], const __m512 acc_m[4],
             continue;
         const float s = hsum8_mem(lanes + 8 * r);
         out[r] = kind == KQ_Q6 ? s : s + mins[r];
-    }
-}
-
-/* The 16-byte heads of a super-block of the 16 rows, four rows per zmm:
- * 128-bit lane L of z[i] is row 4L + i. */
-XI void rows16_heads(const uint8_t *const rp[TILE_ROWS], size_t off, __m512i z[4])
-{
-    UNROLL
-    for (int i = 0; i < 4; i++) {
-        const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(load16(rp[i] + off)),
-                                                   load16(rp[4 + i] + off), 1);
-        const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(load16(rp[8 + i] + off)),
-                                                   load16(rp[12 + i] + off), 1);
-        z[i] = join256(lo, hi);
     }
 }
 

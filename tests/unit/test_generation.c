@@ -277,6 +277,14 @@ static void test_generation_logprobs_small_q8_0(void **state)
     check_logprobs("small-q8_0.gguf", "logprobs_small-q8_0.json");
 }
 
+/* Q4_0: llama.cpp repacks Q4_0 matrices whose row count is a multiple of
+ * 8 and sums them one block at a time (quant_impl.h). */
+static void test_generation_logprobs_random_q4_0(void **state)
+{
+    (void)state;
+    check_logprobs("random-dim256-q4_0.gguf", "logprobs_random-dim256-q4_0.json");
+}
+
 static void test_generation_logprobs_small_q4_k_m(void **state)
 {
     (void)state;
@@ -315,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_generation_golden_cases),
         cmocka_unit_test(test_generation_logprobs_stories260k),
         cmocka_unit_test(test_generation_logprobs_small_q8_0),
+        cmocka_unit_test(test_generation_logprobs_random_q4_0),
         cmocka_unit_test(test_generation_logprobs_small_q4_k_m),
         cmocka_unit_test(test_generation_logprobs_tiny_qwen2),
         cmocka_unit_test(test_generation_logprobs_tiny_phi3),

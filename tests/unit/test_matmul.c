@@ -84,7 +84,7 @@ static void reference_order(uint32_t t, const void *w, int64_t n_rows, int64_t n
     for (int64_t tok = 0; tok < n_tokens; tok++) {
         ka->from_float(x + tok * x_stride, a, n_cols);
         for (int64_t r = 0; r < n_rows; r++)
-            y[tok * y_stride + r] = inferd_kernels_dot(k, n_cols, order)(
+            y[tok * y_stride + r] = inferd_kernels_matrix_dot(k, n_cols, n_rows, order)(
                 n_cols, (const char *)w + (size_t)r * wrow, a);
     }
     inferd_free(a);
@@ -230,7 +230,8 @@ static void test_matmul_multi_equals_single(void **state)
 
 /* Enough tokens and columns that the kernel runs several token passes and
  * (AVX-512 panels) carries its sums over several chunks of blocks; and
- * short rows with more panels than one preparation serves. */
+ * short rows with more panels than one preparation serves. 24 rows: Q4_0
+ * matrices of 8k rows take their own order (vec_dot_rows8). */
 static void test_matmul_many_tokens_chunked(void **state)
 {
     (void)state;
@@ -241,13 +242,14 @@ static void test_matmul_many_tokens_chunked(void **state)
                                INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q5_0, INFERD_DTYPE_Q5_1,
                                INFERD_DTYPE_Q4_K, INFERD_DTYPE_Q6_K};
     const int64_t col_cases[2] = {8192, 256};
-    const int64_t n_rows = 21, n_tok = 131;
+    const int64_t row_cases[2] = {21, 24}, n_tok = 131;
     float *x = inferd_malloc((size_t)(col_cases[0] * n_tok) * sizeof(float));
-    float *y = inferd_malloc((size_t)(n_rows * n_tok) * sizeof(float));
-    float *ref = inferd_malloc((size_t)(n_rows * n_tok) * sizeof(float));
+    float *y = inferd_malloc((size_t)(row_cases[1] * n_tok) * sizeof(float));
+    float *ref = inferd_malloc((size_t)(row_cases[1] * n_tok) * sizeof(float));
     fill(x, col_cases[0] * n_tok);
-    for (int c = 0; c < 2; c++) {
-        const int64_t n_cols = col_cases[c];
+    for (int c = 0; c < 4; c++) {
+        const int64_t n_rows = row_cases[c / 2];
+        const int64_t n_cols = col_cases[c % 2];
         for (int i = 0; i < 8; i++) {
             char what[64];
             void *w = make_weights(types[i], n_rows, n_cols);
@@ -255,8 +257,8 @@ static void test_matmul_many_tokens_chunked(void **state)
             reference(types[i], w, n_rows, n_cols, x, n_cols, n_tok, ref, n_rows);
             inferd_matmul(pool, types[i], w, n_rows, n_cols, x, n_tok, y, INFERD_ORDER_PREFILL,
                           work);
-            snprintf(what, sizeof(what), "%s, %lld columns", inferd_dtype_name(types[i]),
-                     (long long)n_cols);
+            snprintf(what, sizeof(what), "%s, %lld x %lld", inferd_dtype_name(types[i]),
+                     (long long)n_rows, (long long)n_cols);
             assert_bits_equal(y, ref, n_rows * n_tok, what);
             inferd_free(work);
             inferd_free(w);

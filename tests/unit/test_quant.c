@@ -1379,6 +1379,77 @@ static void test_quant_k_dot_lane_order(void **state)
 }
 
 /*
+ * Q4_0 matrices whose row count is a multiple of 8 take the order of
+ * llama.cpp's repacked q4_0_8x8 kernels (quant_impl.h): one fma per block
+ * of the exact whole-block sum, acc = fma((float)isum_b, dw_b * da_b, acc).
+ * Random rows against random Q8_0 rows, 7 blocks (an odd count, for the
+ * AVX-512 tile's last block): every ISA's vec_dot_rows8 and mdot_rows8 (any
+ * tile shape) give that formula evaluated here, and the lane order of
+ * vec_dot gives other bits on some of these outputs.
+ */
+static void test_quant_q4_0_rows8_order(void **state)
+{
+    (void)state;
+    enum { NB = 7, N = NB * INFERD_QK, ROWS = 11, TOKS = 18 };
+    inferd_block_q4_0 w[ROWS][NB];
+    inferd_block_q8_0 a[TOKS][NB];
+    float x[N], want[TOKS][ROWS], out[TOKS * ROWS];
+    const inferd_kernels *ks = inferd_kernels_get_isa(INFERD_DTYPE_Q4_0, INFERD_ISA_SCALAR);
+    rng_seed(59);
+    for (int r = 0; r < ROWS; r++)
+        make_weight_row(INFERD_DTYPE_Q4_0, N, w[r]);
+    for (int t = 0; t < TOKS; t++) {
+        fill_floats(x, N);
+        inferd_kernels_get_isa(INFERD_DTYPE_Q8_0, INFERD_ISA_SCALAR)->from_float(x, a[t], N);
+    }
+    int n_differ = 0;
+    for (int t = 0; t < TOKS; t++)
+        for (int r = 0; r < ROWS; r++) {
+            float acc = 0.0f;
+            for (int b = 0; b < NB; b++) {
+                int32_t isum = 0;
+                for (int j = 0; j < INFERD_QK; j++) {
+                    const int q = j < 16 ? w[r][b].qs[j] & 15 : w[r][b].qs[j - 16] >> 4;
+                    isum += (q - 8) * a[t][b].qs[j];
+                }
+                acc = fmaf((float)isum,
+                           inferd_f16_to_f32(w[r][b].d) * inferd_f16_to_f32(a[t][b].d), acc);
+            }
+            want[t][r] = acc;
+            n_differ += inferd__f32_bits(acc) != inferd__f32_bits(ks->vec_dot(N, w[r], a[t]));
+        }
+    assert_true(n_differ > 0);
+    for (int isa = 0; isa < n_isas(); isa++) {
+        const inferd_kernels *k = inferd_kernels_get_isa(INFERD_DTYPE_Q4_0, (inferd_isa)isa);
+        assert_non_null(k->vec_dot_rows8);
+        assert_true(inferd_kernels_matrix_dot(k, N, 24, INFERD_ORDER_DECODE) == k->vec_dot_rows8);
+        assert_true(inferd_kernels_matrix_dot(k, N, 20, INFERD_ORDER_DECODE) == k->vec_dot);
+        assert_true(inferd_kernels_matrix_mdot(k, 24) == k->mdot_rows8);
+        assert_true(inferd_kernels_matrix_mdot(k, 20) == k->mdot);
+        for (int t = 0; t < TOKS; t++)
+            for (int r = 0; r < ROWS; r++)
+                if (inferd__f32_bits(k->vec_dot_rows8(N, w[r], a[t])) !=
+                    inferd__f32_bits(want[t][r]))
+                    fail_msg("%s vec_dot_rows8 (%d,%d)", inferd_isa_name((inferd_isa)isa), r, t);
+        for (int nr = 1; nr <= ROWS; nr++)
+            for (int nt = 1; nt <= TOKS; nt++) {
+                memset(out, 0, sizeof(out));
+                k->mdot_rows8(N, w, sizeof(w[0]), nr, a, sizeof(a[0]), nt, out, ROWS);
+                for (int t = 0; t < nt; t++)
+                    for (int r = 0; r < nr; r++)
+                        if (inferd__f32_bits(out[t * ROWS + r]) != inferd__f32_bits(want[t][r]))
+                            fail_msg("%s mdot_rows8 %dx%d at (%d,%d)",
+                                     inferd_isa_name((inferd_isa)isa), nr, nt, r, t);
+            }
+    }
+    for (uint32_t type = 0; type < INFERD_DTYPE_COUNT; type++) {
+        const inferd_kernels *k = inferd_kernels_get(type);
+        if (k && type != INFERD_DTYPE_Q4_0)
+            assert_true(k->vec_dot_rows8 == NULL && k->mdot_rows8 == NULL);
+    }
+}
+
+/*
  * The order of the 32-element block formats is ggml-cpu's AVX2 one
  * (quant_impl.h): per block, d = dw * da and eight exact lane sums (lane l:
  * elements 4l..4l+3), each added to its own f32 lane by one fma; then
@@ -1779,6 +1850,7 @@ int main(void)
         cmocka_unit_test(test_quant_k_dot_extremes),
         cmocka_unit_test(test_quant_k_dot_lane_order),
         cmocka_unit_test(test_quant_block_dot_lane_order),
+        cmocka_unit_test(test_quant_q4_0_rows8_order),
         cmocka_unit_test(test_quant_k_mdot_tiles),
         cmocka_unit_test(test_quant_k_round_trip_error_bounds),
     };
