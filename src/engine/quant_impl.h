@@ -83,6 +83,29 @@
 
 #include "inferd/quant.h"
 
+#include <string.h>
+
+/* ggml's nearest_int: round to nearest even through the f32 mantissa
+ * (|v| < 2^22). Shared by the reference quantizers (quant_k.c, quant_k2.c). */
+static inline int inferd__nearest_int(float v)
+{
+    const float t = v + 12582912.0f;
+    uint32_t u;
+    memcpy(&u, &t, sizeof(u));
+    return (int)(u & 0x007fffffu) - 0x00400000;
+}
+
+static inline int inferd__clamp_int(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* ggml's make_qkx2_quants, the asymmetric sub-block fit of the K-quant
+ * reference quantizers (quant_k.c). */
+float inferd__fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *L,
+                            float *out_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
+                            int use_mad);
+
 /* Per-ISA tables indexed by inferd_dtype; a NULL member falls back to the
  * next lower ISA. Only the entries whose `type` is set are meaningful. */
 extern const inferd_kernels inferd__kernels_avx2[INFERD_DTYPE_COUNT];

@@ -29,19 +29,6 @@
  * is rint(v); other inputs (NaN, which ggml's quantizers can meet) give
  * whatever the same bit manipulation gives, so that we match for any input.
  */
-static int round_k(float v)
-{
-    const float t = v + 12582912.0f;
-    uint32_t u;
-    memcpy(&u, &t, sizeof(u));
-    return (int)(u & 0x007fffffu) - 0x00400000;
-}
-
-static int clamp_int(int v, int lo, int hi)
-{
-    return v < lo ? lo : v > hi ? hi : v;
-}
-
 /* Scale and min of sub-block s from the 12 packed bytes (layout in quant.h). */
 static void k_scale_min(const uint8_t packed[INFERD_K_SCALE_BYTES], int s, int *out_sc,
                         int *out_m)
@@ -171,9 +158,9 @@ void inferd__q8_k_to_float(const void *src, float *dst, int64_t n)
  * The float expressions keep ggml's evaluation order: the result must be
  * identical, not just close.
  */
-static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *L,
-                           float *out_min, uint8_t *Laux, float rmin, float rdelta,
-                           int nstep, int use_mad)
+float inferd__fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *L,
+                            float *out_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
+                            int use_mad)
 {
     float min = x[0], max = x[0];
     float sum_w = w[0];
@@ -197,7 +184,7 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint
     float scale = 1 / iscale;
     float best_err = 0;
     for (int i = 0; i < n; i++) {
-        L[i] = (uint8_t)clamp_int(round_k(iscale * (x[i] - min)), 0, nmax);
+        L[i] = (uint8_t)inferd__clamp_int(inferd__nearest_int(iscale * (x[i] - min)), 0, nmax);
         float diff = scale * (float)L[i] + min - x[i];
         diff = use_mad ? fabsf(diff) : diff * diff;
         best_err += w[i] * diff;
@@ -210,7 +197,7 @@ static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint
         iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
-            const int l = clamp_int(round_k(iscale * (x[i] - min)), 0, nmax);
+            const int l = inferd__clamp_int(inferd__nearest_int(iscale * (x[i] - min)), 0, nmax);
             Laux[i] = (uint8_t)l;
             sum_l += w[i] * (float)l;
             sum_l2 += w[i] * (float)l * (float)l;
@@ -265,7 +252,7 @@ static float fit_scale_sym(int n, int nmax, const float *x, int8_t *L)
     float iscale = (float)-nmax / max;
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        const int l = clamp_int(round_k(iscale * x[i]), -nmax, nmax - 1);
+        const int l = inferd__clamp_int(inferd__nearest_int(iscale * x[i]), -nmax, nmax - 1);
         L[i] = (int8_t)(l + nmax);
         const float w = x[i] * x[i];
         sumlx += w * x[i] * (float)l;
@@ -279,14 +266,15 @@ static float fit_scale_sym(int n, int nmax, const float *x, int8_t *L)
         iscale = -((float)nmax + 0.1f * (float)is) / max;
         sumlx = suml2 = 0;
         for (int i = 0; i < n; i++) {
-            const int l = clamp_int(round_k(iscale * x[i]), -nmax, nmax - 1);
+            const int l = inferd__clamp_int(inferd__nearest_int(iscale * x[i]), -nmax, nmax - 1);
             const float w = x[i] * x[i];
             sumlx += w * x[i] * (float)l;
             suml2 += w * (float)l * (float)l;
         }
         if (suml2 > 0 && sumlx * sumlx > best * suml2) {
             for (int i = 0; i < n; i++)
-                L[i] = (int8_t)(nmax + clamp_int(round_k(iscale * x[i]), -nmax, nmax - 1));
+                L[i] = (int8_t)(nmax + inferd__clamp_int(inferd__nearest_int(iscale * x[i]),
+                                                         -nmax, nmax - 1));
             scale = sumlx / suml2;
             best = scale * sumlx;
         }
@@ -317,7 +305,7 @@ static void q45_k_quantize_block(const float *x, int nmax, float rmin, int nstep
         const float av_x = sqrtf(sum_x2 / 32);
         for (int i = 0; i < 32; i++)
             w[i] = av_x + fabsf(xs[i]);
-        scales[s] = fit_scale_min(32, nmax, xs, w, L + 32 * s, &mins[s], Laux, rmin, 0.1f,
+        scales[s] = inferd__fit_scale_min(32, nmax, xs, w, L + 32 * s, &mins[s], Laux, rmin, 0.1f,
                                   nstep, 0);
         if (scales[s] > max_scale)
             max_scale = scales[s];
@@ -328,8 +316,8 @@ static void q45_k_quantize_block(const float *x, int nmax, float rmin, int nstep
     const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
     for (int s = 0; s < N_SUB_32; s++) {
         /* ggml stores the rounded value in a uint8_t before the clamp. */
-        const uint8_t a = (uint8_t)round_k(inv_scale * scales[s]);
-        const uint8_t b = (uint8_t)round_k(inv_min * mins[s]);
+        const uint8_t a = (uint8_t)inferd__nearest_int(inv_scale * scales[s]);
+        const uint8_t b = (uint8_t)inferd__nearest_int(inv_min * mins[s]);
         ls[s] = a < 63 ? a : 63;
         lm[s] = b < 63 ? b : 63;
     }
@@ -345,7 +333,8 @@ static void q45_k_quantize_block(const float *x, int nmax, float rmin, int nstep
             continue; /* keeps the fit's levels */
         const float dm = inferd_f16_to_f32(*out_dmin) * (float)m;
         for (int i = 0; i < 32; i++)
-            L[32 * s + i] = (uint8_t)clamp_int(round_k((x[32 * s + i] + dm) / d), 0, nmax);
+            L[32 * s + i] =
+                (uint8_t)inferd__clamp_int(inferd__nearest_int((x[32 * s + i] + dm) / d), 0, nmax);
     }
 }
 
@@ -406,7 +395,7 @@ void inferd__q6_k_quantize(const float *src, void *dst, int64_t n)
         const float iscale = -128.f / max_scale;
         b[i].d = inferd_f32_to_f16(1 / iscale);
         for (int s = 0; s < N_SUB_16; s++) {
-            const int v = round_k(iscale * scales[s]);
+            const int v = inferd__nearest_int(iscale * scales[s]);
             b[i].scales[s] = (int8_t)(v < 127 ? v : 127);
         }
         for (int s = 0; s < N_SUB_16; s++) {
@@ -414,7 +403,8 @@ void inferd__q6_k_quantize(const float *src, void *dst, int64_t n)
             if (d == 0)
                 continue; /* keeps the fit's levels */
             for (int j = 0; j < 16; j++)
-                L[16 * s + j] = (int8_t)(clamp_int(round_k(x[16 * s + j] / d), -32, 31) + 32);
+                L[16 * s + j] = (int8_t)(
+                    inferd__clamp_int(inferd__nearest_int(x[16 * s + j] / d), -32, 31) + 32);
         }
         for (int h = 0; h < 2; h++) {
             const int8_t *Lh = L + 128 * h;
@@ -455,7 +445,7 @@ void inferd__q8_k_quantize(const float *src, void *dst, int64_t n)
         }
         const float iscale = -127.f / max;
         for (int j = 0; j < QK_K; j++) {
-            const int v = round_k(iscale * x[j]);
+            const int v = inferd__nearest_int(iscale * x[j]);
             b[i].qs[j] = (int8_t)(uint8_t)(v < 127 ? v : 127);
         }
         for (int g = 0; g < N_SUB_16; g++) {

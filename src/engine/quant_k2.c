@@ -21,20 +21,6 @@
 const int8_t inferd__kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                           1,    13,   25,  38,  53,  69,  89,  113};
 
-/* ggml's nearest_int: round to nearest even through the f32 mantissa. */
-static int round_k(float v)
-{
-    const float t = v + 12582912.0f;
-    uint32_t u;
-    memcpy(&u, &t, sizeof(u));
-    return (int)(u & 0x007fffffu) - 0x00400000;
-}
-
-static int clamp_int(int v, int lo, int hi)
-{
-    return v < lo ? lo : v > hi ? hi : v;
-}
-
 /* ---- unpacking (layouts in quant.h) --------------------------------------- */
 
 /* Element 128h + 32j + l: bits 2j..2j+1 of qs[32h + l]. */
@@ -135,78 +121,6 @@ void inferd__iq4_xs_to_float(const void *src, float *dst, int64_t n)
 
 /* ---- quantizers (ggml's, bit for bit; float expressions in its order) ------ */
 
-/* ggml's make_qkx2_quants (see quant_k.c's fit_scale_min). */
-static float fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *L,
-                           float *out_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
-                           int use_mad)
-{
-    float min = x[0], max = x[0];
-    float sum_w = w[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < min)
-            min = x[i];
-        if (x[i] > max)
-            max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0)
-        min = 0;
-    if (max == min) {
-        memset(L, 0, (size_t)n);
-        *out_min = -min;
-        return 0.0f;
-    }
-    float iscale = (float)nmax / (max - min);
-    float scale = 1 / iscale;
-    float best = 0;
-    for (int i = 0; i < n; i++) {
-        L[i] = (uint8_t)clamp_int(round_k(iscale * (x[i] - min)), 0, nmax);
-        float diff = scale * (float)L[i] + min - x[i];
-        diff = use_mad ? fabsf(diff) : diff * diff;
-        best += w[i] * diff;
-    }
-    if (nstep < 1) {
-        *out_min = -min;
-        return scale;
-    }
-    for (int is = 0; is <= nstep; is++) {
-        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; i++) {
-            const int l = clamp_int(round_k(iscale * (x[i] - min)), 0, nmax);
-            Laux[i] = (uint8_t)l;
-            sum_l += w[i] * (float)l;
-            sum_l2 += w[i] * (float)l * (float)l;
-            sum_xl += w[i] * (float)l * x[i];
-        }
-        const float det = sum_w * sum_l2 - sum_l * sum_l;
-        if (!(det > 0))
-            continue;
-        float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-        float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-        if (this_min > 0) {
-            this_min = 0;
-            this_scale = sum_xl / sum_l2;
-        }
-        float err = 0;
-        for (int i = 0; i < n; i++) {
-            float diff = this_scale * (float)Laux[i] + this_min - x[i];
-            diff = use_mad ? fabsf(diff) : diff * diff;
-            err += w[i] * diff;
-        }
-        if (err < best) {
-            memcpy(L, Laux, (size_t)n);
-            best = err;
-            scale = this_scale;
-            min = this_min;
-        }
-    }
-    *out_min = -min;
-    return scale;
-}
-
 /* quantize_row_q2_K_ref: sub-blocks of 16 fitted on 0..3 (weights |x|,
  * mean absolute error), scales and mins to 4 bits against the largest. */
 void inferd__q2_k_quantize(const float *src, void *dst, int64_t n)
@@ -220,8 +134,8 @@ void inferd__q2_k_quantize(const float *src, void *dst, int64_t n)
         for (int j = 0; j < 16; j++) {
             for (int l = 0; l < 16; l++)
                 w[l] = fabsf(x[16 * j + l]);
-            scales[j] = fit_scale_min(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], Laux, -0.5f,
-                                      0.1f, 15, 1);
+            scales[j] = inferd__fit_scale_min(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], Laux,
+                                              -0.5f, 0.1f, 15, 1);
             if (scales[j] > max_scale)
                 max_scale = scales[j];
             if (mins[j] > max_min)
@@ -230,7 +144,7 @@ void inferd__q2_k_quantize(const float *src, void *dst, int64_t n)
         if (max_scale > 0) {
             const float iscale = 15.f / max_scale;
             for (int j = 0; j < 16; j++)
-                y[i].scales[j] = (uint8_t)round_k(iscale * scales[j]);
+                y[i].scales[j] = (uint8_t)inferd__nearest_int(iscale * scales[j]);
             y[i].d = inferd_f32_to_f16(max_scale / 15.f);
         } else {
             memset(y[i].scales, 0, sizeof(y[i].scales));
@@ -239,7 +153,7 @@ void inferd__q2_k_quantize(const float *src, void *dst, int64_t n)
         if (max_min > 0) {
             const float iscale = 15.f / max_min;
             for (int j = 0; j < 16; j++)
-                y[i].scales[j] |= (uint8_t)(round_k(iscale * mins[j]) << 4);
+                y[i].scales[j] |= (uint8_t)(inferd__nearest_int(iscale * mins[j]) << 4);
             y[i].dmin = inferd_f32_to_f16(max_min / 15.f);
         } else {
             y[i].dmin = inferd_f32_to_f16(0.f);
@@ -250,7 +164,8 @@ void inferd__q2_k_quantize(const float *src, void *dst, int64_t n)
                 continue;
             const float dm = inferd_f16_to_f32(y[i].dmin) * (float)(y[i].scales[j] >> 4);
             for (int l = 0; l < 16; l++)
-                L[16 * j + l] = (uint8_t)clamp_int(round_k((x[16 * j + l] + dm) / d), 0, 3);
+                L[16 * j + l] =
+                    (uint8_t)inferd__clamp_int(inferd__nearest_int((x[16 * j + l] + dm) / d), 0, 3);
         }
         for (int h = 0; h < 2; h++)
             for (int l = 0; l < 32; l++) {
@@ -281,7 +196,7 @@ static float fit_q3(int n, int nmax, const float *x, int8_t *L)
     const float iscale = (float)-nmax / max;
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        const int l = clamp_int(round_k(iscale * x[i]), -nmax, nmax - 1);
+        const int l = inferd__clamp_int(inferd__nearest_int(iscale * x[i]), -nmax, nmax - 1);
         L[i] = (int8_t)l;
         const float w = x[i] * x[i];
         sumlx += w * x[i] * (float)l;
@@ -294,7 +209,8 @@ static float fit_q3(int n, int nmax, const float *x, int8_t *L)
             float slx = sumlx - w * x[i] * (float)L[i];
             if (slx > 0) {
                 float sl2 = suml2 - w * (float)L[i] * (float)L[i];
-                const int new_l = clamp_int(round_k(x[i] * sl2 / slx), -nmax, nmax - 1);
+                const int new_l =
+                    inferd__clamp_int(inferd__nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
                 if (new_l != L[i]) {
                     slx += w * x[i] * (float)new_l;
                     sl2 += w * (float)new_l * (float)new_l;
@@ -338,8 +254,8 @@ void inferd__q3_k_quantize(const float *src, void *dst, int64_t n)
             const float iscale = -32.f / max_scale;
             for (int j = 0; j < 16; j++) {
                 /* ggml stores the rounded value in an int8_t first. */
-                int8_t l = (int8_t)round_k(iscale * scales[j]);
-                l = (int8_t)(clamp_int(l, -32, 31) + 32);
+                int8_t l = (int8_t)inferd__nearest_int(iscale * scales[j]);
+                l = (int8_t)(inferd__clamp_int(l, -32, 31) + 32);
                 if (j < 8)
                     y[i].scales[j] = (uint8_t)(l & 15);
                 else
@@ -357,7 +273,8 @@ void inferd__q3_k_quantize(const float *src, void *dst, int64_t n)
             if (d == 0)
                 continue;
             for (int l = 0; l < 16; l++)
-                L[16 * j + l] = (int8_t)(clamp_int(round_k(x[16 * j + l] / d), -4, 3) + 4);
+                L[16 * j + l] =
+                    (int8_t)(inferd__clamp_int(inferd__nearest_int(x[16 * j + l] / d), -4, 3) + 4);
         }
         memset(y[i].hmask, 0, sizeof(y[i].hmask));
         for (int e = 0; e < QK_K; e++) {
@@ -491,7 +408,7 @@ void inferd__iq4_xs_quantize(const float *src, void *dst, int64_t n)
         y[i].d = inferd_f32_to_f16(d);
         const float id = d != 0 ? 1 / d : 0.f;
         for (int ib = 0; ib < 8; ib++) {
-            int l = clamp_int(round_k(id * scales[ib]), -32, 31);
+            int l = inferd__clamp_int(inferd__nearest_int(id * scales[ib]), -32, 31);
             const float dl = d * (float)l;
             const float idl = dl != 0 ? 1 / dl : 0.f;
             for (int j = 0; j < 32; j++)

@@ -374,7 +374,7 @@ void inferd__q8_k_to_float_avx2(const void *src, float *dst, int64_t n)
 
 /* ---- Q8_K activation quantizer (quantize_row_q8_K_ref) ------------------- */
 
-/* round_k of quant_k.c on 8 lanes: adding 1.5 * 2^23 and reading the low
+/* inferd__nearest_int on 8 lanes: adding 1.5 * 2^23 and reading the low
  * mantissa bits, for any input; then capped at 127 and reduced to its low
  * byte (the scalar's store to int8), as 0..255 in each i32 lane. */
 XI __m256i q8_k_levels(__m256 x, __m256 iscale)
