@@ -61,17 +61,30 @@ expect_error() { # expect_error STATUS SUBSTRING ARGS...
 # Its log is $tmp/serve.log. The process is killed when the script exits.
 # serve_wait_ready: wait until /health answers 200.
 # serve_stop: SIGTERM, wait, and set $serve_rc to the exit status.
-serve_start() {
-    "$INFERD" serve --port 0 "$@" >"$tmp/serve.out" 2>"$tmp/serve.log" &
-    serve_pid=$!
-    local i
+# launch_serve PIDVAR PORTVAR OUT LOG ARGS...: `inferd serve --port 0 ARGS`
+# in the background (stdout to OUT, stderr to LOG), its pid stored in
+# PIDVAR at once (for the cleanup traps), then its port in PORTVAR once it
+# logs it. OUT and LOG exist before it starts: the poll must not read a
+# file the child has not opened yet (under set -e that ends the script).
+launch_serve() {
+    local pidvar=$1 portvar=$2 out=$3 log=$4 i p=
+    shift 4
+    : >"$out"
+    : >"$log"
+    "$INFERD" serve --port 0 "$@" >"$out" 2>"$log" &
+    printf -v "$pidvar" '%s' "$!"
     for i in $(seq 1 600); do
-        port=$(sed -n 's/.*listening on http:\/\/[^ ]*:\([0-9][0-9]*\)".*/\1/p' "$tmp/serve.log" | head -1)
-        [[ -n "$port" ]] && break
-        kill -0 "$serve_pid" 2>/dev/null || fail "inferd serve exited early: $(cat "$tmp/serve.log")"
+        p=$(sed -n 's/.*listening on http:\/\/[^ ]*:\([0-9][0-9]*\)".*/\1/p' "$log" | head -1)
+        [[ -n "$p" ]] && break
+        kill -0 "${!pidvar}" 2>/dev/null || fail "inferd serve exited early: $(cat "$log")"
         sleep 0.1
     done
-    [[ -n "$port" ]] || fail "inferd serve did not listen within 60 s: $(cat "$tmp/serve.log")"
+    [[ -n "$p" ]] || fail "inferd serve did not listen within 60 s: $(cat "$log")"
+    printf -v "$portvar" '%s' "$p"
+}
+
+serve_start() {
+    launch_serve serve_pid port "$tmp/serve.out" "$tmp/serve.log" "$@"
     url="http://127.0.0.1:$port"
 }
 

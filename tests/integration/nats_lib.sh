@@ -141,19 +141,10 @@ mon() {
 # worker_start NAME ARGS...: `inferd serve --port 0 ARGS` in the background,
 # like lib.sh's serve_start, with its own log $tmp/NAME.log.
 worker_start() {
-    local name=$1 i p=
+    local name=$1
     shift
-    "$INFERD" serve --port 0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.log" &
-    worker_pid[$name]=$!
-    for i in $(seq 1 600); do
-        p=$(sed -n 's/.*listening on http:\/\/[^ ]*:\([0-9][0-9]*\)".*/\1/p' "$tmp/$name.log" | head -1)
-        [[ -n "$p" ]] && break
-        kill -0 "${worker_pid[$name]}" 2>/dev/null || fail "worker $name exited early: $(cat "$tmp/$name.log")"
-        sleep 0.1
-    done
-    [[ -n "$p" ]] || fail "worker $name did not listen within 60 s: $(cat "$tmp/$name.log")"
-    worker_port[$name]=$p
-    worker_url[$name]="http://127.0.0.1:$p"
+    launch_serve "worker_pid[$name]" "worker_port[$name]" "$tmp/$name.out" "$tmp/$name.log" "$@"
+    worker_url[$name]="http://127.0.0.1:${worker_port[$name]}"
 }
 
 worker_kill() { # worker_kill NAME [SIGNAL]: signal (default KILL) and wait
