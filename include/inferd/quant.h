@@ -51,7 +51,9 @@
  * sums (lane l: elements 4l..4l+3 of each 32-element block or piece), one
  * fused multiply-add per lane and block (or super-block) in block order,
  * then ggml's 8-lane reduction; Q4_1/Q5_1 add mw*sa per block by one more
- * fma.
+ * fma. Q4_0 matrices whose row count is a multiple of 8 take the order of
+ * llama.cpp's repacked q4_0_8x8 kernels instead, one fma per block of the
+ * whole block sum (inferd_kernels.vec_dot_rows8).
  * Every ISA, and every tile of inferd_matmul, gives the same bits: the
  * order of operations is fixed in src/engine/quant_impl.h.
  */
