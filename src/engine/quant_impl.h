@@ -100,6 +100,23 @@ static inline int inferd__clamp_int(int v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* The value of largest magnitude among x[0..n) (the first of equals; 0 when
+ * all are 0), its magnitude in *amax: the scan of ggml's reference
+ * quantizers (a strict > keeps the first). */
+static inline float inferd__max_by_magnitude(const float *x, int n, float *amax)
+{
+    float max = 0, am = 0;
+    for (int i = 0; i < n; i++) {
+        const float a = x[i] < 0 ? -x[i] : x[i];
+        if (a > am) {
+            am = a;
+            max = x[i];
+        }
+    }
+    *amax = am;
+    return max;
+}
+
 /* ggml's make_qkx2_quants, the asymmetric sub-block fit of the K-quant
  * reference quantizers (quant_k.c). */
 float inferd__fit_scale_min(int n, int nmax, const float *x, const float *w, uint8_t *L,

@@ -237,14 +237,8 @@ float inferd__fit_scale_min(int n, int nmax, const float *x, const float *w, uin
  */
 static float fit_scale_sym(int n, int nmax, const float *x, int8_t *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = inferd__max_by_magnitude(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.0f;
@@ -431,14 +425,8 @@ void inferd__q8_k_quantize(const float *src, void *dst, int64_t n)
     inferd_block_q8_k *b = dst;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float *x = src + i * QK_K;
-        float max = 0, amax = 0;
-        for (int j = 0; j < QK_K; j++) {
-            const float ax = fabsf(x[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
+        float amax;
+        const float max = inferd__max_by_magnitude(x, QK_K, &amax);
         if (amax == 0) {
             memset(&b[i], 0, sizeof(b[i]));
             continue;

@@ -181,14 +181,8 @@ void inferd__q2_k_quantize(const float *src, void *dst, int64_t n)
  * x^2-weighted least-squares fit. */
 static float fit_q3(int n, int nmax, const float *x, int8_t *L)
 {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
+    float amax;
+    const float max = inferd__max_by_magnitude(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
@@ -240,15 +234,10 @@ void inferd__q3_k_quantize(const float *src, void *dst, int64_t n)
         const float *x = src + i * QK_K;
         int8_t L[QK_K];
         float scales[16];
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < 16; j++) {
+        float amax;
+        for (int j = 0; j < 16; j++)
             scales[j] = fit_q3(16, 4, x + 16 * j, L + 16 * j);
-            const float a = fabsf(scales[j]);
-            if (a > amax) {
-                amax = a;
-                max_scale = scales[j];
-            }
-        }
+        const float max_scale = inferd__max_by_magnitude(scales, 16, &amax);
         memset(y[i].scales, 0, sizeof(y[i].scales));
         if (max_scale != 0) {
             const float iscale = -32.f / max_scale;
@@ -320,16 +309,10 @@ static float iq4_fit32(const float *xb, uint8_t *L)
 {
     const int8_t *v = inferd__kvalues_iq4nl;
     float w[32];
-    float amax = 0, max = 0;
+    float amax;
     for (int j = 0; j < 32; j++)
         w[j] = xb[j] * xb[j];
-    for (int j = 0; j < 32; j++) {
-        const float ax = fabsf(xb[j]);
-        if (ax > amax) {
-            amax = ax;
-            max = xb[j];
-        }
-    }
+    const float max = inferd__max_by_magnitude(xb, 32, &amax);
     if (amax < GROUP_MAX_EPS)
         return 0.f;
     float d = -max / (float)v[0];
@@ -394,15 +377,10 @@ void inferd__iq4_xs_quantize(const float *src, void *dst, int64_t n)
         const float *x = src + i * QK_K;
         uint8_t L[QK_K] = {0};
         float scales[8];
-        float max_scale = 0, amax_scale = 0;
-        for (int ib = 0; ib < 8; ib++) {
+        float amax_scale;
+        for (int ib = 0; ib < 8; ib++)
             scales[ib] = iq4_fit32(x + 32 * ib, L + 32 * ib);
-            const float a = fabsf(scales[ib]);
-            if (a > amax_scale) {
-                amax_scale = a;
-                max_scale = scales[ib];
-            }
-        }
+        const float max_scale = inferd__max_by_magnitude(scales, 8, &amax_scale);
         y[i].scales_h = 0;
         const float d = -max_scale / 32;
         y[i].d = inferd_f32_to_f16(d);
