@@ -13,40 +13,20 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "quant_impl.h"
+#include "quant_x86.h"
 
-#ifdef __clang__
-#pragma STDC FP_CONTRACT OFF
-#endif
-
-#define K2I static inline __attribute__((always_inline))
 #define K2_TOKS 8 /* tokens sharing one unpacked weight block in mdot */
 
 enum { K2_Q2, K2_Q3, K2_XS, K2_NL };
 
-K2I float k2_hsum8(__m256 v)
-{
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-
-K2I float k2_f16(inferd_f16 h)
-{
-    uint16_t u;
-    memcpy(&u, &h, 2);
-    return _cvtsh_ss(u);
-}
-
-K2I size_t k2_wbytes(const int kind)
+XI size_t k2_wbytes(const int kind)
 {
     return kind == K2_Q2 ? sizeof(inferd_block_q2_k)
          : kind == K2_Q3 ? sizeof(inferd_block_q3_k)
          : kind == K2_XS ? sizeof(inferd_block_iq4_xs) : sizeof(inferd_block_iq4_nl);
 }
 
-K2I int k2_pieces(const int kind)
+XI int k2_pieces(const int kind)
 {
     return kind == K2_NL ? 1 : 8;
 }
@@ -62,7 +42,7 @@ typedef struct k2_block {
 
 /* Values of IQ4 piece from 16 bytes of nibbles: kv of low nibbles
  * (elements 0..15), then of high nibbles (16..31). */
-K2I __m256i k2_iq4_piece(const uint8_t *qs)
+XI __m256i k2_iq4_piece(const uint8_t *qs)
 {
     const __m128i kv = _mm_loadu_si128((const __m128i *)inferd__kvalues_iq4nl);
     const __m128i b = _mm_loadu_si128((const __m128i *)qs);
@@ -74,18 +54,18 @@ K2I __m256i k2_iq4_piece(const uint8_t *qs)
 
 /* Scales of sub-blocks of 16: the low 128-bit half of piece p is
  * sub-block 2p, the high one 2p + 1. */
-K2I __m256i k2_mul16(int lo, int hi)
+XI __m256i k2_mul16(int lo, int hi)
 {
     return _mm256_setr_m128i(_mm_set1_epi16((short)lo), _mm_set1_epi16((short)hi));
 }
 
-K2I void k2_unpack(const int kind, const uint8_t *blk, k2_block *u)
+XI void k2_unpack(const int kind, const uint8_t *blk, k2_block *u)
 {
     if (kind == K2_NL) {
         const inferd_block_iq4_nl *b = (const inferd_block_iq4_nl *)(const void *)blk;
         u->v[0] = k2_iq4_piece(b->qs);
         u->mul[0] = _mm256_set1_epi16(1);
-        u->dw = k2_f16(b->d);
+        u->dw = f16_scalar(&b->d);
         return;
     }
     if (kind == K2_XS) {
@@ -94,7 +74,7 @@ K2I void k2_unpack(const int kind, const uint8_t *blk, k2_block *u)
             u->v[p] = k2_iq4_piece(b->qs + 16 * p);
             u->mul[p] = _mm256_set1_epi16((short)inferd__iq4_xs_scale(b, p));
         }
-        u->dw = k2_f16(b->d);
+        u->dw = f16_scalar(&b->d);
         return;
     }
     const uint8_t *qs = blk + (kind == K2_Q2 ? 16 : 32);
@@ -105,15 +85,15 @@ K2I void k2_unpack(const int kind, const uint8_t *blk, k2_block *u)
         u->mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(0x0f)));
         for (int p = 0; p < 8; p++)
             u->mul[p] = k2_mul16(b->scales[2 * p] & 15, b->scales[2 * p + 1] & 15);
-        u->dw = k2_f16(b->d);
-        u->dminw = k2_f16(b->dmin);
+        u->dw = f16_scalar(&b->d);
+        u->dminw = f16_scalar(&b->dmin);
     } else {
         const inferd_block_q3_k *b = (const inferd_block_q3_k *)(const void *)blk;
         int sc[16];
         inferd__q3_k_scales(b->scales, sc);
         for (int p = 0; p < 8; p++)
             u->mul[p] = k2_mul16(sc[2 * p], sc[2 * p + 1]);
-        u->dw = k2_f16(b->d);
+        u->dw = f16_scalar(&b->d);
     }
     const __m256i hm = _mm256_loadu_si256((const __m256i *)blk); /* Q3_K's hmask */
     for (int h = 0; h < 2; h++) {
@@ -132,7 +112,7 @@ K2I void k2_unpack(const int kind, const uint8_t *blk, k2_block *u)
 
 /* Exact i32 lanes of piece p against 32 activation quants @p x: lane k =
  * mul_k * sum of elements 4k..4k+3 of (value - offset) * a. */
-K2I __m256i k2_piece_lanes(const int kind, const k2_block *u, int p, const int8_t *x)
+XI __m256i k2_piece_lanes(const int kind, const k2_block *u, int p, const int8_t *x)
 {
     const __m256i a = _mm256_loadu_si256((const __m256i *)x);
 #if K2_VNNI
@@ -171,7 +151,7 @@ K2I __m256i k2_piece_lanes(const int kind, const k2_block *u, int p, const int8_
 }
 
 /* The whole block's lanes against the activation block's quants. */
-K2I __m256i k2_lanes(const int kind, const k2_block *u, const int8_t *x)
+XI __m256i k2_lanes(const int kind, const k2_block *u, const int8_t *x)
 {
     __m256i s = k2_piece_lanes(kind, u, 0, x);
     for (int p = 1; p < k2_pieces(kind); p++)
@@ -179,28 +159,28 @@ K2I __m256i k2_lanes(const int kind, const k2_block *u, const int8_t *x)
     return s;
 }
 
-K2I size_t k2_abytes(const int kind)
+XI size_t k2_abytes(const int kind)
 {
     return kind == K2_NL ? sizeof(inferd_block_q8_0) : sizeof(inferd_block_q8_k);
 }
 
-K2I const int8_t *k2_aqs(const int kind, const uint8_t *ab)
+XI const int8_t *k2_aqs(const int kind, const uint8_t *ab)
 {
     return (const int8_t *)(ab + (kind == K2_NL ? offsetof(inferd_block_q8_0, qs)
                                                 : offsetof(inferd_block_q8_k, qs)));
 }
 
-K2I float k2_ad(const int kind, const uint8_t *ab)
+XI float k2_ad(const int kind, const uint8_t *ab)
 {
     if (kind == K2_NL)
-        return k2_f16(((const inferd_block_q8_0 *)(const void *)ab)->d);
+        return f16_scalar(&((const inferd_block_q8_0 *)(const void *)ab)->d);
     float d;
     memcpy(&d, ab, 4);
     return d;
 }
 
 /* One block's float steps into @p acc (orders: quant_impl.h). */
-K2I __m256 k2_step(const int kind, const k2_block *u, const uint8_t *ab, __m256 acc)
+XI __m256 k2_step(const int kind, const k2_block *u, const uint8_t *ab, __m256 acc)
 {
     const float ad = k2_ad(kind, ab);
     const __m256i lanes = k2_lanes(kind, u, k2_aqs(kind, ab));
@@ -215,7 +195,7 @@ K2I __m256 k2_step(const int kind, const k2_block *u, const uint8_t *ab, __m256 
     return _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
 }
 
-K2I float k2_dot(const int kind, int64_t n, const void *w, const void *a)
+XI float k2_dot(const int kind, int64_t n, const void *w, const void *a)
 {
     const int64_t nb = n / (kind == K2_NL ? 32 : INFERD_QK_K);
     __m256 acc = _mm256_setzero_ps();
@@ -224,11 +204,11 @@ K2I float k2_dot(const int kind, int64_t n, const void *w, const void *a)
         k2_unpack(kind, (const uint8_t *)w + (size_t)b * k2_wbytes(kind), &u);
         acc = k2_step(kind, &u, (const uint8_t *)a + (size_t)b * k2_abytes(kind), acc);
     }
-    return k2_hsum8(acc);
+    return hsum8(acc);
 }
 
 /* IQ4_NL's generation order: alternating accumulators, scalar odd tail. */
-K2I float k2_iq4_nl_dot_gemv(int64_t n, const void *w, const void *a)
+XI float k2_iq4_nl_dot_gemv(int64_t n, const void *w, const void *a)
 {
     const int64_t nb = n / 32;
     const uint8_t *wb = w, *ab = a;
@@ -242,7 +222,7 @@ K2I float k2_iq4_nl_dot_gemv(int64_t n, const void *w, const void *a)
         k2_unpack(K2_NL, wb + (size_t)(b + 1) * WB, &u);
         acc2 = k2_step(K2_NL, &u, ab + (size_t)(b + 1) * AB, acc2);
     }
-    float r = k2_hsum8(_mm256_add_ps(acc1, acc2));
+    float r = hsum8(_mm256_add_ps(acc1, acc2));
     if (b < nb) {
         k2_block u;
         k2_unpack(K2_NL, wb + (size_t)b * WB, &u);
@@ -260,7 +240,7 @@ K2I float k2_iq4_nl_dot_gemv(int64_t n, const void *w, const void *a)
 
 /* mdot: for each row, tokens in groups of K2_TOKS, each weight block
  * unpacked once per group. Every output follows k2_dot's order. */
-K2I void k2_mdot(const int kind, int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+XI void k2_mdot(const int kind, int64_t n, const void *w, size_t w_stride, int64_t n_rows,
                  const void *a, size_t a_stride, int64_t n_toks, float *out, size_t out_stride)
 {
     const int64_t nb = n / (kind == K2_NL ? 32 : INFERD_QK_K);
@@ -281,7 +261,7 @@ K2I void k2_mdot(const int kind, int64_t n, const void *w, size_t w_stride, int6
                                      acc[t]);
             }
             for (int t = 0; t < nt; t++)
-                out[(size_t)(t0 + t) * out_stride + (size_t)r] = k2_hsum8(acc[t]);
+                out[(size_t)(t0 + t) * out_stride + (size_t)r] = hsum8(acc[t]);
         }
     }
 }
