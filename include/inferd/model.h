@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "inferd/chat.h"
 #include "inferd/error.h"
 #include "inferd/gguf.h"
 #include "inferd/pool.h"
@@ -91,6 +92,11 @@ const inferd_model_hparams *inferd_model_get_hparams(const inferd_model *m);
 const inferd_vocab *inferd_model_get_vocab(const inferd_model *m);
 const inferd_gguf *inferd_model_get_gguf(const inferd_model *m);
 uint32_t inferd_model_n_ctx(const inferd_model *m);
+/** The chat template named by the file's tokenizer.chat_template, detected
+ * once at load. @return 0 and *out; INFERD_E_NOT_FOUND (the file has none)
+ * or INFERD_E_UNSUPPORTED (not one inferd_chat_template_detect knows), with
+ * *out = INFERD_CHAT_CHATML. Thread: any. */
+int inferd_model_chat_template(const inferd_model *m, inferd_chat_template *out);
 uint32_t inferd_model_n_seq_max(const inferd_model *m);
 uint32_t inferd_model_n_batch_max(const inferd_model *m);
 /** Bytes of weights (mapped) and of the KV cache + work buffers (allocated). */

@@ -1,4 +1,5 @@
-/* The NATS worker: joins a NATS cluster on behalf of an inferd_server. It
+/* The NATS door: joins a NATS cluster on behalf of a request front end
+ * (inferd_frontend), with or without an HTTP server beside it. It
  * registers (worker.register, retried with backoff until a controller
  * answers, and again after every reconnection), publishes heartbeats with
  * measured figures, takes inference requests on worker.{id}.inference and,
@@ -17,7 +18,8 @@
  * that registers and sends heartbeats, and one thread per inference request
  * while it runs (bounded: past the server's capacity requests get
  * "overloaded" at once). The functions below are called by the owner's
- * thread. HTTP serving never depends on the NATS connection.
+ * thread. HTTP serving never depends on the NATS connection. The worker's
+ * figures appear in the front end's status sections as "worker".
  */
 #ifndef INFERD_NATSWORKER_H
 #define INFERD_NATSWORKER_H
@@ -26,7 +28,7 @@
 #include <stdint.h>
 
 #include "inferd/error.h"
-#include "inferd/server.h"
+#include "inferd/frontend.h"
 
 typedef struct inferd_nats_worker inferd_nats_worker;
 
@@ -37,9 +39,12 @@ typedef struct inferd_nats_opts {
     int64_t heartbeat_ms;          /* default 5000 */
     int64_t register_timeout_ms;   /* wait for the acknowledgement; default 2000 */
     size_t max_msg_bytes;          /* largest request message; default 1 MiB */
-    const char *advertise_host;    /* "ip" in the registration; NULL: the server's
-                                    * host, or when that is a wildcard the local
-                                    * address of the NATS connection */
+    const char *advertise_host;    /* "ip" in the registration; NULL: http_host,
+                                    * or when that is a wildcard or absent the
+                                    * local address of the NATS connection */
+    const char *http_host;         /* the HTTP door's address, or NULL: none */
+    uint16_t http_port;            /* its port ("port" in the registration,
+                                    * null when 0) */
 } inferd_nats_opts;
 
 /** Defaults as documented on each field; url and worker_id NULL. */
@@ -50,11 +55,12 @@ inferd_nats_opts inferd_nats_opts_default(void);
 int inferd_nats_opts_check(const inferd_nats_opts *opts, inferd_error *err);
 
 /**
- * Create the worker for @p srv (state IDLE, shown in srv's /v1/status). At
- * most one per server. @return 0; INFERD_E_INVALID (a bad option: the
- * message names it), INFERD_E_NOMEM.
+ * Create the worker for the models of @p fe (borrowed; it must outlive the
+ * worker), in state IDLE. At most one per front end. @return 0;
+ * INFERD_E_INVALID (a bad option: the message names it; a second worker),
+ * INFERD_E_NOMEM.
  */
-int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
+int inferd_nats_worker_create(inferd_frontend *fe, const inferd_nats_opts *opts,
                               inferd_nats_worker **out, inferd_error *err);
 
 /**
@@ -69,12 +75,12 @@ int inferd_nats_worker_start(inferd_nats_worker *w, inferd_error *err);
 /**
  * Stop taking requests (DRAINING): drain every subscription (messages
  * already delivered are still served) and publish a heartbeat saying so.
- * Call before inferd_server_drain. Accepts NULL.
+ * Call before inferd_frontend_drain. Accepts NULL.
  */
 void inferd_nats_worker_drain(inferd_nats_worker *w);
 
 /**
- * Wait for the running requests' threads (call after inferd_server_drain,
+ * Wait for the running requests' threads (call after inferd_frontend_drain,
  * which ends them), publish the last heartbeat (status "offline"), close the
  * connection and free the worker (STOPPED). Accepts NULL.
  */

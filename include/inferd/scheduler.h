@@ -182,10 +182,12 @@ inferd_request_params inferd_request_params_default(void);
 /**
  * Submit a request. Returns at once.
  * @return 0 and *out_request (release it with inferd_request_release);
- * INFERD_E_INVALID (bad_request: empty prompt, prompt with as many tokens
- * as the context or more, an id outside the vocabulary, bad sampling
- * parameters or stop strings; the message names the field; prompts given
- * during the load are checked at admission instead), INFERD_E_OVERLOADED (the queue holds
+ * INFERD_E_INVALID (empty prompt, an id outside the vocabulary, bad
+ * sampling parameters or stop strings; the message names the field, and
+ * err->param is "prompt" for the prompt's), INFERD_E_CONTEXT_LENGTH (a
+ * prompt with as many tokens as the context or more; param "prompt");
+ * prompts given during the load are checked at admission instead, and an
+ * ERROR event then carries the code and param, INFERD_E_OVERLOADED (the queue holds
  * n_queue_max requests), INFERD_E_UNAVAILABLE (draining or stopped, or the
  * load failed), INFERD_E_NOMEM. Nothing is queued on error.
  */
@@ -226,6 +228,8 @@ typedef struct inferd_event {
     /* ERROR (also ends the stream) */
     int code;                      /* INFERD_E_* */
     const char *message;           /* valid until the next call on the request */
+    const char *param;             /* the request field at fault (canonical
+                                    * name, static), or NULL */
 } inferd_event;
 
 /**

@@ -4,43 +4,45 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *inferd_strerror(int code)
-{
-    switch (code) {
-#define X(name, value, http, wire, text) case value: return text;
-        INFERD_ERRORS(X)
-#undef X
+#define FACE(fn, type, column, fallback)                                        \
+    type fn(int code)                                                          \
+    {                                                                          \
+        switch (code) {                                                        \
+        INFERD_ERRORS(column)                                                  \
+        }                                                                      \
+        return fallback;                                                       \
     }
-    return "unknown error";
+
+#define COL_TEXT(name, value, http, hcode, ncode, grpc, text) case value: return text;
+#define COL_HTTP(name, value, http, hcode, ncode, grpc, text) case value: return http;
+#define COL_HCODE(name, value, http, hcode, ncode, grpc, text) case value: return hcode;
+#define COL_NCODE(name, value, http, hcode, ncode, grpc, text) case value: return ncode;
+#define COL_GRPC(name, value, http, hcode, ncode, grpc, text) case value: return grpc;
+
+FACE(inferd_strerror, const char *, COL_TEXT, "unknown error")
+FACE(inferd_error_http_status, int, COL_HTTP, 500)
+FACE(inferd_error_http_code, const char *, COL_HCODE, "internal")
+FACE(inferd_error_nats_code, const char *, COL_NCODE, "internal")
+FACE(inferd_error_grpc_status, int, COL_GRPC, 13)
+
+const char *inferd_error_openai_type(int code)
+{
+    int status = inferd_error_http_status(code);
+    if (status == 401)
+        return "authentication_error";
+    if (status == 404)
+        return "not_found_error";
+    return status >= 500 ? "server_error" : "invalid_request_error";
 }
 
-int inferd_error_http_status(int code)
-{
-    switch (code) {
-#define X(name, value, http, wire, text) case value: return http;
-        INFERD_ERRORS(X)
-#undef X
-    }
-    return 500;
-}
-
-const char *inferd_error_wire_code(int code)
-{
-    switch (code) {
-#define X(name, value, http, wire, text) case value: return wire;
-        INFERD_ERRORS(X)
-#undef X
-    }
-    return "internal";
-}
-
-__attribute__((format(printf, 4, 0)))
-static int vfail(inferd_error *err, int code, int sys_errno, const char *fmt,
-                 va_list ap)
+__attribute__((format(printf, 5, 0)))
+static int vfail(inferd_error *err, int code, int sys_errno, const char *param,
+                 const char *fmt, va_list ap)
 {
     if (err) {
         err->code = code;
         err->sys_errno = sys_errno;
+        snprintf(err->param, sizeof(err->param), "%s", param ? param : "");
         vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
     }
     return code;
@@ -50,9 +52,24 @@ int inferd_fail(inferd_error *err, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vfail(err, code, 0, fmt, ap);
+    vfail(err, code, 0, NULL, fmt, ap);
     va_end(ap);
     return code;
+}
+
+int inferd_fail_param(inferd_error *err, int code, const char *param, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(err, code, 0, param, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int inferd_vfail_param(inferd_error *err, int code, const char *param, const char *fmt,
+                       va_list ap)
+{
+    return vfail(err, code, 0, param, fmt, ap);
 }
 
 int inferd_fail_errno(inferd_error *err, int code, int sys_errno,
@@ -60,7 +77,7 @@ int inferd_fail_errno(inferd_error *err, int code, int sys_errno,
 {
     va_list ap;
     va_start(ap, fmt);
-    vfail(err, code, sys_errno, fmt, ap);
+    vfail(err, code, sys_errno, NULL, fmt, ap);
     va_end(ap);
     return code;
 }

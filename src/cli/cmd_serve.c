@@ -45,6 +45,7 @@ static void help(void)
            "                            worker.ID.inference and inference.MODEL (docs/nats.md)\n"
            "      --heartbeat-ms MS     NATS heartbeat interval (default 5000)\n"
            "      --worker-tags LIST    comma-separated tags sent with the registration\n"
+           "      --no-http             no HTTP door: serve over NATS only (needs --nats)\n"
            "      --ready-callback URL  once the models are loaded, POST the worker's\n"
            "                            endpoint and capacity there (retried on errors\n"
            "                            and 5xx; a 4xx or giving up exits 1)\n"
@@ -53,12 +54,13 @@ static void help(void)
            "      --log-level LEVEL     debug, info, warn or error (default info)\n"
            "      --config FILE         JSON object of these options by name, e.g.\n"
            "                            {\"model\": [\"a.gguf\"], \"port\": 8080}; flags win\n",
-           INFERD_SERVER_MODELS_MAX);
+           INFERD_FE_MODELS_MAX);
 }
 
 /* The readiness callback: this worker's endpoint and capacity. */
-static int announce(inferd_server *srv, const inferd_server_opts *so, const char *worker_id,
-                    const char *url, const char *pool_id, uint32_t attempts, inferd_error *err)
+static int announce(inferd_frontend *fe, inferd_server *srv, const inferd_server_opts *so,
+                    const char *model_path, const char *worker_id, const char *url,
+                    const char *pool_id, uint32_t attempts, inferd_error *err)
 {
     char endpoint[300];
     const bool v6 = strchr(so->host, ':') != NULL;
@@ -70,15 +72,15 @@ static int announce(inferd_server *srv, const inferd_server_opts *so, const char
     cb.pool_id = pool_id;
     cb.endpoint = endpoint;
     cb.engine_version = INFERD_VERSION;
-    cb.model_ref = so->models[0].path;
+    cb.model_ref = model_path;
     cb.max_attempts = attempts;
-    inferd_server_capacity(srv, &cb.memory_bytes, &cb.slots_total);
+    inferd_frontend_capacity(fe, &cb.memory_bytes, &cb.slots_total);
     return inferd_ready_cb_post(&cb, err);
 }
 
 int inferd__cmd_serve(int argc, char **argv)
 {
-    const char *models[INFERD_SERVER_MODELS_MAX], *aliases[INFERD_SERVER_MODELS_MAX];
+    const char *models[INFERD_FE_MODELS_MAX], *aliases[INFERD_FE_MODELS_MAX];
     int n_models = 0, n_aliases = 0, n_pos = 0;
     const char *host = "127.0.0.1", *api_key = NULL, *tmpl = NULL, *config = NULL,
                *log_level = NULL, *worker_id = NULL, *ready_url = NULL, *pool_id = NULL,
@@ -87,12 +89,12 @@ int inferd__cmd_serve(int argc, char **argv)
             keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000,
             max_body = 1 << 20, max_conn = 1024, conn_timeout = 30, ready_retries = 8,
             heartbeat_ms = 5000;
-    bool want_help = false;
+    bool want_help = false, no_http = false;
     const char *pos[1];
 
     const cli_opt opts[] = {
-        {"--model", "-m", CLI_STR_LIST, models, 0, 0, &n_models, INFERD_SERVER_MODELS_MAX, NULL},
-        {"--alias", NULL, CLI_STR_LIST, aliases, 0, 0, &n_aliases, INFERD_SERVER_MODELS_MAX,
+        {"--model", "-m", CLI_STR_LIST, models, 0, 0, &n_models, INFERD_FE_MODELS_MAX, NULL},
+        {"--alias", NULL, CLI_STR_LIST, aliases, 0, 0, &n_aliases, INFERD_FE_MODELS_MAX,
          NULL},
         {"--host", NULL, CLI_STR, &host, 0, 0, NULL, 0, NULL},
         {"--port", NULL, CLI_INT, &port, 0, 65535, NULL, 0, NULL},
@@ -118,6 +120,7 @@ int inferd__cmd_serve(int argc, char **argv)
         {"--nats", NULL, CLI_STR, &nats_url, 0, 0, NULL, 0, NULL},
         {"--heartbeat-ms", NULL, CLI_INT, &heartbeat_ms, 100, 3600000, NULL, 0, NULL},
         {"--worker-tags", NULL, CLI_STR, &worker_tags, 0, 0, NULL, 0, NULL},
+        {"--no-http", NULL, CLI_FLAG, &no_http, 0, 0, NULL, 0, NULL},
         {"--config", NULL, CLI_STR, &config, 0, 0, NULL, 0, NULL},
         {"--help", "-h", CLI_FLAG, &want_help, 0, 0, NULL, 0, NULL},
         {NULL, NULL, 0, NULL, 0, 0, NULL, 0, NULL},
@@ -134,6 +137,14 @@ int inferd__cmd_serve(int argc, char **argv)
     }
     if (n_aliases > n_models) {
         inferd__cli_error(CMD, "%d aliases for %d models", n_aliases, n_models);
+        return CLI_EXIT_USAGE;
+    }
+    if (no_http && !nats_url) {
+        inferd__cli_error(CMD, "--no-http: give --nats URL, or there is no door to serve");
+        return CLI_EXIT_USAGE;
+    }
+    if (no_http && ready_url) {
+        inferd__cli_error(CMD, "--ready-callback announces the HTTP endpoint: not with --no-http");
         return CLI_EXIT_USAGE;
     }
     if (log_level) {
@@ -160,22 +171,23 @@ int inferd__cmd_serve(int argc, char **argv)
     so.max_body_bytes = (size_t)max_body;
     so.max_connections = (uint32_t)max_conn;
     so.conn_timeout_s = (uint32_t)conn_timeout;
-    so.n_models = (size_t)n_models;
+    inferd_frontend_opts fo = inferd_frontend_opts_default();
+    fo.n_models = (size_t)n_models;
     for (int i = 0; i < n_models; i++) {
-        so.models[i].path = models[i];
-        so.models[i].alias = i < n_aliases ? aliases[i] : NULL;
+        fo.models[i].path = models[i];
+        fo.models[i].alias = i < n_aliases ? aliases[i] : NULL;
     }
-    inferd_sched_opts *sched = &so.model_opts.sched;
+    inferd_sched_opts *sched = &fo.model_opts.sched;
     sched->model.n_ctx = (uint32_t)ctx;
     sched->n_slots = (uint32_t)parallel;
     sched->n_queue_max = (uint32_t)queue;
     sched->n_prefill_chunk = (uint32_t)chunk;
     sched->n_threads = (uint32_t)threads;
     sched->default_timeout_ms = timeout;
-    so.model_opts.keep_alive_ms = keep_alive;
-    so.budget_bytes = (uint64_t)budget_mb << 20;
-    so.drain_grace_ms = grace;
-    so.chat_template = tmpl;
+    fo.model_opts.keep_alive_ms = keep_alive;
+    fo.budget_bytes = (uint64_t)budget_mb << 20;
+    fo.drain_grace_ms = grace;
+    fo.chat_template = tmpl;
 
     /* Signals are taken by this thread only (sigwait); every thread started
      * from here on inherits the blocked mask. Peers that hang up must not
@@ -198,29 +210,39 @@ int inferd__cmd_serve(int argc, char **argv)
         inferd__cli_error(CMD, "%s", err.msg);
         return CLI_EXIT_USAGE;
     }
-    inferd_server *srv = NULL;
-    if (inferd_server_create(&so, &srv, &err) < 0) {
+    inferd_frontend *fe = NULL;
+    if (inferd_frontend_create(&fo, &fe, &err) < 0) {
         inferd__cli_error(CMD, "%s", err.msg);
         return err.code == INFERD_E_INVALID ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
     }
-    inferd_log_info("serve", "listening on http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
-                    host, strchr(host, ':') ? "]" : "", (unsigned)inferd_server_port(srv));
+    inferd_server *srv = NULL;
+    if (!no_http && inferd_server_create(&so, fe, &srv, &err) < 0) {
+        inferd__cli_error(CMD, "%s", err.msg);
+        inferd_frontend_destroy(fe);
+        return err.code == INFERD_E_INVALID ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+    }
+    if (srv)
+        inferd_log_info("serve", "listening on http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
+                        host, strchr(host, ':') ? "]" : "", (unsigned)inferd_server_port(srv));
     inferd_nats_worker *nw = NULL;
     if (nats_url) {
-        if (inferd_nats_worker_create(srv, &no, &nw, &err) < 0) {
+        no.http_host = srv ? host : NULL;
+        no.http_port = srv ? inferd_server_port(srv) : 0;
+        if (inferd_nats_worker_create(fe, &no, &nw, &err) < 0) {
             inferd__cli_error(CMD, "%s", err.msg);
             inferd_server_destroy(srv);
+            inferd_frontend_destroy(fe);
             return err.code == INFERD_E_INVALID ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
         }
     }
     int rc = 0;
-    if (inferd_server_load_models(srv, &err) < 0 ||
+    if (inferd_frontend_load_models(fe, &err) < 0 ||
         (nw && inferd_nats_worker_start(nw, &err) < 0)) {
         rc = CLI_EXIT_FAIL;
     } else {
         inferd_log_info("serve", "ready: %d model%s, %lld slots each", n_models,
                         n_models == 1 ? "" : "s", (long long)parallel);
-        if (ready_url && announce(srv, &so, worker_id, ready_url, pool_id,
+        if (ready_url && announce(fe, srv, &so, models[0], worker_id, ready_url, pool_id,
                                   (uint32_t)ready_retries, &err) < 0)
             rc = CLI_EXIT_FAIL;
     }
@@ -233,9 +255,12 @@ int inferd__cmd_serve(int argc, char **argv)
                         sig == SIGINT ? "SIGINT" : "SIGTERM", (long long)grace);
     }
     inferd_nats_worker_drain(nw);
-    inferd_server_drain(srv);
+    inferd_frontend_drain(fe);
+    if (srv)
+        inferd_server_drain(srv);
     inferd_nats_worker_destroy(nw);
     inferd_server_destroy(srv);
+    inferd_frontend_destroy(fe);
     if (rc != 0)
         return rc;
     inferd_log_info("serve", "stopped");

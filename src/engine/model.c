@@ -126,6 +126,9 @@ struct inferd_model {
     inferd_f16 *q16;      /* (MAX_THREADS, head_dim) */
     int32_t *out_rows;    /* (n_batch_max) batch index of each output */
 
+    inferd_chat_template chat_tmpl; /* from tokenizer.chat_template, or chatml */
+    int chat_tmpl_rc;           /* 0 detected; INFERD_E_NOT_FOUND none in the
+                                 * file; INFERD_E_UNSUPPORTED not recognised */
     const inferd_kernels *f16k;  /* F16 kernels for attention */
     const inferd__vecops *vecops; /* softmax exp and SiLU as ggml */
 };
@@ -586,6 +589,8 @@ static void free_state(inferd_model *m)
 /* Everything load does but allocating the KV cache and work buffers:
  * check the params, map the file, read the hyper-parameters and the
  * vocabulary, and check every tensor. On error nothing is left behind. */
+static int detect_chat_template(inferd_model *m, inferd_error *err);
+
 static int model_prepare(const char *path, const inferd_model_params *params,
                          inferd_model **out_model, inferd_error *err)
 {
@@ -612,6 +617,9 @@ static int model_prepare(const char *path, const inferd_model_params *params,
     if (rc < 0)
         goto fail;
     m->hp.n_vocab = (uint32_t)inferd_vocab_n_tokens(m->vocab);
+    rc = detect_chat_template(m, err);
+    if (rc < 0)
+        goto fail;
     m->q_dim = m->hp.n_head * m->hp.head_dim;
     m->kv_dim = m->hp.n_head_kv * m->hp.head_dim;
     m->layers = inferd_calloc(m->hp.n_layer, sizeof(layer));
@@ -640,6 +648,24 @@ static int model_prepare(const char *path, const inferd_model_params *params,
 fail:
     inferd_model_destroy(m);
     return rc;
+}
+
+static int detect_chat_template(inferd_model *m, inferd_error *err)
+{
+    inferd_gguf_str src = {0};
+    m->chat_tmpl = INFERD_CHAT_CHATML;
+    m->chat_tmpl_rc = INFERD_E_NOT_FOUND;
+    if (inferd_gguf_get_str(m->gguf, "tokenizer.chat_template", &src, NULL) != 0)
+        return 0;
+    char *text = inferd_strndup(src.ptr, (size_t)src.len);
+    if (!text)
+        return inferd_fail(err, INFERD_E_NOMEM, "model: no memory for the chat template");
+    m->chat_tmpl_rc = inferd_chat_template_detect(text, &m->chat_tmpl) == 0 ? 0
+                                                                             : INFERD_E_UNSUPPORTED;
+    if (m->chat_tmpl_rc != 0)
+        m->chat_tmpl = INFERD_CHAT_CHATML;
+    inferd_free(text);
+    return 0;
 }
 
 int inferd_model_load(const char *path, const inferd_model_params *params,
@@ -693,6 +719,12 @@ const inferd_model_hparams *inferd_model_get_hparams(const inferd_model *m) { re
 const inferd_vocab *inferd_model_get_vocab(const inferd_model *m) { return m->vocab; }
 const inferd_gguf *inferd_model_get_gguf(const inferd_model *m) { return m->gguf; }
 uint32_t inferd_model_n_ctx(const inferd_model *m) { return m->n_ctx; }
+
+int inferd_model_chat_template(const inferd_model *m, inferd_chat_template *out)
+{
+    *out = m->chat_tmpl;
+    return m->chat_tmpl_rc;
+}
 uint32_t inferd_model_n_seq_max(const inferd_model *m) { return m->n_seq_max; }
 uint32_t inferd_model_n_batch_max(const inferd_model *m) { return m->n_batch_max; }
 uint64_t inferd_model_state_bytes(const inferd_model *m) { return m->state_bytes; }

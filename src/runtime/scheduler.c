@@ -504,16 +504,16 @@ static int prefix_error(inferd_error *err, int code, const char *what)
 static int validate_prompt(const inferd_sched *s, const int32_t *ids, size_t n, inferd_error *err)
 {
     if (n == 0)
-        return inferd_fail(err, INFERD_E_INVALID, "prompt: it is empty");
+        return inferd_fail_param(err, INFERD_E_INVALID, "prompt", "prompt: it is empty");
     if (n >= s->n_ctx)
-        return inferd_fail(err, INFERD_E_INVALID,
-                           "prompt: %zu tokens do not fit the context of %u (at most %u)", n,
-                           s->n_ctx, s->n_ctx - 1);
+        return inferd_fail_param(err, INFERD_E_CONTEXT_LENGTH, "prompt",
+                                 "prompt: %zu tokens do not fit the context of %u (at most %u)", n,
+                                 s->n_ctx, s->n_ctx - 1);
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || (uint32_t)ids[i] >= s->n_vocab)
-            return inferd_fail(err, INFERD_E_INVALID,
-                               "prompt: token %zu has id %d, outside the vocabulary [0, %u)", i,
-                               (int)ids[i], s->n_vocab);
+            return inferd_fail_param(err, INFERD_E_INVALID, "prompt",
+                                     "prompt: token %zu has id %d, outside the vocabulary [0, %u)",
+                                     i, (int)ids[i], s->n_vocab);
     return 0;
 }
 
@@ -528,7 +528,10 @@ static int tokenize_request(const inferd_sched *s, inferd_request *r, inferd_err
                              ids, cap, &n, err);
     if (rc < 0) {
         inferd_free(ids);
-        return prefix_error(err, INFERD_E_INVALID, "prompt");
+        rc = prefix_error(err, INFERD_E_INVALID, "prompt");
+        if (err)
+            snprintf(err->param, sizeof(err->param), "prompt");
+        return rc;
     }
     pthread_mutex_lock(&r->mu);
     inferd_free(r->text);
@@ -542,12 +545,12 @@ static int tokenize_request(const inferd_sched *s, inferd_request *r, inferd_err
 static int check_request_params(const inferd_request_params *p, inferd_error *err)
 {
     if (p->n_tokens == 0 && !p->text)
-        return inferd_fail(err, INFERD_E_INVALID, "prompt: it is empty");
+        return inferd_fail_param(err, INFERD_E_INVALID, "prompt", "prompt: it is empty");
     if (p->n_tokens > 0 && !p->tokens)
-        return inferd_fail(err, INFERD_E_INVALID, "prompt: tokens is NULL with n_tokens %zu",
-                           p->n_tokens);
+        return inferd_fail_param(err, INFERD_E_INVALID, "prompt",
+                                 "prompt: tokens is NULL with n_tokens %zu", p->n_tokens);
     if (p->n_tokens == 0 && p->text_len == 0)
-        return inferd_fail(err, INFERD_E_INVALID, "prompt: it is empty");
+        return inferd_fail_param(err, INFERD_E_INVALID, "prompt", "prompt: it is empty");
     if ((unsigned)p->priority >= INFERD_PRIORITY_COUNT)
         return inferd_fail(err, INFERD_E_INVALID, "priority: %d is not high, normal or low",
                            (int)p->priority);
@@ -569,7 +572,7 @@ static void reject_locked(inferd_sched *s, int code)
         s->n_rej_overloaded++;
     else if (code == INFERD_E_UNAVAILABLE)
         s->n_rej_unavailable++;
-    else if (code == INFERD_E_INVALID)
+    else if (code == INFERD_E_INVALID || code == INFERD_E_CONTEXT_LENGTH)
         s->n_rej_invalid++;
 }
 
@@ -917,7 +920,11 @@ static void slot_admit(inferd_sched *s, slot *sl, inferd_request *r)
         rc = inferd_sampler_create(&sp, (int32_t)s->n_vocab, &sl->smp, &e);
     }
     if (rc < 0) {
-        slot_fail(s, sl, rc == INFERD_E_NOMEM ? rc : INFERD_E_INVALID, e.msg);
+        slot_fail(s, sl, rc == INFERD_E_NOMEM || rc == INFERD_E_CONTEXT_LENGTH ? rc : INFERD_E_INVALID,
+                  e.msg);
+        /* Admission checks are about the prompt. */
+        if (strcmp(e.param, "prompt") == 0 || rc == INFERD_E_CONTEXT_LENGTH)
+            r->term.param = "prompt";
         return;
     }
     pthread_mutex_lock(&s->mu);

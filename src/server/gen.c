@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "inferd/alloc.h"
 #include "inferd/log.h"
 
 #define COMP "http"
@@ -30,75 +31,36 @@ static void gen_wake(void *ctx)
     (void)n; /* a full counter already wakes the reader */
 }
 
-/* The 400 parameter an admission error is about. */
-static const char *error_param(gen_kind kind, const char *msg)
-{
-    if (strncmp(msg, "prompt", 6) == 0)
-        return kind == GEN_CHAT ? "messages" : kind == GEN_KSERVE ? "text_input" : "prompt";
-    return NULL;
-}
-
-inferd_registry_handle *server_request_model(http_conn *c, served *sm)
+gen *gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
 {
     inferd_server *s = c->srv;
-    inferd_registry_handle *h = NULL;
-    inferd_error e = {0};
-    if (atomic_load(&s->state) >= SERVER_DRAINING) {
-        http_error(c, 503, "unavailable", NULL, "the server is shutting down");
-        return NULL;
-    }
-    int rc = server_get_model(s, sm, &h, &e);
-    if (rc == INFERD_E_BUSY || rc == INFERD_E_UNAVAILABLE)
-        http_error(c, 503, "unavailable", NULL, "model '%s' is being unloaded", sm->id);
-    else if (rc < 0)
-        http_error_code(c, rc, NULL, e.msg);
-    return rc < 0 ? NULL : h;
-}
-
-gen *gen_start(http_conn *c, served *sm, inferd_request_params *p, gen_kind kind)
-{
-    inferd_server *s = c->srv;
-    inferd_error e = {0};
-    gen *g = calloc(1, sizeof(*g));
+    gen *g = inferd_calloc(1, sizeof(*g));
     if (!g) {
-        http_error(c, 500, "internal", NULL, "no memory for the request");
+        http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request");
         return NULL;
     }
     g->c = c;
     g->srv = s;
-    g->sm = sm;
     g->kind = kind;
     g->efd = -1;
     g->t_start_ns = c->t_start_ns;
     g->created = (int64_t)time(NULL);
-    g->h = server_request_model(c, sm);
-    if (!g->h) {
-        gen_free(g);
-        return NULL;
-    }
-    g->vocab = inferd_model_get_vocab(inferd_registry_handle_model(g->h));
     g->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (g->efd < 0) {
-        http_error(c, 500, "internal", NULL, "eventfd: %s", strerror(errno));
+        http_error(c, INFERD_E_INTERNAL, NULL, "eventfd: %s", strerror(errno));
         gen_free(g);
         return NULL;
     }
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     g->sock = ci ? ci->connect_fd : -1;
-    p->on_event = gen_wake;
-    p->on_event_ctx = g;
-    g->logprobs = p->logprobs || p->top_logprobs > 0;
-    g->top_logprobs = p->top_logprobs;
-    int rc = inferd_sched_submit(inferd_registry_handle_sched(g->h), p, &g->req, &e);
-    if (rc < 0) {
-        if (rc == INFERD_E_OVERLOADED)
-            http_error(c, 503, "overloaded", NULL, "model '%s' is overloaded: %s", sm->id, e.msg);
-        else if (rc == INFERD_E_UNAVAILABLE)
-            http_error(c, 503, "unavailable", NULL, "model '%s' is not serving: %s", sm->id,
-                       e.msg);
-        else
-            http_error_code(c, rc, error_param(kind, e.msg), e.msg);
+    g->logprobs = in->params.logprobs || in->params.top_logprobs > 0;
+    g->top_logprobs = in->params.top_logprobs;
+    g->stream = in->stream;
+    g->include_usage = in->include_usage;
+    inferd_error e = {0};
+    if (inferd_fe_submit(s->fe, in, gen_wake, g, &g->fr, &e) < 0) {
+        http_fail(c, &e);
         gen_free(g);
         return NULL;
     }
@@ -111,7 +73,7 @@ static int wait_event(gen *g, inferd_event *ev, int idle_ms)
 {
     int waited_ms = 0;
     for (;;) {
-        int rc = inferd_request_next(g->req, ev, 0);
+        int rc = inferd_fe_request_next(g->fr, ev, 0);
         if (rc == 0)
             return 0;
         if (rc == INFERD_E_NOT_FOUND)
@@ -123,7 +85,7 @@ static int wait_event(gen *g, inferd_event *ev, int idle_ms)
         if (n == 0)
             waited_ms += 1000;
         if (n > 0 && g->sock >= 0 && (pf[1].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-            inferd_request_cancel(g->req);
+            inferd_fe_request_cancel(g->fr);
             return INFERD_E_CANCELLED;
         }
         if (n > 0 && (pf[0].revents & POLLIN)) {
@@ -141,7 +103,7 @@ static void record(gen *g, const inferd_event *ev)
         if (g->logprobs) {
             if (g->n_toks == g->cap_toks) {
                 size_t cap = g->cap_toks ? 2 * g->cap_toks : 16;
-                gen_token *t = realloc(g->toks, cap * sizeof(*t));
+                gen_token *t = inferd_realloc(g->toks, cap * sizeof(*t));
                 if (!t) {
                     g->text.failed = true;
                     return;
@@ -163,11 +125,12 @@ static void record(gen *g, const inferd_event *ev)
     g->done = *ev;
     g->done.text = NULL;
     g->done.message = NULL;
+    g->done.param = NULL;
     g->ended = true;
     if (ev->type == INFERD_EVENT_DONE)
         sbuf_add(&g->text, ev->text, ev->text_len);
     else
-        snprintf(g->err_msg, sizeof(g->err_msg), "%s", ev->message ? ev->message : "");
+        inferd_fe_event_error(g->fr, ev, &g->err);
 }
 
 int gen_next(gen *g, inferd_event *ev)
@@ -194,57 +157,45 @@ int gen_collect(gen *g)
     return 0;
 }
 
-void gen_count(gen *g)
-{
-    double http_s = (double)(server_now_ns() - g->t_start_ns) / 1e9;
-    server_count_generation(g->srv, g->done.n_gen, http_s - g->done.total_ms / 1e3, true);
-}
-
 void gen_respond(gen *g, gen_build_fn build, void *ctx)
 {
     http_conn *c = g->c;
     if (gen_collect(g) == INFERD_E_CANCELLED) {
         c->close = true; /* the client left: no response */
     } else if (g->done.type == INFERD_EVENT_ERROR) {
-        gen_error_response(g);
+        http_fail(c, &g->err);
     } else if (g->text.failed) {
-        http_error(c, 500, "internal", NULL, "no memory for the response");
+        http_error(c, INFERD_E_NOMEM, NULL, "no memory for the response");
     } else {
         http_json(c, 200, build(g, ctx));
-        gen_count(g);
+        /* HTTP and JSON time: the request's time less the scheduler's. */
+        double http_s = (double)(server_now_ns() - g->t_start_ns) / 1e9;
+        server_count_overhead(g->srv, http_s - g->done.total_ms / 1e3);
     }
     gen_free(g);
-}
-
-void gen_error_response(gen *g)
-{
-    int code = g->done.code;
-    if (code == INFERD_E_TIMEOUT)
-        http_error(g->c, 504, "timeout", NULL, "%s", g->err_msg);
-    else if (code == INFERD_E_UNAVAILABLE)
-        http_error(g->c, 503, "unavailable", NULL, "%s", g->err_msg);
-    else
-        http_error_code(g->c, code, error_param(g->kind, g->err_msg), g->err_msg);
 }
 
 void gen_free(gen *g)
 {
     if (!g)
         return;
-    inferd_request_release(g->req); /* waits for the last on_event */
+    inferd_fe_request_release(g->fr); /* waits for the last on_event */
     if (g->efd >= 0)
         close(g->efd);
-    if (g->h)
-        inferd_registry_release(g->srv->reg, g->h);
     sbuf_free(&g->text);
     sbuf_free(&g->out);
-    free(g->toks);
-    free(g);
+    inferd_free(g->toks);
+    inferd_free(g);
+}
+
+const char *gen_model(const gen *g)
+{
+    return inferd_fe_request_model(g->fr);
 }
 
 size_t gen_token_text(const gen *g, int32_t id, char *buf, size_t cap)
 {
-    int32_t n = inferd_token_to_piece(g->vocab, id, true, buf, cap);
+    int32_t n = inferd_token_to_piece(inferd_fe_request_vocab(g->fr), id, true, buf, cap);
     return n > 0 ? (size_t)n : 0;
 }
 
@@ -284,8 +235,6 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         sc->fmt(g, &ev);
         if (ev.type != INFERD_EVENT_TOKEN) {
             g->finished = true;
-            if (ev.type == INFERD_EVENT_DONE)
-                server_count_generation(g->srv, ev.n_gen, 0, false);
         }
         if (g->out.failed)
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -302,13 +251,13 @@ static void stream_free(void *cls)
 {
     stream_ctx *sc = cls;
     gen_free(sc->g);
-    free(sc);
+    inferd_free(sc);
 }
 
 void gen_stream(gen *g, gen_fmt_fn fmt)
 {
     http_conn *c = g->c;
-    stream_ctx *sc = calloc(1, sizeof(*sc));
+    stream_ctx *sc = inferd_calloc(1, sizeof(*sc));
     struct MHD_Response *r = NULL;
     if (sc) {
         sc->g = g;
@@ -319,9 +268,9 @@ void gen_stream(gen *g, gen_fmt_fn fmt)
                                               stream_free);
     }
     if (!r) {
-        free(sc);
+        inferd_free(sc);
         gen_free(g);
-        http_error(c, 500, "internal", NULL, "no memory for the stream");
+        http_error(c, INFERD_E_NOMEM, NULL, "no memory for the stream");
         return;
     }
     g->c = NULL;

@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,9 +16,11 @@
 #include <unistd.h>
 
 #include "inferd/alloc.h"
+#include "inferd/buf.h"
 #include "inferd/cpu.h"
+#include "inferd/frontend.h"
 #include "inferd/log.h"
-#include "server_internal.h"
+#include "inferd/procstat.h"
 
 #define COMP "nats"
 #define QUEUE_GROUP "inferd"
@@ -29,6 +33,7 @@
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 10000
 #define RECONNECT_BUF_BYTES (8 << 20)
+#define NATS_TEXT_MAX (64 << 20) /* the done event's text */
 
 typedef enum nw_state {
     NW_IDLE, NW_CONNECTING, NW_REGISTERING, NW_READY, NW_DRAINING, NW_STOPPED,
@@ -43,7 +48,7 @@ static const char *state_name(int st)
 
 /* Endpoints, for $SRV.INFO and $SRV.STATS. */
 enum { EPI_DIRECT, EPI_LOAD, EPI_UNLOAD, EPI_LIST, EPI_MODEL0 };
-#define EPS_N (EPI_MODEL0 + INFERD_SERVER_MODELS_MAX)
+#define EPS_N (EPI_MODEL0 + INFERD_FE_MODELS_MAX)
 
 typedef struct nw_endpoint {
     char name[INFERD_REGISTRY_ID_MAX + 16];
@@ -67,9 +72,9 @@ typedef struct nw_sub {
 #define SRV_SUBS 9
 
 struct inferd_nats_worker {
-    inferd_server *srv;
+    inferd_frontend *fe;
     inferd_nats_opts o;            /* strings below are owned copies */
-    char *url, *id, *advertise;
+    char *url, *id, *advertise, *http_host;
     char **tags;
     size_t n_tags;
     char hostname[256];
@@ -96,7 +101,7 @@ struct inferd_nats_worker {
     uint64_t n_reconnects, n_registrations, n_register_attempts, n_heartbeats;
     char last_error[256];
     nw_endpoint eps[EPS_N];
-    nw_sub direct, ctl[3], srv_subs[SRV_SUBS], models[INFERD_SERVER_MODELS_MAX];
+    nw_sub direct, ctl[3], srv_subs[SRV_SUBS], models[INFERD_FE_MODELS_MAX];
     pthread_t thread;
     bool thread_running;
     double started_unix_s;
@@ -110,6 +115,18 @@ struct inferd_nats_worker {
 };
 
 /* ---- small helpers ---- */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double now_s(void)
+{
+    return (double)now_ns() / 1e9;
+}
 
 static double unix_now_s(void)
 {
@@ -179,37 +196,6 @@ static const char *request_id_problem(const char *rid, size_t len)
             return "it has an empty '.'-separated token";
     }
     return NULL;
-}
-
-/* The error code of the NATS protocol for an inferd error code. */
-static const char *code_of_error(int code)
-{
-    switch (code) {
-    case INFERD_E_INVALID:
-    case INFERD_E_RANGE:
-    case INFERD_E_FORMAT: return "bad_request";
-    case INFERD_E_NOT_FOUND: return "not_found";
-    case INFERD_E_OVERLOADED: return "overloaded";
-    case INFERD_E_TIMEOUT: return "timeout";
-    case INFERD_E_BUSY:
-    case INFERD_E_UNAVAILABLE: return "unavailable";
-    case INFERD_E_CANCELLED: return "cancelled";
-    default: return "internal";
-    }
-}
-
-/* ... and for a request error (an HTTP status and code). */
-static const char *code_of_req_err(const req_err *e)
-{
-    switch (e->status) {
-    case 400:
-    case 413:
-    case 422: return "bad_request";
-    case 404: return "not_found";
-    case 503: return strcmp(e->code, "overloaded") == 0 ? "overloaded" : "unavailable";
-    case 504: return "timeout";
-    default: return "internal";
-    }
 }
 
 static void ep_record(inferd_nats_worker *w, int ep, uint64_t ns, const char *error)
@@ -349,16 +335,17 @@ typedef struct figures {
 
 static void gather(inferd_nats_worker *w, figures *f)
 {
-    inferd_server *s = w->srv;
     memset(f, 0, sizeof(*f));
     f->loaded = json_array();
-    for (size_t i = 0; i < s->n_models; i++) {
+    for (size_t i = 0; i < inferd_frontend_n_models(w->fe); i++) {
         inferd_sched_stats st;
-        if (atomic_load(&s->models[i].load_failed))
+        inferd_fe_model_info mi;
+        inferd_frontend_model(w->fe, i, &mi);
+        if (mi.load_failed)
             f->load_failed = true;
-        if (inferd_registry_sched_stats(s->reg, s->models[i].id, &st) != 0)
+        if (inferd_frontend_sched_stats(w->fe, i, &st) != 0)
             continue;
-        json_array_append_new(f->loaded, json_string(s->models[i].id));
+        json_array_append_new(f->loaded, json_string(mi.id));
         uint32_t q = st.queue_depth[0] + st.queue_depth[1] + st.queue_depth[2];
         f->slots += st.n_slots;
         f->busy += st.slots_busy;
@@ -387,7 +374,7 @@ static json_t *tags_json(const inferd_nats_worker *w)
  * address of the NATS connection when the host is a wildcard. */
 static void advertise_ip(inferd_nats_worker *w, char *out, size_t cap)
 {
-    const char *host = w->srv->host;
+    const char *host = w->http_host ? w->http_host : "";
     if (w->advertise) {
         snprintf(out, cap, "%s", w->advertise);
         return;
@@ -408,7 +395,6 @@ static void advertise_ip(inferd_nats_worker *w, char *out, size_t cap)
 
 static json_t *registration(inferd_nats_worker *w)
 {
-    inferd_server *s = w->srv;
     figures f;
     gather(w, &f);
     char cpu[256], ip[128];
@@ -418,7 +404,7 @@ static json_t *registration(inferd_nats_worker *w)
     host_memory(&mem_total, &mem_avail);
     uint64_t avail = mem_avail;
     inferd_registry_metrics rm;
-    inferd_registry_get_metrics(s->reg, &rm);
+    inferd_frontend_registry_metrics(w->fe, &rm);
     if (rm.budget_bytes > 0) {
         uint64_t left = rm.budget_bytes > rm.bytes_resident ? rm.budget_bytes - rm.bytes_resident
                                                             : 0;
@@ -426,13 +412,17 @@ static json_t *registration(inferd_nats_worker *w)
             avail = left;
     }
     json_t *loadable = json_array();
-    for (size_t i = 0; i < s->n_models; i++)
-        json_array_append_new(loadable, json_string(s->models[i].id));
+    for (size_t i = 0; i < inferd_frontend_n_models(w->fe); i++) {
+        inferd_fe_model_info mi;
+        inferd_frontend_model(w->fe, i, &mi);
+        json_array_append_new(loadable, json_string(mi.id));
+    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     return json_pack(
-        "{s:s,s:s,s:s,s:i,s:o,s:s,s:{s:s,s:i,s:o,s:s,s:f,s:f,s:o},s:{s:i,s:f,s:o,s:o},s:s,"
+        "{s:s,s:s,s:s,s:o,s:o,s:s,s:{s:s,s:i,s:o,s:s,s:f,s:f,s:o},s:{s:i,s:f,s:o,s:o},s:s,"
         "s:I}",
-        "workerId", w->id, "hostname", w->hostname, "ip", ip, "port", (int)s->port, "tags",
+        "workerId", w->id, "hostname", w->hostname, "ip", ip, "port",
+        w->o.http_port ? json_integer(w->o.http_port) : json_null(), "tags",
         tags_json(w), "version", INFERD_VERSION, "hardware", "cpuModel", cpu, "cpuCores",
         (int)(cores > 0 ? cores : 1), "isa", isa_features(), "kernels",
         inferd_isa_name(inferd_cpu_isa()), "memoryTotalGB", gib(mem_total),
@@ -449,7 +439,7 @@ static json_t *heartbeat(inferd_nats_worker *w, bool offline)
     inferd_error e = {0};
     inferd_procstat_read(&ps, &e);
     pthread_mutex_lock(&w->hb_mu);
-    double now = server_now_s(), cpu = 0, tps = 0;
+    double now = now_s(), cpu = 0, tps = 0;
     if (w->hb_primed && now > w->hb_t_s) {
         cpu = inferd_procstat_cpu_percent(&w->hb_ps, &ps, now - w->hb_t_s);
         if (f.tokens_out >= w->hb_tokens)
@@ -484,9 +474,9 @@ static void register_retry(inferd_nats_worker *w)
 {
     double jitter = 0.5 + (double)rand() / ((double)RAND_MAX + 1.0);
     w->reg_pending = false;
-    w->next_reg = server_now_s() + (double)w->backoff_ms * jitter / 1e3;
+    w->next_reg = now_s() + (double)w->backoff_ms * jitter / 1e3;
     inferd_log_debug(COMP, "registration not taken (%s): again in %.0f ms", w->last_error,
-                     (w->next_reg - server_now_s()) * 1e3);
+                     (w->next_reg - now_s()) * 1e3);
     w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
 }
 
@@ -545,7 +535,7 @@ static void register_send(inferd_nats_worker *w)
     w->n_register_attempts++;
     uint64_t seq = ++w->reg_seq;
     w->reg_pending = true;
-    w->reg_deadline = server_now_s() + (double)w->o.register_timeout_ms / 1e3;
+    w->reg_deadline = now_s() + (double)w->o.register_timeout_ms / 1e3;
     snprintf(reply, sizeof(reply), "%s.%llu", w->reg_inbox, (unsigned long long)seq);
     pthread_mutex_unlock(&w->mu);
     natsStatus st = s ? natsConnection_PublishRequest(w->nc, "worker.register", reply, s,
@@ -571,7 +561,7 @@ static void *control_main(void *arg)
     double next_hb = 0;
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
-        double now = server_now_s();
+        double now = now_s();
         bool conn = atomic_load(&w->connected);
         if (w->reg_pending && now >= w->reg_deadline) {
             snprintf(w->last_error, sizeof(w->last_error),
@@ -687,7 +677,7 @@ typedef struct job {
     inferd_nats_worker *w;
     natsMsg *msg;
     int ep;                        /* endpoint it came on */
-    served *subject_model;         /* the model of inference.{model}, or NULL */
+    const char *subject_model;     /* the model of inference.{model}, or NULL */
     uint64_t t0_ns;
     char rid[REQUEST_ID_MAX + 1];
     bool has_rid;
@@ -710,15 +700,21 @@ static void emit(job *j, json_t *ev)
     free(s);
 }
 
-static void emit_error(job *j, const char *code, const char *param, const char *msg)
+static void emit_error(job *j, const inferd_error *e)
 {
-    json_t *ev = json_pack("{s:o,s:s,s:s,s:s}", "requestId",
-                           j->has_rid ? json_string(j->rid) : json_null(), "type", "error", "code",
-                           code, "error", msg);
-    if (ev && param)
-        json_object_set_new(ev, "param", json_string(param));
-    emit(j, ev);
-    ep_record(j->w, j->ep, server_now_ns() - j->t0_ns, msg);
+    emit(j, inferd_fe_error_nats(e, j->has_rid ? j->rid : NULL));
+    ep_record(j->w, j->ep, now_ns() - j->t0_ns, e->msg);
+}
+
+static void emit_code(job *j, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void emit_code(job *j, int code, const char *fmt, ...)
+{
+    inferd_error e = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    inferd_vfail_param(&e, code, NULL, fmt, ap);
+    va_end(ap);
+    emit_error(j, &e);
 }
 
 /* A message that cannot be answered on response.{requestId}. */
@@ -735,194 +731,108 @@ static void malformed(job *j, const char *fmt, ...)
     inferd_log_warn(COMP, "malformed request on %s (%d bytes): %s%s", natsMsg_GetSubject(j->msg),
                     natsMsg_GetDataLength(j->msg), msg,
                     reply && *reply ? "; error sent to its reply subject" : "");
-    emit_error(j, "bad_request", NULL, msg);
+    emit_code(j, INFERD_E_BAD_JSON, "%s", msg);
 }
 
-static void req_error(job *j, const req_err *e)
+/* The fields of an inference request, as NATS spells them. */
+static const inferd_fe_spelling nats_fields[] = {
+    {INFERD_F_MAX_TOKENS, "maxTokens", NULL},
+    {INFERD_F_TEMPERATURE, "temperature", NULL},
+    {INFERD_F_TOP_P, "topP", NULL},
+    {INFERD_F_TOP_K, "topK", NULL},
+    {INFERD_F_SEED, "seed", NULL},
+    {INFERD_F_TIMEOUT_MS, "timeoutMs", NULL},
+    {INFERD_F_STOP, "stop", NULL},
+    {INFERD_F_PRIORITY, "priority", NULL},
+    {INFERD_F_SESSION_ID, "sessionId", NULL},
+    {INFERD_F_MODEL, "modelId", NULL},
+    {INFERD_F_PROMPT, "prompt", NULL},
+    {INFERD_F_MESSAGES, "messages", NULL},
+};
+static const inferd_fe_default nats_defaults[] = {
+    {INFERD_F_MAX_TOKENS, DEFAULT_MAX_TOKENS},
+    {INFERD_F_TEMPERATURE, DEFAULT_TEMPERATURE},
+    {INFERD_F_TOP_P, DEFAULT_TOP_P},
+};
+static const inferd_fe_door nats_door = {
+    "nats", nats_fields, sizeof(nats_fields) / sizeof(nats_fields[0]), nats_defaults,
+    sizeof(nats_defaults) / sizeof(nats_defaults[0])};
+
+/* The done event: the whole text, counts and timings. */
+static void emit_done(job *j, const inferd_fe_request *r, const inferd_event *ev,
+                      const char *text, size_t text_len, const char *session_id)
 {
-    emit_error(j, code_of_req_err(e), e->param, e->msg);
+    json_t *d = json_pack("{s:s,s:s,s:s%,s:i,s:i,s:f,s:f,s:s,s:I,s:s}", "requestId", j->rid,
+                          "type", "done", "text", text, text_len, "totalTokens", (int)ev->n_gen,
+                          "promptTokens", (int)ev->n_prompt, "latencyMs", ev->total_ms, "ttftMs",
+                          ev->ttft_ms, "finishReason",
+                          ev->finish == INFERD_FINISH_LENGTH ? "length" : "stop", "seed",
+                          (json_int_t)ev->seed, "modelId", inferd_fe_request_model(r));
+    if (d && session_id)
+        json_object_set_new(d, "sessionId", json_string(session_id));
+    emit(j, d);
+    ep_record(j->w, j->ep, now_ns() - j->t0_ns, NULL);
 }
 
-/* The fields of an inference request into @p p; the prompt is text or
- * rendered messages, set by the caller. */
-static int read_params(req_err *e, json_t *body, inferd_request_params *p)
+/* Publish the events of @p r to their end. */
+static void stream_events(job *j, inferd_fe_request *r, const char *session_id)
 {
-    int64_t max_tokens = DEFAULT_MAX_TOKENS, top_k = p->sampling.top_k, seed = 0,
-            timeout_ms = 0;
-    bool seed_given = false;
-    inferd_sampler_params *sp = &p->sampling;
-    sp->temperature = DEFAULT_TEMPERATURE;
-    sp->top_p = DEFAULT_TOP_P;
-    if (param_int(e, body, "maxTokens", 0, INT32_MAX, &max_tokens, NULL) < 0 ||
-        param_number(e, body, "temperature", 0.0, 2.0, &sp->temperature) < 0 ||
-        param_number(e, body, "topP", 0.0, 1.0, &sp->top_p) < 0 ||
-        param_int(e, body, "topK", 0, INT32_MAX, &top_k, NULL) < 0 ||
-        param_int(e, body, "seed", INT64_MIN, INT64_MAX, &seed, &seed_given) < 0 ||
-        param_int(e, body, "timeoutMs", 1, INT32_MAX, &timeout_ms, NULL) < 0 ||
-        param_stop(e, body, p) < 0 || param_priority(e, body, p) < 0)
-        return -1;
-    p->max_tokens = (int32_t)max_tokens;
-    sp->top_k = (int32_t)top_k;
-    if (sp->top_p == 0.0f) { /* as over HTTP: only the most likely token */
-        sp->top_k = 1;
-        sp->top_p = 1.0f;
+    inferd_buf text = INFERD_BUF_INIT(NATS_TEXT_MAX);
+    for (;;) {
+        inferd_event ev;
+        if (inferd_fe_request_next(r, &ev, -1) != 0)
+            break;
+        if (ev.type == INFERD_EVENT_TOKEN) {
+            inferd_buf_add(&text, ev.text, ev.text_len);
+            emit(j, json_pack("{s:s,s:s,s:s%,s:i,s:i}", "requestId", j->rid, "type", "token",
+                              "token", ev.text ? ev.text : "", ev.text_len, "tokenId", ev.token,
+                              "index", (int)ev.index));
+            continue;
+        }
+        inferd_error e = {0};
+        if (ev.type == INFERD_EVENT_DONE)
+            inferd_buf_add(&text, ev.text, ev.text_len);
+        if (ev.type == INFERD_EVENT_DONE && text.err == 0) {
+            emit_done(j, r, &ev, text.p ? text.p : "", text.len, session_id);
+        } else {
+            if (ev.type == INFERD_EVENT_DONE)
+                inferd_fail(&e, text.err, "the completion's text does not fit %d bytes",
+                            NATS_TEXT_MAX);
+            else
+                inferd_fe_event_error(r, &ev, &e);
+            emit_error(j, &e);
+        }
+        break;
     }
-    sp->has_seed = seed_given;
-    sp->seed = (uint64_t)seed;
-    p->timeout_ms = timeout_ms;
-    json_t *v = param_field(body, "sessionId");
-    if (v && (!json_is_string(v) || json_string_length(v) > SESSION_ID_MAX))
-        return req_fail(e, 400, "invalid_type", "sessionId",
-                        "sessionId: expected a string of at most %d bytes", SESSION_ID_MAX);
-    return 0;
-}
-
-static served *find_model(inferd_server *s, const char *id)
-{
-    for (size_t i = 0; i < s->n_models; i++)
-        if (strcmp(s->models[i].id, id) == 0)
-            return &s->models[i];
-    return NULL;
+    inferd_buf_free(&text);
 }
 
 /* Run one parsed request to its end, publishing its events. */
 static void run_request(job *j, json_t *body)
 {
     inferd_nats_worker *w = j->w;
-    inferd_server *s = w->srv;
-    req_err re;
-    inferd_request_params p = inferd_request_params_default();
-    if (read_params(&re, body, &p) < 0) {
-        req_error(j, &re);
-        return;
-    }
-    json_t *mid = param_field(body, "modelId");
-    served *sm = j->subject_model ? j->subject_model : &s->models[0];
-    if (mid) {
-        if (!json_is_string(mid)) {
-            req_fail(&re, 400, "invalid_type", "modelId", "modelId: expected a string, got %s",
-                     param_type_name(mid));
-            req_error(j, &re);
-            return;
-        }
-        sm = find_model(s, json_string_value(mid));
-        if (!sm) {
-            char msg[INFERD_REGISTRY_ID_MAX + 64];
-            snprintf(msg, sizeof(msg), "model '%s' is not served here", json_string_value(mid));
-            emit_error(j, "not_found", "modelId", msg);
-            return;
-        }
-    }
-    json_t *prompt = param_field(body, "prompt"), *msgs = param_field(body, "messages");
-    if (prompt && msgs) {
-        req_fail(&re, 400, "invalid_value", "prompt", "give prompt or messages, not both");
-        req_error(j, &re);
-        return;
-    }
-    if (!prompt && !msgs) {
-        req_fail(&re, 400, "missing_required_parameter", "prompt",
-                 "prompt or messages is required");
-        req_error(j, &re);
-        return;
-    }
-    if (prompt && !json_is_string(prompt)) {
-        req_fail(&re, 400, "invalid_type", "prompt", "prompt: expected a string, got %s",
-                 param_type_name(prompt));
-        req_error(j, &re);
-        return;
-    }
-    if (prompt && json_string_length(prompt) == 0) {
-        req_fail(&re, 400, "invalid_value", "prompt", "prompt: it is empty");
-        req_error(j, &re);
-        return;
-    }
-    if (msgs && param_messages(&re, msgs) < 0) {
-        req_error(j, &re);
-        return;
-    }
-    if (atomic_load(&s->state) >= SERVER_DRAINING) {
-        emit_error(j, "unavailable", NULL, "the worker is shutting down");
-        return;
-    }
-    inferd_registry_handle *h = NULL;
+    inferd_fe_input in;
     inferd_error e = {0};
-    int rc = server_get_model(s, sm, &h, &e);
-    if (rc < 0) {
-        char msg[sizeof(e.msg) + INFERD_REGISTRY_ID_MAX + 32];
-        snprintf(msg, sizeof(msg), "model '%s': %s", sm->id, e.msg);
-        emit_error(j, code_of_error(rc == INFERD_E_BUSY ? INFERD_E_UNAVAILABLE : rc), NULL, msg);
+    if (inferd_fe_read(&nats_door, body, &in, &e) < 0) {
+        emit_error(j, &e);
         return;
     }
-    subscribe_model(w, (size_t)(sm - s->models)); /* loaded on demand: take its subject again */
-    char *rendered = NULL;
-    if (msgs) {
-        size_t len = 0;
-        inferd_chat_template t = server_model_template(s, sm, inferd_registry_handle_model(h));
-        rendered = param_render_messages(&re, msgs, t, &len);
-        if (!rendered) {
-            inferd_registry_release(s->reg, h);
-            req_error(j, &re);
-            return;
-        }
-        p.text = rendered;
-        p.text_len = len;
-        p.parse_special = true;
-    } else {
-        p.text = json_string_value(prompt);
-        p.text_len = json_string_length(prompt);
-    }
-    p.add_special = true;
-    inferd_request *req = NULL;
-    rc = inferd_sched_submit(inferd_registry_handle_sched(h), &p, &req, &e);
-    inferd_free(rendered);
+    if (!in.model)
+        in.model = j->subject_model;
+    inferd_fe_request *r = NULL;
+    int rc = inferd_fe_submit(w->fe, &in, NULL, NULL, &r, &e);
+    inferd_fe_input_free(&in);
     if (rc < 0) {
-        inferd_registry_release(s->reg, h);
-        char msg[sizeof(e.msg) + INFERD_REGISTRY_ID_MAX + 32];
-        if (rc == INFERD_E_OVERLOADED)
-            snprintf(msg, sizeof(msg), "model '%s' is overloaded: %s", sm->id, e.msg);
-        else
-            snprintf(msg, sizeof(msg), "%s", e.msg);
-        emit_error(j, code_of_error(rc), strncmp(e.msg, "prompt", 6) == 0 ? "prompt" : NULL,
-                   msg);
+        emit_error(j, &e);
         return;
     }
+    /* Loaded on demand: take its subject again. */
+    int i = inferd_frontend_find(w->fe, inferd_fe_request_model(r), NULL);
+    if (i >= 0)
+        subscribe_model(w, (size_t)i);
     atomic_fetch_add(&w->n_requests, 1);
-    sbuf text = {0};
-    sbuf_add(&text, "", 0);
-    for (;;) {
-        inferd_event ev;
-        rc = inferd_request_next(req, &ev, -1);
-        if (rc != 0)
-            break;
-        if (ev.type == INFERD_EVENT_TOKEN) {
-            sbuf_add(&text, ev.text, ev.text_len);
-            emit(j, json_pack("{s:s,s:s,s:s%,s:i,s:i}", "requestId", j->rid, "type", "token",
-                              "token", ev.text ? ev.text : "", ev.text_len, "tokenId", ev.token,
-                              "index", (int)ev.index));
-            continue;
-        }
-        if (ev.type == INFERD_EVENT_DONE) {
-            sbuf_add(&text, ev.text, ev.text_len);
-            json_t *d = json_pack(
-                "{s:s,s:s,s:s%,s:i,s:i,s:f,s:f,s:s,s:I,s:s}", "requestId", j->rid, "type",
-                "done", "text", text.p ? text.p : "", text.len, "totalTokens", (int)ev.n_gen,
-                "promptTokens", (int)ev.n_prompt, "latencyMs", ev.total_ms, "ttftMs", ev.ttft_ms,
-                "finishReason", gen_finish_name(ev.finish), "seed", (json_int_t)ev.seed,
-                "modelId", sm->id);
-            json_t *sid = param_field(body, "sessionId");
-            if (d && sid)
-                json_object_set(d, "sessionId", sid);
-            emit(j, d);
-            ep_record(w, j->ep, server_now_ns() - j->t0_ns, NULL);
-            server_count_generation(s, ev.n_gen, 0, false);
-        } else {
-            emit_error(j, code_of_error(ev.code), NULL, ev.message ? ev.message : "failed");
-        }
-        break;
-    }
-    sbuf_free(&text);
-    inferd_request_release(req);
-    inferd_registry_release(s->reg, h);
+    stream_events(j, r, in.session_id);
+    inferd_fe_request_release(r);
 }
 
 static void handle_request(job *j)
@@ -945,7 +855,7 @@ static void handle_request(job *j)
     if (!rid || json_is_null(rid)) {
         malformed(j, "requestId: it is required");
     } else if (!json_is_string(rid)) {
-        malformed(j, "requestId: expected a string, got %s", param_type_name(rid));
+        malformed(j, "requestId: expected a string, got %s", inferd_fe_type_name(rid));
     } else if (request_id_problem(json_string_value(rid), json_string_length(rid))) {
         malformed(j, "requestId: %s",
                   request_id_problem(json_string_value(rid), json_string_length(rid)));
@@ -954,10 +864,9 @@ static void handle_request(job *j)
         snprintf(j->subject, sizeof(j->subject), "response.%s", j->rid);
         j->has_rid = true;
         if (len > w->o.max_msg_bytes) {
-            char msg[160];
-            snprintf(msg, sizeof(msg), "the message is too large: %zu bytes, over the limit of %zu",
-                     len, w->o.max_msg_bytes);
-            emit_error(j, "bad_request", NULL, msg);
+            emit_code(j, INFERD_E_TOO_LARGE,
+                      "the message is too large: %zu bytes, over the limit of %zu", len,
+                      w->o.max_msg_bytes);
         } else {
             run_request(j, body);
         }
@@ -993,8 +902,12 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
     j->w = w;
     j->msg = msg;
     j->ep = ns->ep;
-    j->subject_model = ns->ep >= EPI_MODEL0 ? &w->srv->models[ns->ep - EPI_MODEL0] : NULL;
-    j->t0_ns = server_now_ns();
+    if (ns->ep >= EPI_MODEL0) {
+        inferd_fe_model_info mi;
+        inferd_frontend_model(w->fe, (size_t)(ns->ep - EPI_MODEL0), &mi);
+        j->subject_model = mi.id;
+    }
+    j->t0_ns = now_ns();
     /* Past the capacity of every queue, answer at once on this thread. */
     if ((uint32_t)atomic_fetch_add(&w->n_inflight, 1) >= w->max_inflight) {
         atomic_fetch_sub(&w->n_inflight, 1);
@@ -1009,7 +922,7 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
             j->has_rid = true;
         }
         json_decref(body);
-        emit_error(j, "overloaded", NULL, "the worker is at capacity: retry later");
+        emit_code(j, INFERD_E_OVERLOADED, "the worker is at capacity: retry later");
         natsMsg_Destroy(msg);
         free(j);
         return;
@@ -1023,7 +936,7 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
     if (rc != 0) {
         atomic_fetch_sub(&w->n_inflight, 1);
         inferd_log_error(COMP, "cannot start a request thread: %s", strerror(rc));
-        emit_error(j, "internal", NULL, "cannot start a request thread");
+        emit_code(j, INFERD_E_INTERNAL, "cannot start a request thread");
         natsMsg_Destroy(msg);
         free(j);
     }
@@ -1043,80 +956,68 @@ static void reply_json(inferd_nats_worker *w, natsMsg *msg, json_t *o)
     publish_json(w, reply, o);
 }
 
-static json_t *ctl_error(const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static json_t *ctl_error(const char *code, const char *fmt, ...)
-{
-    char msg[300];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return json_pack("{s:b,s:s,s:s}", "ok", false, "code", code, "error", msg);
-}
-
 static json_t *ctl_list(inferd_nats_worker *w)
 {
-    inferd_server *s = w->srv;
-    inferd_registry_model_info info[INFERD_SERVER_MODELS_MAX];
-    size_t n_info = 0;
-    inferd_registry_list(s->reg, info, INFERD_SERVER_MODELS_MAX, &n_info);
     json_t *a = json_array();
-    for (size_t i = 0; i < s->n_models; i++) {
-        const char *state = "unloaded";
-        for (size_t k = 0; k < n_info && k < INFERD_SERVER_MODELS_MAX; k++)
-            if (strcmp(info[k].id, s->models[i].id) == 0)
-                state = inferd_registry_state_name(info[k].state);
+    for (size_t i = 0; i < inferd_frontend_n_models(w->fe); i++) {
+        inferd_fe_model_info mi;
+        inferd_frontend_model(w->fe, i, &mi);
+        const char *state = mi.loaded ? inferd_registry_state_name(mi.state) : "unloaded";
         pthread_mutex_lock(&w->mu);
         bool subscribed = w->eps[EPI_MODEL0 + i].active;
         json_t *subj = subscribed ? json_string(w->eps[EPI_MODEL0 + i].subject) : json_null();
         pthread_mutex_unlock(&w->mu);
-        json_array_append_new(
-            a, json_pack("{s:s,s:b,s:s,s:s,s:o}", "id", s->models[i].id, "loaded",
-                         strcmp(state, "ready") == 0, "state", state, "path", s->models[i].path,
-                         "subject", subj));
+        json_array_append_new(a, json_pack("{s:s,s:b,s:s,s:s,s:o}", "id", mi.id, "loaded",
+                                           strcmp(state, "ready") == 0, "state", state, "path",
+                                           mi.path, "subject", subj));
     }
     return json_pack("{s:b,s:o}", "ok", true, "models", a);
 }
 
+/* A control error reply: {"ok": false, "code", "error"}. */
+static json_t *ctl_fail(const inferd_error *e)
+{
+    return json_pack("{s:b,s:s,s:s}", "ok", false, "code", inferd_error_nats_code(e->code),
+                     "error", e->msg);
+}
+
 static json_t *ctl_load(inferd_nats_worker *w, json_t *body, bool load)
 {
-    inferd_server *s = w->srv;
-    json_t *mid = json_is_object(body) ? json_object_get(body, "modelId") : NULL;
-    if (!mid)
-        return ctl_error("bad_request", "modelId: it is required");
-    if (!json_is_string(mid))
-        return ctl_error("bad_request", "modelId: expected a string, got %s",
-                         param_type_name(mid));
-    served *sm = find_model(s, json_string_value(mid));
-    if (!sm)
-        return ctl_error("not_found", "model '%s' is not served here", json_string_value(mid));
-    size_t i = (size_t)(sm - s->models);
     inferd_error e = {0};
-    if (load) {
-        if (atomic_load(&s->state) >= SERVER_DRAINING)
-            return ctl_error("unavailable", "the worker is shutting down");
-        inferd_registry_handle *h = NULL;
-        double t0 = server_now_s();
-        int rc = server_get_model(s, sm, &h, &e);
-        if (rc < 0)
-            return ctl_error(code_of_error(rc == INFERD_E_BUSY ? INFERD_E_UNAVAILABLE : rc),
-                             "model '%s': %s", sm->id, e.msg);
-        server_model_template(s, sm, inferd_registry_handle_model(h));
-        inferd_registry_release(s->reg, h);
-        if (subscribe_model(w, i) < 0)
-            return ctl_error("internal", "model '%s' is loaded but inference.%s could not be "
-                             "subscribed", sm->id, w->eps[EPI_MODEL0 + i].subject);
-        inferd_log_info(COMP, "model '%s' loaded on request in %.0f ms", sm->id,
-                        (server_now_s() - t0) * 1e3);
-        return json_pack("{s:b,s:s,s:b}", "ok", true, "modelId", sm->id, "loaded", true);
+    json_t *mid = json_is_object(body) ? json_object_get(body, "modelId") : NULL;
+    if (!mid) {
+        inferd_fail_param(&e, INFERD_E_MISSING, "modelId", "modelId: it is required");
+        return ctl_fail(&e);
     }
-    unsubscribe_model(w, i);
-    int rc = inferd_registry_unload(s->reg, sm->id, true, &e);
-    if (rc < 0 && rc != INFERD_E_NOT_FOUND)
-        return ctl_error(code_of_error(rc), "model '%s': %s", sm->id, e.msg);
-    inferd_log_info(COMP, "model '%s' unloaded on request", sm->id);
-    return json_pack("{s:b,s:s,s:b}", "ok", true, "modelId", sm->id, "loaded", false);
+    if (!json_is_string(mid)) {
+        inferd_fail_param(&e, INFERD_E_INVALID_TYPE, "modelId", "modelId: expected a string, got %s",
+                          inferd_fe_type_name(mid));
+        return ctl_fail(&e);
+    }
+    int i = inferd_frontend_find(w->fe, json_string_value(mid), &e);
+    if (i < 0)
+        return ctl_fail(&e);
+    inferd_fe_model_info mi;
+    inferd_frontend_model(w->fe, (size_t)i, &mi);
+    if (load) {
+        double t0 = now_s();
+        if (inferd_frontend_load(w->fe, (size_t)i, &e) < 0)
+            return ctl_fail(&e);
+        if (subscribe_model(w, (size_t)i) < 0) {
+            inferd_fail(&e, INFERD_E_INTERNAL,
+                        "model '%s' is loaded but inference.%s could not be subscribed", mi.id,
+                        w->eps[EPI_MODEL0 + i].subject);
+            return ctl_fail(&e);
+        }
+        inferd_log_info(COMP, "model '%s' loaded on request in %.0f ms", mi.id,
+                        (now_s() - t0) * 1e3);
+        return json_pack("{s:b,s:s,s:b}", "ok", true, "modelId", mi.id, "loaded", true);
+    }
+    unsubscribe_model(w, (size_t)i);
+    if (inferd_frontend_unload(w->fe, (size_t)i, &e) < 0)
+        return ctl_fail(&e);
+    inferd_log_info(COMP, "model '%s' unloaded on request", mi.id);
+    return json_pack("{s:b,s:s,s:b}", "ok", true, "modelId", mi.id, "loaded", false);
 }
 
 static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
@@ -1125,18 +1026,23 @@ static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     (void)sub;
     nw_sub *ns = closure;
     inferd_nats_worker *w = ns->w;
-    uint64_t t0 = server_now_ns();
+    uint64_t t0 = now_ns();
     size_t len = (size_t)natsMsg_GetDataLength(msg);
     json_t *body = NULL, *out;
     json_error_t je;
+    inferd_error e = {0};
     if (len > w->o.max_msg_bytes) {
-        out = ctl_error("bad_request", "the message is too large: %zu bytes, over the limit of %zu",
-                        len, w->o.max_msg_bytes);
+        inferd_fail(&e, INFERD_E_TOO_LARGE,
+                    "the message is too large: %zu bytes, over the limit of %zu", len,
+                    w->o.max_msg_bytes);
+        out = ctl_fail(&e);
     } else if (len > 0 && !(body = json_loadb(natsMsg_GetData(msg), len, 0, &je))) {
-        out = ctl_error("bad_request", "invalid JSON at line %d column %d: %s", je.line,
-                        je.column, je.text);
+        inferd_fail(&e, INFERD_E_BAD_JSON, "invalid JSON at line %d column %d: %s", je.line,
+                    je.column, je.text);
+        out = ctl_fail(&e);
     } else if (body && !json_is_object(body)) {
-        out = ctl_error("bad_request", "the message must be a JSON object");
+        inferd_fail(&e, INFERD_E_BAD_JSON, "the message must be a JSON object");
+        out = ctl_fail(&e);
     } else if (ns->kind == SUB_LIST) {
         out = ctl_list(w);
     } else {
@@ -1145,7 +1051,7 @@ static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     json_decref(body);
     json_t *ok = out ? json_object_get(out, "ok") : NULL;
     json_t *err = out ? json_object_get(out, "error") : NULL;
-    ep_record(w, ns->ep, server_now_ns() - t0,
+    ep_record(w, ns->ep, now_ns() - t0,
               json_is_false(ok) ? (json_is_string(err) ? json_string_value(err) : "failed")
                                 : NULL);
     reply_json(w, msg, out);
@@ -1279,10 +1185,9 @@ static void unsubscribe_model(inferd_nats_worker *w, size_t i)
 
 /* ---- status ---- */
 
-json_t *natsw_status_json(struct inferd_nats_worker *w)
+static json_t *status_json(void *ctx)
 {
-    if (!w)
-        return NULL;
+    inferd_nats_worker *w = ctx;
     char url[256] = "";
     if (w->nc && atomic_load(&w->connected))
         natsConnection_GetConnectedUrl(w->nc, url, sizeof(url));
@@ -1328,6 +1233,7 @@ static void worker_free(inferd_nats_worker *w)
     free(w->url);
     free(w->id);
     free(w->advertise);
+    free(w->http_host);
     pthread_mutex_destroy(&w->mu);
     pthread_mutex_destroy(&w->hb_mu);
     pthread_cond_destroy(&w->cv);
@@ -1374,7 +1280,7 @@ int inferd_nats_opts_check(const inferd_nats_opts *opts, inferd_error *err)
     return 0;
 }
 
-int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
+int inferd_nats_worker_create(inferd_frontend *fe, const inferd_nats_opts *opts,
                               inferd_nats_worker **out, inferd_error *err)
 {
     *out = NULL;
@@ -1392,12 +1298,14 @@ int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
     pthread_cond_init(&w->cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&w->idle_cv, NULL);
-    w->srv = srv;
+    w->fe = fe;
     w->o = *opts;
     w->url = strdup(opts->url);
     w->id = strdup(opts->worker_id);
     w->advertise = dup_or_null(opts->advertise_host);
+    w->http_host = dup_or_null(opts->http_host);
     if (!w->url || !w->id || (opts->advertise_host && !w->advertise) ||
+        (opts->http_host && !w->http_host) ||
         split_tags(w, opts->tags) < 0) {
         worker_free(w);
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the NATS worker");
@@ -1408,9 +1316,7 @@ int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
         w->o.max_msg_bytes = 1 << 20;
     if (gethostname(w->hostname, sizeof(w->hostname) - 1) != 0)
         snprintf(w->hostname, sizeof(w->hostname), "unknown");
-    const inferd_sched_opts *so = &srv->o.model_opts.sched;
-    uint32_t per_model = (so->n_slots ? so->n_slots : 4) + (so->n_queue_max ? so->n_queue_max : 64);
-    w->max_inflight = per_model * (uint32_t)srv->n_models + 16;
+    w->max_inflight = inferd_frontend_request_capacity(fe) + 16;
     w->backoff_ms = BACKOFF_MIN_MS;
     atomic_store(&w->state, NW_IDLE);
 
@@ -1423,9 +1329,11 @@ int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
         snprintf(w->eps[EPI_LOAD + k].subject, sizeof(w->eps[0].subject), "worker.%s.models.%s",
                  w->id, verbs[k]);
     }
-    for (size_t i = 0; i < srv->n_models; i++) {
+    for (size_t i = 0; i < inferd_frontend_n_models(fe); i++) {
         char tok[INFERD_REGISTRY_ID_MAX];
-        subject_token(srv->models[i].id, tok, sizeof(tok));
+        inferd_fe_model_info mi;
+        inferd_frontend_model(fe, i, &mi);
+        subject_token(mi.id, tok, sizeof(tok));
         nw_endpoint *e = &w->eps[EPI_MODEL0 + i];
         snprintf(e->name, sizeof(e->name), "inference-%s", tok);
         snprintf(e->subject, sizeof(e->subject), "inference.%s", tok);
@@ -1438,14 +1346,10 @@ int inferd_nats_worker_create(inferd_server *srv, const inferd_nats_opts *opts,
     for (int k = 0; k < SRV_SUBS; k++)
         w->srv_subs[k] = (nw_sub){.w = w, .kind = SUB_SRV, .srv_verb = k / 3};
 
-    pthread_mutex_lock(&srv->mu);
-    if (srv->nats) {
-        pthread_mutex_unlock(&srv->mu);
+    if (inferd_frontend_set_status(fe, "worker", status_json, w) < 0) {
         worker_free(w);
-        return inferd_fail(err, INFERD_E_INVALID, "the server already has a NATS worker");
+        return inferd_fail(err, INFERD_E_INVALID, "the front end already has a NATS worker");
     }
-    srv->nats = w;
-    pthread_mutex_unlock(&srv->mu);
     *out = w;
     return 0;
 }
@@ -1537,9 +1441,9 @@ int inferd_nats_worker_start(inferd_nats_worker *w, inferd_error *err)
     for (int k = 0; k < EPI_MODEL0; k++)
         w->eps[k].active = rc == 0;
     pthread_mutex_unlock(&w->mu);
-    for (size_t i = 0; i < w->srv->n_models && rc == 0; i++) {
+    for (size_t i = 0; i < inferd_frontend_n_models(w->fe) && rc == 0; i++) {
         inferd_sched_stats st_m;
-        if (inferd_registry_sched_stats(w->srv->reg, w->srv->models[i].id, &st_m) == 0)
+        if (inferd_frontend_sched_stats(w->fe, i, &st_m) == 0)
             rc = subscribe_model(w, i);
     }
     if (rc < 0)
@@ -1570,17 +1474,17 @@ void inferd_nats_worker_drain(inferd_nats_worker *w)
         return;
     atomic_store(&w->state, NW_DRAINING);
     inferd_log_info(COMP, "draining: no new NATS requests");
-    natsSubscription *subs[INFERD_SERVER_MODELS_MAX + 1];
-    bool draining[INFERD_SERVER_MODELS_MAX + 1];
+    natsSubscription *subs[INFERD_FE_MODELS_MAX + 1];
+    bool draining[INFERD_FE_MODELS_MAX + 1];
     pthread_mutex_lock(&w->mu);
     subs[0] = w->direct.sub;
-    for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
+    for (size_t i = 0; i < INFERD_FE_MODELS_MAX; i++)
         subs[i + 1] = w->models[i].sub;
     pthread_mutex_unlock(&w->mu);
-    for (size_t i = 0; i <= INFERD_SERVER_MODELS_MAX; i++)
+    for (size_t i = 0; i <= INFERD_FE_MODELS_MAX; i++)
         draining[i] = drain_sub(subs[i]);
     /* Messages already delivered to us are handed to their threads. */
-    for (size_t i = 0; i <= INFERD_SERVER_MODELS_MAX; i++)
+    for (size_t i = 0; i <= INFERD_FE_MODELS_MAX; i++)
         if (draining[i])
             natsSubscription_WaitForDrainCompletion(subs[i], 2000);
     if (atomic_load(&w->connected)) {
@@ -1592,10 +1496,7 @@ void inferd_nats_worker_destroy(inferd_nats_worker *w)
 {
     if (!w)
         return;
-    inferd_server *s = w->srv;
-    pthread_mutex_lock(&s->mu);
-    s->nats = NULL;
-    pthread_mutex_unlock(&s->mu);
+    inferd_frontend_set_status(w->fe, "worker", NULL, NULL);
     /* The request threads end with their requests (the server's drain ended
      * them all). */
     pthread_mutex_lock(&w->mu);
@@ -1619,7 +1520,7 @@ void inferd_nats_worker_destroy(inferd_nats_worker *w)
             natsSubscription_Destroy(w->ctl[k].sub);
         for (int k = 0; k < SRV_SUBS; k++)
             natsSubscription_Destroy(w->srv_subs[k].sub);
-        for (size_t i = 0; i < INFERD_SERVER_MODELS_MAX; i++)
+        for (size_t i = 0; i < INFERD_FE_MODELS_MAX; i++)
             natsSubscription_Destroy(w->models[i].sub);
         natsSubscription_Destroy(w->reg_sub);
         natsConnection_Destroy(w->nc);

@@ -8,39 +8,33 @@
 
 #include "inferd/alloc.h"
 
-#define COMPLETION_DEFAULT_MAX_TOKENS 16  /* OpenAI's default for completions */
-#define CHAT_DEFAULT_MAX_TOKENS (-1)      /* chat: until the context is full */
-
-static json_t *model_object(const served *sm)
+static json_t *model_object(const inferd_fe_model_info *mi)
 {
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", sm->id, "object", "model", "created",
-                     (json_int_t)sm->created_s, "owned_by", "inferd");
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", mi->id, "object", "model", "created",
+                     (json_int_t)mi->created_s, "owned_by", "inferd");
 }
 
 void openai_models(http_conn *c, const char *one_id)
 {
-    inferd_server *s = c->srv;
+    inferd_frontend *fe = c->srv->fe;
+    inferd_fe_model_info mi;
     if (one_id) {
-        served *sm = server_find_model(c, one_id);
-        if (sm)
-            http_json(c, 200, model_object(sm));
+        int i = server_find_model(c, one_id);
+        if (i >= 0) {
+            inferd_frontend_model(fe, (size_t)i, &mi);
+            http_json(c, 200, model_object(&mi));
+        }
         return;
     }
     json_t *data = json_array();
-    for (size_t i = 0; i < s->n_models; i++)
-        json_array_append_new(data, model_object(&s->models[i]));
+    for (size_t i = 0; i < inferd_frontend_n_models(fe); i++) {
+        inferd_frontend_model(fe, i, &mi);
+        json_array_append_new(data, model_object(&mi));
+    }
     http_json(c, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
 }
 
 /* ---- shared pieces ---- */
-
-static void make_id(gen *g, const char *prefix)
-{
-    static atomic_uint_fast64_t counter;
-    uint64_t n = atomic_fetch_add(&counter, 1);
-    snprintf(g->id, sizeof(g->id), "%s-%llx%06llx", prefix, (unsigned long long)g->created,
-             (unsigned long long)(n & 0xffffff));
-}
 
 static json_t *usage_json(const gen *g)
 {
@@ -146,19 +140,16 @@ static void sse(gen *g, json_t *o)
     free(s);
 }
 
-static void sse_error_and_end(gen *g, const inferd_event *ev)
+static void sse_error_and_end(gen *g)
 {
-    const char *code = ev->code == INFERD_E_TIMEOUT ? "timeout" : inferd_error_wire_code(ev->code);
-    unsigned status = (unsigned)inferd_error_http_status(ev->code);
-    sse(g, json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", g->err_msg, "type",
-                     server_openai_type(status), "param", "code", code));
+    sse(g, inferd_fe_error_openai(&g->err));
     sbuf_add(&g->out, "data: [DONE]\n\n", 14);
 }
 
 static json_t *chunk_head(const gen *g, const char *object)
 {
     return json_pack("{s:s,s:s,s:I,s:s}", "id", g->id, "object", object, "created",
-                     (json_int_t)g->created, "model", g->sm->id);
+                     (json_int_t)g->created, "model", gen_model(g));
 }
 
 static void completion_chunk(gen *g, const char *text, size_t len, json_t *finish, size_t from)
@@ -179,7 +170,7 @@ static void fmt_completion(gen *g, const inferd_event *ev)
         return;
     }
     if (ev->type == INFERD_EVENT_ERROR) {
-        sse_error_and_end(g, ev);
+        sse_error_and_end(g);
         return;
     }
     completion_chunk(g, ev->text, ev->text_len, json_string(gen_finish_name(ev->finish)),
@@ -216,7 +207,7 @@ static void fmt_chat(gen *g, const inferd_event *ev)
         return;
     }
     if (ev->type == INFERD_EVENT_ERROR) {
-        sse_error_and_end(g, ev);
+        sse_error_and_end(g);
         return;
     }
     if (ev->text_len > 0)
@@ -233,11 +224,24 @@ static void fmt_chat(gen *g, const inferd_event *ev)
 
 /* ---- running a request ---- */
 
-static void run(gen *g, const gen_opts *go, gen_fmt_fn fmt, gen_build_fn build)
+static void run(http_conn *c, const inferd_fe_door *door, json_t *body, gen_kind kind,
+                const char *id_prefix, gen_fmt_fn fmt, gen_build_fn build)
 {
-    g->stream = go->stream;
-    g->include_usage = go->include_usage;
-    if (go->stream)
+    inferd_fe_input in;
+    inferd_error e = {0};
+    if (inferd_fe_read(door, body, &in, &e) < 0) {
+        http_fail(c, &e);
+        return;
+    }
+    gen *g = gen_start(c, &in, kind);
+    inferd_fe_input_free(&in); /* the prompt was copied by submit */
+    if (!g)
+        return;
+    static atomic_uint_fast64_t counter;
+    uint64_t n = atomic_fetch_add(&counter, 1);
+    snprintf(g->id, sizeof(g->id), "%s-%llx%06llx", id_prefix, (unsigned long long)g->created,
+             (unsigned long long)(n & 0xffffff));
+    if (g->stream)
         gen_stream(g, fmt);
     else
         gen_respond(g, build, NULL);
@@ -272,132 +276,57 @@ static json_t *build_chat(gen *g, void *ctx)
     return o;
 }
 
-/* The "model" field: absent or null is the default model. */
-static served *request_model(http_conn *c, json_t *body)
-{
-    json_t *m = json_object_get(body, "model");
-    if (m && !json_is_null(m) && !json_is_string(m)) {
-        http_error(c, 400, "invalid_type", "model", "model: expected a string");
-        return NULL;
-    }
-    return server_find_model(c, m && json_is_string(m) ? json_string_value(m) : NULL);
-}
+/* ---- the two routes ---- */
 
-/* ---- /v1/completions ---- */
+#define COMPLETION_DEFAULT_MAX_TOKENS 16  /* OpenAI's default for completions */
+#define CHAT_DEFAULT_MAX_TOKENS (-1)      /* chat: until the context is full */
+
+static const inferd_fe_spelling completion_fields[] = {
+    {INFERD_F_MODEL, "model", NULL},
+    SERVER_OPENAI_REFUSED_FIELDS,
+    SERVER_OPENAI_SAMPLING_FIELDS,
+    {INFERD_F_STREAM, "stream", NULL},
+    {INFERD_F_PRIORITY, "priority", NULL},
+    {INFERD_F_STREAM_OPTIONS, "stream_options", NULL},
+    {INFERD_F_STOP, "stop", NULL},
+    {INFERD_F_LOGPROBS_N, "logprobs", NULL},
+    {INFERD_F_PROMPT, "prompt", NULL},
+};
+
+static const inferd_fe_spelling chat_fields[] = {
+    {INFERD_F_MODEL, "model", NULL},
+    {INFERD_F_N, "n", NULL},
+    {INFERD_F_BEST_OF, "best_of", NULL},
+    {INFERD_F_LOGIT_BIAS, "logit_bias", NULL},
+    {INFERD_F_TOOLS, "tools", NULL},
+    {INFERD_F_RESPONSE_FORMAT, "response_format", NULL},
+    SERVER_OPENAI_SAMPLING_FIELDS,
+    {INFERD_F_MAX_TOKENS, "max_completion_tokens", NULL},
+    {INFERD_F_STREAM, "stream", NULL},
+    {INFERD_F_PRIORITY, "priority", NULL},
+    {INFERD_F_STREAM_OPTIONS, "stream_options", NULL},
+    {INFERD_F_STOP, "stop", NULL},
+    {INFERD_F_LOGPROBS, "logprobs", NULL},
+    {INFERD_F_TOP_LOGPROBS, "top_logprobs", NULL},
+    {INFERD_F_MESSAGES, "messages", NULL},
+};
+
+static const inferd_fe_default completion_defaults[] = {
+    {INFERD_F_MAX_TOKENS, COMPLETION_DEFAULT_MAX_TOKENS}};
+static const inferd_fe_default chat_defaults[] = {{INFERD_F_MAX_TOKENS, CHAT_DEFAULT_MAX_TOKENS}};
+
+static const inferd_fe_door completion_door = {"completions", completion_fields,
+                                               N_OF(completion_fields), completion_defaults,
+                                               N_OF(completion_defaults)};
+static const inferd_fe_door chat_door = {"chat", chat_fields, N_OF(chat_fields), chat_defaults,
+                                         N_OF(chat_defaults)};
 
 void openai_completions(http_conn *c, json_t *body)
 {
-    served *sm = request_model(c, body);
-    if (!sm)
-        return;
-    inferd_request_params p = inferd_request_params_default();
-    gen_opts go;
-    req_err re;
-    if (params_from_json(&re, body, false, COMPLETION_DEFAULT_MAX_TOKENS, &p, &go) < 0) {
-        http_req_error(c, &re);
-        return;
-    }
-
-    /* The prompt: a string, or token ids; an array of one of those. */
-    json_t *pr = json_object_get(body, "prompt");
-    if (!pr || json_is_null(pr)) {
-        http_error(c, 400, "missing_required_parameter", "prompt", "prompt: it is required");
-        return;
-    }
-    if (json_is_array(pr) && json_array_size(pr) > 0 &&
-        (json_is_string(json_array_get(pr, 0)) || json_is_array(json_array_get(pr, 0)))) {
-        if (json_array_size(pr) != 1) {
-            http_error(c, 400, "invalid_value", "prompt",
-                       "prompt: only one prompt per request is supported (got %zu)",
-                       json_array_size(pr));
-            return;
-        }
-        pr = json_array_get(pr, 0);
-    }
-    int32_t *ids = NULL;
-    if (json_is_string(pr)) {
-        p.text = json_string_value(pr);
-        p.text_len = json_string_length(pr);
-        if (p.text_len == 0) {
-            http_error(c, 400, "invalid_value", "prompt", "prompt: it is empty");
-            return;
-        }
-    } else if (json_is_array(pr)) {
-        size_t n = json_array_size(pr), i;
-        json_t *v;
-        if (n == 0) {
-            http_error(c, 400, "invalid_value", "prompt", "prompt: it is empty");
-            return;
-        }
-        ids = malloc(n * sizeof(int32_t));
-        if (!ids) {
-            http_error(c, 500, "internal", NULL, "no memory for the prompt");
-            return;
-        }
-        json_array_foreach(pr, i, v) {
-            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-                json_integer_value(v) > INT32_MAX) {
-                http_error(c, 400, "invalid_type", "prompt",
-                           "prompt[%zu]: expected a token id (integer >= 0)", i);
-                free(ids);
-                return;
-            }
-            ids[i] = (int32_t)json_integer_value(v);
-        }
-        p.tokens = ids;
-        p.n_tokens = n;
-    } else {
-        http_error(c, 400, "invalid_type", "prompt",
-                   "prompt: expected a string, an array of token ids, or an array of one "
-                   "of those");
-        return;
-    }
-    gen *g = gen_start(c, sm, &p, GEN_COMPLETION);
-    free(ids); /* copied by submit */
-    if (!g)
-        return;
-    make_id(g, "cmpl");
-    run(g, &go, fmt_completion, build_completion);
+    run(c, &completion_door, body, GEN_COMPLETION, "cmpl", fmt_completion, build_completion);
 }
-
-/* ---- /v1/chat/completions ---- */
 
 void openai_chat(http_conn *c, json_t *body)
 {
-    served *sm = request_model(c, body);
-    if (!sm)
-        return;
-    inferd_request_params p = inferd_request_params_default();
-    gen_opts go;
-    req_err re;
-    json_t *msgs = json_object_get(body, "messages");
-    if (params_from_json(&re, body, true, CHAT_DEFAULT_MAX_TOKENS, &p, &go) < 0 ||
-        param_messages(&re, msgs) < 0) {
-        http_req_error(c, &re);
-        return;
-    }
-    /* The template comes from the model: take a handle (loading it if
-     * needed) to read it; gen_start takes its own. */
-    inferd_registry_handle *h = server_request_model(c, sm);
-    if (!h)
-        return;
-    inferd_chat_template t = server_model_template(c->srv, sm, inferd_registry_handle_model(h));
-    size_t len = 0;
-    char *prompt = param_render_messages(&re, msgs, t, &len);
-    if (!prompt) {
-        http_req_error(c, &re);
-        inferd_registry_release(c->srv->reg, h);
-        return;
-    }
-    p.text = prompt;
-    p.text_len = len;
-    p.add_special = true;
-    p.parse_special = true;
-    gen *g = gen_start(c, sm, &p, GEN_CHAT);
-    inferd_free(prompt);
-    inferd_registry_release(c->srv->reg, h);
-    if (!g)
-        return;
-    make_id(g, "chatcmpl");
-    run(g, &go, fmt_chat, build_chat);
+    run(c, &chat_door, body, GEN_CHAT, "chatcmpl", fmt_chat, build_chat);
 }

@@ -9,9 +9,9 @@
 
 void ops_health(http_conn *c)
 {
-    int st = atomic_load(&c->srv->state);
-    http_json(c, st == SERVER_READY ? 200 : 503,
-              json_pack("{s:s}", "status", st == SERVER_READY ? "ok" : server_state_name(st)));
+    inferd_fe_state st = inferd_frontend_state(c->srv->fe);
+    http_json(c, st == INFERD_FE_READY ? 200 : 503,
+              json_pack("{s:s}", "status", st == INFERD_FE_READY ? "ok" : inferd_fe_state_name(st)));
 }
 
 /* ---- Prometheus text format ---- */
@@ -62,43 +62,49 @@ static void histogram(sbuf *b, const char *name, const char *model, const inferd
 }
 
 typedef struct model_figs {
-    bool loaded;
+    inferd_fe_model_info mi;
+    bool loaded;                   /* its scheduler runs */
     inferd_sched_stats st;
 } model_figs;
 
-static void gather(inferd_server *s, model_figs *f)
+static size_t gather(inferd_server *s, model_figs *f)
 {
-    for (size_t i = 0; i < s->n_models; i++)
-        f[i].loaded = inferd_registry_sched_stats(s->reg, s->models[i].id, &f[i].st) == 0;
+    size_t n = inferd_frontend_n_models(s->fe);
+    for (size_t i = 0; i < n; i++) {
+        inferd_frontend_model(s->fe, i, &f[i].mi);
+        f[i].loaded = inferd_frontend_sched_stats(s->fe, i, &f[i].st) == 0;
+    }
+    return n;
 }
 
 void ops_metrics(http_conn *c)
 {
     inferd_server *s = c->srv;
-    model_figs f[INFERD_SERVER_MODELS_MAX];
-    gather(s, f);
+    model_figs f[INFERD_FE_MODELS_MAX];
+    const size_t n_models = gather(s, f);
     inferd_registry_metrics rm;
-    inferd_registry_get_metrics(s->reg, &rm);
+    inferd_frontend_registry_metrics(s->fe, &rm);
     inferd_procstat ps;
     inferd_error e = {0};
     inferd_procstat_read(&ps, &e);
     sbuf b = {0};
-    const int state = atomic_load(&s->state);
+    const int state = (int)inferd_frontend_state(s->fe);
 
     family(&b, "inferd_server_state", "gauge", "1 for the server's current state");
-    for (int i = SERVER_LOADING; i <= SERVER_STOPPED; i++)
-        sbuf_addf(&b, "inferd_server_state{state=\"%s\"} %d\n", server_state_name(i), i == state);
+    for (int i = INFERD_FE_LOADING; i <= INFERD_FE_STOPPED; i++)
+        sbuf_addf(&b, "inferd_server_state{state=\"%s\"} %d\n",
+                  inferd_fe_state_name((inferd_fe_state)i), i == state);
 
     family(&b, "inferd_model_loaded", "gauge", "1 when the model is loaded");
-    for (size_t i = 0; i < s->n_models; i++)
-        sample_model(&b, "inferd_model_loaded", s->models[i].id, NULL, f[i].loaded);
+    for (size_t i = 0; i < n_models; i++)
+        sample_model(&b, "inferd_model_loaded", f[i].mi.id, NULL, f[i].loaded);
 
     static const char *const outcomes[] = {
         "done", "cancelled", "timeout", "failed", "rejected_overloaded", "rejected_invalid",
         "rejected_unavailable"};
     family(&b, "inferd_requests_total", "counter",
            "Generation requests by outcome (since the model was loaded)");
-    for (size_t i = 0; i < s->n_models; i++) {
+    for (size_t i = 0; i < n_models; i++) {
         if (!f[i].loaded)
             continue;
         const inferd_sched_stats *st = &f[i].st;
@@ -108,17 +114,17 @@ void ops_metrics(http_conn *c)
         for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++) {
             char extra[64];
             snprintf(extra, sizeof(extra), ",outcome=\"%s\"", outcomes[k]);
-            sample_model(&b, "inferd_requests_total", s->models[i].id, extra, (double)v[k]);
+            sample_model(&b, "inferd_requests_total", f[i].mi.id, extra, (double)v[k]);
         }
     }
 
 #define PER_MODEL(name, type, help, expr)                                                     \
     do {                                                                                       \
         family(&b, name, type, help);                                                          \
-        for (size_t i = 0; i < s->n_models; i++)                                               \
+        for (size_t i = 0; i < n_models; i++)                                               \
             if (f[i].loaded) {                                                                 \
                 const inferd_sched_stats *st = &f[i].st;                                       \
-                sample_model(&b, name, s->models[i].id, NULL, (double)(expr));                 \
+                sample_model(&b, name, f[i].mi.id, NULL, (double)(expr));                 \
             }                                                                                  \
     } while (0)
 
@@ -133,28 +139,28 @@ void ops_metrics(http_conn *c)
 #undef PER_MODEL
 
     family(&b, "inferd_queue_depth", "gauge", "Requests waiting for a slot, by priority");
-    for (size_t i = 0; i < s->n_models; i++) {
+    for (size_t i = 0; i < n_models; i++) {
         if (!f[i].loaded)
             continue;
         for (int p = 0; p < INFERD_PRIORITY_COUNT; p++) {
             char extra[64];
             snprintf(extra, sizeof(extra), ",priority=\"%s\"", inferd_priority_name(p));
-            sample_model(&b, "inferd_queue_depth", s->models[i].id, extra,
+            sample_model(&b, "inferd_queue_depth", f[i].mi.id, extra,
                          f[i].st.queue_depth[p]);
         }
     }
 
     family(&b, "inferd_request_duration_seconds", "histogram",
            "Submission to end of requests that completed");
-    for (size_t i = 0; i < s->n_models; i++)
+    for (size_t i = 0; i < n_models; i++)
         if (f[i].loaded)
-            histogram(&b, "inferd_request_duration_seconds", s->models[i].id,
+            histogram(&b, "inferd_request_duration_seconds", f[i].mi.id,
                       &f[i].st.latency_hist);
     family(&b, "inferd_time_to_first_token_seconds", "histogram",
            "Submission to first token of requests that completed");
-    for (size_t i = 0; i < s->n_models; i++)
+    for (size_t i = 0; i < n_models; i++)
         if (f[i].loaded)
-            histogram(&b, "inferd_time_to_first_token_seconds", s->models[i].id,
+            histogram(&b, "inferd_time_to_first_token_seconds", f[i].mi.id,
                       &f[i].st.ttft_hist);
 
     pthread_mutex_lock(&s->mu);
@@ -214,7 +220,7 @@ void ops_metrics(http_conn *c)
 
     if (b.failed) {
         sbuf_free(&b);
-        http_error(c, 500, "internal", NULL, "no memory for the metrics");
+        http_error(c, INFERD_E_NOMEM, NULL, "no memory for the metrics");
         return;
     }
     http_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
@@ -237,31 +243,27 @@ static int cmp_double(const void *a, const void *b)
 void ops_status(http_conn *c)
 {
     inferd_server *s = c->srv;
-    model_figs f[INFERD_SERVER_MODELS_MAX];
-    gather(s, f);
-    inferd_registry_model_info info[INFERD_SERVER_MODELS_MAX];
-    size_t n_info = 0;
-    inferd_registry_list(s->reg, info, INFERD_SERVER_MODELS_MAX, &n_info);
+    model_figs f[INFERD_FE_MODELS_MAX];
+    const size_t n_models = gather(s, f);
     inferd_registry_metrics rm;
-    inferd_registry_get_metrics(s->reg, &rm);
+    inferd_frontend_registry_metrics(s->fe, &rm);
     inferd_procstat ps;
     inferd_error e = {0};
     inferd_procstat_read(&ps, &e);
 
     json_t *models = json_array();
     uint32_t slots = 0, busy = 0, queued = 0;
-    for (size_t i = 0; i < s->n_models; i++) {
-        const served *sm = &s->models[i];
+    for (size_t i = 0; i < n_models; i++) {
+        const inferd_fe_model_info *sm = &f[i].mi;
         json_t *m = json_pack("{s:s,s:s,s:b}", "id", sm->id, "path", sm->path, "loaded",
                               f[i].loaded);
         const char *reg_state = "unloaded";
-        for (size_t k = 0; k < n_info && k < INFERD_SERVER_MODELS_MAX; k++)
-            if (strcmp(info[k].id, sm->id) == 0) {
-                reg_state = inferd_registry_state_name(info[k].state);
-                json_object_set_new(m, "weight_bytes", json_integer((json_int_t)info[k].weight_bytes));
-                json_object_set_new(m, "state_bytes", json_integer((json_int_t)info[k].state_bytes));
-                json_object_set_new(m, "requests_in_flight", json_integer(info[k].n_handles));
-            }
+        if (sm->loaded) {
+            reg_state = inferd_registry_state_name(sm->state);
+            json_object_set_new(m, "weight_bytes", json_integer((json_int_t)sm->weight_bytes));
+            json_object_set_new(m, "state_bytes", json_integer((json_int_t)sm->state_bytes));
+            json_object_set_new(m, "requests_in_flight", json_integer(sm->n_handles));
+        }
         if (f[i].loaded) {
             const inferd_sched_stats *st = &f[i].st;
             uint32_t q = st->queue_depth[0] + st->queue_depth[1] + st->queue_depth[2];
@@ -295,9 +297,8 @@ void ops_status(http_conn *c)
         } else {
             json_object_set_new(m, "state", json_string(reg_state)); /* loading or unloaded */
         }
-        if (sm->tmpl_ready)
-            json_object_set_new(m, "chat_template",
-                                json_string(inferd_chat_template_name(sm->tmpl)));
+        if (sm->chat_template)
+            json_object_set_new(m, "chat_template", json_string(sm->chat_template));
         json_array_append_new(models, m);
     }
 
@@ -322,8 +323,9 @@ void ops_status(http_conn *c)
     memcpy(ov, s->overhead_win, n_ov * sizeof(double));
     ov_n = s->overhead_n;
     ov_mean = s->overhead_n ? s->overhead_sum_s / (double)s->overhead_n : 0.0;
-    uint64_t gen_requests = s->gen_requests, gen_tokens = s->gen_tokens;
     pthread_mutex_unlock(&s->mu);
+    uint64_t gen_requests, gen_tokens;
+    inferd_frontend_counts(s->fe, &gen_requests, &gen_tokens);
     if (n_ov > 0) {
         qsort(ov, n_ov, sizeof(double), cmp_double);
         ov_p50 = ov[(size_t)ceil(0.50 * n_ov) - 1];
@@ -333,8 +335,8 @@ void ops_status(http_conn *c)
     json_t *o = json_pack(
         "{s:s,s:s,s:f,s:o,s:i,s:i,s:i,s:{s:f,s:f,s:f,s:I,s:I},s:f,s:{s:I,s:I,s:i},"
         "s:{s:I,s:I,s:I},s:{s:i,s:{s:f,s:f,s:f,s:I}}}",
-        "state", server_state_name(atomic_load(&s->state)), "version", INFERD_VERSION,
-        "uptime_s", server_now_s() - s->t_start_s, "models", models, "slots", (int)slots,
+        "state", inferd_fe_state_name(inferd_frontend_state(s->fe)), "version", INFERD_VERSION,
+        "uptime_s", inferd_frontend_uptime_s(s->fe), "models", models, "slots", (int)slots,
         "slots_busy", (int)busy, "queue_depth", (int)queued, "throughput", "window_s", window_s,
         "tokens_per_s", tok_rate, "requests_per_s", req_rate, "requests_total",
         (json_int_t)gen_requests, "tokens_total", (json_int_t)gen_tokens, "cpu_percent",
@@ -343,15 +345,10 @@ void ops_status(http_conn *c)
         (json_int_t)rm.bytes_resident, "budget_bytes", (json_int_t)rm.budget_bytes, "loads",
         (json_int_t)rm.loads, "http", "active", atomic_load(&s->n_active), "overhead_us",
         "p50", ov_p50 * 1e6, "p99", ov_p99 * 1e6, "mean", ov_mean * 1e6, "n", (json_int_t)ov_n);
-    pthread_mutex_lock(&s->mu);
-    json_t *worker = natsw_status_json(s->nats);
-    pthread_mutex_unlock(&s->mu);
-    if (o && worker)
-        json_object_set_new(o, "worker", worker);
-    else
-        json_decref(worker);
+    if (o)
+        inferd_frontend_status_sections(s->fe, o);
     if (!o) {
-        http_error(c, 500, "internal", NULL, "cannot build the status");
+        http_error(c, INFERD_E_INTERNAL, NULL, "cannot build the status");
         return;
     }
     http_json(c, 200, o);

@@ -35,12 +35,6 @@ const unsigned server_http_codes[HTTP_CODES_N] = {
     200, 400, 401, 404, 405, 408, 409, 413, 415, 422, 499, 500, 501, 503, 504, 507,
 };
 
-const char *server_state_name(server_state st)
-{
-    static const char *const names[] = {"loading", "ready", "draining", "stopped"};
-    return (unsigned)st < 4 ? names[st] : "?";
-}
-
 uint64_t server_now_ns(void)
 {
     struct timespec ts;
@@ -148,97 +142,30 @@ void http_json(http_conn *c, unsigned status, json_t *body)
     http_text(c, status, "application/json", s, n);
 }
 
-const char *server_openai_type(unsigned status)
+void http_fail(http_conn *c, const inferd_error *e)
 {
-    if (status == 401)
-        return "authentication_error";
-    if (status == 404)
-        return "not_found_error";
-    return status >= 500 ? "server_error" : "invalid_request_error";
+    json_t *o = c->api == API_KSERVE ? inferd_fe_error_kserve(e) : inferd_fe_error_openai(e);
+    http_json(c, inferd_fe_error_status(e), o);
 }
 
-void http_error(http_conn *c, unsigned status, const char *code, const char *param,
-                const char *fmt, ...)
+void http_error(http_conn *c, int code, const char *param, const char *fmt, ...)
 {
-    char msg[768];
+    inferd_error e = {0};
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    inferd_vfail_param(&e, code, param, fmt, ap);
     va_end(ap);
-    json_t *o;
-    if (c->api == API_KSERVE) {
-        o = json_pack("{s:s}", "error", msg);
-    } else {
-        o = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", msg, "type",
-                      server_openai_type(status), "param", param ? json_string(param) : json_null(),
-                      "code", code ? json_string(code) : json_null());
-    }
-    http_json(c, status, o);
+    http_fail(c, &e);
 }
 
-void http_error_code(http_conn *c, int code, const char *param, const char *msg)
+int server_find_model(http_conn *c, const char *id)
 {
-    unsigned status = (unsigned)inferd_error_http_status(code);
-    const char *wire = inferd_error_wire_code(code);
-    if (code == INFERD_E_INVALID && strncmp(msg, "prompt: ", 8) == 0 && strstr(msg, "context"))
-        wire = "context_length_exceeded";
-    else if (code == INFERD_E_INVALID || code == INFERD_E_RANGE)
-        wire = "invalid_value";
-    http_error(c, status, wire, param, "%s", msg);
-}
-
-void http_req_error(http_conn *c, const req_err *e)
-{
-    http_error(c, e->status, e->code, e->param, "%s", e->msg);
-}
-
-/* ---- models ---- */
-
-served *server_find_model(http_conn *c, const char *id)
-{
-    inferd_server *s = c->srv;
-    if (!id)
-        return &s->models[0];
-    for (size_t i = 0; i < s->n_models; i++)
-        if (strcmp(s->models[i].id, id) == 0)
-            return &s->models[i];
-    http_error(c, 404, "model_not_found", "model", "model '%s' is not served here (see %s)", id,
-               c->api == API_KSERVE ? "/v2/repository/index" : "/v1/models");
-    return NULL;
-}
-
-inferd_chat_template server_model_template(inferd_server *s, served *sm, const inferd_model *m)
-{
-    pthread_mutex_lock(&sm->mu);
-    if (!sm->tmpl_ready) {
-        sm->tmpl = INFERD_CHAT_CHATML;
-        if (s->tmpl_forced) {
-            sm->tmpl = s->tmpl_force;
-        } else {
-            inferd_gguf_str src = {0};
-            inferd_error e = {0};
-            const inferd_gguf *g = inferd_model_get_gguf(m);
-            char *text = NULL;
-            if (inferd_gguf_get_str(g, "tokenizer.chat_template", &src, &e) == 0)
-                text = inferd_strndup(src.ptr, (size_t)src.len);
-            if (!text) {
-                inferd_log_info(COMP, "model '%s' has no chat template: using chatml", sm->id);
-            } else if (inferd_chat_template_detect(text, &sm->tmpl) != 0) {
-                sm->tmpl = INFERD_CHAT_CHATML;
-                inferd_log_warn(COMP,
-                                "model '%s': unknown chat template (%zu bytes), using chatml",
-                                sm->id, (size_t)src.len);
-            } else {
-                inferd_log_info(COMP, "model '%s': chat template %s", sm->id,
-                                inferd_chat_template_name(sm->tmpl));
-            }
-            inferd_free(text);
-        }
-        sm->tmpl_ready = true;
-    }
-    inferd_chat_template t = sm->tmpl;
-    pthread_mutex_unlock(&sm->mu);
-    return t;
+    inferd_error e = {0};
+    int i = inferd_frontend_find(c->srv->fe, id, &e);
+    if (i < 0)
+        http_error(c, INFERD_E_MODEL_NOT_FOUND, "model", "model '%s' is not served here (see %s)",
+                   id, c->api == API_KSERVE ? "/v2/repository/index" : "/v1/models");
+    return i;
 }
 
 /* ---- counters ---- */
@@ -251,20 +178,15 @@ static unsigned code_index(unsigned status)
     return HTTP_CODES_N;
 }
 
-void server_count_generation(inferd_server *s, uint32_t n_gen, double overhead_s,
-                             bool has_overhead)
+void server_count_overhead(inferd_server *s, double overhead_s)
 {
     pthread_mutex_lock(&s->mu);
-    s->gen_tokens += n_gen;
-    s->gen_requests++;
-    if (has_overhead) {
-        s->overhead_sum_s += overhead_s;
-        s->overhead_n++;
-        s->overhead_win[s->overhead_next] = overhead_s;
-        s->overhead_next = (s->overhead_next + 1) % OVERHEAD_WINDOW;
-        if (s->overhead_filled < OVERHEAD_WINDOW)
-            s->overhead_filled++;
-    }
+    s->overhead_sum_s += overhead_s;
+    s->overhead_n++;
+    s->overhead_win[s->overhead_next] = overhead_s;
+    s->overhead_next = (s->overhead_next + 1) % OVERHEAD_WINDOW;
+    if (s->overhead_filled < OVERHEAD_WINDOW)
+        s->overhead_filled++;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -277,12 +199,14 @@ static void *ticker_main(void *arg)
         inferd_error e = {0};
         pthread_mutex_unlock(&s->mu);
         inferd_procstat_read(&ps, &e);
+        uint64_t requests, tokens;
+        inferd_frontend_counts(s->fe, &requests, &tokens);
         pthread_mutex_lock(&s->mu);
         tick *t = &s->ticks[s->tick_next];
         t->t_s = server_now_s();
         t->cpu_s = ps.cpu_user_s + ps.cpu_system_s;
-        t->tokens_out = s->gen_tokens;
-        t->requests = s->gen_requests;
+        t->tokens_out = tokens;
+        t->requests = requests;
         s->tick_next = (s->tick_next + 1) % TICKS_N;
         if (s->tick_filled < TICKS_N)
             s->tick_filled++;
@@ -298,35 +222,150 @@ static void *ticker_main(void *arg)
 
 /* ---- routing ---- */
 
-static bool path_is(const char *url, const char *prefix, const char **rest)
+/* A path's segments: "/v2/models/m/infer" -> v2, models, m, infer (one
+ * trailing '/' ignored). */
+#define SEGS_MAX 8
+typedef struct path {
+    const char *seg[SEGS_MAX];
+    size_t len[SEGS_MAX];
+    size_t n;
+    bool too_long;                 /* more than SEGS_MAX segments */
+} path;
+
+static void split_path(const char *url, path *p)
 {
-    size_t n = strlen(prefix);
-    if (strncmp(url, prefix, n) != 0)
-        return false;
-    *rest = url + n;
-    return true;
+    memset(p, 0, sizeof(*p));
+    const char *at = url[0] == '/' ? url + 1 : url;
+    while (*at) {
+        size_t n = strcspn(at, "/");
+        if (p->n == SEGS_MAX) {
+            p->too_long = true;
+            return;
+        }
+        p->seg[p->n] = at;
+        p->len[p->n++] = n;
+        at += n;
+        if (*at == '/')
+            at++;
+    }
 }
 
-/* Copy the path segment at @p p (up to '/' or the end) into @p out; returns
- * the position after it. */
-static const char *segment(const char *p, char *out, size_t cap)
+static bool seg_is(const path *p, size_t i, const char *s)
+{
+    return i < p->n && p->len[i] == strlen(s) && memcmp(p->seg[i], s, p->len[i]) == 0;
+}
+
+static void drop_segments(path *p, size_t at, size_t k)
+{
+    for (size_t i = at; i + k < p->n; i++) {
+        p->seg[i] = p->seg[i + k];
+        p->len[i] = p->len[i + k];
+    }
+    p->n -= k;
+}
+
+typedef enum body_kind { NO_BODY, JSON_BODY, JSON_OR_EMPTY } body_kind;
+typedef void (*route_fn)(http_conn *c, const char *m, json_t *body);
+
+static void do_health(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; ops_health(c); }
+static void do_metrics(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; ops_metrics(c); }
+static void do_status(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; ops_status(c); }
+static void do_models(http_conn *c, const char *m, json_t *b) { (void)b; openai_models(c, m); }
+static void do_completions(http_conn *c, const char *m, json_t *b)
+{
+    (void)m;
+    openai_completions(c, b);
+}
+static void do_chat(http_conn *c, const char *m, json_t *b) { (void)m, openai_chat(c, b); }
+static void do_v2(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; kserve_server(c); }
+static void do_live(http_conn *c, const char *m, json_t *b)
+{
+    (void)m, (void)b;
+    kserve_health(c, false);
+}
+static void do_ready(http_conn *c, const char *m, json_t *b)
+{
+    (void)m, (void)b;
+    kserve_health(c, true);
+}
+static void do_model(http_conn *c, const char *m, json_t *b) { (void)b, kserve_model(c, m, ""); }
+static void do_model_ready(http_conn *c, const char *m, json_t *b)
+{
+    (void)b;
+    kserve_model(c, m, "ready");
+}
+static void do_infer(http_conn *c, const char *m, json_t *b) { kserve_infer(c, m, b); }
+static void do_index(http_conn *c, const char *m, json_t *b)
+{
+    (void)m;
+    kserve_repository_index(c, b);
+}
+static void do_load(http_conn *c, const char *m, json_t *b)
+{
+    (void)b; /* parameters are accepted and unused */
+    kserve_repository_load(c, m, true);
+}
+static void do_unload(http_conn *c, const char *m, json_t *b)
+{
+    (void)b;
+    kserve_repository_load(c, m, false);
+}
+
+/* A route: its segments ("{m}" stands for a model id), method, body. */
+typedef struct route_def {
+    const char *segs[6];
+    bool post;
+    endpoint ep;
+    body_kind body;
+    route_fn fn;
+} route_def;
+
+static const route_def routes[] = {
+    {{"health"}, false, EP_HEALTH, NO_BODY, do_health},
+    {{"metrics"}, false, EP_METRICS, NO_BODY, do_metrics},
+    {{"v1", "status"}, false, EP_STATUS, NO_BODY, do_status},
+    {{"v1", "models"}, false, EP_MODELS, NO_BODY, do_models},
+    {{"v1", "models", "{m}"}, false, EP_MODELS, NO_BODY, do_models},
+    {{"v1", "completions"}, true, EP_COMPLETIONS, JSON_BODY, do_completions},
+    {{"v1", "chat", "completions"}, true, EP_CHAT, JSON_BODY, do_chat},
+    {{"v2"}, false, EP_V2_SERVER, NO_BODY, do_v2},
+    {{"v2", "health", "live"}, false, EP_V2_HEALTH, NO_BODY, do_live},
+    {{"v2", "health", "ready"}, false, EP_V2_HEALTH, NO_BODY, do_ready},
+    {{"v2", "models", "{m}"}, false, EP_V2_MODEL, NO_BODY, do_model},
+    {{"v2", "models", "{m}", "ready"}, false, EP_V2_MODEL, NO_BODY, do_model_ready},
+    {{"v2", "models", "{m}", "infer"}, true, EP_V2_INFER, JSON_BODY, do_infer},
+    {{"v2", "repository", "index"}, true, EP_V2_REPOSITORY, JSON_OR_EMPTY, do_index},
+    {{"v2", "repository", "models", "{m}", "load"}, true, EP_V2_REPOSITORY, JSON_OR_EMPTY, do_load},
+    {{"v2", "repository", "models", "{m}", "unload"}, true, EP_V2_REPOSITORY, JSON_OR_EMPTY,
+     do_unload},
+};
+#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* Does @p r match @p p? The model segment is copied into @p m. */
+static bool route_matches(const route_def *r, const path *p, char *m, size_t cap)
 {
     size_t n = 0;
-    while (p[n] && p[n] != '/')
+    while (n < 6 && r->segs[n])
         n++;
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(out, p, n);
-    out[n] = '\0';
-    while (*p && *p != '/')
-        p++;
-    return p;
+    if (n != p->n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(r->segs[i], "{m}") == 0) {
+            if (p->len[i] == 0)
+                return false;
+            size_t k = p->len[i] < cap ? p->len[i] : cap - 1;
+            memcpy(m, p->seg[i], k);
+            m[k] = '\0';
+        } else if (!seg_is(p, i, r->segs[i])) {
+            return false;
+        }
+    }
+    return true;
 }
 
 static void method_not_allowed(http_conn *c, const char *method, const char *allowed)
 {
-    http_error(c, 405, "method_not_allowed", NULL, "%s is not allowed here (allowed: %s)",
-               method, allowed);
+    http_error(c, INFERD_E_METHOD, NULL, "%s is not allowed here (allowed: %s)", method, allowed);
     if (c->resp)
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_ALLOW, allowed);
 }
@@ -338,133 +377,80 @@ static json_t *body_json(http_conn *c, bool empty_ok)
     if (c->body.len == 0) {
         if (empty_ok)
             return json_object();
-        http_error(c, 400, "invalid_json", NULL, "the request body is empty (expected JSON)");
+        http_error(c, INFERD_E_BAD_JSON, NULL, "the request body is empty (expected JSON)");
         return NULL;
     }
     json_error_t je;
     json_t *j = json_loadb(c->body.p, c->body.len, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
-        http_error(c, 400, "invalid_json", NULL, "invalid JSON at line %d column %d: %s",
-                   je.line, je.column, je.text);
+        http_error(c, INFERD_E_BAD_JSON, NULL, "invalid JSON at line %d column %d: %s", je.line,
+                   je.column, je.text);
         return NULL;
     }
     if (!json_is_object(j)) {
-        http_error(c, 400, "invalid_json", NULL, "the request body must be a JSON object");
+        http_error(c, INFERD_E_BAD_JSON, NULL, "the request body must be a JSON object");
         json_decref(j);
         return NULL;
     }
     return j;
 }
 
-static bool is_get(const char *m)
+/* "/v2/models/{m}/versions/{v}/...": the same as "/v2/models/{m}/...",
+ * for a served model and version 1. false when answered (404). */
+static bool strip_version(http_conn *c, path *p)
 {
-    return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+    if (!(p->n >= 5 && seg_is(p, 0, "v2") && seg_is(p, 1, "models") && seg_is(p, 3, "versions")))
+        return true;
+    char m[INFERD_REGISTRY_ID_MAX];
+    snprintf(m, sizeof(m), "%.*s", (int)p->len[2], p->seg[2]);
+    c->ep = EP_V2_MODEL;
+    if (server_find_model(c, m) < 0)
+        return false;
+    if (!seg_is(p, 4, "1")) {
+        http_error(c, INFERD_E_NOT_FOUND, NULL, "model '%s' has no version '%.*s' (only 1)", m,
+                   (int)p->len[4], p->seg[4]);
+        return false;
+    }
+    drop_segments(p, 3, 2);
+    return true;
 }
 
 /* Route a complete request. */
 static void route(http_conn *c, const char *url, const char *method)
 {
-    const char *rest;
-    const bool get = is_get(method), post = strcmp(method, "POST") == 0;
-
-    if (strcmp(url, "/health") == 0) {
-        c->ep = EP_HEALTH;
-        get ? ops_health(c) : method_not_allowed(c, method, "GET, HEAD");
-    } else if (strcmp(url, "/metrics") == 0) {
-        c->ep = EP_METRICS;
-        get ? ops_metrics(c) : method_not_allowed(c, method, "GET, HEAD");
-    } else if (strcmp(url, "/v1/status") == 0) {
-        c->ep = EP_STATUS;
-        get ? ops_status(c) : method_not_allowed(c, method, "GET, HEAD");
-    } else if (strcmp(url, "/v1/models") == 0) {
-        c->ep = EP_MODELS;
-        get ? openai_models(c, NULL) : method_not_allowed(c, method, "GET, HEAD");
-    } else if (path_is(url, "/v1/models/", &rest) && *rest) {
-        c->ep = EP_MODELS;
-        get ? openai_models(c, rest) : method_not_allowed(c, method, "GET, HEAD");
-    } else if (strcmp(url, "/v1/completions") == 0 || strcmp(url, "/v1/chat/completions") == 0) {
-        const bool chat = url[4] == 'c' && url[5] == 'h';
-        c->ep = chat ? EP_CHAT : EP_COMPLETIONS;
-        if (!post) {
-            method_not_allowed(c, method, "POST");
-            return;
+    const bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    const bool post = strcmp(method, "POST") == 0;
+    path p;
+    split_path(url, &p);
+    if (!p.too_long && !strip_version(c, &p))
+        return;
+    char m[INFERD_REGISTRY_ID_MAX] = "";
+    const route_def *found = NULL, *other = NULL;
+    for (size_t i = 0; i < N_ROUTES && !p.too_long; i++) {
+        if (!route_matches(&routes[i], &p, m, sizeof(m)))
+            continue;
+        if (routes[i].post ? post : get) {
+            found = &routes[i];
+            break;
         }
-        json_t *body = body_json(c, false);
-        if (!body)
-            return;
-        chat ? openai_chat(c, body) : openai_completions(c, body);
-        json_decref(body);
-    } else if (strcmp(url, "/v2") == 0 || strcmp(url, "/v2/") == 0) {
-        c->ep = EP_V2_SERVER;
-        get ? kserve_server(c) : method_not_allowed(c, method, "GET, HEAD");
-    } else if (strcmp(url, "/v2/health/live") == 0 || strcmp(url, "/v2/health/ready") == 0) {
-        c->ep = EP_V2_HEALTH;
-        get ? kserve_health(c, url[11] == 'r') : method_not_allowed(c, method, "GET, HEAD");
-    } else if (path_is(url, "/v2/models/", &rest) && *rest) {
-        char m[INFERD_REGISTRY_ID_MAX], what[32] = "", ver[32] = "";
-        rest = segment(rest, m, sizeof(m));
-        if (strncmp(rest, "/versions/", 10) == 0) {
-            rest = segment(rest + 10, ver, sizeof(ver));
-            c->ep = EP_V2_MODEL;
-            if (!server_find_model(c, m))
-                return;
-            if (strcmp(ver, "1") != 0) {
-                http_error(c, 404, "not_found", NULL, "model '%s' has no version '%s' (only 1)",
-                           m, ver);
-                return;
-            }
-        }
-        if (*rest == '/')
-            segment(rest + 1, what, sizeof(what));
-        else if (*rest)
-            what[0] = '?';
-        if (strcmp(what, "infer") == 0) {
-            c->ep = EP_V2_INFER;
-            if (!post) {
-                method_not_allowed(c, method, "POST");
-                return;
-            }
-            json_t *body = body_json(c, false);
-            if (body)
-                kserve_infer(c, m, body);
-            json_decref(body);
-        } else if (what[0] == '\0' || strcmp(what, "ready") == 0) {
-            c->ep = EP_V2_MODEL;
-            get ? kserve_model(c, m, what) : method_not_allowed(c, method, "GET, HEAD");
-        } else {
-            c->ep = EP_V2_MODEL;
-            http_error(c, 404, "not_found", NULL, "no route %s", url);
-        }
-    } else if (strcmp(url, "/v2/repository/index") == 0) {
-        c->ep = EP_V2_REPOSITORY;
-        if (!post) {
-            method_not_allowed(c, method, "POST");
-            return;
-        }
-        json_t *body = body_json(c, true);
-        if (body)
-            kserve_repository_index(c, body);
-        json_decref(body);
-    } else if (path_is(url, "/v2/repository/models/", &rest) && *rest) {
-        char m[INFERD_REGISTRY_ID_MAX], what[32] = "";
-        rest = segment(rest, m, sizeof(m));
-        if (*rest == '/')
-            segment(rest + 1, what, sizeof(what));
-        c->ep = EP_V2_REPOSITORY;
-        if (strcmp(what, "load") != 0 && strcmp(what, "unload") != 0) {
-            http_error(c, 404, "not_found", NULL, "no route %s", url);
-        } else if (!post) {
-            method_not_allowed(c, method, "POST");
-        } else {
-            json_t *body = body_json(c, true); /* parameters are accepted and unused */
-            if (body)
-                kserve_repository_load(c, m, what[0] == 'l');
-            json_decref(body);
-        }
-    } else {
-        c->ep = EP_NONE;
-        http_error(c, 404, "not_found", NULL, "no route %s %s", method, url);
+        other = &routes[i];
     }
+    if (!found && other) {
+        c->ep = other->ep;
+        method_not_allowed(c, method, other->post ? "POST" : "GET, HEAD");
+        return;
+    }
+    if (!found) {
+        c->ep = EP_NONE;
+        http_error(c, INFERD_E_NO_ROUTE, NULL, "no route %s %s", method, url);
+        return;
+    }
+    c->ep = found->ep;
+    json_t *body = NULL;
+    if (found->body != NO_BODY && !(body = body_json(c, found->body == JSON_OR_EMPTY)))
+        return;
+    found->fn(c, m[0] ? m : NULL, body);
+    json_decref(body);
 }
 
 /* Constant-time comparison of the bearer token with the key. */
@@ -511,7 +497,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     inferd_server *s = cls;
     http_conn *c = *req_cls;
     if (!c) {
-        c = calloc(1, sizeof(*c));
+        c = inferd_calloc(1, sizeof(*c));
         if (!c)
             return MHD_NO;
         c->srv = s;
@@ -524,7 +510,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
             MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->o.max_body_bytes) {
             c->close = true;
-            http_error(c, 413, "request_too_large", NULL,
+            http_error(c, INFERD_E_TOO_LARGE, NULL,
                        "the request body of %s bytes exceeds the limit of %zu", cl,
                        s->o.max_body_bytes);
             return queue(c);
@@ -550,16 +536,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     if (c->too_large) {
         c->close = true;
-        http_error(c, 413, "request_too_large", NULL,
+        http_error(c, INFERD_E_TOO_LARGE, NULL,
                    "the request body exceeds the limit of %zu bytes", s->o.max_body_bytes);
         return queue(c);
     }
     if (c->body.failed) {
-        http_error(c, 500, "internal", NULL, "no memory for the request body");
+        http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request body");
         return queue(c);
     }
     if (s->api_key && !is_health_probe(url) && !authorized(s, mc)) {
-        http_error(c, 401, "invalid_api_key", NULL,
+        http_error(c, INFERD_E_UNAUTHORIZED, NULL,
                    "missing or wrong API key (send 'Authorization: Bearer KEY')");
         if (c->resp)
             MHD_add_response_header(c->resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
@@ -589,7 +575,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
     if (c->resp)
         MHD_destroy_response(c->resp);
     sbuf_free(&c->body);
-    free(c);
+    inferd_free(c);
     *req_cls = NULL;
     atomic_fetch_sub(&s->n_active, 1);
 }
@@ -616,45 +602,11 @@ inferd_server_opts inferd_server_opts_default(void)
     o.max_body_bytes = 1u << 20;
     o.max_connections = 1024;
     o.conn_timeout_s = 30;
-    o.model_opts = inferd_registry_model_opts_default();
-    o.drain_grace_ms = 30000;
     return o;
-}
-
-/* The id a model is served as: its alias, or its file name without .gguf. */
-static int model_id(const inferd_server_model *m, char *out, size_t cap, inferd_error *err)
-{
-    const char *id = m->alias;
-    size_t n;
-    if (id && *id) {
-        n = strlen(id);
-    } else {
-        const char *slash = strrchr(m->path, '/');
-        id = slash ? slash + 1 : m->path;
-        n = strlen(id);
-        if (n > 5 && strcmp(id + n - 5, ".gguf") == 0)
-            n -= 5;
-    }
-    if (n == 0 || n >= cap)
-        return inferd_fail(err, INFERD_E_INVALID, "model '%s': its id must be 1..%zu bytes",
-                           m->path, cap - 1);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)id[i] < 0x21 || id[i] == '/' || (unsigned char)id[i] == 0x7f)
-            return inferd_fail(err, INFERD_E_INVALID,
-                               "model id '%.*s': no spaces, '/' or control characters", (int)n,
-                               id);
-    memcpy(out, id, n);
-    out[n] = '\0';
-    return 0;
 }
 
 static int check_opts(const inferd_server_opts *o, inferd_error *err)
 {
-    if (o->n_models == 0)
-        return inferd_fail(err, INFERD_E_INVALID, "no model: give at least one (-m FILE)");
-    if (o->n_models > INFERD_SERVER_MODELS_MAX)
-        return inferd_fail(err, INFERD_E_INVALID, "models: %zu given, at most %d", o->n_models,
-                           INFERD_SERVER_MODELS_MAX);
     if (o->max_body_bytes < 1024)
         return inferd_fail(err, INFERD_E_INVALID, "max-body: %zu bytes, at least 1024",
                            o->max_body_bytes);
@@ -710,86 +662,35 @@ static int start_daemon(inferd_server *s, inferd_error *err)
     return 0;
 }
 
-int inferd_server_create(const inferd_server_opts *opts, inferd_server **out_server,
-                         inferd_error *err)
+int inferd_server_create(const inferd_server_opts *opts, inferd_frontend *fe,
+                         inferd_server **out_server, inferd_error *err)
 {
     *out_server = NULL;
     int rc = check_opts(opts, err);
     if (rc < 0)
         return rc;
-    inferd_server *s = calloc(1, sizeof(*s));
+    inferd_server *s = inferd_calloc(1, sizeof(*s));
     if (!s)
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the server");
     s->o = *opts;
+    s->fe = fe;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->tick_cv, NULL);
-    atomic_init(&s->state, SERVER_LOADING);
     atomic_init(&s->n_active, 0);
     s->t_start_s = server_now_s();
-    s->host = strdup(opts->host && *opts->host ? opts->host : "127.0.0.1");
-    s->models = calloc(opts->n_models, sizeof(served));
-    if (!s->host || !s->models) {
+    s->host = inferd_strdup(opts->host && *opts->host ? opts->host : "127.0.0.1");
+    if (!s->host) {
         rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the server");
         goto fail;
     }
     if (opts->api_key && *opts->api_key) {
-        s->api_key = strdup(opts->api_key);
+        s->api_key = inferd_strdup(opts->api_key);
         s->api_key_len = strlen(opts->api_key);
         if (!s->api_key) {
             rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the server");
             goto fail;
         }
     }
-    if (opts->chat_template) {
-        if (inferd_chat_template_parse(opts->chat_template, &s->tmpl_force) != 0) {
-            char names[512] = "";
-            size_t len = 0;
-            for (int t = 0; t < INFERD_CHAT_TEMPLATE_COUNT && len < sizeof(names); t++)
-                len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s", t ? ", " : "",
-                                        inferd_chat_template_name((inferd_chat_template)t));
-            rc = inferd_fail(err, INFERD_E_INVALID, "chat-template: '%s' is not one of %s",
-                             opts->chat_template, names);
-            goto fail;
-        }
-        s->tmpl_forced = true;
-    }
-    for (size_t i = 0; i < opts->n_models; i++) {
-        served *sm = &s->models[i];
-        pthread_mutex_init(&sm->mu, NULL);
-        s->n_models = i + 1;
-        if (!opts->models[i].path) {
-            rc = inferd_fail(err, INFERD_E_INVALID, "model %zu has no path", i + 1);
-            goto fail;
-        }
-        rc = model_id(&opts->models[i], sm->id, sizeof(sm->id), err);
-        if (rc < 0)
-            goto fail;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(s->models[j].id, sm->id) == 0) {
-                rc = inferd_fail(err, INFERD_E_INVALID,
-                                 "model id '%s' is given twice (use --alias to tell them apart)",
-                                 sm->id);
-                goto fail;
-            }
-        sm->path = strdup(opts->models[i].path);
-        if (!sm->path) {
-            rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the server");
-            goto fail;
-        }
-        struct stat st;
-        if (stat(sm->path, &st) != 0 || access(sm->path, R_OK) != 0) {
-            rc = inferd_fail(err, INFERD_E_IO, "model '%s': cannot read %s: %s", sm->id,
-                             sm->path, strerror(errno));
-            goto fail;
-        }
-        sm->created_s = (int64_t)st.st_mtime;
-    }
-    inferd_registry_opts ro = inferd_registry_opts_default();
-    ro.budget_bytes = opts->budget_bytes;
-    ro.reaper_interval_ms = 1000;
-    rc = inferd_registry_create(&ro, &s->reg, err);
-    if (rc < 0)
-        goto fail;
     rc = start_daemon(s, err);
     if (rc < 0)
         goto fail;
@@ -810,111 +711,19 @@ uint16_t inferd_server_port(const inferd_server *s)
     return s->port;
 }
 
-int server_get_model(inferd_server *s, served *sm, inferd_registry_handle **h,
-                     inferd_error *err)
-{
-    inferd_registry_model_opts mo = s->o.model_opts;
-    mo.path = sm->path;
-    int rc = inferd_registry_get_or_load(s->reg, sm->id, &mo, h, err);
-    /* A failed load (not a refusal while unloading) degrades the worker
-     * until a load succeeds. */
-    if (rc == 0 || (rc != INFERD_E_BUSY && rc != INFERD_E_UNAVAILABLE && rc != INFERD_E_OVERLOADED))
-        atomic_store(&sm->load_failed, rc != 0);
-    return rc;
-}
-
-int inferd_server_load_models(inferd_server *s, inferd_error *err)
-{
-    for (size_t i = 0; i < s->n_models; i++) {
-        served *sm = &s->models[i];
-        inferd_registry_handle *h = NULL;
-        double t0 = server_now_s();
-        int rc = server_get_model(s, sm, &h, err);
-        if (rc < 0) {
-            char msg[sizeof(err->msg)];
-            snprintf(msg, sizeof(msg), "%s", err->msg);
-            return inferd_fail(err, rc, "model '%s' (%s): %s", sm->id, sm->path, msg);
-        }
-        server_model_template(s, sm, inferd_registry_handle_model(h));
-        inferd_log_info(COMP, "model '%s' loaded from %s in %.0f ms", sm->id, sm->path,
-                        (server_now_s() - t0) * 1e3);
-        inferd_registry_release(s->reg, h);
-    }
-    int expected = SERVER_LOADING;
-    atomic_compare_exchange_strong(&s->state, &expected, SERVER_READY);
-    return 0;
-}
-
-void inferd_server_capacity(inferd_server *s, uint64_t *out_memory_bytes,
-                            uint32_t *out_slots_total)
-{
-    inferd_registry_metrics rm;
-    inferd_registry_get_metrics(s->reg, &rm);
-    uint32_t slots = 0;
-    for (size_t i = 0; i < s->n_models; i++) {
-        inferd_sched_stats st;
-        if (inferd_registry_sched_stats(s->reg, s->models[i].id, &st) == 0)
-            slots += st.n_slots;
-    }
-    *out_memory_bytes = rm.bytes_resident;
-    *out_slots_total = slots;
-}
-
-typedef struct drain_job {
-    inferd_server *s;
-    inferd_registry_handle *h;
-    pthread_t th;
-} drain_job;
-
-static void *drain_main(void *arg)
-{
-    drain_job *j = arg;
-    inferd_sched_drain(inferd_registry_handle_sched(j->h), j->s->o.drain_grace_ms);
-    return NULL;
-}
-
 void inferd_server_drain(inferd_server *s)
 {
-    atomic_store(&s->state, SERVER_DRAINING);
-    /* Drain every loaded model at once, each with the whole grace period. */
-    drain_job jobs[INFERD_SERVER_MODELS_MAX];
-    size_t n = 0;
-    for (size_t i = 0; i < s->n_models; i++) {
-        inferd_sched_stats st;
-        if (inferd_registry_sched_stats(s->reg, s->models[i].id, &st) != 0)
-            continue;
-        inferd_error e = {0};
-        jobs[n].s = s;
-        if (server_get_model(s, &s->models[i], &jobs[n].h, &e) != 0)
-            continue;
-        if (pthread_create(&jobs[n].th, NULL, drain_main, &jobs[n]) != 0) {
-            drain_main(&jobs[n]);
-            inferd_registry_release(s->reg, jobs[n].h);
-            continue;
-        }
-        n++;
-    }
-    for (size_t i = 0; i < n; i++) {
-        pthread_join(jobs[i].th, NULL);
-        inferd_registry_release(s->reg, jobs[i].h);
-    }
     /* The requests have ended; give their connections a moment to answer. */
     for (int i = 0; i < 200 && atomic_load(&s->n_active) > 0; i++) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    atomic_store(&s->state, SERVER_STOPPED);
 }
 
 void inferd_server_destroy(inferd_server *s)
 {
     if (!s)
         return;
-    if (s->daemon && atomic_load(&s->state) != SERVER_STOPPED) {
-        /* End what runs, so that no connection thread waits on a request. */
-        s->o.drain_grace_ms = 0;
-        inferd_server_drain(s);
-    }
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     if (s->ticker_running) {
@@ -924,15 +733,9 @@ void inferd_server_destroy(inferd_server *s)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->ticker, NULL);
     }
-    inferd_registry_destroy(s->reg);
-    for (size_t i = 0; i < s->n_models; i++) {
-        free(s->models[i].path);
-        pthread_mutex_destroy(&s->models[i].mu);
-    }
-    free(s->models);
-    free(s->host);
-    free(s->api_key);
+    inferd_free(s->host);
+    inferd_free(s->api_key);
     pthread_cond_destroy(&s->tick_cv);
     pthread_mutex_destroy(&s->mu);
-    free(s);
+    inferd_free(s);
 }

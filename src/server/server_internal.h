@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "inferd/chat.h"
+#include "inferd/frontend.h"
 #include "inferd/procstat.h"
 #include "inferd/registry.h"
 #include "inferd/scheduler.h"
@@ -30,18 +31,6 @@ void sbuf_add(sbuf *b, const void *data, size_t n);
 void sbuf_addf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sbuf_free(sbuf *b);
 
-/* ---- served models ---- */
-
-typedef struct served {
-    char id[INFERD_REGISTRY_ID_MAX];
-    char *path;
-    pthread_mutex_t mu;
-    bool tmpl_ready;               /* mu: tmpl was chosen */
-    inferd_chat_template tmpl;
-    int64_t created_s;             /* file mtime, for /v1/models "created" */
-    atomic_bool load_failed;       /* the last load of it failed */
-} served;
-
 /* ---- endpoints (for metrics) and the API a route belongs to ---- */
 
 typedef enum endpoint {
@@ -57,18 +46,12 @@ typedef enum api_kind { API_OPENAI, API_KSERVE } api_kind;
 #define HTTP_CODES_N 16            /* statuses counted one by one, then "other" */
 extern const unsigned server_http_codes[HTTP_CODES_N];
 
-typedef enum server_state {
-    SERVER_LOADING, SERVER_READY, SERVER_DRAINING, SERVER_STOPPED,
-} server_state;
-
-const char *server_state_name(server_state st);
-
 /* A per-second sample for rates over the last minute. */
 #define TICKS_N 61
 typedef struct tick {
     double t_s;                    /* monotonic seconds */
     double cpu_s;
-    uint64_t tokens_out, requests;
+    uint64_t tokens_out, requests; /* the front end's counts */
 } tick;
 
 #define OVERHEAD_WINDOW 1000
@@ -77,22 +60,15 @@ struct inferd_server {
     inferd_server_opts o;          /* strings below are owned copies */
     char *host, *api_key;
     size_t api_key_len;
-    served *models;
-    size_t n_models;
-    bool tmpl_forced;
-    inferd_chat_template tmpl_force;
+    inferd_frontend *fe;           /* borrowed: the models and their state */
 
-    inferd_registry *reg;
     struct MHD_Daemon *daemon;
     uint16_t port;
     double t_start_s;
-
-    atomic_int state;              /* server_state */
     atomic_int n_active;           /* HTTP requests being handled */
 
     pthread_mutex_t mu;            /* guards everything below */
     uint64_t http_count[EP_COUNT][HTTP_CODES_N + 1];
-    uint64_t gen_tokens, gen_requests;    /* generation requests answered */
     double overhead_sum_s;         /* HTTP + JSON time of non-streamed requests */
     uint64_t overhead_n;
     double overhead_win[OVERHEAD_WINDOW];
@@ -103,7 +79,6 @@ struct inferd_server {
     bool tick_stop;
     pthread_t ticker;
     bool ticker_running;
-    struct inferd_nats_worker *nats; /* mu: the NATS worker attached, or NULL */
 };
 
 /* ---- one HTTP request ---- */
@@ -129,34 +104,21 @@ typedef struct http_conn {
 void http_json(http_conn *c, unsigned status, json_t *body); /* steals body */
 void http_text(http_conn *c, unsigned status, const char *content_type, char *text, size_t len);
                                    /* text: malloc'd (free()), taken */
-void http_error(http_conn *c, unsigned status, const char *code, const char *param,
-                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-/* The OpenAI error "type" that goes with an HTTP status. */
-const char *server_openai_type(unsigned status);
-/* An inferd error code and message as an HTTP error (status from the code). */
-void http_error_code(http_conn *c, int code, const char *param, const char *msg);
+/* Error @p e as the route's API answers it (OpenAI or KServe face). */
+void http_fail(http_conn *c, const inferd_error *e);
+/* An error of code @p code (INFERD_E_*) about @p param (or NULL). */
+void http_error(http_conn *c, int code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 double server_now_s(void);
 uint64_t server_now_ns(void);
 
-/* The served model named @p id (NULL/absent: the default); NULL and a 404
- * response when not served. */
-served *server_find_model(http_conn *c, const char *id);
+/* The index of served model @p id (NULL: the default), or -1 and a 404
+ * response. */
+int server_find_model(http_conn *c, const char *id);
 
-/* The chat template of @p sm, detected from the model on first use. */
-inferd_chat_template server_model_template(inferd_server *s, served *sm,
-                                           const inferd_model *m);
-
-/* A handle to @p sm, loading it if needed, with the server's options. */
-int server_get_model(inferd_server *s, served *sm, inferd_registry_handle **h,
-                     inferd_error *err);
-
-/* A handle to @p sm for an inference request; NULL and the error response
- * (503 while shutting down or unloading, the load's error) on failure. */
-inferd_registry_handle *server_request_model(http_conn *c, served *sm);
-
-void server_count_generation(inferd_server *s, uint32_t n_gen, double overhead_s,
-                             bool has_overhead);
+/* Count a non-streamed generation's HTTP and JSON time. */
+void server_count_overhead(inferd_server *s, double overhead_s);
 
 /* ---- generation (gen.c) ---- */
 
@@ -174,10 +136,7 @@ typedef struct gen_token {         /* one generated token, for logprobs */
 struct gen {
     http_conn *c;                  /* NULL once the HTTP request is over */
     inferd_server *srv;
-    served *sm;
-    inferd_registry_handle *h;
-    const inferd_vocab *vocab;
-    inferd_request *req;
+    inferd_fe_request *fr;
     int efd;                       /* eventfd the scheduler's on_event bumps */
     int sock;                      /* the client's socket (hang-up check) */
     gen_kind kind;
@@ -191,9 +150,8 @@ struct gen {
     sbuf text;
     gen_token *toks;               /* with logprobs: one per TOKEN event */
     size_t n_toks, cap_toks;
-    size_t piece_len_sum;          /* text offsets of the tokens' pieces */
     inferd_event done;             /* DONE or ERROR (strings not kept) */
-    char err_msg[256];
+    inferd_error err;              /* the ERROR event, as the front end raises it */
     bool ended;
 
     /* Streaming. */
@@ -202,9 +160,9 @@ struct gen {
     bool sent_head, finished;
 };
 
-/* Submit @p p for @p sm on behalf of @p c. On failure an error response is
- * set on c and NULL returned. */
-gen *gen_start(http_conn *c, served *sm, inferd_request_params *p, gen_kind kind);
+/* Submit @p in through the front end on behalf of @p c. On failure an
+ * error response is set on c and NULL returned. */
+gen *gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind);
 /* The next event into g (text, tokens, done): 0 and *ev; 1 at the end (the
  * terminal event was read before); INFERD_E_CANCELLED when the client hung
  * up (the request is cancelled). */
@@ -212,17 +170,12 @@ int gen_next(gen *g, inferd_event *ev);
 /* Read to the end (non-streamed). @return 0 done/error in g->done; or
  * INFERD_E_CANCELLED (client gone). */
 int gen_collect(gen *g);
-/* Count a DONE non-streamed request, its response built: HTTP and JSON
- * time is the time since the request began less the scheduler's. */
-void gen_count(gen *g);
 void gen_free(gen *g);
 /* Non-streamed: read @p g to its end and set the response on its
  * connection: build(g, ctx)'s JSON when it is DONE, the matching HTTP error
  * for an ERROR, none when the client left. Counts it, frees g. */
 typedef json_t *(*gen_build_fn)(gen *g, void *ctx);
 void gen_respond(gen *g, gen_build_fn build, void *ctx);
-/* For an ERROR event: set the matching HTTP error on c. */
-void gen_error_response(gen *g);
 /* Stream @p g as SSE: queue a 200 text/event-stream on g->c whose body the
  * connection thread produces with @p fmt (called for each event, appends to
  * g->out; g->finished set when it wrote the end). Takes g. */
@@ -230,51 +183,31 @@ typedef void (*gen_fmt_fn)(gen *g, const inferd_event *ev);
 void gen_stream(gen *g, gen_fmt_fn fmt);
 /* Text of token @p id for logprobs (not NUL-terminated); returns length. */
 size_t gen_token_text(const gen *g, int32_t id, char *buf, size_t cap);
+/* The id of the model serving @p g. */
+const char *gen_model(const gen *g);
 const char *gen_finish_name(inferd_finish f);
 
-/* ---- request parameters shared by the APIs (params.c) ---- */
+/* ---- request fields ---- */
 
-/* A request's error, before it is an HTTP response or a NATS error event. */
-typedef struct req_err {
-    unsigned status;               /* HTTP status: 400, 404, 500, 503, ... */
-    const char *code;              /* static: "invalid_type", "invalid_value", ... */
-    const char *param;             /* static: the field it is about, or NULL */
-    char msg[256];
-} req_err;
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Set @p e; returns -1. */
-int req_fail(req_err *e, unsigned status, const char *code, const char *param, const char *fmt,
-             ...) __attribute__((format(printf, 5, 6)));
-/* @p e as the HTTP error response of c. */
-void http_req_error(http_conn *c, const req_err *e);
+/* The OpenAI fields that ask for what inferd does not do (refused unless
+ * they ask for nothing), as completions and KServe spell them. */
+#define SERVER_OPENAI_REFUSED_FIELDS                                                           \
+    {INFERD_F_N, "n", NULL}, {INFERD_F_BEST_OF, "best_of", NULL},                              \
+        {INFERD_F_LOGIT_BIAS, "logit_bias", NULL}, {INFERD_F_ECHO, "echo", NULL},              \
+        {INFERD_F_SUFFIX, "suffix", NULL}
 
-/* Field readers: 0 (absent or null: *out untouched; else read and checked),
- * or -1 with e set (wrong type, out of [lo, hi]). */
-json_t *param_field(json_t *body, const char *name); /* present and not null */
-const char *param_type_name(const json_t *v);
-int param_number(req_err *e, json_t *body, const char *name, double lo, double hi, float *out);
-int param_int(req_err *e, json_t *body, const char *name, int64_t lo, int64_t hi, int64_t *out,
-              bool *given);
-int param_bool(req_err *e, json_t *body, const char *name, bool *out);
-int param_stop(req_err *e, json_t *body, inferd_request_params *p); /* "stop" */
-int param_priority(req_err *e, json_t *body, inferd_request_params *p); /* "priority" */
-/* "messages": required, a non-empty array. */
-int param_messages(req_err *e, json_t *msgs);
-/* Render checked @p msgs ({role, content: string or text parts}) with @p t:
- * the prompt (inferd_free) and its length, or NULL with e set. */
-char *param_render_messages(req_err *e, json_t *msgs, inferd_chat_template t, size_t *len);
-
-typedef struct gen_opts {
-    bool stream, include_usage;
-    bool logprobs;
-    uint32_t top_logprobs;
-} gen_opts;
-
-/* Read the sampling and generation fields of an OpenAI-style @p body into
- * @p p (stop strings point into body). @p chat selects chat's names for
- * logprobs. On error sets e and returns -1. */
-int params_from_json(req_err *e, json_t *body, bool chat, int32_t default_max_tokens,
-                     inferd_request_params *p, gen_opts *go);
+/* The OpenAI sampling and generation fields, as the OpenAI routes and the
+ * KServe "parameters" spell them (inferd_fe_spelling entries). */
+#define SERVER_OPENAI_SAMPLING_FIELDS                                                          \
+    {INFERD_F_MAX_TOKENS, "max_tokens", NULL}, {INFERD_F_TEMPERATURE, "temperature", NULL},   \
+        {INFERD_F_TOP_P, "top_p", NULL}, {INFERD_F_MIN_P, "min_p", NULL},                      \
+        {INFERD_F_PRESENCE_PENALTY, "presence_penalty", NULL},                                 \
+        {INFERD_F_FREQUENCY_PENALTY, "frequency_penalty", NULL},                               \
+        {INFERD_F_REPEAT_PENALTY, "repeat_penalty", NULL}, {INFERD_F_TOP_K, "top_k", NULL},    \
+        {INFERD_F_REPEAT_LAST_N, "repeat_last_n", NULL}, {INFERD_F_SEED, "seed", NULL},        \
+        {INFERD_F_TIMEOUT_MS, "timeout_ms", NULL}, {INFERD_F_IGNORE_EOS, "ignore_eos", NULL}
 
 /* ---- endpoints ---- */
 
@@ -290,10 +223,5 @@ void kserve_repository_load(http_conn *c, const char *m, bool load);
 void ops_health(http_conn *c);
 void ops_metrics(http_conn *c);
 void ops_status(http_conn *c);
-
-/* ---- the NATS worker (natsw.c) ---- */
-
-/* The worker's part of /v1/status (NULL when none). Called with s->mu held. */
-json_t *natsw_status_json(struct inferd_nats_worker *w);
 
 #endif

@@ -61,7 +61,7 @@ expect_http 200 GET /v2/models/$m/versions/1/ready
 bad 404 "model 'nope' is not served here" GET /v2/models/nope
 bad 404 "model 'nope' is not served here" GET /v2/models/nope/ready
 bad 404 "model '$m' has no version '2' (only 1)" GET /v2/models/$m/versions/2
-bad 404 "no route /v2/models/$m/bogus" GET /v2/models/$m/bogus
+bad 404 "no route GET /v2/models/$m/bogus" GET /v2/models/$m/bogus
 bad 404 "no route GET /v2/nope" GET /v2/nope
 bad 405 "POST is not allowed here (allowed: GET, HEAD)" POST /v2/models/$m '{}'
 bad 405 "POST is not allowed here (allowed: GET, HEAD)" POST /v2/health/ready '{}'
@@ -202,7 +202,7 @@ bad 405 "GET is not allowed here (allowed: POST)" GET /v2/repository/models/$m/l
 grep -qi '^Allow: POST' "$tmp/headers" || fail "GET load: no 'Allow: POST' header"
 bad 405 "GET is not allowed here (allowed: POST)" GET /v2/repository/models/$m/unload
 bad 405 "GET is not allowed here (allowed: POST)" GET /v2/repository/index
-bad 404 "no route /v2/repository/models/$m/reload" POST /v2/repository/models/$m/reload
+bad 404 "no route POST /v2/repository/models/$m/reload" POST /v2/repository/models/$m/reload
 bad 400 "ready: expected a boolean" POST /v2/repository/index '{"ready":"yes"}'
 bad 400 "invalid JSON" POST /v2/repository/models/$m/load '{"parameters":'
 [[ $(index_state) == READY ]] || fail "index at the end: $(cat "$tmp/out")"

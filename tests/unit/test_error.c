@@ -27,12 +27,14 @@ typedef struct {
     const char *name;
     int value;
     int http;
-    const char *wire;
+    const char *hcode;
+    const char *ncode;
+    int grpc;
     const char *text;
 } error_row;
 
 static const error_row error_rows[] = {
-#define X(name, value, http, wire, text) {#name, value, http, wire, text},
+#define X(name, value, http, hcode, ncode, grpc, text) {#name, value, http, hcode, ncode, grpc, text},
     INFERD_ERRORS(X)
 #undef X
 };
@@ -58,19 +60,25 @@ static void test_error_table_rows(void **state)
             assert_int_not_equal(r->value, error_rows[j].value);
         assert_non_null(r->text);
         assert_true(strlen(r->text) > 0);
-        assert_true(is_wire_code(r->wire));
+        assert_true(is_wire_code(r->hcode));
+        assert_true(is_wire_code(r->ncode));
+        assert_in_range(r->grpc, 0, 16);
         if (r->value == 0) {
             assert_string_equal(r->name, "OK");
             assert_int_equal(r->http, 200);
+            assert_int_equal(r->grpc, 0);
         } else {
             assert_true(r->value < 0);
             assert_true(strncmp(r->name, "E_", 2) == 0);
             assert_in_range(r->http, 400, 599);
+            assert_int_not_equal(r->grpc, 0);
         }
         /* The lookups must agree with the table they are generated from. */
         assert_string_equal(inferd_strerror(r->value), r->text);
         assert_int_equal(inferd_error_http_status(r->value), r->http);
-        assert_string_equal(inferd_error_wire_code(r->value), r->wire);
+        assert_string_equal(inferd_error_http_code(r->value), r->hcode);
+        assert_string_equal(inferd_error_nats_code(r->value), r->ncode);
+        assert_int_equal(inferd_error_grpc_status(r->value), r->grpc);
     }
 }
 
@@ -80,11 +88,17 @@ static void test_error_table_known_values(void **state)
     assert_int_equal(INFERD_OK, 0);
     assert_string_equal(inferd_strerror(INFERD_OK), "success");
     assert_int_equal(inferd_error_http_status(INFERD_E_INVALID), 400);
-    assert_string_equal(inferd_error_wire_code(INFERD_E_INVALID), "bad_request");
+    assert_string_equal(inferd_error_http_code(INFERD_E_INVALID), "invalid_value");
+    assert_string_equal(inferd_error_nats_code(INFERD_E_INVALID), "bad_request");
+    assert_string_equal(inferd_error_openai_type(INFERD_E_INVALID), "invalid_request_error");
+    assert_string_equal(inferd_error_openai_type(INFERD_E_UNAUTHORIZED), "authentication_error");
+    assert_string_equal(inferd_error_openai_type(INFERD_E_MODEL_NOT_FOUND), "not_found_error");
+    assert_string_equal(inferd_error_openai_type(INFERD_E_TIMEOUT), "server_error");
+    assert_int_equal(inferd_error_grpc_status(INFERD_E_OVERLOADED), 8);
     assert_int_equal(inferd_error_http_status(INFERD_E_NOT_FOUND), 404);
     assert_int_equal(inferd_error_http_status(INFERD_E_OVERLOADED), 503);
     assert_string_equal(inferd_strerror(INFERD_E_NOMEM), "out of memory");
-    assert_string_equal(inferd_error_wire_code(INFERD_E_RANGE), "out_of_range");
+    assert_string_equal(inferd_error_http_code(INFERD_E_RANGE), "invalid_value");
 }
 
 static void test_error_unknown_codes(void **state)
@@ -94,7 +108,10 @@ static void test_error_unknown_codes(void **state)
     for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
         assert_string_equal(inferd_strerror(unknown[i]), "unknown error");
         assert_int_equal(inferd_error_http_status(unknown[i]), 500);
-        assert_string_equal(inferd_error_wire_code(unknown[i]), "internal");
+        assert_string_equal(inferd_error_http_code(unknown[i]), "internal");
+        assert_string_equal(inferd_error_nats_code(unknown[i]), "internal");
+        assert_int_equal(inferd_error_grpc_status(unknown[i]), 13);
+        assert_string_equal(inferd_error_openai_type(unknown[i]), "server_error");
     }
 }
 
@@ -109,6 +126,19 @@ static void test_error_fail_formats(void **state)
     assert_int_equal(err.code, INFERD_E_FORMAT);
     assert_int_equal(err.sys_errno, 0);
     assert_string_equal(err.msg, "field 'n_ctx' at 17: bad");
+    assert_string_equal(err.param, "");
+
+    /* A field at fault is recorded (truncated to fit), and cleared by the
+     * next failure that names none. */
+    rc = inferd_fail_param(&err, INFERD_E_INVALID_TYPE, "max_tokens", "max_tokens: %s", "no");
+    assert_int_equal(rc, INFERD_E_INVALID_TYPE);
+    assert_string_equal(err.param, "max_tokens");
+    assert_string_equal(err.msg, "max_tokens: no");
+    char longparam[200];
+    memset(longparam, 'p', sizeof(longparam) - 1);
+    longparam[sizeof(longparam) - 1] = '\0';
+    inferd_fail_param(&err, INFERD_E_INVALID, longparam, "x");
+    assert_int_equal(strlen(err.param), INFERD_ERROR_PARAM_MAX - 1);
 
     /* A later failure overwrites the earlier one, sys_errno included. */
     rc = inferd_fail_errno(&err, INFERD_E_IO, ENOENT, "open '%s'", "/x");
@@ -116,6 +146,7 @@ static void test_error_fail_formats(void **state)
     assert_int_equal(err.code, INFERD_E_IO);
     assert_int_equal(err.sys_errno, ENOENT);
     assert_string_equal(err.msg, "open '/x'");
+    assert_string_equal(err.param, "");
     rc = inferd_fail(&err, INFERD_E_INVALID, "plain");
     assert_int_equal(err.sys_errno, 0);
     assert_string_equal(err.msg, "plain");

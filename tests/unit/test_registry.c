@@ -460,7 +460,7 @@ static void test_registry_unload_refused_while_held(void **state)
     assert_int_equal(inferd_registry_unload(r, "m", false, &err), INFERD_E_BUSY);
     assert_non_null(strstr(err.msg, "model 'm' is in use (1 handles)"));
     assert_int_equal(inferd_error_http_status(INFERD_E_BUSY), 409);
-    assert_string_equal(inferd_error_wire_code(INFERD_E_BUSY), "busy");
+    assert_string_equal(inferd_error_http_code(INFERD_E_BUSY), "busy");
     inferd_registry_release(r, h);
     assert_int_equal(list_all(r, info, 4), 1);
     assert_int_equal(inferd_registry_unload(r, "m", false, &err), 0);

@@ -1277,7 +1277,7 @@ static void test_scheduler_bad_requests(void **state)
     expect_rejected(s, &p, INFERD_E_INVALID, "prompt", "empty text");
 
     p = greedy(long_ids, N_CTX, 4);
-    expect_rejected(s, &p, INFERD_E_INVALID, "prompt", "prompt of n_ctx tokens");
+    expect_rejected(s, &p, INFERD_E_CONTEXT_LENGTH, "prompt", "prompt of n_ctx tokens");
     p = greedy(long_ids, N_CTX - 1, 4); /* one below: accepted, room for one token */
     {
         collector c;
