@@ -14,6 +14,9 @@
  * (inferd_frontend_drain: new requests get INFERD_E_UNAVAILABLE, running
  * ones finish within the grace period) -> STOPPED.
  *
+ * JSON values allocate through inferd_malloc once a front end was created
+ * (json_set_alloc_funcs): free what jansson returns with inferd_free.
+ *
  * Threads: every function may be called from any thread (doors call them
  * from their connection and message threads), except create, load_models,
  * drain and destroy, which belong to the owner. Doors never get a mutable

@@ -141,9 +141,19 @@ static int parse_template(inferd_frontend *fe, const char *name, inferd_error *e
     return inferd_fail(err, INFERD_E_INVALID, "chat-template: '%s' is not one of %s", name, names);
 }
 
+/* JSON values (request bodies, responses) allocate through inferd_malloc,
+ * so fault injection reaches parsing too. inferd_free is free(): values
+ * made before the switch are freed the same way. */
+static void route_json_allocations(void)
+{
+    json_set_alloc_funcs(inferd_malloc, inferd_free);
+}
+
 int inferd_frontend_create(const inferd_frontend_opts *opts, inferd_frontend **out,
                            inferd_error *err)
 {
+    static pthread_once_t json_once = PTHREAD_ONCE_INIT;
+    pthread_once(&json_once, route_json_allocations);
     *out = NULL;
     if (opts->n_models == 0)
         return inferd_fail(err, INFERD_E_INVALID, "no model: give at least one (-m FILE)");

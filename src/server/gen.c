@@ -18,7 +18,7 @@
 #define COMP "http"
 #define STREAM_PING_MS 15000       /* an SSE comment after this long idle */
 
-const char *gen_finish_name(inferd_finish f)
+const char *inferd__gen_finish_name(inferd_finish f)
 {
     return f == INFERD_FINISH_LENGTH ? "length" : "stop";
 }
@@ -31,24 +31,26 @@ static void gen_wake(void *ctx)
     (void)n; /* a full counter already wakes the reader */
 }
 
-gen *gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
+gen *inferd__gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
 {
     inferd_server *s = c->srv;
     gen *g = inferd_calloc(1, sizeof(*g));
     if (!g) {
-        http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request");
+        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request");
         return NULL;
     }
     g->c = c;
     g->srv = s;
     g->kind = kind;
     g->efd = -1;
+    g->text = INFERD_BUF_INIT(SERVER_TEXT_MAX);
+    g->out = INFERD_BUF_INIT(SERVER_CHUNK_MAX);
     g->t_start_ns = c->t_start_ns;
     g->created = (int64_t)time(NULL);
     g->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (g->efd < 0) {
-        http_error(c, INFERD_E_INTERNAL, NULL, "eventfd: %s", strerror(errno));
-        gen_free(g);
+        inferd__http_error(c, INFERD_E_INTERNAL, NULL, "eventfd: %s", strerror(errno));
+        inferd__gen_free(g);
         return NULL;
     }
     const union MHD_ConnectionInfo *ci =
@@ -60,8 +62,8 @@ gen *gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
     g->include_usage = in->include_usage;
     inferd_error e = {0};
     if (inferd_fe_submit(s->fe, in, gen_wake, g, &g->fr, &e) < 0) {
-        http_fail(c, &e);
-        gen_free(g);
+        inferd__http_fail(c, &e);
+        inferd__gen_free(g);
         return NULL;
     }
     /* The generation may outlast the idle timeout: none while it runs. */
@@ -69,24 +71,26 @@ gen *gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
     return g;
 }
 
-static int wait_event(gen *g, inferd_event *ev, int idle_ms)
+/* The next event of g within @p idle_ms (< 0: no limit), watching the
+ * client's socket. */
+static gen_wait wait_event(gen *g, inferd_event *ev, int idle_ms)
 {
     int waited_ms = 0;
     for (;;) {
         int rc = inferd_fe_request_next(g->fr, ev, 0);
         if (rc == 0)
-            return 0;
+            return GEN_EVENT;
         if (rc == INFERD_E_NOT_FOUND)
-            return 1;
+            return GEN_ENDED;
         if (idle_ms >= 0 && waited_ms >= idle_ms)
-            return 2;
+            return GEN_IDLE;
         struct pollfd pf[2] = {{g->efd, POLLIN, 0}, {g->sock, POLLRDHUP, 0}};
         int n = poll(pf, g->sock >= 0 ? 2 : 1, 1000);
         if (n == 0)
             waited_ms += 1000;
         if (n > 0 && g->sock >= 0 && (pf[1].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
             inferd_fe_request_cancel(g->fr);
-            return INFERD_E_CANCELLED;
+            return GEN_CLIENT_LEFT;
         }
         if (n > 0 && (pf[0].revents & POLLIN)) {
             uint64_t v;
@@ -105,7 +109,7 @@ static void record(gen *g, const inferd_event *ev)
                 size_t cap = g->cap_toks ? 2 * g->cap_toks : 16;
                 gen_token *t = inferd_realloc(g->toks, cap * sizeof(*t));
                 if (!t) {
-                    g->text.failed = true;
+                    g->out_of_memory = true;
                     return;
                 }
                 g->toks = t;
@@ -119,7 +123,7 @@ static void record(gen *g, const inferd_event *ev)
             memcpy(t->top_lp, ev->top_logprobs, ev->n_top * sizeof(float));
             t->text_offset = g->text.len;
         }
-        sbuf_add(&g->text, ev->text, ev->text_len);
+        inferd_buf_add(&g->text, ev->text, ev->text_len);
         return;
     }
     g->done = *ev;
@@ -128,72 +132,75 @@ static void record(gen *g, const inferd_event *ev)
     g->done.param = NULL;
     g->ended = true;
     if (ev->type == INFERD_EVENT_DONE)
-        sbuf_add(&g->text, ev->text, ev->text_len);
+        inferd_buf_add(&g->text, ev->text, ev->text_len);
     else
         inferd_fe_event_error(g->fr, ev, &g->err);
 }
 
-int gen_next(gen *g, inferd_event *ev)
+gen_wait inferd__gen_next(gen *g, inferd_event *ev)
 {
-    int rc = wait_event(g, ev, -1);
-    if (rc == 0)
+    gen_wait w = wait_event(g, ev, -1);
+    if (w == GEN_EVENT)
         record(g, ev);
-    return rc;
+    return w;
 }
 
-int gen_collect(gen *g)
+gen_wait inferd__gen_collect(gen *g)
 {
     inferd_event ev;
     while (!g->ended) {
-        int rc = gen_next(g, &ev);
-        if (rc == INFERD_E_CANCELLED)
-            return rc;
-        if (rc == 1)
+        gen_wait w = inferd__gen_next(g, &ev);
+        if (w == GEN_CLIENT_LEFT)
+            return w;
+        if (w == GEN_ENDED)
             break;
     }
     if (g->c)
         MHD_set_connection_option(g->c->mc, MHD_CONNECTION_OPTION_TIMEOUT,
                                   g->srv->o.conn_timeout_s);
-    return 0;
+    return GEN_ENDED;
 }
 
-void gen_respond(gen *g, gen_build_fn build, void *ctx)
+void inferd__gen_respond(gen *g, gen_build_fn build, void *ctx)
 {
     http_conn *c = g->c;
-    if (gen_collect(g) == INFERD_E_CANCELLED) {
+    if (inferd__gen_collect(g) == GEN_CLIENT_LEFT) {
         c->close = true; /* the client left: no response */
     } else if (g->done.type == INFERD_EVENT_ERROR) {
-        http_fail(c, &g->err);
-    } else if (g->text.failed) {
-        http_error(c, INFERD_E_NOMEM, NULL, "no memory for the response");
+        inferd__http_fail(c, &g->err);
+    } else if (g->out_of_memory || g->text.err) {
+        inferd__http_error(c, g->text.err == INFERD_E_RANGE ? INFERD_E_TOO_LARGE : INFERD_E_NOMEM, NULL,
+                   g->text.err == INFERD_E_RANGE ? "the response is over %zu bytes"
+                                                 : "no memory for the response (%zu bytes)",
+                   (size_t)SERVER_TEXT_MAX);
     } else {
-        http_json(c, 200, build(g, ctx));
+        inferd__http_json(c, 200, build(g, ctx));
         /* HTTP and JSON time: the request's time less the scheduler's. */
-        double http_s = (double)(server_now_ns() - g->t_start_ns) / 1e9;
-        server_count_overhead(g->srv, http_s - g->done.total_ms / 1e3);
+        double http_s = (double)(inferd__server_now_ns() - g->t_start_ns) / 1e9;
+        inferd__server_count_overhead(g->srv, http_s - g->done.total_ms / 1e3);
     }
-    gen_free(g);
+    inferd__gen_free(g);
 }
 
-void gen_free(gen *g)
+void inferd__gen_free(gen *g)
 {
     if (!g)
         return;
     inferd_fe_request_release(g->fr); /* waits for the last on_event */
     if (g->efd >= 0)
         close(g->efd);
-    sbuf_free(&g->text);
-    sbuf_free(&g->out);
+    inferd_buf_free(&g->text);
+    inferd_buf_free(&g->out);
     inferd_free(g->toks);
     inferd_free(g);
 }
 
-const char *gen_model(const gen *g)
+const char *inferd__gen_model(const gen *g)
 {
     return inferd_fe_request_model(g->fr);
 }
 
-size_t gen_token_text(const gen *g, int32_t id, char *buf, size_t cap)
+size_t inferd__gen_token_text(const gen *g, int32_t id, char *buf, size_t cap)
 {
     int32_t n = inferd_token_to_piece(inferd_fe_request_vocab(g->fr), id, true, buf, cap);
     return n > 0 ? (size_t)n : 0;
@@ -214,20 +221,22 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     stream_ctx *sc = cls;
     gen *g = sc->g;
     while (g->out_pos >= g->out.len) {
-        g->out.len = g->out_pos = 0;
+        g->out_pos = 0;
+        if (!g->out.err)
+            inferd_buf_reset(&g->out);
         if (g->finished) {
             MHD_set_connection_option(sc->mc, MHD_CONNECTION_OPTION_TIMEOUT, sc->conn_timeout_s);
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
         inferd_event ev;
-        int rc = wait_event(g, &ev, STREAM_PING_MS);
-        if (rc == INFERD_E_CANCELLED)
+        gen_wait w = wait_event(g, &ev, STREAM_PING_MS);
+        if (w == GEN_CLIENT_LEFT)
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        if (rc == 2) {
-            sbuf_add(&g->out, ": keep-alive\n\n", 14);
+        if (w == GEN_IDLE) {
+            inferd_buf_add(&g->out, ": keep-alive\n\n", 14);
             continue;
         }
-        if (rc == 1) { /* cannot happen: the terminal event sets finished */
+        if (w == GEN_ENDED) { /* cannot happen: the terminal event sets finished */
             g->finished = true;
             continue;
         }
@@ -236,7 +245,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         if (ev.type != INFERD_EVENT_TOKEN) {
             g->finished = true;
         }
-        if (g->out.failed)
+        if (g->out.err)
             return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     size_t n = g->out.len - g->out_pos;
@@ -250,11 +259,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 static void stream_free(void *cls)
 {
     stream_ctx *sc = cls;
-    gen_free(sc->g);
+    inferd__gen_free(sc->g);
     inferd_free(sc);
 }
 
-void gen_stream(gen *g, gen_fmt_fn fmt)
+void inferd__gen_stream(gen *g, gen_fmt_fn fmt)
 {
     http_conn *c = g->c;
     stream_ctx *sc = inferd_calloc(1, sizeof(*sc));
@@ -269,8 +278,8 @@ void gen_stream(gen *g, gen_fmt_fn fmt)
     }
     if (!r) {
         inferd_free(sc);
-        gen_free(g);
-        http_error(c, INFERD_E_NOMEM, NULL, "no memory for the stream");
+        inferd__gen_free(g);
+        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the stream");
         return;
     }
     g->c = NULL;

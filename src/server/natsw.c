@@ -22,14 +22,12 @@
 #include "inferd/log.h"
 #include "inferd/procstat.h"
 
+#include "doors.h"
+
 #define COMP "nats"
 #define QUEUE_GROUP "inferd"
 #define SERVICE_NAME "inferd"
 #define REQUEST_ID_MAX 128
-#define SESSION_ID_MAX 256
-#define DEFAULT_MAX_TOKENS 100
-#define DEFAULT_TEMPERATURE 0.7f
-#define DEFAULT_TOP_P 0.9f
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 10000
 #define RECONNECT_BUF_BYTES (8 << 20)
@@ -162,7 +160,7 @@ static natsStatus publish_json(inferd_nats_worker *w, const char *subject, json_
     if (!s)
         return NATS_NO_MEMORY;
     natsStatus st = natsConnection_Publish(w->nc, subject, s, (int)strlen(s));
-    free(s);
+    inferd_free(s);
     return st;
 }
 
@@ -541,7 +539,7 @@ static void register_send(inferd_nats_worker *w)
     natsStatus st = s ? natsConnection_PublishRequest(w->nc, "worker.register", reply, s,
                                                       (int)strlen(s))
                       : NATS_NO_MEMORY;
-    free(s);
+    inferd_free(s);
     if (st != NATS_OK) {
         pthread_mutex_lock(&w->mu);
         snprintf(w->last_error, sizeof(w->last_error), "worker.register: %s",
@@ -697,7 +695,7 @@ static void emit(job *j, json_t *ev)
     const char *reply = natsMsg_GetReply(j->msg);
     if (reply && *reply)
         natsConnection_Publish(j->w->nc, reply, s, n);
-    free(s);
+    inferd_free(s);
 }
 
 static void emit_error(job *j, const inferd_error *e)
@@ -733,30 +731,6 @@ static void malformed(job *j, const char *fmt, ...)
                     reply && *reply ? "; error sent to its reply subject" : "");
     emit_code(j, INFERD_E_BAD_JSON, "%s", msg);
 }
-
-/* The fields of an inference request, as NATS spells them. */
-static const inferd_fe_spelling nats_fields[] = {
-    {INFERD_F_MAX_TOKENS, "maxTokens", NULL},
-    {INFERD_F_TEMPERATURE, "temperature", NULL},
-    {INFERD_F_TOP_P, "topP", NULL},
-    {INFERD_F_TOP_K, "topK", NULL},
-    {INFERD_F_SEED, "seed", NULL},
-    {INFERD_F_TIMEOUT_MS, "timeoutMs", NULL},
-    {INFERD_F_STOP, "stop", NULL},
-    {INFERD_F_PRIORITY, "priority", NULL},
-    {INFERD_F_SESSION_ID, "sessionId", NULL},
-    {INFERD_F_MODEL, "modelId", NULL},
-    {INFERD_F_PROMPT, "prompt", NULL},
-    {INFERD_F_MESSAGES, "messages", NULL},
-};
-static const inferd_fe_default nats_defaults[] = {
-    {INFERD_F_MAX_TOKENS, DEFAULT_MAX_TOKENS},
-    {INFERD_F_TEMPERATURE, DEFAULT_TEMPERATURE},
-    {INFERD_F_TOP_P, DEFAULT_TOP_P},
-};
-static const inferd_fe_door nats_door = {
-    "nats", nats_fields, sizeof(nats_fields) / sizeof(nats_fields[0]), nats_defaults,
-    sizeof(nats_defaults) / sizeof(nats_defaults[0])};
 
 /* The done event: the whole text, counts and timings. */
 static void emit_done(job *j, const inferd_fe_request *r, const inferd_event *ev,
@@ -813,7 +787,7 @@ static void run_request(job *j, json_t *body)
     inferd_nats_worker *w = j->w;
     inferd_fe_input in;
     inferd_error e = {0};
-    if (inferd_fe_read(&nats_door, body, &in, &e) < 0) {
+    if (inferd_fe_read(&inferd__door_nats, body, &in, &e) < 0) {
         emit_error(j, &e);
         return;
     }
@@ -880,7 +854,7 @@ static void *request_main(void *arg)
     inferd_nats_worker *w = j->w;
     handle_request(j);
     natsMsg_Destroy(j->msg);
-    free(j);
+    inferd_free(j);
     pthread_mutex_lock(&w->mu);
     if (atomic_fetch_sub(&w->n_inflight, 1) == 1)
         pthread_cond_broadcast(&w->idle_cv);
@@ -894,7 +868,7 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
     (void)sub;
     nw_sub *ns = closure;
     inferd_nats_worker *w = ns->w;
-    job *j = calloc(1, sizeof(*j));
+    job *j = inferd_calloc(1, sizeof(*j));
     if (!j) {
         natsMsg_Destroy(msg);
         return;
@@ -924,7 +898,7 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
         json_decref(body);
         emit_code(j, INFERD_E_OVERLOADED, "the worker is at capacity: retry later");
         natsMsg_Destroy(msg);
-        free(j);
+        inferd_free(j);
         return;
     }
     pthread_attr_t attr;
@@ -938,7 +912,7 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
         inferd_log_error(COMP, "cannot start a request thread: %s", strerror(rc));
         emit_code(j, INFERD_E_INTERNAL, "cannot start a request thread");
         natsMsg_Destroy(msg);
-        free(j);
+        inferd_free(j);
     }
 }
 
@@ -1220,7 +1194,7 @@ inferd_nats_opts inferd_nats_opts_default(void)
 
 static char *dup_or_null(const char *s)
 {
-    return s ? strdup(s) : NULL;
+    return s ? inferd_strdup(s) : NULL;
 }
 
 static void worker_free(inferd_nats_worker *w)
@@ -1228,17 +1202,17 @@ static void worker_free(inferd_nats_worker *w)
     if (!w)
         return;
     for (size_t i = 0; i < w->n_tags; i++)
-        free(w->tags[i]);
-    free(w->tags);
-    free(w->url);
-    free(w->id);
-    free(w->advertise);
-    free(w->http_host);
+        inferd_free(w->tags[i]);
+    inferd_free(w->tags);
+    inferd_free(w->url);
+    inferd_free(w->id);
+    inferd_free(w->advertise);
+    inferd_free(w->http_host);
     pthread_mutex_destroy(&w->mu);
     pthread_mutex_destroy(&w->hb_mu);
     pthread_cond_destroy(&w->cv);
     pthread_cond_destroy(&w->idle_cv);
-    free(w);
+    inferd_free(w);
 }
 
 static int split_tags(inferd_nats_worker *w, const char *tags)
@@ -1248,13 +1222,13 @@ static int split_tags(inferd_nats_worker *w, const char *tags)
     size_t n = 1;
     for (const char *p = tags; *p; p++)
         n += *p == ',';
-    w->tags = calloc(n, sizeof(char *));
+    w->tags = inferd_calloc(n, sizeof(char *));
     if (!w->tags)
         return -1;
     const char *p = tags;
     while (*p) {
         size_t len = strcspn(p, ",");
-        if (len > 0 && !(w->tags[w->n_tags++] = strndup(p, len)))
+        if (len > 0 && !(w->tags[w->n_tags++] = inferd_strndup(p, len)))
             return -1;
         p += len;
         if (*p == ',')
@@ -1287,7 +1261,7 @@ int inferd_nats_worker_create(inferd_frontend *fe, const inferd_nats_opts *opts,
     int rc = inferd_nats_opts_check(opts, err);
     if (rc < 0)
         return rc;
-    inferd_nats_worker *w = calloc(1, sizeof(*w));
+    inferd_nats_worker *w = inferd_calloc(1, sizeof(*w));
     if (!w)
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the NATS worker");
     pthread_mutex_init(&w->mu, NULL);
@@ -1300,8 +1274,8 @@ int inferd_nats_worker_create(inferd_frontend *fe, const inferd_nats_opts *opts,
     pthread_cond_init(&w->idle_cv, NULL);
     w->fe = fe;
     w->o = *opts;
-    w->url = strdup(opts->url);
-    w->id = strdup(opts->worker_id);
+    w->url = inferd_strdup(opts->url);
+    w->id = inferd_strdup(opts->worker_id);
     w->advertise = dup_or_null(opts->advertise_host);
     w->http_host = dup_or_null(opts->http_host);
     if (!w->url || !w->id || (opts->advertise_host && !w->advertise) ||

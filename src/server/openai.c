@@ -2,6 +2,8 @@
  * POST /v1/chat/completions (JSON or SSE). */
 #include "server_internal.h"
 
+#include "doors.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +16,15 @@ static json_t *model_object(const inferd_fe_model_info *mi)
                      (json_int_t)mi->created_s, "owned_by", "inferd");
 }
 
-void openai_models(http_conn *c, const char *one_id)
+void inferd__openai_models(http_conn *c, const char *one_id)
 {
     inferd_frontend *fe = c->srv->fe;
     inferd_fe_model_info mi;
     if (one_id) {
-        int i = server_find_model(c, one_id);
+        int i = inferd__server_find_model(c, one_id);
         if (i >= 0) {
             inferd_frontend_model(fe, (size_t)i, &mi);
-            http_json(c, 200, model_object(&mi));
+            inferd__http_json(c, 200, model_object(&mi));
         }
         return;
     }
@@ -31,7 +33,7 @@ void openai_models(http_conn *c, const char *one_id)
         inferd_frontend_model(fe, i, &mi);
         json_array_append_new(data, model_object(&mi));
     }
-    http_json(c, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
+    inferd__http_json(c, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
 }
 
 /* ---- shared pieces ---- */
@@ -83,12 +85,12 @@ static json_t *chat_logprobs(const gen *g, size_t from, size_t to)
         const gen_token *t = &g->toks[i];
         json_t *top = json_array();
         for (uint32_t k = 0; k < t->n_top; k++) {
-            size_t m = gen_token_text(g, t->top_ids[k], piece, sizeof(piece));
+            size_t m = inferd__gen_token_text(g, t->top_ids[k], piece, sizeof(piece));
             json_array_append_new(top, json_pack("{s:o,s:f,s:o}", "token", token_string(piece, m),
                                                  "logprob", (double)t->top_lp[k], "bytes",
                                                  bytes_json(piece, m)));
         }
-        size_t n = gen_token_text(g, t->id, piece, sizeof(piece));
+        size_t n = inferd__gen_token_text(g, t->id, piece, sizeof(piece));
         json_array_append_new(content,
                               json_pack("{s:o,s:f,s:o,s:o}", "token", token_string(piece, n),
                                         "logprob", (double)t->logprob, "bytes",
@@ -106,12 +108,12 @@ static json_t *completion_logprobs(const gen *g, size_t from, size_t to)
     char piece[256];
     for (size_t i = from; i < to; i++) {
         const gen_token *t = &g->toks[i];
-        size_t n = gen_token_text(g, t->id, piece, sizeof(piece));
+        size_t n = inferd__gen_token_text(g, t->id, piece, sizeof(piece));
         json_array_append_new(tokens, token_string(piece, n));
         json_array_append_new(lps, json_real(t->logprob));
         json_t *top = json_object();
         for (uint32_t k = 0; k < t->n_top; k++) {
-            size_t m = gen_token_text(g, t->top_ids[k], piece, sizeof(piece));
+            size_t m = inferd__gen_token_text(g, t->top_ids[k], piece, sizeof(piece));
             json_t *key = token_string(piece, m);
             if (key && !json_object_get(top, json_string_value(key)))
                 json_object_set_new(top, json_string_value(key), json_real(t->top_lp[k]));
@@ -131,25 +133,25 @@ static void sse(gen *g, json_t *o)
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!s) {
-        g->out.failed = true;
+        g->out.err = INFERD_E_NOMEM;
         return;
     }
-    sbuf_add(&g->out, "data: ", 6);
-    sbuf_add(&g->out, s, strlen(s));
-    sbuf_add(&g->out, "\n\n", 2);
-    free(s);
+    inferd_buf_add(&g->out, "data: ", 6);
+    inferd_buf_add(&g->out, s, strlen(s));
+    inferd_buf_add(&g->out, "\n\n", 2);
+    inferd_free(s);
 }
 
 static void sse_error_and_end(gen *g)
 {
     sse(g, inferd_fe_error_openai(&g->err));
-    sbuf_add(&g->out, "data: [DONE]\n\n", 14);
+    inferd_buf_add(&g->out, "data: [DONE]\n\n", 14);
 }
 
 static json_t *chunk_head(const gen *g, const char *object)
 {
     return json_pack("{s:s,s:s,s:I,s:s}", "id", g->id, "object", object, "created",
-                     (json_int_t)g->created, "model", gen_model(g));
+                     (json_int_t)g->created, "model", inferd__gen_model(g));
 }
 
 static void completion_chunk(gen *g, const char *text, size_t len, json_t *finish, size_t from)
@@ -173,7 +175,7 @@ static void fmt_completion(gen *g, const inferd_event *ev)
         sse_error_and_end(g);
         return;
     }
-    completion_chunk(g, ev->text, ev->text_len, json_string(gen_finish_name(ev->finish)),
+    completion_chunk(g, ev->text, ev->text_len, json_string(inferd__gen_finish_name(ev->finish)),
                      g->n_toks);
     if (g->include_usage) {
         json_t *o = chunk_head(g, "text_completion");
@@ -181,7 +183,7 @@ static void fmt_completion(gen *g, const inferd_event *ev)
         json_object_set_new(o, "usage", usage_json(g));
         sse(g, o);
     }
-    sbuf_add(&g->out, "data: [DONE]\n\n", 14);
+    inferd_buf_add(&g->out, "data: [DONE]\n\n", 14);
 }
 
 static void chat_chunk(gen *g, json_t *delta, json_t *finish, json_t *logprobs)
@@ -212,14 +214,14 @@ static void fmt_chat(gen *g, const inferd_event *ev)
     }
     if (ev->text_len > 0)
         chat_chunk(g, json_pack("{s:s%}", "content", ev->text, ev->text_len), json_null(), NULL);
-    chat_chunk(g, json_object(), json_string(gen_finish_name(ev->finish)), NULL);
+    chat_chunk(g, json_object(), json_string(inferd__gen_finish_name(ev->finish)), NULL);
     if (g->include_usage) {
         json_t *o = chunk_head(g, "chat.completion.chunk");
         json_object_set_new(o, "choices", json_array());
         json_object_set_new(o, "usage", usage_json(g));
         sse(g, o);
     }
-    sbuf_add(&g->out, "data: [DONE]\n\n", 14);
+    inferd_buf_add(&g->out, "data: [DONE]\n\n", 14);
 }
 
 /* ---- running a request ---- */
@@ -230,10 +232,10 @@ static void run(http_conn *c, const inferd_fe_door *door, json_t *body, gen_kind
     inferd_fe_input in;
     inferd_error e = {0};
     if (inferd_fe_read(door, body, &in, &e) < 0) {
-        http_fail(c, &e);
+        inferd__http_fail(c, &e);
         return;
     }
-    gen *g = gen_start(c, &in, kind);
+    gen *g = inferd__gen_start(c, &in, kind);
     inferd_fe_input_free(&in); /* the prompt was copied by submit */
     if (!g)
         return;
@@ -242,9 +244,9 @@ static void run(http_conn *c, const inferd_fe_door *door, json_t *body, gen_kind
     snprintf(g->id, sizeof(g->id), "%s-%llx%06llx", id_prefix, (unsigned long long)g->created,
              (unsigned long long)(n & 0xffffff));
     if (g->stream)
-        gen_stream(g, fmt);
+        inferd__gen_stream(g, fmt);
     else
-        gen_respond(g, build, NULL);
+        inferd__gen_respond(g, build, NULL);
 }
 
 static json_t *build_completion(gen *g, void *ctx)
@@ -255,7 +257,7 @@ static json_t *build_completion(gen *g, void *ctx)
     json_object_set_new(o, "choices",
                         json_pack("[{s:i,s:s%,s:o,s:s}]", "index", 0, "text", g->text.p ? g->text.p : "",
                                   g->text.len, "logprobs", lp, "finish_reason",
-                                  gen_finish_name(g->done.finish)));
+                                  inferd__gen_finish_name(g->done.finish)));
     json_object_set_new(o, "usage", usage_json(g));
     json_object_set_new(o, "seed", json_integer((json_int_t)g->done.seed));
     return o;
@@ -270,7 +272,7 @@ static json_t *build_chat(gen *g, void *ctx)
         o, "choices",
         json_pack("[{s:i,s:{s:s,s:s%},s:o,s:s}]", "index", 0, "message", "role", "assistant",
                   "content", g->text.p ? g->text.p : "", g->text.len, "logprobs", lp,
-                  "finish_reason", gen_finish_name(g->done.finish)));
+                  "finish_reason", inferd__gen_finish_name(g->done.finish)));
     json_object_set_new(o, "usage", usage_json(g));
     json_object_set_new(o, "seed", json_integer((json_int_t)g->done.seed));
     return o;
@@ -278,55 +280,12 @@ static json_t *build_chat(gen *g, void *ctx)
 
 /* ---- the two routes ---- */
 
-#define COMPLETION_DEFAULT_MAX_TOKENS 16  /* OpenAI's default for completions */
-#define CHAT_DEFAULT_MAX_TOKENS (-1)      /* chat: until the context is full */
-
-static const inferd_fe_spelling completion_fields[] = {
-    {INFERD_F_MODEL, "model", NULL},
-    SERVER_OPENAI_REFUSED_FIELDS,
-    SERVER_OPENAI_SAMPLING_FIELDS,
-    {INFERD_F_STREAM, "stream", NULL},
-    {INFERD_F_PRIORITY, "priority", NULL},
-    {INFERD_F_STREAM_OPTIONS, "stream_options", NULL},
-    {INFERD_F_STOP, "stop", NULL},
-    {INFERD_F_LOGPROBS_N, "logprobs", NULL},
-    {INFERD_F_PROMPT, "prompt", NULL},
-};
-
-static const inferd_fe_spelling chat_fields[] = {
-    {INFERD_F_MODEL, "model", NULL},
-    {INFERD_F_N, "n", NULL},
-    {INFERD_F_BEST_OF, "best_of", NULL},
-    {INFERD_F_LOGIT_BIAS, "logit_bias", NULL},
-    {INFERD_F_TOOLS, "tools", NULL},
-    {INFERD_F_RESPONSE_FORMAT, "response_format", NULL},
-    SERVER_OPENAI_SAMPLING_FIELDS,
-    {INFERD_F_MAX_TOKENS, "max_completion_tokens", NULL},
-    {INFERD_F_STREAM, "stream", NULL},
-    {INFERD_F_PRIORITY, "priority", NULL},
-    {INFERD_F_STREAM_OPTIONS, "stream_options", NULL},
-    {INFERD_F_STOP, "stop", NULL},
-    {INFERD_F_LOGPROBS, "logprobs", NULL},
-    {INFERD_F_TOP_LOGPROBS, "top_logprobs", NULL},
-    {INFERD_F_MESSAGES, "messages", NULL},
-};
-
-static const inferd_fe_default completion_defaults[] = {
-    {INFERD_F_MAX_TOKENS, COMPLETION_DEFAULT_MAX_TOKENS}};
-static const inferd_fe_default chat_defaults[] = {{INFERD_F_MAX_TOKENS, CHAT_DEFAULT_MAX_TOKENS}};
-
-static const inferd_fe_door completion_door = {"completions", completion_fields,
-                                               N_OF(completion_fields), completion_defaults,
-                                               N_OF(completion_defaults)};
-static const inferd_fe_door chat_door = {"chat", chat_fields, N_OF(chat_fields), chat_defaults,
-                                         N_OF(chat_defaults)};
-
-void openai_completions(http_conn *c, json_t *body)
+void inferd__openai_completions(http_conn *c, json_t *body)
 {
-    run(c, &completion_door, body, GEN_COMPLETION, "cmpl", fmt_completion, build_completion);
+    run(c, &inferd__door_completions, body, GEN_COMPLETION, "cmpl", fmt_completion, build_completion);
 }
 
-void openai_chat(http_conn *c, json_t *body)
+void inferd__openai_chat(http_conn *c, json_t *body)
 {
-    run(c, &chat_door, body, GEN_CHAT, "chatcmpl", fmt_chat, build_chat);
+    run(c, &inferd__door_chat, body, GEN_CHAT, "chatcmpl", fmt_chat, build_chat);
 }

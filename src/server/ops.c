@@ -7,42 +7,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-void ops_health(http_conn *c)
+void inferd__ops_health(http_conn *c)
 {
     inferd_fe_state st = inferd_frontend_state(c->srv->fe);
-    http_json(c, st == INFERD_FE_READY ? 200 : 503,
+    inferd__http_json(c, st == INFERD_FE_READY ? 200 : 503,
               json_pack("{s:s}", "status", st == INFERD_FE_READY ? "ok" : inferd_fe_state_name(st)));
 }
 
 /* ---- Prometheus text format ---- */
 
-static void family(sbuf *b, const char *name, const char *type, const char *help)
+static void family(inferd_buf *b, const char *name, const char *type, const char *help)
 {
-    sbuf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    inferd_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* A label value with \, " and newline escaped. */
-static void label_value(sbuf *b, const char *v)
+static void label_value(inferd_buf *b, const char *v)
 {
     for (; *v; v++) {
         if (*v == '\\' || *v == '"')
-            sbuf_addf(b, "\\%c", *v);
+            inferd_buf_addf(b, "\\%c", *v);
         else if (*v == '\n')
-            sbuf_add(b, "\\n", 2);
+            inferd_buf_add(b, "\\n", 2);
         else
-            sbuf_add(b, v, 1);
+            inferd_buf_add(b, v, 1);
     }
 }
 
-static void sample_model(sbuf *b, const char *name, const char *model, const char *extra,
+static void sample_model(inferd_buf *b, const char *name, const char *model, const char *extra,
                          double v)
 {
-    sbuf_addf(b, "%s{model=\"", name);
+    inferd_buf_addf(b, "%s{model=\"", name);
     label_value(b, model);
-    sbuf_addf(b, "\"%s} %.17g\n", extra ? extra : "", v);
+    inferd_buf_addf(b, "\"%s} %.17g\n", extra ? extra : "", v);
 }
 
-static void histogram(sbuf *b, const char *name, const char *model, const inferd_histogram *h)
+static void histogram(inferd_buf *b, const char *name, const char *model, const inferd_histogram *h)
 {
     for (int i = 0; i < INFERD_SCHED_HIST_N; i++) {
         char le[64];
@@ -77,7 +77,7 @@ static size_t gather(inferd_server *s, model_figs *f)
     return n;
 }
 
-void ops_metrics(http_conn *c)
+void inferd__ops_metrics(http_conn *c)
 {
     inferd_server *s = c->srv;
     model_figs f[INFERD_FE_MODELS_MAX];
@@ -87,12 +87,12 @@ void ops_metrics(http_conn *c)
     inferd_procstat ps;
     inferd_error e = {0};
     inferd_procstat_read(&ps, &e);
-    sbuf b = {0};
+    inferd_buf b = INFERD_BUF_INIT(SERVER_METRICS_MAX);
     const int state = (int)inferd_frontend_state(s->fe);
 
     family(&b, "inferd_server_state", "gauge", "1 for the server's current state");
     for (int i = INFERD_FE_LOADING; i <= INFERD_FE_STOPPED; i++)
-        sbuf_addf(&b, "inferd_server_state{state=\"%s\"} %d\n",
+        inferd_buf_addf(&b, "inferd_server_state{state=\"%s\"} %d\n",
                   inferd_fe_state_name((inferd_fe_state)i), i == state);
 
     family(&b, "inferd_model_loaded", "gauge", "1 when the model is loaded");
@@ -172,24 +172,24 @@ void ops_metrics(http_conn *c)
                 continue;
             char code[16];
             if (k < HTTP_CODES_N)
-                snprintf(code, sizeof(code), "%u", server_http_codes[k]);
+                snprintf(code, sizeof(code), "%u", inferd__server_http_codes[k]);
             else
                 snprintf(code, sizeof(code), "other");
-            sbuf_addf(&b, "inferd_http_requests_total{endpoint=\"%s\",code=\"%s\"} %llu\n",
-                      server_endpoint_names[ep], code, (unsigned long long)v);
+            inferd_buf_addf(&b, "inferd_http_requests_total{endpoint=\"%s\",code=\"%s\"} %llu\n",
+                      inferd__server_endpoint_names[ep], code, (unsigned long long)v);
         }
     family(&b, "inferd_http_overhead_seconds", "summary",
            "Time of non-streamed generation requests outside the model (HTTP and JSON)");
-    sbuf_addf(&b, "inferd_http_overhead_seconds_sum %.9g\ninferd_http_overhead_seconds_count %llu\n",
+    inferd_buf_addf(&b, "inferd_http_overhead_seconds_sum %.9g\ninferd_http_overhead_seconds_count %llu\n",
               s->overhead_sum_s, (unsigned long long)s->overhead_n);
     pthread_mutex_unlock(&s->mu);
     family(&b, "inferd_http_active_requests", "gauge", "HTTP requests being handled");
-    sbuf_addf(&b, "inferd_http_active_requests %d\n", atomic_load(&s->n_active));
+    inferd_buf_addf(&b, "inferd_http_active_requests %d\n", atomic_load(&s->n_active));
 
 #define GLOBAL(name, type, help, value)                                                        \
     do {                                                                                       \
         family(&b, name, type, help);                                                          \
-        sbuf_addf(&b, "%s %.17g\n", name, (double)(value));                                    \
+        inferd_buf_addf(&b, "%s %.17g\n", name, (double)(value));                                    \
     } while (0)
 
     GLOBAL("inferd_registry_loads_total", "counter", "Successful model loads", rm.loads);
@@ -218,12 +218,18 @@ void ops_metrics(http_conn *c)
     GLOBAL("process_threads", "gauge", "OS threads", ps.n_threads);
 #undef GLOBAL
 
-    if (b.failed) {
-        sbuf_free(&b);
-        http_error(c, INFERD_E_NOMEM, NULL, "no memory for the metrics");
+    if (b.err) {
+        inferd_buf_free(&b);
+        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the metrics");
         return;
     }
-    http_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
+    size_t len = 0;
+    char *text = inferd_buf_take(&b, &len);
+    if (!text) {
+        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the metrics");
+        return;
+    }
+    inferd__http_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
 /* ---- /v1/status ---- */
@@ -240,7 +246,7 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-void ops_status(http_conn *c)
+void inferd__ops_status(http_conn *c)
 {
     inferd_server *s = c->srv;
     model_figs f[INFERD_FE_MODELS_MAX];
@@ -348,8 +354,8 @@ void ops_status(http_conn *c)
     if (o)
         inferd_frontend_status_sections(s->fe, o);
     if (!o) {
-        http_error(c, INFERD_E_INTERNAL, NULL, "cannot build the status");
+        inferd__http_error(c, INFERD_E_INTERNAL, NULL, "cannot build the status");
         return;
     }
-    http_json(c, 200, o);
+    inferd__http_json(c, 200, o);
 }

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "inferd/alloc.h"
 #include "inferd/log.h"
 
 #define COMP "ready-callback"
@@ -128,7 +129,7 @@ int inferd_ready_cb_post(const inferd_ready_cb *cb, inferd_error *err)
     CURL *h = curl_easy_init();
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     if (!body || !h || !hdrs) {
-        free(body);
+        inferd_free(body);
         curl_easy_cleanup(h);
         curl_slist_free_all(hdrs);
         return inferd_fail(err, INFERD_E_NOMEM, "ready callback: no memory");
@@ -179,6 +180,6 @@ int inferd_ready_cb_post(const inferd_ready_cb *cb, inferd_error *err)
                     last);
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
-    free(body);
+    inferd_free(body);
     return rc;
 }

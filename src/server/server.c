@@ -21,7 +21,7 @@
 
 #define COMP "http"
 
-const char *const server_endpoint_names[EP_COUNT] = {
+const char *const inferd__server_endpoint_names[EP_COUNT] = {
     [EP_NONE] = "other",          [EP_HEALTH] = "/health",
     [EP_METRICS] = "/metrics",    [EP_STATUS] = "/v1/status",
     [EP_MODELS] = "/v1/models",   [EP_COMPLETIONS] = "/v1/completions",
@@ -31,88 +31,34 @@ const char *const server_endpoint_names[EP_COUNT] = {
     [EP_V2_REPOSITORY] = "/v2/repository",
 };
 
-const unsigned server_http_codes[HTTP_CODES_N] = {
+const unsigned inferd__server_http_codes[HTTP_CODES_N] = {
     200, 400, 401, 404, 405, 408, 409, 413, 415, 422, 499, 500, 501, 503, 504, 507,
 };
 
-uint64_t server_now_ns(void)
+uint64_t inferd__server_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-double server_now_s(void)
+double inferd__server_now_s(void)
 {
-    return (double)server_now_ns() / 1e9;
-}
-
-/* ---- sbuf ---- */
-
-void sbuf_add(sbuf *b, const void *data, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void sbuf_addf(sbuf *b, const char *fmt, ...)
-{
-    char small[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof(small), fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n < sizeof(small)) {
-        sbuf_add(b, small, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->failed = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sbuf_add(b, big, (size_t)n);
-    free(big);
-}
-
-void sbuf_free(sbuf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof(*b));
+    return (double)inferd__server_now_ns() / 1e9;
 }
 
 /* ---- responses ---- */
 
-void http_text(http_conn *c, unsigned status, const char *content_type, char *text, size_t len)
+void inferd__http_text(http_conn *c, unsigned status, const char *content_type, char *text, size_t len)
 {
     if (c->resp) { /* a handler answers once; keep the first */
-        free(text);
+        inferd_free(text);
         return;
     }
     struct MHD_Response *r =
-        MHD_create_response_from_buffer_with_free_callback(len, text, free);
+        MHD_create_response_from_buffer_with_free_callback(len, text, inferd_free);
     if (!r) {
-        free(text);
+        inferd_free(text);
         return;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
@@ -122,7 +68,7 @@ void http_text(http_conn *c, unsigned status, const char *content_type, char *te
     c->status = status;
 }
 
-void http_json(http_conn *c, unsigned status, json_t *body)
+void inferd__http_json(http_conn *c, unsigned status, json_t *body)
 {
     char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -132,38 +78,38 @@ void http_json(http_conn *c, unsigned status, json_t *body)
     }
     size_t n = strlen(s);
     /* A newline ends the body, as curl users expect. */
-    char *t = realloc(s, n + 2);
+    char *t = inferd_realloc(s, n + 2);
     if (t) {
         t[n] = '\n';
         t[n + 1] = '\0';
         s = t;
         n++;
     }
-    http_text(c, status, "application/json", s, n);
+    inferd__http_text(c, status, "application/json", s, n);
 }
 
-void http_fail(http_conn *c, const inferd_error *e)
+void inferd__http_fail(http_conn *c, const inferd_error *e)
 {
     json_t *o = c->api == API_KSERVE ? inferd_fe_error_kserve(e) : inferd_fe_error_openai(e);
-    http_json(c, inferd_fe_error_status(e), o);
+    inferd__http_json(c, inferd_fe_error_status(e), o);
 }
 
-void http_error(http_conn *c, int code, const char *param, const char *fmt, ...)
+void inferd__http_error(http_conn *c, int code, const char *param, const char *fmt, ...)
 {
     inferd_error e = {0};
     va_list ap;
     va_start(ap, fmt);
     inferd_vfail_param(&e, code, param, fmt, ap);
     va_end(ap);
-    http_fail(c, &e);
+    inferd__http_fail(c, &e);
 }
 
-int server_find_model(http_conn *c, const char *id)
+int inferd__server_find_model(http_conn *c, const char *id)
 {
     inferd_error e = {0};
     int i = inferd_frontend_find(c->srv->fe, id, &e);
     if (i < 0)
-        http_error(c, INFERD_E_MODEL_NOT_FOUND, "model", "model '%s' is not served here (see %s)",
+        inferd__http_error(c, INFERD_E_MODEL_NOT_FOUND, "model", "model '%s' is not served here (see %s)",
                    id, c->api == API_KSERVE ? "/v2/repository/index" : "/v1/models");
     return i;
 }
@@ -173,12 +119,12 @@ int server_find_model(http_conn *c, const char *id)
 static unsigned code_index(unsigned status)
 {
     for (unsigned i = 0; i < HTTP_CODES_N; i++)
-        if (server_http_codes[i] == status)
+        if (inferd__server_http_codes[i] == status)
             return i;
     return HTTP_CODES_N;
 }
 
-void server_count_overhead(inferd_server *s, double overhead_s)
+void inferd__server_count_overhead(inferd_server *s, double overhead_s)
 {
     pthread_mutex_lock(&s->mu);
     s->overhead_sum_s += overhead_s;
@@ -203,7 +149,7 @@ static void *ticker_main(void *arg)
         inferd_frontend_counts(s->fe, &requests, &tokens);
         pthread_mutex_lock(&s->mu);
         tick *t = &s->ticks[s->tick_next];
-        t->t_s = server_now_s();
+        t->t_s = inferd__server_now_s();
         t->cpu_s = ps.cpu_user_s + ps.cpu_system_s;
         t->tokens_out = tokens;
         t->requests = requests;
@@ -267,48 +213,48 @@ static void drop_segments(path *p, size_t at, size_t k)
 typedef enum body_kind { NO_BODY, JSON_BODY, JSON_OR_EMPTY } body_kind;
 typedef void (*route_fn)(http_conn *c, const char *m, json_t *body);
 
-static void do_health(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; ops_health(c); }
-static void do_metrics(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; ops_metrics(c); }
-static void do_status(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; ops_status(c); }
-static void do_models(http_conn *c, const char *m, json_t *b) { (void)b; openai_models(c, m); }
+static void do_health(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; inferd__ops_health(c); }
+static void do_metrics(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; inferd__ops_metrics(c); }
+static void do_status(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; inferd__ops_status(c); }
+static void do_models(http_conn *c, const char *m, json_t *b) { (void)b; inferd__openai_models(c, m); }
 static void do_completions(http_conn *c, const char *m, json_t *b)
 {
     (void)m;
-    openai_completions(c, b);
+    inferd__openai_completions(c, b);
 }
-static void do_chat(http_conn *c, const char *m, json_t *b) { (void)m, openai_chat(c, b); }
-static void do_v2(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; kserve_server(c); }
+static void do_chat(http_conn *c, const char *m, json_t *b) { (void)m, inferd__openai_chat(c, b); }
+static void do_v2(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; inferd__kserve_server(c); }
 static void do_live(http_conn *c, const char *m, json_t *b)
 {
     (void)m, (void)b;
-    kserve_health(c, false);
+    inferd__kserve_health(c, false);
 }
 static void do_ready(http_conn *c, const char *m, json_t *b)
 {
     (void)m, (void)b;
-    kserve_health(c, true);
+    inferd__kserve_health(c, true);
 }
-static void do_model(http_conn *c, const char *m, json_t *b) { (void)b, kserve_model(c, m, ""); }
+static void do_model(http_conn *c, const char *m, json_t *b) { (void)b, inferd__kserve_model(c, m, ""); }
 static void do_model_ready(http_conn *c, const char *m, json_t *b)
 {
     (void)b;
-    kserve_model(c, m, "ready");
+    inferd__kserve_model(c, m, "ready");
 }
-static void do_infer(http_conn *c, const char *m, json_t *b) { kserve_infer(c, m, b); }
+static void do_infer(http_conn *c, const char *m, json_t *b) { inferd__kserve_infer(c, m, b); }
 static void do_index(http_conn *c, const char *m, json_t *b)
 {
     (void)m;
-    kserve_repository_index(c, b);
+    inferd__kserve_repository_index(c, b);
 }
 static void do_load(http_conn *c, const char *m, json_t *b)
 {
     (void)b; /* parameters are accepted and unused */
-    kserve_repository_load(c, m, true);
+    inferd__kserve_repository_load(c, m, true);
 }
 static void do_unload(http_conn *c, const char *m, json_t *b)
 {
     (void)b;
-    kserve_repository_load(c, m, false);
+    inferd__kserve_repository_load(c, m, false);
 }
 
 /* A route: its segments ("{m}" stands for a model id), method, body. */
@@ -365,7 +311,7 @@ static bool route_matches(const route_def *r, const path *p, char *m, size_t cap
 
 static void method_not_allowed(http_conn *c, const char *method, const char *allowed)
 {
-    http_error(c, INFERD_E_METHOD, NULL, "%s is not allowed here (allowed: %s)", method, allowed);
+    inferd__http_error(c, INFERD_E_METHOD, NULL, "%s is not allowed here (allowed: %s)", method, allowed);
     if (c->resp)
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_ALLOW, allowed);
 }
@@ -377,18 +323,18 @@ static json_t *body_json(http_conn *c, bool empty_ok)
     if (c->body.len == 0) {
         if (empty_ok)
             return json_object();
-        http_error(c, INFERD_E_BAD_JSON, NULL, "the request body is empty (expected JSON)");
+        inferd__http_error(c, INFERD_E_BAD_JSON, NULL, "the request body is empty (expected JSON)");
         return NULL;
     }
     json_error_t je;
     json_t *j = json_loadb(c->body.p, c->body.len, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
-        http_error(c, INFERD_E_BAD_JSON, NULL, "invalid JSON at line %d column %d: %s", je.line,
+        inferd__http_error(c, INFERD_E_BAD_JSON, NULL, "invalid JSON at line %d column %d: %s", je.line,
                    je.column, je.text);
         return NULL;
     }
     if (!json_is_object(j)) {
-        http_error(c, INFERD_E_BAD_JSON, NULL, "the request body must be a JSON object");
+        inferd__http_error(c, INFERD_E_BAD_JSON, NULL, "the request body must be a JSON object");
         json_decref(j);
         return NULL;
     }
@@ -404,10 +350,10 @@ static bool strip_version(http_conn *c, path *p)
     char m[INFERD_REGISTRY_ID_MAX];
     snprintf(m, sizeof(m), "%.*s", (int)p->len[2], p->seg[2]);
     c->ep = EP_V2_MODEL;
-    if (server_find_model(c, m) < 0)
+    if (inferd__server_find_model(c, m) < 0)
         return false;
     if (!seg_is(p, 4, "1")) {
-        http_error(c, INFERD_E_NOT_FOUND, NULL, "model '%s' has no version '%.*s' (only 1)", m,
+        inferd__http_error(c, INFERD_E_NOT_FOUND, NULL, "model '%s' has no version '%.*s' (only 1)", m,
                    (int)p->len[4], p->seg[4]);
         return false;
     }
@@ -442,7 +388,7 @@ static void route(http_conn *c, const char *url, const char *method)
     }
     if (!found) {
         c->ep = EP_NONE;
-        http_error(c, INFERD_E_NO_ROUTE, NULL, "no route %s %s", method, url);
+        inferd__http_error(c, INFERD_E_NO_ROUTE, NULL, "no route %s %s", method, url);
         return;
     }
     c->ep = found->ep;
@@ -502,15 +448,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
             return MHD_NO;
         c->srv = s;
         c->mc = mc;
-        c->t_start_ns = server_now_ns();
+        c->t_start_ns = inferd__server_now_ns();
         *req_cls = c;
         atomic_fetch_add(&s->n_active, 1);
         c->api = strncmp(url, "/v2", 3) == 0 ? API_KSERVE : API_OPENAI;
+        c->body = INFERD_BUF_INIT(s->o.max_body_bytes);
         const char *cl =
             MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->o.max_body_bytes) {
             c->close = true;
-            http_error(c, INFERD_E_TOO_LARGE, NULL,
+            inferd__http_error(c, INFERD_E_TOO_LARGE, NULL,
                        "the request body of %s bytes exceeds the limit of %zu", cl,
                        s->o.max_body_bytes);
             return queue(c);
@@ -521,14 +468,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         /* A body without Content-Length (chunked) past the limit: libmicrohttpd
          * answers only once the upload ends, so the rest is read and dropped;
          * past 4 times the limit the connection is closed unanswered. */
-        if (!c->too_large && c->body.len + *upload_data_size > s->o.max_body_bytes)
+        if (!c->too_large &&
+            inferd_buf_add(&c->body, upload_data, *upload_data_size) == INFERD_E_RANGE) {
             c->too_large = true;
+            inferd_buf_free(&c->body);
+        }
         if (c->too_large) {
             c->dropped += *upload_data_size;
             *upload_data_size = 0;
             return c->dropped > 4 * (uint64_t)s->o.max_body_bytes ? MHD_NO : MHD_YES;
         }
-        sbuf_add(&c->body, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -536,16 +485,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     if (c->too_large) {
         c->close = true;
-        http_error(c, INFERD_E_TOO_LARGE, NULL,
+        inferd__http_error(c, INFERD_E_TOO_LARGE, NULL,
                    "the request body exceeds the limit of %zu bytes", s->o.max_body_bytes);
         return queue(c);
     }
-    if (c->body.failed) {
-        http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request body");
+    if (c->body.err) {
+        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request body");
         return queue(c);
     }
     if (s->api_key && !is_health_probe(url) && !authorized(s, mc)) {
-        http_error(c, INFERD_E_UNAUTHORIZED, NULL,
+        inferd__http_error(c, INFERD_E_UNAUTHORIZED, NULL,
                    "missing or wrong API key (send 'Authorization: Bearer KEY')");
         if (c->resp)
             MHD_add_response_header(c->resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
@@ -574,7 +523,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
     pthread_mutex_unlock(&s->mu);
     if (c->resp)
         MHD_destroy_response(c->resp);
-    sbuf_free(&c->body);
+    inferd_buf_free(&c->body);
     inferd_free(c);
     *req_cls = NULL;
     atomic_fetch_sub(&s->n_active, 1);
@@ -677,7 +626,7 @@ int inferd_server_create(const inferd_server_opts *opts, inferd_frontend *fe,
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->tick_cv, NULL);
     atomic_init(&s->n_active, 0);
-    s->t_start_s = server_now_s();
+    s->t_start_s = inferd__server_now_s();
     s->host = inferd_strdup(opts->host && *opts->host ? opts->host : "127.0.0.1");
     if (!s->host) {
         rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the server");

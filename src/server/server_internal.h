@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "inferd/buf.h"
 #include "inferd/chat.h"
 #include "inferd/frontend.h"
 #include "inferd/procstat.h"
@@ -19,17 +20,10 @@
 #include "inferd/scheduler.h"
 #include "inferd/server.h"
 
-/* ---- growable byte buffer ---- */
-
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool failed;                   /* an append ran out of memory */
-} sbuf;
-
-void sbuf_add(sbuf *b, const void *data, size_t n);
-void sbuf_addf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sbuf_free(sbuf *b);
+/* Bounds of the growable buffers (inferd_buf). */
+#define SERVER_TEXT_MAX ((size_t)64 << 20)   /* a non-streamed completion's text */
+#define SERVER_CHUNK_MAX ((size_t)16 << 20)  /* SSE output between two reads */
+#define SERVER_METRICS_MAX ((size_t)16 << 20) /* the /metrics page */
 
 /* ---- endpoints (for metrics) and the API a route belongs to ---- */
 
@@ -39,12 +33,12 @@ typedef enum endpoint {
     EP_COUNT
 } endpoint;
 
-extern const char *const server_endpoint_names[EP_COUNT];
+extern const char *const inferd__server_endpoint_names[EP_COUNT];
 
 typedef enum api_kind { API_OPENAI, API_KSERVE } api_kind;
 
 #define HTTP_CODES_N 16            /* statuses counted one by one, then "other" */
-extern const unsigned server_http_codes[HTTP_CODES_N];
+extern const unsigned inferd__server_http_codes[HTTP_CODES_N];
 
 /* A per-second sample for rates over the last minute. */
 #define TICKS_N 61
@@ -89,7 +83,7 @@ typedef struct http_conn {
     inferd_server *srv;
     struct MHD_Connection *mc;
     uint64_t t_start_ns;
-    sbuf body;
+    inferd_buf body;               /* bounded by max_body_bytes */
     bool too_large;                /* the body passed max_body_bytes */
     uint64_t dropped;              /* bytes dropped since */
     endpoint ep;
@@ -101,24 +95,24 @@ typedef struct http_conn {
 } http_conn;
 
 /* Responses (set c->resp and c->status). */
-void http_json(http_conn *c, unsigned status, json_t *body); /* steals body */
-void http_text(http_conn *c, unsigned status, const char *content_type, char *text, size_t len);
+void inferd__http_json(http_conn *c, unsigned status, json_t *body); /* steals body */
+void inferd__http_text(http_conn *c, unsigned status, const char *content_type, char *text, size_t len);
                                    /* text: malloc'd (free()), taken */
 /* Error @p e as the route's API answers it (OpenAI or KServe face). */
-void http_fail(http_conn *c, const inferd_error *e);
+void inferd__http_fail(http_conn *c, const inferd_error *e);
 /* An error of code @p code (INFERD_E_*) about @p param (or NULL). */
-void http_error(http_conn *c, int code, const char *param, const char *fmt, ...)
+void inferd__http_error(http_conn *c, int code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-double server_now_s(void);
-uint64_t server_now_ns(void);
+double inferd__server_now_s(void);
+uint64_t inferd__server_now_ns(void);
 
 /* The index of served model @p id (NULL: the default), or -1 and a 404
  * response. */
-int server_find_model(http_conn *c, const char *id);
+int inferd__server_find_model(http_conn *c, const char *id);
 
 /* Count a non-streamed generation's HTTP and JSON time. */
-void server_count_overhead(inferd_server *s, double overhead_s);
+void inferd__server_count_overhead(inferd_server *s, double overhead_s);
 
 /* ---- generation (gen.c) ---- */
 
@@ -147,81 +141,67 @@ struct gen {
     uint64_t t_start_ns;           /* the HTTP request's start */
 
     /* Collected output. */
-    sbuf text;
+    inferd_buf text;
     gen_token *toks;               /* with logprobs: one per TOKEN event */
     size_t n_toks, cap_toks;
     inferd_event done;             /* DONE or ERROR (strings not kept) */
     inferd_error err;              /* the ERROR event, as the front end raises it */
     bool ended;
+    bool out_of_memory;            /* a record of the output failed */
 
     /* Streaming. */
-    sbuf out;
+    inferd_buf out;
     size_t out_pos;
     bool sent_head, finished;
 };
 
 /* Submit @p in through the front end on behalf of @p c. On failure an
  * error response is set on c and NULL returned. */
-gen *gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind);
-/* The next event into g (text, tokens, done): 0 and *ev; 1 at the end (the
- * terminal event was read before); INFERD_E_CANCELLED when the client hung
- * up (the request is cancelled). */
-int gen_next(gen *g, inferd_event *ev);
-/* Read to the end (non-streamed). @return 0 done/error in g->done; or
- * INFERD_E_CANCELLED (client gone). */
-int gen_collect(gen *g);
-void gen_free(gen *g);
+gen *inferd__gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind);
+/* What waiting for a request's next event gave. */
+typedef enum gen_wait {
+    GEN_EVENT = 0,                 /* an event (recorded in g) */
+    GEN_ENDED,                     /* the terminal event was read before */
+    GEN_IDLE,                      /* nothing within the idle time asked for */
+    GEN_CLIENT_LEFT,               /* the client hung up: the request is cancelled */
+} gen_wait;
+
+/* The next event into g (text, tokens, done), waiting as long as it takes:
+ * GEN_EVENT and *ev, GEN_ENDED or GEN_CLIENT_LEFT. */
+gen_wait inferd__gen_next(gen *g, inferd_event *ev);
+/* Read to the end (non-streamed): GEN_ENDED (done or error in g->done), or
+ * GEN_CLIENT_LEFT. */
+gen_wait inferd__gen_collect(gen *g);
+void inferd__gen_free(gen *g);
 /* Non-streamed: read @p g to its end and set the response on its
  * connection: build(g, ctx)'s JSON when it is DONE, the matching HTTP error
  * for an ERROR, none when the client left. Counts it, frees g. */
 typedef json_t *(*gen_build_fn)(gen *g, void *ctx);
-void gen_respond(gen *g, gen_build_fn build, void *ctx);
+void inferd__gen_respond(gen *g, gen_build_fn build, void *ctx);
 /* Stream @p g as SSE: queue a 200 text/event-stream on g->c whose body the
  * connection thread produces with @p fmt (called for each event, appends to
  * g->out; g->finished set when it wrote the end). Takes g. */
 typedef void (*gen_fmt_fn)(gen *g, const inferd_event *ev);
-void gen_stream(gen *g, gen_fmt_fn fmt);
+void inferd__gen_stream(gen *g, gen_fmt_fn fmt);
 /* Text of token @p id for logprobs (not NUL-terminated); returns length. */
-size_t gen_token_text(const gen *g, int32_t id, char *buf, size_t cap);
+size_t inferd__gen_token_text(const gen *g, int32_t id, char *buf, size_t cap);
 /* The id of the model serving @p g. */
-const char *gen_model(const gen *g);
-const char *gen_finish_name(inferd_finish f);
-
-/* ---- request fields ---- */
-
-#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
-
-/* The OpenAI fields that ask for what inferd does not do (refused unless
- * they ask for nothing), as completions and KServe spell them. */
-#define SERVER_OPENAI_REFUSED_FIELDS                                                           \
-    {INFERD_F_N, "n", NULL}, {INFERD_F_BEST_OF, "best_of", NULL},                              \
-        {INFERD_F_LOGIT_BIAS, "logit_bias", NULL}, {INFERD_F_ECHO, "echo", NULL},              \
-        {INFERD_F_SUFFIX, "suffix", NULL}
-
-/* The OpenAI sampling and generation fields, as the OpenAI routes and the
- * KServe "parameters" spell them (inferd_fe_spelling entries). */
-#define SERVER_OPENAI_SAMPLING_FIELDS                                                          \
-    {INFERD_F_MAX_TOKENS, "max_tokens", NULL}, {INFERD_F_TEMPERATURE, "temperature", NULL},   \
-        {INFERD_F_TOP_P, "top_p", NULL}, {INFERD_F_MIN_P, "min_p", NULL},                      \
-        {INFERD_F_PRESENCE_PENALTY, "presence_penalty", NULL},                                 \
-        {INFERD_F_FREQUENCY_PENALTY, "frequency_penalty", NULL},                               \
-        {INFERD_F_REPEAT_PENALTY, "repeat_penalty", NULL}, {INFERD_F_TOP_K, "top_k", NULL},    \
-        {INFERD_F_REPEAT_LAST_N, "repeat_last_n", NULL}, {INFERD_F_SEED, "seed", NULL},        \
-        {INFERD_F_TIMEOUT_MS, "timeout_ms", NULL}, {INFERD_F_IGNORE_EOS, "ignore_eos", NULL}
+const char *inferd__gen_model(const gen *g);
+const char *inferd__gen_finish_name(inferd_finish f);
 
 /* ---- endpoints ---- */
 
-void openai_models(http_conn *c, const char *one_id);
-void openai_completions(http_conn *c, json_t *body);
-void openai_chat(http_conn *c, json_t *body);
-void kserve_server(http_conn *c);
-void kserve_health(http_conn *c, bool ready);
-void kserve_model(http_conn *c, const char *m, const char *what);
-void kserve_infer(http_conn *c, const char *m, json_t *body);
-void kserve_repository_index(http_conn *c, json_t *body);
-void kserve_repository_load(http_conn *c, const char *m, bool load);
-void ops_health(http_conn *c);
-void ops_metrics(http_conn *c);
-void ops_status(http_conn *c);
+void inferd__openai_models(http_conn *c, const char *one_id);
+void inferd__openai_completions(http_conn *c, json_t *body);
+void inferd__openai_chat(http_conn *c, json_t *body);
+void inferd__kserve_server(http_conn *c);
+void inferd__kserve_health(http_conn *c, bool ready);
+void inferd__kserve_model(http_conn *c, const char *m, const char *what);
+void inferd__kserve_infer(http_conn *c, const char *m, json_t *body);
+void inferd__kserve_repository_index(http_conn *c, json_t *body);
+void inferd__kserve_repository_load(http_conn *c, const char *m, bool load);
+void inferd__ops_health(http_conn *c);
+void inferd__ops_metrics(http_conn *c);
+void inferd__ops_status(http_conn *c);
 
 #endif
