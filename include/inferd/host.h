@@ -15,6 +15,7 @@
  * (cpu.h) is what the kernels run, decided from cpuid: it needs a whole set
  * (AVX2 = avx2 fma f16c; AVX512 = avx512f bw vl dq avx512_vnni), may be capped
  * by $INFERD_ISA, and so can be lower than these bits, never higher. */
+/* clang-format off */
 enum {
     INFERD_HOST_ISA_SSE4_2      = 1u << 0,  /* "sse4_2" */
     INFERD_HOST_ISA_AVX         = 1u << 1,  /* "avx" */
@@ -32,6 +33,7 @@ enum {
     INFERD_HOST_ISA_AMX_INT8    = 1u << 13, /* "amx_int8" */
     INFERD_HOST_ISA_COUNT       = 14,       /* bit indices are 0..COUNT-1 */
 };
+/* clang-format on */
 
 /** The /proc/cpuinfo name of ISA bit @p bit_index (0 is "sse4_2", the bit
  * INFERD_HOST_ISA_SSE4_2); NULL when bit_index >= INFERD_HOST_ISA_COUNT.
@@ -52,13 +54,12 @@ typedef struct inferd_host_gpu {
 } inferd_host_gpu;
 
 typedef struct inferd_host_info {
-    char cpu_model[128];  /* "model name" of the first CPU; "unknown" when not known */
-    uint32_t n_cpus;      /* online logical CPUs of the machine (>= 1); not the
-                           * process's affinity mask or cgroup quota */
-    uint32_t isa;         /* INFERD_HOST_ISA_* bits */
+    char cpu_model[128];          /* "model name" of the first CPU; "unknown" if not known */
+    uint32_t n_cpus;              /* online logical CPUs (>= 1), not the process's share */
+    uint32_t isa;                 /* INFERD_HOST_ISA_* bits */
     uint64_t mem_total_bytes;     /* MemTotal of /proc/meminfo; 0 when unknown */
     uint64_t mem_available_bytes; /* MemAvailable; 0 when unknown */
-    uint32_t n_gpus;      /* 0..INFERD_HOST_GPUS_MAX */
+    uint32_t n_gpus;              /* 0..INFERD_HOST_GPUS_MAX */
     inferd_host_gpu gpus[INFERD_HOST_GPUS_MAX]; /* [n_gpus] */
 } inferd_host_info;
 
@@ -67,18 +68,21 @@ typedef struct inferd_host_info {
  * unreadable file leaves its fields "unknown" / 0 (n_cpus 1) and is not an
  * error.
  *
- * Sources: CPU model, ISA flags (and the CPU count when the next file is
- * missing) from /proc/cpuinfo; n_cpus from /sys/devices/system/cpu/online;
- * memory from /proc/meminfo. GPUs: first those the NVIDIA driver lists in
- * /proc/driver/nvidia/gpus/<bus id>/information ("Model:"), by bus id, so
- * their index is nvidia-smi's; then the display-class PCI devices
+ * Sources: the CPU model and ISA flags from /proc/cpuinfo; n_cpus from
+ * /sys/devices/system/cpu/online (else the "processor" entries of
+ * /proc/cpuinfo); memory from /proc/meminfo. CPUs and memory are the
+ * machine's, not the process's affinity mask or cgroup limits.
+ *
+ * GPUs: first those the NVIDIA driver lists in
+ * /proc/driver/nvidia/gpus/<bus id>/information ("Model:"), by bus id, which
+ * is nvidia-smi's order; then the display-class PCI devices
  * (/sys/bus/pci/devices/<bus id>/class 0x03xxxx) of NVIDIA, AMD or Intel not
  * already listed, by bus id, with the model from the device's product_name
- * and the memory from mem_info_vram_total where the driver (amdgpu) gives
- * them. Other display devices (BMC and virtual VGA) are not GPUs and are left
- * out; past INFERD_HOST_GPUS_MAX the rest are left out.
+ * and the memory from its mem_info_vram_total where the driver (amdgpu) has
+ * them. Other display devices (BMC and virtual VGA) are not GPUs and are
+ * left out; so are any past INFERD_HOST_GPUS_MAX.
  *
- * @param out  caller's storage, overwritten on success.
+ * @param out  caller's storage, overwritten.
  * @return 0. Thread: any (no shared state; it opens files, so not in a
  * signal handler).
  */

@@ -19,6 +19,7 @@
 #include "inferd/buf.h"
 #include "inferd/cpu.h"
 #include "inferd/frontend.h"
+#include "inferd/host.h"
 #include "inferd/log.h"
 #include "inferd/procstat.h"
 
@@ -211,108 +212,24 @@ static void ep_record(inferd_nats_worker *w, int ep, uint64_t ns, const char *er
 
 /* ---- host facts ---- */
 
-static void cpu_model(char *out, size_t cap)
+static json_t *isa_json(const inferd_host_info *h)
 {
-    snprintf(out, cap, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f)
-        return;
-    char line[512];
-    while (fgets(line, sizeof(line), f)) {
-        if (strncmp(line, "model name", 10) == 0) {
-            char *v = strchr(line, ':');
-            if (v) {
-                v++;
-                while (*v == ' ' || *v == '\t')
-                    v++;
-                v[strcspn(v, "\n")] = '\0';
-                snprintf(out, cap, "%s", v);
-            }
-            break;
-        }
-    }
-    fclose(f);
-}
-
-/* The CPU features that matter to the kernels, from /proc/cpuinfo. */
-static json_t *isa_features(void)
-{
-    static const char *const wanted[] = {"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f",
-                                         "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
-                                         "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8"};
     json_t *a = json_array();
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    char *line = NULL;
-    size_t cap = 0;
-    while (f && getline(&line, &cap, f) > 0) {
-        if (strncmp(line, "flags", 5) != 0)
-            continue;
-        for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
-            char pat[32];
-            snprintf(pat, sizeof(pat), " %s", wanted[i]);
-            const char *p = line;
-            size_t n = strlen(pat);
-            while ((p = strstr(p, pat))) {
-                if (p[n] == ' ' || p[n] == '\n' || p[n] == '\0') {
-                    json_array_append_new(a, json_string(wanted[i]));
-                    break;
-                }
-                p += n;
-            }
-        }
-        break;
-    }
-    free(line);
-    if (f)
-        fclose(f);
+    for (unsigned i = 0; i < INFERD_HOST_ISA_COUNT; i++)
+        if (h->isa & (1u << i))
+            json_array_append_new(a, json_string(inferd_host_isa_name(i)));
     return a;
 }
 
-/* MemTotal and MemAvailable in bytes (0 when unknown). */
-static void host_memory(uint64_t *total, uint64_t *avail)
-{
-    *total = *avail = 0;
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f)
-        return;
-    char line[256];
-    unsigned long long kb;
-    while (fgets(line, sizeof(line), f)) {
-        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
-            *total = (uint64_t)kb * 1024;
-        else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
-            *avail = (uint64_t)kb * 1024;
-    }
-    fclose(f);
-}
-
-/* NVIDIA GPUs the driver lists under /proc/driver/nvidia/gpus. */
-static json_t *gpus(void)
+static json_t *gpus_json(const inferd_host_info *h)
 {
     json_t *a = json_array();
-    FILE *p = popen("ls /proc/driver/nvidia/gpus 2>/dev/null", "r");
-    char bus[128];
-    int index = 0;
-    while (p && fgets(bus, sizeof(bus), p)) {
-        bus[strcspn(bus, "\n")] = '\0';
-        char path[256], line[256], model[256] = "unknown";
-        snprintf(path, sizeof(path), "/proc/driver/nvidia/gpus/%s/information", bus);
-        FILE *f = fopen(path, "r");
-        while (f && fgets(line, sizeof(line), f))
-            if (strncmp(line, "Model:", 6) == 0) {
-                char *v = line + 6;
-                while (*v == ' ' || *v == '\t')
-                    v++;
-                v[strcspn(v, "\n")] = '\0';
-                snprintf(model, sizeof(model), "%s", v);
-            }
-        if (f)
-            fclose(f);
-        json_array_append_new(a, json_pack("{s:i,s:s,s:s}", "index", index++, "model", model,
-                                           "busId", bus));
+    for (uint32_t i = 0; i < h->n_gpus; i++) {
+        const inferd_host_gpu *g = &h->gpus[i];
+        json_array_append_new(a, json_pack("{s:i,s:s,s:s,s:s,s:I}", "index", (int)g->index,
+                                           "vendor", g->vendor, "model", g->model, "busId",
+                                           g->bus_id, "memoryBytes", (json_int_t)g->memory_bytes));
     }
-    if (p)
-        pclose(p);
     return a;
 }
 
@@ -395,12 +312,11 @@ static json_t *registration(inferd_nats_worker *w)
 {
     figures f;
     gather(w, &f);
-    char cpu[256], ip[128];
-    cpu_model(cpu, sizeof(cpu));
+    char ip[128];
     advertise_ip(w, ip, sizeof(ip));
-    uint64_t mem_total, mem_avail;
-    host_memory(&mem_total, &mem_avail);
-    uint64_t avail = mem_avail;
+    inferd_host_info host;
+    inferd_host_read(&host, NULL);
+    uint64_t avail = host.mem_available_bytes;
     inferd_registry_metrics rm;
     inferd_frontend_registry_metrics(w->fe, &rm);
     if (rm.budget_bytes > 0) {
@@ -415,16 +331,16 @@ static json_t *registration(inferd_nats_worker *w)
         inferd_frontend_model(w->fe, i, &mi);
         json_array_append_new(loadable, json_string(mi.id));
     }
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     return json_pack(
         "{s:s,s:s,s:s,s:o,s:o,s:s,s:{s:s,s:i,s:o,s:s,s:f,s:f,s:o},s:{s:i,s:f,s:o,s:o},s:s,"
         "s:I}",
         "workerId", w->id, "hostname", w->hostname, "ip", ip, "port",
         w->o.http_port ? json_integer(w->o.http_port) : json_null(), "tags",
-        tags_json(w), "version", INFERD_VERSION, "hardware", "cpuModel", cpu, "cpuCores",
-        (int)(cores > 0 ? cores : 1), "isa", isa_features(), "kernels",
-        inferd_isa_name(inferd_cpu_isa()), "memoryTotalGB", gib(mem_total),
-        "memoryAvailableGB", gib(mem_avail), "gpus", gpus(), "capabilities", "maxConcurrent",
+        tags_json(w), "version", INFERD_VERSION, "hardware", "cpuModel", host.cpu_model,
+        "cpuCores", (int)host.n_cpus, "isa", isa_json(&host), "kernels",
+        inferd_isa_name(inferd_cpu_isa()), "memoryTotalGB", gib(host.mem_total_bytes),
+        "memoryAvailableGB", gib(host.mem_available_bytes), "gpus", gpus_json(&host),
+        "capabilities", "maxConcurrent",
         (int)f.slots, "availableMemoryGB", gib(avail), "models", f.loaded, "loadableModels",
         loadable, "status", state_name(atomic_load(&w->state)), "timestamp", unix_now_ms());
 }
