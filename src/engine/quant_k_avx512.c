@@ -771,6 +771,19 @@ XI void finish_pairs(const int kind, const __m512 acc[8], const __m512 acc_m[4],
     }
 }
 
+/* 128-bit lane @p l (0..3, a constant once unrolled) of @p x in all four
+ * lanes. The immediate is spelled out per lane: clang wants a constant
+ * expression even where the loop is unrolled. */
+XI __m512i lane128_broadcast(__m512i x, int l)
+{
+    switch (l) {
+    case 0: return _mm512_shuffle_i32x4(x, x, 0x00);
+    case 1: return _mm512_shuffle_i32x4(x, x, 0x55);
+    case 2: return _mm512_shuffle_i32x4(x, x, 0xaa);
+    default: return _mm512_shuffle_i32x4(x, x, 0xff);
+    }
+}
+
 /* From four Q4_K/Q5_K heads (one per 128-bit lane: d, dmin, scales[12]),
  * the eight 6-bit scales as bytes 0..7 of each lane (layout in quant.h). */
 XI __m512i heads_scales_q45(__m512i z)
@@ -842,8 +855,7 @@ XI void tile_one_token(const int kind, const uint8_t *const rp[TILE_ROWS], size_
                     row_multipliers(kind, rp[r] + off, &lc, mul);
                 } else {
                     /* Row r = 4L + i: lane L of scz[i] through the vector. */
-                    const __m512i sc =
-                        _mm512_shuffle_i32x4(scz[r % 4], scz[r % 4], (r / 4) * 0x55);
+                    const __m512i sc = lane128_broadcast(scz[r % 4], r / 4);
                     UNROLL
                     for (int v = 0; v < 4; v++)
                         mul[v] = _mm512_shuffle_epi8(sc, mul_pick[v]);
