@@ -584,35 +584,43 @@ SCALAR_MDOT(q8_0_mdot, q8_0_dot)
 
 /* ---- tables ------------------------------------------------------------- */
 
-#define T_(ty, vdt, pfx, q)                                                     \
-    [INFERD_DTYPE_##ty] = {INFERD_DTYPE_##ty, INFERD_DTYPE_##vdt,               \
-                           INFERD_ISA_SCALAR, pfx##_to_float, pfx##_from_float, \
-                           q, pfx##_dot, pfx##_mdot, NULL}
+#define T_(ty, vdt, pfx, q)                                                                  \
+    [INFERD_DTYPE_##ty] = {.type = INFERD_DTYPE_##ty, .vec_dot_type = INFERD_DTYPE_##vdt,   \
+                           .isa = INFERD_ISA_SCALAR, .to_float = pfx##_to_float,            \
+                           .from_float = pfx##_from_float, .quantize = q,                   \
+                           .vec_dot = pfx##_dot, .mdot = pfx##_mdot}
 
 static const inferd_kernels kernels_scalar[INFERD_DTYPE_COUNT] = {
-    [INFERD_DTYPE_F32] = {INFERD_DTYPE_F32, INFERD_DTYPE_F32, INFERD_ISA_SCALAR,
-                          f32_to_float, f32_from_float, f32_from_float, f32_dot, f32_mdot,
-                          f32_dot_gemv},
-    [INFERD_DTYPE_F16] = {INFERD_DTYPE_F16, INFERD_DTYPE_F16, INFERD_ISA_SCALAR,
-                          f16_to_float, f16_from_float, f16_from_float, f16_dot, f16_mdot,
-                          f16_dot_gemv},
+    [INFERD_DTYPE_F32] = {.type = INFERD_DTYPE_F32, .vec_dot_type = INFERD_DTYPE_F32,
+                          .isa = INFERD_ISA_SCALAR, .to_float = f32_to_float,
+                          .from_float = f32_from_float, .quantize = f32_from_float,
+                          .vec_dot = f32_dot, .mdot = f32_mdot, .vec_dot_gemv = f32_dot_gemv},
+    [INFERD_DTYPE_F16] = {.type = INFERD_DTYPE_F16, .vec_dot_type = INFERD_DTYPE_F16,
+                          .isa = INFERD_ISA_SCALAR, .to_float = f16_to_float,
+                          .from_float = f16_from_float, .quantize = f16_from_float,
+                          .vec_dot = f16_dot, .mdot = f16_mdot, .vec_dot_gemv = f16_dot_gemv},
     T_(BF16, BF16, bf16, bf16_from_float),
-    [INFERD_DTYPE_Q4_0] = {INFERD_DTYPE_Q4_0, INFERD_DTYPE_Q8_0, INFERD_ISA_SCALAR,
-                           q4_0_to_float, q4_0_quantize, q4_0_quantize, q4_0_dot,
-                           q4_0_mdot, NULL, q4_0_dot_rows8, q4_0_mdot_rows8},
-    [INFERD_DTYPE_Q4_1] = {INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q8_1, INFERD_ISA_SCALAR,
-                           q4_1_to_float, q4_1_quantize, q4_1_quantize, q4_1_dot,
-                           q4_1_mdot},
-    [INFERD_DTYPE_Q5_0] = {INFERD_DTYPE_Q5_0, INFERD_DTYPE_Q8_0, INFERD_ISA_SCALAR,
-                           q5_0_to_float, q5_0_quantize, q5_0_quantize, q5_0_dot,
-                           q5_0_mdot},
-    [INFERD_DTYPE_Q5_1] = {INFERD_DTYPE_Q5_1, INFERD_DTYPE_Q8_1, INFERD_ISA_SCALAR,
-                           q5_1_to_float, q5_1_quantize, q5_1_quantize, q5_1_dot,
-                           q5_1_mdot},
+    [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0, .vec_dot_type = INFERD_DTYPE_Q8_0,
+                           .isa = INFERD_ISA_SCALAR, .to_float = q4_0_to_float,
+                           .from_float = q4_0_quantize, .quantize = q4_0_quantize,
+                           .vec_dot = q4_0_dot, .mdot = q4_0_mdot, .vec_dot_rows8 = q4_0_dot_rows8,
+                           .mdot_rows8 = q4_0_mdot_rows8},
+    [INFERD_DTYPE_Q4_1] = {.type = INFERD_DTYPE_Q4_1, .vec_dot_type = INFERD_DTYPE_Q8_1,
+                           .isa = INFERD_ISA_SCALAR, .to_float = q4_1_to_float,
+                           .from_float = q4_1_quantize, .quantize = q4_1_quantize,
+                           .vec_dot = q4_1_dot, .mdot = q4_1_mdot},
+    [INFERD_DTYPE_Q5_0] = {.type = INFERD_DTYPE_Q5_0, .vec_dot_type = INFERD_DTYPE_Q8_0,
+                           .isa = INFERD_ISA_SCALAR, .to_float = q5_0_to_float,
+                           .from_float = q5_0_quantize, .quantize = q5_0_quantize,
+                           .vec_dot = q5_0_dot, .mdot = q5_0_mdot},
+    [INFERD_DTYPE_Q5_1] = {.type = INFERD_DTYPE_Q5_1, .vec_dot_type = INFERD_DTYPE_Q8_1,
+                           .isa = INFERD_ISA_SCALAR, .to_float = q5_1_to_float,
+                           .from_float = q5_1_quantize, .quantize = q5_1_quantize,
+                           .vec_dot = q5_1_dot, .mdot = q5_1_mdot},
     T_(Q8_0, Q8_0, q8_0, q8_0_quantize),
-    [INFERD_DTYPE_Q8_1] = {INFERD_DTYPE_Q8_1, INFERD_DTYPE_Q8_1, INFERD_ISA_SCALAR,
-                           q8_1_to_float, q8_1_from_float, q8_1_quantize, NULL,
-                           NULL},
+    [INFERD_DTYPE_Q8_1] = {.type = INFERD_DTYPE_Q8_1, .vec_dot_type = INFERD_DTYPE_Q8_1,
+                           .isa = INFERD_ISA_SCALAR, .to_float = q8_1_to_float,
+                           .from_float = q8_1_from_float, .quantize = q8_1_quantize},
     /* K-quants: quant_k.c. */
     [INFERD_DTYPE_Q4_K] = {.type = INFERD_DTYPE_Q4_K, .vec_dot_type = INFERD_DTYPE_Q8_K,
                            .isa = INFERD_ISA_SCALAR, .to_float = inferd__q4_k_to_float,

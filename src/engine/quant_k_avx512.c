@@ -344,8 +344,8 @@ typedef struct tile_header {
 } tile_header;
 
 /* One super-block of a tile, unpacked for several tokens. Transposed dword
- * k holds two groups, lo and hi (group_lo, group_hi), of four values each:
- * q[2k] = (lo0, lo1, hi0, hi1), q[2k + 1] = (lo2, lo3, hi2, hi3), the
+ * k holds two groups, lo (see above) and hi (16 groups after it for Q6_K,
+ * 8 for Q4_K/Q5_K), of four values each: q[2k] = (lo0, lo1, hi0, hi1), q[2k + 1] = (lo2, lo3, hi2, hi3), the
  * stored values (Q4_K/Q5_K, unsigned) or q - 32 (Q6_K, signed). */
 typedef struct tile_block {
     __m512i q[64];
@@ -418,22 +418,15 @@ XI void tile_header_q6(const uint8_t *const rp[TILE_ROWS], size_t off, tile_head
 }
 
 /*
- * Where the quants of transposed dword k of a super-block go. Q4_K/Q5_K:
+ * Where the quants of transposed dword k of a super-block come from (its
+ * low group: 32 * (k / 16) + k % 16 for Q6_K, 16 * (k / 8) + k % 8 for
+ * Q4_K/Q5_K). Q4_K/Q5_K:
  * qs dword k holds chunk c = k / 8's elements 64c + 4m.. (m = k % 8) in
  * its low nibbles and 64c + 32 + 4m.. in its high ones: groups 16c + m and
  * 16c + 8 + m, sub-blocks 2c and 2c + 1. Q6_K: ql dword k of half h = k / 16
  * (e = k % 16) holds groups 32h + e (low) and 32h + 16 + e (high), their
  * bits 4-5 in qh dword 8h + k % 8.
  */
-XI int group_lo(const int kind, int k)
-{
-    return kind == KQ_Q6 ? 32 * (k / 16) + k % 16 : 16 * (k / 8) + k % 8;
-}
-
-XI int group_hi(const int kind, int k)
-{
-    return group_lo(kind, k) + (kind == KQ_Q6 ? 16 : 8);
-}
 
 /* Byte-wise (a & 0x0f) | b, for b holding bits only above the nibble. */
 XI __m512i merge_low_nibble(__m512i a, __m512i b)

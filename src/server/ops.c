@@ -67,26 +67,35 @@ typedef struct model_figs {
     inferd_sched_stats st;
 } model_figs;
 
-static size_t gather(inferd_server *s, model_figs *f)
+/* What both /metrics and /v1/status report, read once per request. */
+typedef struct snapshot {
+    model_figs f[INFERD_FE_MODELS_MAX];
+    size_t n_models;
+    inferd_registry_metrics rm;
+    inferd_procstat ps;
+} snapshot;
+
+static void take_snapshot(inferd_server *s, snapshot *sn)
 {
-    size_t n = inferd_frontend_n_models(s->fe);
-    for (size_t i = 0; i < n; i++) {
-        inferd_frontend_model(s->fe, i, &f[i].mi);
-        f[i].loaded = inferd_frontend_sched_stats(s->fe, i, &f[i].st) == 0;
+    sn->n_models = inferd_frontend_n_models(s->fe);
+    for (size_t i = 0; i < sn->n_models; i++) {
+        inferd_frontend_model(s->fe, i, &sn->f[i].mi);
+        sn->f[i].loaded = inferd_frontend_sched_stats(s->fe, i, &sn->f[i].st) == 0;
     }
-    return n;
+    inferd_frontend_registry_metrics(s->fe, &sn->rm);
+    inferd_error e = {0};
+    inferd_procstat_read(&sn->ps, &e);
 }
 
 void inferd__ops_metrics(http_conn *c)
 {
     inferd_server *s = c->srv;
-    model_figs f[INFERD_FE_MODELS_MAX];
-    const size_t n_models = gather(s, f);
-    inferd_registry_metrics rm;
-    inferd_frontend_registry_metrics(s->fe, &rm);
-    inferd_procstat ps;
-    inferd_error e = {0};
-    inferd_procstat_read(&ps, &e);
+    snapshot sn;
+    take_snapshot(s, &sn);
+    const model_figs *f = sn.f;
+    const size_t n_models = sn.n_models;
+    const inferd_registry_metrics rm = sn.rm;
+    const inferd_procstat ps = sn.ps;
     inferd_buf b = INFERD_BUF_INIT(SERVER_METRICS_MAX);
     const int state = (int)inferd_frontend_state(s->fe);
 
@@ -249,13 +258,12 @@ static int cmp_double(const void *a, const void *b)
 void inferd__ops_status(http_conn *c)
 {
     inferd_server *s = c->srv;
-    model_figs f[INFERD_FE_MODELS_MAX];
-    const size_t n_models = gather(s, f);
-    inferd_registry_metrics rm;
-    inferd_frontend_registry_metrics(s->fe, &rm);
-    inferd_procstat ps;
-    inferd_error e = {0};
-    inferd_procstat_read(&ps, &e);
+    snapshot sn;
+    take_snapshot(s, &sn);
+    const model_figs *f = sn.f;
+    const size_t n_models = sn.n_models;
+    const inferd_registry_metrics rm = sn.rm;
+    const inferd_procstat ps = sn.ps;
 
     json_t *models = json_array();
     uint32_t slots = 0, busy = 0, queued = 0;

@@ -529,6 +529,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
     atomic_fetch_sub(&s->n_active, 1);
 }
 
+__attribute__((format(printf, 2, 0)))
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;

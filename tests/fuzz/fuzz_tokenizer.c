@@ -80,7 +80,7 @@ static inferd_vocab *bpe_vocab(const char *pre)
         "\xC4\xA0 t", "h e", "\xC4\xA0t he", "i n", "\xC4\xA0 a", "e r", "\xC4\xA0 \xC4\xA0",
         "\xC3\x83 \xC2\xA9", "1 2", "12 3", "' s", "\xC4\x8A \xC4\x8A"};
     static const char *const extra[] = {
-        "\xC4\xA0t", "he", "\xC4\xA0the", "in", "\xC4\xA0" "a", "er", "\xC4\xA0\xC4\xA0",
+        "\xC4\xA0t", "he", "\xC4\xA0the", "in", "\xC4\xA0\x61", "er", "\xC4\xA0\xC4\xA0",
         "\xC3\x83\xC2\xA9", "12", "123", "'s", "\xC4\x8A\xC4\x8A", "<|u|>", "<|c|>", "<s>",
         "<mask>"};
     const size_t n_extra = sizeof(extra) / sizeof(extra[0]);

@@ -35,6 +35,7 @@ static void test_procstat_values(void **state)
             x += i * 0.5;
         assert_int_equal(inferd_procstat_read(&b, &err), 0);
     } while (b.cpu_user_s + b.cpu_system_s <= a.cpu_user_s + a.cpu_system_s);
+    (void)x;
     assert_true(inferd_procstat_cpu_percent(&a, &b, 1.0) > 0.0);
     assert_true(inferd_procstat_cpu_percent(&a, &b, 0.0) == 0.0);
     assert_true(inferd_procstat_cpu_percent(&b, &a, 1.0) == 0.0);
