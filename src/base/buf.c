@@ -79,8 +79,8 @@ void inferd_buf_reset(inferd_buf *b)
 
 char *inferd_buf_take(inferd_buf *b, size_t *len)
 {
-    if (!b->err && !b->p)
-        reserve(b, 0);
+    if (!b->err && !b->p && reserve(b, 0) == 0)
+        b->p[0] = '\0';
     char *p = b->err ? NULL : b->p;
     if (len)
         *len = p ? b->len : 0;

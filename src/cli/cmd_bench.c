@@ -20,18 +20,12 @@
 
 #include "cli.h"
 #include "inferd/alloc.h"
+#include "inferd/clock.h"
 #include "inferd/cpu.h"
 #include "inferd/model.h"
 #include "inferd/scheduler.h"
 
 #define CMD "bench"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 typedef struct bench_buf {
     int32_t *tokens, *pos, *seq;
@@ -275,7 +269,7 @@ static int run_streams_round(streams_ctx *c, int n, int n_gen, uint64_t *rng,
     for (; n_sub < n; n_sub++) {
         p.tokens = c->prompts + (size_t)n_sub * (size_t)c->n_prompt;
         c->ended[n_sub] = false;
-        c->t_sub_ms[n_sub] = now_s() * 1e3;
+        c->t_sub_ms[n_sub] = inferd_now_s() * 1e3;
         if ((rc = inferd_sched_submit(c->s, &p, &c->reqs[n_sub], err)) < 0)
             break;
     }
@@ -616,10 +610,10 @@ int inferd__cmd_bench(int argc, char **argv)
         if (run_pp(m, pool, &b, (int)n_prompt, (int)nb, &rng, &err) < 0)
             goto fail_run;
         for (int r = 0; r < reps; r++) {
-            double t0 = now_s();
+            double t0 = inferd_now_s();
             if (run_pp(m, pool, &b, (int)n_prompt, (int)nb, &rng, &err) < 0)
                 goto fail_run;
-            pp_tps[r] = (double)n_prompt / (now_s() - t0);
+            pp_tps[r] = (double)n_prompt / (inferd_now_s() - t0);
         }
         mean_std(pp_tps, (int)reps, &pp_mean, &pp_sd);
     }
@@ -627,10 +621,10 @@ int inferd__cmd_bench(int argc, char **argv)
         if (run_tg(m, pool, &b, n_gen < 8 ? (int)n_gen : 8, &rng, &err) < 0)
             goto fail_run;
         for (int r = 0; r < reps; r++) {
-            double t0 = now_s();
+            double t0 = inferd_now_s();
             if (run_tg(m, pool, &b, (int)n_gen, &rng, &err) < 0)
                 goto fail_run;
-            tg_tps[r] = (double)n_gen / (now_s() - t0);
+            tg_tps[r] = (double)n_gen / (inferd_now_s() - t0);
         }
         mean_std(tg_tps, (int)reps, &tg_mean, &tg_sd);
     }

@@ -8,6 +8,8 @@
 #include <time.h>
 
 #include "inferd/alloc.h"
+#include "inferd/buf.h"
+#include "inferd/clock.h"
 
 inferd_gen_params inferd_gen_params_default(void)
 {
@@ -20,38 +22,14 @@ inferd_gen_params inferd_gen_params_default(void)
 
 static double now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    return (double)inferd_now_ns() / 1e6;
 }
 
-/* Growable text buffer for the result. */
-typedef struct textbuf {
-    char *p;
-    size_t len, cap;
-} textbuf;
-
-static int text_append(textbuf *t, const char *s, size_t n)
-{
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 256;
-        while (cap < t->len + n + 1)
-            cap *= 2;
-        char *p = inferd_realloc(t->p, cap);
-        if (!p)
-            return INFERD_E_NOMEM;
-        t->p = p;
-        t->cap = cap;
-    }
-    memcpy(t->p + t->len, s, n);
-    t->len += n;
-    t->p[t->len] = '\0';
-    return 0;
-}
+#define GENERATE_TEXT_MAX ((size_t)64 << 20) /* the result's text */
 
 typedef struct emitter {
     inferd_stopper *stopper;
-    textbuf text;
+    inferd_buf text;  /* the result, bounded by GENERATE_TEXT_MAX */
     inferd_gen_text_fn on_text;
     void *ctx;
     bool stopped;     /* a stop string matched */
@@ -72,8 +50,8 @@ static int emit(emitter *e, const char *s, size_t n)
         s = e->buf;
     }
     if (out_n > 0) {
-        if (text_append(&e->text, s, out_n) < 0)
-            return INFERD_E_NOMEM;
+        if (inferd_buf_add(&e->text, s, out_n) != 0)
+            return e->text.err; /* the caller reports the limit */
         if (e->on_text && e->on_text(e->ctx, s, out_n))
             e->cancelled = true;
     }
@@ -91,7 +69,7 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
     const uint32_t n_ctx = inferd_model_n_ctx(m);
     uint32_t n_batch = p->n_batch > 0 ? (uint32_t)p->n_batch : inferd_model_n_batch_max(m);
     inferd_sampler *smp = NULL;
-    emitter e = {.on_text = on_text, .ctx = ctx};
+    emitter e = {.on_text = on_text, .ctx = ctx, .text = INFERD_BUF_INIT(GENERATE_TEXT_MAX)};
     float *logits = NULL;
     int32_t *ids = NULL, *pos = NULL, *seqs = NULL;
     int8_t *want = NULL, *prefill = NULL;
@@ -199,15 +177,19 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
         if (!e.stopped && (rc = emit(&e, NULL, 0)) < 0)
             goto done;
     }
-    if (!e.text.p && (rc = text_append(&e.text, "", 0)) < 0)
+    const int text_err = e.text.err;
+    size_t text_len = 0;
+    char *text = inferd_buf_take(&e.text, &text_len);
+    if (!text) {
+        rc = text_err ? text_err : INFERD_E_NOMEM;
         goto done;
+    }
 
     out_result->ids = ids;
     ids = NULL;
     out_result->n_ids = n_gen;
-    out_result->text = e.text.p;
-    e.text.p = NULL;
-    out_result->text_len = e.text.len;
+    out_result->text = text;
+    out_result->text_len = text_len;
     out_result->seed = inferd_sampler_seed(smp);
     out_result->finish = e.stopped ? INFERD_FINISH_STOP : finish;
     out_result->prompt_ms = t1 - t0;
@@ -217,7 +199,9 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
 done:
     if (rc == INFERD_E_NOMEM && err && err->code == 0)
         inferd_fail(err, INFERD_E_NOMEM, "generate: no memory");
-    inferd_free(e.text.p);
+    if (rc == INFERD_E_RANGE && err && err->code == 0)
+        inferd_fail(err, INFERD_E_RANGE, "generate: the text is over %zu bytes", GENERATE_TEXT_MAX);
+    inferd_buf_free(&e.text);
     inferd_free(e.buf);
     inferd_free(piece);
     inferd_free(want);

@@ -8,10 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "inferd/alloc.h"
+#include "inferd/clock.h"
 #include "inferd/log.h"
 
 #define COMP "frontend"
@@ -40,7 +40,7 @@ struct inferd_frontend {
     inferd_chat_template tmpl_force;
     inferd_registry *reg;
     atomic_int state;              /* inferd_fe_state */
-    struct timespec t_start;
+    uint64_t t_start_ns;
 
     pthread_mutex_t mu;            /* guards what follows */
     uint64_t n_done, n_tokens;
@@ -167,7 +167,7 @@ int inferd_frontend_create(const inferd_frontend_opts *opts, inferd_frontend **o
     fe->drain_grace_ms = opts->drain_grace_ms;
     pthread_mutex_init(&fe->mu, NULL);
     atomic_init(&fe->state, INFERD_FE_LOADING);
-    clock_gettime(CLOCK_MONOTONIC, &fe->t_start);
+    fe->t_start_ns = inferd_now_ns();
     int rc = 0;
     fe->models = inferd_calloc(opts->n_models, sizeof(fe_model));
     if (!fe->models)
@@ -244,15 +244,13 @@ int inferd_frontend_load(inferd_frontend *fe, size_t i, inferd_error *err)
         return inferd_fail(err, INFERD_E_MODEL_NOT_FOUND, "model %zu is not served", i);
     fe_model *fm = &fe->models[i];
     inferd_registry_handle *h = NULL;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const uint64_t t0 = inferd_now_ns();
     int rc = get_model(fe, fm, &h, err);
     if (rc < 0)
         return rc;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     log_template(fe, fm, inferd_registry_handle_model(h));
     inferd_log_info(COMP, "model '%s' ready (%s) after %.0f ms", fm->id, fm->path,
-                    (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+                    (double)(inferd_now_ns() - t0) / 1e6);
     inferd_registry_release(fe->reg, h);
     return 0;
 }
@@ -372,10 +370,7 @@ inferd_fe_state inferd_frontend_state(const inferd_frontend *fe)
 
 double inferd_frontend_uptime_s(const inferd_frontend *fe)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - fe->t_start.tv_sec) +
-           (double)(now.tv_nsec - fe->t_start.tv_nsec) / 1e9;
+    return (double)(inferd_now_ns() - fe->t_start_ns) / 1e9;
 }
 
 int inferd_frontend_set_status(inferd_frontend *fe, const char *name, inferd_fe_status_fn fn,

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "inferd/alloc.h"
+#include "inferd/clock.h"
 #include "inferd/log.h"
 
 /* An entry is also the handle type: every handle to one instance is the
@@ -68,9 +69,7 @@ struct inferd_registry {
 static uint64_t monotonic_ms(void *ctx)
 {
     (void)ctx;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return inferd_now_ns() / 1000000u;
 }
 
 inferd_registry_opts inferd_registry_opts_default(void)
@@ -270,12 +269,7 @@ static void *reaper_main(void *arg)
     inferd_registry *r = arg;
     pthread_mutex_lock(&r->mu);
     while (!r->reaper_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)r->reaper_interval_ms * 1000000u;
-        ts.tv_sec += (time_t)(ns / 1000000000u);
-        ts.tv_nsec = (long)(ns % 1000000000u);
-        pthread_cond_timedwait(&r->reaper_cv, &r->mu, &ts);
+        inferd_cond_wait_ms(&r->reaper_cv, &r->mu, (int64_t)r->reaper_interval_ms);
         if (r->reaper_stop)
             break;
         entry *victims = NULL;
@@ -292,7 +286,6 @@ int inferd_registry_create(const inferd_registry_opts *opts, inferd_registry **o
                            inferd_error *err)
 {
     inferd_registry_opts o = opts ? *opts : inferd_registry_opts_default();
-    pthread_condattr_t ca;
     int rc;
 
     if (o.n_models_max < 1 || o.n_models_max > 4096)
@@ -309,10 +302,7 @@ int inferd_registry_create(const inferd_registry_opts *opts, inferd_registry **o
     pthread_mutex_init(&r->mu, NULL);
     /* The reaper sleeps on CLOCK_MONOTONIC so a wall-clock jump cannot
      * stall or hurry it. */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->reaper_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    inferd_cond_init_monotonic(&r->reaper_cv);
     if (o.reaper_interval_ms > 0) {
         rc = pthread_create(&r->reaper, NULL, reaper_main, r);
         if (rc != 0) {

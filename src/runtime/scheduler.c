@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "inferd/alloc.h"
+#include "inferd/clock.h"
 #include "inferd/log.h"
 #include "inferd/pool.h"
 #include "inferd/tokenizer.h"
@@ -31,28 +32,9 @@
 /* ------------------------------------------------------------------------ */
 /* Time */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static double ms_between(uint64_t t0, uint64_t t1)
 {
     return t1 > t0 ? (double)(t1 - t0) / 1e6 : 0.0;
-}
-
-/* Absolute CLOCK_REALTIME time @p wait_ns from now, for timed waits (the
- * condition variables use the default clock). */
-static struct timespec abs_after(uint64_t wait_ns)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + wait_ns % 1000000000u;
-    ts.tv_sec += (time_t)(wait_ns / 1000000000u + ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
-    return ts;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -161,9 +143,9 @@ int inferd_request_next(inferd_request *r, inferd_event *out_event, int64_t wait
             while (!has_event_locked(r))
                 pthread_cond_wait(&r->cv, &r->mu);
         } else {
-            struct timespec until = abs_after((uint64_t)wait_ms * 1000000u);
+            const uint64_t until = inferd_deadline_in_ms(wait_ms).at_ns;
             while (!has_event_locked(r))
-                if (pthread_cond_timedwait(&r->cv, &r->mu, &until) != 0)
+                if (inferd_cond_wait_until_ns(&r->cv, &r->mu, until) != 0)
                     break;
         }
     }
@@ -600,7 +582,7 @@ int inferd_sched_submit(inferd_sched *s, const inferd_request_params *params,
     if (!r)
         return inferd_fail(err, INFERD_E_NOMEM, "submit: no memory");
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
+    inferd_cond_init_monotonic(&r->cv);
     atomic_init(&r->refs, 2);
     r->sched_done = false;
     atomic_init(&r->cancel, false);
@@ -616,7 +598,7 @@ int inferd_sched_submit(inferd_sched *s, const inferd_request_params *params,
     r->on_event = params->on_event;
     r->on_event_ctx = params->on_event_ctx;
     r->timeout_ms = params->timeout_ms == 0 ? s->o.default_timeout_ms : params->timeout_ms;
-    r->t_submit_ns = now_ns();
+    r->t_submit_ns = inferd_now_ns();
     r->deadline_ns = r->timeout_ms > 0 ? r->t_submit_ns + (uint64_t)r->timeout_ms * 1000000u : 0;
     if (params->n_stop > 0) {
         rc = inferd_stopper_create(params->stop, (size_t)params->n_stop, &r->stopper, &lerr);
@@ -765,7 +747,7 @@ static bool sched_cancel_queued(inferd_sched *s, inferd_request *r)
         s->q_depth[p]--;
         s->n_queued--;
         term_error(r, INFERD_E_CANCELLED, "cancelled while queued");
-        r->term.total_ms = ms_between(r->t_submit_ns, now_ns());
+        r->term.total_ms = ms_between(r->t_submit_ns, inferd_now_ns());
         r->term.queue_ms = r->term.total_ms;
         count_end_locked(s, r);
         unqueued = true;
@@ -809,7 +791,7 @@ static void slot_clear(inferd_sched *s, slot *sl)
 static void slot_fail(inferd_sched *s, slot *sl, int code, const char *msg)
 {
     inferd_request *r = sl->r;
-    uint64_t now = now_ns();
+    uint64_t now = inferd_now_ns();
     term_error(r, code, "%s", msg);
     r->term.n_prompt = (uint32_t)r->n_prompt;
     r->term.n_gen = sl->n_gen;
@@ -835,7 +817,7 @@ static void term_append(inferd_request *r, const char *p, size_t n)
 static void slot_done(inferd_sched *s, slot *sl)
 {
     inferd_request *r = sl->r;
-    uint64_t now = now_ns();
+    uint64_t now = inferd_now_ns();
     memset(&r->term, 0, sizeof(r->term));
     r->term.type = INFERD_EVENT_DONE;
     r->term.text = r->term_text;
@@ -885,7 +867,7 @@ static void slot_admit(inferd_sched *s, slot *sl, inferd_request *r)
 
     memset(sl, 0, sizeof(*sl));
     sl->r = r;
-    sl->t_admit_ns = now_ns();
+    sl->t_admit_ns = inferd_now_ns();
     sl->admit_seq = s->admit_counter++;
     sl->logits_row = -1;
     if (r->text)
@@ -1140,7 +1122,7 @@ static void *sched_main(void *arg)
     s->load_rc = rc;
     if (rc < 0) {
         s->load_err = e;
-        sweep_queue_locked(s, now_ns(), true, INFERD_E_UNAVAILABLE, "", &list);
+        sweep_queue_locked(s, inferd_now_ns(), true, INFERD_E_UNAVAILABLE, "", &list);
         for (inferd_request *r = list; r; r = r->qnext)
             term_error(r, rc, "model not loaded: %s", e.msg);
         set_state_locked(s, INFERD_SCHED_STOPPED);
@@ -1155,13 +1137,13 @@ static void *sched_main(void *arg)
     pthread_mutex_unlock(&s->mu);
 
     for (;;) {
-        uint64_t now = now_ns();
+        uint64_t now = inferd_now_ns();
         bool grace_over = false;
 
         /* Admission, under the lock. */
         pthread_mutex_lock(&s->mu);
         for (;;) {
-            now = now_ns();
+            now = inferd_now_ns();
             grace_over = s->state == INFERD_SCHED_DRAINING && s->drain_limited &&
                          now >= s->drain_end_ns;
             list = NULL;
@@ -1195,8 +1177,7 @@ static void *sched_main(void *arg)
                 (!wake || s->drain_end_ns < wake))
                 wake = s->drain_end_ns;
             if (wake) {
-                struct timespec until = abs_after(wake > now ? wake - now : 0);
-                pthread_cond_timedwait(&s->cv, &s->mu, &until);
+                inferd_cond_wait_until_ns(&s->cv, &s->mu, wake);
             } else {
                 pthread_cond_wait(&s->cv, &s->mu);
             }
@@ -1227,7 +1208,7 @@ static void *sched_main(void *arg)
         }
 
         /* Cancels and deadlines of running requests. */
-        now = now_ns();
+        now = inferd_now_ns();
         for (uint32_t i = 0; i < s->o.n_slots; i++) {
             slot *sl = &s->slots[i];
             if (!sl->r)
@@ -1258,7 +1239,7 @@ static void *sched_main(void *arg)
                     slot_fail(s, &s->slots[i], INFERD_E_INTERNAL, e.msg);
             continue;
         }
-        now = now_ns();
+        now = inferd_now_ns();
         for (uint32_t i = 0; i < s->o.n_slots; i++) {
             slot *sl = &s->slots[i];
             if (sl->r && sl->logits_row >= 0)
@@ -1311,8 +1292,8 @@ int inferd_sched_create(const char *path, const inferd_sched_opts *opts,
     s->mp = inferd_sched_model_params(&o);
     s->state = INFERD_SCHED_IDLE;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    pthread_cond_init(&s->state_cv, NULL);
+    inferd_cond_init_monotonic(&s->cv);
+    inferd_cond_init_monotonic(&s->state_cv);
     if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
         pthread_cond_destroy(&s->state_cv);
         pthread_cond_destroy(&s->cv);
@@ -1327,15 +1308,13 @@ int inferd_sched_create(const char *path, const inferd_sched_opts *opts,
 
 int inferd_sched_wait_ready(inferd_sched *s, int64_t timeout_ms, inferd_error *err)
 {
-    struct timespec until = abs_after(timeout_ms > 0 ? (uint64_t)timeout_ms * 1000000u : 0);
+    /* timeout_ms 0 means "do not wait": a deadline of now. */
+    const uint64_t until = timeout_ms < 0 ? 0 : inferd_now_ns() + (uint64_t)timeout_ms * 1000000u;
     int rc = 0;
     pthread_mutex_lock(&s->mu);
-    while (!s->load_done) {
-        if (timeout_ms < 0)
-            pthread_cond_wait(&s->state_cv, &s->mu);
-        else if (pthread_cond_timedwait(&s->state_cv, &s->mu, &until) != 0)
+    while (!s->load_done)
+        if (inferd_cond_wait_until_ns(&s->state_cv, &s->mu, until) != 0)
             break;
-    }
     if (!s->load_done)
         rc = inferd_fail(err, INFERD_E_TIMEOUT, "scheduler: still loading after %lld ms",
                          (long long)timeout_ms);
@@ -1353,7 +1332,7 @@ void inferd_sched_drain(inferd_sched *s, int64_t grace_ms)
     pthread_mutex_lock(&s->mu);
     if (s->state != INFERD_SCHED_DRAINING && s->state != INFERD_SCHED_STOPPED) {
         s->drain_limited = grace_ms >= 0;
-        s->drain_end_ns = now_ns() + (grace_ms > 0 ? (uint64_t)grace_ms * 1000000u : 0);
+        s->drain_end_ns = inferd_now_ns() + (grace_ms > 0 ? (uint64_t)grace_ms * 1000000u : 0);
         set_state_locked(s, INFERD_SCHED_DRAINING);
         pthread_cond_signal(&s->cv);
     }

@@ -176,7 +176,7 @@ void inferd__gen_respond(gen *g, gen_build_fn build, void *ctx)
     } else {
         inferd__http_json(c, 200, build(g, ctx));
         /* HTTP and JSON time: the request's time less the scheduler's. */
-        double http_s = (double)(inferd__server_now_ns() - g->t_start_ns) / 1e9;
+        double http_s = (double)(inferd_now_ns() - g->t_start_ns) / 1e9;
         inferd__server_count_overhead(g->srv, http_s - g->done.total_ms / 1e3);
     }
     inferd__gen_free(g);

@@ -17,6 +17,7 @@
 
 #include "inferd/alloc.h"
 #include "inferd/buf.h"
+#include "inferd/clock.h"
 #include "inferd/cpu.h"
 #include "inferd/frontend.h"
 #include "inferd/host.h"
@@ -115,29 +116,6 @@ struct inferd_nats_worker {
 
 /* ---- small helpers ---- */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double now_s(void)
-{
-    return (double)now_ns() / 1e9;
-}
-
-static double unix_now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static json_int_t unix_now_ms(void)
-{
-    return (json_int_t)(unix_now_s() * 1e3);
-}
 
 static void set_last_error(inferd_nats_worker *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -342,7 +320,7 @@ static json_t *registration(inferd_nats_worker *w)
         "memoryAvailableGB", gib(host.mem_available_bytes), "gpus", gpus_json(&host),
         "capabilities", "maxConcurrent",
         (int)f.slots, "availableMemoryGB", gib(avail), "models", f.loaded, "loadableModels",
-        loadable, "status", state_name(atomic_load(&w->state)), "timestamp", unix_now_ms());
+        loadable, "status", state_name(atomic_load(&w->state)), "timestamp", (json_int_t)inferd_unix_ms());
 }
 
 static json_t *heartbeat(inferd_nats_worker *w, bool offline)
@@ -353,7 +331,7 @@ static json_t *heartbeat(inferd_nats_worker *w, bool offline)
     inferd_error e = {0};
     inferd_procstat_read(&ps, &e);
     pthread_mutex_lock(&w->hb_mu);
-    double now = now_s(), cpu = 0, tps = 0;
+    double now = inferd_now_s(), cpu = 0, tps = 0;
     if (w->hb_primed && now > w->hb_t_s) {
         cpu = inferd_procstat_cpu_percent(&w->hb_ps, &ps, now - w->hb_t_s);
         if (f.tokens_out >= w->hb_tokens)
@@ -371,7 +349,7 @@ static json_t *heartbeat(inferd_nats_worker *w, bool offline)
                                                            : "ready";
     return json_pack("{s:s,s:s,s:s,s:I,s:o,s:{s:f,s:f,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f},s:o}",
                      "workerId", w->id, "status", status, "state",
-                     state_name(offline ? NW_STOPPED : st), "timestamp", unix_now_ms(), "tags",
+                     state_name(offline ? NW_STOPPED : st), "timestamp", (json_int_t)inferd_unix_ms(), "tags",
                      tags_json(w), "metrics", "cpuUsagePercent", cpu, "memoryUsedGB",
                      gib(ps.rss_bytes), "activeRequests", (int)f.busy, "queueDepth",
                      (int)f.queued, "totalRequestsHandled", (json_int_t)f.handled,
@@ -388,9 +366,9 @@ static void register_retry(inferd_nats_worker *w)
 {
     double jitter = 0.5 + (double)rand() / ((double)RAND_MAX + 1.0);
     w->reg_pending = false;
-    w->next_reg = now_s() + (double)w->backoff_ms * jitter / 1e3;
+    w->next_reg = inferd_now_s() + (double)w->backoff_ms * jitter / 1e3;
     inferd_log_debug(COMP, "registration not taken (%s): again in %.0f ms", w->last_error,
-                     (w->next_reg - now_s()) * 1e3);
+                     (w->next_reg - inferd_now_s()) * 1e3);
     w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
 }
 
@@ -449,7 +427,7 @@ static void register_send(inferd_nats_worker *w)
     w->n_register_attempts++;
     uint64_t seq = ++w->reg_seq;
     w->reg_pending = true;
-    w->reg_deadline = now_s() + (double)w->o.register_timeout_ms / 1e3;
+    w->reg_deadline = inferd_now_s() + (double)w->o.register_timeout_ms / 1e3;
     snprintf(reply, sizeof(reply), "%s.%llu", w->reg_inbox, (unsigned long long)seq);
     pthread_mutex_unlock(&w->mu);
     natsStatus st = s ? natsConnection_PublishRequest(w->nc, "worker.register", reply, s,
@@ -475,7 +453,7 @@ static void *control_main(void *arg)
     double next_hb = 0;
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
-        double now = now_s();
+        double now = inferd_now_s();
         bool conn = atomic_load(&w->connected);
         if (w->reg_pending && now >= w->reg_deadline) {
             snprintf(w->last_error, sizeof(w->last_error),
@@ -503,18 +481,10 @@ static void *control_main(void *arg)
             wake = w->reg_deadline;
         if (conn && w->need_register && !w->reg_pending && w->next_reg < wake)
             wake = w->next_reg;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
         double dt = wake - now;
         if (dt < 0.001)
             dt = 0.001;
-        ts.tv_sec += (time_t)dt;
-        ts.tv_nsec += (long)((dt - floor(dt)) * 1e9);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        inferd_cond_wait_until_ns(&w->cv, &w->mu, inferd_now_ns() + (uint64_t)(dt * 1e9));
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
@@ -617,7 +587,7 @@ static void emit(job *j, json_t *ev)
 static void emit_error(job *j, const inferd_error *e)
 {
     emit(j, inferd_fe_error_nats(e, j->has_rid ? j->rid : NULL));
-    ep_record(j->w, j->ep, now_ns() - j->t0_ns, e->msg);
+    ep_record(j->w, j->ep, inferd_now_ns() - j->t0_ns, e->msg);
 }
 
 static void emit_code(job *j, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -661,7 +631,7 @@ static void emit_done(job *j, const inferd_fe_request *r, const inferd_event *ev
     if (d && session_id)
         json_object_set_new(d, "sessionId", json_string(session_id));
     emit(j, d);
-    ep_record(j->w, j->ep, now_ns() - j->t0_ns, NULL);
+    ep_record(j->w, j->ep, inferd_now_ns() - j->t0_ns, NULL);
 }
 
 /* Publish the events of @p r to their end. */
@@ -797,7 +767,7 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
         inferd_frontend_model(w->fe, (size_t)(ns->ep - EPI_MODEL0), &mi);
         j->subject_model = mi.id;
     }
-    j->t0_ns = now_ns();
+    j->t0_ns = inferd_now_ns();
     /* Past the capacity of every queue, answer at once on this thread. */
     if ((uint32_t)atomic_fetch_add(&w->n_inflight, 1) >= w->max_inflight) {
         atomic_fetch_sub(&w->n_inflight, 1);
@@ -890,7 +860,7 @@ static json_t *ctl_load(inferd_nats_worker *w, json_t *body, bool load)
     inferd_fe_model_info mi;
     inferd_frontend_model(w->fe, (size_t)i, &mi);
     if (load) {
-        double t0 = now_s();
+        double t0 = inferd_now_s();
         if (inferd_frontend_load(w->fe, (size_t)i, &e) < 0)
             return ctl_fail(&e);
         if (subscribe_model(w, (size_t)i) < 0) {
@@ -900,7 +870,7 @@ static json_t *ctl_load(inferd_nats_worker *w, json_t *body, bool load)
             return ctl_fail(&e);
         }
         inferd_log_info(COMP, "model '%s' loaded on request in %.0f ms", mi.id,
-                        (now_s() - t0) * 1e3);
+                        (inferd_now_s() - t0) * 1e3);
         return json_pack("{s:b,s:s,s:b}", "ok", true, "modelId", mi.id, "loaded", true);
     }
     unsubscribe_model(w, (size_t)i);
@@ -916,7 +886,7 @@ static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     (void)sub;
     nw_sub *ns = closure;
     inferd_nats_worker *w = ns->w;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = inferd_now_ns();
     size_t len = (size_t)natsMsg_GetDataLength(msg);
     json_t *body = NULL, *out;
     json_error_t je;
@@ -941,7 +911,7 @@ static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     json_decref(body);
     json_t *ok = out ? json_object_get(out, "ok") : NULL;
     json_t *err = out ? json_object_get(out, "error") : NULL;
-    ep_record(w, ns->ep, now_ns() - t0,
+    ep_record(w, ns->ep, inferd_now_ns() - t0,
               json_is_false(ok) ? (json_is_string(err) ? json_string_value(err) : "failed")
                                 : NULL);
     reply_json(w, msg, out);
@@ -1182,11 +1152,7 @@ int inferd_nats_worker_create(inferd_frontend *fe, const inferd_nats_opts *opts,
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the NATS worker");
     pthread_mutex_init(&w->mu, NULL);
     pthread_mutex_init(&w->hb_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    inferd_cond_init_monotonic(&w->cv);
     pthread_cond_init(&w->idle_cv, NULL);
     w->fe = fe;
     w->o = *opts;
@@ -1289,7 +1255,7 @@ int inferd_nats_worker_start(inferd_nats_worker *w, inferd_error *err)
     if (st != NATS_OK)
         return nats_fail(err, st, "--nats");
     atomic_store(&w->state, NW_CONNECTING);
-    w->started_unix_s = unix_now_s();
+    w->started_unix_s = inferd_unix_s();
     inferd_log_info(COMP, "connecting to %s as worker '%s'", w->url, w->id);
     st = natsConnection_Connect(&w->nc, o);
     if (st != NATS_OK && st != NATS_NOT_YET_CONNECTED) {

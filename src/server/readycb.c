@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "inferd/alloc.h"
+#include "inferd/clock.h"
 #include "inferd/log.h"
 
 #define COMP "ready-callback"
@@ -87,13 +88,6 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
 }
 
 /* The delay before retry @p attempt (1-based): base * 2^(attempt-1),
@@ -172,7 +166,7 @@ int inferd_ready_cb_post(const inferd_ready_cb *cb, inferd_error *err)
             int64_t d = backoff_ms(cb, a);
             inferd_log_warn(COMP, "attempt %u of %u failed (%s); retrying in %lld ms", a,
                             attempts, last, (long long)d);
-            sleep_ms(d);
+            inferd_sleep_ms(d);
         }
     }
     if (rc == INFERD_E_UNAVAILABLE)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "inferd/alloc.h"
+#include "inferd/clock.h"
 #include "inferd/log.h"
 
 #define COMP "http"
@@ -34,18 +35,6 @@ const char *const inferd__server_endpoint_names[EP_COUNT] = {
 const unsigned inferd__server_http_codes[HTTP_CODES_N] = {
     200, 400, 401, 404, 405, 408, 409, 413, 415, 422, 499, 500, 501, 503, 504, 507,
 };
-
-uint64_t inferd__server_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-double inferd__server_now_s(void)
-{
-    return (double)inferd__server_now_ns() / 1e9;
-}
 
 /* ---- responses ---- */
 
@@ -149,17 +138,15 @@ static void *ticker_main(void *arg)
         inferd_frontend_counts(s->fe, &requests, &tokens);
         pthread_mutex_lock(&s->mu);
         tick *t = &s->ticks[s->tick_next];
-        t->t_s = inferd__server_now_s();
+        t->t_s = inferd_now_s();
         t->cpu_s = ps.cpu_user_s + ps.cpu_system_s;
         t->tokens_out = tokens;
         t->requests = requests;
         s->tick_next = (s->tick_next + 1) % TICKS_N;
         if (s->tick_filled < TICKS_N)
             s->tick_filled++;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 1;
-        while (!s->tick_stop && pthread_cond_timedwait(&s->tick_cv, &s->mu, &until) == 0) {
+        const uint64_t until = inferd_now_ns() + 1000000000u;
+        while (!s->tick_stop && inferd_cond_wait_until_ns(&s->tick_cv, &s->mu, until) == 0) {
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -448,7 +435,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
             return MHD_NO;
         c->srv = s;
         c->mc = mc;
-        c->t_start_ns = inferd__server_now_ns();
+        c->t_start_ns = inferd_now_ns();
         *req_cls = c;
         atomic_fetch_add(&s->n_active, 1);
         c->api = strncmp(url, "/v2", 3) == 0 ? API_KSERVE : API_OPENAI;
@@ -625,9 +612,9 @@ int inferd_server_create(const inferd_server_opts *opts, inferd_frontend *fe,
     s->o = *opts;
     s->fe = fe;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->tick_cv, NULL);
+    inferd_cond_init_monotonic(&s->tick_cv);
     atomic_init(&s->n_active, 0);
-    s->t_start_s = inferd__server_now_s();
+    s->t_start_s = inferd_now_s();
     s->host = inferd_strdup(opts->host && *opts->host ? opts->host : "127.0.0.1");
     if (!s->host) {
         rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the server");
@@ -664,10 +651,8 @@ uint16_t inferd_server_port(const inferd_server *s)
 void inferd_server_drain(inferd_server *s)
 {
     /* The requests have ended; give their connections a moment to answer. */
-    for (int i = 0; i < 200 && atomic_load(&s->n_active) > 0; i++) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+    for (int i = 0; i < 200 && atomic_load(&s->n_active) > 0; i++)
+        inferd_sleep_ms(10);
 }
 
 void inferd_server_destroy(inferd_server *s)

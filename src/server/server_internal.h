@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "inferd/buf.h"
+#include "inferd/clock.h"
 #include "inferd/chat.h"
 #include "inferd/frontend.h"
 #include "inferd/procstat.h"
@@ -104,8 +105,6 @@ void inferd__http_fail(http_conn *c, const inferd_error *e);
 void inferd__http_error(http_conn *c, int code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-double inferd__server_now_s(void);
-uint64_t inferd__server_now_ns(void);
 
 /* The index of served model @p id (NULL: the default), or -1 and a 404
  * response. */

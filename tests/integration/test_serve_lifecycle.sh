@@ -44,7 +44,9 @@ serve_pid=
 grep -q "model 'loading'" "$tmp/serve.log" || fail "the load error does not name the model: $(cat "$tmp/serve.log")"
 
 # ---- one slot, a queue of one ----
-serve_start -m "$slow" -t 1 -np 1 --queue 1
+# A grace period long enough for the medium request below to finish even
+# in a sanitizer build (ThreadSanitizer runs it several times slower).
+serve_start -m "$slow" -t 1 -np 1 --queue 1 --drain-grace 300000
 serve_wait_ready
 
 curl -sN -o "$tmp/a" "$url/v1/completions" -d "{$long,\"stream\":true}" &
