@@ -4,6 +4,10 @@
 BUILD     ?= build
 JOBS      ?= $(shell nproc)
 CMAKE_ARGS ?=
+CTEST_ARGS ?=
+# What `make tsan` runs under ThreadSanitizer: the threaded layers (pool,
+# registry, scheduler, front end) and every server test.
+TSAN_TESTS ?= ^(test_pool|test_registry|test_scheduler|test_sched_determinism|test_frontend|test_serve_|test_http_load)
 MODEL     ?= models/stories260K.gguf
 PROMPT    ?= Once upon a time
 HOST      ?= 127.0.0.1
@@ -29,7 +33,7 @@ story: build
 	$(BUILD)/inferd generate -m $(MODEL) -p "$(PROMPT)" -n 200 --temp 0.8 --seed 42
 
 test: build
-	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS) $(CTEST_ARGS)
 
 test-asan:
 	$(MAKE) test BUILD=build-asan \
@@ -37,7 +41,8 @@ test-asan:
 
 tsan:
 	$(MAKE) test BUILD=build-tsan \
-	  CMAKE_ARGS="-DINFERD_SANITIZE=thread $(CMAKE_ARGS)"
+	  CMAKE_ARGS="-DINFERD_SANITIZE=thread $(CMAKE_ARGS)" \
+	  CTEST_ARGS="-R '$(TSAN_TESTS)'"
 
 bench: build
 	bash bench/run.sh
