@@ -26,10 +26,7 @@ static double clock_s(clockid_t id)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static double now_s(void)
-{
-    return clock_s(CLOCK_MONOTONIC);
-}
+static double now_s(void) { return clock_s(CLOCK_MONOTONIC); }
 
 static void fill_random(void *p, size_t n, uint64_t seed)
 {
@@ -63,8 +60,8 @@ static void make_matrix(uint32_t type, void *w, int64_t rows, int64_t cols, uint
         /* Q6_K keeps its d at the end of the block; Q4_K/Q5_K's dmin
          * follows d as Q4_1's m does. */
         memcpy((char *)w + off + (type == INFERD_DTYPE_Q6_K ? 208 : 0), &d, 2);
-        if (type == INFERD_DTYPE_Q4_1 || type == INFERD_DTYPE_Q5_1 ||
-            type == INFERD_DTYPE_Q4_K || type == INFERD_DTYPE_Q5_K)
+        if (type == INFERD_DTYPE_Q4_1 || type == INFERD_DTYPE_Q5_1 || type == INFERD_DTYPE_Q4_K ||
+            type == INFERD_DTYPE_Q5_K)
             memcpy((char *)w + off + 2, &m, 2);
     }
 }
@@ -82,8 +79,7 @@ typedef struct {
 /* Runs matmuls over mats round-robin for about `secs`; wall seconds per
  * call, and process CPU seconds per call in *out_cpu (with one thread, the
  * time the machine actually gave us: steadier on a busy machine). */
-static double time_calls(bench_ctx *c, int64_t n_tok, int n_mats, double secs,
-                         double *out_cpu)
+static double time_calls(bench_ctx *c, int64_t n_tok, int n_mats, double secs, double *out_cpu)
 {
     int i = 0;
     for (int k = 0; k < n_mats; k++) /* warm up (and fault the pages in) */
@@ -94,9 +90,8 @@ static double time_calls(bench_ctx *c, int64_t n_tok, int n_mats, double secs,
     double t0 = now_s(), t;
     do {
         for (int k = 0; k < 4; k++) {
-            inferd_matmul(c->pool, c->type, c->mats[i], c->rows, c->cols, c->x, n_tok,
-                          c->y, n_tok > 1 ? INFERD_ORDER_PREFILL : INFERD_ORDER_DECODE,
-                          c->work);
+            inferd_matmul(c->pool, c->type, c->mats[i], c->rows, c->cols, c->x, n_tok, c->y,
+                          n_tok > 1 ? INFERD_ORDER_PREFILL : INFERD_ORDER_DECODE, c->work);
             i = (i + 1) % n_mats;
             calls++;
         }
@@ -131,11 +126,11 @@ int main(int argc, char **argv)
     const char **types = argi < argc ? (const char **)argv + argi : default_types;
     const int n_types = argi < argc ? argc - argi : n_default;
 
-    printf("isa=%s shape=%lldx%lld cpus=%d\n", inferd_isa_name(inferd_cpu_isa()),
-           (long long)rows, (long long)cols, inferd_cpu_count());
+    printf("isa=%s shape=%lldx%lld cpus=%d\n", inferd_isa_name(inferd_cpu_isa()), (long long)rows,
+           (long long)cols, inferd_cpu_count());
     printf("wall-clock figures; [cpu] = per CPU-second of the process (1 thread only)\n");
-    printf("%-5s %3s %13s %13s %11s %11s %16s\n", "type", "thr", "tg_cold GB/s",
-           "tg_hot GB/s", "tg_hot us", "pp GFLOP/s", "[cpu] cold/hot/pp");
+    printf("%-5s %3s %13s %13s %11s %11s %16s\n", "type", "thr", "tg_cold GB/s", "tg_hot GB/s",
+           "tg_hot us", "pp GFLOP/s", "[cpu] cold/hot/pp");
     for (int ti = 0; ti < n_types; ti++) {
         const int tp = inferd_dtype_parse(types[ti]);
         if (tp < 0 || !inferd_kernels_get((uint32_t)tp) ||

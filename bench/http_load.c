@@ -29,14 +29,14 @@
 #define PROG "inferd-http-load"
 
 #define CONCURRENCY_MAX 10000
-#define REQUESTS_MAX 10000000u       /* per-request samples are kept */
-#define USER_HEADERS_MAX 64          /* --header options */
-#define BODY_MAX_BYTES (64u << 20)   /* --body / --body-file */
-#define LINE_MAX_BYTES 16384         /* status, header, chunk-size, trailer line */
-#define HEAD_MAX_BYTES 65536         /* status line + headers; trailers alike */
+#define REQUESTS_MAX 10000000u     /* per-request samples are kept */
+#define USER_HEADERS_MAX 64        /* --header options */
+#define BODY_MAX_BYTES (64u << 20) /* --body / --body-file */
+#define LINE_MAX_BYTES 16384       /* status, header, chunk-size, trailer line */
+#define HEAD_MAX_BYTES 65536       /* status line + headers; trailers alike */
 #define RECV_BUF_BYTES 65536
 #define EVENTS_MAX 512
-#define FDS_SPARE 32                 /* stdio, epoll, files: beyond one per slot */
+#define FDS_SPARE 32 /* stdio, epoll, files: beyond one per slot */
 #define NS_PER_MS INT64_C(1000000)
 #define NS_PER_S INT64_C(1000000000)
 #define STATUS_MIN 100
@@ -78,14 +78,14 @@ static const char *const err_names[N_ERR_KINDS] = {"connect", "reset", "truncate
 
 struct options {
     const char *url;
-    const char *method;                       /* "GET" or "POST" */
-    const char *body;                         /* --body, borrowed from argv */
+    const char *method; /* "GET" or "POST" */
+    const char *body;   /* --body, borrowed from argv */
     const char *body_file;
-    const char *headers[USER_HEADERS_MAX];    /* borrowed from argv */
+    const char *headers[USER_HEADERS_MAX]; /* borrowed from argv */
     size_t n_headers;
     const char *api_key;
     uint32_t concurrency;
-    uint64_t n_requests;                      /* 0 until defaulted to concurrency */
+    uint64_t n_requests; /* 0 until defaulted to concurrency */
     bool keep_alive;
     int64_t timeout_ns;
     int64_t ramp_ns;
@@ -93,10 +93,10 @@ struct options {
 };
 
 struct target {
-    char host[256];                 /* as in the URL, brackets of IPv6 removed */
-    char authority[300];            /* Host header value: host[:port] as written */
+    char host[256];      /* as in the URL, brackets of IPv6 removed */
+    char authority[300]; /* Host header value: host[:port] as written */
     char port[8];
-    const char *path;               /* borrowed from the URL, "/" when empty */
+    const char *path; /* borrowed from the URL, "/" when empty */
     struct sockaddr_storage addr;
     socklen_t addr_len;
     int family;
@@ -107,50 +107,50 @@ enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_ACTIVE };
 /* Where the response parser is; the line-based states take input through
  * next_line(). */
 enum parse_state {
-    P_STATUS,       /* status line */
-    P_HEADER,       /* header lines up to the empty one */
-    P_LENGTH,       /* body of Content-Length bytes */
-    P_CHUNK_SIZE,   /* chunk-size line */
-    P_CHUNK_DATA,   /* chunk data */
-    P_CHUNK_END,    /* the CRLF after chunk data */
-    P_TRAILER,      /* trailer lines up to the empty one */
-    P_UNTIL_CLOSE,  /* body delimited by the server closing */
+    P_STATUS,      /* status line */
+    P_HEADER,      /* header lines up to the empty one */
+    P_LENGTH,      /* body of Content-Length bytes */
+    P_CHUNK_SIZE,  /* chunk-size line */
+    P_CHUNK_DATA,  /* chunk data */
+    P_CHUNK_END,   /* the CRLF after chunk data */
+    P_TRAILER,     /* trailer lines up to the empty one */
+    P_UNTIL_CLOSE, /* body delimited by the server closing */
     P_DONE,
 };
 
 /* One slot: a connection (or none) and the request it is running. */
 struct conn {
-    int fd;                     /* -1 when closed */
+    int fd; /* -1 when closed */
     enum conn_state state;
-    bool queued;                /* in run.ready */
-    struct conn *prev, *next;   /* in-flight list, oldest (= earliest deadline) first */
-    int64_t t_begin;            /* ns: request start (connect start when new) */
-    int64_t t_send;             /* ns: first byte written */
-    int64_t t_head;             /* ns: end of the response head */
-    int64_t t_body;             /* ns: first body byte, 0 before */
-    size_t n_sent;              /* request bytes written */
+    bool queued;              /* in run.ready */
+    struct conn *prev, *next; /* in-flight list, oldest (= earliest deadline) first */
+    int64_t t_begin;          /* ns: request start (connect start when new) */
+    int64_t t_send;           /* ns: first byte written */
+    int64_t t_head;           /* ns: end of the response head */
+    int64_t t_body;           /* ns: first body byte, 0 before */
+    size_t n_sent;            /* request bytes written */
     bool send_done;
     bool send_failed;
     /* Response parser. */
     enum parse_state ps;
     int status;
     bool http10;
-    bool close_after;           /* no further request may use the connection */
-    bool conn_keep_alive;       /* "Connection: keep-alive" seen */
+    bool close_after;     /* no further request may use the connection */
+    bool conn_keep_alive; /* "Connection: keep-alive" seen */
     bool have_len;
-    bool te_seen, te_chunked;   /* Transfer-Encoding seen; last coding is chunked */
-    uint64_t len;               /* Content-Length */
-    uint64_t remaining;         /* bytes left of the body or of this chunk */
-    size_t head_bytes;          /* head (or trailer) bytes so far */
-    uint64_t bytes_in;          /* response bytes read */
-    uint64_t body_bytes;        /* decoded body bytes */
-    char *line;                 /* LINE_MAX_BYTES, allocated on first split line */
+    bool te_seen, te_chunked; /* Transfer-Encoding seen; last coding is chunked */
+    uint64_t len;             /* Content-Length */
+    uint64_t remaining;       /* bytes left of the body or of this chunk */
+    size_t head_bytes;        /* head (or trailer) bytes so far */
+    uint64_t bytes_in;        /* response bytes read */
+    uint64_t body_bytes;      /* decoded body bytes */
+    char *line;               /* LINE_MAX_BYTES, allocated on first split line */
     size_t line_len;
-    const char *why;            /* malformed: what was wrong (static string) */
+    const char *why; /* malformed: what was wrong (static string) */
 };
 
 struct sample_set {
-    int64_t *v;     /* ns, capacity n_requests */
+    int64_t *v; /* ns, capacity n_requests */
     size_t n;
 };
 
@@ -159,7 +159,7 @@ struct stats {
     uint64_t errors[N_ERR_KINDS];
     char first_error[N_ERR_KINDS][200];
     uint64_t by_status[STATUS_MAX + 1];
-    uint64_t connections;       /* connections opened */
+    uint64_t connections; /* connections opened */
     uint64_t bytes_in, body_bytes;
     struct sample_set lat, lat_200, ttfb, connect;
     int64_t t_start, t_end;
@@ -168,16 +168,16 @@ struct stats {
 struct run {
     const struct options *opt;
     const struct target *tgt;
-    const char *req;            /* the request bytes, the same for every request */
+    const char *req; /* the request bytes, the same for every request */
     size_t req_len;
     int epfd;
     struct conn *conns;
     uint32_t n_conns;
-    uint32_t *ready;            /* slots due to start their next request (stack) */
+    uint32_t *ready; /* slots due to start their next request (stack) */
     uint32_t n_ready;
-    struct conn *head, *tail;   /* in flight */
-    uint64_t next_req;          /* requests started */
-    uint64_t n_done;            /* requests ended */
+    struct conn *head, *tail; /* in flight */
+    uint64_t next_req;        /* requests started */
+    uint64_t n_done;          /* requests ended */
     struct stats st;
 };
 
@@ -245,10 +245,7 @@ static bool buf_add(struct buf *b, const char *s, size_t n)
     return true;
 }
 
-static bool buf_str(struct buf *b, const char *s)
-{
-    return buf_add(b, s, strlen(s));
-}
+static bool buf_str(struct buf *b, const char *s) { return buf_add(b, s, strlen(s)); }
 
 /* ------------------------------------------------------------ command line */
 
@@ -336,7 +333,8 @@ static void parse_args(int argc, char **argv, struct options *o)
             check_header(val, &nlen);
             if (name_is(val, nlen, "content-length") || name_is(val, nlen, "transfer-encoding") ||
                 name_is(val, nlen, "connection"))
-                usage_error("--header '%.*s' is set by the tool (see --keep-alive)", (int)nlen, val);
+                usage_error("--header '%.*s' is set by the tool (see --keep-alive)", (int)nlen,
+                            val);
             o->headers[o->n_headers++] = val;
         } else if (strcmp(name, "--api-key") == 0) {
             o->api_key = take_value(argc, argv, &i, name, eq);
@@ -811,8 +809,7 @@ static int parse_feed(struct conn *c, const char *p, size_t n, int64_t now, size
             take_body(c, n, now);
             n = 0;
             continue;
-        default:
-            break;
+        default: break;
         }
         rc = next_line(c, &p, &n, &line, &len);
         if (rc < 0)
@@ -827,7 +824,8 @@ static int parse_feed(struct conn *c, const char *p, size_t n, int64_t now, size
         if (c->ps == P_STATUS || c->ps == P_HEADER || c->ps == P_TRAILER) {
             c->head_bytes += len + 2;
             if (c->head_bytes > HEAD_MAX_BYTES)
-                return bad(c, c->ps == P_TRAILER ? "trailers too large" : "response head too large");
+                return bad(c,
+                           c->ps == P_TRAILER ? "trailers too large" : "response head too large");
         }
         switch (c->ps) {
         case P_STATUS:
@@ -858,8 +856,7 @@ static int parse_feed(struct conn *c, const char *p, size_t n, int64_t now, size
             else if (!memchr(line, ':', len))
                 return bad(c, "bad trailer line");
             break;
-        default:
-            return bad(c, "parser state");
+        default: return bad(c, "parser state");
         }
     }
     *out_used = n0 - n;
@@ -941,8 +938,8 @@ static void finish(struct run *r, struct conn *c, int err, const char *detail, i
     push_ready(r, c);
 }
 
-static void finish_errno(struct run *r, struct conn *c, enum err_kind kind, const char *what,
-                         int e, int64_t now)
+static void finish_errno(struct run *r, struct conn *c, enum err_kind kind, const char *what, int e,
+                         int64_t now)
 {
     char msg[160];
 
@@ -1340,8 +1337,7 @@ static void report(struct run *r)
         if (st->errors[k])
             printf("  first %-9s %s\n", err_names[k], st->first_error[k]);
     printf("%-16s%" PRIu64 "\n", "connections", st->connections);
-    printf("%-16s%" PRIu64 " (body %" PRIu64 ")\n", "bytes received", st->bytes_in,
-           st->body_bytes);
+    printf("%-16s%" PRIu64 " (body %" PRIu64 ")\n", "bytes received", st->bytes_in, st->body_bytes);
     printf("%-16s%.3f s\n", "wall", wall);
     printf("%-16s%.1f\n", "requests/s", rps);
     table_pcts("latency ms", &st->lat, true);
@@ -1413,8 +1409,7 @@ int main(int argc, char **argv)
     r.st.lat_200.v = calloc(opt.n_requests, sizeof(int64_t));
     r.st.ttfb.v = calloc(opt.n_requests, sizeof(int64_t));
     r.st.connect.v = calloc(opt.n_requests, sizeof(int64_t));
-    if (!r.conns || !r.ready || !r.st.lat.v || !r.st.lat_200.v || !r.st.ttfb.v ||
-        !r.st.connect.v) {
+    if (!r.conns || !r.ready || !r.st.lat.v || !r.st.lat_200.v || !r.st.ttfb.v || !r.st.connect.v) {
         fatal("no memory for %" PRIu64 " requests", opt.n_requests);
         goto out;
     }

@@ -15,7 +15,7 @@ typedef uint64_t v2u64 __attribute__((vector_size(16)));
 
 typedef struct {
     const v2u64 *p;
-    size_t n;        /* vectors */
+    size_t n; /* vectors */
     uint64_t sum;
 } part;
 

@@ -68,8 +68,8 @@ static const char usage_text[] =
 
 struct options {
     const char *nats_url;
-    const char *http_addr;  /* HOST:PORT, borrowed from argv */
-    const char *subject;    /* NULL until defaulted */
+    const char *http_addr; /* HOST:PORT, borrowed from argv */
+    const char *subject;   /* NULL until defaulted */
     const char *model;
     const char *prompt;
     uint64_t n_requests;
@@ -94,9 +94,9 @@ struct req_times {
 struct nats_side {
     natsConnection *nc;
     natsSubscription *sub;
-    char id_prefix[64];     /* "b.<nonce>": requestIds are "b.<nonce>.<seq>" */
+    char id_prefix[64]; /* "b.<nonce>": requestIds are "b.<nonce>.<seq>" */
     uint64_t seq;
-    char *payload;          /* (payload_cap) request JSON, rebuilt per request */
+    char *payload; /* (payload_cap) request JSON, rebuilt per request */
     size_t payload_cap;
     uint64_t n_stale;       /* events of earlier requests skipped */
     uint64_t n_empty_first; /* first token events with empty text */
@@ -114,11 +114,11 @@ enum chunk_state { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER, CH_DONE };
 struct http_side {
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    char authority[300];    /* Host header */
-    int fd;                 /* -1 when closed */
-    struct buf raw;         /* bytes of the current response as read */
-    struct buf body;        /* its body, chunked encoding removed */
-    uint64_t n_reconnects;  /* connections after the first of a row */
+    char authority[300];   /* Host header */
+    int fd;                /* -1 when closed */
+    struct buf raw;        /* bytes of the current response as read */
+    struct buf body;       /* its body, chunked encoding removed */
+    uint64_t n_reconnects; /* connections after the first of a row */
     /* Parser of the current response. */
     bool head_done;
     size_t head_len;
@@ -127,9 +127,9 @@ struct http_side {
     bool chunked;
     bool close_after;
     enum chunk_state ch;
-    size_t ch_pos;          /* raw bytes consumed by the chunked decoder */
-    uint64_t ch_left;       /* data bytes left in the current chunk */
-    size_t sse_pos;         /* body bytes already split into SSE events */
+    size_t ch_pos;    /* raw bytes consumed by the chunked decoder */
+    uint64_t ch_left; /* data bytes left in the current chunk */
+    size_t sse_pos;   /* body bytes already split into SSE events */
     bool complete;
 };
 
@@ -372,11 +372,10 @@ static int nats_request(struct nats_side *ns, const struct options *o, const cha
 
     snprintf(id, sizeof(id), "%s.%" PRIu64, ns->id_prefix, ++ns->seq);
     snprintf(want, sizeof(want), "response.%s", id);
-    int len = snprintf(ns->payload, ns->payload_cap,
-                       "{\"requestId\":\"%s\",\"prompt\":%s,\"maxTokens\":%" PRIu64
-                       ",\"temperature\":0%s%s}",
-                       id, prompt_q, max_tokens, model_q ? ",\"modelId\":" : "",
-                       model_q ? model_q : "");
+    int len = snprintf(
+        ns->payload, ns->payload_cap,
+        "{\"requestId\":\"%s\",\"prompt\":%s,\"maxTokens\":%" PRIu64 ",\"temperature\":0%s%s}", id,
+        prompt_q, max_tokens, model_q ? ",\"modelId\":" : "", model_q ? model_q : "");
     if (len < 0 || (size_t)len >= ns->payload_cap)
         return fail("NATS payload too long");
 
@@ -610,8 +609,7 @@ static int http_dechunk(struct http_side *hs)
                 return 0;
             }
             break;
-        case CH_DONE:
-            return 0;
+        case CH_DONE: return 0;
         }
     }
 }
@@ -622,9 +620,8 @@ static int http_scan_sse(struct http_side *hs, int64_t t_ns, struct req_times *o
 {
     for (;;) {
         const char *ev = hs->body.p + hs->sse_pos;
-        const char *end = hs->body.len > hs->sse_pos
-                              ? memmem(ev, hs->body.len - hs->sse_pos, "\n\n", 2)
-                              : NULL;
+        const char *end =
+            hs->body.len > hs->sse_pos ? memmem(ev, hs->body.len - hs->sse_pos, "\n\n", 2) : NULL;
         if (!end)
             return 0;
         hs->sse_pos = (size_t)(end - hs->body.p) + 2;

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # /metrics in the tests (on a systemd host the package also installs a
 # Prometheus service). curl and jq drive the integration tests. libpcre2: the
 # byte-level BPE pre-tokenizer split patterns (UTF + Unicode properties).
-pkgs=(build-essential cmake pkg-config git clang libclang-rt-14-dev
+pkgs=(build-essential cmake pkg-config git clang clang-format libclang-rt-14-dev
       libjansson-dev libcmocka-dev libmicrohttpd-dev libcurl4-openssl-dev libnats-dev
       libpcre2-dev
       nats-server python3 jq curl prometheus)

@@ -7,14 +7,14 @@
 #include <stddef.h>
 
 void *inferd_malloc(size_t size);
-void *inferd_calloc(size_t n, size_t size);   /* checks n*size overflow */
+void *inferd_calloc(size_t n, size_t size); /* checks n*size overflow */
 void *inferd_realloc(void *p, size_t size);
 /** Aligned allocation (alignment a power of two >= sizeof(void*)); free with
  * inferd_free. */
 void *inferd_aligned_alloc(size_t alignment, size_t size);
 char *inferd_strdup(const char *s);
 char *inferd_strndup(const char *s, size_t n);
-void  inferd_free(void *p);
+void inferd_free(void *p);
 
 /** Fail the @p nth allocation from now (1 = the next one); 0 disables.
  * Counts every inferd_* allocation on every thread. Thread: any (tests). */

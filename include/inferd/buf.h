@@ -16,10 +16,10 @@
 #include <stddef.h>
 
 typedef struct inferd_buf {
-    char *p;        /* contents, NUL-terminated after any add; NULL before */
+    char *p; /* contents, NUL-terminated after any add; NULL before */
     size_t len, cap;
-    size_t limit;   /* most bytes it may hold (excluding the NUL); 0 holds nothing */
-    int err;        /* 0, or the first failure (sticky): INFERD_E_NOMEM,
+    size_t limit; /* most bytes it may hold (excluding the NUL); 0 holds nothing */
+    int err;      /* 0, or the first failure (sticky): INFERD_E_NOMEM,
                      * INFERD_E_RANGE (the limit) */
 } inferd_buf;
 

@@ -80,8 +80,8 @@ typedef enum inferd_chat_template {
 
 /** One chat message. Both strings are borrowed and NUL-terminated. */
 typedef struct inferd_chat_message {
-    const char *role;     /* "system", "user" or "assistant" */
-    const char *content;  /* UTF-8 text, copied into the prompt as is */
+    const char *role;    /* "system", "user" or "assistant" */
+    const char *content; /* UTF-8 text, copied into the prompt as is */
 } inferd_chat_message;
 
 /**
@@ -162,7 +162,6 @@ int inferd_chat_template_detect(const char *src, inferd_chat_template *out);
  * INFERD_E_NOMEM. Outputs are written only on success. Thread: any.
  */
 int inferd_chat_render(inferd_chat_template t, const inferd_chat_message *msgs, size_t n,
-                       bool add_generation_prompt, char **out, size_t *out_len,
-                       inferd_error *err);
+                       bool add_generation_prompt, char **out, size_t *out_len, inferd_error *err);
 
 #endif

@@ -24,7 +24,7 @@ double inferd_unix_s(void);
 
 /* A point on the monotonic clock by which something must be done. */
 typedef struct inferd_deadline {
-    uint64_t at_ns;                /* inferd_now_ns() time; 0: none */
+    uint64_t at_ns; /* inferd_now_ns() time; 0: none */
 } inferd_deadline;
 
 /** The deadline @p ms from now; ms < 0: none. */

@@ -3,9 +3,9 @@
 #define INFERD_CPU_H
 
 typedef enum inferd_isa {
-    INFERD_ISA_SCALAR = 0,  /* portable C, the reference */
-    INFERD_ISA_AVX2   = 1,  /* AVX2 + FMA + F16C */
-    INFERD_ISA_AVX512 = 2,  /* AVX-512 F/BW/VL/DQ + VNNI (and AVX2 set) */
+    INFERD_ISA_SCALAR = 0, /* portable C, the reference */
+    INFERD_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    INFERD_ISA_AVX512 = 2, /* AVX-512 F/BW/VL/DQ + VNNI (and AVX2 set) */
 } inferd_isa;
 
 /** Best ISA this CPU supports, capped by $INFERD_ISA (scalar|avx2|avx512)

@@ -31,8 +31,8 @@
 #include <stdint.h>
 
 typedef enum inferd_dtype {
-    INFERD_DTYPE_F32  = 0,
-    INFERD_DTYPE_F16  = 1,
+    INFERD_DTYPE_F32 = 0,
+    INFERD_DTYPE_F16 = 1,
     INFERD_DTYPE_Q4_0 = 2,
     INFERD_DTYPE_Q4_1 = 3,
     INFERD_DTYPE_Q5_0 = 6,
@@ -47,19 +47,19 @@ typedef enum inferd_dtype {
     INFERD_DTYPE_Q8_K = 15,
     INFERD_DTYPE_IQ4_NL = 20,
     INFERD_DTYPE_IQ4_XS = 23,
-    INFERD_DTYPE_I8   = 24,
-    INFERD_DTYPE_I16  = 25,
-    INFERD_DTYPE_I32  = 26,
-    INFERD_DTYPE_I64  = 27,
-    INFERD_DTYPE_F64  = 28,
+    INFERD_DTYPE_I8 = 24,
+    INFERD_DTYPE_I16 = 25,
+    INFERD_DTYPE_I32 = 26,
+    INFERD_DTYPE_I64 = 27,
+    INFERD_DTYPE_F64 = 28,
     INFERD_DTYPE_BF16 = 30,
     INFERD_DTYPE_COUNT = 40,
 } inferd_dtype;
 
 typedef struct inferd_dtype_info {
-    const char *name;     /* "Q4_0"; NULL for ids GGUF does not define */
-    uint32_t block_size;  /* elements per block (1 for plain types) */
-    uint32_t type_size;   /* bytes per block */
+    const char *name;    /* "Q4_0"; NULL for ids GGUF does not define */
+    uint32_t block_size; /* elements per block (1 for plain types) */
+    uint32_t type_size;  /* bytes per block */
 } inferd_dtype_info;
 
 /** Traits of @p type, or NULL for an unknown id. Thread: any. */

@@ -16,6 +16,7 @@
  * Doors take every status and code from here (inferd_error_* below); none
  * maps codes by hand. The first rows are the runtime's; the request rows
  * (from E_INVALID_TYPE on) are raised by the request front end. */
+/* clang-format off */
 #define INFERD_ERRORS(X)                                                                   \
     X(OK,                  0,   200, "ok",                         "ok",          0,  "success") \
     X(E_INVALID,          -1,   400, "invalid_value",              "bad_request", 3,  "invalid argument") \
@@ -44,6 +45,8 @@
     X(E_METHOD,           -24,  405, "method_not_allowed",         "bad_request", 12, "method not allowed") \
     X(E_NO_ROUTE,         -25,  404, "not_found",                  "not_found",   12, "no such route")
 
+/* clang-format on */
+
 #define INFERD_ERROR_PARAM_MAX 48
 
 enum {
@@ -53,11 +56,11 @@ enum {
 };
 
 typedef struct inferd_error {
-    int  code;        /* INFERD_E_*, 0 if nothing was recorded */
-    int  sys_errno;   /* errno behind an I/O error, else 0 */
+    int code;                           /* INFERD_E_*, 0 if nothing was recorded */
+    int sys_errno;                      /* errno behind an I/O error, else 0 */
     char param[INFERD_ERROR_PARAM_MAX]; /* the request field at fault (its
                        * canonical name, see frontend.h), or "" */
-    char msg[256];    /* recording an error never allocates */
+    char msg[256];                      /* recording an error never allocates */
 } inferd_error;
 
 /** Text of an error code ("invalid argument"); "unknown error" if unknown.
@@ -88,11 +91,10 @@ int inferd_fail(inferd_error *err, int code, const char *fmt, ...)
 int inferd_fail_param(inferd_error *err, int code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /** inferd_fail_param with a va_list. */
-int inferd_vfail_param(inferd_error *err, int code, const char *param, const char *fmt,
-                       va_list ap) __attribute__((format(printf, 4, 0)));
+int inferd_vfail_param(inferd_error *err, int code, const char *param, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 /** Same, also recording @p sys_errno (an errno value). */
-int inferd_fail_errno(inferd_error *err, int code, int sys_errno,
-                      const char *fmt, ...)
+int inferd_fail_errno(inferd_error *err, int code, int sys_errno, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /** Clear @p err (may be NULL). */
 void inferd_error_clear(inferd_error *err);

@@ -28,7 +28,7 @@ static inline float inferd_f16_to_f32(inferd_f16 h)
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
     uint32_t man = h & 0x3ffu;
-    if (exp == 0x1f)                       /* inf / nan */
+    if (exp == 0x1f) /* inf / nan */
         return inferd__bits_f32(sign | 0x7f800000u | (man << 13));
     if (exp == 0) {
         if (man == 0)
@@ -45,18 +45,18 @@ static inline inferd_f16 inferd_f32_to_f16(float f)
     uint32_t x = inferd__f32_bits(f);
     uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u)                 /* inf / nan */
+    if (ax >= 0x7f800000u) /* inf / nan */
         return (inferd_f16)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
-    if (ax >= 0x477ff000u)                 /* rounds to >= 65520: inf */
+    if (ax >= 0x477ff000u) /* rounds to >= 65520: inf */
         return (inferd_f16)(sign | 0x7c00u);
-    if (ax < 0x38800000u) {                /* below 2^-14: subnormal or 0 */
+    if (ax < 0x38800000u) { /* below 2^-14: subnormal or 0 */
         /* Adding 0.5 makes the FPU round the value to a multiple of 2^-24
          * with round-to-nearest-even. */
         float v = inferd__bits_f32(ax) + 0.5f;
         return (inferd_f16)(sign | (inferd__f32_bits(v) - 0x3f000000u));
     }
     uint32_t mant_odd = (ax >> 13) & 1u;
-    ax += 0xc8000fffu + mant_odd;          /* rebias exponent and round */
+    ax += 0xc8000fffu + mant_odd; /* rebias exponent and round */
     return (inferd_f16)(sign | (ax >> 13));
 }
 
@@ -68,7 +68,7 @@ static inline float inferd_bf16_to_f32(inferd_bf16 h)
 static inline inferd_bf16 inferd_f32_to_bf16(float f)
 {
     uint32_t u = inferd__f32_bits(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u)   /* nan: keep it quiet */
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* nan: keep it quiet */
         return (inferd_bf16)((u >> 16) | 64);
     return (inferd_bf16)((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
 }

@@ -54,19 +54,19 @@ typedef enum inferd_fe_state {
 const char *inferd_fe_state_name(inferd_fe_state s);
 
 typedef struct inferd_fe_model_cfg {
-    const char *path;              /* GGUF file; borrowed for create */
-    const char *alias;             /* id to serve it as; NULL: the file name
+    const char *path;  /* GGUF file; borrowed for create */
+    const char *alias; /* id to serve it as; NULL: the file name
                                     * without ".gguf" */
 } inferd_fe_model_cfg;
 
 typedef struct inferd_frontend_opts {
     inferd_fe_model_cfg models[INFERD_FE_MODELS_MAX];
-    size_t n_models;               /* >= 1; the first is the default model */
+    size_t n_models;                       /* >= 1; the first is the default model */
     inferd_registry_model_opts model_opts; /* every model's scheduler options
                                     * and keep-alive (path ignored) */
-    uint64_t budget_bytes;         /* registry budget; 0: none */
-    int64_t drain_grace_ms;        /* default 30000; < 0: no limit */
-    const char *chat_template;     /* NULL: each model's own (detected at
+    uint64_t budget_bytes;                 /* registry budget; 0: none */
+    int64_t drain_grace_ms;                /* default 30000; < 0: no limit */
+    const char *chat_template;             /* NULL: each model's own (detected at
                                     * load); else a name for every model
                                     * (inferd_chat_template_parse) */
 } inferd_frontend_opts;
@@ -103,15 +103,15 @@ double inferd_frontend_uptime_s(const inferd_frontend *fe);
 /* Served models */
 
 typedef struct inferd_fe_model_info {
-    const char *id;                /* valid as long as the front end */
+    const char *id; /* valid as long as the front end */
     const char *path;
-    int64_t created_s;             /* the file's mtime */
-    bool load_failed;              /* its last load failed */
-    bool loaded;                   /* in the registry (any state) */
-    inferd_registry_state state;   /* when loaded: */
+    int64_t created_s;           /* the file's mtime */
+    bool load_failed;            /* its last load failed */
+    bool loaded;                 /* in the registry (any state) */
+    inferd_registry_state state; /* when loaded: */
     uint64_t weight_bytes, state_bytes;
-    uint32_t n_handles;            /* requests holding it */
-    const char *chat_template;     /* its template's name once it was loaded
+    uint32_t n_handles;        /* requests holding it */
+    const char *chat_template; /* its template's name once it was loaded
                                     * (static), else NULL */
 } inferd_fe_model_info;
 
@@ -157,36 +157,36 @@ void inferd_frontend_status_sections(inferd_frontend *fe, json_t *into);
  * spelling). The table in fields.c gives each its type, range, default and
  * where it goes; a door lists the ones it takes, spelled its own way. */
 typedef enum inferd_field {
-    INFERD_F_MODEL = 0,            /* "model": string, a served model id */
-    INFERD_F_PROMPT,               /* "prompt": string, token ids, or [one of those] */
-    INFERD_F_MESSAGES,             /* "messages": [{role, content}] */
-    INFERD_F_MAX_TOKENS,           /* "max_tokens": integer >= 0 */
-    INFERD_F_TEMPERATURE,          /* "temperature": [0, 2] */
-    INFERD_F_TOP_P,                /* "top_p": [0, 1]; 0 keeps only the most likely */
-    INFERD_F_TOP_K,                /* "top_k": integer >= 0 */
-    INFERD_F_MIN_P,                /* "min_p": [0, 1] */
-    INFERD_F_PRESENCE_PENALTY,     /* [-2, 2] */
-    INFERD_F_FREQUENCY_PENALTY,    /* [-2, 2] */
-    INFERD_F_REPEAT_PENALTY,       /* (0, 100] */
-    INFERD_F_REPEAT_LAST_N,        /* integer >= -1 */
-    INFERD_F_SEED,                 /* 64-bit integer */
-    INFERD_F_TIMEOUT_MS,           /* integer >= 1 */
-    INFERD_F_IGNORE_EOS,           /* boolean */
-    INFERD_F_STOP,                 /* string or up to INFERD_STOP_N_MAX strings */
-    INFERD_F_PRIORITY,             /* "high", "normal", "low" */
-    INFERD_F_STREAM,               /* boolean */
-    INFERD_F_STREAM_OPTIONS,       /* {"include_usage": boolean}, with stream */
-    INFERD_F_LOGPROBS,             /* chat: boolean */
-    INFERD_F_LOGPROBS_N,           /* completions' "logprobs": integer top-n */
-    INFERD_F_TOP_LOGPROBS,         /* chat: integer, with logprobs */
-    INFERD_F_SESSION_ID,           /* string of at most INFERD_FE_SESSION_ID_MAX bytes */
-    INFERD_F_N,                    /* choices: only 1 */
-    INFERD_F_BEST_OF,              /* only 1 */
-    INFERD_F_LOGIT_BIAS,           /* only {} */
-    INFERD_F_ECHO,                 /* only false */
-    INFERD_F_SUFFIX,               /* only "" */
-    INFERD_F_TOOLS,                /* only [] */
-    INFERD_F_RESPONSE_FORMAT,      /* only {"type": "text"} */
+    INFERD_F_MODEL = 0,         /* "model": string, a served model id */
+    INFERD_F_PROMPT,            /* "prompt": string, token ids, or [one of those] */
+    INFERD_F_MESSAGES,          /* "messages": [{role, content}] */
+    INFERD_F_MAX_TOKENS,        /* "max_tokens": integer >= 0 */
+    INFERD_F_TEMPERATURE,       /* "temperature": [0, 2] */
+    INFERD_F_TOP_P,             /* "top_p": [0, 1]; 0 keeps only the most likely */
+    INFERD_F_TOP_K,             /* "top_k": integer >= 0 */
+    INFERD_F_MIN_P,             /* "min_p": [0, 1] */
+    INFERD_F_PRESENCE_PENALTY,  /* [-2, 2] */
+    INFERD_F_FREQUENCY_PENALTY, /* [-2, 2] */
+    INFERD_F_REPEAT_PENALTY,    /* (0, 100] */
+    INFERD_F_REPEAT_LAST_N,     /* integer >= -1 */
+    INFERD_F_SEED,              /* 64-bit integer */
+    INFERD_F_TIMEOUT_MS,        /* integer >= 1 */
+    INFERD_F_IGNORE_EOS,        /* boolean */
+    INFERD_F_STOP,              /* string or up to INFERD_STOP_N_MAX strings */
+    INFERD_F_PRIORITY,          /* "high", "normal", "low" */
+    INFERD_F_STREAM,            /* boolean */
+    INFERD_F_STREAM_OPTIONS,    /* {"include_usage": boolean}, with stream */
+    INFERD_F_LOGPROBS,          /* chat: boolean */
+    INFERD_F_LOGPROBS_N,        /* completions' "logprobs": integer top-n */
+    INFERD_F_TOP_LOGPROBS,      /* chat: integer, with logprobs */
+    INFERD_F_SESSION_ID,        /* string of at most INFERD_FE_SESSION_ID_MAX bytes */
+    INFERD_F_N,                 /* choices: only 1 */
+    INFERD_F_BEST_OF,           /* only 1 */
+    INFERD_F_LOGIT_BIAS,        /* only {} */
+    INFERD_F_ECHO,              /* only false */
+    INFERD_F_SUFFIX,            /* only "" */
+    INFERD_F_TOOLS,             /* only [] */
+    INFERD_F_RESPONSE_FORMAT,   /* only {"type": "text"} */
     INFERD_F_COUNT
 } inferd_field;
 
@@ -196,8 +196,8 @@ const char *inferd_field_name(inferd_field f);
 /* One field as a door takes it. */
 typedef struct inferd_fe_spelling {
     inferd_field field;
-    const char *name;              /* the door's name for it ("maxTokens") */
-    const char *refuse;            /* NULL: taken. Else the door does not take
+    const char *name;   /* the door's name for it ("maxTokens") */
+    const char *refuse; /* NULL: taken. Else the door does not take
                                     * it: a value other than the field's
                                     * neutral one (or any value, for fields
                                     * with none) is INFERD_E_FIELD_UNSUPPORTED
@@ -215,7 +215,7 @@ typedef struct inferd_fe_default {
  * present is read. When a door takes both PROMPT and MESSAGES exactly one
  * must be given; when it takes one of them, that one is required. */
 typedef struct inferd_fe_door {
-    const char *name;              /* for logs: "completions", "nats", ... */
+    const char *name; /* for logs: "completions", "nats", ... */
     const inferd_fe_spelling *fields;
     size_t n_fields;
     const inferd_fe_default *defaults;
@@ -225,19 +225,19 @@ typedef struct inferd_fe_door {
 /* A request as read from a door: what to run and how. */
 typedef struct inferd_fe_input {
     const inferd_fe_door *door;
-    const char *model;             /* borrowed; NULL: the default model */
-    inferd_field prompt_field;     /* PROMPT or MESSAGES: which one was given */
-    const char *text;              /* prompt text (borrowed), or */
+    const char *model;         /* borrowed; NULL: the default model */
+    inferd_field prompt_field; /* PROMPT or MESSAGES: which one was given */
+    const char *text;          /* prompt text (borrowed), or */
     size_t text_len;
-    int32_t *tokens;               /* prompt token ids (owned), or */
+    int32_t *tokens; /* prompt token ids (owned), or */
     size_t n_tokens;
     inferd_chat_message *messages; /* chat messages (owned array; the strings
                                     * borrowed from the body or owned below) */
     size_t n_messages;
-    char **owned_contents;         /* (n_messages) joined text parts, or NULL */
-    inferd_request_params params;  /* sampling etc.; stop strings borrowed */
+    char **owned_contents;        /* (n_messages) joined text parts, or NULL */
+    inferd_request_params params; /* sampling etc.; stop strings borrowed */
     bool stream, include_usage;
-    const char *session_id;        /* borrowed; NULL: none */
+    const char *session_id; /* borrowed; NULL: none */
 } inferd_fe_input;
 
 /**
@@ -285,8 +285,7 @@ int inferd_fe_submit(inferd_frontend *fe, const inferd_fe_input *in,
 int inferd_fe_request_next(inferd_fe_request *r, inferd_event *ev, int64_t wait_ms);
 /** For an ERROR event @p ev of @p r: the error as the front end raises
  * them (code, message, and the field at fault). */
-void inferd_fe_event_error(const inferd_fe_request *r, const inferd_event *ev,
-                           inferd_error *out);
+void inferd_fe_event_error(const inferd_fe_request *r, const inferd_event *ev, inferd_error *out);
 void inferd_fe_request_cancel(inferd_fe_request *r);
 /** Release: cancels it if not ended, drops the model handle. Accepts NULL. */
 void inferd_fe_request_release(inferd_fe_request *r);

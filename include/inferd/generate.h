@@ -14,18 +14,18 @@
 #define INFERD_GEN_MAX_STOP 16
 
 typedef enum inferd_finish {
-    INFERD_FINISH_LENGTH = 0,  /* n_predict reached or the context is full */
-    INFERD_FINISH_EOG = 1,     /* end-of-generation token */
-    INFERD_FINISH_STOP = 2,    /* a stop string */
+    INFERD_FINISH_LENGTH = 0, /* n_predict reached or the context is full */
+    INFERD_FINISH_EOG = 1,    /* end-of-generation token */
+    INFERD_FINISH_STOP = 2,   /* a stop string */
 } inferd_finish;
 
 typedef struct inferd_gen_params {
     inferd_sampler_params sampling;
-    int32_t n_predict;         /* most tokens to generate; < 0: until the context is full */
-    int32_t n_batch;           /* prompt tokens per forward call (chunking); <= 0: the model's batch max */
+    int32_t n_predict; /* most tokens to generate; < 0: until the context is full */
+    int32_t n_batch;   /* prompt tokens per forward call (chunking); <= 0: the model's batch max */
     const char *stop[INFERD_GEN_MAX_STOP];
     int n_stop;
-    int32_t seq;               /* KV slot to use (reset first) */
+    int32_t seq; /* KV slot to use (reset first) */
 } inferd_gen_params;
 
 inferd_gen_params inferd_gen_params_default(void);
@@ -35,13 +35,13 @@ inferd_gen_params inferd_gen_params_default(void);
 typedef int (*inferd_gen_text_fn)(void *ctx, const char *text, size_t len);
 
 typedef struct inferd_gen_result {
-    int32_t *ids;              /* generated ids (owned; inferd_gen_result_fini) */
+    int32_t *ids; /* generated ids (owned; inferd_gen_result_fini) */
     size_t n_ids;
-    char *text;                /* generated text, NUL-terminated (owned) */
+    char *text; /* generated text, NUL-terminated (owned) */
     size_t text_len;
-    uint64_t seed;             /* the seed used (chosen when none given) */
+    uint64_t seed; /* the seed used (chosen when none given) */
     inferd_finish finish;
-    double prompt_ms, gen_ms;  /* wall time of prefill and of generation */
+    double prompt_ms, gen_ms; /* wall time of prefill and of generation */
 } inferd_gen_result;
 
 /**

@@ -34,10 +34,18 @@
 #include "inferd/error.h"
 
 typedef enum inferd_gguf_type {
-    INFERD_GGUF_U8 = 0, INFERD_GGUF_I8 = 1, INFERD_GGUF_U16 = 2,
-    INFERD_GGUF_I16 = 3, INFERD_GGUF_U32 = 4, INFERD_GGUF_I32 = 5,
-    INFERD_GGUF_F32 = 6, INFERD_GGUF_BOOL = 7, INFERD_GGUF_STRING = 8,
-    INFERD_GGUF_ARRAY = 9, INFERD_GGUF_U64 = 10, INFERD_GGUF_I64 = 11,
+    INFERD_GGUF_U8 = 0,
+    INFERD_GGUF_I8 = 1,
+    INFERD_GGUF_U16 = 2,
+    INFERD_GGUF_I16 = 3,
+    INFERD_GGUF_U32 = 4,
+    INFERD_GGUF_I32 = 5,
+    INFERD_GGUF_F32 = 6,
+    INFERD_GGUF_BOOL = 7,
+    INFERD_GGUF_STRING = 8,
+    INFERD_GGUF_ARRAY = 9,
+    INFERD_GGUF_U64 = 10,
+    INFERD_GGUF_I64 = 11,
     INFERD_GGUF_F64 = 12,
 } inferd_gguf_type;
 
@@ -54,13 +62,13 @@ typedef struct inferd_gguf_str {
 
 typedef struct inferd_gguf_tensor {
     inferd_gguf_str name;
-    uint32_t type;                        /* inferd_dtype */
-    uint32_t n_dims;                      /* 1..4 */
-    uint64_t ne[INFERD_GGUF_MAX_DIMS];    /* ne[0] = row length; unused dims 1 */
+    uint32_t type;                     /* inferd_dtype */
+    uint32_t n_dims;                   /* 1..4 */
+    uint64_t ne[INFERD_GGUF_MAX_DIMS]; /* ne[0] = row length; unused dims 1 */
     uint64_t n_elems;
-    uint64_t offset;                      /* from the start of the data section */
+    uint64_t offset; /* from the start of the data section */
     uint64_t size_bytes;
-    const void *data;                     /* inside the mapping */
+    const void *data; /* inside the mapping */
 } inferd_gguf_tensor;
 
 /**
@@ -121,7 +129,8 @@ int inferd_gguf_get_u64(const inferd_gguf *g, const char *key, uint64_t *out, in
 int inferd_gguf_get_i64(const inferd_gguf *g, const char *key, int64_t *out, inferd_error *err);
 int inferd_gguf_get_f32(const inferd_gguf *g, const char *key, float *out, inferd_error *err);
 int inferd_gguf_get_bool(const inferd_gguf *g, const char *key, bool *out, inferd_error *err);
-int inferd_gguf_get_str(const inferd_gguf *g, const char *key, inferd_gguf_str *out, inferd_error *err);
+int inferd_gguf_get_str(const inferd_gguf *g, const char *key, inferd_gguf_str *out,
+                        inferd_error *err);
 
 /* --- tensors ------------------------------------------------------------ */
 uint64_t inferd_gguf_n_tensors(const inferd_gguf *g);
@@ -136,23 +145,27 @@ typedef struct inferd_gguf_writer inferd_gguf_writer;
 int inferd_gguf_writer_create(inferd_gguf_writer **out_w, inferd_error *err);
 void inferd_gguf_writer_destroy(inferd_gguf_writer *w);
 /* Metadata (keys and values copied). A key set twice is INFERD_E_EXISTS. */
-int inferd_gguf_writer_set_u32(inferd_gguf_writer *w, const char *key, uint32_t v, inferd_error *err);
-int inferd_gguf_writer_set_i32(inferd_gguf_writer *w, const char *key, int32_t v, inferd_error *err);
-int inferd_gguf_writer_set_u64(inferd_gguf_writer *w, const char *key, uint64_t v, inferd_error *err);
+int inferd_gguf_writer_set_u32(inferd_gguf_writer *w, const char *key, uint32_t v,
+                               inferd_error *err);
+int inferd_gguf_writer_set_i32(inferd_gguf_writer *w, const char *key, int32_t v,
+                               inferd_error *err);
+int inferd_gguf_writer_set_u64(inferd_gguf_writer *w, const char *key, uint64_t v,
+                               inferd_error *err);
 int inferd_gguf_writer_set_f32(inferd_gguf_writer *w, const char *key, float v, inferd_error *err);
 int inferd_gguf_writer_set_bool(inferd_gguf_writer *w, const char *key, bool v, inferd_error *err);
-int inferd_gguf_writer_set_str(inferd_gguf_writer *w, const char *key, const char *v, inferd_error *err);
+int inferd_gguf_writer_set_str(inferd_gguf_writer *w, const char *key, const char *v,
+                               inferd_error *err);
 /** Array of fixed-size numbers (@p type not STRING/ARRAY): @p n elements,
  * packed little-endian at @p data (copied). */
 int inferd_gguf_writer_set_arr(inferd_gguf_writer *w, const char *key, inferd_gguf_type type,
                                const void *data, uint64_t n, inferd_error *err);
 /** Array of @p n strings (copied). */
-int inferd_gguf_writer_set_arr_str(inferd_gguf_writer *w, const char *key,
-                                   const char *const *strs, uint64_t n, inferd_error *err);
+int inferd_gguf_writer_set_arr_str(inferd_gguf_writer *w, const char *key, const char *const *strs,
+                                   uint64_t n, inferd_error *err);
 /** Copy every key/value of @p src whose key starts with @p prefix (all if
  * NULL or ""), e.g. "tokenizer." to reuse a vocabulary. */
-int inferd_gguf_writer_copy_kv(inferd_gguf_writer *w, const inferd_gguf *src,
-                               const char *prefix, inferd_error *err);
+int inferd_gguf_writer_copy_kv(inferd_gguf_writer *w, const inferd_gguf *src, const char *prefix,
+                               inferd_error *err);
 /**
  * Add a tensor. @p data (size implied by type and dims) is borrowed until
  * inferd_gguf_writer_write returns; it may be NULL when @p fill is given:

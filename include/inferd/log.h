@@ -7,10 +7,10 @@
 
 typedef enum inferd_log_level {
     INFERD_LOG_DEBUG = 0,
-    INFERD_LOG_INFO  = 1,
-    INFERD_LOG_WARN  = 2,
+    INFERD_LOG_INFO = 1,
+    INFERD_LOG_WARN = 2,
     INFERD_LOG_ERROR = 3,
-    INFERD_LOG_OFF   = 4,
+    INFERD_LOG_OFF = 4,
 } inferd_log_level;
 
 /** Set the minimum level written (default INFO, or $INFERD_LOG_LEVEL:
@@ -27,8 +27,8 @@ void inferd_log(inferd_log_level level, const char *comp, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #define inferd_log_debug(comp, ...) inferd_log(INFERD_LOG_DEBUG, comp, __VA_ARGS__)
-#define inferd_log_info(comp, ...)  inferd_log(INFERD_LOG_INFO,  comp, __VA_ARGS__)
-#define inferd_log_warn(comp, ...)  inferd_log(INFERD_LOG_WARN,  comp, __VA_ARGS__)
+#define inferd_log_info(comp, ...) inferd_log(INFERD_LOG_INFO, comp, __VA_ARGS__)
+#define inferd_log_warn(comp, ...) inferd_log(INFERD_LOG_WARN, comp, __VA_ARGS__)
 #define inferd_log_error(comp, ...) inferd_log(INFERD_LOG_ERROR, comp, __VA_ARGS__)
 
 #endif

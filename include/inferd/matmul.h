@@ -20,11 +20,11 @@
 
 /** One weight matrix applied to a shared input by inferd_matmul_multi. */
 typedef struct inferd_matmul_op {
-    uint32_t w_type;    /* inferd_dtype of W */
-    const void *w;      /* (n_rows, n_cols) rows contiguous, borrowed */
+    uint32_t w_type; /* inferd_dtype of W */
+    const void *w;   /* (n_rows, n_cols) rows contiguous, borrowed */
     int64_t n_rows;
-    float *y;           /* y[t * y_stride + r], r < n_rows, t < n_tokens */
-    int64_t y_stride;   /* floats between output rows, >= n_rows */
+    float *y;         /* y[t * y_stride + r], r < n_rows, t < n_tokens */
+    int64_t y_stride; /* floats between output rows, >= n_rows */
 } inferd_matmul_op;
 
 /**
@@ -56,22 +56,21 @@ size_t inferd_matmul_work_size(uint32_t w_type, int64_t n_cols, int64_t n_tokens
  * (checked by asserts only): these are shapes fixed at model load.
  * Thread: the pool's owner.
  */
-void inferd_matmul(inferd_pool *pool, uint32_t w_type, const void *w,
-                   int64_t n_rows, int64_t n_cols, const float *x,
-                   int64_t n_tokens, float *y, inferd_order order, void *work);
+void inferd_matmul(inferd_pool *pool, uint32_t w_type, const void *w, int64_t n_rows,
+                   int64_t n_cols, const float *x, int64_t n_tokens, float *y, inferd_order order,
+                   void *work);
 
 /** inferd_matmul with row strides (in floats) for x (>= n_cols) and y
  * (>= n_rows). */
-void inferd_matmul_strided(inferd_pool *pool, uint32_t w_type, const void *w,
-                           int64_t n_rows, int64_t n_cols, const float *x,
-                           int64_t x_stride, int64_t n_tokens, float *y,
-                           int64_t y_stride, inferd_order order, void *work);
+void inferd_matmul_strided(inferd_pool *pool, uint32_t w_type, const void *w, int64_t n_rows,
+                           int64_t n_cols, const float *x, int64_t x_stride, int64_t n_tokens,
+                           float *y, int64_t y_stride, inferd_order order, void *work);
 
 /** Work bytes for inferd_matmul_multi over @p ops (one converted copy of x
  * per distinct vec_dot_type among them). 0 if any op's type is unsupported
  * and no conversion is needed, see inferd_matmul_work_size. */
-size_t inferd_matmul_multi_work_size(const inferd_matmul_op *ops, int n_ops,
-                                     int64_t n_cols, int64_t n_tokens);
+size_t inferd_matmul_multi_work_size(const inferd_matmul_op *ops, int n_ops, int64_t n_cols,
+                                     int64_t n_tokens);
 
 /**
  * Apply @p n_ops (1..8) weight matrices with the same n_cols to the same x
@@ -82,9 +81,8 @@ size_t inferd_matmul_multi_work_size(const inferd_matmul_op *ops, int n_ops,
  * @param x_stride  floats between rows of x (>= n_cols).
  * Thread: the pool's owner.
  */
-void inferd_matmul_multi(inferd_pool *pool, const inferd_matmul_op *ops,
-                         int n_ops, int64_t n_cols, const float *x,
-                         int64_t x_stride, int64_t n_tokens, inferd_order order,
+void inferd_matmul_multi(inferd_pool *pool, const inferd_matmul_op *ops, int n_ops, int64_t n_cols,
+                         const float *x, int64_t x_stride, int64_t n_tokens, inferd_order order,
                          void *work);
 
 #endif

@@ -30,21 +30,21 @@
 typedef struct inferd_model inferd_model;
 
 typedef struct inferd_model_hparams {
-    char arch[32];           /* general.architecture */
+    char arch[32]; /* general.architecture */
     uint32_t n_vocab;
-    uint32_t n_embd;         /* model width */
+    uint32_t n_embd; /* model width */
     uint32_t n_layer;
     uint32_t n_head;
     uint32_t n_head_kv;
-    uint32_t head_dim;       /* n_embd / n_head unless key_length says */
+    uint32_t head_dim; /* n_embd / n_head unless key_length says */
     uint32_t n_ff;
     uint32_t n_ctx_train;
-    uint32_t n_rot;          /* rotary dims per head */
+    uint32_t n_rot; /* rotary dims per head */
     float rms_eps;
     float rope_freq_base;
-    float rope_freq_scale;   /* 1 / linear scaling factor */
-    uint32_t n_swa;          /* sliding attention window in tokens, 0: none (phi3) */
-    bool tied_output;        /* output projection shares token_embd */
+    float rope_freq_scale; /* 1 / linear scaling factor */
+    uint32_t n_swa;        /* sliding attention window in tokens, 0: none (phi3) */
+    bool tied_output;      /* output projection shares token_embd */
 } inferd_model_hparams;
 
 /** The context a model gets when inferd_model_params.n_ctx is 0: its
@@ -53,10 +53,10 @@ typedef struct inferd_model_hparams {
 #define INFERD_MODEL_N_CTX_DEFAULT_MAX 8192u
 
 typedef struct inferd_model_params {
-    uint32_t n_ctx;          /* tokens per sequence; 0: the training context,
+    uint32_t n_ctx;       /* tokens per sequence; 0: the training context,
                               * at most INFERD_MODEL_N_CTX_DEFAULT_MAX */
-    uint32_t n_seq_max;      /* KV slots (concurrent sequences), >= 1 */
-    uint32_t n_batch_max;    /* most tokens in one forward call, >= 1 */
+    uint32_t n_seq_max;   /* KV slots (concurrent sequences), >= 1 */
+    uint32_t n_batch_max; /* most tokens in one forward call, >= 1 */
 } inferd_model_params;
 
 /** Defaults: n_ctx 0 (training context, capped), 1 sequence, batch 512. */
@@ -70,8 +70,8 @@ inferd_model_params inferd_model_params_default(void);
  * INFERD_E_RANGE (params), INFERD_E_NOMEM.
  * Thread: any. Lifetime: until inferd_model_destroy.
  */
-int inferd_model_load(const char *path, const inferd_model_params *params,
-                      inferd_model **out_model, inferd_error *err);
+int inferd_model_load(const char *path, const inferd_model_params *params, inferd_model **out_model,
+                      inferd_error *err);
 void inferd_model_destroy(inferd_model *m);
 
 /**
@@ -85,8 +85,7 @@ void inferd_model_destroy(inferd_model *m);
  * Thread: any.
  */
 int inferd_model_estimate(const char *path, const inferd_model_params *params,
-                          uint64_t *out_weight_bytes, uint64_t *out_state_bytes,
-                          inferd_error *err);
+                          uint64_t *out_weight_bytes, uint64_t *out_state_bytes, inferd_error *err);
 
 const inferd_model_hparams *inferd_model_get_hparams(const inferd_model *m);
 const inferd_vocab *inferd_model_get_vocab(const inferd_model *m);
@@ -109,11 +108,11 @@ uint64_t inferd_model_state_bytes(const inferd_model *m);
 /* One forward call: n_tokens tokens, each of sequence seq[i] at pos[i]. */
 typedef struct inferd_batch {
     int32_t n_tokens;
-    const int32_t *tokens;   /* (n_tokens) token ids */
-    const int32_t *pos;      /* (n_tokens) position in its sequence */
-    const int32_t *seq;      /* (n_tokens) KV slot, < n_seq_max */
-    const int8_t *logits;    /* (n_tokens) nonzero: compute this token's logits */
-    const int8_t *prefill;   /* (n_tokens) nonzero: a prompt token, computed in the
+    const int32_t *tokens; /* (n_tokens) token ids */
+    const int32_t *pos;    /* (n_tokens) position in its sequence */
+    const int32_t *seq;    /* (n_tokens) KV slot, < n_seq_max */
+    const int8_t *logits;  /* (n_tokens) nonzero: compute this token's logits */
+    const int8_t *prefill; /* (n_tokens) nonzero: a prompt token, computed in the
                               * GEMM reduction order (generated tokens use the
                               * GEMV order, as llama.cpp); NULL: all generated */
 } inferd_batch;

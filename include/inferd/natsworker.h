@@ -33,17 +33,17 @@
 typedef struct inferd_nats_worker inferd_nats_worker;
 
 typedef struct inferd_nats_opts {
-    const char *url;               /* NATS server(s): "nats://h:p[,nats://h2:p2]" */
-    const char *worker_id;         /* required; a subject token (no '.', ' ', '*', '>') */
-    const char *tags;              /* comma-separated; NULL: none */
-    int64_t heartbeat_ms;          /* default 5000 */
-    int64_t register_timeout_ms;   /* wait for the acknowledgement; default 2000 */
-    size_t max_msg_bytes;          /* largest request message; default 1 MiB */
-    const char *advertise_host;    /* "ip" in the registration; NULL: http_host,
+    const char *url;             /* NATS server(s): "nats://h:p[,nats://h2:p2]" */
+    const char *worker_id;       /* required; a subject token (no '.', ' ', '*', '>') */
+    const char *tags;            /* comma-separated; NULL: none */
+    int64_t heartbeat_ms;        /* default 5000 */
+    int64_t register_timeout_ms; /* wait for the acknowledgement; default 2000 */
+    size_t max_msg_bytes;        /* largest request message; default 1 MiB */
+    const char *advertise_host;  /* "ip" in the registration; NULL: http_host,
                                     * or when that is a wildcard or absent the
                                     * local address of the NATS connection */
-    const char *http_host;         /* the HTTP door's address, or NULL: none */
-    uint16_t http_port;            /* its port ("port" in the registration,
+    const char *http_host;       /* the HTTP door's address, or NULL: none */
+    uint16_t http_port;          /* its port ("port" in the registration,
                                     * null when 0) */
 } inferd_nats_opts;
 

@@ -14,8 +14,8 @@ typedef struct inferd_procstat {
     uint64_t vm_bytes;               /* virtual size now */
     uint32_t n_threads;
     uint32_t n_open_fds;
-    uint64_t max_fds;                /* RLIMIT_NOFILE soft limit */
-    double start_time_s;             /* Unix time the process started */
+    uint64_t max_fds;    /* RLIMIT_NOFILE soft limit */
+    double start_time_s; /* Unix time the process started */
 } inferd_procstat;
 
 /**

@@ -68,26 +68,26 @@
 #include "inferd/dtype.h"
 #include "inferd/fp16.h"
 
-#define INFERD_QK 32 /* elements per block of the formats Q4_0..Q8_1 */
-#define INFERD_QK_K 256 /* elements per super-block of the K-quants */
+#define INFERD_QK 32            /* elements per block of the formats Q4_0..Q8_1 */
+#define INFERD_QK_K 256         /* elements per super-block of the K-quants */
 #define INFERD_K_SCALE_BYTES 12 /* Q4_K/Q5_K: packed 6-bit scales and mins */
 
 typedef struct inferd_block_q4_0 {
-    inferd_f16 d;                  /* scale */
-    uint8_t qs[INFERD_QK / 2];     /* nibbles: low = j, high = j + 16 */
+    inferd_f16 d;              /* scale */
+    uint8_t qs[INFERD_QK / 2]; /* nibbles: low = j, high = j + 16 */
 } inferd_block_q4_0;
 static_assert(sizeof(inferd_block_q4_0) == 18, "Q4_0 block is 18 bytes");
 
 typedef struct inferd_block_q4_1 {
-    inferd_f16 d;                  /* scale */
-    inferd_f16 m;                  /* minimum (offset) */
+    inferd_f16 d; /* scale */
+    inferd_f16 m; /* minimum (offset) */
     uint8_t qs[INFERD_QK / 2];
 } inferd_block_q4_1;
 static_assert(sizeof(inferd_block_q4_1) == 20, "Q4_1 block is 20 bytes");
 
 typedef struct inferd_block_q5_0 {
     inferd_f16 d;
-    uint8_t qh[4];                 /* fifth bits, little-endian u32 */
+    uint8_t qh[4]; /* fifth bits, little-endian u32 */
     uint8_t qs[INFERD_QK / 2];
 } inferd_block_q5_0;
 static_assert(sizeof(inferd_block_q5_0) == 22, "Q5_0 block is 22 bytes");
@@ -108,16 +108,16 @@ static_assert(sizeof(inferd_block_q8_0) == 34, "Q8_0 block is 34 bytes");
 
 typedef struct inferd_block_q8_1 {
     inferd_f16 d;
-    inferd_f16 s;                  /* d * sum(qs), both as f32 before rounding */
+    inferd_f16 s; /* d * sum(qs), both as f32 before rounding */
     int8_t qs[INFERD_QK];
 } inferd_block_q8_1;
 static_assert(sizeof(inferd_block_q8_1) == 36, "Q8_1 block is 36 bytes");
 
 typedef struct inferd_block_q4_k {
-    inferd_f16 d;                          /* scale of the sub-block scales */
-    inferd_f16 dmin;                       /* scale of the sub-block mins */
-    uint8_t scales[INFERD_K_SCALE_BYTES];  /* 8 scales, 8 mins, 6 bits each */
-    uint8_t qs[INFERD_QK_K / 2];           /* per 64: low = l, high = 32 + l */
+    inferd_f16 d;                         /* scale of the sub-block scales */
+    inferd_f16 dmin;                      /* scale of the sub-block mins */
+    uint8_t scales[INFERD_K_SCALE_BYTES]; /* 8 scales, 8 mins, 6 bits each */
+    uint8_t qs[INFERD_QK_K / 2];          /* per 64: low = l, high = 32 + l */
 } inferd_block_q4_k;
 static_assert(sizeof(inferd_block_q4_k) == 144, "Q4_K block is 144 bytes");
 
@@ -125,15 +125,15 @@ typedef struct inferd_block_q5_k {
     inferd_f16 d;
     inferd_f16 dmin;
     uint8_t scales[INFERD_K_SCALE_BYTES];
-    uint8_t qh[INFERD_QK_K / 8];           /* fifth bits: qh[l] bit 2c (+1) */
-    uint8_t qs[INFERD_QK_K / 2];           /* as Q4_K */
+    uint8_t qh[INFERD_QK_K / 8]; /* fifth bits: qh[l] bit 2c (+1) */
+    uint8_t qs[INFERD_QK_K / 2]; /* as Q4_K */
 } inferd_block_q5_k;
 static_assert(sizeof(inferd_block_q5_k) == 176, "Q5_K block is 176 bytes");
 
 typedef struct inferd_block_q6_k {
-    uint8_t ql[INFERD_QK_K / 2];           /* low 4 bits */
-    uint8_t qh[INFERD_QK_K / 4];           /* bits 4-5, four elements a byte */
-    int8_t scales[INFERD_QK_K / 16];       /* one per 16 elements */
+    uint8_t ql[INFERD_QK_K / 2];     /* low 4 bits */
+    uint8_t qh[INFERD_QK_K / 4];     /* bits 4-5, four elements a byte */
+    int8_t scales[INFERD_QK_K / 16]; /* one per 16 elements */
     inferd_f16 d;
 } inferd_block_q6_k;
 static_assert(sizeof(inferd_block_q6_k) == 210, "Q6_K block is 210 bytes");
@@ -141,7 +141,7 @@ static_assert(sizeof(inferd_block_q6_k) == 210, "Q6_K block is 210 bytes");
 typedef struct inferd_block_q8_k {
     float d;
     int8_t qs[INFERD_QK_K];
-    int16_t bsums[INFERD_QK_K / 16];       /* sum of each 16 consecutive qs */
+    int16_t bsums[INFERD_QK_K / 16]; /* sum of each 16 consecutive qs */
 } inferd_block_q8_k;
 static_assert(sizeof(inferd_block_q8_k) == 292, "Q8_K block is 292 bytes");
 
@@ -167,32 +167,32 @@ static_assert(sizeof(inferd_block_q8_k) == 292, "Q8_K block is 292 bytes");
  * ls_b = ((scales_l[b/2] >> 4(b%2)) & 15 | ((scales_h >> 2b) & 3) << 4) - 32.
  * Activations: Q8_K for Q2_K, Q3_K, IQ4_XS; Q8_0 for IQ4_NL. */
 typedef struct inferd_block_q2_k {
-    uint8_t scales[INFERD_QK_K / 16];      /* low nibble scale, high nibble min */
-    uint8_t qs[INFERD_QK_K / 4];           /* 2-bit quants */
-    inferd_f16 d;                          /* scale of the scales */
-    inferd_f16 dmin;                       /* scale of the mins */
+    uint8_t scales[INFERD_QK_K / 16]; /* low nibble scale, high nibble min */
+    uint8_t qs[INFERD_QK_K / 4];      /* 2-bit quants */
+    inferd_f16 d;                     /* scale of the scales */
+    inferd_f16 dmin;                  /* scale of the mins */
 } inferd_block_q2_k;
 static_assert(sizeof(inferd_block_q2_k) == 84, "Q2_K block is 84 bytes");
 
 typedef struct inferd_block_q3_k {
-    uint8_t hmask[INFERD_QK_K / 8];        /* third bits */
-    uint8_t qs[INFERD_QK_K / 4];           /* low 2 bits */
-    uint8_t scales[12];                    /* sixteen 6-bit scales, + 32 */
+    uint8_t hmask[INFERD_QK_K / 8]; /* third bits */
+    uint8_t qs[INFERD_QK_K / 4];    /* low 2 bits */
+    uint8_t scales[12];             /* sixteen 6-bit scales, + 32 */
     inferd_f16 d;
 } inferd_block_q3_k;
 static_assert(sizeof(inferd_block_q3_k) == 110, "Q3_K block is 110 bytes");
 
 typedef struct inferd_block_iq4_nl {
     inferd_f16 d;
-    uint8_t qs[INFERD_QK / 2];             /* indices into kv: low = j, high = j + 16 */
+    uint8_t qs[INFERD_QK / 2]; /* indices into kv: low = j, high = j + 16 */
 } inferd_block_iq4_nl;
 static_assert(sizeof(inferd_block_iq4_nl) == 18, "IQ4_NL block is 18 bytes");
 
 typedef struct inferd_block_iq4_xs {
     inferd_f16 d;
-    uint16_t scales_h;                     /* high 2 bits of the 8 scales */
-    uint8_t scales_l[INFERD_QK_K / 64];    /* low 4 bits, two a byte */
-    uint8_t qs[INFERD_QK_K / 2];           /* as IQ4_NL, per 32 elements */
+    uint16_t scales_h;                  /* high 2 bits of the 8 scales */
+    uint8_t scales_l[INFERD_QK_K / 64]; /* low 4 bits, two a byte */
+    uint8_t qs[INFERD_QK_K / 2];        /* as IQ4_NL, per 32 elements */
 } inferd_block_iq4_xs;
 static_assert(sizeof(inferd_block_iq4_xs) == 136, "IQ4_XS block is 136 bytes");
 
@@ -212,14 +212,14 @@ typedef float (*inferd_vec_dot_fn)(int64_t n, const void *w, const void *a);
  * result never depends on n_rows, n_toks or the position in a tile; the
  * kernel tiles internally to reuse each loaded weight block across tokens.
  */
-typedef void (*inferd_mdot_fn)(int64_t n, const void *w, size_t w_stride,
-                               int64_t n_rows, const void *a, size_t a_stride,
-                               int64_t n_toks, float *out, size_t out_stride);
+typedef void (*inferd_mdot_fn)(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
+                               const void *a, size_t a_stride, int64_t n_toks, float *out,
+                               size_t out_stride);
 
 typedef struct inferd_kernels {
-    uint32_t type;                 /* inferd_dtype of the rows */
-    uint32_t vec_dot_type;         /* type activations are converted to */
-    inferd_isa isa;                /* ISA this table was chosen for */
+    uint32_t type;         /* inferd_dtype of the rows */
+    uint32_t vec_dot_type; /* type activations are converted to */
+    inferd_isa isa;        /* ISA this table was chosen for */
     inferd_to_float_fn to_float;
     /* Conversion used at run time (activations): for Q8_0/Q8_1 ggml-cpu's
      * x86 rounding (see quant.c); for the other types (Q8_K included) the

@@ -17,18 +17,18 @@
 #include "inferd/error.h"
 
 typedef struct inferd_ready_cb {
-    const char *url;               /* http:// or https:// */
+    const char *url; /* http:// or https:// */
     const char *worker_id;
-    const char *pool_id;           /* may be NULL: sent as null */
-    const char *endpoint;          /* this worker's base URL */
-    uint64_t memory_bytes;         /* weights + state of the loaded models */
-    uint32_t slots_total;          /* sequence slots over all models */
+    const char *pool_id;   /* may be NULL: sent as null */
+    const char *endpoint;  /* this worker's base URL */
+    uint64_t memory_bytes; /* weights + state of the loaded models */
+    uint32_t slots_total;  /* sequence slots over all models */
     const char *engine_version;
-    const char *model_ref;         /* the default model's file */
-    uint32_t max_attempts;         /* >= 1; default 8 */
-    int64_t base_delay_ms;         /* default 250 */
-    int64_t max_delay_ms;          /* default 30000 */
-    int64_t timeout_ms;            /* per attempt; default 10000 */
+    const char *model_ref; /* the default model's file */
+    uint32_t max_attempts; /* >= 1; default 8 */
+    int64_t base_delay_ms; /* default 250 */
+    int64_t max_delay_ms;  /* default 30000 */
+    int64_t timeout_ms;    /* per attempt; default 10000 */
 } inferd_ready_cb;
 
 /** Defaults for the retry fields; the rest zero. */

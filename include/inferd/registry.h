@@ -36,9 +36,9 @@ typedef struct inferd_registry_handle inferd_registry_handle;
 /** Monotonic clock in milliseconds (tests inject a fake one). */
 typedef uint64_t (*inferd_registry_clock_fn)(void *ctx);
 
-#define INFERD_REGISTRY_KEEP_ALIVE_DEFAULT_MS 300000  /* 5 minutes */
-#define INFERD_REGISTRY_ID_MAX 256                    /* id bytes incl. NUL */
-#define INFERD_REGISTRY_PATH_MAX 4096                 /* path bytes incl. NUL */
+#define INFERD_REGISTRY_KEEP_ALIVE_DEFAULT_MS 300000 /* 5 minutes */
+#define INFERD_REGISTRY_ID_MAX 256                   /* id bytes incl. NUL */
+#define INFERD_REGISTRY_PATH_MAX 4096                /* path bytes incl. NUL */
 
 typedef struct inferd_registry_opts {
     uint64_t budget_bytes;          /* weights + state of all models; 0: no limit */
@@ -52,10 +52,10 @@ typedef struct inferd_registry_opts {
 inferd_registry_opts inferd_registry_opts_default(void);
 
 typedef struct inferd_registry_model_opts {
-    const char *path;               /* GGUF file; NULL: the model id is the path */
-    inferd_sched_opts sched;        /* the model's scheduler; its model params
+    const char *path;        /* GGUF file; NULL: the model id is the path */
+    inferd_sched_opts sched; /* the model's scheduler; its model params
                                      * (inferd_sched_model_params) load it */
-    int64_t keep_alive_ms;          /* idle time before unloading once the last
+    int64_t keep_alive_ms;   /* idle time before unloading once the last
                                      * handle goes: 0 at once, < 0 never */
 } inferd_registry_model_opts;
 
@@ -94,8 +94,8 @@ void inferd_registry_destroy(inferd_registry *r);
  * Thread: any; may block while another thread loads the same model.
  */
 int inferd_registry_get_or_load(inferd_registry *r, const char *id,
-                                 const inferd_registry_model_opts *opts,
-                                 inferd_registry_handle **out_handle, inferd_error *err);
+                                const inferd_registry_model_opts *opts,
+                                inferd_registry_handle **out_handle, inferd_error *err);
 
 /** The model behind @p h; valid until the handle is released. Only its
  * scheduler runs it. Thread: any. */
@@ -146,11 +146,11 @@ const char *inferd_registry_state_name(inferd_registry_state s);
 typedef struct inferd_registry_model_info {
     char id[INFERD_REGISTRY_ID_MAX];
     inferd_registry_state state;
-    uint64_t weight_bytes;      /* 0 while loading and not yet estimated */
+    uint64_t weight_bytes; /* 0 while loading and not yet estimated */
     uint64_t state_bytes;
     uint32_t n_handles;
     int64_t keep_alive_ms;
-    uint64_t last_use_ms;       /* registry clock: last get or release */
+    uint64_t last_use_ms; /* registry clock: last get or release */
 } inferd_registry_model_info;
 
 /**
@@ -167,21 +167,20 @@ void inferd_registry_list(inferd_registry *r, inferd_registry_model_info *out, s
  * @return 0; INFERD_E_NOT_FOUND when the model is not loaded (loading
  * models have no scheduler figures yet). Thread: any.
  */
-int inferd_registry_sched_stats(inferd_registry *r, const char *id,
-                                inferd_sched_stats *out_stats);
+int inferd_registry_sched_stats(inferd_registry *r, const char *id, inferd_sched_stats *out_stats);
 
 typedef struct inferd_registry_metrics {
-    uint64_t loads;             /* successful loads */
-    uint64_t load_failures;     /* loads that failed (quota included) */
-    uint64_t load_ms_total;     /* time spent in successful loads */
-    uint64_t hits;              /* gets served by a loaded or loading instance */
-    uint64_t evictions;         /* idle models unloaded to make room */
-    uint64_t expiries;          /* idle models unloaded at keep-alive's end */
-    uint64_t unloads;           /* explicit unloads completed (drains included) */
-    uint64_t bytes_resident;    /* weights + state of READY/UNLOADING models */
-    uint64_t bytes_reserved;    /* bytes_resident + estimates of loads in flight */
-    uint64_t budget_bytes;      /* 0: no limit */
-    uint32_t n_models;          /* entries listed by inferd_registry_list */
+    uint64_t loads;          /* successful loads */
+    uint64_t load_failures;  /* loads that failed (quota included) */
+    uint64_t load_ms_total;  /* time spent in successful loads */
+    uint64_t hits;           /* gets served by a loaded or loading instance */
+    uint64_t evictions;      /* idle models unloaded to make room */
+    uint64_t expiries;       /* idle models unloaded at keep-alive's end */
+    uint64_t unloads;        /* explicit unloads completed (drains included) */
+    uint64_t bytes_resident; /* weights + state of READY/UNLOADING models */
+    uint64_t bytes_reserved; /* bytes_resident + estimates of loads in flight */
+    uint64_t budget_bytes;   /* 0: no limit */
+    uint32_t n_models;       /* entries listed by inferd_registry_list */
 } inferd_registry_metrics;
 
 /** A consistent snapshot of the counters. Thread: any. */

@@ -28,22 +28,22 @@
 #define INFERD_SEED_MAX ((UINT64_C(1) << 53) - 1)
 
 typedef struct inferd_sampler_params {
-    float    temperature;       /* >= 0; <= 0 (i.e. 0) means greedy.
+    float temperature;       /* >= 0; <= 0 (i.e. 0) means greedy.
                                    Default 0.8 */
-    int32_t  top_k;             /* keep the k most likely; <= 0 off. Default 40 */
-    float    top_p;             /* [0,1]; keep the smallest most-likely set of
+    int32_t top_k;           /* keep the k most likely; <= 0 off. Default 40 */
+    float top_p;             /* [0,1]; keep the smallest most-likely set of
                                    mass >= top_p; 1 off. Default 0.95 */
-    float    min_p;             /* [0,1]; keep tokens with p >= min_p * p_max;
+    float min_p;             /* [0,1]; keep tokens with p >= min_p * p_max;
                                    0 off. Default 0.05 */
-    float    repeat_penalty;    /* > 0; 1 off. Default 1 */
-    int32_t  repeat_last_n;     /* penalty window in accepted tokens; 0 off,
+    float repeat_penalty;    /* > 0; 1 off. Default 1 */
+    int32_t repeat_last_n;   /* penalty window in accepted tokens; 0 off,
                                    -1 = n_ctx. Default 64 */
-    float    frequency_penalty; /* subtracted once per occurrence. Default 0 */
-    float    presence_penalty;  /* subtracted once if present. Default 0 */
-    int32_t  n_ctx;             /* context size, used only when repeat_last_n
+    float frequency_penalty; /* subtracted once per occurrence. Default 0 */
+    float presence_penalty;  /* subtracted once if present. Default 0 */
+    int32_t n_ctx;           /* context size, used only when repeat_last_n
                                    is -1. Default 4096 */
-    bool     has_seed;          /* false: a random seed is drawn at creation */
-    uint64_t seed;              /* used when has_seed */
+    bool has_seed;           /* false: a random seed is drawn at creation */
+    uint64_t seed;           /* used when has_seed */
 } inferd_sampler_params;
 
 typedef struct inferd_sampler inferd_sampler;
@@ -70,8 +70,8 @@ inferd_sampler_params inferd_sampler_params_default(void);
  * INFERD_E_NOMEM.
  * Thread: any.  Lifetime: until inferd_sampler_destroy().
  */
-int inferd_sampler_create(const inferd_sampler_params *p, int32_t n_vocab,
-                          inferd_sampler **out_s, inferd_error *err);
+int inferd_sampler_create(const inferd_sampler_params *p, int32_t n_vocab, inferd_sampler **out_s,
+                          inferd_error *err);
 
 /** Check @p p as inferd_sampler_create does (same codes and messages),
  * without allocating. Thread: any. */
@@ -136,8 +136,8 @@ uint64_t inferd_sampler_seed(const inferd_sampler *s);
  * @return the number written, min(n, n_vocab); INFERD_E_INVALID for NULL
  * pointers, n < 0 or n_vocab <= 0.  Thread: any.
  */
-int inferd_logprobs_topn(const float *logits, int32_t n_vocab, int n,
-                         int32_t *out_ids, float *out_logprobs);
+int inferd_logprobs_topn(const float *logits, int32_t n_vocab, int n, int32_t *out_ids,
+                         float *out_logprobs);
 
 /** Log-probability of token @p id under the same log-softmax as
  * inferd_logprobs_topn (bit-identical to its value for that id).
@@ -172,8 +172,8 @@ typedef struct inferd_stopper inferd_stopper;
  * longer than INFERD_STOP_LEN_MAX bytes), INFERD_E_NOMEM.
  * Thread: any.  Lifetime: until inferd_stopper_destroy().
  */
-int inferd_stopper_create(const char *const *stops, size_t n_stops,
-                          inferd_stopper **out_st, inferd_error *err);
+int inferd_stopper_create(const char *const *stops, size_t n_stops, inferd_stopper **out_st,
+                          inferd_error *err);
 
 /** Free a stopper. Accepts NULL. Thread: the owner. */
 void inferd_stopper_destroy(inferd_stopper *st);
@@ -197,8 +197,8 @@ void inferd_stopper_reset(inferd_stopper *st);
  * @param out_stopped  always written.
  * Thread: the owner.
  */
-size_t inferd_stopper_push(inferd_stopper *st, const char *text, size_t len,
-                           char *out, size_t cap, bool *out_stopped);
+size_t inferd_stopper_push(inferd_stopper *st, const char *text, size_t len, char *out, size_t cap,
+                           bool *out_stopped);
 
 /** End of generation: write the held bytes (none after a stop) to @p out
  * (cap >= inferd_stopper_held(); INFERD_STOP_LEN_MAX always suffices) and

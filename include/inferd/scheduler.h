@@ -74,15 +74,15 @@ int inferd_priority_parse(const char *s, inferd_priority *out_p);
 #define INFERD_SCHED_QUEUE_MAX 65536
 
 typedef struct inferd_sched_opts {
-    inferd_model_params model;     /* n_ctx is used as given; n_seq_max and
+    inferd_model_params model;  /* n_ctx is used as given; n_seq_max and
                                     * n_batch_max are derived (see
                                     * inferd_sched_model_params) */
-    uint32_t n_slots;              /* concurrent sequences, 1..256; default 4 */
-    uint32_t n_queue_max;          /* waiting requests, 1..65536; default 64 */
-    uint32_t n_prefill_chunk;      /* prompt tokens per step over all slots,
+    uint32_t n_slots;           /* concurrent sequences, 1..256; default 4 */
+    uint32_t n_queue_max;       /* waiting requests, 1..65536; default 64 */
+    uint32_t n_prefill_chunk;   /* prompt tokens per step over all slots,
                                     * 1..65536; default 128 */
-    uint32_t n_threads;            /* compute threads; 0: one per CPU */
-    int64_t default_timeout_ms;    /* deadline of requests that give none;
+    uint32_t n_threads;         /* compute threads; 0: one per CPU */
+    int64_t default_timeout_ms; /* deadline of requests that give none;
                                     * <= 0: none. Default 600000 (10 min) */
 } inferd_sched_opts;
 
@@ -101,8 +101,8 @@ inferd_model_params inferd_sched_model_params(const inferd_sched_opts *opts);
  * INFERD_E_INVALID (path), INFERD_E_NOMEM, INFERD_E_INTERNAL (thread).
  * The load's own errors come from inferd_sched_wait_ready.
  */
-int inferd_sched_create(const char *path, const inferd_sched_opts *opts,
-                        inferd_sched **out_sched, inferd_error *err);
+int inferd_sched_create(const char *path, const inferd_sched_opts *opts, inferd_sched **out_sched,
+                        inferd_error *err);
 
 /**
  * Wait until the model is loaded (READY) or the load failed.
@@ -150,25 +150,25 @@ typedef struct inferd_request_params {
     /* The prompt: token ids (used when n_tokens > 0), else text, tokenized
      * with the model's vocabulary by submit (or, while the model loads, at
      * admission: errors then come as an ERROR event). */
-    const int32_t *tokens;         /* (n_tokens) borrowed; copied by submit */
+    const int32_t *tokens; /* (n_tokens) borrowed; copied by submit */
     size_t n_tokens;
-    const char *text;              /* borrowed; copied/tokenized by submit */
+    const char *text; /* borrowed; copied/tokenized by submit */
     size_t text_len;
-    bool add_special;              /* text: prepend BOS as the vocab says. Default true */
-    bool parse_special;            /* text: read special-token text as tokens. Default false */
+    bool add_special;   /* text: prepend BOS as the vocab says. Default true */
+    bool parse_special; /* text: read special-token text as tokens. Default false */
 
     inferd_sampler_params sampling;
-    int32_t max_tokens;            /* < 0: until the context is full. Default 128 */
+    int32_t max_tokens;                  /* < 0: until the context is full. Default 128 */
     const char *stop[INFERD_STOP_N_MAX]; /* borrowed; copied by submit */
     int n_stop;
-    bool ignore_eos;               /* keep generating past end-of-generation
+    bool ignore_eos;          /* keep generating past end-of-generation
                                     * tokens (benchmarks). Default false */
-    bool logprobs;                 /* TOKEN events carry the token's
+    bool logprobs;            /* TOKEN events carry the token's
                                     * log-probability. Default false */
-    uint32_t top_logprobs;         /* and the most likely tokens' (0..
+    uint32_t top_logprobs;    /* and the most likely tokens' (0..
                                     * INFERD_TOP_LOGPROBS_MAX). Default 0 */
-    inferd_priority priority;      /* Default NORMAL */
-    int64_t timeout_ms;            /* deadline from submission; 0: the
+    inferd_priority priority; /* Default NORMAL */
+    int64_t timeout_ms;       /* deadline from submission; 0: the
                                     * scheduler's default; < 0: none */
 
     inferd_request_notify_fn on_event; /* optional wake-up */
@@ -206,7 +206,7 @@ typedef struct inferd_event {
      * (whole UTF-8 characters, never part of a stop string; may be empty).
      * DONE: the text held back until the end (may be empty). */
     int32_t token;
-    uint32_t index;                /* TOKEN: 0-based position among the generated */
+    uint32_t index; /* TOKEN: 0-based position among the generated */
     /* TOKEN with params.logprobs: log-probabilities under the model's raw
      * distribution (log-softmax of the logits, before any sampling
      * transform), as inferd_logprobs_topn computes them; n_top entries of
@@ -215,20 +215,20 @@ typedef struct inferd_event {
     uint32_t n_top;
     const int32_t *top_ids;
     const float *top_logprobs;
-    const char *text;              /* valid until the next call on the request */
+    const char *text; /* valid until the next call on the request */
     size_t text_len;
     /* DONE */
     inferd_finish finish;
-    uint32_t n_prompt, n_gen;      /* n_gen counts the TOKEN events */
-    uint64_t seed;                 /* the seed used (drawn when none given) */
-    double queue_ms;               /* submission -> admission into a slot */
-    double ttft_ms;                /* submission -> first token (0 if none) */
-    double gen_ms;                 /* first token -> last token */
-    double total_ms;               /* submission -> end */
+    uint32_t n_prompt, n_gen; /* n_gen counts the TOKEN events */
+    uint64_t seed;            /* the seed used (drawn when none given) */
+    double queue_ms;          /* submission -> admission into a slot */
+    double ttft_ms;           /* submission -> first token (0 if none) */
+    double gen_ms;            /* first token -> last token */
+    double total_ms;          /* submission -> end */
     /* ERROR (also ends the stream) */
-    int code;                      /* INFERD_E_* */
-    const char *message;           /* valid until the next call on the request */
-    const char *param;             /* the request field at fault (canonical
+    int code;            /* INFERD_E_* */
+    const char *message; /* valid until the next call on the request */
+    const char *param;   /* the request field at fault (canonical
                                     * name, static), or NULL */
 } inferd_event;
 
@@ -261,11 +261,11 @@ size_t inferd_request_n_prompt(inferd_request *r);
 /* ------------------------------------------------------------------------ */
 /* Live figures */
 
-#define INFERD_SCHED_WINDOW 1000   /* requests in the rolling percentiles */
+#define INFERD_SCHED_WINDOW 1000 /* requests in the rolling percentiles */
 
 typedef struct inferd_percentiles {
-    double p50, p95, p99;          /* ms; 0 when no sample */
-    uint32_t n;                    /* samples in the window */
+    double p50, p95, p99; /* ms; 0 when no sample */
+    uint32_t n;           /* samples in the window */
 } inferd_percentiles;
 
 /* Cumulative histograms for the Prometheus exposition: bucket i counts the
@@ -285,17 +285,17 @@ typedef struct inferd_sched_stats {
     uint32_t queue_depth[INFERD_PRIORITY_COUNT];
     uint32_t n_queue_max;
     /* Requests by outcome (ever). Rejected ones never got a request. */
-    uint64_t n_submitted;          /* accepted by submit */
-    uint64_t n_done;               /* ended with DONE */
+    uint64_t n_submitted;                      /* accepted by submit */
+    uint64_t n_done;                           /* ended with DONE */
     uint64_t n_cancelled, n_timeout, n_failed; /* ERROR: cancelled, timeout, other */
     uint64_t n_rejected_overloaded, n_rejected_invalid, n_rejected_unavailable;
-    uint64_t tokens_in;            /* prompt tokens of admitted requests */
-    uint64_t tokens_out;           /* generated tokens */
-    uint64_t n_steps;              /* forward passes */
+    uint64_t tokens_in;  /* prompt tokens of admitted requests */
+    uint64_t tokens_out; /* generated tokens */
+    uint64_t n_steps;    /* forward passes */
     /* Rolling over the last INFERD_SCHED_WINDOW requests that ended DONE. */
-    inferd_percentiles latency;    /* submission -> end */
-    inferd_percentiles ttft;       /* submission -> first token */
-    inferd_percentiles itl;        /* mean inter-token latency of a request */
+    inferd_percentiles latency; /* submission -> end */
+    inferd_percentiles ttft;    /* submission -> first token */
+    inferd_percentiles itl;     /* mean inter-token latency of a request */
     /* Ever, over the requests that ended DONE. */
     inferd_histogram latency_hist; /* submission -> end */
     inferd_histogram ttft_hist;    /* submission -> first token (n_gen > 0) */

@@ -28,14 +28,14 @@
 typedef struct inferd_server inferd_server;
 
 typedef struct inferd_server_opts {
-    const char *host;              /* address to bind; default "127.0.0.1" */
-    uint16_t port;                 /* 0: any free port (see inferd_server_port) */
-    const char *api_key;           /* NULL/"": none; else "Authorization:
+    const char *host;         /* address to bind; default "127.0.0.1" */
+    uint16_t port;            /* 0: any free port (see inferd_server_port) */
+    const char *api_key;      /* NULL/"": none; else "Authorization:
                                     * Bearer KEY" on every route but the
                                     * health probes */
-    size_t max_body_bytes;         /* request body limit; default 1 MiB */
-    uint32_t max_connections;      /* open connections; default 1024 */
-    uint32_t conn_timeout_s;       /* idle connection timeout; default 30 */
+    size_t max_body_bytes;    /* request body limit; default 1 MiB */
+    uint32_t max_connections; /* open connections; default 1024 */
+    uint32_t conn_timeout_s;  /* idle connection timeout; default 30 */
 } inferd_server_opts;
 
 /** Defaults as documented on each field. */

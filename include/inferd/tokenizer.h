@@ -78,13 +78,13 @@
 
 /** Token types as stored in `tokenizer.ggml.token_type`. */
 typedef enum inferd_token_type {
-    INFERD_TOKEN_UNDEFINED    = 0,
-    INFERD_TOKEN_NORMAL       = 1,
-    INFERD_TOKEN_UNKNOWN      = 2,
-    INFERD_TOKEN_CONTROL      = 3,
+    INFERD_TOKEN_UNDEFINED = 0,
+    INFERD_TOKEN_NORMAL = 1,
+    INFERD_TOKEN_UNKNOWN = 2,
+    INFERD_TOKEN_CONTROL = 3,
     INFERD_TOKEN_USER_DEFINED = 4,
-    INFERD_TOKEN_UNUSED       = 5,
-    INFERD_TOKEN_BYTE         = 6,
+    INFERD_TOKEN_UNUSED = 5,
+    INFERD_TOKEN_BYTE = 6,
 } inferd_token_type;
 
 /** Tokenizer models (`tokenizer.ggml.model`). */
@@ -132,7 +132,7 @@ int32_t inferd_vocab_n_tokens(const inferd_vocab *v);
 /** Special token ids, or INFERD_TOKEN_NONE. */
 int32_t inferd_vocab_bos(const inferd_vocab *v);
 int32_t inferd_vocab_eos(const inferd_vocab *v);
-int32_t inferd_vocab_eot(const inferd_vocab *v);  /* given, or found by text */
+int32_t inferd_vocab_eot(const inferd_vocab *v); /* given, or found by text */
 int32_t inferd_vocab_unk(const inferd_vocab *v);
 int32_t inferd_vocab_pad(const inferd_vocab *v);
 /** Whether tokenizing with add_special adds BOS at the start / EOS at the
@@ -210,8 +210,8 @@ int inferd_tokenize(const inferd_vocab *v, const char *text, size_t len, bool ad
  * @p pre); INFERD_E_INVALID (NULL arguments, text not valid UTF-8 or longer
  * than INFERD_TOKENIZE_MAX_BYTES); INFERD_E_NOMEM. Thread: any.
  */
-int inferd_pretokenize(const char *pre, const char *text, size_t len, size_t *out_ends,
-                       size_t cap, size_t *out_n, inferd_error *err);
+int inferd_pretokenize(const char *pre, const char *text, size_t len, size_t *out_ends, size_t cap,
+                       size_t *out_n, inferd_error *err);
 
 /**
  * The bytes token @p id stands for. SPM: U+2581 becomes a space, a byte
@@ -247,9 +247,9 @@ int32_t inferd_token_to_piece(const inferd_vocab *v, int32_t id, bool special, c
  * INFERD_E_INVALID (an id out of range: the message names its index).
  * Thread: any.
  */
-int inferd_detokenize(const inferd_vocab *v, const int32_t *ids, size_t n_ids,
-                      bool remove_special, bool unparse_special, char *out, size_t cap,
-                      size_t *out_len, inferd_error *err);
+int inferd_detokenize(const inferd_vocab *v, const int32_t *ids, size_t n_ids, bool remove_special,
+                      bool unparse_special, char *out, size_t cap, size_t *out_len,
+                      inferd_error *err);
 
 /**
  * Streaming detokenizer: turns one token at a time into text that is always
@@ -261,10 +261,10 @@ int inferd_detokenize(const inferd_vocab *v, const int32_t *ids, size_t n_ids,
  * Caller's storage; no allocation. Thread: one at a time per detokenizer.
  */
 typedef struct inferd_detok {
-    const inferd_vocab *vocab;  /* borrowed; must outlive the detokenizer */
-    bool special;               /* render control tokens' text; init: false */
-    unsigned char pending[4];   /* held-back prefix of one UTF-8 character */
-    size_t n_pending;           /* 0..3 */
+    const inferd_vocab *vocab; /* borrowed; must outlive the detokenizer */
+    bool special;              /* render control tokens' text; init: false */
+    unsigned char pending[4];  /* held-back prefix of one UTF-8 character */
+    size_t n_pending;          /* 0..3 */
 } inferd_detok;
 
 /** Returned by inferd_detok_push/flush when nothing could be done. */

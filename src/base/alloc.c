@@ -15,10 +15,7 @@ void inferd_alloc_fail_after(long nth)
     atomic_store_explicit(&fail_countdown, nth, memory_order_relaxed);
 }
 
-long inferd_alloc_count(void)
-{
-    return atomic_load_explicit(&n_allocs, memory_order_relaxed);
-}
+long inferd_alloc_count(void) { return atomic_load_explicit(&n_allocs, memory_order_relaxed); }
 
 /* True when this allocation must fail. */
 static int injected_failure(void)
@@ -26,8 +23,7 @@ static int injected_failure(void)
     atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
     long c = atomic_load_explicit(&fail_countdown, memory_order_relaxed);
     while (c > 0) {
-        if (atomic_compare_exchange_weak_explicit(&fail_countdown, &c, c - 1,
-                                                  memory_order_relaxed,
+        if (atomic_compare_exchange_weak_explicit(&fail_countdown, &c, c - 1, memory_order_relaxed,
                                                   memory_order_relaxed))
             return c == 1;
     }
@@ -78,12 +74,6 @@ char *inferd_strndup(const char *s, size_t n)
     return d;
 }
 
-char *inferd_strdup(const char *s)
-{
-    return inferd_strndup(s, strlen(s));
-}
+char *inferd_strdup(const char *s) { return inferd_strndup(s, strlen(s)); }
 
-void inferd_free(void *p)
-{
-    free(p);
-}
+void inferd_free(void *p) { free(p); }

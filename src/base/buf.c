@@ -44,10 +44,7 @@ int inferd_buf_add(inferd_buf *b, const void *data, size_t n)
     return 0;
 }
 
-int inferd_buf_addc(inferd_buf *b, char c)
-{
-    return inferd_buf_add(b, &c, 1);
-}
+int inferd_buf_addc(inferd_buf *b, char c) { return inferd_buf_add(b, &c, 1); }
 
 int inferd_buf_addf(inferd_buf *b, const char *fmt, ...)
 {

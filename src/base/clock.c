@@ -11,25 +11,13 @@ static uint64_t read_ns(clockid_t id)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t inferd_now_ns(void)
-{
-    return read_ns(CLOCK_MONOTONIC);
-}
+uint64_t inferd_now_ns(void) { return read_ns(CLOCK_MONOTONIC); }
 
-double inferd_now_s(void)
-{
-    return (double)inferd_now_ns() / 1e9;
-}
+double inferd_now_s(void) { return (double)inferd_now_ns() / 1e9; }
 
-int64_t inferd_unix_ms(void)
-{
-    return (int64_t)(read_ns(CLOCK_REALTIME) / 1000000u);
-}
+int64_t inferd_unix_ms(void) { return (int64_t)(read_ns(CLOCK_REALTIME) / 1000000u); }
 
-double inferd_unix_s(void)
-{
-    return (double)read_ns(CLOCK_REALTIME) / 1e9;
-}
+double inferd_unix_s(void) { return (double)read_ns(CLOCK_REALTIME) / 1e9; }
 
 inferd_deadline inferd_deadline_in_ms(int64_t ms)
 {

@@ -4,20 +4,22 @@
 #include <stdio.h>
 #include <string.h>
 
-#define FACE(fn, type, column, fallback)                                        \
-    type fn(int code)                                                          \
-    {                                                                          \
-        switch (code) {                                                        \
-        INFERD_ERRORS(column)                                                  \
-        }                                                                      \
-        return fallback;                                                       \
+#define FACE(fn, type, column, fallback) \
+    type fn(int code)                    \
+    {                                    \
+        switch (code) {                  \
+            INFERD_ERRORS(column)        \
+        }                                \
+        return fallback;                 \
     }
 
-#define COL_TEXT(name, value, http, hcode, ncode, grpc, text) case value: return text;
-#define COL_HTTP(name, value, http, hcode, ncode, grpc, text) case value: return http;
+/* clang-format off */
+#define COL_TEXT(name, value, http, hcode, ncode, grpc, text)  case value: return text;
+#define COL_HTTP(name, value, http, hcode, ncode, grpc, text)  case value: return http;
 #define COL_HCODE(name, value, http, hcode, ncode, grpc, text) case value: return hcode;
 #define COL_NCODE(name, value, http, hcode, ncode, grpc, text) case value: return ncode;
-#define COL_GRPC(name, value, http, hcode, ncode, grpc, text) case value: return grpc;
+#define COL_GRPC(name, value, http, hcode, ncode, grpc, text)  case value: return grpc;
+/* clang-format on */
 
 FACE(inferd_strerror, const char *, COL_TEXT, "unknown error")
 FACE(inferd_error_http_status, int, COL_HTTP, 500)
@@ -35,9 +37,8 @@ const char *inferd_error_openai_type(int code)
     return status >= 500 ? "server_error" : "invalid_request_error";
 }
 
-__attribute__((format(printf, 5, 0)))
-static int vfail(inferd_error *err, int code, int sys_errno, const char *param,
-                 const char *fmt, va_list ap)
+__attribute__((format(printf, 5, 0))) static int
+vfail(inferd_error *err, int code, int sys_errno, const char *param, const char *fmt, va_list ap)
 {
     if (err) {
         err->code = code;
@@ -66,14 +67,12 @@ int inferd_fail_param(inferd_error *err, int code, const char *param, const char
     return code;
 }
 
-int inferd_vfail_param(inferd_error *err, int code, const char *param, const char *fmt,
-                       va_list ap)
+int inferd_vfail_param(inferd_error *err, int code, const char *param, const char *fmt, va_list ap)
 {
     return vfail(err, code, 0, param, fmt, ap);
 }
 
-int inferd_fail_errno(inferd_error *err, int code, int sys_errno,
-                      const char *fmt, ...)
+int inferd_fail_errno(inferd_error *err, int code, int sys_errno, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

@@ -58,9 +58,8 @@ void inferd_log(inferd_log_level level, const char *comp, const char *fmt, ...)
     gmtime_r(&ts.tv_sec, &tm);
     n = (size_t)snprintf(line, sizeof(line),
                          "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s comp=%s msg=\"",
-                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                         tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L,
-                         names[level], comp ? comp : "-");
+                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                         tm.tm_sec, ts.tv_nsec / 1000000L, names[level], comp ? comp : "-");
     /* snprintf returns the untruncated length: a component name too long
      * for the line must not push n past the buffer. */
     if (n > sizeof(line) - 3)

@@ -14,14 +14,14 @@
 
 struct inferd_pool {
     int n_threads;
-    pthread_t *threads;          /* (n_threads - 1) workers */
+    pthread_t *threads; /* (n_threads - 1) workers */
     pthread_mutex_t mu;
-    pthread_cond_t cv;           /* workers wait for a new generation */
-    pthread_cond_t cv_done;      /* owner waits for completion */
-    atomic_uint gen;             /* task generation; workers run on change */
-    atomic_int n_done;           /* workers finished with the current task */
+    pthread_cond_t cv;      /* workers wait for a new generation */
+    pthread_cond_t cv_done; /* owner waits for completion */
+    atomic_uint gen;        /* task generation; workers run on change */
+    atomic_int n_done;      /* workers finished with the current task */
     atomic_int stop;
-    inferd_pool_fn fn;           /* written by the owner before gen++ */
+    inferd_pool_fn fn; /* written by the owner before gen++ */
     void *ctx;
 };
 
@@ -29,7 +29,6 @@ typedef struct {
     inferd_pool *pool;
     int ith;
 } worker_arg;
-
 
 static inline void cpu_relax(void)
 {
@@ -79,8 +78,7 @@ int inferd_pool_create(int n_threads, inferd_pool **out_pool, inferd_error *err)
     int i, rc;
 
     if (n_threads < 1 || n_threads > 256)
-        return inferd_fail(err, INFERD_E_RANGE,
-                           "thread count %d out of range 1..256", n_threads);
+        return inferd_fail(err, INFERD_E_RANGE, "thread count %d out of range 1..256", n_threads);
     p = inferd_calloc(1, sizeof(*p) + (size_t)n_threads * sizeof(worker_arg));
     if (!p)
         return inferd_fail(err, INFERD_E_NOMEM, "thread pool: no memory");
@@ -98,8 +96,7 @@ int inferd_pool_create(int n_threads, inferd_pool **out_pool, inferd_error *err)
         args[i].pool = p;
         args[i].ith = i;
         if (pthread_create(&p->threads[i - 1], NULL, worker_main, &args[i]) != 0) {
-            rc = inferd_fail(err, INFERD_E_INTERNAL,
-                             "thread pool: cannot start thread %d", i);
+            rc = inferd_fail(err, INFERD_E_INTERNAL, "thread pool: cannot start thread %d", i);
             goto fail_join;
         }
     }
@@ -139,10 +136,7 @@ void inferd_pool_destroy(inferd_pool *p)
     inferd_free(p);
 }
 
-int inferd_pool_n_threads(const inferd_pool *p)
-{
-    return p ? p->n_threads : 1;
-}
+int inferd_pool_n_threads(const inferd_pool *p) { return p ? p->n_threads : 1; }
 
 void inferd_pool_run(inferd_pool *p, inferd_pool_fn fn, void *ctx)
 {

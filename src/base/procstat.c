@@ -8,10 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double tv_s(struct timeval tv)
-{
-    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-}
+static double tv_s(struct timeval tv) { return (double)tv.tv_sec + (double)tv.tv_usec / 1e6; }
 
 /* The process start time: boot time (btime in /proc/stat) plus field 22 of
  * /proc/self/stat (clock ticks after boot). Also reads threads, vsize and
@@ -91,7 +88,7 @@ double inferd_procstat_cpu_percent(const inferd_procstat *before, const inferd_p
 {
     if (wall_s <= 0)
         return 0.0;
-    double cpu = (after->cpu_user_s + after->cpu_system_s) -
-                 (before->cpu_user_s + before->cpu_system_s);
+    double cpu =
+        (after->cpu_user_s + after->cpu_system_s) - (before->cpu_user_s + before->cpu_system_s);
     return cpu > 0 ? 100.0 * cpu / wall_s : 0.0;
 }

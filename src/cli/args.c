@@ -35,9 +35,7 @@ static int set_value(const char *cmd, const cli_opt *o, const char *val)
 {
     char *end;
     switch (o->kind) {
-    case CLI_STR:
-        *(const char **)o->out = val;
-        return 0;
+    case CLI_STR: *(const char **)o->out = val; return 0;
     case CLI_STR_LIST:
         if (*o->count >= o->max_items) {
             inferd__cli_error(cmd, "%s given more than %d times", o->name, o->max_items);
@@ -73,8 +71,7 @@ static int set_value(const char *cmd, const cli_opt *o, const char *val)
         *(double *)o->out = v;
         return 0;
     }
-    case CLI_FLAG:
-        break;
+    case CLI_FLAG: break;
     }
     return -1;
 }
@@ -148,9 +145,13 @@ static json_t *g_configs;
 
 static const char *json_kind(const json_t *v)
 {
-    return json_is_string(v) ? "a string" : json_is_integer(v) ? "an integer"
-           : json_is_number(v) ? "a number" : json_is_boolean(v) ? "a boolean"
-           : json_is_array(v) ? "an array" : json_is_object(v) ? "an object" : "null";
+    return json_is_string(v)    ? "a string"
+           : json_is_integer(v) ? "an integer"
+           : json_is_number(v)  ? "a number"
+           : json_is_boolean(v) ? "a boolean"
+           : json_is_array(v)   ? "an array"
+           : json_is_object(v)  ? "an object"
+                                : "null";
 }
 
 /* Apply config value @p v to option @p o. */
@@ -184,10 +185,10 @@ static int apply_config_value(const char *cmd, const char *path, const cli_opt *
             break;
         size_t i;
         json_t *item;
-        json_array_foreach(v, i, item) {
+        json_array_foreach (v, i, item) {
             if (!json_is_string(item)) {
-                inferd__cli_error(cmd, "config %s: \"%s\"[%zu] must be a string", path,
-                                  o->name + 2, i);
+                inferd__cli_error(cmd, "config %s: \"%s\"[%zu] must be a string", path, o->name + 2,
+                                  i);
                 return -1;
             }
             if (set_value(cmd, o, json_string_value(item)) < 0)
@@ -197,9 +198,12 @@ static int apply_config_value(const char *cmd, const char *path, const cli_opt *
     }
     }
     inferd__cli_error(cmd, "config %s: \"%s\" must be %s, not %s", path, o->name + 2,
-                      o->kind == CLI_FLAG ? "a boolean" : o->kind == CLI_STR ? "a string"
-                      : o->kind == CLI_INT ? "an integer" : o->kind == CLI_FLOAT ? "a number"
-                      : "a string or an array of strings", json_kind(v));
+                      o->kind == CLI_FLAG    ? "a boolean"
+                      : o->kind == CLI_STR   ? "a string"
+                      : o->kind == CLI_INT   ? "an integer"
+                      : o->kind == CLI_FLOAT ? "a number"
+                                             : "a string or an array of strings",
+                      json_kind(v));
     return -1;
 }
 
@@ -215,8 +219,7 @@ int inferd__cli_parse_with_config(const char *cmd, int argc, char **argv, const 
         inferd__cli_error(cmd, "no memory");
         return -1;
     }
-    int rc = parse_argv(cmd, argc, argv, opts, positional, max_positional, out_n_positional,
-                        given);
+    int rc = parse_argv(cmd, argc, argv, opts, positional, max_positional, out_n_positional, given);
     if (rc < 0 || !*config_path) {
         free(given);
         return rc;
@@ -245,7 +248,7 @@ int inferd__cli_parse_with_config(const char *cmd, int argc, char **argv, const 
     const char *key;
     json_t *v;
     rc = 0;
-    json_object_foreach(cfg, key, v) {
+    json_object_foreach (cfg, key, v) {
         /* "ctx" or "--ctx"; "max_body" means "--max-body" as well. */
         char name[128];
         snprintf(name, sizeof(name), "--%s", strncmp(key, "--", 2) == 0 ? key + 2 : key);

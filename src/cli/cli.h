@@ -26,14 +26,14 @@ typedef enum cli_opt_kind {
 } cli_opt_kind;
 
 typedef struct cli_opt {
-    const char *name;     /* "--temp" */
-    const char *alias;    /* "-t" or NULL */
+    const char *name;  /* "--temp" */
+    const char *alias; /* "-t" or NULL */
     cli_opt_kind kind;
-    void *out;            /* bool *, const char **, int64_t *, double *, const char ** */
-    double min, max;      /* for numbers */
-    int *count;           /* CLI_STR_LIST: items stored so far */
-    int max_items;        /* CLI_STR_LIST capacity */
-    bool *seen;           /* optional: set when given */
+    void *out;       /* bool *, const char **, int64_t *, double *, const char ** */
+    double min, max; /* for numbers */
+    int *count;      /* CLI_STR_LIST: items stored so far */
+    int max_items;   /* CLI_STR_LIST capacity */
+    bool *seen;      /* optional: set when given */
 } cli_opt;
 
 /**
@@ -56,7 +56,6 @@ int inferd__cli_parse_with_config(const char *cmd, int argc, char **argv, const 
                                   int *out_n_positional, const char *const *config_path);
 
 /** Print "inferd CMD: msg" to stderr. */
-void inferd__cli_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void inferd__cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -30,7 +30,7 @@
 typedef struct bench_buf {
     int32_t *tokens, *pos, *seq;
     int8_t *want;
-    int8_t *prefill;     /* all ones: pp tokens are prompt tokens */
+    int8_t *prefill; /* all ones: pp tokens are prompt tokens */
     float *logits;
 } bench_buf;
 
@@ -117,8 +117,8 @@ static int parse_streams(const char *list, int *out, int cap, int *out_n)
             return -1;
         }
         if (v < 1 || v > STREAMS_MAX) {
-            inferd__cli_error(CMD, "--streams: %.*s out of range 1..%d (in '%s')",
-                              (int)(p - start), start, STREAMS_MAX, list);
+            inferd__cli_error(CMD, "--streams: %.*s out of range 1..%d (in '%s')", (int)(p - start),
+                              start, STREAMS_MAX, list);
             return -1;
         }
         if (n == cap) {
@@ -189,13 +189,13 @@ typedef struct streams_ctx {
     inferd_sched *s;
     int n_prompt;
     uint32_t n_vocab;
-    int32_t *prompts;        /* (n, n_prompt) */
-    inferd_request **reqs;   /* (n) */
-    double *t_sub_ms;        /* (n) CLOCK_MONOTONIC at submission */
-    double *ttft_ms;         /* (n) from the DONE event */
-    double *gen_ms;          /* (n) first -> last token, from the DONE event */
-    uint32_t *n_gen;         /* (n) */
-    bool *ended;             /* (n) */
+    int32_t *prompts;      /* (n, n_prompt) */
+    inferd_request **reqs; /* (n) */
+    double *t_sub_ms;      /* (n) CLOCK_MONOTONIC at submission */
+    double *ttft_ms;       /* (n) from the DONE event */
+    double *gen_ms;        /* (n) first -> last token, from the DONE event */
+    uint32_t *n_gen;       /* (n) */
+    bool *ended;           /* (n) */
     waker w;
     gate g;
 } streams_ctx;
@@ -218,8 +218,8 @@ static int drain_request(streams_ctx *c, int i, int n_gen_want, inferd_error *er
         if (ev.type != INFERD_EVENT_DONE)
             continue;
         if ((int)ev.n_gen != n_gen_want)
-            return inferd_fail(err, INFERD_E_INTERNAL, "stream %d ended after %u of %d tokens",
-                               i, ev.n_gen, n_gen_want);
+            return inferd_fail(err, INFERD_E_INTERNAL, "stream %d ended after %u of %d tokens", i,
+                               ev.n_gen, n_gen_want);
         c->ttft_ms[i] = ev.ttft_ms;
         c->gen_ms[i] = ev.gen_ms;
         c->n_gen[i] = ev.n_gen;
@@ -232,8 +232,8 @@ static int drain_request(streams_ctx *c, int i, int n_gen_want, inferd_error *er
  * end-of-generation, @p n_gen tokens each, submitted together behind the
  * gate; then read to the end. Sets *out_tg_tps (decode-phase tokens/s of
  * all streams) and c->ttft_ms[0..n). */
-static int run_streams_round(streams_ctx *c, int n, int n_gen, uint64_t *rng,
-                             double *out_tg_tps, inferd_error *err)
+static int run_streams_round(streams_ctx *c, int n, int n_gen, uint64_t *rng, double *out_tg_tps,
+                             inferd_error *err)
 {
     inferd_request_params p = inferd_request_params_default();
     inferd_request *g_req = NULL;
@@ -444,10 +444,10 @@ static int bench_streams(const char *model_path, const int *list, int n_list, in
                 json_object_set_new(e, "speedup", json_real(rows[k].tg_mean / base));
             json_array_append_new(arr, e);
         }
-        json_t *o = json_pack("{s:o,s:I,s:I,s:I,s:I,s:s}", "streams", arr, "n_prompt",
-                              (json_int_t)n_prompt, "n_gen", (json_int_t)n_gen, "threads",
-                              (json_int_t)threads, "repetitions", (json_int_t)reps, "isa",
-                              inferd_isa_name(inferd_cpu_isa()));
+        json_t *o =
+            json_pack("{s:o,s:I,s:I,s:I,s:I,s:s}", "streams", arr, "n_prompt", (json_int_t)n_prompt,
+                      "n_gen", (json_int_t)n_gen, "threads", (json_int_t)threads, "repetitions",
+                      (json_int_t)reps, "isa", inferd_isa_name(inferd_cpu_isa()));
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (!s) {
             inferd__cli_error(CMD, "no memory");
@@ -564,8 +564,8 @@ int inferd__cmd_bench(int argc, char **argv)
                 inferd__cli_error(CMD,
                                   "--streams %d with -p %lld: %lld prompt tokens in one step, "
                                   "at most %d",
-                                  list[k], (long long)n_prompt,
-                                  (long long)list[k] * n_prompt, PREFILL_MAX);
+                                  list[k], (long long)n_prompt, (long long)list[k] * n_prompt,
+                                  PREFILL_MAX);
                 return CLI_EXIT_USAGE;
             }
         }
@@ -630,13 +630,13 @@ int inferd__cmd_bench(int argc, char **argv)
     }
 
     if (json) {
-        json_t *o = json_pack("{s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:s,s:I,s:I}", "pp_tps", pp_mean,
-                              "pp_std", pp_sd, "tg_tps", tg_mean, "tg_std", tg_sd, "n_prompt",
-                              (json_int_t)n_prompt, "n_gen", (json_int_t)n_gen, "threads",
-                              (json_int_t)threads, "repetitions", (json_int_t)reps, "isa",
-                              inferd_isa_name(inferd_cpu_isa()), "weight_bytes",
-                              (json_int_t)inferd_model_weight_bytes(m), "decode_bytes",
-                              (json_int_t)inferd_model_decode_bytes(m));
+        json_t *o =
+            json_pack("{s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:s,s:I,s:I}", "pp_tps", pp_mean, "pp_std",
+                      pp_sd, "tg_tps", tg_mean, "tg_std", tg_sd, "n_prompt", (json_int_t)n_prompt,
+                      "n_gen", (json_int_t)n_gen, "threads", (json_int_t)threads, "repetitions",
+                      (json_int_t)reps, "isa", inferd_isa_name(inferd_cpu_isa()), "weight_bytes",
+                      (json_int_t)inferd_model_weight_bytes(m), "decode_bytes",
+                      (json_int_t)inferd_model_decode_bytes(m));
         char *s = json_dumps(o, JSON_COMPACT);
         if (s)
             puts(s);

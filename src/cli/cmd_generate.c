@@ -30,7 +30,8 @@ static void help(void)
            "  -b, --batch N           prompt tokens per forward call (default 512)\n"
            "  -c, --ctx N             context length (default: the model's)\n"
            "      --no-bos            do not add BOS\n"
-           "      --json              print {\"prompt_ids\",\"ids\",\"text\",...} instead of streaming\n",
+           "      --json              print {\"prompt_ids\",\"ids\",\"text\",...} instead of "
+           "streaming\n",
            INFERD_GEN_MAX_STOP);
 }
 
@@ -159,8 +160,9 @@ int inferd__cmd_generate(int argc, char **argv)
     } else {
         putchar('\n');
         fflush(stdout); /* the text's end comes before the stats on stderr */
-        fprintf(stderr, "prompt: %zu tokens in %.1f ms (%.1f tok/s); generated: %zu tokens in "
-                        "%.1f ms (%.1f tok/s); seed %llu\n",
+        fprintf(stderr,
+                "prompt: %zu tokens in %.1f ms (%.1f tok/s); generated: %zu tokens in "
+                "%.1f ms (%.1f tok/s); seed %llu\n",
                 n_ids, res.prompt_ms, res.prompt_ms > 0 ? 1e3 * (double)n_ids / res.prompt_ms : 0.0,
                 res.n_ids, res.gen_ms, res.gen_ms > 0 ? 1e3 * (double)res.n_ids / res.gen_ms : 0.0,
                 (unsigned long long)res.seed);

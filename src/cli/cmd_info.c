@@ -14,9 +14,9 @@
 #include "inferd/gguf.h"
 
 #define CMD "info"
-#define TEXT_ARR_SHOWN 8     /* array elements printed in text mode */
-#define JSON_ARR_MAX 16      /* longer arrays are summarized in JSON */
-#define TEXT_STR_MAX 96      /* bytes of a string value printed in text mode */
+#define TEXT_ARR_SHOWN 8 /* array elements printed in text mode */
+#define JSON_ARR_MAX 16  /* longer arrays are summarized in JSON */
+#define TEXT_STR_MAX 96  /* bytes of a string value printed in text mode */
 
 /* --- reading values ---------------------------------------------------------- */
 
@@ -31,10 +31,17 @@ static uint64_t load_le(const uint8_t *p, uint32_t size)
 static uint32_t num_size(inferd_gguf_type t)
 {
     switch (t) {
-    case INFERD_GGUF_U8: case INFERD_GGUF_I8: case INFERD_GGUF_BOOL: return 1;
-    case INFERD_GGUF_U16: case INFERD_GGUF_I16: return 2;
-    case INFERD_GGUF_U32: case INFERD_GGUF_I32: case INFERD_GGUF_F32: return 4;
-    case INFERD_GGUF_U64: case INFERD_GGUF_I64: case INFERD_GGUF_F64: return 8;
+    case INFERD_GGUF_U8:
+    case INFERD_GGUF_I8:
+    case INFERD_GGUF_BOOL: return 1;
+    case INFERD_GGUF_U16:
+    case INFERD_GGUF_I16: return 2;
+    case INFERD_GGUF_U32:
+    case INFERD_GGUF_I32:
+    case INFERD_GGUF_F32: return 4;
+    case INFERD_GGUF_U64:
+    case INFERD_GGUF_I64:
+    case INFERD_GGUF_F64: return 8;
     default: return 0;
     }
 }
@@ -69,9 +76,7 @@ static num decode(inferd_gguf_type t, const uint8_t *p)
         n.kind = NUM_F;
         memcpy(&n.f, &raw, sizeof(n.f));
         break;
-    default:
-        n.u = raw;
-        break;
+    default: n.u = raw; break;
     }
     return n;
 }
@@ -175,8 +180,7 @@ static void format_dims(const inferd_gguf_tensor *t, char *buf, size_t size)
     size_t used = 0;
     buf[0] = '\0';
     for (uint32_t d = 0; d < t->n_dims && used < size; d++)
-        used += (size_t)snprintf(buf + used, size - used, d ? " x %" PRIu64 : "%" PRIu64,
-                                 t->ne[d]);
+        used += (size_t)snprintf(buf + used, size - used, d ? " x %" PRIu64 : "%" PRIu64, t->ne[d]);
 }
 
 typedef struct totals {
@@ -236,8 +240,7 @@ static void print_text(const char *path, const inferd_gguf *g)
         if (tot.n[ty])
             printf("  %-5s %6" PRIu64 " tensors %14" PRIu64 " bytes\n", inferd_dtype_name(ty),
                    tot.n[ty], tot.bytes[ty]);
-    printf("  %-5s %6" PRIu64 " tensors %14" PRIu64 " bytes\n", "all", tot.n_all,
-           tot.bytes_all);
+    printf("  %-5s %6" PRIu64 " tensors %14" PRIu64 " bytes\n", "all", tot.n_all, tot.bytes_all);
 }
 
 /* --- JSON output ------------------------------------------------------------------- */
@@ -274,10 +277,8 @@ static json_t *json_str(inferd_gguf_str s)
 static json_t *json_num(num n)
 {
     switch (n.kind) {
-    case NUM_U:
-        return n.u <= INT64_MAX ? json_integer((json_int_t)n.u) : json_real((double)n.u);
-    case NUM_I:
-        return json_integer((json_int_t)n.i);
+    case NUM_U: return n.u <= INT64_MAX ? json_integer((json_int_t)n.u) : json_real((double)n.u);
+    case NUM_I: return json_integer((json_int_t)n.i);
     case NUM_F:
         /* JSON has no NaN or infinity. */
         if (isnan(n.f))
@@ -285,17 +286,13 @@ static json_t *json_num(num n)
         if (isinf(n.f))
             return json_string(n.f > 0 ? "inf" : "-inf");
         return json_real(n.f);
-    case NUM_BOOL:
-        return json_boolean(n.u);
+    case NUM_BOOL: return json_boolean(n.u);
     }
     return json_null();
 }
 
 /* Append to @p a, taking the reference of @p v; -1 if either failed. */
-static int push(json_t *a, json_t *v)
-{
-    return v ? json_array_append_new(a, v) : -1;
-}
+static int push(json_t *a, json_t *v) { return v ? json_array_append_new(a, v) : -1; }
 
 static json_t *json_value(const inferd_gguf *g, uint64_t i)
 {
@@ -311,8 +308,8 @@ static json_t *json_value(const inferd_gguf *g, uint64_t i)
     et = inferd_gguf_kv_arr_type(g, i);
     n = inferd_gguf_kv_arr_n(g, i);
     if (n > JSON_ARR_MAX || et == INFERD_GGUF_ARRAY)
-        return json_pack("{s:s, s:s, s:I}", "type", "array", "elem_type",
-                         inferd_gguf_type_name(et), "n", (json_int_t)n);
+        return json_pack("{s:s, s:s, s:I}", "type", "array", "elem_type", inferd_gguf_type_name(et),
+                         "n", (json_int_t)n);
     a = json_array();
     data = inferd_gguf_kv_arr_data(g, i);
     for (uint64_t j = 0; a && j < n; j++) {
@@ -355,8 +352,8 @@ static json_t *json_totals(const inferd_gguf *g)
         if (!tot.n[ty])
             continue;
         if (json_object_set_new(by_type, inferd_dtype_name(ty),
-                                json_pack("{s:I, s:I}", "n", (json_int_t)tot.n[ty],
-                                          "size_bytes", (json_int_t)tot.bytes[ty])) < 0) {
+                                json_pack("{s:I, s:I}", "n", (json_int_t)tot.n[ty], "size_bytes",
+                                          (json_int_t)tot.bytes[ty])) < 0) {
             json_decref(by_type);
             return NULL;
         }
@@ -381,12 +378,11 @@ static json_t *build_json(const inferd_gguf *g)
         if (push(tensors, json_tensor(inferd_gguf_tensor_at(g, i))) < 0)
             goto fail;
     /* json_pack's "o" takes the references, also when it fails. */
-    return json_pack("{s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "version",
-                     (json_int_t)inferd_gguf_version(g), "alignment",
-                     (json_int_t)inferd_gguf_alignment(g), "data_offset",
-                     (json_int_t)inferd_gguf_data_offset(g), "file_size",
-                     (json_int_t)inferd_gguf_file_size(g), "metadata", meta, "tensors", tensors,
-                     "totals", json_totals(g));
+    return json_pack(
+        "{s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "version", (json_int_t)inferd_gguf_version(g),
+        "alignment", (json_int_t)inferd_gguf_alignment(g), "data_offset",
+        (json_int_t)inferd_gguf_data_offset(g), "file_size", (json_int_t)inferd_gguf_file_size(g),
+        "metadata", meta, "tensors", tensors, "totals", json_totals(g));
 
 fail:
     json_decref(meta);

@@ -35,48 +35,74 @@ typedef struct arch_desc {
     float rms_eps;          /* attention.layer_norm_rms_epsilon */
     float rope_base;        /* rope.freq_base unless --rope-base */
     arch_output output;
-    bool tied_by_default;   /* for OUTPUT_OPTIONAL */
-    bool qkv_bias;          /* attn_q/k/v.bias (qwen2) */
-    bool fused;             /* attn_qkv, and ffn_up holding gate and up (phi3) */
-    bool free_head_dim;     /* --head-dim may differ from dim / heads */
-    bool head_dim_keys;     /* always write attention.key_length/value_length */
-    bool llama3_rope;       /* rope_freqs.weight with Llama 3.1's scaling */
-    bool sliding_window;    /* attention.sliding_window (phi3) */
+    bool tied_by_default; /* for OUTPUT_OPTIONAL */
+    bool qkv_bias;        /* attn_q/k/v.bias (qwen2) */
+    bool fused;           /* attn_qkv, and ffn_up holding gate and up (phi3) */
+    bool free_head_dim;   /* --head-dim may differ from dim / heads */
+    bool head_dim_keys;   /* always write attention.key_length/value_length */
+    bool llama3_rope;     /* rope_freqs.weight with Llama 3.1's scaling */
+    bool sliding_window;  /* attention.sliding_window (phi3) */
 } arch_desc;
 
 static const arch_desc archs[] = {
-    {.name = "llama", .gguf_arch = "llama", .model_name = "inferd random llama",
-     .rms_eps = 1e-5f, .rope_base = 10000.0f, .output = OUTPUT_OPTIONAL, .free_head_dim = true},
-    {.name = "qwen2", .gguf_arch = "qwen2", .model_name = "inferd random qwen2",
-     .rms_eps = 1e-6f, .rope_base = 1000000.0f, .output = OUTPUT_OPTIONAL,
-     .tied_by_default = true, .qkv_bias = true},
+    {.name = "llama",
+     .gguf_arch = "llama",
+     .model_name = "inferd random llama",
+     .rms_eps = 1e-5f,
+     .rope_base = 10000.0f,
+     .output = OUTPUT_OPTIONAL,
+     .free_head_dim = true},
+    {.name = "qwen2",
+     .gguf_arch = "qwen2",
+     .model_name = "inferd random qwen2",
+     .rms_eps = 1e-6f,
+     .rope_base = 1000000.0f,
+     .output = OUTPUT_OPTIONAL,
+     .tied_by_default = true,
+     .qkv_bias = true},
     /* Not "phi3": llama.cpp gives models so named Phi-3's token attributes,
      * looking up "<|endoftext|>", which other vocabularies lack. Microsoft's
      * own files are named "Phi 3 ..." too. */
-    {.name = "phi3", .gguf_arch = "phi3", .model_name = "inferd random Phi 3",
-     .rms_eps = 1e-5f, .rope_base = 10000.0f, .output = OUTPUT_REQUIRED, .fused = true,
+    {.name = "phi3",
+     .gguf_arch = "phi3",
+     .model_name = "inferd random Phi 3",
+     .rms_eps = 1e-5f,
+     .rope_base = 10000.0f,
+     .output = OUTPUT_REQUIRED,
+     .fused = true,
      .sliding_window = true},
-    {.name = "gemma", .gguf_arch = "gemma", .model_name = "inferd random gemma",
-     .rms_eps = 1e-6f, .rope_base = 10000.0f, .output = OUTPUT_NONE, .tied_by_default = true,
-     .free_head_dim = true, .head_dim_keys = true},
-    {.name = "llama3", .gguf_arch = "llama", .model_name = "inferd random llama3",
-     .rms_eps = 1e-5f, .rope_base = 500000.0f, .output = OUTPUT_OPTIONAL, .free_head_dim = true,
+    {.name = "gemma",
+     .gguf_arch = "gemma",
+     .model_name = "inferd random gemma",
+     .rms_eps = 1e-6f,
+     .rope_base = 10000.0f,
+     .output = OUTPUT_NONE,
+     .tied_by_default = true,
+     .free_head_dim = true,
+     .head_dim_keys = true},
+    {.name = "llama3",
+     .gguf_arch = "llama",
+     .model_name = "inferd random llama3",
+     .rms_eps = 1e-5f,
+     .rope_base = 500000.0f,
+     .output = OUTPUT_OPTIONAL,
+     .free_head_dim = true,
      .llama3_rope = true},
 };
 #define N_ARCHS (sizeof(archs) / sizeof(archs[0]))
 
 typedef struct model_shape {
-    int64_t dim;        /* embedding_length */
+    int64_t dim; /* embedding_length */
     int64_t n_layer;
     int64_t n_head;
     int64_t n_head_kv;
-    int64_t head_dim;   /* per head: key_length = value_length = rope dims */
-    int64_t ffn;        /* feed_forward_length */
+    int64_t head_dim; /* per head: key_length = value_length = rope dims */
+    int64_t ffn;      /* feed_forward_length */
     int64_t n_vocab;
-    int64_t n_ctx;      /* context_length */
-    int64_t swa;        /* attention.sliding_window (phi3) */
+    int64_t n_ctx; /* context_length */
+    int64_t swa;   /* attention.sliding_window (phi3) */
     double rope_base;
-    bool tied;          /* no output.weight */
+    bool tied; /* no output.weight */
 } model_shape;
 
 typedef enum fill_kind {
@@ -87,19 +113,19 @@ typedef enum fill_kind {
 
 typedef struct tensor_plan {
     char name[64];
-    uint32_t n_dims;     /* 1 or 2 */
-    uint64_t ne[2];      /* ne[0] row length, ne[1] rows (1 for 1-D) */
-    uint32_t layer;      /* block index, 0 outside blocks */
+    uint32_t n_dims; /* 1 or 2 */
+    uint64_t ne[2];  /* ne[0] row length, ne[1] rows (1 for 1-D) */
+    uint32_t layer;  /* block index, 0 outside blocks */
     fill_kind fill;
-    const float *data;   /* FILL_DATA: ne[0] floats, borrowed */
-    uint64_t seed;       /* FILL_NORMAL */
-    uint32_t type;       /* chosen by the recipe */
+    const float *data; /* FILL_DATA: ne[0] floats, borrowed */
+    uint64_t seed;     /* FILL_NORMAL */
+    uint32_t type;     /* chosen by the recipe */
 } tensor_plan;
 
 typedef struct tensor_list {
     tensor_plan *items;
     size_t n, cap;
-    uint64_t seed;       /* --seed */
+    uint64_t seed; /* --seed */
 } tensor_list;
 
 /* splitmix64: a small, well-mixed generator for reproducible weights. */
@@ -206,8 +232,8 @@ static tensor_plan *plan_add(tensor_list *l, const char *name, uint32_t layer, u
 }
 
 /* The same for "blk.<layer>.<what>". */
-static tensor_plan *plan_add_block(tensor_list *l, uint32_t layer, const char *what,
-                                   uint64_t ne0, uint64_t ne1, fill_kind fill)
+static tensor_plan *plan_add_block(tensor_list *l, uint32_t layer, const char *what, uint64_t ne0,
+                                   uint64_t ne1, fill_kind fill)
 {
     char name[64];
     snprintf(name, sizeof(name), "blk.%u.%s", layer, what);
@@ -217,10 +243,7 @@ static tensor_plan *plan_add_block(tensor_list *l, uint32_t layer, const char *w
 /* Most tensors a model of @p n_layer blocks can have: token_embd,
  * output_norm, output, rope_freqs, and per block 2 norms, 4 attention
  * matrices, 3 biases and 3 FFN matrices. */
-static size_t max_tensors(int64_t n_layer)
-{
-    return 4 + 12 * (size_t)n_layer;
-}
+static size_t max_tensors(int64_t n_layer) { return 4 + 12 * (size_t)n_layer; }
 
 /* The tensors of @p a at shape @p s, in file order, as llama.cpp's
  * load_tensors names and shapes them. @p rope_freqs: head_dim / 2 factors
@@ -378,8 +401,8 @@ static int write_model(const char *path, const arch_desc *a, const model_shape *
     for (size_t i = 0; i < l->n; i++) {
         tensor_plan *t = &l->items[i];
         if (t->fill == FILL_DATA)
-            rc = inferd_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data,
-                                               NULL, NULL, err);
+            rc = inferd_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, t->data, NULL,
+                                               NULL, err);
         else
             rc = inferd_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne, NULL,
                                                fill_tensor, t, err);
@@ -501,8 +524,7 @@ static int resolve(const make_opts *o, const arch_desc **out_arch, inferd__recip
         return -1;
     }
     if (a->output == OUTPUT_NONE && o->no_tied) {
-        inferd__cli_error(CMD, "%s has no output.weight: --no-tied-output does not apply",
-                          a->name);
+        inferd__cli_error(CMD, "%s has no output.weight: --no-tied-output does not apply", a->name);
         return -1;
     }
     s.tied = a->output == OUTPUT_NONE ||
@@ -586,8 +608,7 @@ int inferd__cmd_make_model(int argc, char **argv)
         goto fail;
     int64_t tk = inferd_gguf_find_key(vocab, "tokenizer.ggml.tokens");
     if (tk < 0 || inferd_gguf_kv_type(vocab, (uint64_t)tk) != INFERD_GGUF_ARRAY) {
-        inferd_fail(&err, INFERD_E_FORMAT, "'%s' has no tokenizer.ggml.tokens array",
-                    o.vocab_path);
+        inferd_fail(&err, INFERD_E_FORMAT, "'%s' has no tokenizer.ggml.tokens array", o.vocab_path);
         goto fail;
     }
     s.n_vocab = (int64_t)inferd_gguf_kv_arr_n(vocab, (uint64_t)tk);
@@ -612,8 +633,7 @@ int inferd__cmd_make_model(int argc, char **argv)
 
     if (o.dry_run) {
         for (size_t i = 0; i < l.n; i++)
-            printf("%s %s %llu %llu\n", l.items[i].name,
-                   inferd__recipe_type_name(l.items[i].type),
+            printf("%s %s %llu %llu\n", l.items[i].name, inferd__recipe_type_name(l.items[i].type),
                    (unsigned long long)l.items[i].ne[0], (unsigned long long)l.items[i].ne[1]);
         status = 0;
         goto done;

@@ -64,8 +64,8 @@ static int announce(inferd_frontend *fe, inferd_server *srv, const inferd_server
 {
     char endpoint[300];
     const bool v6 = strchr(so->host, ':') != NULL;
-    snprintf(endpoint, sizeof(endpoint), "http://%s%s%s:%u", v6 ? "[" : "", so->host,
-             v6 ? "]" : "", (unsigned)inferd_server_port(srv));
+    snprintf(endpoint, sizeof(endpoint), "http://%s%s%s:%u", v6 ? "[" : "", so->host, v6 ? "]" : "",
+             (unsigned)inferd_server_port(srv));
     inferd_ready_cb cb = inferd_ready_cb_default();
     cb.url = url;
     cb.worker_id = worker_id;
@@ -86,16 +86,14 @@ int inferd__cmd_serve(int argc, char **argv)
                *log_level = NULL, *worker_id = NULL, *ready_url = NULL, *pool_id = NULL,
                *nats_url = NULL, *worker_tags = NULL;
     int64_t port = 8080, parallel = 4, queue = 64, ctx = 0, threads = 0, chunk = 128,
-            keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000,
-            max_body = 1 << 20, max_conn = 1024, conn_timeout = 30, ready_retries = 8,
-            heartbeat_ms = 5000;
+            keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000, max_body = 1 << 20,
+            max_conn = 1024, conn_timeout = 30, ready_retries = 8, heartbeat_ms = 5000;
     bool want_help = false, no_http = false;
     const char *pos[1];
 
     const cli_opt opts[] = {
         {"--model", "-m", CLI_STR_LIST, models, 0, 0, &n_models, INFERD_FE_MODELS_MAX, NULL},
-        {"--alias", NULL, CLI_STR_LIST, aliases, 0, 0, &n_aliases, INFERD_FE_MODELS_MAX,
-         NULL},
+        {"--alias", NULL, CLI_STR_LIST, aliases, 0, 0, &n_aliases, INFERD_FE_MODELS_MAX, NULL},
         {"--host", NULL, CLI_STR, &host, 0, 0, NULL, 0, NULL},
         {"--port", NULL, CLI_INT, &port, 0, 65535, NULL, 0, NULL},
         {"--api-key", NULL, CLI_STR, &api_key, 0, 0, NULL, 0, NULL},

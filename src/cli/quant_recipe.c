@@ -24,9 +24,18 @@ static const inferd__recipe recipes[] = {
     {.name = "Q4_1", .ftype = INFERD__FTYPE_Q4_1, .base_type = INFERD_DTYPE_Q4_1, .uniform = true},
     {.name = "Q5_0", .ftype = INFERD__FTYPE_Q5_0, .base_type = INFERD_DTYPE_Q5_0, .uniform = true},
     {.name = "Q5_1", .ftype = INFERD__FTYPE_Q5_1, .base_type = INFERD_DTYPE_Q5_1, .uniform = true},
-    {.name = "Q3_K", .ftype = INFERD__FTYPE_Q3_K_S, .base_type = INFERD_DTYPE_Q3_K, .uniform = true},
-    {.name = "Q4_K", .ftype = INFERD__FTYPE_Q4_K_S, .base_type = INFERD_DTYPE_Q4_K, .uniform = true},
-    {.name = "Q5_K", .ftype = INFERD__FTYPE_Q5_K_S, .base_type = INFERD_DTYPE_Q5_K, .uniform = true},
+    {.name = "Q3_K",
+     .ftype = INFERD__FTYPE_Q3_K_S,
+     .base_type = INFERD_DTYPE_Q3_K,
+     .uniform = true},
+    {.name = "Q4_K",
+     .ftype = INFERD__FTYPE_Q4_K_S,
+     .base_type = INFERD_DTYPE_Q4_K,
+     .uniform = true},
+    {.name = "Q5_K",
+     .ftype = INFERD__FTYPE_Q5_K_S,
+     .base_type = INFERD_DTYPE_Q5_K,
+     .uniform = true},
     {.name = "Q2_K", .ftype = INFERD__FTYPE_Q2_K, .base_type = INFERD_DTYPE_Q2_K},
     {.name = "Q3_K_S", .ftype = INFERD__FTYPE_Q3_K_S, .base_type = INFERD_DTYPE_Q3_K},
     {.name = "Q3_K_M", .ftype = INFERD__FTYPE_Q3_K_M, .base_type = INFERD_DTYPE_Q3_K},
@@ -78,10 +87,7 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= k && memcmp(s + n - k, suffix, k) == 0;
 }
 
-static bool contains(const char *s, const char *part)
-{
-    return strstr(s, part) != NULL;
-}
+static bool contains(const char *s, const char *part) { return strstr(s, part) != NULL; }
 
 /* llama.cpp's layers that get more bits in some mixes: the first and last
  * eighth of @p n, and every third layer in between. */
@@ -212,18 +218,10 @@ int inferd__recipe_type(const inferd__recipe *r, const inferd__recipe_model *m, 
         switch (t) {
         case INFERD_DTYPE_Q2_K:
         case INFERD_DTYPE_Q3_K:
-        case INFERD__RECIPE_IQ4_XS:
-            t = INFERD__RECIPE_IQ4_NL;
-            break;
-        case INFERD_DTYPE_Q4_K:
-            t = INFERD_DTYPE_Q5_0;
-            break;
-        case INFERD_DTYPE_Q5_K:
-            t = INFERD_DTYPE_Q5_1;
-            break;
-        case INFERD_DTYPE_Q6_K:
-            t = INFERD_DTYPE_Q8_0;
-            break;
+        case INFERD__RECIPE_IQ4_XS: t = INFERD__RECIPE_IQ4_NL; break;
+        case INFERD_DTYPE_Q4_K: t = INFERD_DTYPE_Q5_0; break;
+        case INFERD_DTYPE_Q5_K: t = INFERD_DTYPE_Q5_1; break;
+        case INFERD_DTYPE_Q6_K: t = INFERD_DTYPE_Q8_0; break;
         default:
             return inferd_fail(err, INFERD_E_INVALID,
                                "tensor '%s' (%llu x %llu): rows of %llu are not whole %s blocks "

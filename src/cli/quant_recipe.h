@@ -45,9 +45,9 @@ typedef enum inferd__ftype {
 
 /* One value of `make-model --type`. */
 typedef struct inferd__recipe {
-    const char *name;      /* as --type spells it: "Q4_K_M", "Q4_0" */
-    inferd__ftype ftype;   /* written as general.file_type */
-    uint32_t base_type;    /* type of a matrix no rule singles out */
+    const char *name;    /* as --type spells it: "Q4_K_M", "Q4_0" */
+    inferd__ftype ftype; /* written as general.file_type */
+    uint32_t base_type;  /* type of a matrix no rule singles out */
     /* Every matrix is base_type and no rule applies: our plain types, and
      * any recipe under `--pure` (llama-quantize --pure). */
     bool uniform;
@@ -55,13 +55,13 @@ typedef struct inferd__recipe {
 
 /* What the rules need to know about the model (llama.cpp's hparams). */
 typedef struct inferd__recipe_model {
-    uint32_t n_layer;      /* blocks; also the count of attn_v (or attn_qkv)
+    uint32_t n_layer;  /* blocks; also the count of attn_v (or attn_qkv)
                               and of ffn_down tensors */
-    uint32_t n_gqa;        /* n_head / n_head_kv */
-    uint32_t n_expert;     /* 0 or 1 for dense models */
-    bool is_70b;           /* llama.cpp's model type 70B (llama with 80
+    uint32_t n_gqa;    /* n_head / n_head_kv */
+    uint32_t n_expert; /* 0 or 1 for dense models */
+    bool is_70b;       /* llama.cpp's model type 70B (llama with 80
                               layers and GQA, qwen2 with 80 layers) */
-    bool has_output;       /* an output.weight exists; else token_embd is
+    bool has_output;   /* an output.weight exists; else token_embd is
                               the output and takes the output's rules */
 } inferd__recipe_model;
 

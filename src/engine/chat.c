@@ -58,15 +58,12 @@ inferd_chat_template inferd_chat_template_family(inferd_chat_template t)
     switch (t) {
     case INFERD_CHAT_LLAMA2_SYS:
     case INFERD_CHAT_LLAMA2_SYS_BOS:
-    case INFERD_CHAT_LLAMA2_SYS_STRIP:
-        return INFERD_CHAT_LLAMA2;
+    case INFERD_CHAT_LLAMA2_SYS_STRIP: return INFERD_CHAT_LLAMA2;
     case INFERD_CHAT_MISTRAL_V1:
     case INFERD_CHAT_MISTRAL_V3:
     case INFERD_CHAT_MISTRAL_V3_TEKKEN:
-    case INFERD_CHAT_MISTRAL_V7:
-        return INFERD_CHAT_MISTRAL;
-    default:
-        return t;
+    case INFERD_CHAT_MISTRAL_V7: return INFERD_CHAT_MISTRAL;
+    default: return t;
     }
 }
 
@@ -146,8 +143,7 @@ static int detect_markers(const char *src)
     if (HAS("<start_of_turn>"))
         return INFERD_CHAT_GEMMA;
     if (HAS("'\\n\\nAssistant: ' + eos_token") || HAS("GPT4 Correct ") ||
-        (HAS("USER: ") && HAS("ASSISTANT: ")) ||
-        (HAS("### Instruction:") && HAS("<|EOT|>")) ||
+        (HAS("USER: ") && HAS("ASSISTANT: ")) || (HAS("### Instruction:") && HAS("<|EOT|>")) ||
         (HAS("<|START_OF_TURN_TOKEN|>") && HAS("<|USER_TOKEN|>")))
         return DETECT_OTHER; /* orion, openchat, vicuna, deepseek, command-r */
     if (HAS("<|start_header_id|>") && HAS("<|end_header_id|>"))
@@ -206,10 +202,7 @@ static void put(sink *s, const char *p, size_t n)
     s->len += n;
 }
 
-static void puts_(sink *s, const char *p)
-{
-    put(s, p, strlen(p));
-}
+static void puts_(sink *s, const char *p) { put(s, p, strlen(p)); }
 
 static bool is_space(char c)
 {
@@ -233,15 +226,9 @@ static span trimmed(const char *str)
     return (span){str + b, e - b};
 }
 
-static span whole(const char *str)
-{
-    return (span){str, strlen(str)};
-}
+static span whole(const char *str) { return (span){str, strlen(str)}; }
 
-static void put_span(sink *s, span v)
-{
-    put(s, v.p, v.n);
-}
+static void put_span(sink *s, span v) { put(s, v.p, v.n); }
 
 /* chatml, phi-3, zephyr, llama-3: every message is
  * open + role + after_role + content + after_content. */
@@ -255,13 +242,12 @@ static const simple_style style_chatml = {"<|im_start|>", "\n", "<|im_end|>\n",
 static const simple_style style_phi3 = {"<|", "|>\n", "<|end|>\n", "<|assistant|>\n", false};
 static const simple_style style_zephyr = {"<|", "|>\n", "<|endoftext|>\n", "<|assistant|>\n",
                                           false};
-static const simple_style style_llama3 = {"<|start_header_id|>", "<|end_header_id|>\n\n",
-                                          "<|eot_id|>",
-                                          "<|start_header_id|>assistant<|end_header_id|>\n\n",
-                                          true};
+static const simple_style style_llama3 = {
+    "<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>",
+    "<|start_header_id|>assistant<|end_header_id|>\n\n", true};
 
-static void render_simple(sink *s, const simple_style *st, const inferd_chat_message *m,
-                          size_t n, bool gen)
+static void render_simple(sink *s, const simple_style *st, const inferd_chat_message *m, size_t n,
+                          bool gen)
 {
     for (size_t i = 0; i < n; i++) {
         puts_(s, st->open);
@@ -303,8 +289,7 @@ static void render_gemma(sink *s, const inferd_chat_message *m, size_t n, bool g
  * system and user texts + " [/INST]" + the answer + "</s>"; the first
  * "[INST] " is written up front, so a conversation that starts with an
  * assistant message still opens with it. */
-static void render_llama2(sink *s, inferd_chat_template t, const inferd_chat_message *m,
-                          size_t n)
+static void render_llama2(sink *s, inferd_chat_template t, const inferd_chat_message *m, size_t n)
 {
     const bool sys_block = t == INFERD_CHAT_LLAMA2_SYS || t == INFERD_CHAT_LLAMA2_SYS_BOS ||
                            t == INFERD_CHAT_LLAMA2_SYS_STRIP;
@@ -337,8 +322,7 @@ static void render_llama2(sink *s, inferd_chat_template t, const inferd_chat_mes
 
 /* Mistral's v1, v3 and v3-tekken: they differ only in the spaces around
  * [INST] and in v3 trimming the answers. */
-static void render_mistral(sink *s, inferd_chat_template t, const inferd_chat_message *m,
-                           size_t n)
+static void render_mistral(sink *s, inferd_chat_template t, const inferd_chat_message *m, size_t n)
 {
     const char *lead = t == INFERD_CHAT_MISTRAL_V1 ? " " : "";
     const char *trail = t == INFERD_CHAT_MISTRAL_V3_TEKKEN ? "" : " ";
@@ -393,36 +377,20 @@ static void render(sink *s, inferd_chat_template t, const inferd_chat_message *m
                    bool gen)
 {
     switch (t) {
-    case INFERD_CHAT_CHATML:
-        render_simple(s, &style_chatml, m, n, gen);
-        break;
-    case INFERD_CHAT_PHI3:
-        render_simple(s, &style_phi3, m, n, gen);
-        break;
-    case INFERD_CHAT_ZEPHYR:
-        render_simple(s, &style_zephyr, m, n, gen);
-        break;
-    case INFERD_CHAT_LLAMA3:
-        render_simple(s, &style_llama3, m, n, gen);
-        break;
-    case INFERD_CHAT_GEMMA:
-        render_gemma(s, m, n, gen);
-        break;
+    case INFERD_CHAT_CHATML: render_simple(s, &style_chatml, m, n, gen); break;
+    case INFERD_CHAT_PHI3: render_simple(s, &style_phi3, m, n, gen); break;
+    case INFERD_CHAT_ZEPHYR: render_simple(s, &style_zephyr, m, n, gen); break;
+    case INFERD_CHAT_LLAMA3: render_simple(s, &style_llama3, m, n, gen); break;
+    case INFERD_CHAT_GEMMA: render_gemma(s, m, n, gen); break;
     case INFERD_CHAT_LLAMA2:
     case INFERD_CHAT_MISTRAL:
     case INFERD_CHAT_LLAMA2_SYS:
     case INFERD_CHAT_LLAMA2_SYS_BOS:
-    case INFERD_CHAT_LLAMA2_SYS_STRIP:
-        render_llama2(s, t, m, n);
-        break;
+    case INFERD_CHAT_LLAMA2_SYS_STRIP: render_llama2(s, t, m, n); break;
     case INFERD_CHAT_MISTRAL_V1:
     case INFERD_CHAT_MISTRAL_V3:
-    case INFERD_CHAT_MISTRAL_V3_TEKKEN:
-        render_mistral(s, t, m, n);
-        break;
-    case INFERD_CHAT_MISTRAL_V7:
-        render_mistral_v7(s, m, n);
-        break;
+    case INFERD_CHAT_MISTRAL_V3_TEKKEN: render_mistral(s, t, m, n); break;
+    case INFERD_CHAT_MISTRAL_V7: render_mistral_v7(s, m, n); break;
     }
 }
 
@@ -455,8 +423,7 @@ static void quote_role(const char *r, char *buf, size_t cap)
 }
 
 int inferd_chat_render(inferd_chat_template t, const inferd_chat_message *msgs, size_t n,
-                       bool add_generation_prompt, char **out, size_t *out_len,
-                       inferd_error *err)
+                       bool add_generation_prompt, char **out, size_t *out_len, inferd_error *err)
 {
     sink s = {0};
     char *buf;
@@ -492,8 +459,7 @@ int inferd_chat_render(inferd_chat_template t, const inferd_chat_message *msgs, 
         return inferd_fail(err, INFERD_E_RANGE, "chat prompt: longer than SIZE_MAX bytes");
     buf = inferd_malloc(s.len + 1);
     if (!buf)
-        return inferd_fail(err, INFERD_E_NOMEM, "chat prompt: no memory for %zu bytes",
-                           s.len + 1);
+        return inferd_fail(err, INFERD_E_NOMEM, "chat prompt: no memory for %zu bytes", s.len + 1);
     /* Second pass: the same messages give the same length. */
     size_t measured = s.len;
     s = (sink){.buf = buf};

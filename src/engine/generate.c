@@ -20,21 +20,18 @@ inferd_gen_params inferd_gen_params_default(void)
     return p;
 }
 
-static double now_ms(void)
-{
-    return (double)inferd_now_ns() / 1e6;
-}
+static double now_ms(void) { return (double)inferd_now_ns() / 1e6; }
 
 #define GENERATE_TEXT_MAX ((size_t)64 << 20) /* the result's text */
 
 typedef struct emitter {
     inferd_stopper *stopper;
-    inferd_buf text;  /* the result, bounded by GENERATE_TEXT_MAX */
+    inferd_buf text; /* the result, bounded by GENERATE_TEXT_MAX */
     inferd_gen_text_fn on_text;
     void *ctx;
-    bool stopped;     /* a stop string matched */
-    bool cancelled;   /* the callback asked to stop */
-    char *buf;        /* stopper output, (buf_cap) */
+    bool stopped;   /* a stop string matched */
+    bool cancelled; /* the callback asked to stop */
+    char *buf;      /* stopper output, (buf_cap) */
     size_t buf_cap;
 } emitter;
 
@@ -125,8 +122,12 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
             pos[j] = (int32_t)(i + j);
             want[j] = (i + j == n_prompt - 1);
         }
-        inferd_batch b = {.n_tokens = (int32_t)n, .tokens = prompt + i, .pos = pos,
-                          .seq = seqs, .logits = want, .prefill = prefill};
+        inferd_batch b = {.n_tokens = (int32_t)n,
+                          .tokens = prompt + i,
+                          .pos = pos,
+                          .seq = seqs,
+                          .logits = want,
+                          .prefill = prefill};
         rc = inferd_model_forward(m, pool, &b, logits, err);
         if (rc < 0)
             goto done;
@@ -164,8 +165,7 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
         if (e.cancelled || n_gen == max_new)
             break;
         int32_t p0 = (int32_t)(n_prompt + n_gen - 1);
-        inferd_batch b = {.n_tokens = 1, .tokens = &tok, .pos = &p0, .seq = seqs,
-                          .logits = want};
+        inferd_batch b = {.n_tokens = 1, .tokens = &tok, .pos = &p0, .seq = seqs, .logits = want};
         rc = inferd_model_forward(m, pool, &b, logits, err);
         if (rc < 0)
             goto done;

@@ -32,12 +32,12 @@ static size_t align64(size_t v)
 
 /* One converted copy of x per distinct vec_dot_type among the ops. */
 typedef struct act_buf {
-    uint32_t vdt;                        /* the vec_dot_type */
-    const inferd__panel_kernels *panel;  /* set: panel layout, else rows */
-    inferd_from_float_fn from_float;     /* row layout; NULL for F32 (x used) */
+    uint32_t vdt;                       /* the vec_dot_type */
+    const inferd__panel_kernels *panel; /* set: panel layout, else rows */
+    inferd_from_float_fn from_float;    /* row layout; NULL for F32 (x used) */
     const char *data;
-    size_t stride;      /* rows: bytes between token rows; panels: per panel */
-    size_t n_items;     /* rows: tokens; panels: panels */
+    size_t stride;  /* rows: bytes between token rows; panels: per panel */
+    size_t n_items; /* rows: tokens; panels: panels */
 } act_buf;
 
 typedef struct mm_plan {
@@ -45,17 +45,17 @@ typedef struct mm_plan {
     int n_bufs;
     int64_t n_cols;
     int64_t n_tokens;
-    int64_t total_rows;        /* sum of the ops' n_rows */
+    int64_t total_rows; /* sum of the ops' n_rows */
     const float *x;
     int64_t x_stride;
     const inferd_matmul_op *ops;
     const inferd_kernels *k[MAX_OPS];
-    const inferd__panel_kernels *pk[MAX_OPS];   /* per op when its buf is panels */
-    inferd_vec_dot_fn gemv[MAX_OPS];  /* set: op runs element by element in the
+    const inferd__panel_kernels *pk[MAX_OPS]; /* per op when its buf is panels */
+    inferd_vec_dot_fn gemv[MAX_OPS];          /* set: op runs element by element in the
                                        * GEMV order (F32/F16 rows, see
                                        * inferd_kernels_dot) */
-    inferd_mdot_fn mdot[MAX_OPS];     /* the op's mdot (inferd_kernels_matrix_mdot) */
-    int buf_of[MAX_OPS];       /* index into bufs */
+    inferd_mdot_fn mdot[MAX_OPS];             /* the op's mdot (inferd_kernels_matrix_mdot) */
+    int buf_of[MAX_OPS];                      /* index into bufs */
     size_t w_row_bytes[MAX_OPS];
     act_buf bufs[MAX_OPS];
 } mm_plan;
@@ -102,10 +102,9 @@ static size_t plan_ops(mm_plan *p, const inferd_matmul_op *ops, int n_ops, int64
         if (b == p->n_bufs) {
             act_buf *ab = &p->bufs[p->n_bufs++];
             *ab = (act_buf){.vdt = k->vec_dot_type, .panel = pk};
-        } else if (p->bufs[b].panel &&
-                   (!pk || pk->pack != p->bufs[b].panel->pack ||
-                    pk->lanes != p->bufs[b].panel->lanes)) {
-            p->bufs[b].panel = NULL;   /* not every op can read these panels */
+        } else if (p->bufs[b].panel && (!pk || pk->pack != p->bufs[b].panel->pack ||
+                                        pk->lanes != p->bufs[b].panel->lanes)) {
+            p->bufs[b].panel = NULL; /* not every op can read these panels */
         }
         p->buf_of[i] = b;
     }
@@ -117,7 +116,7 @@ static size_t plan_ops(mm_plan *p, const inferd_matmul_op *ops, int n_ops, int64
         } else if (ab->vdt == INFERD_DTYPE_F32) {
             ab->data = (const char *)p->x;
             ab->stride = (size_t)p->x_stride * sizeof(float);
-            ab->n_items = 0;   /* nothing to convert, nothing in work */
+            ab->n_items = 0; /* nothing to convert, nothing in work */
             continue;
         } else {
             ab->from_float = inferd_kernels_get(ab->vdt)->from_float;
@@ -132,8 +131,8 @@ static size_t plan_ops(mm_plan *p, const inferd_matmul_op *ops, int n_ops, int64
     return total;
 }
 
-size_t inferd_matmul_multi_work_size(const inferd_matmul_op *ops, int n_ops,
-                                     int64_t n_cols, int64_t n_tokens)
+size_t inferd_matmul_multi_work_size(const inferd_matmul_op *ops, int n_ops, int64_t n_cols,
+                                     int64_t n_tokens)
 {
     mm_plan p = {0};
     if (n_ops < 1 || n_ops > MAX_OPS || n_cols <= 0 || n_tokens <= 0)
@@ -228,9 +227,8 @@ static void compute_op(const mm_plan *p, int i, int64_t lo, int64_t hi)
     per = per < TOK_UNIT ? TOK_UNIT : per / TOK_UNIT * TOK_UNIT;
     for (int64_t t0 = 0; t0 < p->n_tokens; t0 += per) {
         const int64_t nt = p->n_tokens - t0 < per ? p->n_tokens - t0 : per;
-        p->mdot[i](p->n_cols, w, p->w_row_bytes[i], n_rows,
-                      ab->data + (size_t)t0 * ab->stride, ab->stride, nt,
-                      op->y + t0 * op->y_stride + lo, (size_t)op->y_stride);
+        p->mdot[i](p->n_cols, w, p->w_row_bytes[i], n_rows, ab->data + (size_t)t0 * ab->stride,
+                   ab->stride, nt, op->y + t0 * op->y_stride + lo, (size_t)op->y_stride);
     }
 }
 
@@ -254,9 +252,9 @@ static void compute_task(void *ctx, int ith, int nth)
     }
 }
 
-void inferd_matmul_multi(inferd_pool *pool, const inferd_matmul_op *ops, int n_ops,
-                         int64_t n_cols, const float *x, int64_t x_stride,
-                         int64_t n_tokens, inferd_order order, void *work)
+void inferd_matmul_multi(inferd_pool *pool, const inferd_matmul_op *ops, int n_ops, int64_t n_cols,
+                         const float *x, int64_t x_stride, int64_t n_tokens, inferd_order order,
+                         void *work)
 {
     mm_plan p = {0};
 
@@ -282,20 +280,19 @@ void inferd_matmul_multi(inferd_pool *pool, const inferd_matmul_op *ops, int n_o
     inferd_pool_run(pool, compute_task, &p);
 }
 
-void inferd_matmul_strided(inferd_pool *pool, uint32_t w_type, const void *w,
-                           int64_t n_rows, int64_t n_cols, const float *x,
-                           int64_t x_stride, int64_t n_tokens, float *y,
-                           int64_t y_stride, inferd_order order, void *work)
+void inferd_matmul_strided(inferd_pool *pool, uint32_t w_type, const void *w, int64_t n_rows,
+                           int64_t n_cols, const float *x, int64_t x_stride, int64_t n_tokens,
+                           float *y, int64_t y_stride, inferd_order order, void *work)
 {
-    const inferd_matmul_op op = {.w_type = w_type, .w = w, .n_rows = n_rows,
-                                 .y = y, .y_stride = y_stride};
+    const inferd_matmul_op op = {
+        .w_type = w_type, .w = w, .n_rows = n_rows, .y = y, .y_stride = y_stride};
     inferd_matmul_multi(pool, &op, 1, n_cols, x, x_stride, n_tokens, order, work);
 }
 
 void inferd_matmul(inferd_pool *pool, uint32_t w_type, const void *w, int64_t n_rows,
-                   int64_t n_cols, const float *x, int64_t n_tokens, float *y,
-                   inferd_order order, void *work)
+                   int64_t n_cols, const float *x, int64_t n_tokens, float *y, inferd_order order,
+                   void *work)
 {
-    inferd_matmul_strided(pool, w_type, w, n_rows, n_cols, x, n_cols, n_tokens, y,
-                          n_rows, order, work);
+    inferd_matmul_strided(pool, w_type, w, n_rows, n_cols, x, n_cols, n_tokens, y, n_rows, order,
+                          work);
 }

@@ -27,7 +27,7 @@
 
 typedef struct weight {
     uint32_t type;
-    const void *data;   /* (n_rows, n_cols) in type, in the mapping */
+    const void *data; /* (n_rows, n_cols) in type, in the mapping */
     int64_t n_rows;
     int64_t n_cols;
     size_t row_bytes;
@@ -51,40 +51,44 @@ static weight weight_rows(const weight *w, int64_t r0, int64_t n)
 }
 
 typedef enum ffn_act {
-    FFN_SILU,   /* silu(gate) * up */
-    FFN_GELU,   /* gelu_tanh(gate) * up, through an F16 table as ggml */
+    FFN_SILU, /* silu(gate) * up */
+    FFN_GELU, /* gelu_tanh(gate) * up, through an F16 table as ggml */
 } ffn_act;
 
 /* What sets the supported architectures apart, as llama.cpp c392e5094
  * builds their graphs (build_llama, build_qwen2, build_phi3, build_gemma). */
 typedef struct arch_desc {
-    const char *name;        /* general.architecture */
-    bool rope_neox;          /* rotate (x[i], x[i + n_rot/2]) instead of (x[2i], x[2i+1]) */
-    bool qkv_bias;           /* attn_{q,k,v}.bias are required */
-    bool fused;              /* attn_qkv (or separate q/k/v) and ffn_up = [gate; up] */
-    bool embd_scale;         /* embeddings times sqrt(n_embd) */
-    bool q_prescale;         /* Q times 1/sqrt(head_dim) after rope, KQ scale 1 */
-    bool output_required;    /* no tying of output to token_embd */
-    bool sliding_window;     /* reads attention.sliding_window */
+    const char *name;     /* general.architecture */
+    bool rope_neox;       /* rotate (x[i], x[i + n_rot/2]) instead of (x[2i], x[2i+1]) */
+    bool qkv_bias;        /* attn_{q,k,v}.bias are required */
+    bool fused;           /* attn_qkv (or separate q/k/v) and ffn_up = [gate; up] */
+    bool embd_scale;      /* embeddings times sqrt(n_embd) */
+    bool q_prescale;      /* Q times 1/sqrt(head_dim) after rope, KQ scale 1 */
+    bool output_required; /* no tying of output to token_embd */
+    bool sliding_window;  /* reads attention.sliding_window */
     ffn_act act;
 } arch_desc;
 
 static const arch_desc archs[] = {
     {.name = "llama", .act = FFN_SILU},
     {.name = "qwen2", .rope_neox = true, .qkv_bias = true, .act = FFN_SILU},
-    {.name = "phi3", .rope_neox = true, .fused = true, .q_prescale = true,
-     .output_required = true, .sliding_window = true, .act = FFN_SILU},
-    {.name = "gemma", .rope_neox = true, .embd_scale = true, .q_prescale = true,
-     .act = FFN_GELU},
+    {.name = "phi3",
+     .rope_neox = true,
+     .fused = true,
+     .q_prescale = true,
+     .output_required = true,
+     .sliding_window = true,
+     .act = FFN_SILU},
+    {.name = "gemma", .rope_neox = true, .embd_scale = true, .q_prescale = true, .act = FFN_GELU},
 };
 #define N_ARCHS (sizeof(archs) / sizeof(archs[0]))
 
 typedef struct layer {
-    const float *attn_norm;  /* (n_embd) */
-    const float *ffn_norm;   /* (n_embd) */
+    const float *attn_norm; /* (n_embd) */
+    const float *ffn_norm;  /* (n_embd) */
     weight wq, wk, wv, wo;
-    const float *bq;         /* (q_dim) Q bias, or NULL */
-    const float *bk, *bv;    /* (kv_dim) K and V biases, or NULL */
+    const float *bq;      /* (q_dim) Q bias, or NULL */
+    const float *bk, *bv; /* (kv_dim) K and V biases, or NULL */
     weight w_gate, w_up, w_down;
 } layer;
 
@@ -95,20 +99,20 @@ struct inferd_model {
     const arch_desc *arch;
     weight tok_embd;
     weight output;
-    const float *output_norm;   /* (n_embd) */
-    const float *rope_freqs;    /* (n_rot/2) frequency divisors, or NULL */
-    layer *layers;              /* (n_layer) */
+    const float *output_norm; /* (n_embd) */
+    const float *rope_freqs;  /* (n_rot/2) frequency divisors, or NULL */
+    layer *layers;            /* (n_layer) */
 
     uint32_t n_ctx, n_seq_max, n_batch_max;
-    uint32_t n_ctx_pad;         /* n_ctx rounded up to KV_PAD: V row length */
-    uint32_t kv_dim;            /* n_head_kv * head_dim */
-    uint32_t q_dim;             /* n_head * head_dim */
-    inferd_f16 *k_cache;        /* (n_layer, n_seq_max, n_ctx, kv_dim) */
-    inferd_f16 *v_cache;        /* (n_layer, n_seq_max, n_head_kv, head_dim, n_ctx_pad);
+    uint32_t n_ctx_pad;    /* n_ctx rounded up to KV_PAD: V row length */
+    uint32_t kv_dim;       /* n_head_kv * head_dim */
+    uint32_t q_dim;        /* n_head * head_dim */
+    inferd_f16 *k_cache;   /* (n_layer, n_seq_max, n_ctx, kv_dim) */
+    inferd_f16 *v_cache;   /* (n_layer, n_seq_max, n_head_kv, head_dim, n_ctx_pad);
                                  * entries at and past a sequence's length, up
                                  * to the next multiple of KV_PAD, are zero */
-    uint32_t *seq_len;          /* (n_seq_max) tokens in each slot */
-    uint32_t *seq_len_tmp;      /* (n_seq_max) scratch for batch checks */
+    uint32_t *seq_len;     /* (n_seq_max) tokens in each slot */
+    uint32_t *seq_len_tmp; /* (n_seq_max) scratch for batch checks */
     uint64_t state_bytes;
 
     /* Work buffers, (n_batch_max, width) each. */
@@ -121,16 +125,16 @@ struct inferd_model {
     float *rope_cs;  /* (n_batch_max, n_rot): cos, sin pairs */
     void *mm_work;   /* matmul activation conversion */
     /* Per-thread attention scratch. */
-    float *scores;        /* (MAX_THREADS, n_ctx) */
-    inferd_f16 *p16;      /* (MAX_THREADS, n_ctx) */
-    inferd_f16 *q16;      /* (MAX_THREADS, head_dim) */
-    int32_t *out_rows;    /* (n_batch_max) batch index of each output */
+    float *scores;     /* (MAX_THREADS, n_ctx) */
+    inferd_f16 *p16;   /* (MAX_THREADS, n_ctx) */
+    inferd_f16 *q16;   /* (MAX_THREADS, head_dim) */
+    int32_t *out_rows; /* (n_batch_max) batch index of each output */
 
     inferd_chat_template chat_tmpl; /* from tokenizer.chat_template, or chatml */
-    int chat_tmpl_rc;           /* 0 detected; INFERD_E_NOT_FOUND none in the
+    int chat_tmpl_rc;               /* 0 detected; INFERD_E_NOT_FOUND none in the
                                  * file; INFERD_E_UNSUPPORTED not recognised */
-    const inferd_kernels *f16k;  /* F16 kernels for attention */
-    const inferd__vecops *vecops; /* softmax exp and SiLU as ggml */
+    const inferd_kernels *f16k;     /* F16 kernels for attention */
+    const inferd__vecops *vecops;   /* softmax exp and SiLU as ggml */
 };
 
 inferd_model_params inferd_model_params_default(void)
@@ -141,8 +145,8 @@ inferd_model_params inferd_model_params_default(void)
 
 /* --- loading ----------------------------------------------------------- */
 
-static int get_arch_u32(const inferd_gguf *g, const char *arch, const char *name,
-                        bool required, uint32_t dflt, uint32_t *out, inferd_error *err)
+static int get_arch_u32(const inferd_gguf *g, const char *arch, const char *name, bool required,
+                        uint32_t dflt, uint32_t *out, inferd_error *err)
 {
     char key[128];
     snprintf(key, sizeof(key), "%s.%s", arch, name);
@@ -156,8 +160,8 @@ static int get_arch_u32(const inferd_gguf *g, const char *arch, const char *name
     return rc;
 }
 
-static int get_arch_f32(const inferd_gguf *g, const char *arch, const char *name,
-                        float dflt, float *out, inferd_error *err)
+static int get_arch_f32(const inferd_gguf *g, const char *arch, const char *name, float dflt,
+                        float *out, inferd_error *err)
 {
     char key[128];
     snprintf(key, sizeof(key), "%s.%s", arch, name);
@@ -201,8 +205,8 @@ static int load_hparams(inferd_model *m, inferd_error *err)
         (rc = get_arch_u32(g, a, "attention.head_count", true, 0, &hp->n_head, err)) < 0 ||
         (rc = get_arch_u32(g, a, "context_length", true, 0, &hp->n_ctx_train, err)) < 0)
         return rc;
-    if ((rc = get_arch_u32(g, a, "attention.head_count_kv", false, hp->n_head,
-                           &hp->n_head_kv, err)) < 0)
+    if ((rc = get_arch_u32(g, a, "attention.head_count_kv", false, hp->n_head, &hp->n_head_kv,
+                           err)) < 0)
         return rc;
     if (hp->n_embd == 0 || hp->n_embd > 65536 || hp->n_layer == 0 || hp->n_layer > 1024 ||
         hp->n_head == 0 || hp->n_head > 1024 || hp->n_ff == 0 || hp->n_ff > 1u << 20 ||
@@ -213,8 +217,8 @@ static int load_hparams(inferd_model *m, inferd_error *err)
                            hp->n_embd, hp->n_layer, hp->n_head, hp->n_ff, hp->n_ctx_train);
     if (hp->n_head_kv == 0 || hp->n_head % hp->n_head_kv != 0)
         return inferd_fail(err, INFERD_E_FORMAT,
-                           "model: head_count %u is not a multiple of head_count_kv %u",
-                           hp->n_head, hp->n_head_kv);
+                           "model: head_count %u is not a multiple of head_count_kv %u", hp->n_head,
+                           hp->n_head_kv);
     if (hp->n_embd % hp->n_head != 0)
         return inferd_fail(err, INFERD_E_FORMAT,
                            "model: embedding_length %u is not a multiple of head_count %u",
@@ -223,23 +227,20 @@ static int load_hparams(inferd_model *m, inferd_error *err)
                            &hp->head_dim, err)) < 0)
         return rc;
     uint32_t v_len;
-    if ((rc = get_arch_u32(g, a, "attention.value_length", false, hp->head_dim, &v_len,
-                           err)) < 0)
+    if ((rc = get_arch_u32(g, a, "attention.value_length", false, hp->head_dim, &v_len, err)) < 0)
         return rc;
-    if (v_len != hp->head_dim || hp->head_dim == 0 || hp->head_dim > 1024 ||
-        hp->head_dim % 2 != 0)
+    if (v_len != hp->head_dim || hp->head_dim == 0 || hp->head_dim > 1024 || hp->head_dim % 2 != 0)
         return inferd_fail(err, INFERD_E_UNSUPPORTED,
-                           "model: head dims key %u / value %u are not supported",
-                           hp->head_dim, v_len);
-    if ((rc = get_arch_u32(g, a, "rope.dimension_count", false, hp->head_dim, &hp->n_rot,
-                           err)) < 0)
+                           "model: head dims key %u / value %u are not supported", hp->head_dim,
+                           v_len);
+    if ((rc = get_arch_u32(g, a, "rope.dimension_count", false, hp->head_dim, &hp->n_rot, err)) < 0)
         return rc;
     if (hp->n_rot > hp->head_dim || hp->n_rot % 2 != 0)
         return inferd_fail(err, INFERD_E_FORMAT,
                            "model: rope.dimension_count %u must be even and <= head dim %u",
                            hp->n_rot, hp->head_dim);
-    if ((rc = get_arch_f32(g, a, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps,
-                           err)) < 0 ||
+    if ((rc = get_arch_f32(g, a, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps, err)) <
+            0 ||
         (rc = get_arch_f32(g, a, "rope.freq_base", 10000.0f, &hp->rope_freq_base, err)) < 0)
         return rc;
     if (!(hp->rms_eps >= 0.0f) || !(hp->rope_freq_base > 0.0f))
@@ -256,8 +257,8 @@ static int load_hparams(inferd_model *m, inferd_error *err)
         else if (hp->n_layer == 40 && hp->n_ctx_train == 131072)
             dflt = 131072;
         const uint32_t unset = UINT32_MAX;
-        if ((rc = get_arch_u32(g, a, "attention.sliding_window", false, unset, &hp->n_swa,
-                               err)) < 0)
+        if ((rc = get_arch_u32(g, a, "attention.sliding_window", false, unset, &hp->n_swa, err)) <
+            0)
             return rc;
         if (hp->n_swa == unset) {
             if (dflt == 0)
@@ -289,9 +290,8 @@ static int load_hparams(inferd_model *m, inferd_error *err)
     return 0;
 }
 
-static int tensor_check(const inferd_model *m, const char *name, bool optional,
-                        int64_t ne0, int64_t ne1, const inferd_gguf_tensor **out,
-                        inferd_error *err)
+static int tensor_check(const inferd_model *m, const char *name, bool optional, int64_t ne0,
+                        int64_t ne1, const inferd_gguf_tensor **out, inferd_error *err)
 {
     const inferd_gguf_tensor *t = inferd_gguf_find_tensor(m->gguf, name);
     if (!t) {
@@ -302,8 +302,7 @@ static int tensor_check(const inferd_model *m, const char *name, bool optional,
         return inferd_fail(err, INFERD_E_FORMAT, "model: missing tensor '%s'", name);
     }
     uint32_t want_dims = ne1 > 0 ? 2 : 1;
-    if (t->n_dims != want_dims || (int64_t)t->ne[0] != ne0 ||
-        (ne1 > 0 && (int64_t)t->ne[1] != ne1))
+    if (t->n_dims != want_dims || (int64_t)t->ne[0] != ne0 || (ne1 > 0 && (int64_t)t->ne[1] != ne1))
         return inferd_fail(err, INFERD_E_FORMAT,
                            "model: tensor '%s' has shape [%llu, %llu] (%u dims), "
                            "expected [%lld, %lld]",
@@ -322,8 +321,9 @@ static int load_norm(const inferd_model *m, const char *name, int64_t n, const f
     if (rc < 0)
         return rc;
     if (t->type != INFERD_DTYPE_F32)
-        return inferd_fail(err, INFERD_E_UNSUPPORTED, "model: tensor '%s' has type %s, expected F32",
-                           name, inferd_dtype_name(t->type));
+        return inferd_fail(err, INFERD_E_UNSUPPORTED,
+                           "model: tensor '%s' has type %s, expected F32", name,
+                           inferd_dtype_name(t->type));
     if (((uintptr_t)t->data & 3u) != 0)
         return inferd_fail(err, INFERD_E_FORMAT, "model: tensor '%s' is not 4-byte aligned", name);
     *out = t->data;
@@ -375,11 +375,19 @@ static int load_bias(const inferd_model *m, const char *name, int64_t n, bool re
 static int refuse_unused(const inferd_model *m, inferd_error *err)
 {
     static const char *const names[] = {
-        "blk.0.attn_output.bias", "blk.0.ffn_up.bias", "blk.0.ffn_gate.bias",
-        "blk.0.ffn_down.bias", "blk.0.attn_norm.bias", "blk.0.ffn_norm.bias",
-        "output_norm.bias", "output.bias", "rope_factors_long.weight",
-        "rope_factors_short.weight", "blk.0.rope_factors_long.weight",
-        "blk.0.rope_factors_short.weight", "blk.0.ffn_gate_inp.weight",
+        "blk.0.attn_output.bias",
+        "blk.0.ffn_up.bias",
+        "blk.0.ffn_gate.bias",
+        "blk.0.ffn_down.bias",
+        "blk.0.attn_norm.bias",
+        "blk.0.ffn_norm.bias",
+        "output_norm.bias",
+        "output.bias",
+        "rope_factors_long.weight",
+        "rope_factors_short.weight",
+        "blk.0.rope_factors_long.weight",
+        "blk.0.rope_factors_short.weight",
+        "blk.0.ffn_gate_inp.weight",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (inferd_gguf_find_tensor(m->gguf, names[i]))
@@ -422,18 +430,18 @@ static int load_tensors(inferd_model *m, inferd_error *err)
     }
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         layer *L = &m->layers[il];
-#define W(field, suffix, cols, rows)                                                \
-        snprintf(name, sizeof(name), "blk.%u." suffix ".weight", il);             \
-        if ((rc = load_weight(m, name, false, cols, rows, &L->field, err)) < 0)   \
-            return rc;
-#define N(field, suffix)                                                            \
-        snprintf(name, sizeof(name), "blk.%u." suffix ".weight", il);             \
-        if ((rc = load_norm(m, name, E, &L->field, err)) < 0)                     \
-            return rc;
-#define B(field, suffix, n)                                                          \
-        snprintf(name, sizeof(name), "blk.%u." suffix ".bias", il);               \
-        if ((rc = load_bias(m, name, n, m->arch->qkv_bias, &L->field, err)) < 0)  \
-            return rc;
+#define W(field, suffix, cols, rows)                                        \
+    snprintf(name, sizeof(name), "blk.%u." suffix ".weight", il);           \
+    if ((rc = load_weight(m, name, false, cols, rows, &L->field, err)) < 0) \
+        return rc;
+#define N(field, suffix)                                          \
+    snprintf(name, sizeof(name), "blk.%u." suffix ".weight", il); \
+    if ((rc = load_norm(m, name, E, &L->field, err)) < 0)         \
+        return rc;
+#define B(field, suffix, n)                                                  \
+    snprintf(name, sizeof(name), "blk.%u." suffix ".bias", il);              \
+    if ((rc = load_bias(m, name, n, m->arch->qkv_bias, &L->field, err)) < 0) \
+        return rc;
         N(attn_norm, "attn_norm")
         N(ffn_norm, "ffn_norm")
         weight fused = {0};
@@ -472,10 +480,7 @@ static int load_tensors(inferd_model *m, inferd_error *err)
     return 0;
 }
 
-static size_t max_sz(size_t a, size_t b)
-{
-    return a > b ? a : b;
-}
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
 #define N_STATE_BUFS 18
 
@@ -579,9 +584,9 @@ static uint64_t gguf_weight_bytes(const inferd_gguf *g)
 
 static void free_state(inferd_model *m)
 {
-    void *ps[] = {m->k_cache, m->v_cache, m->seq_len, m->seq_len_tmp, m->x, m->xb, m->q,
-                  m->k, m->v, m->att, m->hb, m->hb2, m->rope_cs, m->mm_work, m->scores,
-                  m->p16, m->q16, m->out_rows};
+    void *ps[] = {m->k_cache, m->v_cache, m->seq_len, m->seq_len_tmp, m->x,   m->xb,
+                  m->q,       m->k,       m->v,       m->att,         m->hb,  m->hb2,
+                  m->rope_cs, m->mm_work, m->scores,  m->p16,         m->q16, m->out_rows};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
         inferd_free(ps[i]);
 }
@@ -660,16 +665,16 @@ static int detect_chat_template(inferd_model *m, inferd_error *err)
     char *text = inferd_strndup(src.ptr, (size_t)src.len);
     if (!text)
         return inferd_fail(err, INFERD_E_NOMEM, "model: no memory for the chat template");
-    m->chat_tmpl_rc = inferd_chat_template_detect(text, &m->chat_tmpl) == 0 ? 0
-                                                                             : INFERD_E_UNSUPPORTED;
+    m->chat_tmpl_rc =
+        inferd_chat_template_detect(text, &m->chat_tmpl) == 0 ? 0 : INFERD_E_UNSUPPORTED;
     if (m->chat_tmpl_rc != 0)
         m->chat_tmpl = INFERD_CHAT_CHATML;
     inferd_free(text);
     return 0;
 }
 
-int inferd_model_load(const char *path, const inferd_model_params *params,
-                      inferd_model **out_model, inferd_error *err)
+int inferd_model_load(const char *path, const inferd_model_params *params, inferd_model **out_model,
+                      inferd_error *err)
 {
     inferd_model *m = NULL;
     int rc = model_prepare(path, params, &m, err);
@@ -685,8 +690,7 @@ int inferd_model_load(const char *path, const inferd_model_params *params,
 }
 
 int inferd_model_estimate(const char *path, const inferd_model_params *params,
-                          uint64_t *out_weight_bytes, uint64_t *out_state_bytes,
-                          inferd_error *err)
+                          uint64_t *out_weight_bytes, uint64_t *out_state_bytes, inferd_error *err)
 {
     inferd_model *m = NULL;
     state_buf bufs[N_STATE_BUFS];
@@ -729,10 +733,7 @@ uint32_t inferd_model_n_seq_max(const inferd_model *m) { return m->n_seq_max; }
 uint32_t inferd_model_n_batch_max(const inferd_model *m) { return m->n_batch_max; }
 uint64_t inferd_model_state_bytes(const inferd_model *m) { return m->state_bytes; }
 
-uint64_t inferd_model_weight_bytes(const inferd_model *m)
-{
-    return gguf_weight_bytes(m->gguf);
-}
+uint64_t inferd_model_weight_bytes(const inferd_model *m) { return gguf_weight_bytes(m->gguf); }
 
 uint64_t inferd_model_decode_bytes(const inferd_model *m)
 {
@@ -761,12 +762,12 @@ typedef struct fwd_ctx {
     inferd_model *m;
     const inferd_batch *b;
     int32_t n_tokens;
-    uint32_t il;             /* current layer */
-    const float *norm_w;     /* rmsnorm weight */
-    const float *src;        /* rmsnorm input rows */
-    float *dst;              /* rmsnorm output rows */
-    int32_t n_rows;          /* rows for rmsnorm */
-    const int32_t *rows;     /* optional row map for rmsnorm input */
+    uint32_t il;         /* current layer */
+    const float *norm_w; /* rmsnorm weight */
+    const float *src;    /* rmsnorm input rows */
+    float *dst;          /* rmsnorm output rows */
+    int32_t n_rows;      /* rows for rmsnorm */
+    const int32_t *rows; /* optional row map for rmsnorm input */
 } fwd_ctx;
 
 /* Rows [r0, r1) of n split evenly over nth threads. */
@@ -802,8 +803,8 @@ static void task_rmsnorm(void *arg, int ith, int nth)
     }
 }
 
-static void rmsnorm(inferd_pool *pool, fwd_ctx *c, const float *src, float *dst,
-                    const float *w, int32_t n_rows, const int32_t *rows)
+static void rmsnorm(inferd_pool *pool, fwd_ctx *c, const float *src, float *dst, const float *w,
+                    int32_t n_rows, const int32_t *rows)
 {
     c->src = src;
     c->dst = dst;
@@ -924,8 +925,8 @@ static void task_attention(void *arg, int ith, int nth)
         const uint64_t slot = (uint64_t)c->il * m->n_seq_max + seq;
         const inferd_f16 *kc = m->k_cache + slot * stride * m->kv_dim + hk * hd;
         const inferd_f16 *vc = m->v_cache + (slot * m->kv_dim + hk * hd) * stride;
-        const inferd_order order = c->b->prefill && c->b->prefill[t] ? INFERD_ORDER_PREFILL
-                                                                     : INFERD_ORDER_DECODE;
+        const inferd_order order =
+            c->b->prefill && c->b->prefill[t] ? INFERD_ORDER_PREFILL : INFERD_ORDER_DECODE;
         const inferd_vec_dot_fn kq_dot = inferd_kernels_dot(m->f16k, (int64_t)hd, order);
         const inferd_vec_dot_fn kqv_dot = inferd_kernels_dot(m->f16k, n_pad, order);
         float *out = m->att + t * m->q_dim + h * hd;
@@ -1083,8 +1084,8 @@ static int check_batch(inferd_model *m, const inferd_batch *b, int32_t *out_n_ou
                                m->n_seq_max - 1);
         if (pos < 0 || (uint32_t)pos >= m->n_ctx)
             return inferd_fail(err, INFERD_E_RANGE,
-                               "forward: token %d: position %d outside the context of %u", i,
-                               pos, m->n_ctx);
+                               "forward: token %d: position %d outside the context of %u", i, pos,
+                               m->n_ctx);
         /* The first token of a sequence may rewind it; later ones in the
          * same batch must follow on, so that keys a token attends to are
          * never overwritten by a later token of the batch. */
@@ -1122,8 +1123,8 @@ int inferd_model_forward(inferd_model *m, inferd_pool *pool, const inferd_batch 
     /* Embeddings and rope angles. */
     const inferd_kernels *ek = inferd_kernels_get(m->tok_embd.type);
     for (int32_t t = 0; t < T; t++) {
-        const uint8_t *row = (const uint8_t *)m->tok_embd.data +
-                             (size_t)b->tokens[t] * m->tok_embd.row_bytes;
+        const uint8_t *row =
+            (const uint8_t *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_bytes;
         ek->to_float(row, m->x + t * E, E);
         if (m->arch->embd_scale) {
             const float es = sqrtf((float)E);

@@ -19,62 +19,61 @@
 
 /* The Unicode White_Space set as the body of a class: what llama.cpp counts
  * as whitespace (its \s). */
-#define WS "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
-           "\\x{202F}\\x{205F}\\x{3000}"
-#define SPACE     "[" WS "]"
+#define WS                                                                       \
+    "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}" \
+    "\\x{202F}\\x{205F}\\x{3000}"
+#define SPACE "[" WS "]"
 #define NOT_SPACE "[^" WS "]"
 
 /* GPT-2's pattern: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+|
  * ?[^\s\p{L}\p{N}]+|\s+(?!\S). */
-#define P_GPT2                                                                     \
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS "\\p{L}\\p{N}]+|" SPACE \
-    "+(?!" NOT_SPACE ")"
+#define P_GPT2                                                                                     \
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WS "\\p{L}\\p{N}]+|" SPACE "+(?!" NOT_SPACE \
+    ")"
 
 /* Llama 3's pattern with its case-insensitive contractions spelled out;
  * Qwen2's is the same with single digits. */
 #define P_CONTRACTIONS "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
-#define P_LLAMA3_TAIL                                                                 \
-    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|" SPACE "*[\\r\\n]+|" SPACE "+(?!" NOT_SPACE \
-    ")|" SPACE "+"
+#define P_LLAMA3_TAIL \
+    "| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|" SPACE "*[\\r\\n]+|" SPACE "+(?!" NOT_SPACE ")|" SPACE "+"
 #define P_LLAMA3 P_CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}" P_LLAMA3_TAIL
-#define P_QWEN2  P_CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}" P_LLAMA3_TAIL
+#define P_QWEN2 P_CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}" P_LLAMA3_TAIL
 
 /* CJK ideographs and everything from U+0800 to U+4E00 (and Hangul), as
  * DeepSeek lists them; the whitespace in that span is left out because
  * llama.cpp matches this pattern on text whose non-ASCII whitespace was
  * turned into U+000B. */
-#define CJK_SPAN                                                                    \
-    "[\\x{4E00}-\\x{9FA5}\\x{800}-\\x{167F}\\x{1681}-\\x{1FFF}\\x{200B}-\\x{2027}"  \
+#define CJK_SPAN                                                                   \
+    "[\\x{4E00}-\\x{9FA5}\\x{800}-\\x{167F}\\x{1681}-\\x{1FFF}\\x{200B}-\\x{2027}" \
     "\\x{202A}-\\x{202E}\\x{2030}-\\x{205E}\\x{2060}-\\x{2FFF}\\x{3001}-\\x{4E00}" \
     "\\x{AC00}-\\x{D7FF}]+"
 
 /* DeepSeek LLM's letters (cased scripts). */
-#define DEEPSEEK_LETTERS                                                              \
-    "[A-Za-z\\x{B5}\\x{C0}-\\x{D6}\\x{D8}-\\x{F6}\\x{F8}-\\x{1BA}\\x{1BC}-\\x{1BF}"   \
+#define DEEPSEEK_LETTERS                                                             \
+    "[A-Za-z\\x{B5}\\x{C0}-\\x{D6}\\x{D8}-\\x{F6}\\x{F8}-\\x{1BA}\\x{1BC}-\\x{1BF}"  \
     "\\x{1C4}-\\x{293}\\x{295}-\\x{2AF}\\x{370}-\\x{373}\\x{376}\\x{377}"            \
-    "\\x{37B}-\\x{37D}\\x{37F}\\x{386}\\x{388}-\\x{38A}\\x{38C}\\x{38E}-\\x{3A1}"     \
-    "\\x{3A3}-\\x{3F5}\\x{3F7}-\\x{481}\\x{48A}-\\x{52F}\\x{531}-\\x{556}"            \
-    "\\x{10A0}-\\x{10C5}\\x{13A0}-\\x{13F5}\\x{13F8}-\\x{13FD}\\x{1C90}-\\x{1CBA}"    \
-    "\\x{1CBD}-\\x{1CBF}\\x{1D00}-\\x{1D2B}\\x{1D6B}-\\x{1D77}\\x{1D79}-\\x{1D9A}"    \
-    "\\x{1E00}-\\x{1F15}\\x{1F18}-\\x{1F1D}\\x{1F20}-\\x{1F45}\\x{1F48}-\\x{1F4D}"    \
+    "\\x{37B}-\\x{37D}\\x{37F}\\x{386}\\x{388}-\\x{38A}\\x{38C}\\x{38E}-\\x{3A1}"    \
+    "\\x{3A3}-\\x{3F5}\\x{3F7}-\\x{481}\\x{48A}-\\x{52F}\\x{531}-\\x{556}"           \
+    "\\x{10A0}-\\x{10C5}\\x{13A0}-\\x{13F5}\\x{13F8}-\\x{13FD}\\x{1C90}-\\x{1CBA}"   \
+    "\\x{1CBD}-\\x{1CBF}\\x{1D00}-\\x{1D2B}\\x{1D6B}-\\x{1D77}\\x{1D79}-\\x{1D9A}"   \
+    "\\x{1E00}-\\x{1F15}\\x{1F18}-\\x{1F1D}\\x{1F20}-\\x{1F45}\\x{1F48}-\\x{1F4D}"   \
     "\\x{1F50}-\\x{1F57}\\x{1F59}\\x{1F5B}\\x{1F5D}\\x{1F5F}-\\x{1F7D}"              \
     "\\x{1F80}-\\x{1FB4}\\x{1FB6}-\\x{1FBC}\\x{1FBE}\\x{1FC2}-\\x{1FC4}"             \
-    "\\x{1FC6}-\\x{1FCC}\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}\\x{1FE0}-\\x{1FEC}"    \
-    "\\x{1FF2}-\\x{1FF4}\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}\\x{210A}-\\x{2113}"     \
-    "\\x{2115}\\x{2119}-\\x{211D}\\x{2124}\\x{2126}\\x{2128}\\x{212A}-\\x{212D}"      \
-    "\\x{212F}-\\x{2134}\\x{2139}\\x{213C}-\\x{213F}\\x{2145}-\\x{2149}\\x{214E}"     \
-    "\\x{2183}\\x{2184}\\x{2C00}-\\x{2C7B}\\x{2C7E}-\\x{2CE4}\\x{2CEB}-\\x{2CEE}"     \
-    "\\x{2CF2}\\x{2CF3}\\x{A640}-\\x{A66D}\\x{A680}-\\x{A69B}\\x{A722}-\\x{A76F}"     \
-    "\\x{A771}-\\x{A787}\\x{A78B}-\\x{A78E}\\x{AB70}-\\x{ABBF}\\x{FB00}-\\x{FB06}"    \
-    "\\x{FB13}-\\x{FB17}\\x{FF21}-\\x{FF3A}\\x{FF41}-\\x{FF5A}\\x{10400}-\\x{1044F}"  \
-    "\\x{104B0}-\\x{104D3}\\x{104D8}-\\x{104FB}\\x{10C80}-\\x{10CB2}"                 \
+    "\\x{1FC6}-\\x{1FCC}\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}\\x{1FE0}-\\x{1FEC}"   \
+    "\\x{1FF2}-\\x{1FF4}\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}\\x{210A}-\\x{2113}"    \
+    "\\x{2115}\\x{2119}-\\x{211D}\\x{2124}\\x{2126}\\x{2128}\\x{212A}-\\x{212D}"     \
+    "\\x{212F}-\\x{2134}\\x{2139}\\x{213C}-\\x{213F}\\x{2145}-\\x{2149}\\x{214E}"    \
+    "\\x{2183}\\x{2184}\\x{2C00}-\\x{2C7B}\\x{2C7E}-\\x{2CE4}\\x{2CEB}-\\x{2CEE}"    \
+    "\\x{2CF2}\\x{2CF3}\\x{A640}-\\x{A66D}\\x{A680}-\\x{A69B}\\x{A722}-\\x{A76F}"    \
+    "\\x{A771}-\\x{A787}\\x{A78B}-\\x{A78E}\\x{AB70}-\\x{ABBF}\\x{FB00}-\\x{FB06}"   \
+    "\\x{FB13}-\\x{FB17}\\x{FF21}-\\x{FF3A}\\x{FF41}-\\x{FF5A}\\x{10400}-\\x{1044F}" \
+    "\\x{104B0}-\\x{104D3}\\x{104D8}-\\x{104FB}\\x{10C80}-\\x{10CB2}"                \
     "\\x{10CC0}-\\x{10CF2}\\x{118A0}-\\x{118DF}\\x{1E900}-\\x{1E943}]"
 
 /* BLOOM's pattern: a word is anything up to whitespace or one of
  * ( | . , ! ? ) and the ellipsis, ideographic full stop and comma,
  * fullwidth comma, Devanagari danda, Urdu full stop and Arabic comma. */
-#define P_BLOOM                                                                      \
-    " ?[^(" WS "|.,!?\\x{2026}\\x{3002}\\x{FF0C}\\x{3001}\\x{964}\\x{6D4}\\x{60C})]+"
+#define P_BLOOM " ?[^(" WS "|.,!?\\x{2026}\\x{3002}\\x{FF0C}\\x{3001}\\x{964}\\x{6D4}\\x{60C})]+"
 
 /* The pattern chains. MAX_PATTERNS is the longest. */
 enum {
@@ -95,70 +94,74 @@ enum {
 };
 #define MAX_PATTERNS 6
 
-static const char *const CHAINS[KIND_COUNT][MAX_PATTERNS + 1] = {
-    [KIND_DEFAULT] = {"[\\p{P}\\$\\+<=>\\^~\\|]+", P_GPT2, "\\p{N}+", "[0-9][0-9][0-9]", NULL},
-    [KIND_LLAMA3] = {P_LLAMA3, NULL},
-    [KIND_DEEPSEEK_LLM] =
-        {
-            "[\\r\\n]",
-            SPACE "?" DEEPSEEK_LETTERS "+",
-            /* U+3000, in DeepSeek's list, is whitespace: see CJK_SPAN. */
-            SPACE "?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}"
-                  "\\x{3001}-\\x{3002}]+",
-            /* \s+$: trailing whitespace. Only the start of a whitespace run
+static const char *const CHAINS[KIND_COUNT][MAX_PATTERNS + 1] =
+    {
+        [KIND_DEFAULT] = {"[\\p{P}\\$\\+<=>\\^~\\|]+", P_GPT2, "\\p{N}+", "[0-9][0-9][0-9]", NULL},
+        [KIND_LLAMA3] = {P_LLAMA3, NULL},
+        [KIND_DEEPSEEK_LLM] =
+            {
+                "[\\r\\n]",
+                SPACE "?" DEEPSEEK_LETTERS "+",
+                /* U+3000, in DeepSeek's list, is whitespace: see CJK_SPAN. */
+                SPACE "?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}"
+                      "\\x{3001}-\\x{3002}]+",
+                /* \s+$: trailing whitespace. Only the start of a whitespace run
              * can begin it; the lookbehind says so, which keeps a long run
              * followed by other text from being scanned once per position. */
-            "(?<!" SPACE ")" SPACE "+\\z",
-            CJK_SPAN,
-            "\\p{N}+",
-            NULL,
-        },
-    [KIND_DEEPSEEK_CODER] =
-        {"[\\r\\n]", SPACE "?\\p{L}+", SPACE "?\\p{P}+", CJK_SPAN, "\\p{N}", NULL},
-    [KIND_DEEPSEEK3] =
-        {
-            "\\p{N}{1,3}",
-            "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+",
-            /* llama.cpp's \p{S} leaves out ASCII '~' here: so '~' may start a
+                "(?<!" SPACE ")" SPACE "+\\z",
+                CJK_SPAN,
+                "\\p{N}+",
+                NULL,
+            },
+        [KIND_DEEPSEEK_CODER] = {"[\\r\\n]", SPACE "?\\p{L}+", SPACE "?\\p{P}+", CJK_SPAN, "\\p{N}",
+                                 NULL},
+        [KIND_DEEPSEEK3] =
+            {
+                "\\p{N}{1,3}",
+                "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+",
+                /* llama.cpp's \p{S} leaves out ASCII '~' here: so '~' may start a
              * word, and [\p{P}\p{S}] is written as its complement without
              * '~' (every code point is in exactly one of L M N P S Z C). */
-            "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+"
-            "|(?:~|[^\\r\\n\\p{L}\\p{P}\\p{S}])?[\\p{L}\\p{M}]+"
-            "| ?[^\\p{L}\\p{M}\\p{N}\\p{Z}\\p{C}~]+[\\r\\n]*"
-            "|" SPACE "*[\\r\\n]+|" SPACE "+(?!" NOT_SPACE ")|" SPACE "+",
-            NULL,
-        },
-    [KIND_FALCON] = {"[\\p{P}\\$\\+<=>\\^~\\|`]+", P_GPT2, "[0-9][0-9][0-9]", NULL},
-    [KIND_STARCODER] = {"\\p{N}", P_GPT2, NULL},
-    [KIND_GPT2] = {P_GPT2, NULL},
-    [KIND_QWEN2] = {P_QWEN2, NULL},
-    [KIND_BLOOM] = {P_BLOOM, NULL},
-    [KIND_VIKING] = {P_BLOOM, "\\p{N}", NULL},
-    [KIND_TEKKEN] =
-        {
-            /* Upper-then-lower and lower-only words: ((?=\p{L})[^a-z]) is a
+                "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+"
+                "|(?:~|[^\\r\\n\\p{L}\\p{P}\\p{S}])?[\\p{L}\\p{M}]+"
+                "| ?[^\\p{L}\\p{M}\\p{N}\\p{Z}\\p{C}~]+[\\r\\n]*"
+                "|" SPACE "*[\\r\\n]+|" SPACE "+(?!" NOT_SPACE ")|" SPACE "+",
+                NULL,
+            },
+        [KIND_FALCON] = {"[\\p{P}\\$\\+<=>\\^~\\|`]+", P_GPT2, "[0-9][0-9][0-9]", NULL},
+        [KIND_STARCODER] = {"\\p{N}", P_GPT2, NULL},
+        [KIND_GPT2] = {P_GPT2, NULL},
+        [KIND_QWEN2] = {P_QWEN2, NULL},
+        [KIND_BLOOM] = {P_BLOOM, NULL},
+        [KIND_VIKING] = {P_BLOOM, "\\p{N}", NULL},
+        [KIND_TEKKEN] =
+            {
+                /* Upper-then-lower and lower-only words: ((?=\p{L})[^a-z]) is a
              * letter that is not a-z, [^\P{L}a-z]. */
-            "[^\\r\\n\\p{L}\\p{N}]?[^\\P{L}a-z]*[^\\P{L}A-Z]+"
-            "|[^\\r\\n\\p{L}\\p{N}]?[^\\P{L}a-z]+[^\\P{L}A-Z]*"
-            "|\\p{N}| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n/]*|" SPACE "*[\\r\\n]+|" SPACE
-            "+(?!" NOT_SPACE ")|" SPACE "+",
-            NULL,
-        },
-    [KIND_CHAMELEON] =
-        {
-            "<sentinel:[0-9]+>",          /* sentinel tokens */
-            "IMGIMG[A-I]{1,4}Z",          /* image tokens */
-            "[\\t\\n]|    |  ",
-            "\\p{N}",                     /* single digits */
-            "[\\p{P}!-/:-@\\[-`{-~]",     /* punctuation, one at a time */
-            P_GPT2,
-            NULL,
-        },
+                "[^\\r\\n\\p{L}\\p{N}]?[^\\P{L}a-z]*[^\\P{L}A-Z]+"
+                "|[^\\r\\n\\p{L}\\p{N}]?[^\\P{L}a-z]+[^\\P{L}A-Z]*"
+                "|\\p{N}| ?[^" WS "\\p{L}\\p{N}]+[\\r\\n/]*|" SPACE "*[\\r\\n]+|" SPACE
+                "+(?!" NOT_SPACE ")|" SPACE "+",
+                NULL,
+            },
+        [KIND_CHAMELEON] =
+            {
+                "<sentinel:[0-9]+>", /* sentinel tokens */
+                "IMGIMG[A-I]{1,4}Z", /* image tokens */
+                "[\\t\\n]|    |  ",
+                "\\p{N}",                 /* single digits */
+                "[\\p{P}!-/:-@\\[-`{-~]", /* punctuation, one at a time */
+                P_GPT2,
+                NULL,
+            },
 };
 
 /* Every name llama.cpp c392e5094 accepts, in its order, with its settings.
  * clean_spaces is true for BPE unless the name turns it off. */
-#define PRE(n, k, im, bos, nobos, clean, mask) {n, k, im, bos, nobos, clean, mask}
+#define PRE(n, k, im, bos, nobos, clean, mask) \
+    {                                          \
+        n, k, im, bos, nobos, clean, mask      \
+    }
 static const inferd__pretok_info PRE_NAMES[] = {
     PRE("default", KIND_DEFAULT, false, false, false, true, false),
     PRE("llama3", KIND_LLAMA3, true, true, false, true, false),
@@ -215,10 +218,7 @@ const inferd__pretok_info *inferd__pretok_find(const char *name, size_t len)
     return NULL;
 }
 
-const char *inferd__pretok_name(size_t i)
-{
-    return i < N_PRE_NAMES ? PRE_NAMES[i].name : NULL;
-}
+const char *inferd__pretok_name(size_t i) { return i < N_PRE_NAMES ? PRE_NAMES[i].name : NULL; }
 
 /* ------------------------------------------------------------------------ */
 /* Compiling                                                                 */
@@ -330,10 +330,7 @@ static size_t put_utf8(char *out, uint32_t cp)
     return 4;
 }
 
-static bool is_cont(unsigned char c)
-{
-    return (c & 0xC0) == 0x80;
-}
+static bool is_cont(unsigned char c) { return (c & 0xC0) == 0x80; }
 
 /* llama.cpp's decoder: the lead byte's high bits give the length, the
  * following bytes need only be continuation bytes (so overlong forms and
@@ -382,8 +379,8 @@ static uint32_t decode_lax(const unsigned char *p, size_t avail, size_t *n)
 static const struct {
     uint32_t first, last, stand_in;
 } UNICODE15[] = {
-    {0xCF3, 0xCF3, 0x900},       {0xECE, 0xECE, 0x900},       /* Mn */
-    {0x2FFC, 0x2FFF, 0x2600},    {0x31EF, 0x31EF, 0x2600},    /* So */
+    {0xCF3, 0xCF3, 0x900},       {0xECE, 0xECE, 0x900},    /* Mn */
+    {0x2FFC, 0x2FFF, 0x2600},    {0x31EF, 0x31EF, 0x2600}, /* So */
     {0x10EFD, 0x10EFF, 0x101FD}, {0x1123F, 0x11240, 0x10000}, {0x11241, 0x11241, 0x101FD},
     {0x11B00, 0x11B09, 0x10100}, {0x11F00, 0x11F01, 0x101FD}, {0x11F02, 0x11F02, 0x10000},
     {0x11F03, 0x11F03, 0x101FD}, {0x11F04, 0x11F10, 0x10000}, {0x11F12, 0x11F33, 0x10000},

@@ -50,8 +50,8 @@ static void q4_unpack(const uint8_t qs[16], int q[32])
 
 static void q5_unpack(const uint8_t qh_bytes[4], const uint8_t qs[16], int q[32])
 {
-    uint32_t qh = (uint32_t)qh_bytes[0] | (uint32_t)qh_bytes[1] << 8 |
-         (uint32_t)qh_bytes[2] << 16 | (uint32_t)qh_bytes[3] << 24;
+    uint32_t qh = (uint32_t)qh_bytes[0] | (uint32_t)qh_bytes[1] << 8 | (uint32_t)qh_bytes[2] << 16 |
+                  (uint32_t)qh_bytes[3] << 24;
     q4_unpack(qs, q);
     for (int j = 0; j < 32; j++)
         q[j] |= (int)((qh >> j) & 1u) << 4;
@@ -74,7 +74,7 @@ static void q5_pack(const int q[32], uint8_t qh_bytes[4], uint8_t qs[16])
 typedef struct wblock {
     int q[32];
     float d;
-    float m;      /* Q4_1/Q5_1 minimum, else 0 */
+    float m; /* Q4_1/Q5_1 minimum, else 0 */
 } wblock;
 
 typedef void (*unpack_fn)(const void *row, int64_t b, wblock *out);
@@ -88,8 +88,7 @@ static float hsum8(const float x[8])
 /* The canonical dot product (quant_impl.h) of a block-format row with a
  * Q8_0 row, or a Q8_1 row when has_m (then summs adds m * s per block):
  * eight lanes of four consecutive elements, one fma per lane and block. */
-static float block_dot(int64_t n, const void *w, const void *a, unpack_fn unpack,
-                       int has_m)
+static float block_dot(int64_t n, const void *w, const void *a, unpack_fn unpack, int has_m)
 {
     const size_t abytes = has_m ? sizeof(inferd_block_q8_1) : sizeof(inferd_block_q8_0);
     const size_t aqs = has_m ? offsetof(inferd_block_q8_1, qs) : offsetof(inferd_block_q8_0, qs);
@@ -159,19 +158,19 @@ static void bf16_from_float(const float *src, void *dst, int64_t n)
 /* The canonical float dot product: 16 lanes, then the tail by fma. For F16
  * and BF16 the products are exact in f32, so fma and multiply-then-add
  * agree; fmaf keeps the three types uniform. */
-#define FLOAT_DOT(name, T, CVT)                                                 \
-    static float name(int64_t n, const void *vw, const void *va)                \
-    {                                                                           \
-        const T *w = vw, *a = va;                                               \
-        float acc[16] = {0};                                                    \
-        int64_t i = 0;                                                          \
-        for (; i + 16 <= n; i += 16)                                            \
-            for (int l = 0; l < 16; l++)                                        \
-                acc[l] = fmaf(CVT(w[i + l]), CVT(a[i + l]), acc[l]);            \
-        float sum = inferd__reduce16(acc);                                      \
-        for (; i < n; i++)                                                      \
-            sum = fmaf(CVT(w[i]), CVT(a[i]), sum);                              \
-        return sum;                                                             \
+#define FLOAT_DOT(name, T, CVT)                                      \
+    static float name(int64_t n, const void *vw, const void *va)     \
+    {                                                                \
+        const T *w = vw, *a = va;                                    \
+        float acc[16] = {0};                                         \
+        int64_t i = 0;                                               \
+        for (; i + 16 <= n; i += 16)                                 \
+            for (int l = 0; l < 16; l++)                             \
+                acc[l] = fmaf(CVT(w[i + l]), CVT(a[i + l]), acc[l]); \
+        float sum = inferd__reduce16(acc);                           \
+        for (; i < n; i++)                                           \
+            sum = fmaf(CVT(w[i]), CVT(a[i]), sum);                   \
+        return sum;                                                  \
     }
 
 /* The GEMV order (see inferd_kernels.vec_dot_gemv). The F32 tail is a
@@ -179,32 +178,31 @@ static void bf16_from_float(const float *src, void *dst, int64_t n)
  * elements, which are fused multiply-adds: what GCC 12 -O3 makes of ggml's
  * scalar tail loop (16- and 8-wide multiplies added in order, then a scalar
  * fma remainder). The F16 one sums exact products in double. */
-#define FLOAT_DOT_GEMV(name, T, CVT, TAIL_T)                                    \
-    static float name(int64_t n, const void *vw, const void *va)                \
-    {                                                                           \
-        const T *w = vw, *a = va;                                               \
-        float acc[4][16] = {{0}};                                               \
-        const int64_t np = n & ~(int64_t)63;                                    \
-        for (int64_t i = 0; i < np; i += 64)                                    \
-            for (int j = 0; j < 4; j++)                                         \
-                for (int l = 0; l < 16; l++)                                    \
-                    acc[j][l] = fmaf(CVT(w[i + 16 * j + l]), CVT(a[i + 16 * j + l]), \
-                                     acc[j][l]);                                \
-        for (int l = 0; l < 16; l++) {                                          \
-            acc[0][l] = acc[0][l] + acc[2][l];                                  \
-            acc[1][l] = acc[1][l] + acc[3][l];                                  \
-        }                                                                       \
-        for (int l = 0; l < 16; l++)                                            \
-            acc[0][l] = acc[0][l] + acc[1][l];                                  \
-        TAIL_T sum = inferd__reduce16(acc[0]);                                  \
-        const int64_t n_fma = sizeof(TAIL_T) == sizeof(float) ? (n - np) % 8 : 0; \
-        for (int64_t i = np; i < n - n_fma; i++) {                              \
-            const float p = CVT(w[i]) * CVT(a[i]);                              \
-            sum += (TAIL_T)p;                                                   \
-        }                                                                       \
-        for (int64_t i = n - n_fma; i < n; i++)                                 \
-            sum = (TAIL_T)fmaf(CVT(w[i]), CVT(a[i]), (float)sum);               \
-        return (float)sum;                                                      \
+#define FLOAT_DOT_GEMV(name, T, CVT, TAIL_T)                                                     \
+    static float name(int64_t n, const void *vw, const void *va)                                 \
+    {                                                                                            \
+        const T *w = vw, *a = va;                                                                \
+        float acc[4][16] = {{0}};                                                                \
+        const int64_t np = n & ~(int64_t)63;                                                     \
+        for (int64_t i = 0; i < np; i += 64)                                                     \
+            for (int j = 0; j < 4; j++)                                                          \
+                for (int l = 0; l < 16; l++)                                                     \
+                    acc[j][l] = fmaf(CVT(w[i + 16 * j + l]), CVT(a[i + 16 * j + l]), acc[j][l]); \
+        for (int l = 0; l < 16; l++) {                                                           \
+            acc[0][l] = acc[0][l] + acc[2][l];                                                   \
+            acc[1][l] = acc[1][l] + acc[3][l];                                                   \
+        }                                                                                        \
+        for (int l = 0; l < 16; l++)                                                             \
+            acc[0][l] = acc[0][l] + acc[1][l];                                                   \
+        TAIL_T sum = inferd__reduce16(acc[0]);                                                   \
+        const int64_t n_fma = sizeof(TAIL_T) == sizeof(float) ? (n - np) % 8 : 0;                \
+        for (int64_t i = np; i < n - n_fma; i++) {                                               \
+            const float p = CVT(w[i]) * CVT(a[i]);                                               \
+            sum += (TAIL_T)p;                                                                    \
+        }                                                                                        \
+        for (int64_t i = n - n_fma; i < n; i++)                                                  \
+            sum = (TAIL_T)fmaf(CVT(w[i]), CVT(a[i]), (float)sum);                                \
+        return (float)sum;                                                                       \
     }
 
 #define F32_ID(x) (x)
@@ -400,8 +398,8 @@ static float sym_block(const float *x, int bits, int q[32])
             max = x[j];
         }
     }
-    const float half = (float)(1 << (bits - 1));      /* 8 or 16 */
-    const int qmax = (1 << bits) - 1;                 /* 15 or 31 */
+    const float half = (float)(1 << (bits - 1)); /* 8 or 16 */
+    const int qmax = (1 << bits) - 1;            /* 15 or 31 */
     const float d = max / -half;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     for (int j = 0; j < QK; j++) {
@@ -560,16 +558,15 @@ static float q5_1_dot(int64_t n, const void *w, const void *a)
 
 /* ---- mdot: one vec_dot per output -------------------------------------- */
 
-#define SCALAR_MDOT(name, dot)                                                  \
-    static void name(int64_t n, const void *w, size_t w_stride, int64_t n_rows, \
-                     const void *a, size_t a_stride, int64_t n_toks, float *out,\
-                     size_t out_stride)                                         \
-    {                                                                           \
-        for (int64_t t = 0; t < n_toks; t++)                                    \
-            for (int64_t r = 0; r < n_rows; r++)                                \
-                out[(size_t)t * out_stride + (size_t)r] =                       \
-                    dot(n, (const char *)w + (size_t)r * w_stride,              \
-                        (const char *)a + (size_t)t * a_stride);                \
+#define SCALAR_MDOT(name, dot)                                                                 \
+    static void name(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a, \
+                     size_t a_stride, int64_t n_toks, float *out, size_t out_stride)           \
+    {                                                                                          \
+        for (int64_t t = 0; t < n_toks; t++)                                                   \
+            for (int64_t r = 0; r < n_rows; r++)                                               \
+                out[(size_t)t * out_stride + (size_t)r] =                                      \
+                    dot(n, (const char *)w + (size_t)r * w_stride,                             \
+                        (const char *)a + (size_t)t * a_stride);                               \
     }
 
 SCALAR_MDOT(f32_mdot, f32_dot)
@@ -584,71 +581,119 @@ SCALAR_MDOT(q8_0_mdot, q8_0_dot)
 
 /* ---- tables ------------------------------------------------------------- */
 
-#define T_(ty, vdt, pfx, q)                                                                  \
-    [INFERD_DTYPE_##ty] = {.type = INFERD_DTYPE_##ty, .vec_dot_type = INFERD_DTYPE_##vdt,   \
-                           .isa = INFERD_ISA_SCALAR, .to_float = pfx##_to_float,            \
-                           .from_float = pfx##_from_float, .quantize = q,                   \
-                           .vec_dot = pfx##_dot, .mdot = pfx##_mdot}
+#define T_(ty, vdt, pfx, q)                                    \
+    [INFERD_DTYPE_##ty] = {.type = INFERD_DTYPE_##ty,          \
+                           .vec_dot_type = INFERD_DTYPE_##vdt, \
+                           .isa = INFERD_ISA_SCALAR,           \
+                           .to_float = pfx##_to_float,         \
+                           .from_float = pfx##_from_float,     \
+                           .quantize = q,                      \
+                           .vec_dot = pfx##_dot,               \
+                           .mdot = pfx##_mdot}
 
 static const inferd_kernels kernels_scalar[INFERD_DTYPE_COUNT] = {
-    [INFERD_DTYPE_F32] = {.type = INFERD_DTYPE_F32, .vec_dot_type = INFERD_DTYPE_F32,
-                          .isa = INFERD_ISA_SCALAR, .to_float = f32_to_float,
-                          .from_float = f32_from_float, .quantize = f32_from_float,
-                          .vec_dot = f32_dot, .mdot = f32_mdot, .vec_dot_gemv = f32_dot_gemv},
-    [INFERD_DTYPE_F16] = {.type = INFERD_DTYPE_F16, .vec_dot_type = INFERD_DTYPE_F16,
-                          .isa = INFERD_ISA_SCALAR, .to_float = f16_to_float,
-                          .from_float = f16_from_float, .quantize = f16_from_float,
-                          .vec_dot = f16_dot, .mdot = f16_mdot, .vec_dot_gemv = f16_dot_gemv},
+    [INFERD_DTYPE_F32] = {.type = INFERD_DTYPE_F32,
+                          .vec_dot_type = INFERD_DTYPE_F32,
+                          .isa = INFERD_ISA_SCALAR,
+                          .to_float = f32_to_float,
+                          .from_float = f32_from_float,
+                          .quantize = f32_from_float,
+                          .vec_dot = f32_dot,
+                          .mdot = f32_mdot,
+                          .vec_dot_gemv = f32_dot_gemv},
+    [INFERD_DTYPE_F16] = {.type = INFERD_DTYPE_F16,
+                          .vec_dot_type = INFERD_DTYPE_F16,
+                          .isa = INFERD_ISA_SCALAR,
+                          .to_float = f16_to_float,
+                          .from_float = f16_from_float,
+                          .quantize = f16_from_float,
+                          .vec_dot = f16_dot,
+                          .mdot = f16_mdot,
+                          .vec_dot_gemv = f16_dot_gemv},
     T_(BF16, BF16, bf16, bf16_from_float),
-    [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0, .vec_dot_type = INFERD_DTYPE_Q8_0,
-                           .isa = INFERD_ISA_SCALAR, .to_float = q4_0_to_float,
-                           .from_float = q4_0_quantize, .quantize = q4_0_quantize,
-                           .vec_dot = q4_0_dot, .mdot = q4_0_mdot, .vec_dot_rows8 = q4_0_dot_rows8,
+    [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0,
+                           .vec_dot_type = INFERD_DTYPE_Q8_0,
+                           .isa = INFERD_ISA_SCALAR,
+                           .to_float = q4_0_to_float,
+                           .from_float = q4_0_quantize,
+                           .quantize = q4_0_quantize,
+                           .vec_dot = q4_0_dot,
+                           .mdot = q4_0_mdot,
+                           .vec_dot_rows8 = q4_0_dot_rows8,
                            .mdot_rows8 = q4_0_mdot_rows8},
-    [INFERD_DTYPE_Q4_1] = {.type = INFERD_DTYPE_Q4_1, .vec_dot_type = INFERD_DTYPE_Q8_1,
-                           .isa = INFERD_ISA_SCALAR, .to_float = q4_1_to_float,
-                           .from_float = q4_1_quantize, .quantize = q4_1_quantize,
-                           .vec_dot = q4_1_dot, .mdot = q4_1_mdot},
-    [INFERD_DTYPE_Q5_0] = {.type = INFERD_DTYPE_Q5_0, .vec_dot_type = INFERD_DTYPE_Q8_0,
-                           .isa = INFERD_ISA_SCALAR, .to_float = q5_0_to_float,
-                           .from_float = q5_0_quantize, .quantize = q5_0_quantize,
-                           .vec_dot = q5_0_dot, .mdot = q5_0_mdot},
-    [INFERD_DTYPE_Q5_1] = {.type = INFERD_DTYPE_Q5_1, .vec_dot_type = INFERD_DTYPE_Q8_1,
-                           .isa = INFERD_ISA_SCALAR, .to_float = q5_1_to_float,
-                           .from_float = q5_1_quantize, .quantize = q5_1_quantize,
-                           .vec_dot = q5_1_dot, .mdot = q5_1_mdot},
+    [INFERD_DTYPE_Q4_1] = {.type = INFERD_DTYPE_Q4_1,
+                           .vec_dot_type = INFERD_DTYPE_Q8_1,
+                           .isa = INFERD_ISA_SCALAR,
+                           .to_float = q4_1_to_float,
+                           .from_float = q4_1_quantize,
+                           .quantize = q4_1_quantize,
+                           .vec_dot = q4_1_dot,
+                           .mdot = q4_1_mdot},
+    [INFERD_DTYPE_Q5_0] = {.type = INFERD_DTYPE_Q5_0,
+                           .vec_dot_type = INFERD_DTYPE_Q8_0,
+                           .isa = INFERD_ISA_SCALAR,
+                           .to_float = q5_0_to_float,
+                           .from_float = q5_0_quantize,
+                           .quantize = q5_0_quantize,
+                           .vec_dot = q5_0_dot,
+                           .mdot = q5_0_mdot},
+    [INFERD_DTYPE_Q5_1] = {.type = INFERD_DTYPE_Q5_1,
+                           .vec_dot_type = INFERD_DTYPE_Q8_1,
+                           .isa = INFERD_ISA_SCALAR,
+                           .to_float = q5_1_to_float,
+                           .from_float = q5_1_quantize,
+                           .quantize = q5_1_quantize,
+                           .vec_dot = q5_1_dot,
+                           .mdot = q5_1_mdot},
     T_(Q8_0, Q8_0, q8_0, q8_0_quantize),
-    [INFERD_DTYPE_Q8_1] = {.type = INFERD_DTYPE_Q8_1, .vec_dot_type = INFERD_DTYPE_Q8_1,
-                           .isa = INFERD_ISA_SCALAR, .to_float = q8_1_to_float,
-                           .from_float = q8_1_from_float, .quantize = q8_1_quantize},
+    [INFERD_DTYPE_Q8_1] = {.type = INFERD_DTYPE_Q8_1,
+                           .vec_dot_type = INFERD_DTYPE_Q8_1,
+                           .isa = INFERD_ISA_SCALAR,
+                           .to_float = q8_1_to_float,
+                           .from_float = q8_1_from_float,
+                           .quantize = q8_1_quantize},
     /* K-quants: quant_k.c. */
-    [INFERD_DTYPE_Q4_K] = {.type = INFERD_DTYPE_Q4_K, .vec_dot_type = INFERD_DTYPE_Q8_K,
-                           .isa = INFERD_ISA_SCALAR, .to_float = inferd__q4_k_to_float,
+    [INFERD_DTYPE_Q4_K] = {.type = INFERD_DTYPE_Q4_K,
+                           .vec_dot_type = INFERD_DTYPE_Q8_K,
+                           .isa = INFERD_ISA_SCALAR,
+                           .to_float = inferd__q4_k_to_float,
                            .from_float = inferd__q4_k_quantize,
-                           .quantize = inferd__q4_k_quantize, .vec_dot = inferd__q4_k_dot,
+                           .quantize = inferd__q4_k_quantize,
+                           .vec_dot = inferd__q4_k_dot,
                            .mdot = inferd__q4_k_mdot},
-    [INFERD_DTYPE_Q5_K] = {.type = INFERD_DTYPE_Q5_K, .vec_dot_type = INFERD_DTYPE_Q8_K,
-                           .isa = INFERD_ISA_SCALAR, .to_float = inferd__q5_k_to_float,
+    [INFERD_DTYPE_Q5_K] = {.type = INFERD_DTYPE_Q5_K,
+                           .vec_dot_type = INFERD_DTYPE_Q8_K,
+                           .isa = INFERD_ISA_SCALAR,
+                           .to_float = inferd__q5_k_to_float,
                            .from_float = inferd__q5_k_quantize,
-                           .quantize = inferd__q5_k_quantize, .vec_dot = inferd__q5_k_dot,
+                           .quantize = inferd__q5_k_quantize,
+                           .vec_dot = inferd__q5_k_dot,
                            .mdot = inferd__q5_k_mdot},
-    [INFERD_DTYPE_Q6_K] = {.type = INFERD_DTYPE_Q6_K, .vec_dot_type = INFERD_DTYPE_Q8_K,
-                           .isa = INFERD_ISA_SCALAR, .to_float = inferd__q6_k_to_float,
+    [INFERD_DTYPE_Q6_K] = {.type = INFERD_DTYPE_Q6_K,
+                           .vec_dot_type = INFERD_DTYPE_Q8_K,
+                           .isa = INFERD_ISA_SCALAR,
+                           .to_float = inferd__q6_k_to_float,
                            .from_float = inferd__q6_k_quantize,
-                           .quantize = inferd__q6_k_quantize, .vec_dot = inferd__q6_k_dot,
+                           .quantize = inferd__q6_k_quantize,
+                           .vec_dot = inferd__q6_k_dot,
                            .mdot = inferd__q6_k_mdot},
     /* Activations only: the reference quantizer is also the run-time one. */
-    [INFERD_DTYPE_Q8_K] = {.type = INFERD_DTYPE_Q8_K, .vec_dot_type = INFERD_DTYPE_Q8_K,
-                           .isa = INFERD_ISA_SCALAR, .to_float = inferd__q8_k_to_float,
+    [INFERD_DTYPE_Q8_K] = {.type = INFERD_DTYPE_Q8_K,
+                           .vec_dot_type = INFERD_DTYPE_Q8_K,
+                           .isa = INFERD_ISA_SCALAR,
+                           .to_float = inferd__q8_k_to_float,
                            .from_float = inferd__q8_k_quantize,
                            .quantize = inferd__q8_k_quantize},
-    /* Q2_K, Q3_K, IQ4_NL, IQ4_XS: quant_k2.c. */
-#define K2_(ty, pfx, vdt, gemv)                                                            \
-    [INFERD_DTYPE_##ty] = {.type = INFERD_DTYPE_##ty, .vec_dot_type = INFERD_DTYPE_##vdt,  \
-                           .isa = INFERD_ISA_SCALAR, .to_float = inferd__##pfx##_to_float, \
-                           .from_float = inferd__##pfx##_quantize,                         \
-                           .quantize = inferd__##pfx##_quantize,                           \
-                           .vec_dot = inferd__##pfx##_dot, .mdot = inferd__##pfx##_mdot,   \
+/* Q2_K, Q3_K, IQ4_NL, IQ4_XS: quant_k2.c. */
+#define K2_(ty, pfx, vdt, gemv)                                    \
+    [INFERD_DTYPE_##ty] = {.type = INFERD_DTYPE_##ty,              \
+                           .vec_dot_type = INFERD_DTYPE_##vdt,     \
+                           .isa = INFERD_ISA_SCALAR,               \
+                           .to_float = inferd__##pfx##_to_float,   \
+                           .from_float = inferd__##pfx##_quantize, \
+                           .quantize = inferd__##pfx##_quantize,   \
+                           .vec_dot = inferd__##pfx##_dot,         \
+                           .mdot = inferd__##pfx##_mdot,           \
                            .vec_dot_gemv = gemv}
     K2_(Q2_K, q2_k, Q8_K, NULL),
     K2_(Q3_K, q3_k, Q8_K, NULL),

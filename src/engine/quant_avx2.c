@@ -15,15 +15,15 @@
 
 /* ---- F32 / F16 / BF16 ----------------------------------------------------- */
 
-XI void ftile(const int kind, const int NR, const int NT, int64_t n, const char *w,
-              size_t ws, const char *a, size_t as, float *out, size_t os)
+XI void ftile(const int kind, const int NR, const int NT, int64_t n, const char *w, size_t ws,
+              const char *a, size_t as, float *out, size_t os)
 {
     __m256 acc_a[TILE_R_MAX][TILE_T_MAX], acc_b[TILE_R_MAX][TILE_T_MAX];
     UNROLL
     for (int r = 0; r < NR; r++)
         UNROLL
-        for (int t = 0; t < NT; t++)
-            acc_a[r][t] = acc_b[r][t] = _mm256_setzero_ps();
+    for (int t = 0; t < NT; t++)
+        acc_a[r][t] = acc_b[r][t] = _mm256_setzero_ps();
     const int64_t n16 = n & ~(int64_t)15;
     for (int64_t i = 0; i < n16; i += 16) {
         __m256 wa[TILE_R_MAX], wb[TILE_R_MAX];
@@ -125,8 +125,8 @@ XI float qdot1(const int k, int64_t n, const void *w, const void *a)
  * weight block is unpacked once for the NT tokens, every activation block
  * once for the NR rows.
  */
-XI void block_tile(const int k, const int NR, const int NT, int64_t nb, const char *w,
-                   size_t ws, const char *a, size_t as, float *out, size_t os)
+XI void block_tile(const int k, const int NR, const int NT, int64_t nb, const char *w, size_t ws,
+                   const char *a, size_t as, float *out, size_t os)
 {
     const size_t wbytes = qk_wbytes(k), abytes = qk_abytes(k), aqs = qk_aqs(k);
     const int has_m = qk_has_m(k);
@@ -135,10 +135,10 @@ XI void block_tile(const int k, const int NR, const int NT, int64_t nb, const ch
     UNROLL
     for (int r = 0; r < NR; r++)
         UNROLL
-        for (int t = 0; t < NT; t++) {
-            acc[r][t] = _mm256_setzero_ps();
-            summs[r][t] = 0.0f;
-        }
+    for (int t = 0; t < NT; t++) {
+        acc[r][t] = _mm256_setzero_ps();
+        summs[r][t] = 0.0f;
+    }
     for (int64_t b = 0; b < nb; b++) {
         __m256i y[TILE_R_MAX];
         float dw[TILE_R_MAX], mw[TILE_R_MAX];
@@ -162,8 +162,8 @@ XI void block_tile(const int k, const int NR, const int NT, int64_t nb, const ch
             UNROLL
             for (int r = 0; r < NR; r++) {
                 const __m256i lanes = block_lanes(k, y[r], x, cx);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * da),
-                                            _mm256_cvtepi32_ps(lanes), acc[r][t]);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * da), _mm256_cvtepi32_ps(lanes),
+                                            acc[r][t]);
                 if (has_m)
                     summs[r][t] = fmaf(mw[r], sa, summs[r][t]);
             }
@@ -172,24 +172,20 @@ XI void block_tile(const int k, const int NR, const int NT, int64_t nb, const ch
     UNROLL
     for (int r = 0; r < NR; r++)
         UNROLL
-        for (int t = 0; t < NT; t++)
-            out[(size_t)t * os + (size_t)r] =
-                has_m ? hsum8(acc[r][t]) + summs[r][t] : hsum8(acc[r][t]);
+    for (int t = 0; t < NT; t++)
+        out[(size_t)t * os + (size_t)r] = has_m ? hsum8(acc[r][t]) + summs[r][t] : hsum8(acc[r][t]);
 }
 
 /* name_dot and name_mdot of block kind k (mdot: MDOT_DRIVER's tiles). */
-#define BLOCK_TILE_CALL(k, nr, nt, wp, ap, op)                                 \
+#define BLOCK_TILE_CALL(k, nr, nt, wp, ap, op) \
     block_tile(k, nr, nt, n / INFERD_QK, wp, w_stride, ap, a_stride, op, out_stride)
-#define BLOCK_KERNELS(name, k)                                                 \
-    static float name##_dot(int64_t n, const void *w, const void *a)           \
-    {                                                                          \
-        return qdot1(k, n, w, a);                                              \
-    }                                                                          \
-    static void name##_mdot(int64_t n, const void *w, size_t w_stride,         \
-                            int64_t n_rows, const void *a, size_t a_stride,    \
-                            int64_t n_toks, float *out, size_t out_stride)     \
-    {                                                                          \
-        MDOT_DRIVER(name##_TILE, Q_MR, Q_MT, Q_MR1);                           \
+#define BLOCK_KERNELS(name, k)                                                                     \
+    static float name##_dot(int64_t n, const void *w, const void *a) { return qdot1(k, n, w, a); } \
+    static void name##_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,             \
+                            const void *a, size_t a_stride, int64_t n_toks, float *out,            \
+                            size_t out_stride)                                                     \
+    {                                                                                              \
+        MDOT_DRIVER(name##_TILE, Q_MR, Q_MT, Q_MR1);                                               \
     }
 #define q4_0_TILE(nr, nt, wp, ap, op) BLOCK_TILE_CALL(QK_Q4_0, nr, nt, wp, ap, op)
 #define q4_1_TILE(nr, nt, wp, ap, op) BLOCK_TILE_CALL(QK_Q4_1, nr, nt, wp, ap, op)
@@ -245,7 +241,7 @@ XI void q4_0_rows8_tile(const int NR, const int NT, int64_t nb, const char *w, s
             UNROLL
             for (int r = 0; r < NR; r++) {
                 v[t * NR + r] = block_lanes(QK_Q4_0, y[r], x, cx);
-                d[t * NR + r] = dw[r] * da;   /* exact: two f16 values */
+                d[t * NR + r] = dw[r] * da; /* exact: two f16 values */
             }
         }
         UNROLL
@@ -260,8 +256,8 @@ XI void q4_0_rows8_tile(const int NR, const int NT, int64_t nb, const char *w, s
     UNROLL
     for (int t = 0; t < NT; t++)
         UNROLL
-        for (int r = 0; r < NR; r++)
-            out[(size_t)t * os + (size_t)r] = res[t * NR + r];
+    for (int r = 0; r < NR; r++)
+        out[(size_t)t * os + (size_t)r] = res[t * NR + r];
 }
 
 static float q4_0_rows8_dot(int64_t n, const void *w, const void *a)
@@ -271,13 +267,10 @@ static float q4_0_rows8_dot(int64_t n, const void *w, const void *a)
     return r;
 }
 
-#define q4_0_rows8_TILE(nr, nt, wp, ap, op)                                    \
+#define q4_0_rows8_TILE(nr, nt, wp, ap, op) \
     q4_0_rows8_tile(nr, nt, n / INFERD_QK, wp, w_stride, ap, a_stride, op, out_stride)
 
-static void q4_0_rows8_mdot MDOT_SIG
-{
-    MDOT_DRIVER(q4_0_rows8_TILE, 4, 2, 8);
-}
+static void q4_0_rows8_mdot MDOT_SIG { MDOT_DRIVER(q4_0_rows8_TILE, 4, 2, 8); }
 
 /* Out-of-line copies of the shared converters for the table. */
 static void f16_to_float(const void *s, float *d, int64_t n) { f16_to_float_x86(s, d, n); }
@@ -295,45 +288,75 @@ static void q8_1_from_float(const float *s, void *d, int64_t n) { q8_1_from_floa
 
 /* NULL members fall back to the scalar table (quant.c). */
 const inferd_kernels inferd__kernels_avx2[INFERD_DTYPE_COUNT] = {
-    [INFERD_DTYPE_F32] = {.type = INFERD_DTYPE_F32, .vec_dot = f32_dot, .mdot = f32_mdot,
+    [INFERD_DTYPE_F32] = {.type = INFERD_DTYPE_F32,
+                          .vec_dot = f32_dot,
+                          .mdot = f32_mdot,
                           .vec_dot_gemv = f32_dot_gemv},
-    [INFERD_DTYPE_F16] = {.type = INFERD_DTYPE_F16, .to_float = f16_to_float,
-                          .from_float = f16_from_float, .vec_dot = f16_dot,
-                          .mdot = f16_mdot, .vec_dot_gemv = f16_dot_gemv},
-    [INFERD_DTYPE_BF16] = {.type = INFERD_DTYPE_BF16, .to_float = bf16_to_float,
-                           .from_float = bf16_from_float, .vec_dot = bf16_dot,
+    [INFERD_DTYPE_F16] = {.type = INFERD_DTYPE_F16,
+                          .to_float = f16_to_float,
+                          .from_float = f16_from_float,
+                          .vec_dot = f16_dot,
+                          .mdot = f16_mdot,
+                          .vec_dot_gemv = f16_dot_gemv},
+    [INFERD_DTYPE_BF16] = {.type = INFERD_DTYPE_BF16,
+                           .to_float = bf16_to_float,
+                           .from_float = bf16_from_float,
+                           .vec_dot = bf16_dot,
                            .mdot = bf16_mdot},
-    [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0, .to_float = q4_0_to_float,
-                           .vec_dot = q4_0_dot, .mdot = q4_0_mdot,
-                           .vec_dot_rows8 = q4_0_rows8_dot, .mdot_rows8 = q4_0_rows8_mdot},
-    [INFERD_DTYPE_Q4_1] = {.type = INFERD_DTYPE_Q4_1, .to_float = q4_1_to_float,
-                           .vec_dot = q4_1_dot, .mdot = q4_1_mdot},
-    [INFERD_DTYPE_Q5_0] = {.type = INFERD_DTYPE_Q5_0, .to_float = q5_0_to_float,
-                           .vec_dot = q5_0_dot, .mdot = q5_0_mdot},
-    [INFERD_DTYPE_Q5_1] = {.type = INFERD_DTYPE_Q5_1, .to_float = q5_1_to_float,
-                           .vec_dot = q5_1_dot, .mdot = q5_1_mdot},
-    [INFERD_DTYPE_Q8_0] = {.type = INFERD_DTYPE_Q8_0, .to_float = q8_0_to_float,
-                           .from_float = q8_0_from_float, .vec_dot = q8_0_dot,
+    [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0,
+                           .to_float = q4_0_to_float,
+                           .vec_dot = q4_0_dot,
+                           .mdot = q4_0_mdot,
+                           .vec_dot_rows8 = q4_0_rows8_dot,
+                           .mdot_rows8 = q4_0_rows8_mdot},
+    [INFERD_DTYPE_Q4_1] = {.type = INFERD_DTYPE_Q4_1,
+                           .to_float = q4_1_to_float,
+                           .vec_dot = q4_1_dot,
+                           .mdot = q4_1_mdot},
+    [INFERD_DTYPE_Q5_0] = {.type = INFERD_DTYPE_Q5_0,
+                           .to_float = q5_0_to_float,
+                           .vec_dot = q5_0_dot,
+                           .mdot = q5_0_mdot},
+    [INFERD_DTYPE_Q5_1] = {.type = INFERD_DTYPE_Q5_1,
+                           .to_float = q5_1_to_float,
+                           .vec_dot = q5_1_dot,
+                           .mdot = q5_1_mdot},
+    [INFERD_DTYPE_Q8_0] = {.type = INFERD_DTYPE_Q8_0,
+                           .to_float = q8_0_to_float,
+                           .from_float = q8_0_from_float,
+                           .vec_dot = q8_0_dot,
                            .mdot = q8_0_mdot},
-    [INFERD_DTYPE_Q8_1] = {.type = INFERD_DTYPE_Q8_1, .to_float = q8_1_to_float,
+    [INFERD_DTYPE_Q8_1] = {.type = INFERD_DTYPE_Q8_1,
+                           .to_float = q8_1_to_float,
                            .from_float = q8_1_from_float},
     /* K-quants: quant_k_avx2.c. */
-    [INFERD_DTYPE_Q4_K] = {.type = INFERD_DTYPE_Q4_K, .to_float = inferd__q4_k_to_float_avx2,
-                           .vec_dot = inferd__q4_k_dot_avx2, .mdot = inferd__q4_k_mdot_avx2},
-    [INFERD_DTYPE_Q5_K] = {.type = INFERD_DTYPE_Q5_K, .to_float = inferd__q5_k_to_float_avx2,
-                           .vec_dot = inferd__q5_k_dot_avx2, .mdot = inferd__q5_k_mdot_avx2},
-    [INFERD_DTYPE_Q6_K] = {.type = INFERD_DTYPE_Q6_K, .to_float = inferd__q6_k_to_float_avx2,
-                           .vec_dot = inferd__q6_k_dot_avx2, .mdot = inferd__q6_k_mdot_avx2},
-    [INFERD_DTYPE_Q8_K] = {.type = INFERD_DTYPE_Q8_K, .to_float = inferd__q8_k_to_float_avx2,
+    [INFERD_DTYPE_Q4_K] = {.type = INFERD_DTYPE_Q4_K,
+                           .to_float = inferd__q4_k_to_float_avx2,
+                           .vec_dot = inferd__q4_k_dot_avx2,
+                           .mdot = inferd__q4_k_mdot_avx2},
+    [INFERD_DTYPE_Q5_K] = {.type = INFERD_DTYPE_Q5_K,
+                           .to_float = inferd__q5_k_to_float_avx2,
+                           .vec_dot = inferd__q5_k_dot_avx2,
+                           .mdot = inferd__q5_k_mdot_avx2},
+    [INFERD_DTYPE_Q6_K] = {.type = INFERD_DTYPE_Q6_K,
+                           .to_float = inferd__q6_k_to_float_avx2,
+                           .vec_dot = inferd__q6_k_dot_avx2,
+                           .mdot = inferd__q6_k_mdot_avx2},
+    [INFERD_DTYPE_Q8_K] = {.type = INFERD_DTYPE_Q8_K,
+                           .to_float = inferd__q8_k_to_float_avx2,
                            .from_float = inferd__q8_k_quantize_avx2},
     /* Q2_K, Q3_K, IQ4_NL, IQ4_XS: quant_k2_avx2.c. */
-    [INFERD_DTYPE_Q2_K] = {.type = INFERD_DTYPE_Q2_K, .vec_dot = inferd__q2_k_dot_avx2,
+    [INFERD_DTYPE_Q2_K] = {.type = INFERD_DTYPE_Q2_K,
+                           .vec_dot = inferd__q2_k_dot_avx2,
                            .mdot = inferd__q2_k_mdot_avx2},
-    [INFERD_DTYPE_Q3_K] = {.type = INFERD_DTYPE_Q3_K, .vec_dot = inferd__q3_k_dot_avx2,
+    [INFERD_DTYPE_Q3_K] = {.type = INFERD_DTYPE_Q3_K,
+                           .vec_dot = inferd__q3_k_dot_avx2,
                            .mdot = inferd__q3_k_mdot_avx2},
-    [INFERD_DTYPE_IQ4_NL] = {.type = INFERD_DTYPE_IQ4_NL, .vec_dot = inferd__iq4_nl_dot_avx2,
+    [INFERD_DTYPE_IQ4_NL] = {.type = INFERD_DTYPE_IQ4_NL,
+                             .vec_dot = inferd__iq4_nl_dot_avx2,
                              .mdot = inferd__iq4_nl_mdot_avx2,
                              .vec_dot_gemv = inferd__iq4_nl_dot_gemv_avx2},
-    [INFERD_DTYPE_IQ4_XS] = {.type = INFERD_DTYPE_IQ4_XS, .vec_dot = inferd__iq4_xs_dot_avx2,
+    [INFERD_DTYPE_IQ4_XS] = {.type = INFERD_DTYPE_IQ4_XS,
+                             .vec_dot = inferd__iq4_xs_dot_avx2,
                              .mdot = inferd__iq4_xs_mdot_avx2},
 };

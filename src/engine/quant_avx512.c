@@ -29,15 +29,15 @@ XI float hsum16(__m512 v)
     return hsum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
 
-XI void ftile(const int kind, const int NR, const int NT, int64_t n, const char *w,
-              size_t ws, const char *a, size_t as, float *out, size_t os)
+XI void ftile(const int kind, const int NR, const int NT, int64_t n, const char *w, size_t ws,
+              const char *a, size_t as, float *out, size_t os)
 {
     __m512 acc[TILE_R_MAX][TILE_T_MAX];
     UNROLL
     for (int r = 0; r < NR; r++)
         UNROLL
-        for (int t = 0; t < NT; t++)
-            acc[r][t] = _mm512_setzero_ps();
+    for (int t = 0; t < NT; t++)
+        acc[r][t] = _mm512_setzero_ps();
     const int64_t n16 = n & ~(int64_t)15;
     for (int64_t i = 0; i < n16; i += 16) {
         __m512 wv[TILE_R_MAX];
@@ -77,10 +77,10 @@ FLOAT_KERNELS(bf16, FK_BF16, F_MR, F_MT, F_MR1)
 
 /* ---- block formats -------------------------------------------------------- */
 
-#define GEN_ROWS 16    /* rows per generation tile, two per zmm */
-#define GEN_TOKENS 2   /* tokens per generation tile at most (8 zmm each) */
-#define PANEL_ROWS 2   /* rows per panel tile (8 zmm each) */
-#define P_LANES 16     /* tokens per panel, one per lane */
+#define GEN_ROWS 16  /* rows per generation tile, two per zmm */
+#define GEN_TOKENS 2 /* tokens per generation tile at most (8 zmm each) */
+#define PANEL_ROWS 2 /* rows per panel tile (8 zmm each) */
+#define P_LANES 16   /* tokens per panel, one per lane */
 
 /* Weight block as 32 unsigned bytes in element order (Q8_0: w + 128). */
 XI __m256i wblock32_u8(const int k, const uint8_t *wb)
@@ -90,16 +90,13 @@ XI __m256i wblock32_u8(const int k, const uint8_t *wb)
                                 _mm256_set1_epi8((char)0x80));
     __m256i q = nibbles32(wb + qk_wqs(k));
     if (qk_is5(k))
-        q = _mm256_or_si256(q, _mm256_maskz_mov_epi8(load_u32(wb + qk_wqh(k)),
-                                                     _mm256_set1_epi8(0x10)));
+        q = _mm256_or_si256(
+            q, _mm256_maskz_mov_epi8(load_u32(wb + qk_wqh(k)), _mm256_set1_epi8(0x10)));
     return q;
 }
 
 /* What the unsigned weight bytes carry above the quant: 8, 16, 128 or 0. */
-XI int u8_offset(const int k)
-{
-    return k == QK_Q8_0 ? 0x80 : qk_off(k);
-}
+XI int u8_offset(const int k) { return k == QK_Q8_0 ? 0x80 : qk_off(k); }
 
 /* The eight canonical lane sums of one block (lane l: elements 4l..4l+3):
  * vpdpbusd of the unsigned weight bytes with the activation quants x,
@@ -152,15 +149,15 @@ XI __m512i weights_pair(const int k, const uint8_t *w0, const uint8_t *w1)
         return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
     }
     const size_t qs = qk_wqs(k);
-    const __m256i y = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(w0 + qs))),
-        _mm_loadu_si128((const __m128i *)(w1 + qs)), 1);
+    const __m256i y =
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(w0 + qs))),
+                                _mm_loadu_si128((const __m128i *)(w1 + qs)), 1);
     __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(y), _mm256_srli_epi16(y, 4), 1);
     z = _mm512_and_si512(z, _mm512_set1_epi8(0x0f));
     if (qk_is5(k)) {
         const uint64_t h0 = load_u32(w0 + qk_wqh(k)), h1 = load_u32(w1 + qk_wqh(k));
-        const __mmask64 m = (h0 & 0xffffu) | (h1 & 0xffffu) << 16 | (h0 >> 16) << 32 |
-                            (h1 >> 16) << 48;
+        const __mmask64 m =
+            (h0 & 0xffffu) | (h1 & 0xffffu) << 16 | (h0 >> 16) << 32 | (h1 >> 16) << 48;
         z = _mm512_or_si512(z, _mm512_maskz_mov_epi8(m, _mm512_set1_epi8(0x10)));
     }
     return z;
@@ -180,10 +177,7 @@ XI __m512 pair_scales(const int k, const uint8_t *w0, const uint8_t *w1)
 
 /* Dword of a pair vector that holds row 2p + 1's result after pair_hsum8
  * (row 2p's is dword 0). */
-XI int pair_second(const int k)
-{
-    return k == QK_Q8_0 ? 8 : 4;
-}
+XI int pair_second(const int k) { return k == QK_Q8_0 ? 8 : 4; }
 
 /* The activation block's quants laid out against a pair vector. */
 XI __m512i act_pair(const int k, const uint8_t *qs)
@@ -221,8 +215,8 @@ XI void gen_tile(const int k, const int NT, int64_t nb, const char *w, size_t ws
     UNROLL
     for (int t = 0; t < NT; t++)
         UNROLL
-        for (int p = 0; p < GEN_ROWS / 2; p++)
-            acc[t][p] = summs[t][p] = _mm512_setzero_ps();
+    for (int p = 0; p < GEN_ROWS / 2; p++)
+        acc[t][p] = summs[t][p] = _mm512_setzero_ps();
 
     for (int64_t b = 0; b < nb; b++) {
         __m512i z[GEN_ROWS / 2];
@@ -232,7 +226,8 @@ XI void gen_tile(const int k, const int NT, int64_t nb, const char *w, size_t ws
          * of 16 interleaved row streams). */
         UNROLL
         for (int p = 0; p < GEN_ROWS / 2; p++) {
-            const uint8_t *w0 = rp[2 * p] + (size_t)b * wbytes, *w1 = rp[2 * p + 1] + (size_t)b * wbytes;
+            const uint8_t *w0 = rp[2 * p] + (size_t)b * wbytes,
+                          *w1 = rp[2 * p + 1] + (size_t)b * wbytes;
             z[p] = weights_pair(k, w0, w1);
             dw[p] = pair_scales(k, w0, w1);
             mw[p] = has_m ? pair_scales(k, w0 + 2, w1 + 2) : _mm512_setzero_ps();
@@ -247,18 +242,18 @@ XI void gen_tile(const int k, const int NT, int64_t nb, const char *w, size_t ws
             const __m512i x = act_pair(k, ab + aqs);
             __m512i c = _mm512_setzero_si512();
             if (off)
-                c = _mm512_sub_epi32(c, _mm512_dpbusd_epi32(_mm512_setzero_si512(),
-                                                            _mm512_set1_epi8((char)off), x));
+                c = _mm512_sub_epi32(
+                    c, _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)off), x));
             const __m512 da = _mm512_set1_ps(f16_scalar(ab));
             UNROLL
             for (int p = 0; p < GEN_ROWS / 2; p++) {
                 const __m512i lanes = _mm512_dpbusd_epi32(c, z[p], x);
                 /* d = dw * da, exact: two f16 values. */
-                acc[t][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw[p], da), _mm512_cvtepi32_ps(lanes),
-                                            acc[t][p]);
+                acc[t][p] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(dw[p], da), _mm512_cvtepi32_ps(lanes), acc[t][p]);
                 if (has_m)
-                    summs[t][p] = _mm512_fmadd_ps(mw[p], _mm512_set1_ps(f16_scalar(ab + 2)),
-                                                  summs[t][p]);
+                    summs[t][p] =
+                        _mm512_fmadd_ps(mw[p], _mm512_set1_ps(f16_scalar(ab + 2)), summs[t][p]);
             }
         }
     }
@@ -294,23 +289,19 @@ XI void gen_mdot(const int k, int64_t n, const void *w, size_t w_stride, int64_t
                      (const char *)a + (size_t)t0 * a_stride, a_stride,
                      out + (size_t)t0 * out_stride + (size_t)r0, out_stride);
         if (t0 < n_toks)
-            gen_tile(k, 1, n / INFERD_QK, wr, w_stride, nr,
-                     (const char *)a + (size_t)t0 * a_stride, a_stride,
-                     out + (size_t)t0 * out_stride + (size_t)r0, out_stride);
+            gen_tile(k, 1, n / INFERD_QK, wr, w_stride, nr, (const char *)a + (size_t)t0 * a_stride,
+                     a_stride, out + (size_t)t0 * out_stride + (size_t)r0, out_stride);
     }
 }
 
 /* name_dot (vec_dot) and name_mdot of block kind k. */
-#define BLOCK_KERNELS(name, k)                                                        \
-    static float name##_dot(int64_t n, const void *w, const void *a)                  \
-    {                                                                                 \
-        return qdot1(k, n, w, a);                                                     \
-    }                                                                                 \
-    static void name##_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows, \
-                            const void *a, size_t a_stride, int64_t n_toks, float *out, \
-                            size_t out_stride)                                        \
-    {                                                                                 \
-        gen_mdot(k, n, w, w_stride, n_rows, a, a_stride, n_toks, out, out_stride);    \
+#define BLOCK_KERNELS(name, k)                                                                     \
+    static float name##_dot(int64_t n, const void *w, const void *a) { return qdot1(k, n, w, a); } \
+    static void name##_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,             \
+                            const void *a, size_t a_stride, int64_t n_toks, float *out,            \
+                            size_t out_stride)                                                     \
+    {                                                                                              \
+        gen_mdot(k, n, w, w_stride, n_rows, a, a_stride, n_toks, out, out_stride);                 \
     }
 
 BLOCK_KERNELS(q4_0, QK_Q4_0)
@@ -340,14 +331,14 @@ BLOCK_KERNELS(q8_0, QK_Q8_0)
  * a time (the accumulators pass between chunks through the output, which
  * is exact). An odd last block of a row takes a gather for its scales.
  */
-#define G_CHUNK 256   /* even */
-#define G_NT_MAX 8    /* tokens per pass over a tile (one zmm accumulator each) */
+#define G_CHUNK 256 /* even */
+#define G_NT_MAX 8  /* tokens per pass over a tile (one zmm accumulator each) */
 
 typedef struct {
-    int32_t corr[G_CHUNK];   /* -8 * sum of the block's activation quants */
-    float da[G_CHUNK];       /* activation scale */
-    int32_t mlo[G_CHUNK];    /* activation bytes (14, 15, 0, 1) */
-    int32_t mhi[G_CHUNK];    /* activation bytes (30, 31, 16, 17) */
+    int32_t corr[G_CHUNK]; /* -8 * sum of the block's activation quants */
+    float da[G_CHUNK];     /* activation scale */
+    int32_t mlo[G_CHUNK];  /* activation bytes (14, 15, 0, 1) */
+    int32_t mhi[G_CHUNK];  /* activation bytes (30, 31, 16, 17) */
 } q4_0_gen_act;
 
 /* The low and high nibbles of four quant dwords per lane, the high ones in
@@ -397,9 +388,9 @@ XI void q4_0_gen_tile(const int NT, int64_t nb, const char *w, size_t ws, int nr
     for (int t = 0; t < NT; t++)
         acc[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(live, out[t]);
     /* Words 0..15: low words of dw0 (d_b); 16..31: high words of dw4. */
-    const __m512i didx = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41,
-                                          39, 37, 35, 33, 30, 28, 26, 24, 22, 20, 18, 16,
-                                          14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i didx =
+        _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 30, 28, 26,
+                         24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const int64_t np = nb / 2;
     for (int64_t p = 0; p < np; p++) {
         const size_t po = (size_t)p * 36;
@@ -414,7 +405,7 @@ XI void q4_0_gen_tile(const int NT, int64_t nb, const char *w, size_t ws, int nr
         __m512i d[4], d4, lo_q[4], hi_q[4];
         rows16_dwords4(rp, po, d);
         {
-            __m512i t[4];   /* only t[0] is used: the rest is dead code */
+            __m512i t[4]; /* only t[0] is used: the rest is dead code */
             rows16_dwords4(rp, po + 16, t);
             d4 = t[0];
         }
@@ -474,20 +465,20 @@ static void q4_0_gen_prep(const char *ac, int64_t cb, q4_0_gen_act *act)
     for (int64_t b = 0; b < cb; b++) {
         const uint8_t *ab = (const uint8_t *)ac + (size_t)b * 34;
         const __m256i x = _mm256_loadu_si256((const __m256i *)(ab + 2));
-        act->corr[b] = -hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(),
-                                                       _mm256_set1_epi8(8), x));
+        act->corr[b] =
+            -hsum_i32x8(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), x));
         act->da[b] = f16_scalar(ab);
         const uint8_t *q = ab + 2;
-        act->mlo[b] = (int32_t)((uint32_t)q[14] | (uint32_t)q[15] << 8 |
-                                (uint32_t)q[0] << 16 | (uint32_t)q[1] << 24);
-        act->mhi[b] = (int32_t)((uint32_t)q[30] | (uint32_t)q[31] << 8 |
-                                (uint32_t)q[16] << 16 | (uint32_t)q[17] << 24);
+        act->mlo[b] = (int32_t)((uint32_t)q[14] | (uint32_t)q[15] << 8 | (uint32_t)q[0] << 16 |
+                                (uint32_t)q[1] << 24);
+        act->mhi[b] = (int32_t)((uint32_t)q[30] | (uint32_t)q[31] << 8 | (uint32_t)q[16] << 16 |
+                                (uint32_t)q[17] << 24);
     }
 }
 
 /* NT tokens (1..G_NT_MAX) at @p a (rows a_stride apart), all rows. */
-XI void q4_0_gen(const int NT, int64_t n, const void *w, size_t ws, int64_t n_rows,
-                 const void *a, size_t as, float *out, size_t os, q4_0_gen_act *act)
+XI void q4_0_gen(const int NT, int64_t n, const void *w, size_t ws, int64_t n_rows, const void *a,
+                 size_t as, float *out, size_t os, q4_0_gen_act *act)
 {
     const int64_t nb = n / INFERD_QK;
     for (int64_t b0 = 0; b0 < nb; b0 += G_CHUNK) {
@@ -547,15 +538,15 @@ static void q4_0_rows8_mdot MDOT_SIG
                  a_stride, out + (size_t)t0 * out_stride, out_stride, act);
     const char *at = (const char *)a + (size_t)t0 * a_stride;
     float *ot = out + (size_t)t0 * out_stride;
+    /* clang-format off */
     switch (n_toks - t0) {
-#define G_CASE(k)                                                              \
-    case k:                                                                    \
-        q4_0_gen(k, n, w, w_stride, n_rows, at, a_stride, ot, out_stride, act); \
-        break;
-        G_CASE(1) G_CASE(2) G_CASE(3) G_CASE(4) G_CASE(5) G_CASE(6) G_CASE(7)
+#define G_CASE(k) \
+    case k: q4_0_gen(k, n, w, w_stride, n_rows, at, a_stride, ot, out_stride, act); break;
+    G_CASE(1) G_CASE(2) G_CASE(3) G_CASE(4) G_CASE(5) G_CASE(6) G_CASE(7)
 #undef G_CASE
     default: break;
     }
+    /* clang-format on */
 }
 
 /* ---- panels (tokens in lanes) for prompts --------------------------------- */
@@ -578,18 +569,18 @@ static void q4_0_rows8_mdot MDOT_SIG
  * a chunk carry each panel's accumulators over to the next chunk in
  * memory (exact).
  */
-#define PANEL_CHUNK 128   /* blocks prepared at a time */
-#define PANEL_GROUP 8     /* panels sharing one preparation */
+#define PANEL_CHUNK 128 /* blocks prepared at a time */
+#define PANEL_GROUP 8   /* panels sharing one preparation */
 
 typedef struct panel_prep {
-    _Alignas(64) int32_t start[PANEL_CHUNK][8];   /* -128 * each lane's weight sum */
-    _Alignas(64) int8_t q[PANEL_CHUNK][32];       /* signed weights (not Q8_0) */
-    float dw[PANEL_CHUNK], mw[PANEL_CHUNK];       /* scale, minimum (Q4_1/Q5_1) */
+    _Alignas(64) int32_t start[PANEL_CHUNK][8]; /* -128 * each lane's weight sum */
+    _Alignas(64) int8_t q[PANEL_CHUNK][32];     /* signed weights (not Q8_0) */
+    float dw[PANEL_CHUNK], mw[PANEL_CHUNK];     /* scale, minimum (Q4_1/Q5_1) */
 } panel_prep;
 
 typedef struct panel_acc {
-    __m512 acc[PANEL_ROWS][8];   /* (row, lane): 16 tokens */
-    __m512 summs[PANEL_ROWS];    /* Q4_1/Q5_1 */
+    __m512 acc[PANEL_ROWS][8]; /* (row, lane): 16 tokens */
+    __m512 summs[PANEL_ROWS];  /* Q4_1/Q5_1 */
 } panel_acc;
 
 /* Weight block as 32 signed bytes in element order, offset removed: Q4_0
@@ -608,8 +599,8 @@ XI void panel_prepare(const int k, const uint8_t *wb, int64_t cb, panel_prep *pp
     const size_t wbytes = qk_wbytes(k);
     for (int64_t b = 0; b < cb; b++, wb += wbytes) {
         const __m256i q = wblock32_s8(k, wb);
-        const __m256i wsum128 = _mm256_dpbusd_epi32(_mm256_setzero_si256(),
-                                                    _mm256_set1_epi8((char)0x80), q);
+        const __m256i wsum128 =
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), q);
         _mm256_store_si256((__m256i *)pp->start[b],
                            _mm256_sub_epi32(_mm256_setzero_si256(), wsum128));
         if (k != QK_Q8_0)
@@ -625,8 +616,8 @@ XI void panel_prepare(const int k, const uint8_t *wb, int64_t cb, panel_prep *pp
  * chunk (Q8_0's groups are broadcast straight from the weights, the other
  * formats' from their prepared copy). */
 XI void panel_run(const int k, const int R, int64_t cb, const uint8_t *const wb[PANEL_ROWS],
-                  const panel_prep *pp, const char *pb, int first, int last, panel_acc *st,
-                  int nr, int nt, float *out, size_t os)
+                  const panel_prep *pp, const char *pb, int first, int last, panel_acc *st, int nr,
+                  int nt, float *out, size_t os)
 {
     const size_t wbytes = qk_wbytes(k);
     const int has_m = qk_has_m(k);
@@ -654,9 +645,9 @@ XI void panel_run(const int k, const int R, int64_t cb, const uint8_t *const wb[
             const __m512i av = _mm512_loadu_si512(pb + 64 * g);
             UNROLL
             for (int r = 0; r < R; r++) {
-                const __m512i lane = _mm512_dpbusd_epi32(
-                    _mm512_set1_epi32(pp[r].start[b][g]), av,
-                    _mm512_set1_epi32((int)load_u32(groups[r] + 4 * g)));
+                const __m512i lane =
+                    _mm512_dpbusd_epi32(_mm512_set1_epi32(pp[r].start[b][g]), av,
+                                        _mm512_set1_epi32((int)load_u32(groups[r] + 4 * g)));
                 acc[r][g] = _mm512_fmadd_ps(d[r], _mm512_cvtepi32_ps(lane), acc[r][g]);
             }
         }
@@ -682,8 +673,9 @@ XI void panel_run(const int k, const int R, int64_t cb, const uint8_t *const wb[
         if (r >= nr)
             continue;
         const __m512 *x = acc[r];
-        __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x[0], x[4]), _mm512_add_ps(x[2], x[6])),
-                                 _mm512_add_ps(_mm512_add_ps(x[1], x[5]), _mm512_add_ps(x[3], x[7])));
+        __m512 s =
+            _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x[0], x[4]), _mm512_add_ps(x[2], x[6])),
+                          _mm512_add_ps(_mm512_add_ps(x[1], x[5]), _mm512_add_ps(x[3], x[7])));
         if (has_m)
             s = _mm512_add_ps(s, summs[r]);
         float tmp[P_LANES];
@@ -731,11 +723,11 @@ XI void panel_gemm(const int k, int64_t n, const void *w, size_t w_stride, int64
     }
 }
 
-#define PANEL_GEMM(name, k)                                                           \
-    static void name##_pgemm(int64_t n, const void *w, size_t w_stride, int64_t n_rows, \
+#define PANEL_GEMM(name, k)                                                                \
+    static void name##_pgemm(int64_t n, const void *w, size_t w_stride, int64_t n_rows,    \
                              const void *panel, int n_toks, float *out, size_t out_stride) \
-    {                                                                                 \
-        panel_gemm(k, n, w, w_stride, n_rows, panel, n_toks, out, out_stride);        \
+    {                                                                                      \
+        panel_gemm(k, n, w, w_stride, n_rows, panel, n_toks, out, out_stride);             \
     }
 
 PANEL_GEMM(q4_0, QK_Q4_0)
@@ -782,8 +774,8 @@ static void pack_q8_1(int64_t n, const float *x, int64_t x_stride, int n_toks, v
     pack_panel(n, x, x_stride, n_toks, panel, 1);
 }
 
-#define PANEL_ENTRY(name, pack_fn, min_toks)                                   \
-    static const inferd__panel_kernels name##_panel = {                        \
+#define PANEL_ENTRY(name, pack_fn, min_toks)            \
+    static const inferd__panel_kernels name##_panel = { \
         .lanes = P_LANES, .min_tokens = min_toks, .pack = pack_fn, .gemm = name##_pgemm}
 
 /* From this many tokens on, a panel beats the generation tiles. */
@@ -797,41 +789,53 @@ PANEL_ENTRY(q5_1, pack_q8_1, PANEL_MIN_TOKENS);
 PANEL_ENTRY(q8_0, pack_q8_0, PANEL_MIN_TOKENS);
 
 const inferd__panel_kernels *const inferd__panels_avx512[INFERD_DTYPE_COUNT] = {
-    [INFERD_DTYPE_Q4_0] = &q4_0_panel,
-    [INFERD_DTYPE_Q4_1] = &q4_1_panel,
-    [INFERD_DTYPE_Q5_0] = &q5_0_panel,
-    [INFERD_DTYPE_Q5_1] = &q5_1_panel,
+    [INFERD_DTYPE_Q4_0] = &q4_0_panel, [INFERD_DTYPE_Q4_1] = &q4_1_panel,
+    [INFERD_DTYPE_Q5_0] = &q5_0_panel, [INFERD_DTYPE_Q5_1] = &q5_1_panel,
     [INFERD_DTYPE_Q8_0] = &q8_0_panel,
 };
 
 /* Only the dot products differ from AVX2; conversions fall back to it. */
 const inferd_kernels inferd__kernels_avx512[INFERD_DTYPE_COUNT] = {
-    [INFERD_DTYPE_F32] = {.type = INFERD_DTYPE_F32, .vec_dot = f32_dot, .mdot = f32_mdot,
+    [INFERD_DTYPE_F32] = {.type = INFERD_DTYPE_F32,
+                          .vec_dot = f32_dot,
+                          .mdot = f32_mdot,
                           .vec_dot_gemv = f32_dot_gemv},
-    [INFERD_DTYPE_F16] = {.type = INFERD_DTYPE_F16, .vec_dot = f16_dot, .mdot = f16_mdot,
+    [INFERD_DTYPE_F16] = {.type = INFERD_DTYPE_F16,
+                          .vec_dot = f16_dot,
+                          .mdot = f16_mdot,
                           .vec_dot_gemv = f16_dot_gemv},
     [INFERD_DTYPE_BF16] = {.type = INFERD_DTYPE_BF16, .vec_dot = bf16_dot, .mdot = bf16_mdot},
-    [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0, .vec_dot = q4_0_dot, .mdot = q4_0_mdot,
-                           .vec_dot_rows8 = q4_0_rows8_dot, .mdot_rows8 = q4_0_rows8_mdot},
+    [INFERD_DTYPE_Q4_0] = {.type = INFERD_DTYPE_Q4_0,
+                           .vec_dot = q4_0_dot,
+                           .mdot = q4_0_mdot,
+                           .vec_dot_rows8 = q4_0_rows8_dot,
+                           .mdot_rows8 = q4_0_rows8_mdot},
     [INFERD_DTYPE_Q4_1] = {.type = INFERD_DTYPE_Q4_1, .vec_dot = q4_1_dot, .mdot = q4_1_mdot},
     [INFERD_DTYPE_Q5_0] = {.type = INFERD_DTYPE_Q5_0, .vec_dot = q5_0_dot, .mdot = q5_0_mdot},
     [INFERD_DTYPE_Q5_1] = {.type = INFERD_DTYPE_Q5_1, .vec_dot = q5_1_dot, .mdot = q5_1_mdot},
     [INFERD_DTYPE_Q8_0] = {.type = INFERD_DTYPE_Q8_0, .vec_dot = q8_0_dot, .mdot = q8_0_mdot},
     /* K-quants: quant_k_avx512.c (no panels: matmul uses their mdot). */
-    [INFERD_DTYPE_Q4_K] = {.type = INFERD_DTYPE_Q4_K, .vec_dot = inferd__q4_k_dot_avx512,
+    [INFERD_DTYPE_Q4_K] = {.type = INFERD_DTYPE_Q4_K,
+                           .vec_dot = inferd__q4_k_dot_avx512,
                            .mdot = inferd__q4_k_mdot_avx512},
-    [INFERD_DTYPE_Q5_K] = {.type = INFERD_DTYPE_Q5_K, .vec_dot = inferd__q5_k_dot_avx512,
+    [INFERD_DTYPE_Q5_K] = {.type = INFERD_DTYPE_Q5_K,
+                           .vec_dot = inferd__q5_k_dot_avx512,
                            .mdot = inferd__q5_k_mdot_avx512},
-    [INFERD_DTYPE_Q6_K] = {.type = INFERD_DTYPE_Q6_K, .vec_dot = inferd__q6_k_dot_avx512,
+    [INFERD_DTYPE_Q6_K] = {.type = INFERD_DTYPE_Q6_K,
+                           .vec_dot = inferd__q6_k_dot_avx512,
                            .mdot = inferd__q6_k_mdot_avx512},
     /* Q2_K, Q3_K, IQ4_NL, IQ4_XS: quant_k2_avx512.c. */
-    [INFERD_DTYPE_Q2_K] = {.type = INFERD_DTYPE_Q2_K, .vec_dot = inferd__q2_k_dot_avx512,
+    [INFERD_DTYPE_Q2_K] = {.type = INFERD_DTYPE_Q2_K,
+                           .vec_dot = inferd__q2_k_dot_avx512,
                            .mdot = inferd__q2_k_mdot_avx512},
-    [INFERD_DTYPE_Q3_K] = {.type = INFERD_DTYPE_Q3_K, .vec_dot = inferd__q3_k_dot_avx512,
+    [INFERD_DTYPE_Q3_K] = {.type = INFERD_DTYPE_Q3_K,
+                           .vec_dot = inferd__q3_k_dot_avx512,
                            .mdot = inferd__q3_k_mdot_avx512},
-    [INFERD_DTYPE_IQ4_NL] = {.type = INFERD_DTYPE_IQ4_NL, .vec_dot = inferd__iq4_nl_dot_avx512,
+    [INFERD_DTYPE_IQ4_NL] = {.type = INFERD_DTYPE_IQ4_NL,
+                             .vec_dot = inferd__iq4_nl_dot_avx512,
                              .mdot = inferd__iq4_nl_mdot_avx512,
                              .vec_dot_gemv = inferd__iq4_nl_dot_gemv_avx512},
-    [INFERD_DTYPE_IQ4_XS] = {.type = INFERD_DTYPE_IQ4_XS, .vec_dot = inferd__iq4_xs_dot_avx512,
+    [INFERD_DTYPE_IQ4_XS] = {.type = INFERD_DTYPE_IQ4_XS,
+                             .vec_dot = inferd__iq4_xs_dot_avx512,
                              .mdot = inferd__iq4_xs_mdot_avx512},
 };

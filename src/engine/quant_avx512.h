@@ -6,20 +6,14 @@
 
 #include "quant_x86.h"
 
-XI __m512i bcast32(const uint8_t *p)
-{
-    return _mm512_set1_epi32((int)load_u32(p));
-}
+XI __m512i bcast32(const uint8_t *p) { return _mm512_set1_epi32((int)load_u32(p)); }
 
 XI __m512i join256(__m256i lo, __m256i hi)
 {
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
-XI __m128i load16(const uint8_t *p)
-{
-    return _mm_loadu_si128((const __m128i *)p);
-}
+XI __m128i load16(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
 
 /* The 16 bytes at rp[i] + off of 16 rows, four rows per zmm: 128-bit
  * lane L of z[i] is row 4L + i (pairs joined in ymm first: 256-bit inserts

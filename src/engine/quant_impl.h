@@ -95,10 +95,7 @@ static inline int inferd__nearest_int(float v)
     return (int)(u & 0x007fffffu) - 0x00400000;
 }
 
-static inline int inferd__clamp_int(int v, int lo, int hi)
-{
-    return v < lo ? lo : v > hi ? hi : v;
-}
+static inline int inferd__clamp_int(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 /* The value of largest magnitude among x[0..n) (the first of equals; 0 when
  * all are 0), its magnitude in *amax: the scan of ggml's reference
@@ -142,15 +139,12 @@ void inferd__q8_k_quantize(const float *src, void *dst, int64_t n);
 float inferd__q4_k_dot(int64_t n, const void *w, const void *a);
 float inferd__q5_k_dot(int64_t n, const void *w, const void *a);
 float inferd__q6_k_dot(int64_t n, const void *w, const void *a);
-void inferd__q4_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
-                       const void *a, size_t a_stride, int64_t n_toks, float *out,
-                       size_t out_stride);
-void inferd__q5_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
-                       const void *a, size_t a_stride, int64_t n_toks, float *out,
-                       size_t out_stride);
-void inferd__q6_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
-                       const void *a, size_t a_stride, int64_t n_toks, float *out,
-                       size_t out_stride);
+void inferd__q4_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a,
+                       size_t a_stride, int64_t n_toks, float *out, size_t out_stride);
+void inferd__q5_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a,
+                       size_t a_stride, int64_t n_toks, float *out, size_t out_stride);
+void inferd__q6_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a,
+                       size_t a_stride, int64_t n_toks, float *out, size_t out_stride);
 
 void inferd__q4_k_to_float_avx2(const void *src, float *dst, int64_t n);
 void inferd__q5_k_to_float_avx2(const void *src, float *dst, int64_t n);
@@ -235,24 +229,24 @@ void inferd__q2_k_quantize(const float *src, void *dst, int64_t n);
 void inferd__q3_k_quantize(const float *src, void *dst, int64_t n);
 void inferd__iq4_nl_quantize(const float *src, void *dst, int64_t n);
 void inferd__iq4_xs_quantize(const float *src, void *dst, int64_t n);
-#define INFERD__K2_DECL(sfx)                                                                 \
-    float inferd__q2_k_dot##sfx(int64_t n, const void *w, const void *a);                    \
-    float inferd__q3_k_dot##sfx(int64_t n, const void *w, const void *a);                    \
-    float inferd__iq4_nl_dot##sfx(int64_t n, const void *w, const void *a);                  \
-    float inferd__iq4_nl_dot_gemv##sfx(int64_t n, const void *w, const void *a);             \
-    float inferd__iq4_xs_dot##sfx(int64_t n, const void *w, const void *a);                  \
-    void inferd__q2_k_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows,   \
-                                const void *a, size_t a_stride, int64_t n_toks, float *out,  \
-                                size_t out_stride);                                          \
-    void inferd__q3_k_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows,   \
-                                const void *a, size_t a_stride, int64_t n_toks, float *out,  \
-                                size_t out_stride);                                          \
-    void inferd__iq4_nl_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows, \
-                                  const void *a, size_t a_stride, int64_t n_toks,            \
-                                  float *out, size_t out_stride);                            \
-    void inferd__iq4_xs_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows, \
-                                  const void *a, size_t a_stride, int64_t n_toks,            \
-                                  float *out, size_t out_stride);
+#define INFERD__K2_DECL(sfx)                                                                  \
+    float inferd__q2_k_dot##sfx(int64_t n, const void *w, const void *a);                     \
+    float inferd__q3_k_dot##sfx(int64_t n, const void *w, const void *a);                     \
+    float inferd__iq4_nl_dot##sfx(int64_t n, const void *w, const void *a);                   \
+    float inferd__iq4_nl_dot_gemv##sfx(int64_t n, const void *w, const void *a);              \
+    float inferd__iq4_xs_dot##sfx(int64_t n, const void *w, const void *a);                   \
+    void inferd__q2_k_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows,    \
+                                const void *a, size_t a_stride, int64_t n_toks, float *out,   \
+                                size_t out_stride);                                           \
+    void inferd__q3_k_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows,    \
+                                const void *a, size_t a_stride, int64_t n_toks, float *out,   \
+                                size_t out_stride);                                           \
+    void inferd__iq4_nl_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows,  \
+                                  const void *a, size_t a_stride, int64_t n_toks, float *out, \
+                                  size_t out_stride);                                         \
+    void inferd__iq4_xs_mdot##sfx(int64_t n, const void *w, size_t w_stride, int64_t n_rows,  \
+                                  const void *a, size_t a_stride, int64_t n_toks, float *out, \
+                                  size_t out_stride);
 INFERD__K2_DECL()
 INFERD__K2_DECL(_avx2)
 INFERD__K2_DECL(_avx512)
@@ -270,16 +264,15 @@ INFERD__K2_DECL(_avx512)
  * 128), d = 0 and s = 0.
  */
 typedef struct inferd__panel_kernels {
-    int lanes;             /* P: tokens per panel */
-    int min_tokens;        /* use panels from this many tokens on */
+    int lanes;      /* P: tokens per panel */
+    int min_tokens; /* use panels from this many tokens on */
     /* Convert n_toks (<= P) f32 rows of n elements (stride x_stride floats)
      * to one panel, quantizing exactly as the vec_dot_type's from_float. */
-    void (*pack)(int64_t n, const float *x, int64_t x_stride, int n_toks,
-                 void *panel);
+    void (*pack)(int64_t n, const float *x, int64_t x_stride, int n_toks, void *panel);
     /* out[t * out_stride + r] for r < n_rows, t < n_toks (<= P): bit-identical
      * to vec_dot of row r with token t's from_float row. */
-    void (*gemm)(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
-                 const void *panel, int n_toks, float *out, size_t out_stride);
+    void (*gemm)(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *panel,
+                 int n_toks, float *out, size_t out_stride);
 } inferd__panel_kernels;
 
 /** Bytes of one panel of @p lanes tokens over @p n elements. */

@@ -15,8 +15,8 @@
 #endif
 
 #define QK_K INFERD_QK_K
-#define N_SUB_32 (QK_K / 32)   /* sub-blocks of Q4_K/Q5_K */
-#define N_SUB_16 (QK_K / 16)   /* sub-blocks of Q6_K, groups of Q8_K's bsums */
+#define N_SUB_32 (QK_K / 32) /* sub-blocks of Q4_K/Q5_K */
+#define N_SUB_16 (QK_K / 16) /* sub-blocks of Q6_K, groups of Q8_K's bsums */
 
 /* ggml treats a group whose largest magnitude is below this as all zero. */
 #define GROUP_MAX_EPS 1e-15f
@@ -30,8 +30,7 @@
  * whatever the same bit manipulation gives, so that we match for any input.
  */
 /* Scale and min of sub-block s from the 12 packed bytes (layout in quant.h). */
-static void k_scale_min(const uint8_t packed[INFERD_K_SCALE_BYTES], int s, int *out_sc,
-                        int *out_m)
+static void k_scale_min(const uint8_t packed[INFERD_K_SCALE_BYTES], int s, int *out_sc, int *out_m)
 {
     if (s < 4) {
         *out_sc = packed[s] & 63;
@@ -267,8 +266,8 @@ static float fit_scale_sym(int n, int nmax, const float *x, int8_t *L)
         }
         if (suml2 > 0 && sumlx * sumlx > best * suml2) {
             for (int i = 0; i < n; i++)
-                L[i] = (int8_t)(nmax + inferd__clamp_int(inferd__nearest_int(iscale * x[i]),
-                                                         -nmax, nmax - 1));
+                L[i] = (int8_t)(nmax + inferd__clamp_int(inferd__nearest_int(iscale * x[i]), -nmax,
+                                                         nmax - 1));
             scale = sumlx / suml2;
             best = scale * sumlx;
         }
@@ -283,9 +282,9 @@ static float fit_scale_sym(int n, int nmax, const float *x, int8_t *L)
  * re-round every element against the stored scales. Writes d, dmin, the
  * packed scales and the levels L (0..nmax).
  */
-static void q45_k_quantize_block(const float *x, int nmax, float rmin, int nstep,
-                                 inferd_f16 *out_d, inferd_f16 *out_dmin,
-                                 uint8_t scales_out[INFERD_K_SCALE_BYTES], uint8_t L[QK_K])
+static void q45_k_quantize_block(const float *x, int nmax, float rmin, int nstep, inferd_f16 *out_d,
+                                 inferd_f16 *out_dmin, uint8_t scales_out[INFERD_K_SCALE_BYTES],
+                                 uint8_t L[QK_K])
 {
     float scales[N_SUB_32], mins[N_SUB_32], w[32];
     uint8_t Laux[32], ls[N_SUB_32], lm[N_SUB_32];
@@ -300,7 +299,7 @@ static void q45_k_quantize_block(const float *x, int nmax, float rmin, int nstep
         for (int i = 0; i < 32; i++)
             w[i] = av_x + fabsf(xs[i]);
         scales[s] = inferd__fit_scale_min(32, nmax, xs, w, L + 32 * s, &mins[s], Laux, rmin, 0.1f,
-                                  nstep, 0);
+                                          nstep, 0);
         if (scales[s] > max_scale)
             max_scale = scales[s];
         if (mins[s] > max_min)
@@ -397,8 +396,9 @@ void inferd__q6_k_quantize(const float *src, void *dst, int64_t n)
             if (d == 0)
                 continue; /* keeps the fit's levels */
             for (int j = 0; j < 16; j++)
-                L[16 * s + j] = (int8_t)(
-                    inferd__clamp_int(inferd__nearest_int(x[16 * s + j] / d), -32, 31) + 32);
+                L[16 * s + j] =
+                    (int8_t)(inferd__clamp_int(inferd__nearest_int(x[16 * s + j] / d), -32, 31) +
+                             32);
         }
         for (int h = 0; h < 2; h++) {
             const int8_t *Lh = L + 128 * h;
@@ -566,27 +566,24 @@ static void dot_each_output(float (*dot)(int64_t, const void *, const void *), i
 {
     for (int64_t t = 0; t < n_toks; t++)
         for (int64_t r = 0; r < n_rows; r++)
-            out[(size_t)t * out_stride + (size_t)r] = dot(
-                n, (const char *)w + (size_t)r * w_stride, (const char *)a + (size_t)t * a_stride);
+            out[(size_t)t * out_stride + (size_t)r] = dot(n, (const char *)w + (size_t)r * w_stride,
+                                                          (const char *)a + (size_t)t * a_stride);
 }
 
-void inferd__q4_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
-                       const void *a, size_t a_stride, int64_t n_toks, float *out,
-                       size_t out_stride)
+void inferd__q4_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a,
+                       size_t a_stride, int64_t n_toks, float *out, size_t out_stride)
 {
     dot_each_output(inferd__q4_k_dot, n, w, w_stride, n_rows, a, a_stride, n_toks, out, out_stride);
 }
 
-void inferd__q5_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
-                       const void *a, size_t a_stride, int64_t n_toks, float *out,
-                       size_t out_stride)
+void inferd__q5_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a,
+                       size_t a_stride, int64_t n_toks, float *out, size_t out_stride)
 {
     dot_each_output(inferd__q5_k_dot, n, w, w_stride, n_rows, a, a_stride, n_toks, out, out_stride);
 }
 
-void inferd__q6_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows,
-                       const void *a, size_t a_stride, int64_t n_toks, float *out,
-                       size_t out_stride)
+void inferd__q6_k_mdot(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a,
+                       size_t a_stride, int64_t n_toks, float *out, size_t out_stride)
 {
     dot_each_output(inferd__q6_k_dot, n, w, w_stride, n_rows, a, a_stride, n_toks, out, out_stride);
 }

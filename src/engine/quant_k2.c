@@ -412,8 +412,7 @@ static float hsum8(const float x[8])
 /* sumi[k] = sum over pieces p of sc[p][k] * (elements 32p + 4k..+3 of
  * (q - off) times a), for the 256 elements of a super-block; sc16 the
  * scale of each sub-block of 16. */
-static void lanes16(const uint8_t *q, int off, const int8_t *a, const int sc16[16],
-                    int32_t sumi[8])
+static void lanes16(const uint8_t *q, int off, const int8_t *a, const int sc16[16], int32_t sumi[8])
 {
     for (int k = 0; k < 8; k++) {
         int32_t s = 0;
@@ -564,15 +563,15 @@ static void dot_each(inferd_vec_dot_fn dot, int64_t n, const void *w, size_t w_s
 {
     for (int64_t t = 0; t < n_toks; t++)
         for (int64_t r = 0; r < n_rows; r++)
-            out[(size_t)t * out_stride + (size_t)r] = dot(
-                n, (const char *)w + (size_t)r * w_stride, (const char *)a + (size_t)t * a_stride);
+            out[(size_t)t * out_stride + (size_t)r] = dot(n, (const char *)w + (size_t)r * w_stride,
+                                                          (const char *)a + (size_t)t * a_stride);
 }
 
-#define K2_MDOT(name, dot)                                                                      \
-    void name(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a,        \
-              size_t a_stride, int64_t n_toks, float *out, size_t out_stride)                  \
-    {                                                                                           \
-        dot_each(dot, n, w, w_stride, n_rows, a, a_stride, n_toks, out, out_stride);           \
+#define K2_MDOT(name, dot)                                                              \
+    void name(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a, \
+              size_t a_stride, int64_t n_toks, float *out, size_t out_stride)           \
+    {                                                                                   \
+        dot_each(dot, n, w, w_stride, n_rows, a, a_stride, n_toks, out, out_stride);    \
     }
 
 K2_MDOT(inferd__q2_k_mdot, inferd__q2_k_dot)

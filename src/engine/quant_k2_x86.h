@@ -21,23 +21,21 @@ enum { K2_Q2, K2_Q3, K2_XS, K2_NL };
 
 XI size_t k2_wbytes(const int kind)
 {
-    return kind == K2_Q2 ? sizeof(inferd_block_q2_k)
-         : kind == K2_Q3 ? sizeof(inferd_block_q3_k)
-         : kind == K2_XS ? sizeof(inferd_block_iq4_xs) : sizeof(inferd_block_iq4_nl);
+    return kind == K2_Q2   ? sizeof(inferd_block_q2_k)
+           : kind == K2_Q3 ? sizeof(inferd_block_q3_k)
+           : kind == K2_XS ? sizeof(inferd_block_iq4_xs)
+                           : sizeof(inferd_block_iq4_nl);
 }
 
-XI int k2_pieces(const int kind)
-{
-    return kind == K2_NL ? 1 : 8;
-}
+XI int k2_pieces(const int kind) { return kind == K2_NL ? 1 : 8; }
 
 /* One weight (super-)block unpacked: per piece the signed values (v), as
  * bytes in element order, and the i16 multiplier of each maddubs pair. */
 typedef struct k2_block {
     __m256i v[8];
     __m256i mul[8];
-    __m256i mins;     /* Q2_K: the 16 mins as i16 */
-    float dw, dminw;  /* the block's scales, widened */
+    __m256i mins;    /* Q2_K: the 16 mins as i16 */
+    float dw, dminw; /* the block's scales, widened */
 } k2_block;
 
 /* Values of IQ4 piece from 16 bytes of nibbles: kv of low nibbles
@@ -134,7 +132,9 @@ XI __m256i k2_piece_lanes(const int kind, const k2_block *u, int p, const int8_t
         s = _mm256_sub_epi32(s, sa);
     }
     /* mul's two i16 words of each dword are equal: scale the dword. */
-    return kind == K2_NL ? s : _mm256_mullo_epi32(s, _mm256_srai_epi32(_mm256_slli_epi32(u->mul[p], 16), 16));
+    return kind == K2_NL
+               ? s
+               : _mm256_mullo_epi32(s, _mm256_srai_epi32(_mm256_slli_epi32(u->mul[p], 16), 16));
 #else
     __m256i p16;
     if (kind == K2_Q2) {
@@ -144,7 +144,8 @@ XI __m256i k2_piece_lanes(const int kind, const k2_block *u, int p, const int8_t
                                _mm256_maddubs_epi16(_mm256_set1_epi8(4), a));
     } else {
         /* ggml's mul_add_epi8: |v| times a with v's sign (a in -127..127). */
-        p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(u->v[p], u->v[p]), _mm256_sign_epi8(a, u->v[p]));
+        p16 =
+            _mm256_maddubs_epi16(_mm256_sign_epi8(u->v[p], u->v[p]), _mm256_sign_epi8(a, u->v[p]));
     }
     return _mm256_madd_epi16(p16, u->mul[p]);
 #endif
@@ -241,7 +242,7 @@ XI float k2_iq4_nl_dot_gemv(int64_t n, const void *w, const void *a)
 /* mdot: for each row, tokens in groups of K2_TOKS, each weight block
  * unpacked once per group. Every output follows k2_dot's order. */
 XI void k2_mdot(const int kind, int64_t n, const void *w, size_t w_stride, int64_t n_rows,
-                 const void *a, size_t a_stride, int64_t n_toks, float *out, size_t out_stride)
+                const void *a, size_t a_stride, int64_t n_toks, float *out, size_t out_stride)
 {
     const int64_t nb = n / (kind == K2_NL ? 32 : INFERD_QK_K);
     for (int64_t r = 0; r < n_rows; r++) {
@@ -266,37 +267,37 @@ XI void k2_mdot(const int kind, int64_t n, const void *w, size_t w_stride, int64
     }
 }
 
-#define K2_DEFINE(sfx)                                                                          \
-    float inferd__q2_k_dot##sfx(int64_t n, const void *w, const void *a)                        \
-    {                                                                                           \
-        return k2_dot(K2_Q2, n, w, a);                                                          \
-    }                                                                                           \
-    float inferd__q3_k_dot##sfx(int64_t n, const void *w, const void *a)                        \
-    {                                                                                           \
-        return k2_dot(K2_Q3, n, w, a);                                                          \
-    }                                                                                           \
-    float inferd__iq4_xs_dot##sfx(int64_t n, const void *w, const void *a)                      \
-    {                                                                                           \
-        return k2_dot(K2_XS, n, w, a);                                                          \
-    }                                                                                           \
-    float inferd__iq4_nl_dot##sfx(int64_t n, const void *w, const void *a)                      \
-    {                                                                                           \
-        return k2_dot(K2_NL, n, w, a);                                                          \
-    }                                                                                           \
-    float inferd__iq4_nl_dot_gemv##sfx(int64_t n, const void *w, const void *a)                 \
-    {                                                                                           \
-        return k2_iq4_nl_dot_gemv(n, w, a);                                                     \
-    }                                                                                           \
-    K2_DEFINE_MDOT(inferd__q2_k_mdot##sfx, K2_Q2)                                               \
-    K2_DEFINE_MDOT(inferd__q3_k_mdot##sfx, K2_Q3)                                               \
-    K2_DEFINE_MDOT(inferd__iq4_xs_mdot##sfx, K2_XS)                                             \
+#define K2_DEFINE(sfx)                                                          \
+    float inferd__q2_k_dot##sfx(int64_t n, const void *w, const void *a)        \
+    {                                                                           \
+        return k2_dot(K2_Q2, n, w, a);                                          \
+    }                                                                           \
+    float inferd__q3_k_dot##sfx(int64_t n, const void *w, const void *a)        \
+    {                                                                           \
+        return k2_dot(K2_Q3, n, w, a);                                          \
+    }                                                                           \
+    float inferd__iq4_xs_dot##sfx(int64_t n, const void *w, const void *a)      \
+    {                                                                           \
+        return k2_dot(K2_XS, n, w, a);                                          \
+    }                                                                           \
+    float inferd__iq4_nl_dot##sfx(int64_t n, const void *w, const void *a)      \
+    {                                                                           \
+        return k2_dot(K2_NL, n, w, a);                                          \
+    }                                                                           \
+    float inferd__iq4_nl_dot_gemv##sfx(int64_t n, const void *w, const void *a) \
+    {                                                                           \
+        return k2_iq4_nl_dot_gemv(n, w, a);                                     \
+    }                                                                           \
+    K2_DEFINE_MDOT(inferd__q2_k_mdot##sfx, K2_Q2)                               \
+    K2_DEFINE_MDOT(inferd__q3_k_mdot##sfx, K2_Q3)                               \
+    K2_DEFINE_MDOT(inferd__iq4_xs_mdot##sfx, K2_XS)                             \
     K2_DEFINE_MDOT(inferd__iq4_nl_mdot##sfx, K2_NL)
 
-#define K2_DEFINE_MDOT(name, kind)                                                              \
-    void name(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a,        \
-              size_t a_stride, int64_t n_toks, float *out, size_t out_stride)                  \
-    {                                                                                           \
-        k2_mdot(kind, n, w, w_stride, n_rows, a, a_stride, n_toks, out, out_stride);           \
+#define K2_DEFINE_MDOT(name, kind)                                                      \
+    void name(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a, \
+              size_t a_stride, int64_t n_toks, float *out, size_t out_stride)           \
+    {                                                                                   \
+        k2_mdot(kind, n, w, w_stride, n_rows, a, a_stride, n_toks, out, out_stride);    \
     }
 
 #endif

@@ -17,14 +17,12 @@ enum { KQ_Q4, KQ_Q5, KQ_Q6 };
 
 XI size_t k_block_bytes(const int kind)
 {
-    return kind == KQ_Q4 ? sizeof(inferd_block_q4_k)
-         : kind == KQ_Q5 ? sizeof(inferd_block_q5_k) : sizeof(inferd_block_q6_k);
+    return kind == KQ_Q4   ? sizeof(inferd_block_q4_k)
+           : kind == KQ_Q5 ? sizeof(inferd_block_q5_k)
+                           : sizeof(inferd_block_q6_k);
 }
 
-XI __m256i bytes256(int v)
-{
-    return _mm256_set1_epi8((char)v);
-}
+XI __m256i bytes256(int v) { return _mm256_set1_epi8((char)v); }
 
 /* The eight 6-bit scales (bytes 0..7) and mins (bytes 8..15) of a
  * Q4_K/Q5_K super-block, unpacked four at a time in 32-bit words (layout
@@ -44,7 +42,7 @@ XI __m128i q45_scales_mins(const uint8_t *packed)
  * sc0..7 in both lanes (lo) and sc8..15 in both lanes (hi). */
 typedef struct k_scales {
     __m256i lo, hi;
-    __m128i mins;      /* Q4_K/Q5_K: m0..7 as words */
+    __m128i mins; /* Q4_K/Q5_K: m0..7 as words */
 } k_scales;
 
 XI void k_scales_load(const int kind, const uint8_t *blk, k_scales *ks)
@@ -196,9 +194,9 @@ XI float k_dot(const int kind, int64_t n, const void *w, const void *a)
         __m256i lanes = _mm256_setzero_si256();
         UNROLL
         for (int i = 0; i < 8; i++)
-            lanes = _mm256_add_epi32(lanes, piece_lanes(kind, k_piece(kind, blk, i),
-                                                        k_piece_mul(kind, &ks, i),
-                                                        ab[b].qs + 32 * i));
+            lanes =
+                _mm256_add_epi32(lanes, piece_lanes(kind, k_piece(kind, blk, i),
+                                                    k_piece_mul(kind, &ks, i), ab[b].qs + 32 * i));
         k_sums_add(kind, &st, lanes, &ks, k_d(kind, blk), k_dmin(kind, blk), &ab[b]);
     }
     return k_sums_result(kind, &st);
@@ -206,8 +204,8 @@ XI float k_dot(const int kind, int64_t n, const void *w, const void *a)
 
 /* One weight super-block unpacked for several tokens. */
 typedef struct k_unpacked {
-    __m256i q[8];      /* stored values of piece i */
-    __m256i mul[8];    /* its i16 multipliers */
+    __m256i q[8];   /* stored values of piece i */
+    __m256i mul[8]; /* its i16 multipliers */
     k_scales ks;
     float d, dmin;
 } k_unpacked;
@@ -347,14 +345,15 @@ void inferd__q6_k_to_float_avx2(const void *src, float *dst, int64_t n)
         UNROLL
         for (int s = 0; s < 16; s++) {
             const __m256i piece = k_piece(KQ_Q6, blk, s / 2);
-            const __m128i q = s % 2 ? _mm256_extracti128_si256(piece, 1)
-                                    : _mm256_castsi256_si128(piece);
+            const __m128i q =
+                s % 2 ? _mm256_extracti128_si256(piece, 1) : _mm256_castsi256_si128(piece);
             const __m128i qo = _mm_sub_epi8(q, _mm_set1_epi8(32));
             const __m256 dv = _mm256_set1_ps(d * (float)blocks[b].scales[s]);
             float *o = dst + b * QK_K + 16 * s;
             _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qo)), dv));
-            _mm256_storeu_ps(o + 8, _mm256_mul_ps(
-                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(qo, 8))), dv));
+            _mm256_storeu_ps(
+                o + 8,
+                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(qo, 8))), dv));
         }
     }
 }
@@ -410,8 +409,8 @@ void inferd__q8_k_quantize_avx2(const float *src, void *dst, int64_t n)
         float max = 0;
         const __m256 av = _mm256_set1_ps(amax);
         for (int j = 0; j < QK_K; j += 8) {
-            const __m256 eq = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), av,
-                                            _CMP_EQ_OQ);
+            const __m256 eq =
+                _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), av, _CMP_EQ_OQ);
             const int mask = _mm256_movemask_ps(eq);
             if (mask) {
                 max = x[j + __builtin_ctz((unsigned)mask)];
@@ -426,8 +425,8 @@ void inferd__q8_k_quantize_avx2(const float *src, void *dst, int64_t n)
             const __m256i v2 = q8_k_levels(_mm256_loadu_ps(x + j + 16), is);
             const __m256i v3 = q8_k_levels(_mm256_loadu_ps(x + j + 24), is);
             /* Values are 0..255: the unsigned packs do not saturate. */
-            __m256i p = _mm256_packus_epi16(_mm256_packus_epi32(v0, v1),
-                                            _mm256_packus_epi32(v2, v3));
+            __m256i p =
+                _mm256_packus_epi16(_mm256_packus_epi32(v0, v1), _mm256_packus_epi32(v2, v3));
             p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             _mm256_storeu_si256((__m256i *)(b->qs + j), p);
             /* Sums of 16: bytes + 128 are unsigned, summed by 8 with sad. */

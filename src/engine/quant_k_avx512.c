@@ -30,25 +30,20 @@
 #define Q8K_QS offsetof(inferd_block_q8_k, qs)
 #define Q8K_BSUMS offsetof(inferd_block_q8_k, bsums)
 
-#define TILE_ROWS 16     /* rows per tile, one per lane */
+#define TILE_ROWS 16 /* rows per tile, one per lane */
 
 enum { KQ_Q4, KQ_Q5, KQ_Q6 };
 
 XI size_t k_block_bytes(const int kind)
 {
-    return kind == KQ_Q4 ? sizeof(inferd_block_q4_k)
-         : kind == KQ_Q5 ? sizeof(inferd_block_q5_k) : sizeof(inferd_block_q6_k);
+    return kind == KQ_Q4   ? sizeof(inferd_block_q4_k)
+           : kind == KQ_Q5 ? sizeof(inferd_block_q5_k)
+                           : sizeof(inferd_block_q6_k);
 }
 
-XI __m512i bytes(int v)
-{
-    return _mm512_set1_epi8((char)v);
-}
+XI __m512i bytes(int v) { return _mm512_set1_epi8((char)v); }
 
-XI __m256i load32(const uint8_t *p)
-{
-    return _mm256_loadu_si256((const __m256i *)p);
-}
+XI __m256i load32(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
 /* The f32 d of the Q8_K block at @p ab. */
 XI float q8k_d(const uint8_t *ab)
@@ -77,8 +72,7 @@ XI float hsum8_mem(const float x[8])
 
 /* The 12 packed bytes of a Q4_K/Q5_K super-block's scales and mins as two
  * sets of eight words (layout in quant.h). */
-XI void q45_scale_words(const uint8_t packed[INFERD_K_SCALE_BYTES], __m128i *out_sc,
-                        __m128i *out_m)
+XI void q45_scale_words(const uint8_t packed[INFERD_K_SCALE_BYTES], __m128i *out_sc, __m128i *out_m)
 {
     uint32_t u[3];
     memcpy(u, packed, sizeof(u));
@@ -102,10 +96,10 @@ XI void lane_consts_init(const int kind, lane_consts *lc)
     UNROLL
     for (int v = 0; v < 4; v++) {
         if (kind == KQ_Q6) {
-            lc->scale_idx[v] = join256(
-                _mm256_setr_m128i(_mm_set1_epi16((short)(4 * v)), _mm_set1_epi16((short)(4 * v + 1))),
-                _mm256_setr_m128i(_mm_set1_epi16((short)(4 * v + 2)),
-                                  _mm_set1_epi16((short)(4 * v + 3))));
+            lc->scale_idx[v] = join256(_mm256_setr_m128i(_mm_set1_epi16((short)(4 * v)),
+                                                         _mm_set1_epi16((short)(4 * v + 1))),
+                                       _mm256_setr_m128i(_mm_set1_epi16((short)(4 * v + 2)),
+                                                         _mm_set1_epi16((short)(4 * v + 3))));
         } else {
             const int h = v / 2, u = v % 2;
             lc->scale_idx[v] = join256(_mm256_set1_epi16((short)(4 * h + u)),
@@ -247,8 +241,8 @@ XI float k_dot(const int kind, int64_t n, const void *w, const void *a)
         act_vectors_load(kind, ab, &av);
         row_multipliers(kind, blk, &lc, mul);
         const __m512i s = row_lanes(kind, blk, &av, mul);
-        const __m256i lanes = _mm256_add_epi32(_mm512_castsi512_si256(s),
-                                               _mm512_extracti64x4_epi64(s, 1));
+        const __m256i lanes =
+            _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
         const float da = q8k_d(ab);
         const float d = da * f16_scalar(blk + (kind == KQ_Q6 ? 208 : 0));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
@@ -327,9 +321,9 @@ XI void prefetch_next_tile(const uint8_t *const rp[TILE_ROWS], size_t ws, size_t
 
 /* ---- tiles: rows in lanes ----------------------------------------------------------- */
 
-#define TILE_TOKENS 8     /* tokens per pass over the prepared super-blocks */
-#define TILE_BLOCKS 4     /* super-blocks prepared at a time (22 KiB) */
-#define CHUNK_TOKENS 32   /* tokens whose running sums a tile keeps (24 KiB) */
+#define TILE_TOKENS 8   /* tokens per pass over the prepared super-blocks */
+#define TILE_BLOCKS 4   /* super-blocks prepared at a time (22 KiB) */
+#define CHUNK_TOKENS 32 /* tokens whose running sums a tile keeps (24 KiB) */
 /* Up to this many tokens the weights are streamed once: prefetch them. */
 #define STREAM_TOKENS 4
 
@@ -339,8 +333,8 @@ typedef struct tile_header {
      * scale_pair_index): Q4_K/Q5_K (sc_2c, sc_2c+1) for c < 4; Q6_K
      * (sc_s, sc_s+4) for s = 0..3, 8..11. */
     __m512i scale_pair[8];
-    __m512i min_pair[4];  /* Q4_K/Q5_K: (m_2p, m_2p+1), against (q8s_2p, q8s_2p+1) */
-    __m512 d, dmin;       /* dmin 0 for Q6_K */
+    __m512i min_pair[4]; /* Q4_K/Q5_K: (m_2p, m_2p+1), against (q8s_2p, q8s_2p+1) */
+    __m512 d, dmin;      /* dmin 0 for Q6_K */
 } tile_header;
 
 /* One super-block of a tile, unpacked for several tokens. Transposed dword
@@ -349,7 +343,7 @@ typedef struct tile_header {
  * stored values (Q4_K/Q5_K, unsigned) or q - 32 (Q6_K, signed). */
 typedef struct tile_block {
     __m512i q[64];
-    __m512i start[8];   /* Q6_K: lane k's sum starts at -128 * sum sc * (q - 32) */
+    __m512i start[8]; /* Q6_K: lane k's sum starts at -128 * sum sc * (q - 32) */
     tile_header hdr;
 } tile_block;
 
@@ -439,8 +433,9 @@ XI __m512i merge_low_nibble(__m512i a, __m512i b)
  * keeps only bits that stayed in their byte). */
 XI __m512i move_bits(__m512i h, int from, int to, int mask_at_to)
 {
-    const __m512i v = from < to ? _mm512_slli_epi32(h, (unsigned)(to - from))
-                    : from > to ? _mm512_srli_epi32(h, (unsigned)(from - to)) : h;
+    const __m512i v = from < to   ? _mm512_slli_epi32(h, (unsigned)(to - from))
+                      : from > to ? _mm512_srli_epi32(h, (unsigned)(from - to))
+                                  : h;
     return _mm512_and_si512(v, bytes(mask_at_to));
 }
 
@@ -469,10 +464,7 @@ XI void split_q6(int k, __m512i d, __m512i h, __m512i *lo, __m512i *hi)
 }
 
 /* Offset of the quants (Q4_K/Q5_K qs, Q6_K ql) inside a block. */
-XI size_t quants_off(const int kind)
-{
-    return kind == KQ_Q4 ? 16 : kind == KQ_Q5 ? 48 : 0;
-}
+XI size_t quants_off(const int kind) { return kind == KQ_Q4 ? 16 : kind == KQ_Q5 ? 48 : 0; }
 
 /* The high bits of a super-block: Q5_K's 8 qh dwords, Q6_K's 16. */
 XI void tile_high_bits(const int kind, const uint8_t *const rp[TILE_ROWS], size_t off,
@@ -522,8 +514,8 @@ XI int scale_pair_index(const int kind, int k)
 XI void q8s_pairs(const uint8_t *ab, int32_t out[4])
 {
     const __m256i bs = load32(ab + Q8K_BSUMS);
-    _mm_storeu_si128((__m128i *)out, _mm_hadd_epi16(_mm256_castsi256_si128(bs),
-                                                     _mm256_extracti128_si256(bs, 1)));
+    _mm_storeu_si128((__m128i *)out,
+                     _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
 }
 
 /* Source words of the arranged activation (vpermw / vpermt2w indices):
@@ -532,17 +524,17 @@ XI void q8s_pairs(const uint8_t *ab, int32_t out[4])
  * for Q6_K (k = 16h + e, e = 8o + m, output o of half h) words 2e, 32 + 2e
  * and 2e + 1, 33 + 2e of half h's 128 bytes. */
 static const _Alignas(64) uint16_t act_words_q45[32] = {
-    0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+    0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
     8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31,
 };
 static const _Alignas(64) uint16_t act_words_q6[2][32] = {
     {
-    0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
-    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47,
+        0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+        8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47,
     },
     {
-    16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
-    24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63,
+        16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+        24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63,
     },
 };
 
@@ -551,7 +543,7 @@ static const _Alignas(64) uint16_t act_words_q6[2][32] = {
  * of transposed dword k's two groups; for Q6_K the quants + 128, unsigned. */
 typedef struct tile_act {
     _Alignas(64) uint8_t x[QK_K];
-    int32_t q8s[4];     /* Q4_K/Q5_K: q8s_pairs */
+    int32_t q8s[4]; /* Q4_K/Q5_K: q8s_pairs */
 } tile_act;
 
 XI void tile_act_load(const int kind, const uint8_t *ab, tile_act *ta)
@@ -566,8 +558,7 @@ XI void tile_act_load(const int kind, const uint8_t *ab, tile_act *ta)
         UNROLL
         for (int h = 0; h < 2; h++) {
             const __m512i a0 = _mm512_xor_si512(_mm512_loadu_si512(qs + 128 * h), bytes(0x80));
-            const __m512i a1 =
-                _mm512_xor_si512(_mm512_loadu_si512(qs + 128 * h + 64), bytes(0x80));
+            const __m512i a1 = _mm512_xor_si512(_mm512_loadu_si512(qs + 128 * h + 64), bytes(0x80));
             UNROLL
             for (int o = 0; o < 2; o++)
                 _mm512_store_si512(ta->x + 128 * h + 64 * o,
@@ -588,14 +579,14 @@ XI void tile_act_load(const int kind, const uint8_t *ab, tile_act *ta)
  * within +-2 * 255 * 32), vpaddw the groups' whole sums (within i16), and
  * vpdpwssd multiplies them by the scale pair. Exact.
  */
-XI __m512i dword_step(const int kind, int k, __m512i sumi, const __m512i q2[2],
-                      __m512i scale_pair, const tile_act *ta)
+XI __m512i dword_step(const int kind, int k, __m512i sumi, const __m512i q2[2], __m512i scale_pair,
+                      const tile_act *ta)
 {
     const __m512i x0 = bcast32(ta->x + 8 * (size_t)k), x1 = bcast32(ta->x + 8 * (size_t)k + 4);
-    const __m512i p0 = kind == KQ_Q6 ? _mm512_maddubs_epi16(x0, q2[0])
-                                     : _mm512_maddubs_epi16(q2[0], x0);
-    const __m512i p1 = kind == KQ_Q6 ? _mm512_maddubs_epi16(x1, q2[1])
-                                     : _mm512_maddubs_epi16(q2[1], x1);
+    const __m512i p0 =
+        kind == KQ_Q6 ? _mm512_maddubs_epi16(x0, q2[0]) : _mm512_maddubs_epi16(q2[0], x0);
+    const __m512i p1 =
+        kind == KQ_Q6 ? _mm512_maddubs_epi16(x1, q2[1]) : _mm512_maddubs_epi16(q2[1], x1);
     return _mm512_dpwssd_epi32(sumi, _mm512_add_epi16(p0, p1), scale_pair);
 }
 
@@ -610,8 +601,8 @@ XI void block_mins(const int kind, const tile_header *th, float da, const int32_
     __m512i prod[4];
     UNROLL
     for (int p = 0; p < 4; p++)
-        prod[p] = _mm512_dpwssd_epi32(_mm512_setzero_si512(), th->min_pair[p],
-                                      _mm512_set1_epi32(q8s[p]));
+        prod[p] =
+            _mm512_dpwssd_epi32(_mm512_setzero_si512(), th->min_pair[p], _mm512_set1_epi32(q8s[p]));
     if (kind == KQ_Q4) {
         UNROLL
         for (int p = 0; p < 4; p++)
@@ -678,8 +669,8 @@ XI void tile_pass(const int kind, const int NT, const tile_block *tb, int n_bloc
         UNROLL
         for (int t = 0; t < NT; t++)
             UNROLL
-            for (int p = 0; p < 4; p++)
-                sums[t].acc_m[p] = _mm512_setzero_ps();
+        for (int p = 0; p < 4; p++)
+            sums[t].acc_m[p] = _mm512_setzero_ps();
     }
     tile_act ta[TILE_TOKENS];
     for (int bb = 0; bb < n_blocks; bb++) {
@@ -707,9 +698,9 @@ XI void tile_pass(const int kind, const int NT, const tile_block *tb, int n_bloc
             }
             UNROLL
             for (int t = 0; t < NT; t++)
-                sums[t].acc[k] = _mm512_fmadd_ps(dv[t], _mm512_cvtepi32_ps(sumi[t]),
-                                                 first && bb == 0 ? _mm512_setzero_ps()
-                                                                  : sums[t].acc[k]);
+                sums[t].acc[k] =
+                    _mm512_fmadd_ps(dv[t], _mm512_cvtepi32_ps(sumi[t]),
+                                    first && bb == 0 ? _mm512_setzero_ps() : sums[t].acc[k]);
         }
         if (kind == KQ_Q6)
             continue;
@@ -788,8 +779,8 @@ XI __m512i heads_scales_q45(__m512i z)
     const __m512i keep = _mm512_broadcast_i32x4(
         _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 0, 0, 0, 0, 0, 0, 0, 0));
     /* sc_s+4's bits 4-5 are bits 6-7 of scales[s]: >> 2, masked to 0x30. */
-    const __m512i top = _mm512_and_si512(
-        _mm512_srli_epi16(_mm512_shuffle_epi8(z, pick_top), 2), bytes(0x30));
+    const __m512i top =
+        _mm512_and_si512(_mm512_srli_epi16(_mm512_shuffle_epi8(z, pick_top), 2), bytes(0x30));
     return _mm512_ternarylogic_epi32(_mm512_shuffle_epi8(z, pick), keep, top, 0xea);
 }
 
@@ -801,8 +792,8 @@ XI __m512i heads_scales_q45(__m512i z)
  * min terms run rows in lanes, as in tile_pass. While a super-block is
  * used, the next tile's rows are prefetched.
  */
-XI void tile_one_token(const int kind, const uint8_t *const rp[TILE_ROWS], size_t ws,
-                       int64_t nb, const uint8_t *a, float *out, __mmask16 live)
+XI void tile_one_token(const int kind, const uint8_t *const rp[TILE_ROWS], size_t ws, int64_t nb,
+                       const uint8_t *a, float *out, __mmask16 live)
 {
     const size_t bs = k_block_bytes(kind);
     lane_consts lc;
@@ -910,16 +901,16 @@ XI void k_mdot(const int kind, int64_t n, const void *w, size_t w_stride, int64_
                     for (int t = 0; t < nt; t++)
                         at[t] = (const uint8_t *)a + (size_t)(c0 + t0 + t) * a_stride +
                                 (size_t)b0 * Q8K_BYTES;
+                    /* clang-format off */
                     switch (nt) {
-#define PASS_CASE(k_)                                                          \
-    case k_:                                                                   \
-        tile_pass(kind, k_, tb, cb, at, sums + t0, b0 == 0);                   \
-        break;
+#define PASS_CASE(k_) \
+    case k_: tile_pass(kind, k_, tb, cb, at, sums + t0, b0 == 0); break;
                     PASS_CASE(1) PASS_CASE(2) PASS_CASE(3) PASS_CASE(4)
                     PASS_CASE(5) PASS_CASE(6) PASS_CASE(7) PASS_CASE(8)
 #undef PASS_CASE
                     default: break;
                     }
+                    /* clang-format on */
                 }
             }
             for (int t = 0; t < nc; t++)

@@ -65,10 +65,7 @@ XI float f16_scalar(const void *p)
 
 enum { FK_F32, FK_F16, FK_BF16 };
 
-XI size_t fsize(const int kind)
-{
-    return kind == FK_F32 ? 4 : 2;
-}
+XI size_t fsize(const int kind) { return kind == FK_F32 ? 4 : 2; }
 
 XI __m256 fload8(const int kind, const char *p, int64_t i)
 {
@@ -103,11 +100,11 @@ XI float fdot_gemv(const int kind, int64_t n, const char *w, const char *a)
     const int64_t np = n & ~(int64_t)63;
     for (int64_t i = 0; i < np; i += 64)
         UNROLL
-        for (int j = 0; j < 4; j++)
-            UNROLL
-            for (int h = 0; h < 2; h++)
-                acc[j][h] = _mm256_fmadd_ps(fload8(kind, w, i + 16 * j + 8 * h),
-                                            fload8(kind, a, i + 16 * j + 8 * h), acc[j][h]);
+    for (int j = 0; j < 4; j++)
+        UNROLL
+    for (int h = 0; h < 2; h++)
+        acc[j][h] = _mm256_fmadd_ps(fload8(kind, w, i + 16 * j + 8 * h),
+                                    fload8(kind, a, i + 16 * j + 8 * h), acc[j][h]);
     UNROLL
     for (int h = 0; h < 2; h++) {
         acc[0][h] = _mm256_add_ps(acc[0][h], acc[2][h]);
@@ -153,54 +150,49 @@ static inline float f16_dot_gemv(int64_t n, const void *w, const void *a)
  * generation) with MR1 x 1 tiles. TILE(nr, nt, w, a, out) computes an
  * nr x nt tile; it is a macro so each shape is a compile-time constant.
  */
-#define MDOT_DRIVER(TILE, MR, MT, MR1)                                         \
-    do {                                                                       \
-        const int64_t nt_full = n_toks - n_toks % (MT);                        \
-        int64_t r0 = 0;                                                        \
-        for (; r0 + (MR) <= n_rows && nt_full > 0; r0 += (MR)) {               \
-            const char *wr = (const char *)w + (size_t)r0 * w_stride;          \
-            for (int64_t t0 = 0; t0 < nt_full; t0 += (MT))                     \
-                TILE(MR, MT, wr, (const char *)a + (size_t)t0 * a_stride,      \
-                     out + (size_t)t0 * out_stride + (size_t)r0);              \
-        }                                                                      \
-        for (; r0 < n_rows && nt_full > 0; r0++) {                             \
-            const char *wr = (const char *)w + (size_t)r0 * w_stride;          \
-            for (int64_t t0 = 0; t0 < nt_full; t0 += (MT))                     \
-                TILE(1, MT, wr, (const char *)a + (size_t)t0 * a_stride,       \
-                     out + (size_t)t0 * out_stride + (size_t)r0);              \
-        }                                                                      \
-        for (int64_t t0 = nt_full; t0 < n_toks; t0++) {                        \
-            const char *at = (const char *)a + (size_t)t0 * a_stride;          \
-            float *ot = out + (size_t)t0 * out_stride;                         \
-            int64_t r1 = 0;                                                    \
-            for (; r1 + (MR1) <= n_rows; r1 += (MR1))                          \
-                TILE(MR1, 1, (const char *)w + (size_t)r1 * w_stride, at,      \
-                     ot + r1);                                                 \
-            for (; r1 < n_rows; r1++)                                          \
-                TILE(1, 1, (const char *)w + (size_t)r1 * w_stride, at,        \
-                     ot + r1);                                                 \
-        }                                                                      \
+#define MDOT_DRIVER(TILE, MR, MT, MR1)                                              \
+    do {                                                                            \
+        const int64_t nt_full = n_toks - n_toks % (MT);                             \
+        int64_t r0 = 0;                                                             \
+        for (; r0 + (MR) <= n_rows && nt_full > 0; r0 += (MR)) {                    \
+            const char *wr = (const char *)w + (size_t)r0 * w_stride;               \
+            for (int64_t t0 = 0; t0 < nt_full; t0 += (MT))                          \
+                TILE(MR, MT, wr, (const char *)a + (size_t)t0 * a_stride,           \
+                     out + (size_t)t0 * out_stride + (size_t)r0);                   \
+        }                                                                           \
+        for (; r0 < n_rows && nt_full > 0; r0++) {                                  \
+            const char *wr = (const char *)w + (size_t)r0 * w_stride;               \
+            for (int64_t t0 = 0; t0 < nt_full; t0 += (MT))                          \
+                TILE(1, MT, wr, (const char *)a + (size_t)t0 * a_stride,            \
+                     out + (size_t)t0 * out_stride + (size_t)r0);                   \
+        }                                                                           \
+        for (int64_t t0 = nt_full; t0 < n_toks; t0++) {                             \
+            const char *at = (const char *)a + (size_t)t0 * a_stride;               \
+            float *ot = out + (size_t)t0 * out_stride;                              \
+            int64_t r1 = 0;                                                         \
+            for (; r1 + (MR1) <= n_rows; r1 += (MR1))                               \
+                TILE(MR1, 1, (const char *)w + (size_t)r1 * w_stride, at, ot + r1); \
+            for (; r1 < n_rows; r1++)                                               \
+                TILE(1, 1, (const char *)w + (size_t)r1 * w_stride, at, ot + r1);   \
+        }                                                                           \
     } while (0)
 
-#define MDOT_SIG                                                               \
-    (int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a, \
-     size_t a_stride, int64_t n_toks, float *out, size_t out_stride)
+#define MDOT_SIG                                                                                \
+    (int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a, size_t a_stride, \
+     int64_t n_toks, float *out, size_t out_stride)
 
 /* Define name_dot and name_mdot for a float kind from a tile function
  * ftile(kind, nr, nt, n, w, ws, a, as, out, os) of the including file. */
-#define FLOAT_KERNELS(name, kind, MR, MT, MR1)                                 \
-    static float name##_dot(int64_t n, const void *w, const void *a)           \
-    {                                                                          \
-        float r;                                                               \
-        ftile(kind, 1, 1, n, w, 0, a, 0, &r, 0);                               \
-        return r;                                                              \
-    }                                                                          \
-    static void name##_mdot MDOT_SIG                                           \
-    {                                                                          \
-        MDOT_DRIVER(FTILE_CALL_##kind, MR, MT, MR1);                           \
-    }
+#define FLOAT_KERNELS(name, kind, MR, MT, MR1)                       \
+    static float name##_dot(int64_t n, const void *w, const void *a) \
+    {                                                                \
+        float r;                                                     \
+        ftile(kind, 1, 1, n, w, 0, a, 0, &r, 0);                     \
+        return r;                                                    \
+    }                                                                \
+    static void name##_mdot MDOT_SIG { MDOT_DRIVER(FTILE_CALL_##kind, MR, MT, MR1); }
 
-#define FTILE_CALL(kind, nr, nt, wp, ap, op)                                   \
+#define FTILE_CALL(kind, nr, nt, wp, ap, op) \
     ftile(kind, nr, nt, n, wp, w_stride, ap, a_stride, op, out_stride)
 #define FTILE_CALL_FK_F32(nr, nt, wp, ap, op) FTILE_CALL(FK_F32, nr, nt, wp, ap, op)
 #define FTILE_CALL_FK_F16(nr, nt, wp, ap, op) FTILE_CALL(FK_F16, nr, nt, wp, ap, op)
@@ -214,47 +206,41 @@ static inline float f16_dot_gemv(int64_t n, const void *w, const void *a)
  * GTILE(nt, w, nr, a, out) computes nr (<= RL) rows x nt tokens; DOT1 is the
  * file's vec_dot of the kind.
  */
-#define QMDOT_DRIVER(GTILE, DOT1, RL)                                          \
-    do {                                                                       \
-        if (w_stride > (size_t)(INT32_MAX / (RL))) {                           \
-            for (int64_t t0 = 0; t0 < n_toks; t0++)                            \
-                for (int64_t r0 = 0; r0 < n_rows; r0++)                        \
-                    out[(size_t)t0 * out_stride + (size_t)r0] = DOT1(          \
-                        n, (const char *)w + (size_t)r0 * w_stride,            \
-                        (const char *)a + (size_t)t0 * a_stride);              \
-            break;                                                             \
-        }                                                                      \
-        for (int64_t r0 = 0; r0 < n_rows; r0 += (RL)) {                        \
-            const char *wr = (const char *)w + (size_t)r0 * w_stride;          \
-            const int nr = n_rows - r0 < (RL) ? (int)(n_rows - r0) : (RL);     \
-            int64_t t0 = 0;                                                    \
-            for (; t0 + 4 <= n_toks; t0 += 4)                                  \
-                GTILE(4, wr, nr, (const char *)a + (size_t)t0 * a_stride,      \
-                      out + (size_t)t0 * out_stride + (size_t)r0);             \
-            const char *at = (const char *)a + (size_t)t0 * a_stride;          \
-            float *ot = out + (size_t)t0 * out_stride + (size_t)r0;            \
-            switch (n_toks - t0) {                                             \
-            case 3: GTILE(3, wr, nr, at, ot); break;                           \
-            case 2: GTILE(2, wr, nr, at, ot); break;                           \
-            case 1: GTILE(1, wr, nr, at, ot); break;                           \
-            default: break;                                                    \
-            }                                                                  \
-        }                                                                      \
+#define QMDOT_DRIVER(GTILE, DOT1, RL)                                      \
+    do {                                                                   \
+        if (w_stride > (size_t)(INT32_MAX / (RL))) {                       \
+            for (int64_t t0 = 0; t0 < n_toks; t0++)                        \
+                for (int64_t r0 = 0; r0 < n_rows; r0++)                    \
+                    out[(size_t)t0 * out_stride + (size_t)r0] =            \
+                        DOT1(n, (const char *)w + (size_t)r0 * w_stride,   \
+                             (const char *)a + (size_t)t0 * a_stride);     \
+            break;                                                         \
+        }                                                                  \
+        for (int64_t r0 = 0; r0 < n_rows; r0 += (RL)) {                    \
+            const char *wr = (const char *)w + (size_t)r0 * w_stride;      \
+            const int nr = n_rows - r0 < (RL) ? (int)(n_rows - r0) : (RL); \
+            int64_t t0 = 0;                                                \
+            for (; t0 + 4 <= n_toks; t0 += 4)                              \
+                GTILE(4, wr, nr, (const char *)a + (size_t)t0 * a_stride,  \
+                      out + (size_t)t0 * out_stride + (size_t)r0);         \
+            const char *at = (const char *)a + (size_t)t0 * a_stride;      \
+            float *ot = out + (size_t)t0 * out_stride + (size_t)r0;        \
+            switch (n_toks - t0) {                                         \
+            case 3: GTILE(3, wr, nr, at, ot); break;                       \
+            case 2: GTILE(2, wr, nr, at, ot); break;                       \
+            case 1: GTILE(1, wr, nr, at, ot); break;                       \
+            default: break;                                                \
+            }                                                              \
+        }                                                                  \
     } while (0)
 
 /* Define name_dot and name_mdot for block kind k from the including file's
  * qdot1(k, n, w, a) and gtile(k, nt, n_blocks, w, ws, nr, a, as, out, os). */
-#define QUANT_KERNELS(name, k, RL)                                             \
-    static float name##_dot(int64_t n, const void *w, const void *a)           \
-    {                                                                          \
-        return qdot1(k, n, w, a);                                              \
-    }                                                                          \
-    static void name##_mdot MDOT_SIG                                           \
-    {                                                                          \
-        QMDOT_DRIVER(name##_GTILE, name##_dot, RL);                            \
-    }
+#define QUANT_KERNELS(name, k, RL)                                                                 \
+    static float name##_dot(int64_t n, const void *w, const void *a) { return qdot1(k, n, w, a); } \
+    static void name##_mdot MDOT_SIG { QMDOT_DRIVER(name##_GTILE, name##_dot, RL); }
 
-#define GTILE_CALL(k, nt, wp, nr, ap, op)                                      \
+#define GTILE_CALL(k, nt, wp, nr, ap, op) \
     gtile(k, nt, n / INFERD_QK, wp, w_stride, nr, ap, a_stride, op, out_stride)
 #define q4_0_GTILE(nt, wp, nr, ap, op) GTILE_CALL(QK_Q4_0, nt, wp, nr, ap, op)
 #define q4_1_GTILE(nt, wp, nr, ap, op) GTILE_CALL(QK_Q4_1, nt, wp, nr, ap, op)
@@ -273,8 +259,7 @@ XI float q8_act_block_avx2(const float *x, int8_t *qs, int *out_sum)
     __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1));
-    m = _mm256_max_ps(m, _mm256_max_ps(_mm256_andnot_ps(sign, v2),
-                                       _mm256_andnot_ps(sign, v3)));
+    m = _mm256_max_ps(m, _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
     __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
@@ -383,8 +368,7 @@ XI void bf16_from_float_x86(const float *src, void *dst, int64_t n)
 XI __m256i nibbles32(const uint8_t *qs)
 {
     const __m128i q = _mm_loadu_si128((const __m128i *)qs);
-    const __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(q),
-                                              _mm_srli_epi16(q, 4), 1);
+    const __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
     return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
 }
 
@@ -407,10 +391,7 @@ XI uint32_t load_u32(const uint8_t *p)
 }
 
 /* Byte j = 0x10 where bit j of the little-endian u32 at qh is set. */
-XI __m256i fifth_bits32(const uint8_t *qh)
-{
-    return fifth_bits32v(load_u32(qh));
-}
+XI __m256i fifth_bits32(const uint8_t *qh) { return fifth_bits32v(load_u32(qh)); }
 
 /* 32 bytes (as int8) times d, plus m when add_m: the products are exact,
  * so this equals the scalar reference's multiply-then-add. */
@@ -506,14 +487,11 @@ XI size_t qk_wbytes(const int k)
 {
     return k == QK_Q4_0 ? 18 : k == QK_Q4_1 ? 20 : k == QK_Q5_0 ? 22 : k == QK_Q5_1 ? 24 : 34;
 }
-XI size_t qk_wqs(const int k)   /* offset of qs */
+XI size_t qk_wqs(const int k) /* offset of qs */
 {
     return k == QK_Q4_0 ? 2 : k == QK_Q4_1 ? 4 : k == QK_Q5_0 ? 6 : k == QK_Q5_1 ? 8 : 2;
 }
-XI size_t qk_wqh(const int k)   /* offset of qh (5-bit formats) */
-{
-    return k == QK_Q5_0 ? 2 : 4;
-}
+XI size_t qk_wqh(const int k) /* offset of qh (5-bit formats) */ { return k == QK_Q5_0 ? 2 : 4; }
 XI int qk_has_m(const int k) { return k == QK_Q4_1 || k == QK_Q5_1; }
 XI int qk_is5(const int k) { return k == QK_Q5_0 || k == QK_Q5_1; }
 /* Offset subtracted from the stored unsigned value (0 when none). */

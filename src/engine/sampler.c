@@ -28,25 +28,25 @@
  * One pass sums weights per bucket, which locates the bucket where the
  * cumulative distribution crosses its target; only that bucket is sorted. */
 #define N_BUCKET 1024
-#define X_SPAN   24.0f
+#define X_SPAN 24.0f
 
 struct inferd_sampler {
     inferd_sampler_params p; /* validated copy */
-    int32_t  n_vocab;
-    uint64_t seed;           /* given or drawn at creation */
-    uint64_t rng[4];         /* xoshiro256** state */
-    bool     pen_active;     /* a penalty is on and the window is > 0 */
-    int32_t  win;            /* penalty window, in tokens */
-    int32_t  ring_head;      /* next slot of ring to write */
-    int32_t  ring_len;       /* valid entries in ring, <= win */
-    int32_t *ring;           /* (win) accepted ids; when full, oldest at head */
-    int32_t *counts;         /* (n_vocab) occurrences of each id in ring */
-    float   *work;           /* (n_vocab) penalized logits */
-    float   *cv;             /* (n_vocab) candidate values */
-    int32_t *cid;            /* (n_vocab) candidate ids */
-    float   *cp;             /* (n_vocab) candidate weights, unnormalized */
-    double   bucket_w[N_BUCKET]; /* rank_walk: weight per bucket */
-    int32_t  bucket_n[N_BUCKET]; /* rank_walk: candidates per bucket */
+    int32_t n_vocab;
+    uint64_t seed;              /* given or drawn at creation */
+    uint64_t rng[4];            /* xoshiro256** state */
+    bool pen_active;            /* a penalty is on and the window is > 0 */
+    int32_t win;                /* penalty window, in tokens */
+    int32_t ring_head;          /* next slot of ring to write */
+    int32_t ring_len;           /* valid entries in ring, <= win */
+    int32_t *ring;              /* (win) accepted ids; when full, oldest at head */
+    int32_t *counts;            /* (n_vocab) occurrences of each id in ring */
+    float *work;                /* (n_vocab) penalized logits */
+    float *cv;                  /* (n_vocab) candidate values */
+    int32_t *cid;               /* (n_vocab) candidate ids */
+    float *cp;                  /* (n_vocab) candidate weights, unnormalized */
+    double bucket_w[N_BUCKET];  /* rank_walk: weight per bucket */
+    int32_t bucket_n[N_BUCKET]; /* rank_walk: candidates per bucket */
 };
 
 /* ---- random numbers: xoshiro256** 1.0 (Blackman & Vigna), state filled by
@@ -60,10 +60,7 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static inline uint64_t rotl64(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
+static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 static uint64_t xoshiro_next(uint64_t st[4])
 {
@@ -89,10 +86,7 @@ static void rng_seed(uint64_t st[4], uint64_t seed)
 }
 
 /* Uniform double in [0, 1): the top 53 bits scaled by 2^-53. */
-static double rng_uniform(uint64_t st[4])
-{
-    return (double)(xoshiro_next(st) >> 11) * 0x1.0p-53;
-}
+static double rng_uniform(uint64_t st[4]) { return (double)(xoshiro_next(st) >> 11) * 0x1.0p-53; }
 
 static uint64_t random_bits(void);
 
@@ -101,10 +95,7 @@ static uint64_t random_bits(void);
  * through splitmix64 (distinct across calls, merely unpredictable-ish).
  * Drawn seeds keep 53 bits so that they survive JSON number parsers
  * (JavaScript, jq) when reported to clients and passed back. */
-static uint64_t random_seed(void)
-{
-    return random_bits() & INFERD_SEED_MAX;
-}
+static uint64_t random_seed(void) { return random_bits() & INFERD_SEED_MAX; }
 
 static uint64_t random_bits(void)
 {
@@ -123,17 +114,13 @@ static uint64_t random_bits(void)
     uint64_t x = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
     x ^= (uint64_t)getpid() << 32;
     /* relaxed: the counter only has to differ between calls */
-    x += atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed) *
-         0xd1342543de82ef95ULL;
+    x += atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed) * 0xd1342543de82ef95ULL;
     return splitmix64(&x);
 }
 
 /* ---- candidate ordering and selection ---- */
 
-static inline float clean(float v)
-{
-    return v != v ? -INFINITY : v;
-}
+static inline float clean(float v) { return v != v ? -INFINITY : v; }
 
 /* True when candidate a ranks below candidate b: smaller value, or the same
  * value and a larger id. */
@@ -206,8 +193,7 @@ static inline float block_max(const float *x)
  * A bounded heap: one pass over vals, and since ids arrive in increasing
  * order an equal value never displaces the root.  NaN never passes the
  * `v > root` test, so only the initial fill needs clean(). */
-static void select_top(const float *vals, int32_t n, size_t m, float *ov,
-                       int32_t *oid)
+static void select_top(const float *vals, int32_t n, size_t m, float *ov, int32_t *oid)
 {
     int32_t i = (int32_t)m;
 
@@ -280,44 +266,37 @@ inferd_sampler_params inferd_sampler_params_default(void)
     return p;
 }
 
-static int validate(const inferd_sampler_params *p, int32_t n_vocab,
-                    inferd_error *err)
+static int validate(const inferd_sampler_params *p, int32_t n_vocab, inferd_error *err)
 {
     if (!(p->temperature >= 0.0f) || isinf(p->temperature))
-        return inferd_fail(err, INFERD_E_RANGE,
-                           "temperature must be a finite number >= 0 (got %g)",
+        return inferd_fail(err, INFERD_E_RANGE, "temperature must be a finite number >= 0 (got %g)",
                            (double)p->temperature);
     if (!(p->top_p >= 0.0f && p->top_p <= 1.0f))
-        return inferd_fail(err, INFERD_E_RANGE,
-                           "top_p must be in [0, 1] (got %g)", (double)p->top_p);
+        return inferd_fail(err, INFERD_E_RANGE, "top_p must be in [0, 1] (got %g)",
+                           (double)p->top_p);
     if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
-        return inferd_fail(err, INFERD_E_RANGE,
-                           "min_p must be in [0, 1] (got %g)", (double)p->min_p);
+        return inferd_fail(err, INFERD_E_RANGE, "min_p must be in [0, 1] (got %g)",
+                           (double)p->min_p);
     if (!(p->repeat_penalty > 0.0f) || isinf(p->repeat_penalty))
         return inferd_fail(err, INFERD_E_RANGE,
                            "repeat_penalty must be a finite number > 0 (got %g)",
                            (double)p->repeat_penalty);
     if (!isfinite(p->frequency_penalty))
-        return inferd_fail(err, INFERD_E_RANGE,
-                           "frequency_penalty must be finite (got %g)",
+        return inferd_fail(err, INFERD_E_RANGE, "frequency_penalty must be finite (got %g)",
                            (double)p->frequency_penalty);
     if (!isfinite(p->presence_penalty))
-        return inferd_fail(err, INFERD_E_RANGE,
-                           "presence_penalty must be finite (got %g)",
+        return inferd_fail(err, INFERD_E_RANGE, "presence_penalty must be finite (got %g)",
                            (double)p->presence_penalty);
     if (p->repeat_last_n < -1 || p->repeat_last_n > INFERD_SAMPLER_LAST_N_MAX)
-        return inferd_fail(err, INFERD_E_RANGE,
-                           "repeat_last_n must be in [-1, %d] (got %d)",
+        return inferd_fail(err, INFERD_E_RANGE, "repeat_last_n must be in [-1, %d] (got %d)",
                            INFERD_SAMPLER_LAST_N_MAX, (int)p->repeat_last_n);
-    if (p->repeat_last_n == -1 &&
-        (p->n_ctx < 1 || p->n_ctx > INFERD_SAMPLER_LAST_N_MAX))
+    if (p->repeat_last_n == -1 && (p->n_ctx < 1 || p->n_ctx > INFERD_SAMPLER_LAST_N_MAX))
         return inferd_fail(err, INFERD_E_RANGE,
                            "n_ctx must be in [1, %d] when repeat_last_n is -1 "
                            "(got %d)",
                            INFERD_SAMPLER_LAST_N_MAX, (int)p->n_ctx);
     if (n_vocab < 1 || n_vocab > INFERD_SAMPLER_VOCAB_MAX)
-        return inferd_fail(err, INFERD_E_RANGE,
-                           "n_vocab must be in [1, %d] (got %d)",
+        return inferd_fail(err, INFERD_E_RANGE, "n_vocab must be in [1, %d] (got %d)",
                            INFERD_SAMPLER_VOCAB_MAX, (int)n_vocab);
     return 0;
 }
@@ -330,16 +309,15 @@ int inferd_sampler_params_validate(const inferd_sampler_params *p, int32_t n_voc
     return validate(p, n_vocab, err);
 }
 
-int inferd_sampler_create(const inferd_sampler_params *p, int32_t n_vocab,
-                          inferd_sampler **out_s, inferd_error *err)
+int inferd_sampler_create(const inferd_sampler_params *p, int32_t n_vocab, inferd_sampler **out_s,
+                          inferd_error *err)
 {
     inferd_sampler *s;
     size_t n;
     int rc;
 
     if (!p || !out_s)
-        return inferd_fail(err, INFERD_E_INVALID,
-                           "sampler: params and out_s must not be NULL");
+        return inferd_fail(err, INFERD_E_INVALID, "sampler: params and out_s must not be NULL");
     rc = validate(p, n_vocab, err);
     if (rc < 0)
         return rc;
@@ -352,9 +330,8 @@ int inferd_sampler_create(const inferd_sampler_params *p, int32_t n_vocab,
     s->win = p->repeat_last_n == -1 ? p->n_ctx : p->repeat_last_n;
     /* Like llama.cpp, penalties at their neutral values cost nothing: no
      * history is kept and the logits are not copied. */
-    s->pen_active = s->win > 0 &&
-                    (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f ||
-                     p->presence_penalty != 0.0f);
+    s->pen_active = s->win > 0 && (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f ||
+                                   p->presence_penalty != 0.0f);
 
     n = (size_t)n_vocab;
     s->cv = inferd_malloc(n * sizeof(float));
@@ -378,8 +355,7 @@ int inferd_sampler_create(const inferd_sampler_params *p, int32_t n_vocab,
 fail_nomem:
     /* destroy frees exactly the buffers that were allocated */
     inferd_sampler_destroy(s);
-    return inferd_fail(err, INFERD_E_NOMEM,
-                       "sampler: no memory for n_vocab=%d", (int)n_vocab);
+    return inferd_fail(err, INFERD_E_NOMEM, "sampler: no memory for n_vocab=%d", (int)n_vocab);
 }
 
 void inferd_sampler_destroy(inferd_sampler *s)
@@ -408,10 +384,7 @@ void inferd_sampler_reset(inferd_sampler *s)
     rng_seed(s->rng, s->seed);
 }
 
-uint64_t inferd_sampler_seed(const inferd_sampler *s)
-{
-    return s->seed;
-}
+uint64_t inferd_sampler_seed(const inferd_sampler *s) { return s->seed; }
 
 void inferd_sampler_accept(inferd_sampler *s, int32_t token)
 {
@@ -496,7 +469,7 @@ static int32_t sample_greedy(const inferd_sampler *s, const float *logits)
 /* A rank cut-off: the candidates are the tokens ranked at or above (v, id),
  * i.e. value > v, or value == v and id <= id. */
 typedef struct bound {
-    float   v;
+    float v;
     int32_t id;
 } bound;
 
@@ -519,8 +492,8 @@ static inline int bucket_of(float v, float vmax, float scale)
  * at which the running sum of softmax weights at temperature t reaches
  * frac times their total, and return it as the new bound.  frac in [0, 1];
  * the maximum (weight 1) is always within b, so the result exists. */
-static bound rank_walk(inferd_sampler *s, const float *vals, float vmax,
-                       float t, bound b, double frac)
+static bound rank_walk(inferd_sampler *s, const float *vals, float vmax, float t, bound b,
+                       double frac)
 {
     const int32_t n = s->n_vocab;
     const float scale = (float)N_BUCKET / (X_SPAN * t);
@@ -685,11 +658,10 @@ static float logprob_at(float v, float vmax, double lse)
     return v == vmax ? (float)-lse : (float)((double)v - (double)vmax - lse);
 }
 
-int inferd_logprobs_topn(const float *logits, int32_t n_vocab, int n,
-                         int32_t *out_ids, float *out_logprobs)
+int inferd_logprobs_topn(const float *logits, int32_t n_vocab, int n, int32_t *out_ids,
+                         float *out_logprobs)
 {
-    if (!logits || n_vocab <= 0 || n < 0 ||
-        (n > 0 && (!out_ids || !out_logprobs)))
+    if (!logits || n_vocab <= 0 || n < 0 || (n > 0 && (!out_ids || !out_logprobs)))
         return INFERD_E_INVALID;
     if (n == 0)
         return 0;
@@ -720,22 +692,22 @@ float inferd_logprob_of(const float *logits, int32_t n_vocab, int32_t id)
 /* ---- stop strings ---- */
 
 struct stop {
-    uint16_t len;                        /* 1..INFERD_STOP_LEN_MAX bytes */
-    int16_t  orig;                       /* index in the creator's array */
-    uint16_t state;                      /* longest suffix of the text that
+    uint16_t len;                       /* 1..INFERD_STOP_LEN_MAX bytes */
+    int16_t orig;                       /* index in the creator's array */
+    uint16_t state;                     /* longest suffix of the text that
                                             is a prefix of str (< len) */
-    uint16_t fail[INFERD_STOP_LEN_MAX];  /* KMP: fail[i] = longest proper
+    uint16_t fail[INFERD_STOP_LEN_MAX]; /* KMP: fail[i] = longest proper
                                             border of str[0..i] */
     unsigned char str[INFERD_STOP_LEN_MAX];
 };
 
 struct inferd_stopper {
-    size_t      n_stops;
+    size_t n_stops;
     struct stop stops[INFERD_STOP_N_MAX];
-    size_t      held_len;                /* <= longest stop length - 1 */
-    bool        stopped;
-    int         matched;                 /* orig index, or -1 */
-    char        held[INFERD_STOP_LEN_MAX];
+    size_t held_len; /* <= longest stop length - 1 */
+    bool stopped;
+    int matched; /* orig index, or -1 */
+    char held[INFERD_STOP_LEN_MAX];
 };
 
 static void build_fail(struct stop *sp)
@@ -763,25 +735,22 @@ static inline bool stop_step(struct stop *sp, unsigned char c)
     return q == sp->len;
 }
 
-int inferd_stopper_create(const char *const *stops, size_t n_stops,
-                          inferd_stopper **out_st, inferd_error *err)
+int inferd_stopper_create(const char *const *stops, size_t n_stops, inferd_stopper **out_st,
+                          inferd_error *err)
 {
     inferd_stopper *st;
 
     if (!out_st || (n_stops > 0 && !stops))
-        return inferd_fail(err, INFERD_E_INVALID,
-                           "stop: out_st and stops must not be NULL");
+        return inferd_fail(err, INFERD_E_INVALID, "stop: out_st and stops must not be NULL");
     if (n_stops > INFERD_STOP_N_MAX)
-        return inferd_fail(err, INFERD_E_RANGE,
-                           "stop: %zu strings given, at most %d allowed",
+        return inferd_fail(err, INFERD_E_RANGE, "stop: %zu strings given, at most %d allowed",
                            n_stops, INFERD_STOP_N_MAX);
     for (size_t i = 0; i < n_stops; i++) {
         if (!stops[i])
             return inferd_fail(err, INFERD_E_INVALID, "stop[%zu] is NULL", i);
         size_t len = strnlen(stops[i], INFERD_STOP_LEN_MAX + 1);
         if (len > INFERD_STOP_LEN_MAX)
-            return inferd_fail(err, INFERD_E_RANGE,
-                               "stop[%zu] is longer than %d bytes", i,
+            return inferd_fail(err, INFERD_E_RANGE, "stop[%zu] is longer than %d bytes", i,
                                INFERD_STOP_LEN_MAX);
     }
 
@@ -803,10 +772,7 @@ int inferd_stopper_create(const char *const *stops, size_t n_stops,
     return 0;
 }
 
-void inferd_stopper_destroy(inferd_stopper *st)
-{
-    inferd_free(st);
-}
+void inferd_stopper_destroy(inferd_stopper *st) { inferd_free(st); }
 
 static void clear_states(inferd_stopper *st)
 {
@@ -822,19 +788,12 @@ void inferd_stopper_reset(inferd_stopper *st)
     st->matched = -1;
 }
 
-size_t inferd_stopper_held(const inferd_stopper *st)
-{
-    return st->held_len;
-}
+size_t inferd_stopper_held(const inferd_stopper *st) { return st->held_len; }
 
-int inferd_stopper_matched(const inferd_stopper *st)
-{
-    return st->matched;
-}
+int inferd_stopper_matched(const inferd_stopper *st) { return st->matched; }
 
 /* Write the first n bytes of held ++ text to out (n <= held_len + len). */
-static size_t emit(const inferd_stopper *st, const char *text, size_t n,
-                   char *out, size_t cap)
+static size_t emit(const inferd_stopper *st, const char *text, size_t n, char *out, size_t cap)
 {
     assert(n <= cap && "inferd_stopper: output buffer too small");
     if (n > cap)
@@ -847,8 +806,8 @@ static size_t emit(const inferd_stopper *st, const char *text, size_t n,
     return n;
 }
 
-size_t inferd_stopper_push(inferd_stopper *st, const char *text, size_t len,
-                           char *out, size_t cap, bool *out_stopped)
+size_t inferd_stopper_push(inferd_stopper *st, const char *text, size_t len, char *out, size_t cap,
+                           bool *out_stopped)
 {
     if (st->stopped) {
         *out_stopped = true;

@@ -18,37 +18,37 @@
 #include "inferd/log.h"
 #include "pretok.h"
 
-#define MAX_TOKENS      ((uint64_t)1 << 24) /* ids stay far inside int32_t */
+#define MAX_TOKENS ((uint64_t)1 << 24) /* ids stay far inside int32_t */
 #define MAX_TOKEN_BYTES ((uint64_t)1 << 16)
 /* BPE merges: ranks stay exact as floats in the merge queue (< 2^24). */
-#define MAX_MERGES      ((uint64_t)1 << 24)
+#define MAX_MERGES ((uint64_t)1 << 24)
 #define MAX_MERGE_BYTES (2 * MAX_TOKEN_BYTES + 1)
 /* A BPE token whose text leaves the byte alphabet renders with llama.cpp's
  * "[UNK_BYTE_0x..]" markers, which can be longer than the text: each piece
  * and the sum beyond the texts' size are capped. */
-#define MAX_PIECE_BYTES  ((size_t)1 << 20)
+#define MAX_PIECE_BYTES ((size_t)1 << 20)
 #define MAX_PIECES_EXTRA ((size_t)64 << 20)
 
-#define KEY_MODEL      "tokenizer.ggml.model"
-#define KEY_PRE        "tokenizer.ggml.pre"
-#define KEY_TOKENS     "tokenizer.ggml.tokens"
-#define KEY_SCORES     "tokenizer.ggml.scores"
-#define KEY_TYPES      "tokenizer.ggml.token_type"
-#define KEY_MERGES     "tokenizer.ggml.merges"
-#define KEY_ADD_BOS    "tokenizer.ggml.add_bos_token"
-#define KEY_ADD_EOS    "tokenizer.ggml.add_eos_token"
+#define KEY_MODEL "tokenizer.ggml.model"
+#define KEY_PRE "tokenizer.ggml.pre"
+#define KEY_TOKENS "tokenizer.ggml.tokens"
+#define KEY_SCORES "tokenizer.ggml.scores"
+#define KEY_TYPES "tokenizer.ggml.token_type"
+#define KEY_MERGES "tokenizer.ggml.merges"
+#define KEY_ADD_BOS "tokenizer.ggml.add_bos_token"
+#define KEY_ADD_EOS "tokenizer.ggml.add_eos_token"
 #define KEY_ADD_PREFIX "tokenizer.ggml.add_space_prefix"
 
 /* Token attributes, as llama.cpp derives them from the token types. */
 enum {
-    ATTR_UNKNOWN      = 1 << 0,
-    ATTR_UNUSED       = 1 << 1,
-    ATTR_NORMAL       = 1 << 2,
-    ATTR_CONTROL      = 1 << 3,
+    ATTR_UNKNOWN = 1 << 0,
+    ATTR_UNUSED = 1 << 1,
+    ATTR_NORMAL = 1 << 2,
+    ATTR_CONTROL = 1 << 3,
     ATTR_USER_DEFINED = 1 << 4,
-    ATTR_BYTE         = 1 << 5,
-    ATTR_LSTRIP       = 1 << 7, /* drop whitespace before a matched special token */
-    ATTR_RSTRIP       = 1 << 8, /* drop whitespace after a matched special token */
+    ATTR_BYTE = 1 << 5,
+    ATTR_LSTRIP = 1 << 7, /* drop whitespace before a matched special token */
+    ATTR_RSTRIP = 1 << 8, /* drop whitespace after a matched special token */
 };
 
 /* Tokens that are matched in text before tokenizing (the special tokens). */
@@ -58,8 +58,18 @@ enum {
 
 /* Special token slots. */
 enum {
-    SP_BOS, SP_EOS, SP_UNK, SP_PAD, SP_EOT, SP_EOM,
-    SP_FIM_PRE, SP_FIM_SUF, SP_FIM_MID, SP_FIM_PAD, SP_FIM_REP, SP_FIM_SEP,
+    SP_BOS,
+    SP_EOS,
+    SP_UNK,
+    SP_PAD,
+    SP_EOT,
+    SP_EOM,
+    SP_FIM_PRE,
+    SP_FIM_SUF,
+    SP_FIM_MID,
+    SP_FIM_PAD,
+    SP_FIM_REP,
+    SP_FIM_SEP,
     SP_COUNT
 };
 
@@ -69,9 +79,9 @@ typedef struct vocab_token {
     uint32_t text_len;  /* bytes */
     uint32_t piece_len; /* bytes */
     float score;
-    uint16_t attr;      /* ATTR_* */
-    uint8_t type;       /* inferd_token_type as read */
-    uint8_t eog;        /* 1 if it ends generation */
+    uint16_t attr; /* ATTR_* */
+    uint8_t type;  /* inferd_token_type as read */
+    uint8_t eog;   /* 1 if it ends generation */
 } vocab_token;
 
 /* One BPE merge "left right": its two texts back to back in merge_text. */
@@ -88,13 +98,13 @@ typedef struct bpe_merge {
 struct inferd_vocab {
     inferd_vocab_kind kind;
     int32_t n_tokens;
-    vocab_token *tokens;   /* (n_tokens) */
-    char *text;            /* all token texts, each NUL-terminated */
-    char *pieces;          /* all pieces, back to back */
-    int32_t *map;          /* open-addressing text -> id table, -1 = empty */
-    size_t map_mask;       /* table size - 1 (a power of two minus one) */
+    vocab_token *tokens; /* (n_tokens) */
+    char *text;          /* all token texts, each NUL-terminated */
+    char *pieces;        /* all pieces, back to back */
+    int32_t *map;        /* open-addressing text -> id table, -1 = empty */
+    size_t map_mask;     /* table size - 1 (a power of two minus one) */
     int32_t byte_to_id[256];
-    int32_t *special_ids;  /* tokens matched in text, longest first */
+    int32_t *special_ids; /* tokens matched in text, longest first */
     size_t n_special;
     int32_t ids[SP_COUNT];
     size_t max_piece_len;
@@ -108,12 +118,12 @@ struct inferd_vocab {
     bpe_merge *merges;                   /* (n_merges), index = rank */
     size_t n_merges;
     char *merge_text;
-    int32_t *merge_map;                  /* open addressing (left, right) -> rank */
+    int32_t *merge_map; /* open addressing (left, right) -> rank */
     size_t merge_mask;
-    uint8_t byte_enc[256][2];            /* UTF-8 of each byte's alphabet code point */
-    uint8_t byte_enc_len[256];           /* 1 or 2 */
+    uint8_t byte_enc[256][2];                 /* UTF-8 of each byte's alphabet code point */
+    uint8_t byte_enc_len[256];                /* 1 or 2 */
     int16_t alphabet_byte[BYTE_ALPHABET_END]; /* code point -> byte, -1 if none */
-    bool ignore_merges;                  /* a word that is a token is taken whole */
+    bool ignore_merges;                       /* a word that is a token is taken whole */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -183,13 +193,10 @@ static size_t spm_char_len(unsigned char c)
 }
 
 static const char SPACE_ESCAPE[3] = {'\xE2', '\x96', '\x81'}; /* U+2581 */
-static const char REPLACEMENT[3] = {'\xEF', '\xBF', '\xBD'};   /* U+FFFD */
+static const char REPLACEMENT[3] = {'\xEF', '\xBF', '\xBD'};  /* U+FFFD */
 
 /* The whitespace llama.cpp's isspace() sees in the "C" locale. */
-static bool is_ascii_space(unsigned char c)
-{
-    return c == ' ' || (c >= '\t' && c <= '\r');
-}
+static bool is_ascii_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 /* ------------------------------------------------------------------------ */
 /* Text -> id table                                                          */
@@ -237,31 +244,44 @@ static int32_t find_str(const inferd_vocab *v, const char *s)
 /* Texts by which llama.cpp (c392e5094) recognises special tokens that the
  * metadata does not name; the first one present is taken. ("<｜...｜>" are
  * DeepSeek's, with fullwidth bars and U+2581.) */
-static const char *const EOT_TEXTS[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>",
-    "<\xEF\xBD\x9C" "end\xE2\x96\x81" "of\xE2\x96\x81" "sentence\xEF\xBD\x9C>", NULL};
+static const char *const EOT_TEXTS[] = {"<|eot_id|>",
+                                        "<|im_end|>",
+                                        "<|end|>",
+                                        "<end_of_turn>",
+                                        "<|endoftext|>",
+                                        "<EOT>",
+                                        "<\xEF\xBD\x9C"
+                                        "end\xE2\x96\x81"
+                                        "of\xE2\x96\x81"
+                                        "sentence\xEF\xBD\x9C>",
+                                        NULL};
 static const char *const EOM_TEXTS[] = {"<|eom_id|>", NULL};
-static const char *const FIM_PRE_TEXTS[] = {
-    "<|fim_prefix|>", "<fim-prefix>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>",
-    "<PRE>", NULL};
-static const char *const FIM_SUF_TEXTS[] = {
-    "<|fim_suffix|>", "<fim-suffix>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "hole\xEF\xBD\x9C>",
-    "<SUF>", NULL};
-static const char *const FIM_MID_TEXTS[] = {
-    "<|fim_middle|>", "<fim-middle>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>",
-    "<MID>", NULL};
+static const char *const FIM_PRE_TEXTS[] = {"<|fim_prefix|>", "<fim-prefix>",
+                                            "<\xEF\xBD\x9C"
+                                            "fim\xE2\x96\x81"
+                                            "begin\xEF\xBD\x9C>",
+                                            "<PRE>", NULL};
+static const char *const FIM_SUF_TEXTS[] = {"<|fim_suffix|>", "<fim-suffix>",
+                                            "<\xEF\xBD\x9C"
+                                            "fim\xE2\x96\x81"
+                                            "hole\xEF\xBD\x9C>",
+                                            "<SUF>", NULL};
+static const char *const FIM_MID_TEXTS[] = {"<|fim_middle|>", "<fim-middle>",
+                                            "<\xEF\xBD\x9C"
+                                            "fim\xE2\x96\x81"
+                                            "end\xEF\xBD\x9C>",
+                                            "<MID>", NULL};
 static const char *const FIM_PAD_TEXTS[] = {"<|fim_pad|>", "<fim-pad>", "<PAD>", NULL};
-static const char *const FIM_REP_TEXTS[] = {
-    "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", NULL};
+static const char *const FIM_REP_TEXTS[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>",
+                                            NULL};
 static const char *const FIM_SEP_TEXTS[] = {"<|file_sep|>", NULL};
 
 /* Tokens that end generation because of their text (besides EOS, EOT, EOM
  * and the FIM pad, repo and file-separator tokens). Later llama.cpp
  * versions list more ("</s>", "<|end_of_text|>", ...); c392e5094 does not,
  * and a Qwen2 vocabulary has "</s>" as an ordinary token. */
-static const char *const EOG_TEXTS[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
-    "<EOT>", NULL};
+static const char *const EOG_TEXTS[] = {"<|eot_id|>",    "<|im_end|>", "<|end|>", "<end_of_turn>",
+                                        "<|endoftext|>", "<|eom_id|>", "<EOT>",   NULL};
 
 static const struct {
     int slot;
@@ -330,14 +350,10 @@ static int parse_byte_token(const char *s, size_t len)
 }
 
 /* A short printable excerpt of a token text for error messages. */
-static int excerpt_len(size_t len)
-{
-    return len > 40 ? 40 : (int)len;
-}
+static int excerpt_len(size_t len) { return len > 40 ? 40 : (int)len; }
 
 /* Read the array key @p key: its index, or -1 when absent (err untouched). */
-static int find_array(const inferd_gguf *g, const char *key, int64_t *out_idx,
-                      inferd_error *err)
+static int find_array(const inferd_gguf *g, const char *key, int64_t *out_idx, inferd_error *err)
 {
     int64_t i = inferd_gguf_find_key(g, key);
     if (i >= 0 && inferd_gguf_kv_type(g, (uint64_t)i) != INFERD_GGUF_ARRAY)
@@ -385,8 +401,9 @@ static int load_pre(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
     int rc = inferd_gguf_get_str(g, KEY_PRE, &pre, err);
 
     if (rc == INFERD_E_NOT_FOUND) {
-        inferd_log_debug("tokenizer", "%s is not set: using the 'default' pre-tokenizer, as "
-                                      "llama.cpp does (tokens may differ from the model's)",
+        inferd_log_debug("tokenizer",
+                         "%s is not set: using the 'default' pre-tokenizer, as "
+                         "llama.cpp does (tokens may differ from the model's)",
                          KEY_PRE);
         pre = (inferd_gguf_str){"default", 7};
     } else if (rc < 0) {
@@ -509,8 +526,8 @@ static int load_types(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
                                "%s must be an array of i32 (it holds type %d)", KEY_TYPES, (int)t);
         uint64_t n = inferd_gguf_kv_arr_n(g, (uint64_t)idx);
         if (n != (uint64_t)v->n_tokens)
-            return inferd_fail(err, INFERD_E_FORMAT, "%s has %llu entries but %s has %d",
-                               KEY_TYPES, (unsigned long long)n, KEY_TOKENS, (int)v->n_tokens);
+            return inferd_fail(err, INFERD_E_FORMAT, "%s has %llu entries but %s has %d", KEY_TYPES,
+                               (unsigned long long)n, KEY_TOKENS, (int)v->n_tokens);
         data = inferd_gguf_kv_arr_data(g, (uint64_t)idx);
     }
     for (int32_t i = 0; i < v->n_tokens; i++) {
@@ -577,8 +594,7 @@ static int32_t merge_rank(const inferd_vocab *v, const char *s, size_t left_len,
         if (r < 0)
             return -1;
         const bpe_merge *m = &v->merges[r];
-        if (m->len == len && m->left_len == left_len &&
-            memcmp(v->merge_text + m->off, s, len) == 0)
+        if (m->len == len && m->left_len == left_len && memcmp(v->merge_text + m->off, s, len) == 0)
             return r;
         i = (i + 1) & v->merge_mask;
     }
@@ -631,9 +647,8 @@ static int load_merges(inferd_vocab *v, const inferd_gguf *g, inferd_error *err)
                                (unsigned long long)i);
         if (merge_split(e.ptr, len) == 0)
             return inferd_fail(err, INFERD_E_FORMAT,
-                               "%s[%llu] '%.*s' is not two texts separated by a space",
-                               KEY_MERGES, (unsigned long long)i, excerpt_len(len),
-                               len ? e.ptr : "");
+                               "%s[%llu] '%.*s' is not two texts separated by a space", KEY_MERGES,
+                               (unsigned long long)i, excerpt_len(len), len ? e.ptr : "");
         total += len - 1;
     }
 
@@ -817,8 +832,7 @@ static int build_special_list(inferd_vocab *v, inferd_error *err)
     v->special_ids = inferd_malloc(n * sizeof(*v->special_ids));
     if (!tmp || !v->special_ids) {
         inferd_free(tmp);
-        return inferd_fail(err, INFERD_E_NOMEM, "%s: no memory for the special tokens",
-                           KEY_TOKENS);
+        return inferd_fail(err, INFERD_E_NOMEM, "%s: no memory for the special tokens", KEY_TOKENS);
     }
     n = 0;
     for (int32_t id = 0; id < v->n_tokens; id++)
@@ -846,7 +860,8 @@ static int apply_name_rules(inferd_vocab *v, const inferd_gguf *g, inferd_error 
         if (mask < 0)
             return inferd_fail(err, INFERD_E_FORMAT,
                                "%s is '%s', whose vocabulary has a '<mask>' token, but there "
-                               "is none", KEY_PRE, v->pre_info->name);
+                               "is none",
+                               KEY_PRE, v->pre_info->name);
         v->tokens[mask].attr |= ATTR_LSTRIP;
         return 0;
     }
@@ -877,8 +892,8 @@ static int apply_name_rules(inferd_vocab *v, const inferd_gguf *g, inferd_error 
 /* Write "[UNK_BYTE_0x<hex of cp's UTF-8><token text>]", llama.cpp's
  * rendering of a BPE code point outside the byte alphabet, to @p dst (NULL:
  * only count). */
-static size_t render_unk_byte(const char *cp_utf8, size_t cp_len, const char *text,
-                              size_t text_len, char *dst)
+static size_t render_unk_byte(const char *cp_utf8, size_t cp_len, const char *text, size_t text_len,
+                              char *dst)
 {
     static const char hex[] = "0123456789abcdef";
     size_t n = 12 + 2 * cp_len + text_len + 1;
@@ -980,13 +995,14 @@ static int build_bytes_and_pieces(inferd_vocab *v, inferd_error *err)
         text_total += v->tokens[id].text_len;
     }
     if (total > text_total + MAX_PIECES_EXTRA)
-        return inferd_fail(err, INFERD_E_FORMAT, "%s: the tokens render to %zu bytes, more than "
-                           "their texts' %zu plus %zu", KEY_TOKENS, total, text_total,
-                           MAX_PIECES_EXTRA);
+        return inferd_fail(err, INFERD_E_FORMAT,
+                           "%s: the tokens render to %zu bytes, more than "
+                           "their texts' %zu plus %zu",
+                           KEY_TOKENS, total, text_total, MAX_PIECES_EXTRA);
     v->pieces = inferd_malloc(total ? total : 1);
     if (!v->pieces)
-        return inferd_fail(err, INFERD_E_NOMEM, "%s: no memory for %zu bytes of pieces",
-                           KEY_TOKENS, total);
+        return inferd_fail(err, INFERD_E_NOMEM, "%s: no memory for %zu bytes of pieces", KEY_TOKENS,
+                           total);
 
     size_t off = 0;
     for (int32_t id = 0; id < v->n_tokens; id++) {
@@ -1018,8 +1034,9 @@ int inferd_vocab_load(const inferd_gguf *g, inferd_vocab **out_vocab, inferd_err
         return inferd_fail(err, INFERD_E_FORMAT, "%s is missing (the list of token texts)",
                            KEY_TOKENS);
     if (inferd_gguf_kv_arr_type(g, (uint64_t)tokens_idx) != INFERD_GGUF_STRING)
-        return inferd_fail(err, INFERD_E_FORMAT, "%s must be an array of strings (it holds type %d)",
-                           KEY_TOKENS, (int)inferd_gguf_kv_arr_type(g, (uint64_t)tokens_idx));
+        return inferd_fail(err, INFERD_E_FORMAT,
+                           "%s must be an array of strings (it holds type %d)", KEY_TOKENS,
+                           (int)inferd_gguf_kv_arr_type(g, (uint64_t)tokens_idx));
     uint64_t n = inferd_gguf_kv_arr_n(g, (uint64_t)tokens_idx);
     if (n == 0 || n > MAX_TOKENS)
         return inferd_fail(err, INFERD_E_FORMAT, "%s has %llu entries (must be 1..%llu)",
@@ -1036,8 +1053,7 @@ int inferd_vocab_load(const inferd_gguf *g, inferd_vocab **out_vocab, inferd_err
                          (unsigned long long)n);
         goto fail;
     }
-    if ((rc = load_pre(v, g, err)) < 0 ||
-        (rc = load_texts(v, g, (uint64_t)tokens_idx, err)) < 0 ||
+    if ((rc = load_pre(v, g, err)) < 0 || (rc = load_texts(v, g, (uint64_t)tokens_idx, err)) < 0 ||
         (rc = load_scores(v, g, err)) < 0 || (rc = load_types(v, g, err)) < 0 ||
         (rc = build_map(v, err)) < 0)
         goto fail;
@@ -1086,10 +1102,7 @@ void inferd_vocab_destroy(inferd_vocab *v)
 /* Accessors                                                                 */
 /* ------------------------------------------------------------------------ */
 
-static bool id_ok(const inferd_vocab *v, int32_t id)
-{
-    return v && id >= 0 && id < v->n_tokens;
-}
+static bool id_ok(const inferd_vocab *v, int32_t id) { return v && id >= 0 && id < v->n_tokens; }
 
 inferd_vocab_kind inferd_vocab_get_kind(const inferd_vocab *v) { return v->kind; }
 const char *inferd_vocab_pre(const inferd_vocab *v)
@@ -1168,9 +1181,9 @@ int32_t inferd_token_to_piece(const inferd_vocab *v, int32_t id, bool special, c
 
 /* A piece of the input: raw text, or a special token matched in it. */
 typedef struct frag {
-    int32_t id;  /* token id, or -1 for raw text */
-    size_t off;  /* raw text: byte offset in the input */
-    size_t len;  /* raw text: bytes (> 0) */
+    int32_t id; /* token id, or -1 for raw text */
+    size_t off; /* raw text: byte offset in the input */
+    size_t len; /* raw text: bytes (> 0) */
 } frag;
 
 typedef struct frag_list {
@@ -1269,15 +1282,15 @@ typedef struct spm_bigram {
 typedef struct tok_state {
     const inferd_vocab *v;
     int32_t *out;
-    size_t cap, n;       /* output capacity and ids produced so far */
-    char *buf;           /* SPM: escaped fragment; BPE: one word in the byte alphabet */
-    size_t buf_cap;      /* bytes */
-    char *real;          /* BPE: the fragment as llama.cpp decodes it */
-    char *subject;       /* BPE: the same, valid UTF-8 for the split patterns */
-    size_t norm_cap;     /* bytes of each */
+    size_t cap, n;   /* output capacity and ids produced so far */
+    char *buf;       /* SPM: escaped fragment; BPE: one word in the byte alphabet */
+    size_t buf_cap;  /* bytes */
+    char *real;      /* BPE: the fragment as llama.cpp decodes it */
+    char *subject;   /* BPE: the same, valid UTF-8 for the split patterns */
+    size_t norm_cap; /* bytes of each */
     spm_sym *syms;
-    size_t syms_cap;     /* symbols */
-    spm_bigram *heap;    /* max-heap by score, then leftmost */
+    size_t syms_cap;  /* symbols */
+    spm_bigram *heap; /* max-heap by score, then leftmost */
     size_t heap_n, heap_cap;
     inferd_error *err;
 } tok_state;
@@ -1470,15 +1483,15 @@ static int spm_fragment(tok_state *st, const char *text, size_t len, bool space_
             if (id < 0)
                 return inferd_fail(st->err, INFERD_E_INVALID,
                                    "byte 0x%02X has no token and the vocabulary has no "
-                                   "unknown token", c);
+                                   "unknown token",
+                                   c);
             emit(st, id);
         }
     }
     return 0;
 
 nomem:
-    return inferd_fail(st->err, INFERD_E_NOMEM, "tokenize: no memory for a %zu-byte fragment",
-                       len);
+    return inferd_fail(st->err, INFERD_E_NOMEM, "tokenize: no memory for a %zu-byte fragment", len);
 }
 
 /* BPE over one pre-tokenized word (@p len bytes of st->real at @p off), as
@@ -1496,8 +1509,7 @@ static int bpe_word(void *ctx, size_t off, size_t len)
     for (size_t i = 0; i < len; i++)
         blen += v->byte_enc_len[w[i]];
     if (reserve_scratch(st, blen, len) < 0)
-        return inferd_fail(st->err, INFERD_E_NOMEM, "tokenize: no memory for a %zu-byte word",
-                           len);
+        return inferd_fail(st->err, INFERD_E_NOMEM, "tokenize: no memory for a %zu-byte word", len);
     blen = 0;
     for (size_t i = 0; i < len; i++) {
         int32_t k = (int32_t)i;
@@ -1552,8 +1564,7 @@ static int bpe_fragment(tok_state *st, const char *text, size_t len)
     return inferd__pretok_split(st->v->pretok, st->subject, n, bpe_word, st, st->err);
 
 nomem:
-    return inferd_fail(st->err, INFERD_E_NOMEM, "tokenize: no memory for a %zu-byte fragment",
-                       len);
+    return inferd_fail(st->err, INFERD_E_NOMEM, "tokenize: no memory for a %zu-byte fragment", len);
 }
 
 int inferd_tokenize(const inferd_vocab *v, const char *text, size_t len, bool add_special,
@@ -1595,8 +1606,8 @@ int inferd_tokenize(const inferd_vocab *v, const char *text, size_t len, bool ad
             if (v->kind == INFERD_VOCAB_BPE)
                 rc = bpe_fragment(&st, text + fr->off, fr->len);
             else
-                rc = spm_fragment(&st, text + fr->off, fr->len,
-                                  v->add_space_prefix && prev_special);
+                rc =
+                    spm_fragment(&st, text + fr->off, fr->len, v->add_space_prefix && prev_special);
             if (rc < 0)
                 goto done;
             prev_special = false;
@@ -1607,8 +1618,7 @@ int inferd_tokenize(const inferd_vocab *v, const char *text, size_t len, bool ad
 
     *out_n = st.n;
     if (st.n > cap)
-        rc = inferd_fail(err, INFERD_E_RANGE, "the text needs %zu tokens, room for %zu", st.n,
-                         cap);
+        rc = inferd_fail(err, INFERD_E_RANGE, "the text needs %zu tokens, room for %zu", st.n, cap);
 done:
     inferd_free(st.subject);
     inferd_free(st.real);
@@ -1634,8 +1644,8 @@ static int collect_piece(void *ctx, size_t off, size_t len)
     return 0;
 }
 
-int inferd_pretokenize(const char *pre, const char *text, size_t len, size_t *out_ends,
-                       size_t cap, size_t *out_n, inferd_error *err)
+int inferd_pretokenize(const char *pre, const char *text, size_t len, size_t *out_ends, size_t cap,
+                       size_t *out_n, inferd_error *err)
 {
     inferd__pretok *p = NULL;
     piece_ends pe = {out_ends, cap, 0};
@@ -1648,8 +1658,7 @@ int inferd_pretokenize(const char *pre, const char *text, size_t len, size_t *ou
                            INFERD_TOKENIZE_MAX_BYTES);
     const inferd__pretok_info *info = inferd__pretok_find(pre, strlen(pre));
     if (!info)
-        return inferd_fail(err, INFERD_E_UNSUPPORTED, "'%.48s' is not a known pre-tokenizer",
-                           pre);
+        return inferd_fail(err, INFERD_E_UNSUPPORTED, "'%.48s' is not a known pre-tokenizer", pre);
     /* Valid UTF-8 decodes to itself, so the pieces are pieces of @p text. */
     if (!utf8_valid(text, len))
         return inferd_fail(err, INFERD_E_INVALID, "inferd_pretokenize: text is not valid UTF-8");
@@ -1661,8 +1670,7 @@ int inferd_pretokenize(const char *pre, const char *text, size_t len, size_t *ou
         return rc;
     *out_n = pe.n;
     if (pe.n > cap)
-        return inferd_fail(err, INFERD_E_RANGE, "the text has %zu pieces, room for %zu", pe.n,
-                           cap);
+        return inferd_fail(err, INFERD_E_RANGE, "the text has %zu pieces, room for %zu", pe.n, cap);
     return 0;
 }
 
@@ -1670,17 +1678,17 @@ int inferd_pretokenize(const char *pre, const char *text, size_t len, size_t *ou
 /* Detokenizing                                                              */
 /* ------------------------------------------------------------------------ */
 
-int inferd_detokenize(const inferd_vocab *v, const int32_t *ids, size_t n_ids,
-                      bool remove_special, bool unparse_special, char *out, size_t cap,
-                      size_t *out_len, inferd_error *err)
+int inferd_detokenize(const inferd_vocab *v, const int32_t *ids, size_t n_ids, bool remove_special,
+                      bool unparse_special, char *out, size_t cap, size_t *out_len,
+                      inferd_error *err)
 {
     if (!v || (!ids && n_ids) || (!out && cap) || !out_len)
         return inferd_fail(err, INFERD_E_INVALID, "inferd_detokenize: NULL argument");
     for (size_t i = 0; i < n_ids; i++)
         if (!id_ok(v, ids[i]))
             return inferd_fail(err, INFERD_E_INVALID,
-                               "token %zu is %d, outside the vocabulary (0..%d)", i,
-                               (int)ids[i], (int)v->n_tokens - 1);
+                               "token %zu is %d, outside the vocabulary (0..%d)", i, (int)ids[i],
+                               (int)v->n_tokens - 1);
 
     /* The dummy prefix space is dropped again, unless a BOS that is
      * removed starts the text (llama.cpp keeps the space then). */

@@ -22,9 +22,9 @@ float inferd__exp_like_ggml(float x)
     const float n = z - shift;
     const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
     const float u = b * b;
-    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
-                              fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-                         u, fmaf(0x1.ffffecp-1f, b, 1.0f));
+    const float j = fmaf(
+        fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+        u, fmaf(0x1.ffffecp-1f, b, 1.0f));
     if (!(fabsf(n) <= 192.0f)) {
         if (n != n)
             return n; /* NaN in, NaN out, as scalef */
@@ -74,15 +74,9 @@ static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
 static void choose(void)
 {
     switch (inferd_cpu_isa()) {
-    case INFERD_ISA_AVX512:
-        chosen = &inferd__vecops_avx512;
-        break;
-    case INFERD_ISA_AVX2:
-        chosen = &inferd__vecops_avx2;
-        break;
-    default:
-        chosen = &vecops_scalar;
-        break;
+    case INFERD_ISA_AVX512: chosen = &inferd__vecops_avx512; break;
+    case INFERD_ISA_AVX2: chosen = &inferd__vecops_avx2; break;
+    default: chosen = &vecops_scalar; break;
     }
 }
 
@@ -92,7 +86,4 @@ const inferd__vecops *inferd__vecops_get(void)
     return chosen;
 }
 
-const inferd__vecops *inferd__vecops_scalar(void)
-{
-    return &vecops_scalar;
-}
+const inferd__vecops *inferd__vecops_scalar(void) { return &vecops_scalar; }

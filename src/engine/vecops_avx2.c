@@ -19,18 +19,16 @@ static inline __m256 exp8(__m256 x, int *ok)
                                       _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
     const __m256 u = _mm256_mul_ps(b, b);
     const __m256 j = _mm256_fmadd_ps(
-        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b,
-                                        _mm256_set1_ps(0x1.573e2ep-5f)),
-                        u,
-                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b,
-                                        _mm256_set1_ps(0x1.fffdb6p-2f))),
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+            _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
         u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
     /* In range: -126 <= n <= 127 (NaN compares false and goes slow). */
     const __m256 in = _mm256_and_ps(_mm256_cmp_ps(n, _mm256_set1_ps(-126.0f), _CMP_GE_OQ),
                                     _mm256_cmp_ps(n, _mm256_set1_ps(127.0f), _CMP_LE_OQ));
     *ok = _mm256_movemask_ps(in) == 0xff;
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
-                                                         _mm256_set1_epi32(127)), 23);
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(j, _mm256_castsi256_ps(e));
 }
 

@@ -16,11 +16,9 @@ static inline __m512 exp16(__m512 x)
     const __mmask16 big = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192.0f), _CMP_GT_OQ);
     const __m512 u = _mm512_mul_ps(b, b);
     const __m512 j = _mm512_fmadd_ps(
-        _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b,
-                                        _mm512_set1_ps(0x1.573e2ep-5f)),
-                        u,
-                        _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b,
-                                        _mm512_set1_ps(0x1.fffdb6p-2f))),
+        _mm512_fmadd_ps(
+            _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+            _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
         u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
     const __m512 res = _mm512_scalef_ps(j, n);
     if (!big)
@@ -45,9 +43,9 @@ static double softmax_exp(float *s, int64_t n, int64_t n_pad, float mx)
     double sum = 0.0;
     for (int64_t g = 0; g < n_pad; g += 16) {
         const int64_t left = n - g;
-        const __mmask16 m = left >= 16 ? (__mmask16)0xffff
-                          : left <= 0  ? (__mmask16)0
-                                       : (__mmask16)((1u << left) - 1u);
+        const __mmask16 m = left >= 16  ? (__mmask16)0xffff
+                            : left <= 0 ? (__mmask16)0
+                                        : (__mmask16)((1u << left) - 1u);
         /* Lanes past n are 0 in the sum and are not written. */
         const __m512 x = _mm512_maskz_loadu_ps(m, s + g);
         const __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(x, vmx)));

@@ -32,18 +32,18 @@
 
 typedef struct gguf_kv {
     inferd_gguf_str key;
-    uint32_t type;          /* inferd_gguf_type */
-    uint32_t arr_type;      /* element type, arrays only */
-    uint64_t arr_n;         /* element count, arrays only */
-    uint64_t val_off;       /* file offset of the serialized value */
-    uint64_t val_len;       /* its size in bytes */
+    uint32_t type;     /* inferd_gguf_type */
+    uint32_t arr_type; /* element type, arrays only */
+    uint64_t arr_n;    /* element count, arrays only */
+    uint64_t val_off;  /* file offset of the serialized value */
+    uint64_t val_len;  /* its size in bytes */
     union {
-        uint64_t u;         /* u8, u16, u32, u64, bool */
-        int64_t i;          /* i8, i16, i32, i64 */
-        double f;           /* f32, f64 */
+        uint64_t u; /* u8, u16, u32, u64, bool */
+        int64_t i;  /* i8, i16, i32, i64 */
+        double f;   /* f32, f64 */
     } num;
-    inferd_gguf_str str;    /* string values */
-    inferd_gguf_str *strs;  /* (arr_n) elements of an array of strings */
+    inferd_gguf_str str;   /* string values */
+    inferd_gguf_str *strs; /* (arr_n) elements of an array of strings */
 } gguf_kv;
 
 /* A name and the index of its kv or tensor, sorted by name for lookups and
@@ -55,15 +55,15 @@ typedef struct name_ref {
 } name_ref;
 
 struct inferd_gguf {
-    const uint8_t *data;    /* whole file */
-    uint64_t size;          /* bytes */
-    int mapped;             /* data came from mmap (else borrowed) */
+    const uint8_t *data; /* whole file */
+    uint64_t size;       /* bytes */
+    int mapped;          /* data came from mmap (else borrowed) */
     uint32_t version;
     uint32_t alignment;
-    uint64_t data_offset;   /* header end rounded up to the alignment */
+    uint64_t data_offset; /* header end rounded up to the alignment */
     uint64_t n_kv;
-    gguf_kv *kvs;           /* (n_kv) in file order */
-    name_ref *kv_sorted;    /* (n_kv) by key */
+    gguf_kv *kvs;        /* (n_kv) in file order */
+    name_ref *kv_sorted; /* (n_kv) by key */
     uint64_t n_tensors;
     inferd_gguf_tensor *tensors; /* (n_tensors) in file order */
     name_ref *tensor_sorted;     /* (n_tensors) by name */
@@ -75,12 +75,12 @@ static const struct {
     const char *name;
     uint32_t size; /* 0: variable */
 } type_table[] = {
-    [INFERD_GGUF_U8] = {"u8", 1},      [INFERD_GGUF_I8] = {"i8", 1},
-    [INFERD_GGUF_U16] = {"u16", 2},    [INFERD_GGUF_I16] = {"i16", 2},
-    [INFERD_GGUF_U32] = {"u32", 4},    [INFERD_GGUF_I32] = {"i32", 4},
-    [INFERD_GGUF_F32] = {"f32", 4},    [INFERD_GGUF_BOOL] = {"bool", 1},
+    [INFERD_GGUF_U8] = {"u8", 1},         [INFERD_GGUF_I8] = {"i8", 1},
+    [INFERD_GGUF_U16] = {"u16", 2},       [INFERD_GGUF_I16] = {"i16", 2},
+    [INFERD_GGUF_U32] = {"u32", 4},       [INFERD_GGUF_I32] = {"i32", 4},
+    [INFERD_GGUF_F32] = {"f32", 4},       [INFERD_GGUF_BOOL] = {"bool", 1},
     [INFERD_GGUF_STRING] = {"string", 0}, [INFERD_GGUF_ARRAY] = {"array", 0},
-    [INFERD_GGUF_U64] = {"u64", 8},    [INFERD_GGUF_I64] = {"i64", 8},
+    [INFERD_GGUF_U64] = {"u64", 8},       [INFERD_GGUF_I64] = {"i64", 8},
     [INFERD_GGUF_F64] = {"f64", 8},
 };
 #define N_TYPES (sizeof(type_table) / sizeof(type_table[0]))
@@ -95,10 +95,7 @@ uint32_t inferd__gguf_type_size(uint32_t type)
     return type < N_TYPES ? type_table[type].size : 0;
 }
 
-static int type_known(uint32_t type)
-{
-    return type < N_TYPES;
-}
+static int type_known(uint32_t type) { return type < N_TYPES; }
 
 static int type_is_unsigned(uint32_t t)
 {
@@ -167,10 +164,7 @@ typedef struct cursor {
     inferd_error *err;
 } cursor;
 
-static uint64_t left(const cursor *c)
-{
-    return c->size - c->off;
-}
+static uint64_t left(const cursor *c) { return c->size - c->off; }
 
 static uint32_t load_u32(const uint8_t *p)
 {
@@ -241,10 +235,7 @@ static int read_str(cursor *c, inferd_gguf_str *out, const char *thing, uint64_t
     return 0;
 }
 
-static int shown(uint64_t len)
-{
-    return len > SHOWN_MAX ? SHOWN_MAX : (int)len;
-}
+static int shown(uint64_t len) { return len > SHOWN_MAX ? SHOWN_MAX : (int)len; }
 
 /* --- key/value section -------------------------------------------------------- */
 
@@ -323,30 +314,14 @@ static int read_scalar(cursor *c, gguf_kv *kv, uint64_t ki)
     p = c->data + c->off;
     switch (kv->type) {
     case INFERD_GGUF_U8:
-    case INFERD_GGUF_BOOL:
-        kv->num.u = p[0];
-        break;
-    case INFERD_GGUF_I8:
-        kv->num.i = (int8_t)p[0];
-        break;
-    case INFERD_GGUF_U16:
-        kv->num.u = (uint16_t)(p[0] | p[1] << 8);
-        break;
-    case INFERD_GGUF_I16:
-        kv->num.i = (int16_t)(uint16_t)(p[0] | p[1] << 8);
-        break;
-    case INFERD_GGUF_U32:
-        kv->num.u = load_u32(p);
-        break;
-    case INFERD_GGUF_I32:
-        kv->num.i = (int32_t)load_u32(p);
-        break;
-    case INFERD_GGUF_U64:
-        kv->num.u = load_u64(p);
-        break;
-    case INFERD_GGUF_I64:
-        kv->num.i = (int64_t)load_u64(p);
-        break;
+    case INFERD_GGUF_BOOL: kv->num.u = p[0]; break;
+    case INFERD_GGUF_I8: kv->num.i = (int8_t)p[0]; break;
+    case INFERD_GGUF_U16: kv->num.u = (uint16_t)(p[0] | p[1] << 8); break;
+    case INFERD_GGUF_I16: kv->num.i = (int16_t)(uint16_t)(p[0] | p[1] << 8); break;
+    case INFERD_GGUF_U32: kv->num.u = load_u32(p); break;
+    case INFERD_GGUF_I32: kv->num.i = (int32_t)load_u32(p); break;
+    case INFERD_GGUF_U64: kv->num.u = load_u64(p); break;
+    case INFERD_GGUF_I64: kv->num.i = (int64_t)load_u64(p); break;
     case INFERD_GGUF_F32: {
         uint32_t bits = load_u32(p);
         float f;
@@ -359,8 +334,7 @@ static int read_scalar(cursor *c, gguf_kv *kv, uint64_t ki)
         memcpy(&kv->num.f, &bits, sizeof(kv->num.f));
         break;
     }
-    default:
-        assert(!"read_scalar: not a fixed-size type");
+    default: assert(!"read_scalar: not a fixed-size type");
     }
     c->off += size;
     return 0;
@@ -388,9 +362,7 @@ static int read_kv(cursor *c, gguf_kv *kv, uint64_t ki)
                            kv->type, shown(kv->key.len), kv->key.ptr, at);
     kv->val_off = c->off;
     switch (kv->type) {
-    case INFERD_GGUF_STRING:
-        rc = read_str(c, &kv->str, "key", ki, "value");
-        break;
+    case INFERD_GGUF_STRING: rc = read_str(c, &kv->str, "key", ki, "value"); break;
     case INFERD_GGUF_ARRAY:
         rc = read_array_header(c, ki, kv, &kv->arr_type, &kv->arr_n);
         if (rc < 0)
@@ -400,8 +372,8 @@ static int read_kv(cursor *c, gguf_kv *kv, uint64_t ki)
             kv->strs = inferd_calloc(kv->arr_n, sizeof(*kv->strs));
             if (!kv->strs) {
                 rc = inferd_fail(c->err, INFERD_E_NOMEM,
-                                 "gguf: no memory for %" PRIu64 " strings of key '%.*s'",
-                                 kv->arr_n, shown(kv->key.len), kv->key.ptr);
+                                 "gguf: no memory for %" PRIu64 " strings of key '%.*s'", kv->arr_n,
+                                 shown(kv->key.len), kv->key.ptr);
                 break;
             }
             for (uint64_t j = 0; j < kv->arr_n && rc == 0; j++)
@@ -413,9 +385,7 @@ static int read_kv(cursor *c, gguf_kv *kv, uint64_t ki)
             c->off += kv->arr_n * type_table[kv->arr_type].size;
         }
         break;
-    default:
-        rc = read_scalar(c, kv, ki);
-        break;
+    default: rc = read_scalar(c, kv, ki); break;
     }
     if (rc < 0)
         return rc;
@@ -633,8 +603,7 @@ static int read_tensor_info(const inferd_gguf *g, cursor *c, inferd_gguf_tensor 
         return rc;
     if (!inferd__gguf_utf8_valid(t->name.ptr, t->name.len))
         return inferd_fail(c->err, INFERD_E_FORMAT,
-                           "gguf: tensor %" PRIu64 " name at offset %" PRIu64
-                           " is not valid UTF-8",
+                           "gguf: tensor %" PRIu64 " name at offset %" PRIu64 " is not valid UTF-8",
                            ti, at);
     dims_at = c->off;
     rc = read_u32(c, &t->n_dims, "tensor", ti, "n_dims");
@@ -669,15 +638,11 @@ static int read_tensor_info(const inferd_gguf *g, cursor *c, inferd_gguf_tensor 
     if (inferd_dtype_nbytes(t->type, t->n_elems, &t->size_bytes) != 0)
         return inferd_fail(c->err, INFERD_E_FORMAT,
                            "gguf: tensor '%.*s' byte size overflows (%" PRIu64 " elements of %s)",
-                           shown(t->name.len), t->name.ptr, t->n_elems,
-                           inferd_dtype_name(t->type));
+                           shown(t->name.len), t->name.ptr, t->n_elems, inferd_dtype_name(t->type));
     return 0;
 }
 
-static uint64_t sat_add(uint64_t a, uint64_t b)
-{
-    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 typedef struct extent {
     uint64_t begin, end; /* relative to the data section */
@@ -726,10 +691,9 @@ static int check_extents(inferd_gguf *g, cursor *c)
             int rc = inferd_fail(c->err, INFERD_E_FORMAT,
                                  "gguf: tensors '%.*s' and '%.*s' overlap (data [%" PRIu64
                                  ", %" PRIu64 ") and [%" PRIu64 ", %" PRIu64 "))",
-                                 shown(a->name.len), a->name.ptr, shown(b->name.len),
-                                 b->name.ptr, g->data_offset + ex[i - 1].begin,
-                                 g->data_offset + ex[i - 1].end, g->data_offset + ex[i].begin,
-                                 g->data_offset + ex[i].end);
+                                 shown(a->name.len), a->name.ptr, shown(b->name.len), b->name.ptr,
+                                 g->data_offset + ex[i - 1].begin, g->data_offset + ex[i - 1].end,
+                                 g->data_offset + ex[i].begin, g->data_offset + ex[i].end);
             inferd_free(ex);
             return rc;
         }
@@ -752,8 +716,8 @@ static int parse_tensors(inferd_gguf *g, cursor *c, uint64_t n_tensors)
     g->tensors = inferd_calloc(n_tensors, sizeof(*g->tensors));
     g->tensor_sorted = inferd_calloc(n_tensors, sizeof(*g->tensor_sorted));
     if (!g->tensors || !g->tensor_sorted)
-        return inferd_fail(c->err, INFERD_E_NOMEM,
-                           "gguf: no memory for %" PRIu64 " tensor infos", n_tensors);
+        return inferd_fail(c->err, INFERD_E_NOMEM, "gguf: no memory for %" PRIu64 " tensor infos",
+                           n_tensors);
     for (uint64_t i = 0; i < n_tensors; i++) {
         inferd_gguf_tensor *t = &g->tensors[i];
         rc = read_tensor_info(g, c, t, i);
@@ -806,8 +770,7 @@ static void free_index(inferd_gguf *g)
     inferd_free(g->tensor_sorted);
 }
 
-int inferd_gguf_open_memory(const void *data, size_t len, inferd_gguf **out_gguf,
-                            inferd_error *err)
+int inferd_gguf_open_memory(const void *data, size_t len, inferd_gguf **out_gguf, inferd_error *err)
 {
     inferd_gguf *g;
     int rc;
@@ -900,35 +863,17 @@ void inferd_gguf_close(inferd_gguf *g)
 
 /* --- accessors --------------------------------------------------------------------- */
 
-uint32_t inferd_gguf_version(const inferd_gguf *g)
-{
-    return g->version;
-}
+uint32_t inferd_gguf_version(const inferd_gguf *g) { return g->version; }
 
-uint32_t inferd_gguf_alignment(const inferd_gguf *g)
-{
-    return g->alignment;
-}
+uint32_t inferd_gguf_alignment(const inferd_gguf *g) { return g->alignment; }
 
-uint64_t inferd_gguf_file_size(const inferd_gguf *g)
-{
-    return g->size;
-}
+uint64_t inferd_gguf_file_size(const inferd_gguf *g) { return g->size; }
 
-uint64_t inferd_gguf_data_offset(const inferd_gguf *g)
-{
-    return g->data_offset;
-}
+uint64_t inferd_gguf_data_offset(const inferd_gguf *g) { return g->data_offset; }
 
-const void *inferd_gguf_file_data(const inferd_gguf *g)
-{
-    return g->data;
-}
+const void *inferd_gguf_file_data(const inferd_gguf *g) { return g->data; }
 
-uint64_t inferd_gguf_n_kv(const inferd_gguf *g)
-{
-    return g->n_kv;
-}
+uint64_t inferd_gguf_n_kv(const inferd_gguf *g) { return g->n_kv; }
 
 int64_t inferd_gguf_find_key(const inferd_gguf *g, const char *key)
 {
@@ -941,10 +886,7 @@ static const gguf_kv *kv_at(const inferd_gguf *g, uint64_t i)
     return &g->kvs[i];
 }
 
-inferd_gguf_str inferd_gguf_kv_key(const inferd_gguf *g, uint64_t i)
-{
-    return kv_at(g, i)->key;
-}
+inferd_gguf_str inferd_gguf_kv_key(const inferd_gguf *g, uint64_t i) { return kv_at(g, i)->key; }
 
 inferd_gguf_type inferd_gguf_kv_type(const inferd_gguf *g, uint64_t i)
 {
@@ -1027,19 +969,17 @@ static int get_unsigned(const inferd_gguf *g, const char *key, uint64_t max, con
         return INFERD_E_NOT_FOUND;
     if (type_is_unsigned(kv->type)) {
         if (kv->num.u > max)
-            return inferd_fail(err, INFERD_E_FORMAT,
-                               "gguf: key '%.*s' value %" PRIu64 " (%s) does not fit %s",
-                               shown(kv->key.len), kv->key.ptr, kv->num.u,
-                               inferd_gguf_type_name(kv->type), want);
+            return inferd_fail(
+                err, INFERD_E_FORMAT, "gguf: key '%.*s' value %" PRIu64 " (%s) does not fit %s",
+                shown(kv->key.len), kv->key.ptr, kv->num.u, inferd_gguf_type_name(kv->type), want);
         *out = kv->num.u;
         return 0;
     }
     if (type_is_signed(kv->type)) {
         if (kv->num.i < 0 || (uint64_t)kv->num.i > max)
-            return inferd_fail(err, INFERD_E_FORMAT,
-                               "gguf: key '%.*s' value %" PRId64 " (%s) does not fit %s",
-                               shown(kv->key.len), kv->key.ptr, kv->num.i,
-                               inferd_gguf_type_name(kv->type), want);
+            return inferd_fail(
+                err, INFERD_E_FORMAT, "gguf: key '%.*s' value %" PRId64 " (%s) does not fit %s",
+                shown(kv->key.len), kv->key.ptr, kv->num.i, inferd_gguf_type_name(kv->type), want);
         *out = (uint64_t)kv->num.i;
         return 0;
     }
@@ -1072,10 +1012,9 @@ int inferd_gguf_get_i64(const inferd_gguf *g, const char *key, int64_t *out, inf
     }
     if (type_is_unsigned(kv->type)) {
         if (kv->num.u > (uint64_t)INT64_MAX)
-            return inferd_fail(err, INFERD_E_FORMAT,
-                               "gguf: key '%.*s' value %" PRIu64 " (%s) does not fit i64",
-                               shown(kv->key.len), kv->key.ptr, kv->num.u,
-                               inferd_gguf_type_name(kv->type));
+            return inferd_fail(
+                err, INFERD_E_FORMAT, "gguf: key '%.*s' value %" PRIu64 " (%s) does not fit i64",
+                shown(kv->key.len), kv->key.ptr, kv->num.u, inferd_gguf_type_name(kv->type));
         *out = (int64_t)kv->num.u;
         return 0;
     }
@@ -1126,10 +1065,7 @@ int inferd_gguf_get_str(const inferd_gguf *g, const char *key, inferd_gguf_str *
 
 /* --- tensors --------------------------------------------------------------------------- */
 
-uint64_t inferd_gguf_n_tensors(const inferd_gguf *g)
-{
-    return g->n_tensors;
-}
+uint64_t inferd_gguf_n_tensors(const inferd_gguf *g) { return g->n_tensors; }
 
 const inferd_gguf_tensor *inferd_gguf_tensor_at(const inferd_gguf *g, uint64_t i)
 {

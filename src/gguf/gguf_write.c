@@ -20,27 +20,27 @@
 #define ZERO_PAD_MAX 4096u /* padding is written from a zero block this big */
 
 typedef struct wkv {
-    char *key;       /* owned, NUL-terminated */
-    uint32_t type;   /* inferd_gguf_type */
-    uint8_t *val;    /* owned serialized value (arrays: elem type, count, elems) */
+    char *key;     /* owned, NUL-terminated */
+    uint32_t type; /* inferd_gguf_type */
+    uint8_t *val;  /* owned serialized value (arrays: elem type, count, elems) */
     uint64_t val_len;
 } wkv;
 
 typedef struct wtensor {
-    char *name;      /* owned */
-    uint32_t type;   /* inferd_dtype */
+    char *name;    /* owned */
+    uint32_t type; /* inferd_dtype */
     uint32_t n_dims;
     uint64_t ne[INFERD_GGUF_MAX_DIMS];
     uint64_t size_bytes;
-    const void *data;          /* borrowed, or NULL with fill */
+    const void *data; /* borrowed, or NULL with fill */
     inferd_gguf_fill_fn fill;
     void *fill_ctx;
 } wtensor;
 
 struct inferd_gguf_writer {
-    wkv *kvs;            /* (n_kv) in insertion order */
+    wkv *kvs; /* (n_kv) in insertion order */
     uint64_t n_kv, cap_kv;
-    wtensor *tensors;    /* (n_tensors) in insertion order */
+    wtensor *tensors; /* (n_tensors) in insertion order */
     uint64_t n_tensors, cap_tensors;
 };
 
@@ -172,8 +172,7 @@ int inferd_gguf_writer_set_u32(inferd_gguf_writer *w, const char *key, uint32_t 
     return set_scalar(w, key, INFERD_GGUF_U32, v, err);
 }
 
-int inferd_gguf_writer_set_i32(inferd_gguf_writer *w, const char *key, int32_t v,
-                               inferd_error *err)
+int inferd_gguf_writer_set_i32(inferd_gguf_writer *w, const char *key, int32_t v, inferd_error *err)
 {
     return set_scalar(w, key, INFERD_GGUF_I32, (uint32_t)v, err);
 }
@@ -184,16 +183,14 @@ int inferd_gguf_writer_set_u64(inferd_gguf_writer *w, const char *key, uint64_t 
     return set_scalar(w, key, INFERD_GGUF_U64, v, err);
 }
 
-int inferd_gguf_writer_set_f32(inferd_gguf_writer *w, const char *key, float v,
-                               inferd_error *err)
+int inferd_gguf_writer_set_f32(inferd_gguf_writer *w, const char *key, float v, inferd_error *err)
 {
     uint32_t bits;
     memcpy(&bits, &v, sizeof(bits));
     return set_scalar(w, key, INFERD_GGUF_F32, bits, err);
 }
 
-int inferd_gguf_writer_set_bool(inferd_gguf_writer *w, const char *key, bool v,
-                                inferd_error *err)
+int inferd_gguf_writer_set_bool(inferd_gguf_writer *w, const char *key, bool v, inferd_error *err)
 {
     return set_scalar(w, key, INFERD_GGUF_BOOL, v ? 1 : 0, err);
 }
@@ -225,8 +222,8 @@ int inferd_gguf_writer_set_arr(inferd_gguf_writer *w, const char *key, inferd_gg
                            key, (int)type);
     if (n > (SIZE_MAX - 12) / size)
         return inferd_fail(err, INFERD_E_INVALID,
-                           "gguf writer: key '%s': array of %" PRIu64 " elements is too large",
-                           key, n);
+                           "gguf writer: key '%s': array of %" PRIu64 " elements is too large", key,
+                           n);
     if (n && !data)
         return inferd_fail(err, INFERD_E_INVALID, "gguf writer: key '%s': NULL array data", key);
     rc = add_kv(w, key, INFERD_GGUF_ARRAY, 12 + n * size, &p, err);
@@ -239,16 +236,15 @@ int inferd_gguf_writer_set_arr(inferd_gguf_writer *w, const char *key, inferd_gg
     return 0;
 }
 
-int inferd_gguf_writer_set_arr_str(inferd_gguf_writer *w, const char *key,
-                                   const char *const *strs, uint64_t n, inferd_error *err)
+int inferd_gguf_writer_set_arr_str(inferd_gguf_writer *w, const char *key, const char *const *strs,
+                                   uint64_t n, inferd_error *err)
 {
     uint64_t total = 12, off;
     uint8_t *p;
     int rc;
 
     if (n && !strs)
-        return inferd_fail(err, INFERD_E_INVALID, "gguf writer: key '%s': NULL string array",
-                           key);
+        return inferd_fail(err, INFERD_E_INVALID, "gguf writer: key '%s': NULL string array", key);
     for (uint64_t j = 0; j < n; j++) {
         uint64_t len = strlen(strs[j]);
         if (len > UINT64_MAX - 8 - total)
@@ -346,8 +342,7 @@ int inferd_gguf_writer_add_tensor(inferd_gguf_writer *w, const char *name, uint3
                            " is not a multiple of the %s block size %" PRIu32,
                            name, t.ne[0], ti->name, ti->block_size);
     if (inferd_dtype_nbytes(type, n_elems, &t.size_bytes) != 0)
-        return inferd_fail(err, INFERD_E_INVALID, "gguf writer: tensor '%s': size overflows",
-                           name);
+        return inferd_fail(err, INFERD_E_INVALID, "gguf writer: tensor '%s': size overflows", name);
     if (grow((void **)&w->tensors, &w->cap_tensors, w->n_tensors, sizeof(*w->tensors)) < 0)
         return inferd_fail(err, INFERD_E_NOMEM, "gguf writer: no memory for tensor '%s'", name);
     t.name = inferd_strdup(name);
@@ -386,10 +381,7 @@ static uint32_t writer_alignment(const inferd_gguf_writer *w, inferd_error *err,
     return a;
 }
 
-static uint64_t align_up(uint64_t x, uint64_t a)
-{
-    return (x + a - 1) / a * a;
-}
+static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 /* Output state: a FILE plus the byte count, for padding. */
 typedef struct out {
@@ -524,8 +516,8 @@ int inferd_gguf_writer_write(inferd_gguf_writer *w, const char *path, inferd_err
     o.path = tmp;
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) {
-        rc = inferd_fail_errno(err, INFERD_E_IO, errno, "gguf writer: cannot create '%s': %s",
-                               tmp, strerror(errno));
+        rc = inferd_fail_errno(err, INFERD_E_IO, errno, "gguf writer: cannot create '%s': %s", tmp,
+                               strerror(errno));
         goto fail_free;
     }
     o.f = fdopen(fd, "wb");

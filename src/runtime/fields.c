@@ -12,30 +12,57 @@
 #include "inferd/alloc.h"
 
 typedef enum kind {
-    K_MODEL, K_PROMPT, K_MESSAGES, K_INT, K_NUMBER, K_BOOL, K_STOP, K_PRIORITY,
-    K_STREAM_OPTIONS, K_STRING, K_NEUTRAL_ONLY,
+    K_MODEL,
+    K_PROMPT,
+    K_MESSAGES,
+    K_INT,
+    K_NUMBER,
+    K_BOOL,
+    K_STOP,
+    K_PRIORITY,
+    K_STREAM_OPTIONS,
+    K_STRING,
+    K_NEUTRAL_ONLY,
 } kind;
 
 /* The value of a field that asks for nothing (a door that does not take
  * the field accepts it). */
 typedef enum neutral {
-    N_NONE, N_ONE, N_FALSE, N_EMPTY_OBJECT, N_EMPTY_STRING, N_EMPTY_ARRAY, N_TEXT_FORMAT,
+    N_NONE,
+    N_ONE,
+    N_FALSE,
+    N_EMPTY_OBJECT,
+    N_EMPTY_STRING,
+    N_EMPTY_ARRAY,
+    N_TEXT_FORMAT,
 } neutral;
 
 typedef struct field_def {
-    const char *name;              /* canonical */
+    const char *name; /* canonical */
     kind k;
-    int64_t ilo, ihi;              /* K_INT range; K_STRING: most bytes */
-    double lo, hi;                 /* K_NUMBER range */
+    int64_t ilo, ihi; /* K_INT range; K_STRING: most bytes */
+    double lo, hi;    /* K_NUMBER range */
     neutral nv;
-    int refuse_code;               /* K_NEUTRAL_ONLY: the error otherwise, */
-    const char *refuse_text;       /* and its message after the door's name */
+    int refuse_code;         /* K_NEUTRAL_ONLY: the error otherwise, */
+    const char *refuse_text; /* and its message after the door's name */
 } field_def;
 
-#define I(name, lo, hi) {name, K_INT, lo, hi, 0, 0, N_NONE, 0, NULL}
-#define F(name, lo, hi) {name, K_NUMBER, 0, 0, lo, hi, N_NONE, 0, NULL}
-#define OF(name, k, nv) {name, k, 0, 0, 0, 0, nv, 0, NULL}
-#define ONLY(name, nv, code, text) {name, K_NEUTRAL_ONLY, 0, 0, 0, 0, nv, code, text}
+#define I(name, lo, hi)                            \
+    {                                              \
+        name, K_INT, lo, hi, 0, 0, N_NONE, 0, NULL \
+    }
+#define F(name, lo, hi)                               \
+    {                                                 \
+        name, K_NUMBER, 0, 0, lo, hi, N_NONE, 0, NULL \
+    }
+#define OF(name, k, nv)                  \
+    {                                    \
+        name, k, 0, 0, 0, 0, nv, 0, NULL \
+    }
+#define ONLY(name, nv, code, text)                       \
+    {                                                    \
+        name, K_NEUTRAL_ONLY, 0, 0, 0, 0, nv, code, text \
+    }
 
 static const field_def fields[INFERD_F_COUNT] = {
     [INFERD_F_MODEL] = OF("model", K_MODEL, N_NONE),
@@ -64,13 +91,13 @@ static const field_def fields[INFERD_F_COUNT] = {
                              NULL},
     [INFERD_F_N] = ONLY("n", N_ONE, INFERD_E_INVALID, ": only 1 choice per request is supported"),
     [INFERD_F_BEST_OF] = ONLY("best_of", N_ONE, INFERD_E_INVALID, ": only 1 is supported"),
-    [INFERD_F_LOGIT_BIAS] = ONLY("logit_bias", N_EMPTY_OBJECT, INFERD_E_FIELD_UNSUPPORTED,
-                                 " is not supported"),
+    [INFERD_F_LOGIT_BIAS] =
+        ONLY("logit_bias", N_EMPTY_OBJECT, INFERD_E_FIELD_UNSUPPORTED, " is not supported"),
     [INFERD_F_ECHO] = ONLY("echo", N_FALSE, INFERD_E_FIELD_UNSUPPORTED, " is not supported"),
-    [INFERD_F_SUFFIX] = ONLY("suffix", N_EMPTY_STRING, INFERD_E_FIELD_UNSUPPORTED,
-                             " is not supported"),
-    [INFERD_F_TOOLS] = ONLY("tools", N_EMPTY_ARRAY, INFERD_E_FIELD_UNSUPPORTED,
-                            " are not supported"),
+    [INFERD_F_SUFFIX] =
+        ONLY("suffix", N_EMPTY_STRING, INFERD_E_FIELD_UNSUPPORTED, " is not supported"),
+    [INFERD_F_TOOLS] =
+        ONLY("tools", N_EMPTY_ARRAY, INFERD_E_FIELD_UNSUPPORTED, " are not supported"),
     [INFERD_F_RESPONSE_FORMAT] = ONLY("response_format", N_TEXT_FORMAT, INFERD_E_FIELD_UNSUPPORTED,
                                       ": only {\"type\": \"text\"} is supported"),
 };
@@ -102,9 +129,9 @@ const char *inferd__fe_spelled(const inferd_fe_door *door, inferd_field f)
     return inferd_field_name(f);
 }
 
-__attribute__((format(printf, 5, 0)))
-static int vfail_named(inferd_error *err, int code, const char *param, const char *prefix,
-                       const char *fmt, va_list ap)
+__attribute__((format(printf, 5, 0))) static int vfail_named(inferd_error *err, int code,
+                                                             const char *param, const char *prefix,
+                                                             const char *fmt, va_list ap)
 {
     char msg[sizeof(err->msg)];
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -122,8 +149,8 @@ int inferd_fe_fail(const inferd_fe_door *door, inferd_field f, inferd_error *err
 }
 
 /* An error about field @p name (the door's spelling): "NAME: ...". */
-__attribute__((format(printf, 4, 5)))
-static int fail(inferd_error *err, int code, const char *name, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int fail(inferd_error *err, int code, const char *name,
+                                                      const char *fmt, ...)
 {
     char prefix[INFERD_ERROR_PARAM_MAX + 2];
     snprintf(prefix, sizeof(prefix), "%s: ", name);
@@ -207,7 +234,7 @@ static int read_stop(inferd_error *err, const char *name, json_t *v, inferd_requ
     size_t i;
     json_t *s;
     p->n_stop = 0;
-    json_array_foreach(v, i, s) {
+    json_array_foreach (v, i, s) {
         if (!json_is_string(s))
             return inferd_fail_param(err, INFERD_E_INVALID_TYPE, name,
                                      "%s[%zu]: expected a string, got %s", name, i,
@@ -248,7 +275,7 @@ static int read_prompt(inferd_error *err, const char *name, json_t *v, inferd_fe
     if (!ids)
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the prompt");
     json_t *t;
-    json_array_foreach(v, i, t) {
+    json_array_foreach (v, i, t) {
         if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX) {
             inferd_free(ids);
             return inferd_fail_param(err, INFERD_E_INVALID_TYPE, name,
@@ -282,7 +309,7 @@ static int message_content(inferd_error *err, const char *name, size_t i, json_t
                                  name, i);
     size_t total = 0, j;
     json_t *part;
-    json_array_foreach(content, j, part) {
+    json_array_foreach (content, j, part) {
         if (!json_is_object(part))
             return inferd_fail_param(err, INFERD_E_INVALID_TYPE, name,
                                      "%s[%zu].content[%zu]: expected an object {\"type\": "
@@ -303,7 +330,7 @@ static int message_content(inferd_error *err, const char *name, size_t i, json_t
     if (!s)
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the messages");
     size_t at = 0;
-    json_array_foreach(content, j, part) {
+    json_array_foreach (content, j, part) {
         json_t *text = json_object_get(part, "text");
         memcpy(s + at, json_string_value(text), json_string_length(text));
         at += json_string_length(text);
@@ -327,7 +354,7 @@ static int read_messages(inferd_error *err, const char *name, json_t *v, inferd_
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the messages");
     in->n_messages = n;
     json_t *msg;
-    json_array_foreach(v, i, msg) {
+    json_array_foreach (v, i, msg) {
         if (!json_is_object(msg))
             return inferd_fail_param(err, INFERD_E_INVALID_TYPE, name,
                                      "%s[%zu]: expected an object", name, i);
@@ -397,9 +424,7 @@ static int read_field(const inferd_fe_spelling *sp, json_t *v, inferd_fe_input *
             return bad_type(err, name, "a string", v);
         in->model = json_string_value(v);
         return 0;
-    case INFERD_F_PROMPT:
-        in->prompt_field = INFERD_F_PROMPT;
-        return read_prompt(err, name, v, in);
+    case INFERD_F_PROMPT: in->prompt_field = INFERD_F_PROMPT; return read_prompt(err, name, v, in);
     case INFERD_F_MESSAGES:
         in->prompt_field = INFERD_F_MESSAGES;
         return read_messages(err, name, v, in);
@@ -504,8 +529,7 @@ static int finish(const inferd_fe_door *door, inferd_fe_input *in, pending *pd, 
     return 0;
 }
 
-int inferd_fe_read(const inferd_fe_door *door, json_t *body, inferd_fe_input *in,
-                   inferd_error *err)
+int inferd_fe_read(const inferd_fe_door *door, json_t *body, inferd_fe_input *in, inferd_error *err)
 {
     memset(in, 0, sizeof(*in));
     in->door = door;

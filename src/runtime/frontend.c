@@ -21,8 +21,8 @@ typedef struct fe_model {
     char id[INFERD_REGISTRY_ID_MAX];
     char *path;
     int64_t created_s;
-    atomic_bool load_failed;       /* its last load failed */
-    atomic_int tmpl;               /* its chat template once loaded, else -1 */
+    atomic_bool load_failed; /* its last load failed */
+    atomic_int tmpl;         /* its chat template once loaded, else -1 */
 } fe_model;
 
 typedef struct section {
@@ -39,10 +39,10 @@ struct inferd_frontend {
     bool tmpl_forced;
     inferd_chat_template tmpl_force;
     inferd_registry *reg;
-    atomic_int state;              /* inferd_fe_state */
+    atomic_int state; /* inferd_fe_state */
     uint64_t t_start_ns;
 
-    pthread_mutex_t mu;            /* guards what follows */
+    pthread_mutex_t mu; /* guards what follows */
     uint64_t n_done, n_tokens;
     section sections[SECTIONS_MAX];
 };
@@ -93,8 +93,7 @@ static int model_id(const inferd_fe_model_cfg *m, char *out, size_t cap, inferd_
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)id[i] < 0x21 || id[i] == '/' || (unsigned char)id[i] == 0x7f)
             return inferd_fail(err, INFERD_E_INVALID,
-                               "model id '%.*s': no spaces, '/' or control characters", (int)n,
-                               id);
+                               "model id '%.*s': no spaces, '/' or control characters", (int)n, id);
     memcpy(out, id, n);
     out[n] = '\0';
     return 0;
@@ -144,10 +143,7 @@ static int parse_template(inferd_frontend *fe, const char *name, inferd_error *e
 /* JSON values (request bodies, responses) allocate through inferd_malloc,
  * so fault injection reaches parsing too. inferd_free is free(): values
  * made before the switch are freed the same way. */
-static void route_json_allocations(void)
-{
-    json_set_alloc_funcs(inferd_malloc, inferd_free);
-}
+static void route_json_allocations(void) { json_set_alloc_funcs(inferd_malloc, inferd_free); }
 
 int inferd_frontend_create(const inferd_frontend_opts *opts, inferd_frontend **out,
                            inferd_error *err)
@@ -234,8 +230,7 @@ static void log_template(const inferd_frontend *fe, const fe_model *fm, const in
     else if (detected < 0)
         inferd_log_warn(COMP, "model '%s': unknown chat template, using chatml", fm->id);
     else
-        inferd_log_info(COMP, "model '%s': chat template %s", fm->id,
-                        inferd_chat_template_name(t));
+        inferd_log_info(COMP, "model '%s': chat template %s", fm->id, inferd_chat_template_name(t));
 }
 
 int inferd_frontend_load(inferd_frontend *fe, size_t i, inferd_error *err)
@@ -270,8 +265,8 @@ int inferd_frontend_load_models(inferd_frontend *fe, inferd_error *err)
         if (rc < 0) {
             char msg[sizeof(err->msg)];
             snprintf(msg, sizeof(msg), "%s", err->msg);
-            return inferd_fail(err, rc, "model '%s' (%s): %s", fe->models[i].id,
-                               fe->models[i].path, msg);
+            return inferd_fail(err, rc, "model '%s' (%s): %s", fe->models[i].id, fe->models[i].path,
+                               msg);
         }
     }
     int expected = INFERD_FE_LOADING;
@@ -279,10 +274,7 @@ int inferd_frontend_load_models(inferd_frontend *fe, inferd_error *err)
     return 0;
 }
 
-size_t inferd_frontend_n_models(const inferd_frontend *fe)
-{
-    return fe->n_models;
-}
+size_t inferd_frontend_n_models(const inferd_frontend *fe) { return fe->n_models; }
 
 void inferd_frontend_model(inferd_frontend *fe, size_t i, inferd_fe_model_info *out)
 {
@@ -325,7 +317,7 @@ int inferd_frontend_sched_stats(inferd_frontend *fe, size_t i, inferd_sched_stat
     if (i >= fe->n_models)
         return INFERD_E_NOT_FOUND;
     return inferd_registry_sched_stats(fe->reg, fe->models[i].id, out) == 0 ? 0
-                                                                           : INFERD_E_NOT_FOUND;
+                                                                            : INFERD_E_NOT_FOUND;
 }
 
 void inferd_frontend_registry_metrics(inferd_frontend *fe, inferd_registry_metrics *out)
@@ -585,10 +577,7 @@ void inferd_fe_event_error(const inferd_fe_request *r, const inferd_event *ev, i
                       ev->message ? ev->message : "failed");
 }
 
-void inferd_fe_request_cancel(inferd_fe_request *r)
-{
-    inferd_request_cancel(r->req);
-}
+void inferd_fe_request_cancel(inferd_fe_request *r) { inferd_request_cancel(r->req); }
 
 void inferd_fe_request_release(inferd_fe_request *r)
 {
@@ -599,10 +588,7 @@ void inferd_fe_request_release(inferd_fe_request *r)
     inferd_free(r);
 }
 
-const char *inferd_fe_request_model(const inferd_fe_request *r)
-{
-    return r->model->id;
-}
+const char *inferd_fe_request_model(const inferd_fe_request *r) { return r->model->id; }
 
 const inferd_vocab *inferd_fe_request_vocab(const inferd_fe_request *r)
 {

@@ -23,25 +23,25 @@
  * cv are guarded by r->mu; model is written once (LOADING -> READY, under
  * r->mu) and then read without the lock by holders of a handle. */
 struct inferd_registry_handle {
-    struct inferd_registry_handle *prev, *next;  /* LRU list links */
-    struct inferd_registry_handle *victim_next;  /* chain of entries to destroy */
+    struct inferd_registry_handle *prev, *next; /* LRU list links */
+    struct inferd_registry_handle *victim_next; /* chain of entries to destroy */
     char *id;
     char *path;
     inferd_sched_opts sched_opts;
     int64_t keep_alive_ms;
     inferd_registry_state state;
-    bool listed;                 /* in r's list */
-    bool cost_reserved;          /* weight + state bytes counted in bytes_reserved */
-    bool load_done;              /* the load finished (see load_rc) */
-    int load_rc;                 /* 0 or the load's error, for waiters */
+    bool listed;        /* in r's list */
+    bool cost_reserved; /* weight + state bytes counted in bytes_reserved */
+    bool load_done;     /* the load finished (see load_rc) */
+    int load_rc;        /* 0 or the load's error, for waiters */
     inferd_error load_err;
-    inferd_sched *sched;         /* the model's scheduler (owns the model) */
+    inferd_sched *sched; /* the model's scheduler (owns the model) */
     inferd_model *model;
     uint64_t weight_bytes, state_bytes;
     uint32_t n_handles;
-    uint32_t n_waiters;          /* threads sleeping on cv for the load */
+    uint32_t n_waiters; /* threads sleeping on cv for the load */
     uint64_t last_use_ms;
-    pthread_cond_t cv;           /* signalled when load_done is set */
+    pthread_cond_t cv; /* signalled when load_done is set */
 };
 
 typedef struct inferd_registry_handle entry;
@@ -49,13 +49,13 @@ typedef struct inferd_registry_handle entry;
 struct inferd_registry {
     pthread_mutex_t mu;
     /* Guarded by mu. */
-    entry *head, *tail;          /* head: least recently used */
+    entry *head, *tail; /* head: least recently used */
     uint32_t n_entries;
     uint64_t bytes_reserved;
     uint64_t bytes_resident;
-    inferd_registry_metrics m;   /* counters (bytes and n_models filled on read) */
+    inferd_registry_metrics m; /* counters (bytes and n_models filled on read) */
     bool reaper_stop;
-    pthread_cond_t reaper_cv;    /* wakes the reaper to stop */
+    pthread_cond_t reaper_cv; /* wakes the reaper to stop */
     /* Immutable after create. */
     uint64_t budget_bytes;
     uint32_t n_models_max;
@@ -100,10 +100,7 @@ const char *inferd_registry_state_name(inferd_registry_state s)
     return "unknown";
 }
 
-static uint64_t now_ms(const inferd_registry *r)
-{
-    return r->clock(r->clock_ctx);
-}
+static uint64_t now_ms(const inferd_registry *r) { return r->clock(r->clock_ctx); }
 
 /* --- entries and the LRU list (caller holds r->mu) ---------------------- */
 
@@ -153,10 +150,7 @@ static void touch_locked(inferd_registry *r, entry *e)
     }
 }
 
-static uint64_t entry_cost(const entry *e)
-{
-    return e->weight_bytes + e->state_bytes;
-}
+static uint64_t entry_cost(const entry *e) { return e->weight_bytes + e->state_bytes; }
 
 /* Take an entry out of the list and give back its bytes. */
 static void unlist_locked(inferd_registry *r, entry *e)
@@ -238,15 +232,14 @@ static int reserve_locked(inferd_registry *r, entry *self, entry **victims, infe
         const uint64_t held = r->bytes_reserved - evictable;
         const uint64_t free_bytes = r->budget_bytes > held ? r->budget_bytes - held : 0;
         if (cost > free_bytes)
-            return inferd_fail(err, INFERD_E_QUOTA,
-                               "registry: model '%s' needs %llu bytes (weights %llu + state "
-                               "%llu) but only %llu bytes are free (budget %llu, %llu held by "
-                               "models in use or loading)",
-                               self->id, (unsigned long long)cost,
-                               (unsigned long long)self->weight_bytes,
-                               (unsigned long long)self->state_bytes,
-                               (unsigned long long)free_bytes,
-                               (unsigned long long)r->budget_bytes, (unsigned long long)held);
+            return inferd_fail(
+                err, INFERD_E_QUOTA,
+                "registry: model '%s' needs %llu bytes (weights %llu + state "
+                "%llu) but only %llu bytes are free (budget %llu, %llu held by "
+                "models in use or loading)",
+                self->id, (unsigned long long)cost, (unsigned long long)self->weight_bytes,
+                (unsigned long long)self->state_bytes, (unsigned long long)free_bytes,
+                (unsigned long long)r->budget_bytes, (unsigned long long)held);
         entry *e = r->head;
         while (r->bytes_reserved + cost > r->budget_bytes && e) {
             entry *next = e->next;
@@ -454,8 +447,8 @@ static int load_entry(inferd_registry *r, entry *e, const char *id,
 }
 
 int inferd_registry_get_or_load(inferd_registry *r, const char *id,
-                                 const inferd_registry_model_opts *opts,
-                                 inferd_registry_handle **out_handle, inferd_error *err)
+                                const inferd_registry_model_opts *opts,
+                                inferd_registry_handle **out_handle, inferd_error *err)
 {
     const inferd_registry_model_opts o = opts ? *opts : inferd_registry_model_opts_default();
     const char *path = o.path ? o.path : id;
@@ -488,7 +481,7 @@ int inferd_registry_get_or_load(inferd_registry *r, const char *id,
         e->n_waiters--;
         rc = e->load_rc;
         if (rc == 0) {
-            r->m.hits++;    /* the loader granted this thread its handle */
+            r->m.hits++; /* the loader granted this thread its handle */
         } else {
             if (err)
                 *err = e->load_err;
@@ -520,15 +513,9 @@ int inferd_registry_get_or_load(inferd_registry *r, const char *id,
     return rc;
 }
 
-inferd_model *inferd_registry_handle_model(const inferd_registry_handle *h)
-{
-    return h->model;
-}
+inferd_model *inferd_registry_handle_model(const inferd_registry_handle *h) { return h->model; }
 
-inferd_sched *inferd_registry_handle_sched(const inferd_registry_handle *h)
-{
-    return h->sched;
-}
+inferd_sched *inferd_registry_handle_sched(const inferd_registry_handle *h) { return h->sched; }
 
 void inferd_registry_release(inferd_registry *r, inferd_registry_handle *h)
 {
@@ -614,8 +601,7 @@ void inferd_registry_list(inferd_registry *r, inferd_registry_model_info *out, s
     *out_n = n;
 }
 
-int inferd_registry_sched_stats(inferd_registry *r, const char *id,
-                                inferd_sched_stats *out_stats)
+int inferd_registry_sched_stats(inferd_registry *r, const char *id, inferd_sched_stats *out_stats)
 {
     int rc = INFERD_E_NOT_FOUND;
     pthread_mutex_lock(&r->mu);

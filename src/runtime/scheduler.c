@@ -48,49 +48,49 @@ static double ms_between(uint64_t t0, uint64_t t1)
 struct inferd_request {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    atomic_int refs;             /* the submitter's + the scheduler's */
+    atomic_int refs; /* the submitter's + the scheduler's */
     atomic_bool cancel;
-    inferd_sched *s;             /* mu: valid while the request has not ended */
+    inferd_sched *s; /* mu: valid while the request has not ended */
 
     /* Immutable after submit, except prompt/n_prompt/text: set once under
      * mu by the scheduler thread at admission when the prompt was given as
      * text during the load. */
-    int32_t *prompt;             /* (n_prompt) */
+    int32_t *prompt; /* (n_prompt) */
     size_t n_prompt;
-    char *text;                  /* text to tokenize at admission, or NULL */
+    char *text; /* text to tokenize at admission, or NULL */
     size_t text_len;
     bool add_special, parse_special;
     inferd_sampler_params sampling;
     int32_t max_tokens;
     bool ignore_eos;
     bool logprobs;
-    uint32_t n_top;              /* top log-probabilities per token */
-    inferd_stopper *stopper;     /* NULL without stop strings */
+    uint32_t n_top;          /* top log-probabilities per token */
+    inferd_stopper *stopper; /* NULL without stop strings */
     inferd_priority priority;
     uint64_t t_submit_ns;
-    uint64_t deadline_ns;        /* 0: none */
+    uint64_t deadline_ns; /* 0: none */
     int64_t timeout_ms;
     inferd_request_notify_fn on_event;
     void *on_event_ctx;
-    inferd_request *qnext;       /* queue link (s->mu) */
-    bool queued;                 /* s->mu: in the queue */
+    inferd_request *qnext; /* queue link (s->mu) */
+    bool queued;           /* s->mu: in the queue */
 
     /* The log: written by the scheduler thread, allocated at admission. */
-    int32_t *out_ids;            /* (max_new) */
-    size_t *out_off;             /* (max_new + 1) byte offsets into out_text */
-    char *out_text;              /* (out_text_cap) */
+    int32_t *out_ids; /* (max_new) */
+    size_t *out_off;  /* (max_new + 1) byte offsets into out_text */
+    char *out_text;   /* (out_text_cap) */
     size_t out_text_cap;
-    float *out_lp;               /* logprobs: (max_new), else NULL */
-    int32_t *out_top_ids;        /* (max_new * n_top) */
-    float *out_top_lp;           /* (max_new * n_top) */
+    float *out_lp;        /* logprobs: (max_new), else NULL */
+    int32_t *out_top_ids; /* (max_new * n_top) */
+    float *out_top_lp;    /* (max_new * n_top) */
 
     /* Guarded by mu. */
-    uint32_t n_pub;              /* tokens published */
-    uint32_t n_read;             /* tokens returned by next */
-    bool ended;                  /* the terminal event is published */
-    bool sched_done;             /* the scheduler no longer touches it */
+    uint32_t n_pub;  /* tokens published */
+    uint32_t n_read; /* tokens returned by next */
+    bool ended;      /* the terminal event is published */
+    bool sched_done; /* the scheduler no longer touches it */
     bool terminal_read;
-    inferd_event term;           /* the terminal event (written before ended) */
+    inferd_event term; /* the terminal event (written before ended) */
     char term_text[TERM_TEXT_CAP];
     char term_msg[sizeof(((inferd_error *)0)->msg)];
 };
@@ -126,10 +126,7 @@ static void publish_tokens(inferd_request *r, uint32_t n_pub)
     pthread_mutex_unlock(&r->mu);
 }
 
-static bool has_event_locked(const inferd_request *r)
-{
-    return r->n_read < r->n_pub || r->ended;
-}
+static bool has_event_locked(const inferd_request *r) { return r->n_read < r->n_pub || r->ended; }
 
 int inferd_request_next(inferd_request *r, inferd_event *out_event, int64_t wait_ms)
 {
@@ -231,18 +228,18 @@ inferd_request_params inferd_request_params_default(void)
 
 /* A slot: one KV sequence and the request it serves. Scheduler thread only. */
 typedef struct slot {
-    inferd_request *r;           /* NULL: free */
-    size_t n_fed;                /* prompt tokens computed */
-    uint32_t n_gen;              /* tokens generated */
+    inferd_request *r; /* NULL: free */
+    size_t n_fed;      /* prompt tokens computed */
+    uint32_t n_gen;    /* tokens generated */
     size_t max_new;
-    int32_t next_tok;            /* generated token to feed next */
-    bool stopped;                /* the stopper matched */
+    int32_t next_tok; /* generated token to feed next */
+    bool stopped;     /* the stopper matched */
     inferd_finish finish;
     inferd_sampler *smp;
     inferd_detok detok;
-    uint64_t admit_seq;          /* admission order (prefill priority) */
+    uint64_t admit_seq; /* admission order (prefill priority) */
     uint64_t t_admit_ns, t_first_ns, t_last_ns;
-    int logits_row;              /* this step: row in s->logits, or -1 */
+    int logits_row; /* this step: row in s->logits, or -1 */
 } slot;
 
 /* Rolling window of the last INFERD_SCHED_WINDOW samples. */
@@ -286,8 +283,8 @@ static inferd_percentiles window_percentiles(const window *w, double *tmp)
 
 struct inferd_sched {
     pthread_mutex_t mu;
-    pthread_cond_t cv;           /* wakes the scheduler thread */
-    pthread_cond_t state_cv;     /* state changes (wait_ready, drain) */
+    pthread_cond_t cv;       /* wakes the scheduler thread */
+    pthread_cond_t state_cv; /* state changes (wait_ready, drain) */
     pthread_t thread;
     char *path;
     inferd_sched_opts o;
@@ -295,14 +292,14 @@ struct inferd_sched {
 
     /* Guarded by mu. */
     inferd_sched_state state;
-    bool loaded;                 /* the load succeeded */
+    bool loaded; /* the load succeeded */
     bool load_done;
     int load_rc;
     inferd_error load_err;
     inferd_request *q_head[INFERD_PRIORITY_COUNT], *q_tail[INFERD_PRIORITY_COUNT];
     uint32_t q_depth[INFERD_PRIORITY_COUNT];
     uint32_t n_queued;
-    bool drain_limited;          /* the grace period has an end */
+    bool drain_limited; /* the grace period has an end */
     uint64_t drain_end_ns;
     uint32_t slots_busy;
     uint64_t n_submitted, n_done, n_cancelled, n_timeout, n_failed;
@@ -318,14 +315,14 @@ struct inferd_sched {
 
     /* Scheduler thread only. */
     inferd_pool *pool;
-    slot *slots;                 /* (n_slots) */
+    slot *slots; /* (n_slots) */
     uint64_t admit_counter;
     int32_t *b_tok, *b_pos, *b_seq; /* (n_batch_max) */
     int8_t *b_logits, *b_prefill;   /* (n_batch_max) */
-    float *logits;               /* (n_slots, n_vocab) */
-    char *piece;                 /* (piece_cap) */
+    float *logits;                  /* (n_slots, n_vocab) */
+    char *piece;                    /* (piece_cap) */
     size_t piece_cap;
-    char *stop_buf;              /* (piece_cap + INFERD_STOP_LEN_MAX) */
+    char *stop_buf; /* (piece_cap + INFERD_STOP_LEN_MAX) */
 };
 
 const char *inferd_sched_state_name(inferd_sched_state st)
@@ -506,8 +503,8 @@ static int tokenize_request(const inferd_sched *s, inferd_request *r, inferd_err
     int32_t *ids = inferd_malloc(cap * sizeof(int32_t));
     if (!ids)
         return inferd_fail(err, INFERD_E_NOMEM, "prompt: no memory to tokenize");
-    int rc = inferd_tokenize(s->vocab, r->text, r->text_len, r->add_special, r->parse_special,
-                             ids, cap, &n, err);
+    int rc = inferd_tokenize(s->vocab, r->text, r->text_len, r->add_special, r->parse_special, ids,
+                             cap, &n, err);
     if (rc < 0) {
         inferd_free(ids);
         rc = prefix_error(err, INFERD_E_INVALID, "prompt");
@@ -642,8 +639,7 @@ int inferd_sched_submit(inferd_sched *s, const inferd_request_params *params,
     pthread_mutex_lock(&s->mu);
     if (s->state == INFERD_SCHED_DRAINING || s->state == INFERD_SCHED_STOPPED) {
         if (s->load_done && s->load_rc < 0)
-            rc = inferd_fail(&lerr, INFERD_E_UNAVAILABLE, "model not loaded: %s",
-                             s->load_err.msg);
+            rc = inferd_fail(&lerr, INFERD_E_UNAVAILABLE, "model not loaded: %s", s->load_err.msg);
         else
             rc = inferd_fail(&lerr, INFERD_E_UNAVAILABLE, "the model is %s",
                              inferd_sched_state_name(s->state));
@@ -840,8 +836,8 @@ static void slot_done(inferd_sched *s, slot *sl)
             }
         }
         if (!sl->stopped && r->stopper) {
-            size_t m = inferd_stopper_flush(r->stopper, s->stop_buf,
-                                            s->piece_cap + INFERD_STOP_LEN_MAX);
+            size_t m =
+                inferd_stopper_flush(r->stopper, s->stop_buf, s->piece_cap + INFERD_STOP_LEN_MAX);
             term_append(r, s->stop_buf, m);
         }
     }
@@ -902,7 +898,8 @@ static void slot_admit(inferd_sched *s, slot *sl, inferd_request *r)
         rc = inferd_sampler_create(&sp, (int32_t)s->n_vocab, &sl->smp, &e);
     }
     if (rc < 0) {
-        slot_fail(s, sl, rc == INFERD_E_NOMEM || rc == INFERD_E_CONTEXT_LENGTH ? rc : INFERD_E_INVALID,
+        slot_fail(s, sl,
+                  rc == INFERD_E_NOMEM || rc == INFERD_E_CONTEXT_LENGTH ? rc : INFERD_E_INVALID,
                   e.msg);
         /* Admission checks are about the prompt. */
         if (strcmp(e.param, "prompt") == 0 || rc == INFERD_E_CONTEXT_LENGTH)
@@ -1144,8 +1141,8 @@ static void *sched_main(void *arg)
         pthread_mutex_lock(&s->mu);
         for (;;) {
             now = inferd_now_ns();
-            grace_over = s->state == INFERD_SCHED_DRAINING && s->drain_limited &&
-                         now >= s->drain_end_ns;
+            grace_over =
+                s->state == INFERD_SCHED_DRAINING && s->drain_limited && now >= s->drain_end_ns;
             list = NULL;
             if (grace_over)
                 sweep_queue_locked(s, now, true, INFERD_E_UNAVAILABLE,
@@ -1226,8 +1223,12 @@ static void *sched_main(void *arg)
         int32_t n = build_batch(s);
         if (n == 0)
             continue;
-        inferd_batch b = {.n_tokens = n, .tokens = s->b_tok, .pos = s->b_pos,
-                          .seq = s->b_seq, .logits = s->b_logits, .prefill = s->b_prefill};
+        inferd_batch b = {.n_tokens = n,
+                          .tokens = s->b_tok,
+                          .pos = s->b_pos,
+                          .seq = s->b_seq,
+                          .logits = s->b_logits,
+                          .prefill = s->b_prefill};
         rc = inferd_model_forward(s->model, s->pool, &b, s->logits, &e);
         pthread_mutex_lock(&s->mu);
         s->n_steps++;
@@ -1269,8 +1270,8 @@ static int check_opts(const inferd_sched_opts *o, inferd_error *err)
     return 0;
 }
 
-int inferd_sched_create(const char *path, const inferd_sched_opts *opts,
-                        inferd_sched **out_sched, inferd_error *err)
+int inferd_sched_create(const char *path, const inferd_sched_opts *opts, inferd_sched **out_sched,
+                        inferd_error *err)
 {
     const inferd_sched_opts o = opts ? *opts : inferd_sched_opts_default();
     int rc;

@@ -8,26 +8,31 @@
 
 /* The OpenAI fields that ask for what inferd does not do (refused unless
  * they ask for nothing), as completions and KServe spell them. */
-#define OPENAI_REFUSED_FIELDS                                                                  \
-    {INFERD_F_N, "n", NULL}, {INFERD_F_BEST_OF, "best_of", NULL},                              \
-        {INFERD_F_LOGIT_BIAS, "logit_bias", NULL}, {INFERD_F_ECHO, "echo", NULL},              \
-        {INFERD_F_SUFFIX, "suffix", NULL}
+#define OPENAI_REFUSED_FIELDS                                                     \
+    {INFERD_F_N, "n", NULL}, {INFERD_F_BEST_OF, "best_of", NULL},                 \
+        {INFERD_F_LOGIT_BIAS, "logit_bias", NULL}, {INFERD_F_ECHO, "echo", NULL}, \
+    {                                                                             \
+        INFERD_F_SUFFIX, "suffix", NULL                                           \
+    }
 
 /* The OpenAI sampling and generation fields, as the OpenAI routes and the
  * KServe "parameters" spell them. */
-#define OPENAI_SAMPLING_FIELDS                                                                 \
-    {INFERD_F_MAX_TOKENS, "max_tokens", NULL}, {INFERD_F_TEMPERATURE, "temperature", NULL},   \
-        {INFERD_F_TOP_P, "top_p", NULL}, {INFERD_F_MIN_P, "min_p", NULL},                      \
-        {INFERD_F_PRESENCE_PENALTY, "presence_penalty", NULL},                                 \
-        {INFERD_F_FREQUENCY_PENALTY, "frequency_penalty", NULL},                               \
-        {INFERD_F_REPEAT_PENALTY, "repeat_penalty", NULL}, {INFERD_F_TOP_K, "top_k", NULL},    \
-        {INFERD_F_REPEAT_LAST_N, "repeat_last_n", NULL}, {INFERD_F_SEED, "seed", NULL},        \
-        {INFERD_F_TIMEOUT_MS, "timeout_ms", NULL}, {INFERD_F_IGNORE_EOS, "ignore_eos", NULL}
+#define OPENAI_SAMPLING_FIELDS                                                              \
+    {INFERD_F_MAX_TOKENS, "max_tokens", NULL}, {INFERD_F_TEMPERATURE, "temperature", NULL}, \
+        {INFERD_F_TOP_P, "top_p", NULL}, {INFERD_F_MIN_P, "min_p", NULL},                   \
+        {INFERD_F_PRESENCE_PENALTY, "presence_penalty", NULL},                              \
+        {INFERD_F_FREQUENCY_PENALTY, "frequency_penalty", NULL},                            \
+        {INFERD_F_REPEAT_PENALTY, "repeat_penalty", NULL}, {INFERD_F_TOP_K, "top_k", NULL}, \
+        {INFERD_F_REPEAT_LAST_N, "repeat_last_n", NULL}, {INFERD_F_SEED, "seed", NULL},     \
+        {INFERD_F_TIMEOUT_MS, "timeout_ms", NULL},                                          \
+    {                                                                                       \
+        INFERD_F_IGNORE_EOS, "ignore_eos", NULL                                             \
+    }
 
 /* ---- OpenAI ---- */
 
-#define COMPLETION_DEFAULT_MAX_TOKENS 16  /* OpenAI's default for completions */
-#define CHAT_DEFAULT_MAX_TOKENS (-1)      /* chat: until the context is full */
+#define COMPLETION_DEFAULT_MAX_TOKENS 16 /* OpenAI's default for completions */
+#define CHAT_DEFAULT_MAX_TOKENS (-1)     /* chat: until the context is full */
 
 static const inferd_fe_spelling completion_fields[] = {
     {INFERD_F_MODEL, "model", NULL},
@@ -42,9 +47,9 @@ static const inferd_fe_spelling completion_fields[] = {
 };
 static const inferd_fe_default completion_defaults[] = {
     {INFERD_F_MAX_TOKENS, COMPLETION_DEFAULT_MAX_TOKENS}};
-const inferd_fe_door inferd__door_completions = {
-    "completions", completion_fields, N_OF(completion_fields), completion_defaults,
-    N_OF(completion_defaults)};
+const inferd_fe_door inferd__door_completions = {"completions", completion_fields,
+                                                 N_OF(completion_fields), completion_defaults,
+                                                 N_OF(completion_defaults)};
 
 static const inferd_fe_spelling chat_fields[] = {
     {INFERD_F_MODEL, "model", NULL},
@@ -147,7 +152,7 @@ int inferd__kserve_fields(json_t *body, const char *model, json_t **out, inferd_
     json_t *in;
     bool has_text = false;
     int rc = 0;
-    json_array_foreach(inputs, i, in) {
+    json_array_foreach (inputs, i, in) {
         json_t *name = json_object_get(in, "name");
         if (!json_is_string(name))
             rc = inferd_fail_param(err, INFERD_E_INVALID_TYPE, "inputs",
@@ -187,7 +192,7 @@ static const inferd_fe_spelling nats_fields[] = {
     {INFERD_F_MESSAGES, "messages", NULL},
 };
 static const inferd_fe_default nats_defaults[] = {
-    {INFERD_F_MAX_TOKENS, 100},  /* the NATS protocol's defaults */
+    {INFERD_F_MAX_TOKENS, 100}, /* the NATS protocol's defaults */
     {INFERD_F_TEMPERATURE, 0.7},
     {INFERD_F_TOP_P, 0.9},
 };

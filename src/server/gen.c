@@ -16,7 +16,7 @@
 #include "inferd/log.h"
 
 #define COMP "http"
-#define STREAM_PING_MS 15000       /* an SSE comment after this long idle */
+#define STREAM_PING_MS 15000 /* an SSE comment after this long idle */
 
 const char *inferd__gen_finish_name(inferd_finish f)
 {
@@ -169,10 +169,11 @@ void inferd__gen_respond(gen *g, gen_build_fn build, void *ctx)
     } else if (g->done.type == INFERD_EVENT_ERROR) {
         inferd__http_fail(c, &g->err);
     } else if (g->out_of_memory || g->text.err) {
-        inferd__http_error(c, g->text.err == INFERD_E_RANGE ? INFERD_E_TOO_LARGE : INFERD_E_NOMEM, NULL,
-                   g->text.err == INFERD_E_RANGE ? "the response is over %zu bytes"
-                                                 : "no memory for the response (%zu bytes)",
-                   (size_t)SERVER_TEXT_MAX);
+        inferd__http_error(c, g->text.err == INFERD_E_RANGE ? INFERD_E_TOO_LARGE : INFERD_E_NOMEM,
+                           NULL,
+                           g->text.err == INFERD_E_RANGE ? "the response is over %zu bytes"
+                                                         : "no memory for the response (%zu bytes)",
+                           (size_t)SERVER_TEXT_MAX);
     } else {
         inferd__http_json(c, 200, build(g, ctx));
         /* HTTP and JSON time: the request's time less the scheduler's. */
@@ -195,10 +196,7 @@ void inferd__gen_free(gen *g)
     inferd_free(g);
 }
 
-const char *inferd__gen_model(const gen *g)
-{
-    return inferd_fe_request_model(g->fr);
-}
+const char *inferd__gen_model(const gen *g) { return inferd_fe_request_model(g->fr); }
 
 size_t inferd__gen_token_text(const gen *g, int32_t id, char *buf, size_t cap)
 {
@@ -273,8 +271,7 @@ void inferd__gen_stream(gen *g, gen_fmt_fn fmt)
         sc->fmt = fmt;
         sc->mc = c->mc;
         sc->conn_timeout_s = g->srv->o.conn_timeout_s;
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, sc,
-                                              stream_free);
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, sc, stream_free);
     }
     if (!r) {
         inferd_free(sc);

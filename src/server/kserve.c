@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 void inferd__kserve_server(http_conn *c)
 {
-    inferd__http_json(c, 200, json_pack("{s:s,s:s,s:[s]}", "name", "inferd", "version", INFERD_VERSION,
+    inferd__http_json(c, 200,
+                      json_pack("{s:s,s:s,s:[s]}", "name", "inferd", "version", INFERD_VERSION,
                                 "extensions", "model_repository"));
 }
 
@@ -21,9 +21,9 @@ void inferd__kserve_health(http_conn *c, bool ready)
     inferd_fe_state st = inferd_frontend_state(c->srv->fe);
     bool ok = !ready || st == INFERD_FE_READY;
     /* The protocol: 200 means true, a 4xx false. */
-    inferd__http_json(c, ok ? 200 : 400,
-              json_pack("{s:b,s:s}", ready ? "ready" : "live", ok, "state",
-                        inferd_fe_state_name(st)));
+    inferd__http_json(
+        c, ok ? 200 : 400,
+        json_pack("{s:b,s:s}", ready ? "ready" : "live", ok, "state", inferd_fe_state_name(st)));
 }
 
 static bool model_ready(inferd_server *s, size_t i)
@@ -46,30 +46,31 @@ void inferd__kserve_model(http_conn *c, const char *m, const char *what)
     inferd_frontend_model(c->srv->fe, (size_t)i, &mi);
     bool ready = model_ready(c->srv, (size_t)i);
     if (strcmp(what, "ready") == 0) {
-        inferd__http_json(c, ready ? 200 : 400, json_pack("{s:s,s:b}", "name", mi.id, "ready", ready));
+        inferd__http_json(c, ready ? 200 : 400,
+                          json_pack("{s:s,s:b}", "name", mi.id, "ready", ready));
         return;
     }
-    json_t *inputs = json_pack("[o,o,o,o,o,o,o]", tensor_meta("text_input", "BYTES"),
-                               tensor_meta("max_tokens", "INT32"),
-                               tensor_meta("temperature", "FP32"), tensor_meta("top_p", "FP32"),
-                               tensor_meta("top_k", "INT32"), tensor_meta("seed", "INT64"),
-                               tensor_meta("stop", "BYTES"));
+    json_t *inputs = json_pack(
+        "[o,o,o,o,o,o,o]", tensor_meta("text_input", "BYTES"), tensor_meta("max_tokens", "INT32"),
+        tensor_meta("temperature", "FP32"), tensor_meta("top_p", "FP32"),
+        tensor_meta("top_k", "INT32"), tensor_meta("seed", "INT64"), tensor_meta("stop", "BYTES"));
     json_t *outputs = json_pack("[o]", tensor_meta("text_output", "BYTES"));
     inferd__http_json(c, 200,
-              json_pack("{s:s,s:[s],s:s,s:o,s:o,s:b}", "name", mi.id, "versions", "1",
-                        "platform", "inferd_gguf", "inputs", inputs, "outputs", outputs,
-                        "ready", ready));
+                      json_pack("{s:s,s:[s],s:s,s:o,s:o,s:b}", "name", mi.id, "versions", "1",
+                                "platform", "inferd_gguf", "inputs", inputs, "outputs", outputs,
+                                "ready", ready));
 }
 
 /* The /infer response; @p ctx is the request's "id" (echoed when a string). */
 static json_t *build_infer(gen *g, void *ctx)
 {
-    json_t *o = json_pack(
-        "{s:s,s:s,s:[{s:s,s:s,s:[i],s:[s%]}],s:{s:s,s:i,s:i,s:I}}", "model_name", inferd__gen_model(g),
-        "model_version", "1", "outputs", "name", "text_output", "datatype", "BYTES", "shape", 1,
-        "data", g->text.p ? g->text.p : "", g->text.len, "parameters", "finish_reason",
-        inferd__gen_finish_name(g->done.finish), "prompt_tokens", (int)g->done.n_prompt,
-        "completion_tokens", (int)g->done.n_gen, "seed", (json_int_t)g->done.seed);
+    json_t *o =
+        json_pack("{s:s,s:s,s:[{s:s,s:s,s:[i],s:[s%]}],s:{s:s,s:i,s:i,s:I}}", "model_name",
+                  inferd__gen_model(g), "model_version", "1", "outputs", "name", "text_output",
+                  "datatype", "BYTES", "shape", 1, "data", g->text.p ? g->text.p : "", g->text.len,
+                  "parameters", "finish_reason", inferd__gen_finish_name(g->done.finish),
+                  "prompt_tokens", (int)g->done.n_prompt, "completion_tokens", (int)g->done.n_gen,
+                  "seed", (json_int_t)g->done.seed);
     json_t *id = ctx;
     if (o && json_is_string(id))
         json_object_set(o, "id", id);

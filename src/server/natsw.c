@@ -36,7 +36,12 @@
 #define NATS_TEXT_MAX (64 << 20) /* the done event's text */
 
 typedef enum nw_state {
-    NW_IDLE, NW_CONNECTING, NW_REGISTERING, NW_READY, NW_DRAINING, NW_STOPPED,
+    NW_IDLE,
+    NW_CONNECTING,
+    NW_REGISTERING,
+    NW_READY,
+    NW_DRAINING,
+    NW_STOPPED,
 } nw_state;
 
 static const char *state_name(int st)
@@ -53,8 +58,8 @@ enum { EPI_DIRECT, EPI_LOAD, EPI_UNLOAD, EPI_LIST, EPI_MODEL0 };
 typedef struct nw_endpoint {
     char name[INFERD_REGISTRY_ID_MAX + 16];
     char subject[INFERD_REGISTRY_ID_MAX + 16];
-    bool queue;                    /* in queue group "inferd" */
-    bool active;                   /* subscribed */
+    bool queue;  /* in queue group "inferd" */
+    bool active; /* subscribed */
     uint64_t n_requests, n_errors, time_ns;
     char last_error[160];
 } nw_endpoint;
@@ -64,8 +69,8 @@ typedef enum sub_kind { SUB_INFER, SUB_LOAD, SUB_UNLOAD, SUB_LIST, SUB_SRV } sub
 typedef struct nw_sub {
     struct inferd_nats_worker *w;
     sub_kind kind;
-    int ep;                        /* endpoint index (SUB_INFER: direct or a model) */
-    int srv_verb;                  /* SUB_SRV: 0 PING, 1 INFO, 2 STATS */
+    int ep;       /* endpoint index (SUB_INFER: direct or a model) */
+    int srv_verb; /* SUB_SRV: 0 PING, 1 INFO, 2 STATS */
     natsSubscription *sub;
 } nw_sub;
 
@@ -73,7 +78,7 @@ typedef struct nw_sub {
 
 struct inferd_nats_worker {
     inferd_frontend *fe;
-    inferd_nats_opts o;            /* strings below are owned copies */
+    inferd_nats_opts o; /* strings below are owned copies */
     char *url, *id, *advertise, *http_host;
     char **tags;
     size_t n_tags;
@@ -82,21 +87,21 @@ struct inferd_nats_worker {
 
     natsOptions *nopts;
     natsConnection *nc;
-    atomic_int state;              /* nw_state */
+    atomic_int state; /* nw_state */
     atomic_bool connected;
-    atomic_int n_inflight;         /* request threads running */
+    atomic_int n_inflight; /* request threads running */
     atomic_uint_least64_t n_requests, n_malformed, n_rejected;
 
-    pthread_mutex_t mu;            /* guards what follows */
-    pthread_cond_t cv;             /* the control thread's wake-up */
-    pthread_cond_t idle_cv;        /* n_inflight dropped */
+    pthread_mutex_t mu;     /* guards what follows */
+    pthread_cond_t cv;      /* the control thread's wake-up */
+    pthread_cond_t idle_cv; /* n_inflight dropped */
     bool stop;
     bool need_register;            /* (re)connected and not yet acknowledged */
     bool reg_pending;              /* a registration awaits its reply */
     uint64_t reg_seq;              /* attempt number: the reply subject's last token */
     double reg_deadline, next_reg; /* monotonic seconds */
     int64_t backoff_ms;
-    char reg_inbox[128];           /* replies come on reg_inbox.{seq} */
+    char reg_inbox[128]; /* replies come on reg_inbox.{seq} */
     natsSubscription *reg_sub;
     uint64_t n_reconnects, n_registrations, n_register_attempts, n_heartbeats;
     char last_error[256];
@@ -107,7 +112,7 @@ struct inferd_nats_worker {
     double started_unix_s;
 
     /* Heartbeat rates. */
-    pthread_mutex_t hb_mu;         /* guards hb_* */
+    pthread_mutex_t hb_mu; /* guards hb_* */
     inferd_procstat hb_ps;
     uint64_t hb_tokens;
     double hb_t_s;
@@ -115,7 +120,6 @@ struct inferd_nats_worker {
 };
 
 /* ---- small helpers ---- */
-
 
 static void set_last_error(inferd_nats_worker *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -211,15 +215,12 @@ static json_t *gpus_json(const inferd_host_info *h)
     return a;
 }
 
-static double gib(uint64_t bytes)
-{
-    return (double)bytes / (double)(1ull << 30);
-}
+static double gib(uint64_t bytes) { return (double)bytes / (double)(1ull << 30); }
 
 /* ---- figures of the served models ---- */
 
 typedef struct figures {
-    json_t *loaded;                /* array of model ids */
+    json_t *loaded; /* array of model ids */
     uint32_t slots, busy, queued;
     bool queue_full, load_failed;
     uint64_t handled, tokens_out, lat_count;
@@ -298,8 +299,8 @@ static json_t *registration(inferd_nats_worker *w)
     inferd_registry_metrics rm;
     inferd_frontend_registry_metrics(w->fe, &rm);
     if (rm.budget_bytes > 0) {
-        uint64_t left = rm.budget_bytes > rm.bytes_resident ? rm.budget_bytes - rm.bytes_resident
-                                                            : 0;
+        uint64_t left =
+            rm.budget_bytes > rm.bytes_resident ? rm.budget_bytes - rm.bytes_resident : 0;
         if (left < avail)
             avail = left;
     }
@@ -313,14 +314,14 @@ static json_t *registration(inferd_nats_worker *w)
         "{s:s,s:s,s:s,s:o,s:o,s:s,s:{s:s,s:i,s:o,s:s,s:f,s:f,s:o},s:{s:i,s:f,s:o,s:o},s:s,"
         "s:I}",
         "workerId", w->id, "hostname", w->hostname, "ip", ip, "port",
-        w->o.http_port ? json_integer(w->o.http_port) : json_null(), "tags",
-        tags_json(w), "version", INFERD_VERSION, "hardware", "cpuModel", host.cpu_model,
-        "cpuCores", (int)host.n_cpus, "isa", isa_json(&host), "kernels",
-        inferd_isa_name(inferd_cpu_isa()), "memoryTotalGB", gib(host.mem_total_bytes),
-        "memoryAvailableGB", gib(host.mem_available_bytes), "gpus", gpus_json(&host),
-        "capabilities", "maxConcurrent",
+        w->o.http_port ? json_integer(w->o.http_port) : json_null(), "tags", tags_json(w),
+        "version", INFERD_VERSION, "hardware", "cpuModel", host.cpu_model, "cpuCores",
+        (int)host.n_cpus, "isa", isa_json(&host), "kernels", inferd_isa_name(inferd_cpu_isa()),
+        "memoryTotalGB", gib(host.mem_total_bytes), "memoryAvailableGB",
+        gib(host.mem_available_bytes), "gpus", gpus_json(&host), "capabilities", "maxConcurrent",
         (int)f.slots, "availableMemoryGB", gib(avail), "models", f.loaded, "loadableModels",
-        loadable, "status", state_name(atomic_load(&w->state)), "timestamp", (json_int_t)inferd_unix_ms());
+        loadable, "status", state_name(atomic_load(&w->state)), "timestamp",
+        (json_int_t)inferd_unix_ms());
 }
 
 static json_t *heartbeat(inferd_nats_worker *w, bool offline)
@@ -343,19 +344,19 @@ static json_t *heartbeat(inferd_nats_worker *w, bool offline)
     w->hb_primed = true;
     pthread_mutex_unlock(&w->hb_mu);
     int st = atomic_load(&w->state);
-    const char *status = offline             ? "offline"
-                         : st == NW_DRAINING ? "draining"
+    const char *status = offline                           ? "offline"
+                         : st == NW_DRAINING               ? "draining"
                          : (f.queue_full || f.load_failed) ? "degraded"
                                                            : "ready";
-    return json_pack("{s:s,s:s,s:s,s:I,s:o,s:{s:f,s:f,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f},s:o}",
-                     "workerId", w->id, "status", status, "state",
-                     state_name(offline ? NW_STOPPED : st), "timestamp", (json_int_t)inferd_unix_ms(), "tags",
-                     tags_json(w), "metrics", "cpuUsagePercent", cpu, "memoryUsedGB",
-                     gib(ps.rss_bytes), "activeRequests", (int)f.busy, "queueDepth",
-                     (int)f.queued, "totalRequestsHandled", (json_int_t)f.handled,
-                     "avgLatencyMs", f.lat_count ? f.lat_sum_ms / (double)f.lat_count : 0.0,
-                     "p50LatencyMs", f.p50, "p95LatencyMs", f.p95, "p99LatencyMs", f.p99,
-                     "tokensPerSecond", tps, "modelsLoaded", f.loaded);
+    return json_pack(
+        "{s:s,s:s,s:s,s:I,s:o,s:{s:f,s:f,s:i,s:i,s:I,s:f,s:f,s:f,s:f,s:f},s:o}", "workerId", w->id,
+        "status", status, "state", state_name(offline ? NW_STOPPED : st), "timestamp",
+        (json_int_t)inferd_unix_ms(), "tags", tags_json(w), "metrics", "cpuUsagePercent", cpu,
+        "memoryUsedGB", gib(ps.rss_bytes), "activeRequests", (int)f.busy, "queueDepth",
+        (int)f.queued, "totalRequestsHandled", (json_int_t)f.handled, "avgLatencyMs",
+        f.lat_count ? f.lat_sum_ms / (double)f.lat_count : 0.0, "p50LatencyMs", f.p50,
+        "p95LatencyMs", f.p95, "p99LatencyMs", f.p99, "tokensPerSecond", tps, "modelsLoaded",
+        f.loaded);
 }
 
 /* ---- registration and heartbeats (the control thread) ---- */
@@ -385,8 +386,7 @@ static void on_register_reply(natsConnection *nc, natsSubscription *sub, natsMsg
     uint64_t seq = dot ? strtoull(dot + 1, NULL, 10) : 0;
     bool no_responders = natsMsg_IsNoResponders(msg);
     int len = natsMsg_GetDataLength(msg);
-    json_t *a = no_responders ? NULL
-                              : json_loadb(natsMsg_GetData(msg), (size_t)len, 0, NULL);
+    json_t *a = no_responders ? NULL : json_loadb(natsMsg_GetData(msg), (size_t)len, 0, NULL);
     json_t *ok = json_is_object(a) ? json_object_get(a, "ok") : NULL;
     bool taken = !no_responders && !json_is_false(ok);
     pthread_mutex_lock(&w->mu);
@@ -404,9 +404,8 @@ static void on_register_reply(natsConnection *nc, natsSubscription *sub, natsMsg
                 snprintf(w->last_error, sizeof(w->last_error),
                          "worker.register: no controller is listening");
             else
-                snprintf(w->last_error, sizeof(w->last_error),
-                         "worker.register refused: %.*s", len > 160 ? 160 : len,
-                         natsMsg_GetData(msg));
+                snprintf(w->last_error, sizeof(w->last_error), "worker.register refused: %.*s",
+                         len > 160 ? 160 : len, natsMsg_GetData(msg));
             register_retry(w);
         }
         pthread_cond_broadcast(&w->cv);
@@ -430,9 +429,9 @@ static void register_send(inferd_nats_worker *w)
     w->reg_deadline = inferd_now_s() + (double)w->o.register_timeout_ms / 1e3;
     snprintf(reply, sizeof(reply), "%s.%llu", w->reg_inbox, (unsigned long long)seq);
     pthread_mutex_unlock(&w->mu);
-    natsStatus st = s ? natsConnection_PublishRequest(w->nc, "worker.register", reply, s,
-                                                      (int)strlen(s))
-                      : NATS_NO_MEMORY;
+    natsStatus st =
+        s ? natsConnection_PublishRequest(w->nc, "worker.register", reply, s, (int)strlen(s))
+          : NATS_NO_MEMORY;
     inferd_free(s);
     if (st != NATS_OK) {
         pthread_mutex_lock(&w->mu);
@@ -506,7 +505,7 @@ static void on_connected(natsConnection *nc, void *closure)
         w->need_register = true;
         w->reg_pending = false; /* a reply to an earlier attempt no longer counts */
         w->reg_seq++;
-        w->next_reg = 0;        /* register at once */
+        w->next_reg = 0; /* register at once */
         w->backoff_ms = BACKOFF_MIN_MS;
     }
     pthread_cond_broadcast(&w->cv);
@@ -542,8 +541,7 @@ static void on_closed(natsConnection *nc, void *closure)
     atomic_store(&w->connected, false);
 }
 
-static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err,
-                           void *closure)
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
     (void)nc;
     (void)sub;
@@ -560,8 +558,8 @@ static void unsubscribe_model(inferd_nats_worker *w, size_t i);
 typedef struct job {
     inferd_nats_worker *w;
     natsMsg *msg;
-    int ep;                        /* endpoint it came on */
-    const char *subject_model;     /* the model of inference.{model}, or NULL */
+    int ep;                    /* endpoint it came on */
+    const char *subject_model; /* the model of inference.{model}, or NULL */
     uint64_t t0_ns;
     char rid[REQUEST_ID_MAX + 1];
     bool has_rid;
@@ -619,15 +617,15 @@ static void malformed(job *j, const char *fmt, ...)
 }
 
 /* The done event: the whole text, counts and timings. */
-static void emit_done(job *j, const inferd_fe_request *r, const inferd_event *ev,
-                      const char *text, size_t text_len, const char *session_id)
+static void emit_done(job *j, const inferd_fe_request *r, const inferd_event *ev, const char *text,
+                      size_t text_len, const char *session_id)
 {
-    json_t *d = json_pack("{s:s,s:s,s:s%,s:i,s:i,s:f,s:f,s:s,s:I,s:s}", "requestId", j->rid,
-                          "type", "done", "text", text, text_len, "totalTokens", (int)ev->n_gen,
-                          "promptTokens", (int)ev->n_prompt, "latencyMs", ev->total_ms, "ttftMs",
-                          ev->ttft_ms, "finishReason",
-                          ev->finish == INFERD_FINISH_LENGTH ? "length" : "stop", "seed",
-                          (json_int_t)ev->seed, "modelId", inferd_fe_request_model(r));
+    json_t *d =
+        json_pack("{s:s,s:s,s:s%,s:i,s:i,s:f,s:f,s:s,s:I,s:s}", "requestId", j->rid, "type", "done",
+                  "text", text, text_len, "totalTokens", (int)ev->n_gen, "promptTokens",
+                  (int)ev->n_prompt, "latencyMs", ev->total_ms, "ttftMs", ev->ttft_ms,
+                  "finishReason", ev->finish == INFERD_FINISH_LENGTH ? "length" : "stop", "seed",
+                  (json_int_t)ev->seed, "modelId", inferd_fe_request_model(r));
     if (d && session_id)
         json_object_set_new(d, "sessionId", json_string(session_id));
     emit(j, d);
@@ -772,8 +770,8 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
     if ((uint32_t)atomic_fetch_add(&w->n_inflight, 1) >= w->max_inflight) {
         atomic_fetch_sub(&w->n_inflight, 1);
         atomic_fetch_add(&w->n_rejected, 1);
-        json_t *body = json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0,
-                                  NULL);
+        json_t *body =
+            json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0, NULL);
         json_t *rid = json_is_object(body) ? json_object_get(body, "requestId") : NULL;
         if (json_is_string(rid) &&
             !request_id_problem(json_string_value(rid), json_string_length(rid))) {
@@ -837,8 +835,8 @@ static json_t *ctl_list(inferd_nats_worker *w)
 /* A control error reply: {"ok": false, "code", "error"}. */
 static json_t *ctl_fail(const inferd_error *e)
 {
-    return json_pack("{s:b,s:s,s:s}", "ok", false, "code", inferd_error_nats_code(e->code),
-                     "error", e->msg);
+    return json_pack("{s:b,s:s,s:s}", "ok", false, "code", inferd_error_nats_code(e->code), "error",
+                     e->msg);
 }
 
 static json_t *ctl_load(inferd_nats_worker *w, json_t *body, bool load)
@@ -850,8 +848,8 @@ static json_t *ctl_load(inferd_nats_worker *w, json_t *body, bool load)
         return ctl_fail(&e);
     }
     if (!json_is_string(mid)) {
-        inferd_fail_param(&e, INFERD_E_INVALID_TYPE, "modelId", "modelId: expected a string, got %s",
-                          inferd_fe_type_name(mid));
+        inferd_fail_param(&e, INFERD_E_INVALID_TYPE, "modelId",
+                          "modelId: expected a string, got %s", inferd_fe_type_name(mid));
         return ctl_fail(&e);
     }
     int i = inferd_frontend_find(w->fe, json_string_value(mid), &e);
@@ -912,8 +910,7 @@ static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     json_t *ok = out ? json_object_get(out, "ok") : NULL;
     json_t *err = out ? json_object_get(out, "error") : NULL;
     ep_record(w, ns->ep, inferd_now_ns() - t0,
-              json_is_false(ok) ? (json_is_string(err) ? json_string_value(err) : "failed")
-                                : NULL);
+              json_is_false(ok) ? (json_is_string(err) ? json_string_value(err) : "failed") : NULL);
     reply_json(w, msg, out);
     natsMsg_Destroy(msg);
 }
@@ -943,10 +940,9 @@ static json_t *srv_endpoints(inferd_nats_worker *w, bool stats)
             json_object_set_new(o, "num_errors", json_integer((json_int_t)e->n_errors));
             json_object_set_new(o, "last_error", json_string(e->last_error));
             json_object_set_new(o, "processing_time", json_integer((json_int_t)e->time_ns));
-            json_object_set_new(o, "average_processing_time",
-                                json_integer(e->n_requests
-                                                 ? (json_int_t)(e->time_ns / e->n_requests)
-                                                 : 0));
+            json_object_set_new(
+                o, "average_processing_time",
+                json_integer(e->n_requests ? (json_int_t)(e->time_ns / e->n_requests) : 0));
         } else {
             json_object_set_new(o, "metadata", json_null());
         }
@@ -991,9 +987,9 @@ static void on_srv(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
 static int subscribe(inferd_nats_worker *w, nw_sub *ns, const char *subject, bool queue,
                      natsMsgHandler cb)
 {
-    natsStatus st = queue ? natsConnection_QueueSubscribe(&ns->sub, w->nc, subject, QUEUE_GROUP,
-                                                          cb, ns)
-                          : natsConnection_Subscribe(&ns->sub, w->nc, subject, cb, ns);
+    natsStatus st =
+        queue ? natsConnection_QueueSubscribe(&ns->sub, w->nc, subject, QUEUE_GROUP, cb, ns)
+              : natsConnection_Subscribe(&ns->sub, w->nc, subject, cb, ns);
     if (st != NATS_OK) {
         inferd_log_error(COMP, "cannot subscribe %s: %s", subject, natsStatus_GetText(st));
         ns->sub = NULL;
@@ -1015,8 +1011,8 @@ static int subscribe_model(inferd_nats_worker *w, size_t i)
         return 0;
     nw_endpoint *e = &w->eps[EPI_MODEL0 + i];
     natsSubscription *sub = NULL;
-    natsStatus st = natsConnection_QueueSubscribe(&sub, w->nc, e->subject, QUEUE_GROUP,
-                                                  on_inference, ns);
+    natsStatus st =
+        natsConnection_QueueSubscribe(&sub, w->nc, e->subject, QUEUE_GROUP, on_inference, ns);
     if (st != NATS_OK) {
         inferd_log_error(COMP, "cannot subscribe %s: %s", e->subject, natsStatus_GetText(st));
         return -1;
@@ -1052,16 +1048,16 @@ static json_t *status_json(void *ctx)
     if (w->nc && atomic_load(&w->connected))
         natsConnection_GetConnectedUrl(w->nc, url, sizeof(url));
     pthread_mutex_lock(&w->mu);
-    json_t *o = json_pack(
-        "{s:s,s:o,s:{s:s,s:s,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:s}}", "id", w->id, "tags",
-        tags_json(w), "nats", "state", state_name(atomic_load(&w->state)), "url", w->url,
-        "connected", atomic_load(&w->connected), "server", url, "reconnects",
-        (json_int_t)w->n_reconnects, "registrations", (json_int_t)w->n_registrations,
-        "register_attempts", (json_int_t)w->n_register_attempts, "heartbeats",
-        (json_int_t)w->n_heartbeats, "requests", (json_int_t)atomic_load(&w->n_requests),
-        "malformed", (json_int_t)atomic_load(&w->n_malformed), "rejected",
-        (json_int_t)atomic_load(&w->n_rejected), "in_flight", atomic_load(&w->n_inflight),
-        "last_error", w->last_error);
+    json_t *o =
+        json_pack("{s:s,s:o,s:{s:s,s:s,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:s}}", "id", w->id,
+                  "tags", tags_json(w), "nats", "state", state_name(atomic_load(&w->state)), "url",
+                  w->url, "connected", atomic_load(&w->connected), "server", url, "reconnects",
+                  (json_int_t)w->n_reconnects, "registrations", (json_int_t)w->n_registrations,
+                  "register_attempts", (json_int_t)w->n_register_attempts, "heartbeats",
+                  (json_int_t)w->n_heartbeats, "requests", (json_int_t)atomic_load(&w->n_requests),
+                  "malformed", (json_int_t)atomic_load(&w->n_malformed), "rejected",
+                  (json_int_t)atomic_load(&w->n_rejected), "in_flight", atomic_load(&w->n_inflight),
+                  "last_error", w->last_error);
     pthread_mutex_unlock(&w->mu);
     return o;
 }
@@ -1078,10 +1074,7 @@ inferd_nats_opts inferd_nats_opts_default(void)
     return o;
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? inferd_strdup(s) : NULL;
-}
+static char *dup_or_null(const char *s) { return s ? inferd_strdup(s) : NULL; }
 
 static void worker_free(inferd_nats_worker *w)
 {
@@ -1161,8 +1154,7 @@ int inferd_nats_worker_create(inferd_frontend *fe, const inferd_nats_opts *opts,
     w->advertise = dup_or_null(opts->advertise_host);
     w->http_host = dup_or_null(opts->http_host);
     if (!w->url || !w->id || (opts->advertise_host && !w->advertise) ||
-        (opts->http_host && !w->http_host) ||
-        split_tags(w, opts->tags) < 0) {
+        (opts->http_host && !w->http_host) || split_tags(w, opts->tags) < 0) {
         worker_free(w);
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the NATS worker");
     }
@@ -1212,9 +1204,9 @@ int inferd_nats_worker_create(inferd_frontend *fe, const inferd_nats_opts *opts,
 
 static int nats_fail(inferd_error *err, natsStatus st, const char *what)
 {
-    int code = st == NATS_NO_MEMORY ? INFERD_E_NOMEM
+    int code = st == NATS_NO_MEMORY                         ? INFERD_E_NOMEM
                : (st == NATS_INVALID_ARG || st == NATS_ERR) ? INFERD_E_INVALID
-                                                             : INFERD_E_IO;
+                                                            : INFERD_E_IO;
     return inferd_fail(err, code, "%s: %s", what, natsStatus_GetText(st));
 }
 
@@ -1263,8 +1255,10 @@ int inferd_nats_worker_start(inferd_nats_worker *w, inferd_error *err)
         return nats_fail(err, st, "--nats");
     }
     if (st == NATS_NOT_YET_CONNECTED)
-        inferd_log_warn(COMP, "NATS at %s is not reachable yet: retrying in the background "
-                        "(HTTP serves meanwhile)", w->url);
+        inferd_log_warn(COMP,
+                        "NATS at %s is not reachable yet: retrying in the background "
+                        "(HTTP serves meanwhile)",
+                        w->url);
     else
         on_connected(w->nc, w);
 

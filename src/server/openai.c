@@ -40,9 +40,8 @@ void inferd__openai_models(http_conn *c, const char *one_id)
 
 static json_t *usage_json(const gen *g)
 {
-    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)g->done.n_prompt,
-                     "completion_tokens", (int)g->done.n_gen, "total_tokens",
-                     (int)(g->done.n_prompt + g->done.n_gen));
+    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)g->done.n_prompt, "completion_tokens",
+                     (int)g->done.n_gen, "total_tokens", (int)(g->done.n_prompt + g->done.n_gen));
 }
 
 static json_t *bytes_json(const char *p, size_t n)
@@ -103,8 +102,7 @@ static json_t *chat_logprobs(const gen *g, size_t from, size_t to)
  * top_logprobs: [{text: lp}], text_offset}. */
 static json_t *completion_logprobs(const gen *g, size_t from, size_t to)
 {
-    json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(),
-           *offs = json_array();
+    json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
     char piece[256];
     for (size_t i = from; i < to; i++) {
         const gen_token *t = &g->toks[i];
@@ -122,8 +120,8 @@ static json_t *completion_logprobs(const gen *g, size_t from, size_t to)
         json_array_append_new(tops, top);
         json_array_append_new(offs, json_integer((json_int_t)t->text_offset));
     }
-    return json_pack("{s:o,s:o,s:o,s:o}", "tokens", tokens, "token_logprobs", lps,
-                     "top_logprobs", tops, "text_offset", offs);
+    return json_pack("{s:o,s:o,s:o,s:o}", "tokens", tokens, "token_logprobs", lps, "top_logprobs",
+                     tops, "text_offset", offs);
 }
 
 /* ---- streaming formats ---- */
@@ -159,8 +157,8 @@ static void completion_chunk(gen *g, const char *text, size_t len, json_t *finis
     json_t *o = chunk_head(g, "text_completion");
     json_t *lp = g->logprobs ? completion_logprobs(g, from, g->n_toks) : json_null();
     json_object_set_new(o, "choices",
-                        json_pack("[{s:i,s:s%,s:o,s:o}]", "index", 0, "text", text, len,
-                                  "logprobs", lp, "finish_reason", finish));
+                        json_pack("[{s:i,s:s%,s:o,s:o}]", "index", 0, "text", text, len, "logprobs",
+                                  lp, "finish_reason", finish));
     sse(g, o);
 }
 
@@ -255,9 +253,9 @@ static json_t *build_completion(gen *g, void *ctx)
     json_t *o = chunk_head(g, "text_completion");
     json_t *lp = g->logprobs ? completion_logprobs(g, 0, g->n_toks) : json_null();
     json_object_set_new(o, "choices",
-                        json_pack("[{s:i,s:s%,s:o,s:s}]", "index", 0, "text", g->text.p ? g->text.p : "",
-                                  g->text.len, "logprobs", lp, "finish_reason",
-                                  inferd__gen_finish_name(g->done.finish)));
+                        json_pack("[{s:i,s:s%,s:o,s:s}]", "index", 0, "text",
+                                  g->text.p ? g->text.p : "", g->text.len, "logprobs", lp,
+                                  "finish_reason", inferd__gen_finish_name(g->done.finish)));
     json_object_set_new(o, "usage", usage_json(g));
     json_object_set_new(o, "seed", json_integer((json_int_t)g->done.seed));
     return o;
@@ -268,11 +266,11 @@ static json_t *build_chat(gen *g, void *ctx)
     (void)ctx;
     json_t *o = chunk_head(g, "chat.completion");
     json_t *lp = g->logprobs ? chat_logprobs(g, 0, g->n_toks) : json_null();
-    json_object_set_new(
-        o, "choices",
-        json_pack("[{s:i,s:{s:s,s:s%},s:o,s:s}]", "index", 0, "message", "role", "assistant",
-                  "content", g->text.p ? g->text.p : "", g->text.len, "logprobs", lp,
-                  "finish_reason", inferd__gen_finish_name(g->done.finish)));
+    json_object_set_new(o, "choices",
+                        json_pack("[{s:i,s:{s:s,s:s%},s:o,s:s}]", "index", 0, "message", "role",
+                                  "assistant", "content", g->text.p ? g->text.p : "", g->text.len,
+                                  "logprobs", lp, "finish_reason",
+                                  inferd__gen_finish_name(g->done.finish)));
     json_object_set_new(o, "usage", usage_json(g));
     json_object_set_new(o, "seed", json_integer((json_int_t)g->done.seed));
     return o;
@@ -282,7 +280,8 @@ static json_t *build_chat(gen *g, void *ctx)
 
 void inferd__openai_completions(http_conn *c, json_t *body)
 {
-    run(c, &inferd__door_completions, body, GEN_COMPLETION, "cmpl", fmt_completion, build_completion);
+    run(c, &inferd__door_completions, body, GEN_COMPLETION, "cmpl", fmt_completion,
+        build_completion);
 }
 
 void inferd__openai_chat(http_conn *c, json_t *body)

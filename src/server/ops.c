@@ -10,8 +10,9 @@
 void inferd__ops_health(http_conn *c)
 {
     inferd_fe_state st = inferd_frontend_state(c->srv->fe);
-    inferd__http_json(c, st == INFERD_FE_READY ? 200 : 503,
-              json_pack("{s:s}", "status", st == INFERD_FE_READY ? "ok" : inferd_fe_state_name(st)));
+    inferd__http_json(
+        c, st == INFERD_FE_READY ? 200 : 503,
+        json_pack("{s:s}", "status", st == INFERD_FE_READY ? "ok" : inferd_fe_state_name(st)));
 }
 
 /* ---- Prometheus text format ---- */
@@ -63,7 +64,7 @@ static void histogram(inferd_buf *b, const char *name, const char *model, const 
 
 typedef struct model_figs {
     inferd_fe_model_info mi;
-    bool loaded;                   /* its scheduler runs */
+    bool loaded; /* its scheduler runs */
     inferd_sched_stats st;
 } model_figs;
 
@@ -102,23 +103,31 @@ void inferd__ops_metrics(http_conn *c)
     family(&b, "inferd_server_state", "gauge", "1 for the server's current state");
     for (int i = INFERD_FE_LOADING; i <= INFERD_FE_STOPPED; i++)
         inferd_buf_addf(&b, "inferd_server_state{state=\"%s\"} %d\n",
-                  inferd_fe_state_name((inferd_fe_state)i), i == state);
+                        inferd_fe_state_name((inferd_fe_state)i), i == state);
 
     family(&b, "inferd_model_loaded", "gauge", "1 when the model is loaded");
     for (size_t i = 0; i < n_models; i++)
         sample_model(&b, "inferd_model_loaded", f[i].mi.id, NULL, f[i].loaded);
 
-    static const char *const outcomes[] = {
-        "done", "cancelled", "timeout", "failed", "rejected_overloaded", "rejected_invalid",
-        "rejected_unavailable"};
+    static const char *const outcomes[] = {"done",
+                                           "cancelled",
+                                           "timeout",
+                                           "failed",
+                                           "rejected_overloaded",
+                                           "rejected_invalid",
+                                           "rejected_unavailable"};
     family(&b, "inferd_requests_total", "counter",
            "Generation requests by outcome (since the model was loaded)");
     for (size_t i = 0; i < n_models; i++) {
         if (!f[i].loaded)
             continue;
         const inferd_sched_stats *st = &f[i].st;
-        const uint64_t v[] = {st->n_done, st->n_cancelled, st->n_timeout, st->n_failed,
-                              st->n_rejected_overloaded, st->n_rejected_invalid,
+        const uint64_t v[] = {st->n_done,
+                              st->n_cancelled,
+                              st->n_timeout,
+                              st->n_failed,
+                              st->n_rejected_overloaded,
+                              st->n_rejected_invalid,
                               st->n_rejected_unavailable};
         for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++) {
             char extra[64];
@@ -127,14 +136,14 @@ void inferd__ops_metrics(http_conn *c)
         }
     }
 
-#define PER_MODEL(name, type, help, expr)                                                     \
-    do {                                                                                       \
-        family(&b, name, type, help);                                                          \
-        for (size_t i = 0; i < n_models; i++)                                               \
-            if (f[i].loaded) {                                                                 \
-                const inferd_sched_stats *st = &f[i].st;                                       \
-                sample_model(&b, name, f[i].mi.id, NULL, (double)(expr));                 \
-            }                                                                                  \
+#define PER_MODEL(name, type, help, expr)                                 \
+    do {                                                                  \
+        family(&b, name, type, help);                                     \
+        for (size_t i = 0; i < n_models; i++)                             \
+            if (f[i].loaded) {                                            \
+                const inferd_sched_stats *st = &f[i].st;                  \
+                sample_model(&b, name, f[i].mi.id, NULL, (double)(expr)); \
+            }                                                             \
     } while (0)
 
     PER_MODEL("inferd_prompt_tokens_total", "counter", "Prompt tokens of admitted requests",
@@ -154,8 +163,7 @@ void inferd__ops_metrics(http_conn *c)
         for (int p = 0; p < INFERD_PRIORITY_COUNT; p++) {
             char extra[64];
             snprintf(extra, sizeof(extra), ",priority=\"%s\"", inferd_priority_name(p));
-            sample_model(&b, "inferd_queue_depth", f[i].mi.id, extra,
-                         f[i].st.queue_depth[p]);
+            sample_model(&b, "inferd_queue_depth", f[i].mi.id, extra, f[i].st.queue_depth[p]);
         }
     }
 
@@ -163,14 +171,12 @@ void inferd__ops_metrics(http_conn *c)
            "Submission to end of requests that completed");
     for (size_t i = 0; i < n_models; i++)
         if (f[i].loaded)
-            histogram(&b, "inferd_request_duration_seconds", f[i].mi.id,
-                      &f[i].st.latency_hist);
+            histogram(&b, "inferd_request_duration_seconds", f[i].mi.id, &f[i].st.latency_hist);
     family(&b, "inferd_time_to_first_token_seconds", "histogram",
            "Submission to first token of requests that completed");
     for (size_t i = 0; i < n_models; i++)
         if (f[i].loaded)
-            histogram(&b, "inferd_time_to_first_token_seconds", f[i].mi.id,
-                      &f[i].st.ttft_hist);
+            histogram(&b, "inferd_time_to_first_token_seconds", f[i].mi.id, &f[i].st.ttft_hist);
 
     pthread_mutex_lock(&s->mu);
     family(&b, "inferd_http_requests_total", "counter", "HTTP requests by endpoint and status");
@@ -185,20 +191,21 @@ void inferd__ops_metrics(http_conn *c)
             else
                 snprintf(code, sizeof(code), "other");
             inferd_buf_addf(&b, "inferd_http_requests_total{endpoint=\"%s\",code=\"%s\"} %llu\n",
-                      inferd__server_endpoint_names[ep], code, (unsigned long long)v);
+                            inferd__server_endpoint_names[ep], code, (unsigned long long)v);
         }
     family(&b, "inferd_http_overhead_seconds", "summary",
            "Time of non-streamed generation requests outside the model (HTTP and JSON)");
-    inferd_buf_addf(&b, "inferd_http_overhead_seconds_sum %.9g\ninferd_http_overhead_seconds_count %llu\n",
-              s->overhead_sum_s, (unsigned long long)s->overhead_n);
+    inferd_buf_addf(
+        &b, "inferd_http_overhead_seconds_sum %.9g\ninferd_http_overhead_seconds_count %llu\n",
+        s->overhead_sum_s, (unsigned long long)s->overhead_n);
     pthread_mutex_unlock(&s->mu);
     family(&b, "inferd_http_active_requests", "gauge", "HTTP requests being handled");
     inferd_buf_addf(&b, "inferd_http_active_requests %d\n", atomic_load(&s->n_active));
 
-#define GLOBAL(name, type, help, value)                                                        \
-    do {                                                                                       \
-        family(&b, name, type, help);                                                          \
-        inferd_buf_addf(&b, "%s %.17g\n", name, (double)(value));                                    \
+#define GLOBAL(name, type, help, value)                           \
+    do {                                                          \
+        family(&b, name, type, help);                             \
+        inferd_buf_addf(&b, "%s %.17g\n", name, (double)(value)); \
     } while (0)
 
     GLOBAL("inferd_registry_loads_total", "counter", "Successful model loads", rm.loads);
@@ -269,8 +276,8 @@ void inferd__ops_status(http_conn *c)
     uint32_t slots = 0, busy = 0, queued = 0;
     for (size_t i = 0; i < n_models; i++) {
         const inferd_fe_model_info *sm = &f[i].mi;
-        json_t *m = json_pack("{s:s,s:s,s:b}", "id", sm->id, "path", sm->path, "loaded",
-                              f[i].loaded);
+        json_t *m =
+            json_pack("{s:s,s:s,s:b}", "id", sm->id, "path", sm->path, "loaded", f[i].loaded);
         const char *reg_state = "unloaded";
         if (sm->loaded) {
             reg_state = inferd_registry_state_name(sm->state);
@@ -296,12 +303,12 @@ void inferd__ops_status(http_conn *c)
             json_object_set_new(
                 m, "requests",
                 json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "submitted",
-                          (json_int_t)st->n_submitted, "done", (json_int_t)st->n_done,
-                          "cancelled", (json_int_t)st->n_cancelled, "timeout",
-                          (json_int_t)st->n_timeout, "failed", (json_int_t)st->n_failed,
-                          "rejected_overloaded", (json_int_t)st->n_rejected_overloaded,
-                          "rejected_invalid", (json_int_t)st->n_rejected_invalid,
-                          "rejected_unavailable", (json_int_t)st->n_rejected_unavailable));
+                          (json_int_t)st->n_submitted, "done", (json_int_t)st->n_done, "cancelled",
+                          (json_int_t)st->n_cancelled, "timeout", (json_int_t)st->n_timeout,
+                          "failed", (json_int_t)st->n_failed, "rejected_overloaded",
+                          (json_int_t)st->n_rejected_overloaded, "rejected_invalid",
+                          (json_int_t)st->n_rejected_invalid, "rejected_unavailable",
+                          (json_int_t)st->n_rejected_unavailable));
             json_object_set_new(m, "tokens",
                                 json_pack("{s:I,s:I}", "prompt", (json_int_t)st->tokens_in,
                                           "generated", (json_int_t)st->tokens_out));
@@ -353,12 +360,12 @@ void inferd__ops_status(http_conn *c)
         "uptime_s", inferd_frontend_uptime_s(s->fe), "models", models, "slots", (int)slots,
         "slots_busy", (int)busy, "queue_depth", (int)queued, "throughput", "window_s", window_s,
         "tokens_per_s", tok_rate, "requests_per_s", req_rate, "requests_total",
-        (json_int_t)gen_requests, "tokens_total", (json_int_t)gen_tokens, "cpu_percent",
-        cpu_pct, "memory", "rss_bytes", (json_int_t)ps.rss_bytes, "vm_bytes",
-        (json_int_t)ps.vm_bytes, "threads", (int)ps.n_threads, "registry", "resident_bytes",
-        (json_int_t)rm.bytes_resident, "budget_bytes", (json_int_t)rm.budget_bytes, "loads",
-        (json_int_t)rm.loads, "http", "active", atomic_load(&s->n_active), "overhead_us",
-        "p50", ov_p50 * 1e6, "p99", ov_p99 * 1e6, "mean", ov_mean * 1e6, "n", (json_int_t)ov_n);
+        (json_int_t)gen_requests, "tokens_total", (json_int_t)gen_tokens, "cpu_percent", cpu_pct,
+        "memory", "rss_bytes", (json_int_t)ps.rss_bytes, "vm_bytes", (json_int_t)ps.vm_bytes,
+        "threads", (int)ps.n_threads, "registry", "resident_bytes", (json_int_t)rm.bytes_resident,
+        "budget_bytes", (json_int_t)rm.budget_bytes, "loads", (json_int_t)rm.loads, "http",
+        "active", atomic_load(&s->n_active), "overhead_us", "p50", ov_p50 * 1e6, "p99",
+        ov_p99 * 1e6, "mean", ov_mean * 1e6, "n", (json_int_t)ov_n);
     if (o)
         inferd_frontend_status_sections(s->fe, o);
     if (!o) {

@@ -16,7 +16,7 @@
 #include "inferd/log.h"
 
 #define COMP "ready-callback"
-#define BODY_KEEP 200              /* bytes of a final answer kept for the message */
+#define BODY_KEEP 200 /* bytes of a final answer kept for the message */
 
 inferd_ready_cb inferd_ready_cb_default(void)
 {
@@ -61,10 +61,9 @@ void inferd_uuid4(char out[37])
     random_bytes(b, sizeof(b));
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 typedef struct answer {
@@ -85,10 +84,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *ctx)
 }
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
+static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 /* The delay before retry @p attempt (1-based): base * 2^(attempt-1),
  * capped, times a random factor in [0.5, 1.5). */
@@ -111,13 +107,13 @@ int inferd_ready_cb_post(const inferd_ready_cb *cb, inferd_error *err)
     if (!cb->worker_id || !*cb->worker_id)
         return inferd_fail(err, INFERD_E_INVALID, "ready callback: no worker id");
     pthread_once(&curl_once, curl_init);
-    json_t *o = json_pack(
-        "{s:s,s:o,s:s,s:I,s:i,s:{s:s,s:s,s:s}}", "worker_id", cb->worker_id, "pool_id",
-        cb->pool_id ? json_string(cb->pool_id) : json_null(), "endpoint",
-        cb->endpoint ? cb->endpoint : "", "memory_bytes", (json_int_t)cb->memory_bytes,
-        "slots_total", (int)cb->slots_total, "capabilities", "engine", "inferd",
-        "engine_version", cb->engine_version ? cb->engine_version : "", "model_ref",
-        cb->model_ref ? cb->model_ref : "");
+    json_t *o =
+        json_pack("{s:s,s:o,s:s,s:I,s:i,s:{s:s,s:s,s:s}}", "worker_id", cb->worker_id, "pool_id",
+                  cb->pool_id ? json_string(cb->pool_id) : json_null(), "endpoint",
+                  cb->endpoint ? cb->endpoint : "", "memory_bytes", (json_int_t)cb->memory_bytes,
+                  "slots_total", (int)cb->slots_total, "capabilities", "engine", "inferd",
+                  "engine_version", cb->engine_version ? cb->engine_version : "", "model_ref",
+                  cb->model_ref ? cb->model_ref : "");
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     CURL *h = curl_easy_init();
@@ -154,8 +150,8 @@ int inferd_ready_cb_post(const inferd_ready_cb *cb, inferd_error *err)
             break;
         }
         if (cc == CURLE_OK && status < 500) {
-            rc = inferd_fail(err, INFERD_E_INVALID, "ready callback: %s answered %ld: %s",
-                             cb->url, status, ans.text);
+            rc = inferd_fail(err, INFERD_E_INVALID, "ready callback: %s answered %ld: %s", cb->url,
+                             status, ans.text);
             break;
         }
         if (cc == CURLE_OK)
@@ -164,8 +160,8 @@ int inferd_ready_cb_post(const inferd_ready_cb *cb, inferd_error *err)
             snprintf(last, sizeof(last), "%s", cerr[0] ? cerr : curl_easy_strerror(cc));
         if (a < attempts) {
             int64_t d = backoff_ms(cb, a);
-            inferd_log_warn(COMP, "attempt %u of %u failed (%s); retrying in %lld ms", a,
-                            attempts, last, (long long)d);
+            inferd_log_warn(COMP, "attempt %u of %u failed (%s); retrying in %lld ms", a, attempts,
+                            last, (long long)d);
             inferd_sleep_ms(d);
         }
     }

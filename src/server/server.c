@@ -23,12 +23,17 @@
 #define COMP "http"
 
 const char *const inferd__server_endpoint_names[EP_COUNT] = {
-    [EP_NONE] = "other",          [EP_HEALTH] = "/health",
-    [EP_METRICS] = "/metrics",    [EP_STATUS] = "/v1/status",
-    [EP_MODELS] = "/v1/models",   [EP_COMPLETIONS] = "/v1/completions",
+    [EP_NONE] = "other",
+    [EP_HEALTH] = "/health",
+    [EP_METRICS] = "/metrics",
+    [EP_STATUS] = "/v1/status",
+    [EP_MODELS] = "/v1/models",
+    [EP_COMPLETIONS] = "/v1/completions",
     [EP_CHAT] = "/v1/chat/completions",
-    [EP_V2_SERVER] = "/v2",       [EP_V2_HEALTH] = "/v2/health",
-    [EP_V2_MODEL] = "/v2/models/{m}", [EP_V2_INFER] = "/v2/models/{m}/infer",
+    [EP_V2_SERVER] = "/v2",
+    [EP_V2_HEALTH] = "/v2/health",
+    [EP_V2_MODEL] = "/v2/models/{m}",
+    [EP_V2_INFER] = "/v2/models/{m}/infer",
     [EP_V2_REPOSITORY] = "/v2/repository",
 };
 
@@ -38,7 +43,8 @@ const unsigned inferd__server_http_codes[HTTP_CODES_N] = {
 
 /* ---- responses ---- */
 
-void inferd__http_text(http_conn *c, unsigned status, const char *content_type, char *text, size_t len)
+void inferd__http_text(http_conn *c, unsigned status, const char *content_type, char *text,
+                       size_t len)
 {
     if (c->resp) { /* a handler answers once; keep the first */
         inferd_free(text);
@@ -98,8 +104,9 @@ int inferd__server_find_model(http_conn *c, const char *id)
     inferd_error e = {0};
     int i = inferd_frontend_find(c->srv->fe, id, &e);
     if (i < 0)
-        inferd__http_error(c, INFERD_E_MODEL_NOT_FOUND, "model", "model '%s' is not served here (see %s)",
-                   id, c->api == API_KSERVE ? "/v2/repository/index" : "/v1/models");
+        inferd__http_error(c, INFERD_E_MODEL_NOT_FOUND, "model",
+                           "model '%s' is not served here (see %s)", id,
+                           c->api == API_KSERVE ? "/v2/repository/index" : "/v1/models");
     return i;
 }
 
@@ -162,7 +169,7 @@ typedef struct path {
     const char *seg[SEGS_MAX];
     size_t len[SEGS_MAX];
     size_t n;
-    bool too_long;                 /* more than SEGS_MAX segments */
+    bool too_long; /* more than SEGS_MAX segments */
 } path;
 
 static void split_path(const char *url, path *p)
@@ -200,17 +207,37 @@ static void drop_segments(path *p, size_t at, size_t k)
 typedef enum body_kind { NO_BODY, JSON_BODY, JSON_OR_EMPTY } body_kind;
 typedef void (*route_fn)(http_conn *c, const char *m, json_t *body);
 
-static void do_health(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; inferd__ops_health(c); }
-static void do_metrics(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; inferd__ops_metrics(c); }
-static void do_status(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; inferd__ops_status(c); }
-static void do_models(http_conn *c, const char *m, json_t *b) { (void)b; inferd__openai_models(c, m); }
+static void do_health(http_conn *c, const char *m, json_t *b)
+{
+    (void)m, (void)b;
+    inferd__ops_health(c);
+}
+static void do_metrics(http_conn *c, const char *m, json_t *b)
+{
+    (void)m, (void)b;
+    inferd__ops_metrics(c);
+}
+static void do_status(http_conn *c, const char *m, json_t *b)
+{
+    (void)m, (void)b;
+    inferd__ops_status(c);
+}
+static void do_models(http_conn *c, const char *m, json_t *b)
+{
+    (void)b;
+    inferd__openai_models(c, m);
+}
 static void do_completions(http_conn *c, const char *m, json_t *b)
 {
     (void)m;
     inferd__openai_completions(c, b);
 }
 static void do_chat(http_conn *c, const char *m, json_t *b) { (void)m, inferd__openai_chat(c, b); }
-static void do_v2(http_conn *c, const char *m, json_t *b) { (void)m, (void)b; inferd__kserve_server(c); }
+static void do_v2(http_conn *c, const char *m, json_t *b)
+{
+    (void)m, (void)b;
+    inferd__kserve_server(c);
+}
 static void do_live(http_conn *c, const char *m, json_t *b)
 {
     (void)m, (void)b;
@@ -221,7 +248,10 @@ static void do_ready(http_conn *c, const char *m, json_t *b)
     (void)m, (void)b;
     inferd__kserve_health(c, true);
 }
-static void do_model(http_conn *c, const char *m, json_t *b) { (void)b, inferd__kserve_model(c, m, ""); }
+static void do_model(http_conn *c, const char *m, json_t *b)
+{
+    (void)b, inferd__kserve_model(c, m, "");
+}
 static void do_model_ready(http_conn *c, const char *m, json_t *b)
 {
     (void)b;
@@ -269,7 +299,10 @@ static const route_def routes[] = {
     {{"v2", "models", "{m}", "infer"}, true, EP_V2_INFER, JSON_BODY, do_infer},
     {{"v2", "repository", "index"}, true, EP_V2_REPOSITORY, JSON_OR_EMPTY, do_index},
     {{"v2", "repository", "models", "{m}", "load"}, true, EP_V2_REPOSITORY, JSON_OR_EMPTY, do_load},
-    {{"v2", "repository", "models", "{m}", "unload"}, true, EP_V2_REPOSITORY, JSON_OR_EMPTY,
+    {{"v2", "repository", "models", "{m}", "unload"},
+     true,
+     EP_V2_REPOSITORY,
+     JSON_OR_EMPTY,
      do_unload},
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -298,7 +331,8 @@ static bool route_matches(const route_def *r, const path *p, char *m, size_t cap
 
 static void method_not_allowed(http_conn *c, const char *method, const char *allowed)
 {
-    inferd__http_error(c, INFERD_E_METHOD, NULL, "%s is not allowed here (allowed: %s)", method, allowed);
+    inferd__http_error(c, INFERD_E_METHOD, NULL, "%s is not allowed here (allowed: %s)", method,
+                       allowed);
     if (c->resp)
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_ALLOW, allowed);
 }
@@ -316,8 +350,8 @@ static json_t *body_json(http_conn *c, bool empty_ok)
     json_error_t je;
     json_t *j = json_loadb(c->body.p, c->body.len, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
-        inferd__http_error(c, INFERD_E_BAD_JSON, NULL, "invalid JSON at line %d column %d: %s", je.line,
-                   je.column, je.text);
+        inferd__http_error(c, INFERD_E_BAD_JSON, NULL, "invalid JSON at line %d column %d: %s",
+                           je.line, je.column, je.text);
         return NULL;
     }
     if (!json_is_object(j)) {
@@ -340,8 +374,8 @@ static bool strip_version(http_conn *c, path *p)
     if (inferd__server_find_model(c, m) < 0)
         return false;
     if (!seg_is(p, 4, "1")) {
-        inferd__http_error(c, INFERD_E_NOT_FOUND, NULL, "model '%s' has no version '%.*s' (only 1)", m,
-                   (int)p->len[4], p->seg[4]);
+        inferd__http_error(c, INFERD_E_NOT_FOUND, NULL, "model '%s' has no version '%.*s' (only 1)",
+                           m, (int)p->len[4], p->seg[4]);
         return false;
     }
     drop_segments(p, 3, 2);
@@ -422,9 +456,8 @@ static enum MHD_Result queue(http_conn *c)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **req_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls)
 {
     (void)version;
     inferd_server *s = cls;
@@ -445,8 +478,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         if (cl && strtoull(cl, NULL, 10) > s->o.max_body_bytes) {
             c->close = true;
             inferd__http_error(c, INFERD_E_TOO_LARGE, NULL,
-                       "the request body of %s bytes exceeds the limit of %zu", cl,
-                       s->o.max_body_bytes);
+                               "the request body of %s bytes exceeds the limit of %zu", cl,
+                               s->o.max_body_bytes);
             return queue(c);
         }
         return MHD_YES;
@@ -473,7 +506,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     if (c->too_large) {
         c->close = true;
         inferd__http_error(c, INFERD_E_TOO_LARGE, NULL,
-                   "the request body exceeds the limit of %zu bytes", s->o.max_body_bytes);
+                           "the request body exceeds the limit of %zu bytes", s->o.max_body_bytes);
         return queue(c);
     }
     if (c->body.err) {
@@ -482,7 +515,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     }
     if (s->api_key && !is_health_probe(url) && !authorized(s, mc)) {
         inferd__http_error(c, INFERD_E_UNAUTHORIZED, NULL,
-                   "missing or wrong API key (send 'Authorization: Bearer KEY')");
+                           "missing or wrong API key (send 'Authorization: Bearer KEY')");
         if (c->resp)
             MHD_add_response_header(c->resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
         return queue(c);
@@ -516,8 +549,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
     atomic_fetch_sub(&s->n_active, 1);
 }
 
-__attribute__((format(printf, 2, 0)))
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char msg[512];
@@ -569,7 +601,8 @@ static void raise_nofile(uint32_t need)
 
 static int start_daemon(inferd_server *s, inferd_error *err)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port[8];
@@ -582,13 +615,12 @@ static int start_daemon(inferd_server *s, inferd_error *err)
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     raise_nofile(s->o.max_connections);
-    s->daemon = MHD_start_daemon(
-        flags, s->o.port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->o.max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->o.conn_timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)(512u << 10), MHD_OPTION_END);
+    s->daemon =
+        MHD_start_daemon(flags, s->o.port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
+                         mhd_log, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)s->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)s->o.conn_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                         s, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512u << 10), MHD_OPTION_END);
     int e = errno;
     freeaddrinfo(ai);
     if (!s->daemon)
@@ -643,10 +675,7 @@ fail:
     return rc;
 }
 
-uint16_t inferd_server_port(const inferd_server *s)
-{
-    return s->port;
-}
+uint16_t inferd_server_port(const inferd_server *s) { return s->port; }
 
 void inferd_server_drain(inferd_server *s)
 {

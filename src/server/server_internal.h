@@ -22,15 +22,25 @@
 #include "inferd/server.h"
 
 /* Bounds of the growable buffers (inferd_buf). */
-#define SERVER_TEXT_MAX ((size_t)64 << 20)   /* a non-streamed completion's text */
-#define SERVER_CHUNK_MAX ((size_t)16 << 20)  /* SSE output between two reads */
+#define SERVER_TEXT_MAX ((size_t)64 << 20)    /* a non-streamed completion's text */
+#define SERVER_CHUNK_MAX ((size_t)16 << 20)   /* SSE output between two reads */
 #define SERVER_METRICS_MAX ((size_t)16 << 20) /* the /metrics page */
 
 /* ---- endpoints (for metrics) and the API a route belongs to ---- */
 
 typedef enum endpoint {
-    EP_NONE = 0, EP_HEALTH, EP_METRICS, EP_STATUS, EP_MODELS, EP_COMPLETIONS, EP_CHAT,
-    EP_V2_SERVER, EP_V2_HEALTH, EP_V2_MODEL, EP_V2_INFER, EP_V2_REPOSITORY,
+    EP_NONE = 0,
+    EP_HEALTH,
+    EP_METRICS,
+    EP_STATUS,
+    EP_MODELS,
+    EP_COMPLETIONS,
+    EP_CHAT,
+    EP_V2_SERVER,
+    EP_V2_HEALTH,
+    EP_V2_MODEL,
+    EP_V2_INFER,
+    EP_V2_REPOSITORY,
     EP_COUNT
 } endpoint;
 
@@ -38,13 +48,13 @@ extern const char *const inferd__server_endpoint_names[EP_COUNT];
 
 typedef enum api_kind { API_OPENAI, API_KSERVE } api_kind;
 
-#define HTTP_CODES_N 16            /* statuses counted one by one, then "other" */
+#define HTTP_CODES_N 16 /* statuses counted one by one, then "other" */
 extern const unsigned inferd__server_http_codes[HTTP_CODES_N];
 
 /* A per-second sample for rates over the last minute. */
 #define TICKS_N 61
 typedef struct tick {
-    double t_s;                    /* monotonic seconds */
+    double t_s; /* monotonic seconds */
     double cpu_s;
     uint64_t tokens_out, requests; /* the front end's counts */
 } tick;
@@ -52,19 +62,19 @@ typedef struct tick {
 #define OVERHEAD_WINDOW 1000
 
 struct inferd_server {
-    inferd_server_opts o;          /* strings below are owned copies */
+    inferd_server_opts o; /* strings below are owned copies */
     char *host, *api_key;
     size_t api_key_len;
-    inferd_frontend *fe;           /* borrowed: the models and their state */
+    inferd_frontend *fe; /* borrowed: the models and their state */
 
     struct MHD_Daemon *daemon;
     uint16_t port;
     double t_start_s;
-    atomic_int n_active;           /* HTTP requests being handled */
+    atomic_int n_active; /* HTTP requests being handled */
 
-    pthread_mutex_t mu;            /* guards everything below */
+    pthread_mutex_t mu; /* guards everything below */
     uint64_t http_count[EP_COUNT][HTTP_CODES_N + 1];
-    double overhead_sum_s;         /* HTTP + JSON time of non-streamed requests */
+    double overhead_sum_s; /* HTTP + JSON time of non-streamed requests */
     uint64_t overhead_n;
     double overhead_win[OVERHEAD_WINDOW];
     uint32_t overhead_next, overhead_filled;
@@ -84,27 +94,27 @@ typedef struct http_conn {
     inferd_server *srv;
     struct MHD_Connection *mc;
     uint64_t t_start_ns;
-    inferd_buf body;               /* bounded by max_body_bytes */
-    bool too_large;                /* the body passed max_body_bytes */
-    uint64_t dropped;              /* bytes dropped since */
+    inferd_buf body;  /* bounded by max_body_bytes */
+    bool too_large;   /* the body passed max_body_bytes */
+    uint64_t dropped; /* bytes dropped since */
     endpoint ep;
     api_kind api;
-    unsigned status;               /* of the queued response */
-    struct MHD_Response *resp;     /* set by a handler, queued by the dispatcher */
-    bool close;                    /* the handler wants the connection closed */
-    bool streamed;                 /* a stream response was queued */
+    unsigned status;           /* of the queued response */
+    struct MHD_Response *resp; /* set by a handler, queued by the dispatcher */
+    bool close;                /* the handler wants the connection closed */
+    bool streamed;             /* a stream response was queued */
 } http_conn;
 
 /* Responses (set c->resp and c->status). */
 void inferd__http_json(http_conn *c, unsigned status, json_t *body); /* steals body */
-void inferd__http_text(http_conn *c, unsigned status, const char *content_type, char *text, size_t len);
-                                   /* text: malloc'd (free()), taken */
+void inferd__http_text(http_conn *c, unsigned status, const char *content_type, char *text,
+                       size_t len);
+/* text: malloc'd (free()), taken */
 /* Error @p e as the route's API answers it (OpenAI or KServe face). */
 void inferd__http_fail(http_conn *c, const inferd_error *e);
 /* An error of code @p code (INFERD_E_*) about @p param (or NULL). */
 void inferd__http_error(http_conn *c, int code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-
 
 /* The index of served model @p id (NULL: the default), or -1 and a 404
  * response. */
@@ -117,36 +127,36 @@ void inferd__server_count_overhead(inferd_server *s, double overhead_s);
 
 typedef enum gen_kind { GEN_COMPLETION, GEN_CHAT, GEN_KSERVE } gen_kind;
 
-typedef struct gen_token {         /* one generated token, for logprobs */
+typedef struct gen_token { /* one generated token, for logprobs */
     int32_t id;
     float logprob;
     uint32_t n_top;
     int32_t top_ids[INFERD_TOP_LOGPROBS_MAX];
     float top_lp[INFERD_TOP_LOGPROBS_MAX];
-    size_t text_offset;            /* in the generated text */
+    size_t text_offset; /* in the generated text */
 } gen_token;
 
 struct gen {
-    http_conn *c;                  /* NULL once the HTTP request is over */
+    http_conn *c; /* NULL once the HTTP request is over */
     inferd_server *srv;
     inferd_fe_request *fr;
-    int efd;                       /* eventfd the scheduler's on_event bumps */
-    int sock;                      /* the client's socket (hang-up check) */
+    int efd;  /* eventfd the scheduler's on_event bumps */
+    int sock; /* the client's socket (hang-up check) */
     gen_kind kind;
     bool stream, include_usage, logprobs;
     uint32_t top_logprobs;
     char id[48];
     int64_t created;
-    uint64_t t_start_ns;           /* the HTTP request's start */
+    uint64_t t_start_ns; /* the HTTP request's start */
 
     /* Collected output. */
     inferd_buf text;
-    gen_token *toks;               /* with logprobs: one per TOKEN event */
+    gen_token *toks; /* with logprobs: one per TOKEN event */
     size_t n_toks, cap_toks;
-    inferd_event done;             /* DONE or ERROR (strings not kept) */
-    inferd_error err;              /* the ERROR event, as the front end raises it */
+    inferd_event done; /* DONE or ERROR (strings not kept) */
+    inferd_error err;  /* the ERROR event, as the front end raises it */
     bool ended;
-    bool out_of_memory;            /* a record of the output failed */
+    bool out_of_memory; /* a record of the output failed */
 
     /* Streaming. */
     inferd_buf out;
@@ -159,10 +169,10 @@ struct gen {
 gen *inferd__gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind);
 /* What waiting for a request's next event gave. */
 typedef enum gen_wait {
-    GEN_EVENT = 0,                 /* an event (recorded in g) */
-    GEN_ENDED,                     /* the terminal event was read before */
-    GEN_IDLE,                      /* nothing within the idle time asked for */
-    GEN_CLIENT_LEFT,               /* the client hung up: the request is cancelled */
+    GEN_EVENT = 0,   /* an event (recorded in g) */
+    GEN_ENDED,       /* the terminal event was read before */
+    GEN_IDLE,        /* nothing within the idle time asked for */
+    GEN_CLIENT_LEFT, /* the client hung up: the request is cancelled */
 } gen_wait;
 
 /* The next event into g (text, tokens, done), waiting as long as it takes:

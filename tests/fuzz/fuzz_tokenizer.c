@@ -21,12 +21,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Every tokenizer.ggml.pre name llama.cpp c392e5094 knows; the last slot
  * is the SPM vocabulary. */
 static const char *const PRES[] = {
-    "default", "llama3", "llama-v3", "llama-bpe", "falcon3", "deepseek-llm", "deepseek-coder",
-    "deepseek-v3", "falcon", "mpt", "starcoder", "gpt-2", "phi-2", "jina-es", "jina-de",
-    "gigachat", "jina-v1-en", "jina-v2-es", "jina-v2-de", "jina-v2-code", "roberta-bpe",
-    "refact", "command-r", "qwen2", "deepseek-r1-qwen", "stablelm2", "olmo", "dbrx",
-    "smaug-bpe", "poro-chat", "chatglm-bpe", "viking", "jais", "tekken", "smollm", "codeshell",
-    "bloom", "gpt3-finnish", "exaone", "chameleon", "minerva-7b", "megrez",
+    "default",      "llama3",         "llama-v3",     "llama-bpe",  "falcon3",
+    "deepseek-llm", "deepseek-coder", "deepseek-v3",  "falcon",     "mpt",
+    "starcoder",    "gpt-2",          "phi-2",        "jina-es",    "jina-de",
+    "gigachat",     "jina-v1-en",     "jina-v2-es",   "jina-v2-de", "jina-v2-code",
+    "roberta-bpe",  "refact",         "command-r",    "qwen2",      "deepseek-r1-qwen",
+    "stablelm2",    "olmo",           "dbrx",         "smaug-bpe",  "poro-chat",
+    "chatglm-bpe",  "viking",         "jais",         "tekken",     "smollm",
+    "codeshell",    "bloom",          "gpt3-finnish", "exaone",     "chameleon",
+    "minerva-7b",   "megrez",
 };
 #define N_PRES (sizeof(PRES) / sizeof(PRES[0]))
 
@@ -76,13 +79,34 @@ static inferd_vocab *load(inferd_gguf_writer *w)
  * "<|c|>" and "<s>" control, "<mask>" (for jina-v2). */
 static inferd_vocab *bpe_vocab(const char *pre)
 {
-    static const char *const merges[] = {
-        "\xC4\xA0 t", "h e", "\xC4\xA0t he", "i n", "\xC4\xA0 a", "e r", "\xC4\xA0 \xC4\xA0",
-        "\xC3\x83 \xC2\xA9", "1 2", "12 3", "' s", "\xC4\x8A \xC4\x8A"};
-    static const char *const extra[] = {
-        "\xC4\xA0t", "he", "\xC4\xA0the", "in", "\xC4\xA0\x61", "er", "\xC4\xA0\xC4\xA0",
-        "\xC3\x83\xC2\xA9", "12", "123", "'s", "\xC4\x8A\xC4\x8A", "<|u|>", "<|c|>", "<s>",
-        "<mask>"};
+    static const char *const merges[] = {"\xC4\xA0 t",
+                                         "h e",
+                                         "\xC4\xA0t he",
+                                         "i n",
+                                         "\xC4\xA0 a",
+                                         "e r",
+                                         "\xC4\xA0 \xC4\xA0",
+                                         "\xC3\x83 \xC2\xA9",
+                                         "1 2",
+                                         "12 3",
+                                         "' s",
+                                         "\xC4\x8A \xC4\x8A"};
+    static const char *const extra[] = {"\xC4\xA0t",
+                                        "he",
+                                        "\xC4\xA0the",
+                                        "in",
+                                        "\xC4\xA0\x61",
+                                        "er",
+                                        "\xC4\xA0\xC4\xA0",
+                                        "\xC3\x83\xC2\xA9",
+                                        "12",
+                                        "123",
+                                        "'s",
+                                        "\xC4\x8A\xC4\x8A",
+                                        "<|u|>",
+                                        "<|c|>",
+                                        "<s>",
+                                        "<mask>"};
     const size_t n_extra = sizeof(extra) / sizeof(extra[0]);
     char chars[256][3];
     const char *tokens[256 + sizeof(extra) / sizeof(extra[0])];
@@ -106,14 +130,14 @@ static inferd_vocab *bpe_vocab(const char *pre)
     if (inferd_gguf_writer_create(&w, &err) < 0 ||
         inferd_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2", &err) < 0 ||
         inferd_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre, &err) < 0 ||
-        inferd_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tokens, 256 + n_extra,
-                                       &err) < 0 ||
+        inferd_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tokens, 256 + n_extra, &err) <
+            0 ||
         inferd_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", INFERD_GGUF_I32, types,
                                    256 + n_extra, &err) < 0 ||
         inferd_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges,
                                        sizeof(merges) / sizeof(merges[0]), &err) < 0 ||
-        inferd_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id",
-                                   (uint32_t)(256 + n_extra - 2), &err) < 0) {
+        inferd_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)(256 + n_extra - 2),
+                                   &err) < 0) {
         fprintf(stderr, "fuzz vocabulary: %s\n", err.msg);
         abort();
     }
@@ -123,8 +147,8 @@ static inferd_vocab *bpe_vocab(const char *pre)
 /* SPM: <unk>, <s>, </s>, the 256 byte tokens, a few pieces. */
 static inferd_vocab *spm_vocab(void)
 {
-    static const char *const extra[] = {"\xE2\x96\x81", "\xE2\x96\x81t", "he",
-                                        "\xE2\x96\x81the", "in", "<|u|>"};
+    static const char *const extra[] = {"\xE2\x96\x81", "\xE2\x96\x81t", "he", "\xE2\x96\x81the",
+                                        "in",           "<|u|>"};
     const size_t n_extra = sizeof(extra) / sizeof(extra[0]);
     char bytes[256][7];
     const char *tokens[3 + 256 + sizeof(extra) / sizeof(extra[0])];
@@ -149,8 +173,8 @@ static inferd_vocab *spm_vocab(void)
         inferd_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tokens, n, &err) < 0 ||
         inferd_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", INFERD_GGUF_I32, types, n,
                                    &err) < 0 ||
-        inferd_gguf_writer_set_arr(w, "tokenizer.ggml.scores", INFERD_GGUF_F32, scores, n,
-                                   &err) < 0) {
+        inferd_gguf_writer_set_arr(w, "tokenizer.ggml.scores", INFERD_GGUF_F32, scores, n, &err) <
+            0) {
         fprintf(stderr, "fuzz vocabulary: %s\n", err.msg);
         abort();
     }

@@ -32,20 +32,19 @@ static const inferd_chat_message conversation[] = {
 
 /* llama.cpp c392e5094 tests/test-chat-template.cpp, expected_output of
  * "teknium/OpenHermes-2.5-Mistral-7B" */
-static const char *const expect_chatml =
-    "<|im_start|>system\n"
-    "You are a helpful assistant<|im_end|>\n"
-    "<|im_start|>user\n"
-    "Hello<|im_end|>\n"
-    "<|im_start|>assistant\n"
-    "Hi there<|im_end|>\n"
-    "<|im_start|>user\n"
-    "Who are you<|im_end|>\n"
-    "<|im_start|>assistant\n"
-    "   I am an assistant   <|im_end|>\n"
-    "<|im_start|>user\n"
-    "Another question<|im_end|>\n"
-    "<|im_start|>assistant\n";
+static const char *const expect_chatml = "<|im_start|>system\n"
+                                         "You are a helpful assistant<|im_end|>\n"
+                                         "<|im_start|>user\n"
+                                         "Hello<|im_end|>\n"
+                                         "<|im_start|>assistant\n"
+                                         "Hi there<|im_end|>\n"
+                                         "<|im_start|>user\n"
+                                         "Who are you<|im_end|>\n"
+                                         "<|im_start|>assistant\n"
+                                         "   I am an assistant   <|im_end|>\n"
+                                         "<|im_start|>user\n"
+                                         "Another question<|im_end|>\n"
+                                         "<|im_start|>assistant\n";
 /* test-chat-template.cpp, expected_output of "mistralai/Mistral-7B-Instruct-v0.2
  * (NOTE: Old pre-v1 without a system prompt)", which llama.cpp renders as llama2 */
 static const char *const expect_llama_2 =
@@ -70,35 +69,33 @@ static const char *const expect_llama_3 =
     "\n";
 /* llama_chat_apply_template("zephyr", conversation, add_ass = true) of
  * llama.cpp c392e5094's libllama (test-chat-template.cpp has no zephyr case) */
-static const char *const expect_zephyr =
-    "<|system|>\n"
-    "You are a helpful assistant<|endoftext|>\n"
-    "<|user|>\n"
-    "Hello<|endoftext|>\n"
-    "<|assistant|>\n"
-    "Hi there<|endoftext|>\n"
-    "<|user|>\n"
-    "Who are you<|endoftext|>\n"
-    "<|assistant|>\n"
-    "   I am an assistant   <|endoftext|>\n"
-    "<|user|>\n"
-    "Another question<|endoftext|>\n"
-    "<|assistant|>\n";
+static const char *const expect_zephyr = "<|system|>\n"
+                                         "You are a helpful assistant<|endoftext|>\n"
+                                         "<|user|>\n"
+                                         "Hello<|endoftext|>\n"
+                                         "<|assistant|>\n"
+                                         "Hi there<|endoftext|>\n"
+                                         "<|user|>\n"
+                                         "Who are you<|endoftext|>\n"
+                                         "<|assistant|>\n"
+                                         "   I am an assistant   <|endoftext|>\n"
+                                         "<|user|>\n"
+                                         "Another question<|endoftext|>\n"
+                                         "<|assistant|>\n";
 /* test-chat-template.cpp, expected_output of "Phi-3-mini" */
-static const char *const expect_phi_3 =
-    "<|system|>\n"
-    "You are a helpful assistant<|end|>\n"
-    "<|user|>\n"
-    "Hello<|end|>\n"
-    "<|assistant|>\n"
-    "Hi there<|end|>\n"
-    "<|user|>\n"
-    "Who are you<|end|>\n"
-    "<|assistant|>\n"
-    "   I am an assistant   <|end|>\n"
-    "<|user|>\n"
-    "Another question<|end|>\n"
-    "<|assistant|>\n";
+static const char *const expect_phi_3 = "<|system|>\n"
+                                        "You are a helpful assistant<|end|>\n"
+                                        "<|user|>\n"
+                                        "Hello<|end|>\n"
+                                        "<|assistant|>\n"
+                                        "Hi there<|end|>\n"
+                                        "<|user|>\n"
+                                        "Who are you<|end|>\n"
+                                        "<|assistant|>\n"
+                                        "   I am an assistant   <|end|>\n"
+                                        "<|user|>\n"
+                                        "Another question<|end|>\n"
+                                        "<|assistant|>\n";
 /* llama_chat_apply_template("mistral", ...) of libllama c392e5094: the
  * pre-v1 style, the same text as llama2 */
 static const char *const expect_mistral =
@@ -106,20 +103,19 @@ static const char *const expect_mistral =
     "Hello [/INST]Hi there</s>[INST] Who are you [/INST]   I am an assistant   </s>[INST] "
     "Another question [/INST]";
 /* test-chat-template.cpp, expected_output of "google/gemma-7b-it" */
-static const char *const expect_gemma =
-    "<start_of_turn>user\n"
-    "You are a helpful assistant\n"
-    "\n"
-    "Hello<end_of_turn>\n"
-    "<start_of_turn>model\n"
-    "Hi there<end_of_turn>\n"
-    "<start_of_turn>user\n"
-    "Who are you<end_of_turn>\n"
-    "<start_of_turn>model\n"
-    "I am an assistant<end_of_turn>\n"
-    "<start_of_turn>user\n"
-    "Another question<end_of_turn>\n"
-    "<start_of_turn>model\n";
+static const char *const expect_gemma = "<start_of_turn>user\n"
+                                        "You are a helpful assistant\n"
+                                        "\n"
+                                        "Hello<end_of_turn>\n"
+                                        "<start_of_turn>model\n"
+                                        "Hi there<end_of_turn>\n"
+                                        "<start_of_turn>user\n"
+                                        "Who are you<end_of_turn>\n"
+                                        "<start_of_turn>model\n"
+                                        "I am an assistant<end_of_turn>\n"
+                                        "<start_of_turn>user\n"
+                                        "Another question<end_of_turn>\n"
+                                        "<start_of_turn>model\n";
 /* llama_chat_apply_template("llama2-sys", ...) of libllama c392e5094 */
 static const char *const expect_llama_2_sys =
     "[INST] <<SYS>>\n"
@@ -174,19 +170,18 @@ static const char *const expect_mistral_v7 =
 
 /* add_generation_prompt = false: llama_chat_apply_template(name, ..., add_ass
  * = false) of libllama c392e5094. */
-static const char *const expect_chatml_nogen =
-    "<|im_start|>system\n"
-    "You are a helpful assistant<|im_end|>\n"
-    "<|im_start|>user\n"
-    "Hello<|im_end|>\n"
-    "<|im_start|>assistant\n"
-    "Hi there<|im_end|>\n"
-    "<|im_start|>user\n"
-    "Who are you<|im_end|>\n"
-    "<|im_start|>assistant\n"
-    "   I am an assistant   <|im_end|>\n"
-    "<|im_start|>user\n"
-    "Another question<|im_end|>\n";
+static const char *const expect_chatml_nogen = "<|im_start|>system\n"
+                                               "You are a helpful assistant<|im_end|>\n"
+                                               "<|im_start|>user\n"
+                                               "Hello<|im_end|>\n"
+                                               "<|im_start|>assistant\n"
+                                               "Hi there<|im_end|>\n"
+                                               "<|im_start|>user\n"
+                                               "Who are you<|im_end|>\n"
+                                               "<|im_start|>assistant\n"
+                                               "   I am an assistant   <|im_end|>\n"
+                                               "<|im_start|>user\n"
+                                               "Another question<|im_end|>\n";
 static const char *const expect_llama_3_nogen =
     "<|start_header_id|>system<|end_header_id|>\n"
     "\n"
@@ -205,8 +200,8 @@ static const char *const expect_llama_3_nogen =
 /* ---- helpers ------------------------------------------------------------- */
 
 /* Render and compare, also checking the length and the NUL. */
-static void check_render(inferd_chat_template t, const inferd_chat_message *m, size_t n,
-                         bool gen, const char *expected)
+static void check_render(inferd_chat_template t, const inferd_chat_message *m, size_t n, bool gen,
+                         const char *expected)
 {
     inferd_error err = {0};
     char *out = NULL;
@@ -269,11 +264,11 @@ static inferd_chat_template parse_ok(const char *name)
 
 /* ---- one test per template ---------------------------------------------- */
 
-#define RENDER_TEST(fn, tmpl, expected)                                                     \
-    static void fn(void **state)                                                            \
-    {                                                                                       \
-        (void)state;                                                                        \
-        check_render(tmpl, conversation, N_CONV, true, expected);                           \
+#define RENDER_TEST(fn, tmpl, expected)                           \
+    static void fn(void **state)                                  \
+    {                                                             \
+        (void)state;                                              \
+        check_render(tmpl, conversation, N_CONV, true, expected); \
     }
 
 RENDER_TEST(test_chat_render_chatml, INFERD_CHAT_CHATML, expect_chatml)
@@ -322,7 +317,7 @@ static void test_chat_render_all_recorded(void **state)
         assert_string_equal(json_string_value(json_object_get(m, "content")),
                             conversation[i].content);
     }
-    json_array_foreach(names, i, e) {
+    json_array_foreach (names, i, e) {
         inferd_chat_template t = parse_ok(json_string_value(json_object_get(e, "template")));
         seen[t] = true;
         check_render(t, conversation, N_CONV, true,
@@ -339,8 +334,8 @@ static void test_chat_render_all_recorded(void **state)
 
 /* llama.cpp's common_chat_format_single: the text a new message adds to a
  * conversation (a leading "\n" kept when the past ends with one). */
-static char *format_single(inferd_chat_template t, const inferd_chat_message *past,
-                           size_t n_past, inferd_chat_message next, bool add_ass)
+static char *format_single(inferd_chat_template t, const inferd_chat_message *past, size_t n_past,
+                           inferd_chat_message next, bool add_ass)
 {
     inferd_chat_message all[8];
     char *before = n_past ? render_ok(t, past, n_past, false) : NULL;
@@ -377,16 +372,16 @@ static void test_chat_render_format_single(void **state)
          "\n<|im_start|>user\nHow are you<|im_end|>\n<|im_start|>assistant\n"},
         {"mistral-v1", " [INST] You are a helpful assistant\n\n", " [INST] How are you [/INST]"},
         {"mistral-v3", "[INST] You are a helpful assistant\n\n", "[INST] How are you[/INST]"},
-        {"mistral-v3-tekken", "[INST]You are a helpful assistant\n\n",
-         "[INST]How are you[/INST]"},
+        {"mistral-v3-tekken", "[INST]You are a helpful assistant\n\n", "[INST]How are you[/INST]"},
         {"mistral-v7", "[SYSTEM_PROMPT] You are a helpful assistant[/SYSTEM_PROMPT]",
          "[INST] How are you[/INST]"},
         {"llama2", "[INST] You are a helpful assistant\n", "[INST] How are you [/INST]"},
         {"llama2-sys", "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\n", NULL},
         {"mistral", "[INST] You are a helpful assistant\n", "[INST] How are you [/INST]"},
         {"gemma", "", "\n<start_of_turn>user\nHow are you<end_of_turn>\n<start_of_turn>model\n"},
-        {"llama3", "<|start_header_id|>system<|end_header_id|>\n\nYou are a helpful "
-                   "assistant<|eot_id|>",
+        {"llama3",
+         "<|start_header_id|>system<|end_header_id|>\n\nYou are a helpful "
+         "assistant<|eot_id|>",
          "<|start_header_id|>user<|end_header_id|>\n\nHow are "
          "you<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
     };
@@ -408,8 +403,7 @@ static void test_chat_render_format_single(void **state)
             continue;
         got = format_single(t, history, 3, next, true);
         if (strcmp(got, cases[i].single) != 0)
-            fail_msg("fmt_single(%s): expected [%s] got [%s]", cases[i].name, cases[i].single,
-                     got);
+            fail_msg("fmt_single(%s): expected [%s] got [%s]", cases[i].name, cases[i].single, got);
         free(got);
     }
 }
@@ -429,7 +423,7 @@ static void test_chat_detect_fixtures(void **state)
     int n_unknown = 0;
 
     assert_true(json_array_size(fixtures) > 0);
-    json_array_foreach(fixtures, i, e) {
+    json_array_foreach (fixtures, i, e) {
         const char *file = json_string_value(json_object_get(e, "file"));
         json_t *want = json_object_get(e, "template");
         char path[512];
@@ -449,8 +443,8 @@ static void test_chat_detect_fixtures(void **state)
         } else {
             inferd_chat_template w = parse_ok(json_string_value(want));
             if (rc != 0 || t != w)
-                fail_msg("%s: expected %s, got rc %d (%s)", file, inferd_chat_template_name(w),
-                         rc, rc == 0 ? inferd_chat_template_name(t) : "-");
+                fail_msg("%s: expected %s, got rc %d (%s)", file, inferd_chat_template_name(w), rc,
+                         rc == 0 ? inferd_chat_template_name(t) : "-");
             family_seen[inferd_chat_template_family(t)] = true;
             check_render(t, conversation, N_CONV, true,
                          json_string_value(json_object_get(e, "prompt_gen")));
@@ -502,10 +496,9 @@ static void test_chat_name_parse(void **state)
 {
     (void)state;
     static const char *const names[INFERD_CHAT_TEMPLATE_COUNT] = {
-        "chatml",          "llama-2",           "llama-3",    "zephyr",
-        "phi-3",           "mistral",           "gemma",      "llama-2-sys",
-        "llama-2-sys-bos", "llama-2-sys-strip", "mistral-v1", "mistral-v3",
-        "mistral-v3-tekken", "mistral-v7",
+        "chatml",     "llama-2",    "llama-3",           "zephyr",          "phi-3",
+        "mistral",    "gemma",      "llama-2-sys",       "llama-2-sys-bos", "llama-2-sys-strip",
+        "mistral-v1", "mistral-v3", "mistral-v3-tekken", "mistral-v7",
     };
     inferd_chat_template t;
 
@@ -541,8 +534,7 @@ static void test_chat_name_parse(void **state)
         assert_int_equal(inferd_chat_template_family((inferd_chat_template)i), i);
     assert_int_equal(inferd_chat_template_family(INFERD_CHAT_LLAMA2_SYS), INFERD_CHAT_LLAMA2);
     assert_int_equal(inferd_chat_template_family(INFERD_CHAT_LLAMA2_SYS_BOS), INFERD_CHAT_LLAMA2);
-    assert_int_equal(inferd_chat_template_family(INFERD_CHAT_LLAMA2_SYS_STRIP),
-                     INFERD_CHAT_LLAMA2);
+    assert_int_equal(inferd_chat_template_family(INFERD_CHAT_LLAMA2_SYS_STRIP), INFERD_CHAT_LLAMA2);
     assert_int_equal(inferd_chat_template_family(INFERD_CHAT_MISTRAL_V1), INFERD_CHAT_MISTRAL);
     assert_int_equal(inferd_chat_template_family(INFERD_CHAT_MISTRAL_V3), INFERD_CHAT_MISTRAL);
     assert_int_equal(inferd_chat_template_family(INFERD_CHAT_MISTRAL_V3_TEKKEN),
@@ -577,8 +569,7 @@ static void test_chat_render_bad_input(void **state)
     const inferd_chat_message empty_role[] = {{"", "x"}};
     const inferd_chat_message case_role[] = {{"User", "x"}};
     const inferd_chat_message odd_role[] = {{"a'b\\c\n\xc3\xa9", "x"}};
-    const inferd_chat_message long_role[] = {
-        {"0123456789abcdef0123456789abcdefXYZ", "x"}};
+    const inferd_chat_message long_role[] = {{"0123456789abcdef0123456789abcdefXYZ", "x"}};
 
     expect_invalid(INFERD_CHAT_CHATML, tool, 4,
                    "messages[2].role: unknown role 'tool' (expected system, user or assistant)");
@@ -623,8 +614,9 @@ static void test_chat_render_edges(void **state)
      * keeps it pending and never writes it). */
     const inferd_chat_message g[] = {
         {"system", "  S1  "}, {"assistant", "A"}, {"user", " U "}, {"system", "S2"}};
-    check_render(INFERD_CHAT_GEMMA, g, 4, false,
-                 "<start_of_turn>model\nA<end_of_turn>\n<start_of_turn>user\nS1\n\nU<end_of_turn>\n");
+    check_render(
+        INFERD_CHAT_GEMMA, g, 4, false,
+        "<start_of_turn>model\nA<end_of_turn>\n<start_of_turn>user\nS1\n\nU<end_of_turn>\n");
     /* A conversation that starts with the assistant still opens with
      * "[INST] " in llama-2 style. */
     const inferd_chat_message a[] = {{"assistant", "A"}, {"user", "U"}};

@@ -27,14 +27,14 @@ typedef struct {
 
 /* The GGUF type ids and their block geometry, as ggml defines them. */
 static const dtype_row known_types[] = {
-    {0, "F32", 1, 4},       {1, "F16", 1, 2},       {2, "Q4_0", 32, 18},
-    {3, "Q4_1", 32, 20},    {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},
-    {8, "Q8_0", 32, 34},    {9, "Q8_1", 32, 36},    {10, "Q2_K", 256, 84},
-    {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
-    {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {20, "IQ4_NL", 32, 18},
-    {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1},
-    {25, "I16", 1, 2},      {26, "I32", 1, 4},      {27, "I64", 1, 8},
-    {28, "F64", 1, 8},      {30, "BF16", 1, 2},
+    {0, "F32", 1, 4},         {1, "F16", 1, 2},       {2, "Q4_0", 32, 18},
+    {3, "Q4_1", 32, 20},      {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},
+    {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 36},    {10, "Q2_K", 256, 84},
+    {11, "Q3_K", 256, 110},   {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
+    {14, "Q6_K", 256, 210},   {15, "Q8_K", 256, 292}, {20, "IQ4_NL", 32, 18},
+    {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1},       {25, "I16", 1, 2},
+    {26, "I32", 1, 4},        {27, "I64", 1, 8},      {28, "F64", 1, 8},
+    {30, "BF16", 1, 2},
 };
 #define N_KNOWN (sizeof(known_types) / sizeof(known_types[0]))
 
@@ -78,8 +78,8 @@ static void test_dtype_unknown_ids(void **state)
         assert_null(inferd_dtype_get(id));
         assert_string_equal(inferd_dtype_name(id), "unknown");
     }
-    const uint32_t far[] = {INFERD_DTYPE_COUNT, 100, 0x7fffffffu, 0x80000000u,
-                            UINT32_MAX - 1, UINT32_MAX};
+    const uint32_t far[] = {INFERD_DTYPE_COUNT, 100,       0x7fffffffu, 0x80000000u,
+                            UINT32_MAX - 1,     UINT32_MAX};
     for (size_t i = 0; i < sizeof(far) / sizeof(far[0]); i++) {
         assert_null(inferd_dtype_get(far[i]));
         assert_string_equal(inferd_dtype_name(far[i]), "unknown");
@@ -99,23 +99,20 @@ static void test_dtype_parse_round_trip(void **state)
         assert_true(n < sizeof(lower));
         for (size_t j = 0; j <= n; j++) {
             lower[j] = (char)tolower((unsigned char)r->name[j]);
-            mixed[j] = (char)(j % 2 ? tolower((unsigned char)r->name[j])
-                                    : r->name[j]);
+            mixed[j] = (char)(j % 2 ? tolower((unsigned char)r->name[j]) : r->name[j]);
         }
         assert_int_equal(inferd_dtype_parse(r->name), (int)r->id);
         assert_int_equal(inferd_dtype_parse(lower), (int)r->id);
         assert_int_equal(inferd_dtype_parse(mixed), (int)r->id);
-        assert_string_equal(inferd_dtype_name((uint32_t)inferd_dtype_parse(lower)),
-                            r->name);
+        assert_string_equal(inferd_dtype_name((uint32_t)inferd_dtype_parse(lower)), r->name);
     }
 }
 
 static void test_dtype_parse_junk(void **state)
 {
     (void)state;
-    const char *junk[] = {"",     "unknown", "Q4",   "Q4_00", "F32 ", " F32",
-                          "q4-0", "Q4_2",    "Q4_3", "F8",    "Q8_K_", "BF",
-                          "F1",   "I128",    "Q",    "_",     "F32\n"};
+    const char *junk[] = {"",   "unknown", "Q4", "Q4_00", "F32 ", " F32", "q4-0", "Q4_2", "Q4_3",
+                          "F8", "Q8_K_",   "BF", "F1",    "I128", "Q",    "_",    "F32\n"};
     for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++)
         assert_int_equal(inferd_dtype_parse(junk[i]), -1);
 }
@@ -128,8 +125,7 @@ static void test_dtype_nbytes_whole_blocks(void **state)
         const uint64_t blocks[] = {0, 1, 2, 7, 4096, 1000003};
         for (size_t j = 0; j < sizeof(blocks) / sizeof(blocks[0]); j++) {
             uint64_t bytes = 12345;
-            assert_int_equal(
-                inferd_dtype_nbytes(r->id, blocks[j] * r->block_size, &bytes), 0);
+            assert_int_equal(inferd_dtype_nbytes(r->id, blocks[j] * r->block_size, &bytes), 0);
             assert_true(bytes == blocks[j] * r->type_size);
         }
     }
@@ -154,8 +150,7 @@ static void test_dtype_nbytes_errors(void **state)
         if (r->block_size == 1)
             continue;
         const uint64_t partial[] = {1, r->block_size - 1, r->block_size + 1,
-                                    r->block_size * 3 + r->block_size / 2,
-                                    UINT64_MAX};
+                                    r->block_size * 3 + r->block_size / 2, UINT64_MAX};
         for (size_t j = 0; j < sizeof(partial) / sizeof(partial[0]); j++) {
             assert_int_equal(inferd_dtype_nbytes(r->id, partial[j], &bytes), -1);
             assert_true(bytes == untouched);
@@ -210,10 +205,7 @@ static void test_dtype_nbytes_errors(void **state)
 
 /* ---- f16 ---- */
 
-static int f16_is_nan(uint16_t h)
-{
-    return (h & 0x7c00u) == 0x7c00u && (h & 0x3ffu) != 0;
-}
+static int f16_is_nan(uint16_t h) { return (h & 0x7c00u) == 0x7c00u && (h & 0x3ffu) != 0; }
 
 /* Reference f16 -> f32 by arithmetic in double. */
 static double ref_f16_value(uint16_t h)
@@ -312,8 +304,8 @@ static void test_fp16_from_f32_vs_reference(void **state)
         if (h + 1 == 0x7c00u) /* midpoint between 65504 and "65536" */
             mid = inferd__f32_bits(65520.0f);
         else
-            mid = inferd__f32_bits((float)(((double)inferd__bits_f32(lo) +
-                                            (double)inferd__bits_f32(hi)) / 2));
+            mid = inferd__f32_bits(
+                (float)(((double)inferd__bits_f32(lo) + (double)inferd__bits_f32(hi)) / 2));
         for (int d = -2; d <= 2; d++) {
             if (d >= 0 || lo >= 2) {
                 check_f32_to_f16(lo + (uint32_t)d);
@@ -337,8 +329,8 @@ static void test_fp16_rounding_ties(void **state)
     assert_int_equal(inferd_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);
     assert_int_equal(inferd_f32_to_f16(1.0f + 5 * 0x1p-11f), 0x3c02);
     assert_int_equal(inferd_f32_to_f16(-(1.0f + 0x1p-11f)), 0xbc00);
-    assert_int_equal(inferd_f32_to_f16(2048.0f + 1.0f), 0x6800);  /* 2049 -> 2048 */
-    assert_int_equal(inferd_f32_to_f16(2048.0f + 3.0f), 0x6802);  /* 2051 -> 2052 */
+    assert_int_equal(inferd_f32_to_f16(2048.0f + 1.0f), 0x6800); /* 2049 -> 2048 */
+    assert_int_equal(inferd_f32_to_f16(2048.0f + 3.0f), 0x6802); /* 2051 -> 2052 */
     /* Just past a tie rounds away from it. */
     assert_int_equal(inferd_f32_to_f16(1.0f + 0x1p-11f + 0x1p-23f), 0x3c01);
     assert_int_equal(inferd_f32_to_f16(1.0f + 0x1p-11f - 0x1p-24f), 0x3c00);
@@ -371,15 +363,15 @@ static void test_fp16_subnormals(void **state)
     assert_int_equal(inferd_f32_to_f16(-0.0f), 0x8000);
     assert_int_equal(inferd_f32_to_f16(0x1p-24f), 0x0001);
     assert_int_equal(inferd_f32_to_f16(-0x1p-24f), 0x8001);
-    assert_int_equal(inferd_f32_to_f16(0x1p-25f), 0x0000);          /* tie -> 0 */
+    assert_int_equal(inferd_f32_to_f16(0x1p-25f), 0x0000); /* tie -> 0 */
     assert_int_equal(inferd_f32_to_f16(0x1p-25f * 1.0000001f), 0x0001);
-    assert_int_equal(inferd_f32_to_f16(3 * 0x1p-25f), 0x0002);      /* tie -> 2 */
-    assert_int_equal(inferd_f32_to_f16(5 * 0x1p-25f), 0x0002);      /* tie -> 2 */
+    assert_int_equal(inferd_f32_to_f16(3 * 0x1p-25f), 0x0002); /* tie -> 2 */
+    assert_int_equal(inferd_f32_to_f16(5 * 0x1p-25f), 0x0002); /* tie -> 2 */
     assert_int_equal(inferd_f32_to_f16(1023 * 0x1p-24f), 0x03ff);
-    assert_int_equal(inferd_f32_to_f16(0x1p-14f), 0x0400);          /* min normal */
-    assert_int_equal(inferd_f32_to_f16(0x1p-14f - 0x1p-25f), 0x0400); /* tie up */
+    assert_int_equal(inferd_f32_to_f16(0x1p-14f), 0x0400);                /* min normal */
+    assert_int_equal(inferd_f32_to_f16(0x1p-14f - 0x1p-25f), 0x0400);     /* tie up */
     assert_int_equal(inferd_f32_to_f16(0x1p-14f - 3 * 0x1p-25f), 0x03fe); /* tie */
-    assert_int_equal(inferd_f32_to_f16(1e-45f), 0x0000);            /* f32 denormal */
+    assert_int_equal(inferd_f32_to_f16(1e-45f), 0x0000);                  /* f32 denormal */
     assert_int_equal(inferd_f32_to_f16(-1e-45f), 0x8000);
     assert_true(inferd_f16_to_f32(0x0001) == 0x1p-24f);
     assert_true(inferd_f16_to_f32(0x03ff) == 1023 * 0x1p-24f);
@@ -401,10 +393,7 @@ static void test_fp16_nan(void **state)
 
 /* ---- bf16 ---- */
 
-static int bf16_is_nan(uint16_t h)
-{
-    return (h & 0x7f80u) == 0x7f80u && (h & 0x7fu) != 0;
-}
+static int bf16_is_nan(uint16_t h) { return (h & 0x7f80u) == 0x7f80u && (h & 0x7fu) != 0; }
 
 static void test_bf16_round_trip_all(void **state)
 {
@@ -444,8 +433,8 @@ static void test_bf16_rounding(void **state)
     }
     /* Named cases. */
     assert_int_equal(inferd_f32_to_bf16(1.0f), 0x3f80);
-    assert_int_equal(inferd_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);       /* tie, even */
-    assert_int_equal(inferd_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);   /* tie, odd */
+    assert_int_equal(inferd_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);     /* tie, even */
+    assert_int_equal(inferd_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82); /* tie, odd */
     assert_int_equal(inferd_f32_to_bf16(1.0f + 0x1p-8f + 0x1p-23f), 0x3f81);
     assert_int_equal(inferd_f32_to_bf16(-0.0f), 0x8000);
     assert_int_equal(inferd_f32_to_bf16(3.4028235e38f), 0x7f80); /* to inf */

@@ -34,7 +34,8 @@ typedef struct {
 } error_row;
 
 static const error_row error_rows[] = {
-#define X(name, value, http, hcode, ncode, grpc, text) {#name, value, http, hcode, ncode, grpc, text},
+#define X(name, value, http, hcode, ncode, grpc, text) \
+    {#name, value, http, hcode, ncode, grpc, text},
     INFERD_ERRORS(X)
 #undef X
 };
@@ -120,8 +121,7 @@ static void test_error_fail_formats(void **state)
     (void)state;
     inferd_error err;
     memset(&err, 0x5a, sizeof(err));
-    int rc = inferd_fail(&err, INFERD_E_FORMAT, "field '%s' at %d: %s", "n_ctx",
-                         17, "bad");
+    int rc = inferd_fail(&err, INFERD_E_FORMAT, "field '%s' at %d: %s", "n_ctx", 17, "bad");
     assert_int_equal(rc, INFERD_E_FORMAT);
     assert_int_equal(err.code, INFERD_E_FORMAT);
     assert_int_equal(err.sys_errno, 0);
@@ -261,8 +261,8 @@ static void test_alloc_calloc_overflow(void **state)
     assert_null(inferd_calloc(SIZE_MAX / 2 + 1, 2));
     assert_null(inferd_calloc(2, SIZE_MAX / 2 + 1));
     assert_null(inferd_calloc(SIZE_MAX, SIZE_MAX));
-    assert_null(inferd_calloc((size_t)1 << (sizeof(size_t) * 4),
-                              (size_t)1 << (sizeof(size_t) * 4)));
+    assert_null(
+        inferd_calloc((size_t)1 << (sizeof(size_t) * 4), (size_t)1 << (sizeof(size_t) * 4)));
 }
 
 static void test_alloc_aligned(void **state)

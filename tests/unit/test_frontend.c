@@ -25,11 +25,16 @@
 
 /* A door spelled as NATS spells it, with its defaults. */
 static const inferd_fe_spelling camel_fields[] = {
-    {INFERD_F_MAX_TOKENS, "maxTokens", NULL}, {INFERD_F_TEMPERATURE, "temperature", NULL},
-    {INFERD_F_TOP_P, "topP", NULL},           {INFERD_F_TOP_K, "topK", NULL},
-    {INFERD_F_SEED, "seed", NULL},            {INFERD_F_STOP, "stop", NULL},
-    {INFERD_F_SESSION_ID, "sessionId", NULL}, {INFERD_F_MODEL, "modelId", NULL},
-    {INFERD_F_PROMPT, "prompt", NULL},        {INFERD_F_MESSAGES, "messages", NULL},
+    {INFERD_F_MAX_TOKENS, "maxTokens", NULL},
+    {INFERD_F_TEMPERATURE, "temperature", NULL},
+    {INFERD_F_TOP_P, "topP", NULL},
+    {INFERD_F_TOP_K, "topK", NULL},
+    {INFERD_F_SEED, "seed", NULL},
+    {INFERD_F_STOP, "stop", NULL},
+    {INFERD_F_SESSION_ID, "sessionId", NULL},
+    {INFERD_F_MODEL, "modelId", NULL},
+    {INFERD_F_PROMPT, "prompt", NULL},
+    {INFERD_F_MESSAGES, "messages", NULL},
 };
 static const inferd_fe_default camel_defaults[] = {
     {INFERD_F_MAX_TOKENS, 100}, {INFERD_F_TEMPERATURE, 0.5}, {INFERD_F_TOP_P, 0.9}};
@@ -120,9 +125,8 @@ static void test_fields_spelling_and_defaults(void **state)
     json_decref(body);
 
     /* The second spelling of a field is read when the first is absent. */
-    assert_int_equal(read_body(&snake, "{\"prompt\":\"x\",\"max_completion_tokens\":7}", &body,
-                               &in, &e),
-                     0);
+    assert_int_equal(
+        read_body(&snake, "{\"prompt\":\"x\",\"max_completion_tokens\":7}", &body, &in, &e), 0);
     assert_int_equal(in.params.max_tokens, 7);
     inferd_fe_input_free(&in);
     json_decref(body);
@@ -151,7 +155,7 @@ typedef struct bad_case {
     const char *body;
     int code;
     const char *param;
-    const char *msg;                /* the message starts with it */
+    const char *msg; /* the message starts with it */
 } bad_case;
 
 static void test_fields_errors(void **state)
@@ -197,8 +201,7 @@ static void test_fields_errors(void **state)
          "messages[0].role: expected a string"},
         {&chat, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", INFERD_E_INVALID_TYPE,
          "messages", "messages[0].content: expected a string or an array of text parts"},
-        {&chat,
-         "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+        {&chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
          INFERD_E_FIELD_UNSUPPORTED, "messages",
          "messages[0].content[0]: only parts of type \"text\" are supported"},
         {&chat, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}",
@@ -210,8 +213,8 @@ static void test_fields_errors(void **state)
         {&snake, "{\"prompt\":\"a\",\"response_format\":{\"type\":\"json_object\"}}",
          INFERD_E_FIELD_UNSUPPORTED, "response_format",
          "response_format: only {\"type\": \"text\"} is supported"},
-        {&snake, "{\"prompt\":\"a\",\"ignore_eos\":true}", INFERD_E_FIELD_UNSUPPORTED,
-         "ignore_eos", "ignore_eos: not on this door"},
+        {&snake, "{\"prompt\":\"a\",\"ignore_eos\":true}", INFERD_E_FIELD_UNSUPPORTED, "ignore_eos",
+         "ignore_eos: not on this door"},
         {&snake, "{\"prompt\":\"a\",\"ignore_eos\":\"yes\"}", INFERD_E_INVALID_TYPE, "ignore_eos",
          "ignore_eos: expected a boolean, got string"},
         {&snake, "{\"prompt\":\"a\",\"stream_options\":{}}", INFERD_E_INVALID, "stream_options",
@@ -231,8 +234,8 @@ static void test_fields_errors(void **state)
         int rc = read_body(c->door, c->body, &body, &in, &e);
         if (rc != c->code || strcmp(e.param, c->param) != 0 ||
             strncmp(e.msg, c->msg, strlen(c->msg)) != 0)
-            fail_msg("%s %s: got %d param '%s' '%s', expected %d param '%s' '%s'",
-                     c->door->name, c->body, rc, e.param, e.msg, c->code, c->param, c->msg);
+            fail_msg("%s %s: got %d param '%s' '%s', expected %d param '%s' '%s'", c->door->name,
+                     c->body, rc, e.param, e.msg, c->code, c->param, c->msg);
         assert_int_equal(e.code, c->code);
         json_decref(body);
     }
@@ -377,8 +380,8 @@ static void write_llama3_copy(void)
         const inferd_gguf_tensor *t = inferd_gguf_tensor_at(src, i);
         char name[128];
         snprintf(name, sizeof(name), "%.*s", (int)t->name.len, t->name.ptr);
-        assert_int_equal(inferd_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne,
-                                                       t->data, NULL, NULL, &e),
+        assert_int_equal(inferd_gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data,
+                                                       NULL, NULL, &e),
                          0);
     }
     assert_int_equal(inferd_gguf_writer_write(w, g_llama3, &e), 0);
@@ -491,9 +494,9 @@ static void test_frontend_requests(void **state)
     assert_int_equal(n, 4);
 
     /* Errors name the field as the door spells it. */
-    assert_int_equal(run(fe, &camel, "{\"prompt\":\"x\",\"modelId\":\"nope\"}", out, sizeof(out),
-                         &n, &e),
-                     INFERD_E_MODEL_NOT_FOUND);
+    assert_int_equal(
+        run(fe, &camel, "{\"prompt\":\"x\",\"modelId\":\"nope\"}", out, sizeof(out), &n, &e),
+        INFERD_E_MODEL_NOT_FOUND);
     assert_string_equal(e.param, "modelId");
     assert_string_equal(e.msg, "model 'nope' is not served here");
     char big[1200] = "{\"messages\":[{\"role\":\"user\",\"content\":\"";
@@ -506,8 +509,8 @@ static void test_frontend_requests(void **state)
     assert_int_equal(run(fe, &camel, "{\"prompt\":[999999]}", out, sizeof(out), &n, &e),
                      INFERD_E_INVALID);
     assert_string_equal(e.param, "prompt");
-    assert_int_equal(run(fe, &chat, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}",
-                         out, sizeof(out), &n, &e),
+    assert_int_equal(run(fe, &chat, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", out,
+                         sizeof(out), &n, &e),
                      INFERD_E_INVALID);
     assert_string_equal(e.param, "messages");
 
@@ -529,10 +532,7 @@ static void test_frontend_requests(void **state)
     inferd_frontend_destroy(fe);
 }
 
-static json_t *section(void *ctx)
-{
-    return json_string(ctx);
-}
+static json_t *section(void *ctx) { return json_string(ctx); }
 
 static void test_frontend_options_and_status(void **state)
 {

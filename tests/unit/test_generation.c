@@ -68,8 +68,9 @@ static size_t tokenize_checked(inferd_model *m, const char *prompt, json_t *expe
 {
     inferd_error err = {0};
     size_t n = 0;
-    assert_int_equal(inferd_tokenize(inferd_model_get_vocab(m), prompt, strlen(prompt), true,
-                                     false, ids, cap, &n, &err), 0);
+    assert_int_equal(inferd_tokenize(inferd_model_get_vocab(m), prompt, strlen(prompt), true, false,
+                                     ids, cap, &n, &err),
+                     0);
     if (expect_ids) {
         assert_int_equal(n, json_array_size(expect_ids));
         for (size_t i = 0; i < n; i++)
@@ -120,7 +121,7 @@ static void test_generation_golden_cases(void **state)
     json_t *c;
     int n_exact = 0, n_near = 0, n_first8 = 0;
 
-    json_array_foreach(cases, i, c) {
+    json_array_foreach (cases, i, c) {
         const char *file = json_string_value(json_object_get(c, "model"));
         const char *prompt = json_string_value(json_object_get(c, "prompt"));
         const char *check = json_string_value(json_object_get(c, "check"));
@@ -129,8 +130,8 @@ static void test_generation_golden_cases(void **state)
         inferd_model *m = load_model(file, &pool);
         int32_t prompt_ids[64], ids[N_STEPS];
         float gaps[N_STEPS];
-        size_t n_prompt = tokenize_checked(m, prompt, json_object_get(c, "prompt_ids"),
-                                           prompt_ids, 64);
+        size_t n_prompt =
+            tokenize_checked(m, prompt, json_object_get(c, "prompt_ids"), prompt_ids, 64);
         greedy(m, pool, prompt_ids, n_prompt, N_STEPS, ids, gaps, NULL);
 
         int n_cmp = strcmp(check, "first8") == 0 ? 8 : N_STEPS;
@@ -142,7 +143,8 @@ static void test_generation_golden_cases(void **state)
                 /* A 4-bit model may diverge, but only where our two best
                  * logits are within 0.01 of each other. */
                 print_message("%s '%s': diverges at step %d (ours %d, llama.cpp %d), "
-                              "top-2 gap %.5f\n", file, prompt, s, ids[s], want, gaps[s]);
+                              "top-2 gap %.5f\n",
+                              file, prompt, s, ids[s], want, gaps[s]);
                 assert_true(gaps[s] < 0.01f);
                 break;
             }
@@ -205,15 +207,15 @@ static void check_logprobs(const char *model, const char *json)
     int n_ties = 0, n_checked = 0;
 
     assert_non_null(logits);
-    json_object_foreach(root, prompt, entry) {
+    json_object_foreach (root, prompt, entry) {
         json_t *tokens = json_object_get(entry, "tokens");
         json_t *probs = json_object_get(entry, "completion_probabilities");
         const int n_steps = (int)json_array_size(tokens);
         int32_t prompt_ids[64];
         /* 8 steps, fewer when llama.cpp stopped at an end-of-generation token. */
         assert_true(n_steps >= 1 && n_steps <= 8);
-        size_t n_prompt = tokenize_checked(m, prompt, json_object_get(entry, "prompt_ids"),
-                                           prompt_ids, 64);
+        size_t n_prompt =
+            tokenize_checked(m, prompt, json_object_get(entry, "prompt_ids"), prompt_ids, 64);
         int32_t pos[64], seq[64] = {0};
         int8_t want[64] = {0}, prefill[64];
         inferd_error err = {0};
@@ -242,23 +244,23 @@ static void check_logprobs(const char *model, const char *json)
             /* null: llama-server reported no probabilities for this token
              * (it ends inside a UTF-8 character); its id is still checked. */
             assert_true(json_is_null(step_probs) || json_array_size(top) == 10);
-            json_array_foreach(top, k, t) {
+            json_array_foreach (top, k, t) {
                 int32_t id = (int32_t)json_integer_value(json_object_get(t, "id"));
                 double expect = json_real_value(json_object_get(t, "logprob"));
                 double d = fabs(logprob_of(logits, V, id) - expect);
                 if (d > worst)
                     worst = d;
                 if (d > 1e-3)
-                    fail_msg("%s '%s' step %d id %d: logprob %.6f, expected %.6f", model, prompt,
-                             s, id, logprob_of(logits, V, id), expect);
+                    fail_msg("%s '%s' step %d id %d: logprob %.6f, expected %.6f", model, prompt, s,
+                             id, logprob_of(logits, V, id), expect);
                 n_checked++;
             }
             if (s + 1 < n_steps)
                 step(m, pool, ref, (int32_t)(n_prompt + (size_t)s), logits);
         }
     }
-    print_message("%s: %d logprobs checked, largest difference %.2e, %d near-tie steps\n",
-                  model, n_checked, worst, n_ties);
+    print_message("%s: %d logprobs checked, largest difference %.2e, %d near-tie steps\n", model,
+                  n_checked, worst, n_ties);
     inferd_free(logits);
     inferd_pool_destroy(pool);
     inferd_model_destroy(m);

@@ -75,10 +75,7 @@ static void b_bytes(buf *b, const void *p, size_t n)
     b->len += n;
 }
 
-static void b_u8(buf *b, uint8_t v)
-{
-    b_bytes(b, &v, 1);
-}
+static void b_u8(buf *b, uint8_t v) { b_bytes(b, &v, 1); }
 
 static void b_u32(buf *b, uint32_t v)
 {
@@ -98,10 +95,7 @@ static void b_strn(buf *b, const char *s, size_t n)
     b_bytes(b, s, n);
 }
 
-static void b_str(buf *b, const char *s)
-{
-    b_strn(b, s, strlen(s));
-}
+static void b_str(buf *b, const char *s) { b_strn(b, s, strlen(s)); }
 
 static void b_header(buf *b, uint32_t version, uint64_t n_tensors, uint64_t n_kv)
 {
@@ -118,8 +112,8 @@ static void b_kv_u32(buf *b, const char *key, uint32_t v)
     b_u32(b, v);
 }
 
-static void b_tensor(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne,
-                     uint32_t type, uint64_t offset)
+static void b_tensor(buf *b, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type,
+                     uint64_t offset)
 {
     b_str(b, name);
     b_u32(b, n_dims);
@@ -211,8 +205,7 @@ static void test_gguf_reads_stories260k(void **state)
     assert_int_equal(u64, 128);
     assert_int_equal(inferd_gguf_get_i64(g, "llama.attention.head_count_kv", &i64, &err), 0);
     assert_int_equal(i64, 4);
-    assert_int_equal(inferd_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f, &err),
-                     0);
+    assert_int_equal(inferd_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &f, &err), 0);
     assert_true(fabsf(f - 1e-5f) < 1e-9f);
 
     ki = inferd_gguf_find_key(g, "tokenizer.ggml.tokens");
@@ -262,11 +255,16 @@ static void test_gguf_reads_all_fixtures(void **state)
 {
     (void)state;
     static const char *const files[] = {
-        "models/small-q8_0.gguf",           "models/stories260K-bf16.gguf",
-        "models/stories260K-f16.gguf",      "models/stories260K-ff192-q4_0.gguf",
-        "models/stories260K-ff192-q8_0.gguf", "models/stories260K-ff192.gguf",
-        "models/stories260K-q4_k_m.gguf",   "models/stories260K.gguf",
-        "vocab/ggml-vocab-llama-spm.gguf",  "vocab/ggml-vocab-phi-3.gguf",
+        "models/small-q8_0.gguf",
+        "models/stories260K-bf16.gguf",
+        "models/stories260K-f16.gguf",
+        "models/stories260K-ff192-q4_0.gguf",
+        "models/stories260K-ff192-q8_0.gguf",
+        "models/stories260K-ff192.gguf",
+        "models/stories260K-q4_k_m.gguf",
+        "models/stories260K.gguf",
+        "vocab/ggml-vocab-llama-spm.gguf",
+        "vocab/ggml-vocab-phi-3.gguf",
     };
     for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
         char path[512];
@@ -413,8 +411,7 @@ static void test_gguf_writer_round_trip(void **state)
     assert_int_equal(inferd_gguf_writer_set_arr(w, "a.u32", INFERD_GGUF_U32, a_u32, 2, &err), 0);
     assert_int_equal(inferd_gguf_writer_set_arr(w, "a.i32", INFERD_GGUF_I32, a_i32, 3, &err), 0);
     assert_int_equal(inferd_gguf_writer_set_arr(w, "a.f32", INFERD_GGUF_F32, a_f32, 2, &err), 0);
-    assert_int_equal(inferd_gguf_writer_set_arr(w, "a.bool", INFERD_GGUF_BOOL, a_bool, 3, &err),
-                     0);
+    assert_int_equal(inferd_gguf_writer_set_arr(w, "a.bool", INFERD_GGUF_BOOL, a_bool, 3, &err), 0);
     assert_int_equal(inferd_gguf_writer_set_arr(w, "a.u64", INFERD_GGUF_U64, a_u64, 2, &err), 0);
     assert_int_equal(inferd_gguf_writer_set_arr(w, "a.i64", INFERD_GGUF_I64, a_i64, 2, &err), 0);
     assert_int_equal(inferd_gguf_writer_set_arr(w, "a.f64", INFERD_GGUF_F64, a_f64, 2, &err), 0);
@@ -438,8 +435,8 @@ static void test_gguf_writer_round_trip(void **state)
     assert_int_equal(inferd_gguf_writer_add_tensor(w, "t.q8_0", INFERD_DTYPE_Q8_0, 4, ne_q8, NULL,
                                                    fill_pattern, &fs, &err),
                      0);
-    assert_int_equal(inferd_gguf_writer_add_tensor(w, "t.q4_k", INFERD_DTYPE_Q4_K, 1, ne_q4k,
-                                                   NULL, fill_pattern, &fs, &err),
+    assert_int_equal(inferd_gguf_writer_add_tensor(w, "t.q4_k", INFERD_DTYPE_Q4_K, 1, ne_q4k, NULL,
+                                                   fill_pattern, &fs, &err),
                      0);
     assert_int_equal(inferd_gguf_writer_add_tensor(w, "t.i32", INFERD_DTYPE_I32, 1, ne_i32, t_i32,
                                                    NULL, NULL, &err),
@@ -447,13 +444,13 @@ static void test_gguf_writer_round_trip(void **state)
     assert_int_equal(inferd_gguf_writer_add_tensor(w, "t.f32", INFERD_DTYPE_F32, 1, ne_f16, t_f32,
                                                    NULL, NULL, &err),
                      INFERD_E_EXISTS);
-    assert_int_equal(inferd_gguf_writer_add_tensor(w, "t.bad", INFERD_DTYPE_Q4_0, 1, ne_f16,
-                                                   t_f32, NULL, NULL, &err),
+    assert_int_equal(inferd_gguf_writer_add_tensor(w, "t.bad", INFERD_DTYPE_Q4_0, 1, ne_f16, t_f32,
+                                                   NULL, NULL, &err),
                      INFERD_E_INVALID);
     assert_non_null(strstr(err.msg, "row length 5 is not a multiple of the Q4_0 block size 32"));
-    assert_int_equal(inferd_gguf_writer_add_tensor(w, "t.bad", 99, 1, ne_f16, t_f32, NULL, NULL,
-                                                   &err),
-                     INFERD_E_INVALID);
+    assert_int_equal(
+        inferd_gguf_writer_add_tensor(w, "t.bad", 99, 1, ne_f16, t_f32, NULL, NULL, &err),
+        INFERD_E_INVALID);
     assert_int_equal(inferd_gguf_writer_add_tensor(w, "t.bad", INFERD_DTYPE_F32, 5, ne_q8, t_f32,
                                                    NULL, NULL, &err),
                      INFERD_E_INVALID);
@@ -517,8 +514,7 @@ static void test_gguf_writer_round_trip(void **state)
     assert_int_equal(inferd_gguf_get_i64(g, "k.u64", &i64, &err), INFERD_E_FORMAT);
     assert_int_equal(inferd_gguf_get_str(g, "k.u32", &s, &err), INFERD_E_FORMAT);
     assert_non_null(strstr(err.msg, "key 'k.u32' has type u32, expected string"));
-    assert_int_equal(inferd_gguf_get_u32(g, "general.architecture", &u32, &err),
-                     INFERD_E_FORMAT);
+    assert_int_equal(inferd_gguf_get_u32(g, "general.architecture", &u32, &err), INFERD_E_FORMAT);
     assert_non_null(strstr(err.msg, "has type string, expected u32"));
     assert_int_equal(inferd_gguf_get_bool(g, "k.u32", &b, &err), INFERD_E_FORMAT);
     assert_int_equal(inferd_gguf_get_f32(g, "a.f32", &f, &err), INFERD_E_FORMAT);
@@ -534,14 +530,14 @@ static void test_gguf_writer_round_trip(void **state)
         uint64_t n;
         size_t bytes;
     } arrs[] = {
-        {"a.u8", INFERD_GGUF_U8, 3, 3},     {"a.i8", INFERD_GGUF_I8, 3, 3},
-        {"a.u16", INFERD_GGUF_U16, 2, 4},   {"a.i16", INFERD_GGUF_I16, 2, 4},
-        {"a.u32", INFERD_GGUF_U32, 2, 8},   {"a.i32", INFERD_GGUF_I32, 3, 12},
-        {"a.f32", INFERD_GGUF_F32, 2, 8},   {"a.bool", INFERD_GGUF_BOOL, 3, 3},
-        {"a.u64", INFERD_GGUF_U64, 2, 16},  {"a.i64", INFERD_GGUF_I64, 2, 16},
-        {"a.f64", INFERD_GGUF_F64, 2, 16},  {"a.empty", INFERD_GGUF_U32, 0, 0},
+        {"a.u8", INFERD_GGUF_U8, 3, 3},    {"a.i8", INFERD_GGUF_I8, 3, 3},
+        {"a.u16", INFERD_GGUF_U16, 2, 4},  {"a.i16", INFERD_GGUF_I16, 2, 4},
+        {"a.u32", INFERD_GGUF_U32, 2, 8},  {"a.i32", INFERD_GGUF_I32, 3, 12},
+        {"a.f32", INFERD_GGUF_F32, 2, 8},  {"a.bool", INFERD_GGUF_BOOL, 3, 3},
+        {"a.u64", INFERD_GGUF_U64, 2, 16}, {"a.i64", INFERD_GGUF_I64, 2, 16},
+        {"a.f64", INFERD_GGUF_F64, 2, 16}, {"a.empty", INFERD_GGUF_U32, 0, 0},
     };
-    const void *want[] = {a_u8, a_i8, a_u16, a_i16, a_u32, a_i32,
+    const void *want[] = {a_u8,  a_i8,   a_u16, a_i16, a_u32, a_i32,
                           a_f32, a_bool, a_u64, a_i64, a_f64, a_u32};
     for (size_t i = 0; i < sizeof(arrs) / sizeof(arrs[0]); i++) {
         int64_t k = inferd_gguf_find_key(g, arrs[i].key);
@@ -768,8 +764,7 @@ static void test_gguf_rejects_every_truncation(void **state)
     assert_int_equal(
         inferd_gguf_writer_add_tensor(w, "a", INFERD_DTYPE_F32, 2, ne_a, fa, NULL, NULL, &err), 0);
     assert_int_equal(
-        inferd_gguf_writer_add_tensor(w, "b", INFERD_DTYPE_Q8_0, 1, ne_b, qb, NULL, NULL, &err),
-        0);
+        inferd_gguf_writer_add_tensor(w, "b", INFERD_DTYPE_Q8_0, 1, ne_b, qb, NULL, NULL, &err), 0);
     assert_int_equal(inferd_gguf_writer_write(w, path, &err), 0);
     inferd_gguf_writer_destroy(w);
 
@@ -892,8 +887,7 @@ static void test_gguf_rejects_absurd_counts(void **state)
     b.len = 0;
     b_header(&b, 3, P62, 0);
     b_zeros(&b, 64);
-    expect_fail(&b, INFERD_E_FORMAT,
-                "gguf: n_tensors 4611686018427387904 at offset 8 is absurd");
+    expect_fail(&b, INFERD_E_FORMAT, "gguf: n_tensors 4611686018427387904 at offset 8 is absurd");
     b.len = 0;
     b_header(&b, 3, UINT64_MAX, UINT64_MAX);
     expect_fail(&b, INFERD_E_FORMAT, "is absurd");
@@ -1053,8 +1047,8 @@ static void test_gguf_rejects_misaligned_offset(void **state)
 static void test_gguf_rejects_bad_utf8(void **state)
 {
     (void)state;
-    static const char *const bad[] = {"\xff", "a\xc3", "\xc0\x80", "\xed\xa0\x80",
-                                      "\xf4\x90\x80\x80", "\x80"};
+    static const char *const bad[] = {
+        "\xff", "a\xc3", "\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\x80"};
     buf b = {0};
     const uint64_t ne[] = {4};
 
@@ -1122,8 +1116,8 @@ static void test_gguf_rejects_bad_dims(void **state)
 {
     (void)state;
     buf b = {0};
-    const uint64_t ne7[] = {1, 1, 1, 1, 1, 1, 1}, zero[] = {4, 0}, big[] = {UINT64_C(1) << 32,
-                                                                      UINT64_C(1) << 32};
+    const uint64_t ne7[] = {1, 1, 1, 1, 1, 1, 1}, zero[] = {4, 0},
+                   big[] = {UINT64_C(1) << 32, UINT64_C(1) << 32};
     const uint64_t huge0[] = {UINT64_MAX}, bytes_overflow[] = {UINT64_C(1) << 62},
                    past_end[] = {UINT64_C(1) << 60};
 
@@ -1164,8 +1158,7 @@ static void test_gguf_rejects_partial_block(void **state)
                 "gguf: tensor 'q' row length 33 is not a multiple of the Q4_0 block size 32");
     b.len = 0;
     one_tensor_file(&b, "k", 1, ne_k, INFERD_DTYPE_Q6_K, 0, 256);
-    expect_fail(&b, INFERD_E_FORMAT,
-                "row length 128 is not a multiple of the Q6_K block size 256");
+    expect_fail(&b, INFERD_E_FORMAT, "row length 128 is not a multiple of the Q6_K block size 256");
     free(b.p);
 }
 

@@ -22,9 +22,9 @@
 #include "inferd/quant.h"
 
 static const uint32_t weight_types[] = {
-    INFERD_DTYPE_F32,  INFERD_DTYPE_F16,  INFERD_DTYPE_BF16, INFERD_DTYPE_Q4_0,
-    INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q5_0, INFERD_DTYPE_Q5_1, INFERD_DTYPE_Q8_0,
-    INFERD_DTYPE_Q4_K, INFERD_DTYPE_Q5_K, INFERD_DTYPE_Q6_K, INFERD_DTYPE_Q2_K,
+    INFERD_DTYPE_F32,  INFERD_DTYPE_F16,    INFERD_DTYPE_BF16,   INFERD_DTYPE_Q4_0,
+    INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q5_0,   INFERD_DTYPE_Q5_1,   INFERD_DTYPE_Q8_0,
+    INFERD_DTYPE_Q4_K, INFERD_DTYPE_Q5_K,   INFERD_DTYPE_Q6_K,   INFERD_DTYPE_Q2_K,
     INFERD_DTYPE_Q3_K, INFERD_DTYPE_IQ4_NL, INFERD_DTYPE_IQ4_XS,
 };
 #define N_WTYPES (sizeof(weight_types) / sizeof(weight_types[0]))
@@ -46,15 +46,9 @@ static void fill(float *x, int64_t n)
         x[i] = rng_float();
 }
 
-static int is_block(uint32_t t)
-{
-    return inferd_dtype_get(t)->block_size > 1;
-}
+static int is_block(uint32_t t) { return inferd_dtype_get(t)->block_size > 1; }
 
-static int64_t block_size(uint32_t t)
-{
-    return inferd_dtype_get(t)->block_size;
-}
+static int64_t block_size(uint32_t t) { return inferd_dtype_get(t)->block_size; }
 
 /* Weights of n_rows x n_cols of type t, quantized from random floats. */
 static void *make_weights(uint32_t t, int64_t n_rows, int64_t n_cols)
@@ -90,12 +84,10 @@ static void reference_order(uint32_t t, const void *w, int64_t n_rows, int64_t n
     inferd_free(a);
 }
 
-static void reference(uint32_t t, const void *w, int64_t n_rows, int64_t n_cols,
-                      const float *x, int64_t x_stride, int64_t n_tokens, float *y,
-                      int64_t y_stride)
+static void reference(uint32_t t, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
+                      int64_t x_stride, int64_t n_tokens, float *y, int64_t y_stride)
 {
-    reference_order(t, w, n_rows, n_cols, x, x_stride, n_tokens, y, y_stride,
-                    INFERD_ORDER_PREFILL);
+    reference_order(t, w, n_rows, n_cols, x, x_stride, n_tokens, y, y_stride, INFERD_ORDER_PREFILL);
 }
 
 static void *work_alloc(size_t bytes)
@@ -178,7 +170,8 @@ static void test_matmul_strided_leaves_padding(void **state)
             y[i] = ref[i] = -7.0f;
         reference(t, w, n_rows, n_cols, x, xs, n_tok, ref, ys);
         void *work = work_alloc(inferd_matmul_work_size(t, n_cols, n_tok));
-        inferd_matmul_strided(pool, t, w, n_rows, n_cols, x, xs, n_tok, y, ys, INFERD_ORDER_PREFILL, work);
+        inferd_matmul_strided(pool, t, w, n_rows, n_cols, x, xs, n_tok, y, ys, INFERD_ORDER_PREFILL,
+                              work);
         assert_bits_equal(y, ref, ys * n_tok, inferd_dtype_name(t));
         inferd_free(work);
         inferd_free(w);
@@ -209,8 +202,8 @@ static void test_matmul_multi_equals_single(void **state)
         ys[i] = inferd_malloc((size_t)(rows[i] * n_tok) * sizeof(float));
         refs[i] = inferd_malloc((size_t)(rows[i] * n_tok) * sizeof(float));
         reference(types[i], ws[i], rows[i], n_cols, x, n_cols, n_tok, refs[i], rows[i]);
-        ops[i] = (inferd_matmul_op){.w_type = types[i], .w = ws[i], .n_rows = rows[i],
-                                    .y = ys[i], .y_stride = rows[i]};
+        ops[i] = (inferd_matmul_op){
+            .w_type = types[i], .w = ws[i], .n_rows = rows[i], .y = ys[i], .y_stride = rows[i]};
     }
     /* Q4_0 and Q8_0 share Q8_0 activations; Q4_1 needs Q8_1; F16 its own. */
     const size_t need = inferd_matmul_multi_work_size(ops, 5, n_cols, n_tok);
@@ -299,8 +292,8 @@ static void test_matmul_k_quants_mixed_and_threads(void **state)
         ys[i] = inferd_malloc((size_t)(rows[i] * max_tok) * sizeof(float));
         refs[i] = inferd_malloc((size_t)(rows[i] * max_tok) * sizeof(float));
         reference(types[i], ws[i], rows[i], n_cols, x, n_cols, max_tok, refs[i], rows[i]);
-        ops[i] = (inferd_matmul_op){.w_type = types[i], .w = ws[i], .n_rows = rows[i],
-                                    .y = ys[i], .y_stride = rows[i]};
+        ops[i] = (inferd_matmul_op){
+            .w_type = types[i], .w = ws[i], .n_rows = rows[i], .y = ys[i], .y_stride = rows[i]};
     }
     /* One Q8_K copy (2 * 292 bytes, padded to 640) and one Q8_0 copy (16 *
      * 34, padded to 576) per token while the rows layout is used. */

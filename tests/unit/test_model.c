@@ -50,8 +50,8 @@ static int32_t argmax(const float *x, uint32_t n)
 
 /* Greedy run of one sequence: prompt in chunks of @p chunk tokens, then
  * N_GEN steps. Writes the ids and the last logits. */
-static void run_seq(inferd_model *m, int n_threads, const int32_t *prompt, int n_prompt,
-                    int chunk, int32_t *out_ids, float *out_logits)
+static void run_seq(inferd_model *m, int n_threads, const int32_t *prompt, int n_prompt, int chunk,
+                    int32_t *out_ids, float *out_logits)
 {
     const uint32_t V = inferd_model_get_hparams(m)->n_vocab;
     inferd_error err = {0};
@@ -93,14 +93,16 @@ static void check_determinism(const char *file)
     assert_non_null(got);
 
     run_seq(m, 1, prompt, n_prompt, n_prompt, ref_ids, ref);
-    static const struct { int threads, chunk; } runs[] = {
+    static const struct {
+        int threads, chunk;
+    } runs[] = {
         {2, 12}, {4, 12}, {1, 1}, {2, 5}, {4, 3}, {3, 7},
     };
     for (size_t r = 0; r < sizeof(runs) / sizeof(runs[0]); r++) {
         run_seq(m, runs[r].threads, prompt, n_prompt, runs[r].chunk, ids, got);
         if (memcmp(ids, ref_ids, sizeof(ids)) != 0 || memcmp(got, ref, V * sizeof(float)) != 0)
-            fail_msg("%s: %d threads, chunks of %d: output differs from 1 thread, one chunk",
-                     file, runs[r].threads, runs[r].chunk);
+            fail_msg("%s: %d threads, chunks of %d: output differs from 1 thread, one chunk", file,
+                     runs[r].threads, runs[r].chunk);
     }
     inferd_free(ref);
     inferd_free(got);
@@ -184,8 +186,8 @@ static void test_model_batch_equals_alone(void **state)
 
 /* Read @p n prompt tokens into sequence @p s from position 0 in one call;
  * the last token's logits go to @p out when @p want_last. */
-static void read_prompt(inferd_model *m, inferd_pool *pool, int32_t s, const int32_t *toks,
-                        int n, bool want_last, float *out)
+static void read_prompt(inferd_model *m, inferd_pool *pool, int32_t s, const int32_t *toks, int n,
+                        bool want_last, float *out)
 {
     int32_t pos[16], seq[16];
     int8_t want[16], pf[16];
@@ -367,7 +369,8 @@ static void write_mutant(const char *out, mutation mut, const char *target)
             }
         }
         assert_int_equal(inferd_gguf_writer_add_tensor(w, name, t->type, t->n_dims, ne, t->data,
-                                                       NULL, NULL, &err), 0);
+                                                       NULL, NULL, &err),
+                         0);
     }
     assert_int_equal(inferd_gguf_writer_write(w, out, &err), 0);
     inferd_gguf_writer_destroy(w);
@@ -395,8 +398,10 @@ static void test_model_load_errors(void **state)
         int code;
         const char *msg;
     } cases[] = {
-        {DROP_TENSOR, "blk.3.ffn_up.weight", INFERD_E_FORMAT, "missing tensor 'blk.3.ffn_up.weight'"},
-        {BAD_SHAPE, "blk.0.attn_k.weight", INFERD_E_FORMAT, "tensor 'blk.0.attn_k.weight' has shape"},
+        {DROP_TENSOR, "blk.3.ffn_up.weight", INFERD_E_FORMAT,
+         "missing tensor 'blk.3.ffn_up.weight'"},
+        {BAD_SHAPE, "blk.0.attn_k.weight", INFERD_E_FORMAT,
+         "tensor 'blk.0.attn_k.weight' has shape"},
         {DROP_TENSOR, "output_norm.weight", INFERD_E_FORMAT, "missing tensor 'output_norm.weight'"},
         {BAD_ARCH, "mamba", INFERD_E_UNSUPPORTED, "architecture 'mamba' is not supported"},
     };

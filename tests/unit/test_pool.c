@@ -50,9 +50,9 @@ static void count_reset(count_ctx *c, int nth)
  * started: a run writes its number into every slot, then the next run reads
  * the slots back. */
 typedef struct {
-    int run;                      /* set by the owner before each run */
-    int slot[MAX_THREADS];        /* run number last written by each ith */
-    atomic_int stale;             /* slots not holding run - 1 */
+    int run;               /* set by the owner before each run */
+    int slot[MAX_THREADS]; /* run number last written by each ith */
+    atomic_int stale;      /* slots not holding run - 1 */
 } seq_ctx;
 
 static void seq_fn(void *arg, int ith, int nth)

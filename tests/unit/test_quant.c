@@ -47,10 +47,10 @@
 #define TOL_ROUND_TRIP_IQ4 1.25
 
 static const uint32_t all_types[] = {
-    INFERD_DTYPE_F32,  INFERD_DTYPE_F16,  INFERD_DTYPE_BF16, INFERD_DTYPE_Q4_0,
-    INFERD_DTYPE_Q4_1, INFERD_DTYPE_Q5_0, INFERD_DTYPE_Q5_1, INFERD_DTYPE_Q8_0,
-    INFERD_DTYPE_Q8_1, INFERD_DTYPE_Q4_K, INFERD_DTYPE_Q5_K, INFERD_DTYPE_Q6_K,
-    INFERD_DTYPE_Q8_K, INFERD_DTYPE_Q2_K, INFERD_DTYPE_Q3_K, INFERD_DTYPE_IQ4_NL,
+    INFERD_DTYPE_F32,    INFERD_DTYPE_F16,  INFERD_DTYPE_BF16, INFERD_DTYPE_Q4_0,
+    INFERD_DTYPE_Q4_1,   INFERD_DTYPE_Q5_0, INFERD_DTYPE_Q5_1, INFERD_DTYPE_Q8_0,
+    INFERD_DTYPE_Q8_1,   INFERD_DTYPE_Q4_K, INFERD_DTYPE_Q5_K, INFERD_DTYPE_Q6_K,
+    INFERD_DTYPE_Q8_K,   INFERD_DTYPE_Q2_K, INFERD_DTYPE_Q3_K, INFERD_DTYPE_IQ4_NL,
     INFERD_DTYPE_IQ4_XS,
 };
 #define N_TYPES (sizeof(all_types) / sizeof(all_types[0]))
@@ -59,10 +59,7 @@ static const uint32_t all_types[] = {
 
 static uint64_t rng_state;
 
-static void rng_seed(uint64_t s)
-{
-    rng_state = s;
-}
+static void rng_seed(uint64_t s) { rng_state = s; }
 
 static uint64_t rng_next(void)
 {
@@ -90,10 +87,7 @@ static void fill_floats(float *x, int64_t n)
     }
 }
 
-static int is_block_type(uint32_t t)
-{
-    return inferd_dtype_get(t)->block_size > 1;
-}
+static int is_block_type(uint32_t t) { return inferd_dtype_get(t)->block_size > 1; }
 
 static int is_k_type(uint32_t t)
 {
@@ -114,20 +108,11 @@ static int is_activation_type(uint32_t t)
     return t == INFERD_DTYPE_Q8_1 || t == INFERD_DTYPE_Q8_K;
 }
 
-static int64_t block_size(uint32_t t)
-{
-    return inferd_dtype_get(t)->block_size;
-}
+static int64_t block_size(uint32_t t) { return inferd_dtype_get(t)->block_size; }
 
-static size_t row_size(uint32_t t, int64_t n)
-{
-    return inferd_quant_row_size(t, n);
-}
+static size_t row_size(uint32_t t, int64_t n) { return inferd_quant_row_size(t, n); }
 
-static int n_isas(void)
-{
-    return (int)inferd_cpu_isa_hw() + 1;
-}
+static int n_isas(void) { return (int)inferd_cpu_isa_hw() + 1; }
 
 /* ---- structs and table --------------------------------------------------- */
 
@@ -305,27 +290,30 @@ static void test_quant_q4_0_quantize_formula(void **state)
 
 /* ---- f16 / bf16 ------------------------------------------------------------ */
 
-typedef struct { uint32_t f32_bits; uint16_t f16; } f16_case;
+typedef struct {
+    uint32_t f32_bits;
+    uint16_t f16;
+} f16_case;
 
 static void test_quant_f16_edge_cases(void **state)
 {
     (void)state;
     static const f16_case cases[] = {
-        {0x00000000u, 0x0000}, {0x80000000u, 0x8000},   /* +-0 */
-        {0x3f800000u, 0x3c00}, {0xc0000000u, 0xc000},   /* 1, -2 */
-        {0x477fe000u, 0x7bff},                          /* 65504, largest */
-        {0x477ff000u, 0x7c00},                          /* 65520 rounds to inf */
-        {0x477fefffu, 0x7bff},                          /* just below */
-        {0x7f800000u, 0x7c00}, {0xff800000u, 0xfc00},   /* +-inf */
-        {0x33800000u, 0x0001},                          /* 2^-24 smallest subnormal */
-        {0x33000000u, 0x0000},                          /* 2^-25: tie -> even 0 */
-        {0x33c00000u, 0x0002},                          /* 1.5*2^-24: tie -> even 2 */
-        {0x38800000u, 0x0400},                          /* 2^-14 smallest normal */
-        {0x387fc000u, 0x03ff},                          /* largest subnormal */
-        {0x3f801000u, 0x3c00},                          /* 1 + 2^-11: tie -> even */
-        {0x3f803000u, 0x3c02},                          /* 1 + 3*2^-11: tie -> even */
-        {0x3f801001u, 0x3c01},                          /* just above the tie */
-        {0x7fc00000u, 0x7e00},                          /* quiet nan */
+        {0x00000000u, 0x0000}, {0x80000000u, 0x8000}, /* +-0 */
+        {0x3f800000u, 0x3c00}, {0xc0000000u, 0xc000}, /* 1, -2 */
+        {0x477fe000u, 0x7bff},                        /* 65504, largest */
+        {0x477ff000u, 0x7c00},                        /* 65520 rounds to inf */
+        {0x477fefffu, 0x7bff},                        /* just below */
+        {0x7f800000u, 0x7c00}, {0xff800000u, 0xfc00}, /* +-inf */
+        {0x33800000u, 0x0001},                        /* 2^-24 smallest subnormal */
+        {0x33000000u, 0x0000},                        /* 2^-25: tie -> even 0 */
+        {0x33c00000u, 0x0002},                        /* 1.5*2^-24: tie -> even 2 */
+        {0x38800000u, 0x0400},                        /* 2^-14 smallest normal */
+        {0x387fc000u, 0x03ff},                        /* largest subnormal */
+        {0x3f801000u, 0x3c00},                        /* 1 + 2^-11: tie -> even */
+        {0x3f803000u, 0x3c02},                        /* 1 + 3*2^-11: tie -> even */
+        {0x3f801001u, 0x3c01},                        /* just above the tie */
+        {0x7fc00000u, 0x7e00},                        /* quiet nan */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         float f = inferd__bits_f32(cases[i].f32_bits);
@@ -351,7 +339,8 @@ static void test_quant_f16_edge_cases(void **state)
     assert_true(isnan(inferd_f16_to_f32(0x7e00)));
     for (int isa = 0; isa < n_isas(); isa++) {
         const inferd_kernels *k = inferd_kernels_get_isa(INFERD_DTYPE_F16, (inferd_isa)isa);
-        const uint16_t h[9] = {0x0001, 0x03ff, 0x8001, 0x7bff, 0x7c00, 0xfc00, 0x3555, 0xc123, 0x0400};
+        const uint16_t h[9] = {0x0001, 0x03ff, 0x8001, 0x7bff, 0x7c00,
+                               0xfc00, 0x3555, 0xc123, 0x0400};
         float out[9];
         k->to_float(h, out, 9);
         for (int j = 0; j < 9; j++)
@@ -362,12 +351,15 @@ static void test_quant_f16_edge_cases(void **state)
 static void test_quant_bf16_edge_cases(void **state)
 {
     (void)state;
-    static const struct { uint32_t f; uint16_t b; } cases[] = {
+    static const struct {
+        uint32_t f;
+        uint16_t b;
+    } cases[] = {
         {0x3f800000u, 0x3f80}, {0x3f808000u, 0x3f80}, /* tie -> even */
-        {0x3f818000u, 0x3f82}, {0x3f808001u, 0x3f81}, {0x7f800000u, 0x7f80},
-        {0x7f7fffffu, 0x7f80},                          /* rounds up to inf */
+        {0x3f818000u, 0x3f82}, {0x3f808001u, 0x3f81},
+        {0x7f800000u, 0x7f80}, {0x7f7fffffu, 0x7f80}, /* rounds up to inf */
         {0x00000001u, 0x0000}, {0x80000000u, 0x8000},
-        {0x7f800001u, 0x7fc0},                          /* signalling nan -> quiet */
+        {0x7f800001u, 0x7fc0}, /* signalling nan -> quiet */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         float f = inferd__bits_f32(cases[i].f);
@@ -598,8 +590,7 @@ static double ref_dot_k(uint32_t type, int64_t n, const void *w, const void *a, 
  * the dequantized rows; block types from the format's formula
  * sum_b dw*da*sum(qw*qa) (+ mw*sa), read straight from the dequantized
  * values, with sum |term| for the tolerance. */
-static double ref_dot(uint32_t type, int64_t n, const void *w, const void *a,
-                      double *out_abs)
+static double ref_dot(uint32_t type, int64_t n, const void *w, const void *a, double *out_abs)
 {
     if (is_k_type(type))
         return ref_dot_k(type, n, w, a, out_abs);
@@ -729,7 +720,8 @@ static void test_quant_vec_dot_gemv_order(void **state)
                 fail_msg("%s gemv n=%lld: %.9g vs exact %.9g", inferd_dtype_name(type),
                          (long long)n, ref, exact);
             for (int isa = 1; isa < n_isas(); isa++) {
-                const float got = inferd_kernels_get_isa(type, (inferd_isa)isa)->vec_dot_gemv(n, w, a);
+                const float got =
+                    inferd_kernels_get_isa(type, (inferd_isa)isa)->vec_dot_gemv(n, w, a);
                 if (inferd__f32_bits(got) != inferd__f32_bits(ref))
                     fail_msg("%s %s gemv n=%lld: %.9g vs scalar %.9g", inferd_dtype_name(type),
                              inferd_isa_name((inferd_isa)isa), (long long)n, got, ref);
@@ -822,10 +814,7 @@ static void test_quant_mdot_equals_vec_dot(void **state)
 
 /* Largest error of storing v as f16: half an ulp, relative 2^-11 for normal
  * values, 2^-25 absolute in the subnormal range. */
-static double f16_err(double v)
-{
-    return fmax(fabs(v) / 2048.0, 1.0 / 33554432.0);
-}
+static double f16_err(double v) { return fmax(fabs(v) / 2048.0, 1.0 / 33554432.0); }
 
 static void test_quant_round_trip_error_bounds(void **state)
 {
@@ -1121,12 +1110,12 @@ static void test_quant_q8_k_known_rounding(void **state)
 {
     (void)state;
     float x[256] = {0};
-    x[0] = 0.5f;   /* 31.75 -> 32 */
-    x[1] = -2.0f;  /* the max: iscale = 63.5 */
-    x[2] = 2.0f;   /* same magnitude, later: not the max */
-    x[3] = 1.0f;   /* 63.5 -> 64 (even) */
-    x[4] = -1.0f;  /* -63.5 -> -64 */
-    x[17] = 0.25f; /* 15.875 -> 16, second group */
+    x[0] = 0.5f;                   /* 31.75 -> 32 */
+    x[1] = -2.0f;                  /* the max: iscale = 63.5 */
+    x[2] = 2.0f;                   /* same magnitude, later: not the max */
+    x[3] = 1.0f;                   /* 63.5 -> 64 (even) */
+    x[4] = -1.0f;                  /* -63.5 -> -64 */
+    x[17] = 0.25f;                 /* 15.875 -> 16, second group */
     x[255] = -0.5f / 63.5f * 3.0f; /* about -1.5: lands on -1 or -2, any ISA alike */
     for (int isa = 0; isa < n_isas(); isa++) {
         inferd_block_q8_k b;
@@ -1272,8 +1261,8 @@ static void assert_k_dot_everywhere(uint32_t type, int64_t n, const void *w, con
             for (int i = 0; i < 2 * nt; i++)
                 if (inferd__f32_bits(out[i]) != inferd__f32_bits(want))
                     fail_msg("%s %s mdot (%d tokens) %.9g, lane formula %.9g",
-                             inferd_dtype_name(type), inferd_isa_name((inferd_isa)isa), nt,
-                             out[i], want);
+                             inferd_dtype_name(type), inferd_isa_name((inferd_isa)isa), nt, out[i],
+                             want);
         }
     }
 }
@@ -1412,8 +1401,8 @@ static void test_quant_q4_0_rows8_order(void **state)
                     const int q = j < 16 ? w[r][b].qs[j] & 15 : w[r][b].qs[j - 16] >> 4;
                     isum += (q - 8) * a[t][b].qs[j];
                 }
-                acc = fmaf((float)isum,
-                           inferd_f16_to_f32(w[r][b].d) * inferd_f16_to_f32(a[t][b].d), acc);
+                acc = fmaf((float)isum, inferd_f16_to_f32(w[r][b].d) * inferd_f16_to_f32(a[t][b].d),
+                           acc);
             }
             want[t][r] = acc;
             n_differ += inferd__f32_bits(acc) != inferd__f32_bits(ks->vec_dot(N, w[r], a[t]));
@@ -1528,10 +1517,13 @@ static void test_quant_block_dot_lane_order(void **state)
 static void test_quant_k_mdot_tiles(void **state)
 {
     (void)state;
-    const uint32_t types[] = {INFERD_DTYPE_Q4_K, INFERD_DTYPE_Q5_K,   INFERD_DTYPE_Q6_K,
-                              INFERD_DTYPE_Q2_K, INFERD_DTYPE_Q3_K,   INFERD_DTYPE_IQ4_NL,
+    const uint32_t types[] = {INFERD_DTYPE_Q4_K,  INFERD_DTYPE_Q5_K, INFERD_DTYPE_Q6_K,
+                              INFERD_DTYPE_Q2_K,  INFERD_DTYPE_Q3_K, INFERD_DTYPE_IQ4_NL,
                               INFERD_DTYPE_IQ4_XS};
-    static const struct { int64_t blocks; int rows, toks; } shapes[] = {
+    static const struct {
+        int64_t blocks;
+        int rows, toks;
+    } shapes[] = {
         {1, 37, 18}, {3, 33, 11}, {5, 17, 9}, {19, 19, 5}, {43, 18, 3},
     };
     rng_seed(42);
@@ -1563,8 +1555,8 @@ static void test_quant_k_mdot_tiles(void **state)
                 const inferd_kernels *k = inferd_kernels_get_isa(type, (inferd_isa)isa);
                 for (int t = 0; t < max_toks; t++)
                     for (int r = 0; r < max_rows; r++)
-                        if (inferd__f32_bits(k->vec_dot(n, w + (size_t)r * wrow,
-                                                        a + (size_t)t * arow)) !=
+                        if (inferd__f32_bits(
+                                k->vec_dot(n, w + (size_t)r * wrow, a + (size_t)t * arow)) !=
                             inferd__f32_bits(want[t * max_rows + r]))
                             fail_msg("%s %s vec_dot n=%lld (%d,%d) differs from scalar",
                                      inferd_dtype_name(type), inferd_isa_name((inferd_isa)isa),
@@ -1585,8 +1577,8 @@ static void test_quant_k_mdot_tiles(void **state)
                                            inferd__f32_bits(want[t * max_rows + r])) {
                                     fail_msg("%s %s mdot n=%lld %dx%d at (%d,%d): %.9g vs %.9g",
                                              inferd_dtype_name(type),
-                                             inferd_isa_name((inferd_isa)isa), (long long)n, nr,
-                                             nt, r, t, o, want[t * max_rows + r]);
+                                             inferd_isa_name((inferd_isa)isa), (long long)n, nr, nt,
+                                             r, t, o, want[t * max_rows + r]);
                                 }
                             }
                     }
@@ -1607,15 +1599,14 @@ static void test_quant_k_mdot_tiles(void **state)
 static void test_quant_k_round_trip_error_bounds(void **state)
 {
     (void)state;
-    static const struct { uint32_t type; double nmax, steps; } cases[] = {
-        {INFERD_DTYPE_Q4_K, 15, TOL_ROUND_TRIP_Q4_K},
-        {INFERD_DTYPE_Q5_K, 31, TOL_ROUND_TRIP_Q5_K},
-        {INFERD_DTYPE_Q6_K, 32, TOL_ROUND_TRIP_Q6_K},
-        {INFERD_DTYPE_Q8_K, 127, 0.5 + 1e-5},
-        {INFERD_DTYPE_Q2_K, 3, TOL_ROUND_TRIP_Q2_K},
-        {INFERD_DTYPE_Q3_K, 4, TOL_ROUND_TRIP_Q3_K},
-        {INFERD_DTYPE_IQ4_NL, 8, TOL_ROUND_TRIP_IQ4},
-        {INFERD_DTYPE_IQ4_XS, 8, TOL_ROUND_TRIP_IQ4},
+    static const struct {
+        uint32_t type;
+        double nmax, steps;
+    } cases[] = {
+        {INFERD_DTYPE_Q4_K, 15, TOL_ROUND_TRIP_Q4_K}, {INFERD_DTYPE_Q5_K, 31, TOL_ROUND_TRIP_Q5_K},
+        {INFERD_DTYPE_Q6_K, 32, TOL_ROUND_TRIP_Q6_K}, {INFERD_DTYPE_Q8_K, 127, 0.5 + 1e-5},
+        {INFERD_DTYPE_Q2_K, 3, TOL_ROUND_TRIP_Q2_K},  {INFERD_DTYPE_Q3_K, 4, TOL_ROUND_TRIP_Q3_K},
+        {INFERD_DTYPE_IQ4_NL, 8, TOL_ROUND_TRIP_IQ4}, {INFERD_DTYPE_IQ4_XS, 8, TOL_ROUND_TRIP_IQ4},
     };
     rng_seed(43);
     const int64_t n = 16 * INFERD_QK_K;
@@ -1640,8 +1631,8 @@ static void test_quant_k_round_trip_error_bounds(void **state)
                     worst = fmax(worst, err / step);
                     if (err > cases[ci].steps * step + 1e-12)
                         fail_msg("%s round trip block %lld: |%g - %g| > %g steps of %g",
-                                 inferd_dtype_name(type), (long long)b, x[i], y[i],
-                                 cases[ci].steps, step);
+                                 inferd_dtype_name(type), (long long)b, x[i], y[i], cases[ci].steps,
+                                 step);
                 }
             }
         }
@@ -1726,8 +1717,7 @@ static void test_quant_iq4_nl_orders(void **state)
                          inferd_isa_name((inferd_isa)isa), nb, k->vec_dot(n, w, a), want_pre);
             if (inferd__f32_bits(k->vec_dot_gemv(n, w, a)) != inferd__f32_bits(want_gen))
                 fail_msg("IQ4_NL %s gemv, %d blocks: %.9g, want %.9g",
-                         inferd_isa_name((inferd_isa)isa), nb, k->vec_dot_gemv(n, w, a),
-                         want_gen);
+                         inferd_isa_name((inferd_isa)isa), nb, k->vec_dot_gemv(n, w, a), want_gen);
             assert_true(inferd_kernels_dot(k, n, INFERD_ORDER_DECODE) == k->vec_dot_gemv);
             assert_true(inferd_kernels_dot(k, n, INFERD_ORDER_PREFILL) == k->vec_dot);
         }
@@ -1761,7 +1751,9 @@ static void test_quant_k2_lane_order(void **state)
         for (int b = 0; b < NB; b++) {
             uint8_t *blk = w + (size_t)b * bs;
             /* Sane scales: d = f16 0x2155 (dmin 0x2001 for Q2_K). */
-            const size_t doff = type == INFERD_DTYPE_Q2_K ? 80 : type == INFERD_DTYPE_Q3_K ? 108 : 0;
+            const size_t doff = type == INFERD_DTYPE_Q2_K   ? 80
+                                : type == INFERD_DTYPE_Q3_K ? 108
+                                                            : 0;
             blk[doff] = 0x55;
             blk[doff + 1] = 0x21;
             if (type == INFERD_DTYPE_Q2_K) {
@@ -1780,8 +1772,9 @@ static void test_quant_k2_lane_order(void **state)
                     q = kv[j < 16 ? byte & 15 : byte >> 4];
                     uint16_t sh;
                     memcpy(&sh, blk + 2, 2);
-                    sc = (((blk[4 + ib / 2] >> (4 * (ib % 2))) & 15) | ((sh >> (2 * ib)) & 3) << 4) -
-                         32;
+                    sc =
+                        (((blk[4 + ib / 2] >> (4 * (ib % 2))) & 15) | ((sh >> (2 * ib)) & 3) << 4) -
+                        32;
                 } else {
                     const int hh = e / 128, jj = (e % 128) / 32, l = e % 32, s = e / 16;
                     const uint8_t *qs = blk + (type == INFERD_DTYPE_Q2_K ? 16 : 32);
@@ -1813,7 +1806,8 @@ static void test_quant_k2_lane_order(void **state)
         const float want =
             ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
         for (int isa = 0; isa < n_isas(); isa++) {
-            const float got = inferd_kernels_get_isa(type, (inferd_isa)isa)->vec_dot(NB * 256, w, a);
+            const float got =
+                inferd_kernels_get_isa(type, (inferd_isa)isa)->vec_dot(NB * 256, w, a);
             if (inferd__f32_bits(got) != inferd__f32_bits(want))
                 fail_msg("%s %s vec_dot %.9g, lane formula %.9g", inferd_dtype_name(type),
                          inferd_isa_name((inferd_isa)isa), got, want);

@@ -214,7 +214,7 @@ static void test_registry_keep_alive_expiry(void **state)
     /* Default: 5 minutes from the last release. */
     inferd_registry_handle *h = get_ok(r, "dflt", path);
     advance(&clk, 10000);
-    assert_int_equal(inferd_registry_collect(r), 0);  /* in use: never expires */
+    assert_int_equal(inferd_registry_collect(r), 0); /* in use: never expires */
     inferd_registry_release(r, h);
     advance(&clk, INFERD_REGISTRY_KEEP_ALIVE_DEFAULT_MS - 1);
     assert_int_equal(inferd_registry_collect(r), 0);

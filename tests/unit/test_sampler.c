@@ -21,10 +21,7 @@
 /* Test-side generator (independent of the sampler's). */
 static uint64_t lcg_state;
 
-static void lcg_seed(uint64_t s)
-{
-    lcg_state = s * 2862933555777941757ULL + 3037000493ULL;
-}
+static void lcg_seed(uint64_t s) { lcg_state = s * 2862933555777941757ULL + 3037000493ULL; }
 
 static uint32_t lcg_u32(void)
 {
@@ -78,8 +75,7 @@ static inferd_sampler *make(const inferd_sampler_params *p, int32_t n_vocab)
 }
 
 /* Draw n tokens from fixed logits and count each id. */
-static void histogram(inferd_sampler *s, const float *logits, int n_vocab,
-                      int n, int *counts)
+static void histogram(inferd_sampler *s, const float *logits, int n_vocab, int n, int *counts)
 {
     memset(counts, 0, (size_t)n_vocab * sizeof(int));
     for (int i = 0; i < n; i++) {
@@ -172,8 +168,8 @@ static void test_sampler_top_k1_is_greedy(void **state)
 
 /* 1000 draws over changing logits; returns how many tokens differ between
  * samplers a and b. */
-static int compare_runs(inferd_sampler *a, inferd_sampler *b, int n_vocab,
-                        uint64_t logit_seed, int32_t *seq_a)
+static int compare_runs(inferd_sampler *a, inferd_sampler *b, int n_vocab, uint64_t logit_seed,
+                        int32_t *seq_a)
 {
     float *x = malloc((size_t)n_vocab * sizeof(float));
     int diff = 0;
@@ -249,15 +245,13 @@ static void test_sampler_reset_replays(void **state)
 }
 
 /* Empirical frequencies within 4.5 standard deviations of n * prob. */
-static void check_frequencies(const int *counts, const double *prob, int k,
-                              int n)
+static void check_frequencies(const int *counts, const double *prob, int k, int n)
 {
     for (int i = 0; i < k; i++) {
         double mean = n * prob[i];
         double sd = sqrt(n * prob[i] * (1.0 - prob[i]));
         if (fabs(counts[i] - mean) > 4.5 * sd + 1e-9)
-            fail_msg("token %d: %d draws, expected %.1f +- %.1f", i,
-                     counts[i], mean, sd);
+            fail_msg("token %d: %d draws, expected %.1f +- %.1f", i, counts[i], mean, sd);
     }
 }
 
@@ -345,9 +339,8 @@ static void test_sampler_bucket_path_matches_sorted(void **state)
     const struct {
         float temp, top_p, min_p, spread;
     } cases[] = {
-        {0.7f, 0.9f, 0.05f, 15.0f}, {1.0f, 1.0f, 0.0f, 15.0f},
-        {2.0f, 0.5f, 0.0f, 15.0f},  {0.3f, 1.0f, 0.2f, 15.0f},
-        {1.3f, 0.97f, 0.01f, 3.0f}, {1.0f, 1.0f, 0.0f, 60.0f},
+        {0.7f, 0.9f, 0.05f, 15.0f},  {1.0f, 1.0f, 0.0f, 15.0f},  {2.0f, 0.5f, 0.0f, 15.0f},
+        {0.3f, 1.0f, 0.2f, 15.0f},   {1.3f, 0.97f, 0.01f, 3.0f}, {1.0f, 1.0f, 0.0f, 60.0f},
         {0.05f, 0.99f, 0.0f, 30.0f},
     };
 
@@ -371,8 +364,7 @@ static void test_sampler_bucket_path_matches_sorted(void **state)
             int32_t a = inferd_sampler_sample(sorted, x);
             int32_t b = inferd_sampler_sample(bucketed, x);
             if (a != b)
-                fail_msg("case %zu round %d: sorted path %d, bucketed %d", c,
-                         round, a, b);
+                fail_msg("case %zu round %d: sorted path %d, bucketed %d", c, round, a, b);
             distinct += a != prev;
             prev = a;
             inferd_sampler_accept(sorted, a);
@@ -423,8 +415,7 @@ static void test_sampler_top_k_filter(void **state)
 static void test_sampler_top_p_filter(void **state)
 {
     (void)state;
-    const float logits[5] = {logf(0.15f), logf(0.5f), logf(0.05f),
-                             logf(0.3f), -INFINITY};
+    const float logits[5] = {logf(0.15f), logf(0.5f), logf(0.05f), logf(0.3f), -INFINITY};
     int counts[5];
 
     /* Ranked: 1 (0.5), 3 (0.3), 0 (0.15), 2 (0.05). */
@@ -491,8 +482,8 @@ static void test_sampler_min_p_filter(void **state)
     x[500] = 1.0f;
     x[3] = 0.0f;
     x[900] = -1.0f;
-    x[42] = -1.30f;   /* kept: -2.30 relative */
-    x[43] = -1.31f;   /* dropped: -2.31 relative */
+    x[42] = -1.30f; /* kept: -2.30 relative */
+    x[43] = -1.31f; /* dropped: -2.31 relative */
 
     for (int with_top_k = 0; with_top_k < 2; with_top_k++) {
         inferd_sampler_params p = plain(50.0f, 8);
@@ -623,12 +614,12 @@ static void test_sampler_penalties_exact(void **state)
     inferd_sampler_accept(s, 3);
     expect_penalized(s, 4.0f, 4.0f / 2.0f - 1.0f); /* count 1 */
     inferd_sampler_accept(s, 3);
-    expect_penalized(s, 4.0f, 4.0f);               /* gone */
-    inferd_sampler_accept(s, -1);                  /* ignored */
-    inferd_sampler_accept(s, 8);                   /* ignored */
+    expect_penalized(s, 4.0f, 4.0f); /* gone */
+    inferd_sampler_accept(s, -1);    /* ignored */
+    inferd_sampler_accept(s, 8);     /* ignored */
     expect_penalized(s, 4.0f, 4.0f);
     inferd_sampler_accept(s, 1);
-    inferd_sampler_reset(s);                       /* history cleared */
+    inferd_sampler_reset(s); /* history cleared */
     expect_penalized(s, 4.0f, 4.0f);
     inferd_sampler_destroy(s);
 
@@ -669,8 +660,8 @@ static void test_sampler_penalties_flip_sampled(void **state)
     inferd_sampler_destroy(s);
 }
 
-static void expect_create_error(const inferd_sampler_params *p, int32_t n_vocab,
-                                int code, const char *msg)
+static void expect_create_error(const inferd_sampler_params *p, int32_t n_vocab, int code,
+                                const char *msg)
 {
     inferd_sampler *s = (inferd_sampler *)(uintptr_t)0x1;
     inferd_error err = {0};
@@ -685,66 +676,76 @@ static void test_sampler_param_errors(void **state)
     (void)state;
     inferd_sampler_params d = inferd_sampler_params_default(), p;
 
-    p = d; p.temperature = -0.1f;
+    p = d;
+    p.temperature = -0.1f;
     expect_create_error(&p, 10, INFERD_E_RANGE,
                         "temperature must be a finite number >= 0 (got -0.1)");
-    p = d; p.temperature = NAN;
+    p = d;
+    p.temperature = NAN;
     expect_create_error(&p, 10, INFERD_E_RANGE,
                         "temperature must be a finite number >= 0 (got nan)");
-    p = d; p.temperature = INFINITY;
+    p = d;
+    p.temperature = INFINITY;
     expect_create_error(&p, 10, INFERD_E_RANGE,
                         "temperature must be a finite number >= 0 (got inf)");
-    p = d; p.top_p = 1.5f;
-    expect_create_error(&p, 10, INFERD_E_RANGE,
-                        "top_p must be in [0, 1] (got 1.5)");
-    p = d; p.top_p = -0.25f;
-    expect_create_error(&p, 10, INFERD_E_RANGE,
-                        "top_p must be in [0, 1] (got -0.25)");
-    p = d; p.top_p = NAN;
-    expect_create_error(&p, 10, INFERD_E_RANGE,
-                        "top_p must be in [0, 1] (got nan)");
-    p = d; p.min_p = 2.0f;
-    expect_create_error(&p, 10, INFERD_E_RANGE,
-                        "min_p must be in [0, 1] (got 2)");
-    p = d; p.min_p = -0.5f;
-    expect_create_error(&p, 10, INFERD_E_RANGE,
-                        "min_p must be in [0, 1] (got -0.5)");
-    p = d; p.repeat_penalty = 0.0f;
+    p = d;
+    p.top_p = 1.5f;
+    expect_create_error(&p, 10, INFERD_E_RANGE, "top_p must be in [0, 1] (got 1.5)");
+    p = d;
+    p.top_p = -0.25f;
+    expect_create_error(&p, 10, INFERD_E_RANGE, "top_p must be in [0, 1] (got -0.25)");
+    p = d;
+    p.top_p = NAN;
+    expect_create_error(&p, 10, INFERD_E_RANGE, "top_p must be in [0, 1] (got nan)");
+    p = d;
+    p.min_p = 2.0f;
+    expect_create_error(&p, 10, INFERD_E_RANGE, "min_p must be in [0, 1] (got 2)");
+    p = d;
+    p.min_p = -0.5f;
+    expect_create_error(&p, 10, INFERD_E_RANGE, "min_p must be in [0, 1] (got -0.5)");
+    p = d;
+    p.repeat_penalty = 0.0f;
     expect_create_error(&p, 10, INFERD_E_RANGE,
                         "repeat_penalty must be a finite number > 0 (got 0)");
-    p = d; p.repeat_penalty = -1.0f;
+    p = d;
+    p.repeat_penalty = -1.0f;
     expect_create_error(&p, 10, INFERD_E_RANGE,
                         "repeat_penalty must be a finite number > 0 (got -1)");
-    p = d; p.frequency_penalty = INFINITY;
-    expect_create_error(&p, 10, INFERD_E_RANGE,
-                        "frequency_penalty must be finite (got inf)");
-    p = d; p.presence_penalty = NAN;
-    expect_create_error(&p, 10, INFERD_E_RANGE,
-                        "presence_penalty must be finite (got nan)");
-    p = d; p.repeat_last_n = -2;
-    expect_create_error(&p, 10, INFERD_E_RANGE,
-                        "repeat_last_n must be in [-1, 1048576] (got -2)");
-    p = d; p.repeat_last_n = INFERD_SAMPLER_LAST_N_MAX + 1;
+    p = d;
+    p.frequency_penalty = INFINITY;
+    expect_create_error(&p, 10, INFERD_E_RANGE, "frequency_penalty must be finite (got inf)");
+    p = d;
+    p.presence_penalty = NAN;
+    expect_create_error(&p, 10, INFERD_E_RANGE, "presence_penalty must be finite (got nan)");
+    p = d;
+    p.repeat_last_n = -2;
+    expect_create_error(&p, 10, INFERD_E_RANGE, "repeat_last_n must be in [-1, 1048576] (got -2)");
+    p = d;
+    p.repeat_last_n = INFERD_SAMPLER_LAST_N_MAX + 1;
     expect_create_error(&p, 10, INFERD_E_RANGE,
                         "repeat_last_n must be in [-1, 1048576] (got 1048577)");
-    p = d; p.repeat_last_n = -1; p.n_ctx = 0;
+    p = d;
+    p.repeat_last_n = -1;
+    p.n_ctx = 0;
     expect_create_error(&p, 10, INFERD_E_RANGE,
                         "n_ctx must be in [1, 1048576] when repeat_last_n is -1 "
                         "(got 0)");
     p = d;
-    expect_create_error(&p, 0, INFERD_E_RANGE,
-                        "n_vocab must be in [1, 16777216] (got 0)");
-    expect_create_error(&p, -5, INFERD_E_RANGE,
-                        "n_vocab must be in [1, 16777216] (got -5)");
+    expect_create_error(&p, 0, INFERD_E_RANGE, "n_vocab must be in [1, 16777216] (got 0)");
+    expect_create_error(&p, -5, INFERD_E_RANGE, "n_vocab must be in [1, 16777216] (got -5)");
     expect_create_error(&p, INFERD_SAMPLER_VOCAB_MAX + 1, INFERD_E_RANGE,
                         "n_vocab must be in [1, 16777216] (got 16777217)");
-    expect_create_error(NULL, 10, INFERD_E_INVALID,
-                        "sampler: params and out_s must not be NULL");
+    expect_create_error(NULL, 10, INFERD_E_INVALID, "sampler: params and out_s must not be NULL");
 
     /* Boundary values are accepted. */
     inferd_sampler *s = NULL;
-    p = d; p.temperature = 0.0f; p.top_p = 0.0f; p.min_p = 1.0f;
-    p.repeat_last_n = -1; p.n_ctx = 1; p.top_k = -7;
+    p = d;
+    p.temperature = 0.0f;
+    p.top_p = 0.0f;
+    p.min_p = 1.0f;
+    p.repeat_last_n = -1;
+    p.n_ctx = 1;
+    p.top_k = -7;
     assert_int_equal(inferd_sampler_create(&p, 1, &s, NULL), 0);
     float one = 0.0f;
     assert_int_equal(inferd_sampler_sample(s, &one), 0);
@@ -1151,8 +1152,7 @@ static void test_stopper_utf8(void **state)
      * possible start of "日本" is released when "曜" follows. */
     st = make_stopper(stops, 2);
     k = (sink){0};
-    const char *chars[] = {"你", "好", "日", "曜", "日", "，", "世", "界",
-                           "。", "再"};
+    const char *chars[] = {"你", "好", "日", "曜", "日", "，", "世", "界", "。", "再"};
     for (size_t i = 0; i < sizeof(chars) / sizeof(chars[0]); i++) {
         const char *o = push(st, &k, chars[i]);
         assert_true(utf8_complete(o, strlen(o)));
@@ -1167,7 +1167,7 @@ static void test_stopper_utf8(void **state)
     /* A multi-byte stop string at the start of a chunk. */
     st = make_stopper(stops, 2);
     k = (sink){0};
-    push(st, &k, "ok\xe6\x97");      /* "ok" + 2 of 3 bytes of 日 */
+    push(st, &k, "ok\xe6\x97");       /* "ok" + 2 of 3 bytes of 日 */
     push(st, &k, "\xa5\xe6\x9c\xac"); /* rest of 日 + 本 */
     assert_true(k.stopped);
     assert_int_equal(inferd_stopper_matched(st), 1);
@@ -1177,16 +1177,15 @@ static void test_stopper_utf8(void **state)
 
 /* Reference: the output for the whole text, stopping at the first byte that
  * completes a stop string (the longest one completing there). */
-static size_t reference_stop(const char *text, const char *const *stops,
-                             size_t n_stops, bool *stopped)
+static size_t reference_stop(const char *text, const char *const *stops, size_t n_stops,
+                             bool *stopped)
 {
     size_t len = strlen(text);
     for (size_t e = 1; e <= len; e++) {
         size_t best = 0;
         for (size_t j = 0; j < n_stops; j++) {
             size_t l = strlen(stops[j]);
-            if (l > 0 && l <= e && memcmp(text + e - l, stops[j], l) == 0 &&
-                l > best)
+            if (l > 0 && l <= e && memcmp(text + e - l, stops[j], l) == 0 && l > best)
                 best = l;
         }
         if (best) {
@@ -1254,8 +1253,7 @@ static void test_stopper_errors(void **state)
 
     for (int i = 0; i <= INFERD_STOP_N_MAX; i++)
         many[i] = "x";
-    assert_int_equal(inferd_stopper_create(many, INFERD_STOP_N_MAX + 1, &st, &err),
-                     INFERD_E_RANGE);
+    assert_int_equal(inferd_stopper_create(many, INFERD_STOP_N_MAX + 1, &st, &err), INFERD_E_RANGE);
     assert_string_equal(err.msg, "stop: 17 strings given, at most 16 allowed");
     assert_ptr_equal(st, (inferd_stopper *)(uintptr_t)0x1);
 
@@ -1266,8 +1264,7 @@ static void test_stopper_errors(void **state)
     assert_string_equal(err.msg, "stop[1] is longer than 256 bytes");
 
     const char *with_null[2] = {"ok", NULL};
-    assert_int_equal(inferd_stopper_create(with_null, 2, &st, &err),
-                     INFERD_E_INVALID);
+    assert_int_equal(inferd_stopper_create(with_null, 2, &st, &err), INFERD_E_INVALID);
     assert_string_equal(err.msg, "stop[1] is NULL");
     assert_int_equal(inferd_stopper_create(NULL, 1, &st, &err), INFERD_E_INVALID);
     assert_ptr_equal(st, (inferd_stopper *)(uintptr_t)0x1);

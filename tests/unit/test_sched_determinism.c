@@ -39,7 +39,7 @@
 typedef struct req_spec {
     int32_t prompt[PROMPT_MAX]; /* (n_prompt) BOS first */
     size_t n_prompt;
-    const char *text;           /* non-NULL: submitted as text (same ids) */
+    const char *text; /* non-NULL: submitted as text (same ids) */
     inferd_sampler_params sampling;
     int32_t max_tokens;
     const char *stop[2];
@@ -47,7 +47,7 @@ typedef struct req_spec {
     /* Reference, from inferd_generate. */
     int32_t ref_ids[GEN_MAX];
     size_t ref_n_ids;
-    char *ref_text;             /* owned */
+    char *ref_text; /* owned */
     size_t ref_text_len;
     inferd_finish ref_finish;
 } req_spec;
@@ -317,8 +317,7 @@ static int drain_events(int idx, req_result *res)
             res->ended = true;
             res->end_type = ev.type;
             break;
-        default:
-            fail_msg("request %d: unknown event type %d", idx, (int)ev.type);
+        default: fail_msg("request %d: unknown event type %d", idx, (int)ev.type);
         }
     }
     if (res->ended) {
@@ -345,8 +344,7 @@ static void collect(waker *w, req_result *results, const int *idx, int n)
         if (!pending)
             return;
         if (!got && !waker_wait(w, seen))
-            fail_msg("no on_event wake-up in %d ms with %d requests pending", STALL_MS,
-                     pending);
+            fail_msg("no on_event wake-up in %d ms with %d requests pending", STALL_MS, pending);
     }
 }
 
@@ -429,7 +427,7 @@ typedef struct submitter {
     const int *order; /* (N_REQ) */
     int first;        /* submits order[first], order[first + N_SUBMITTERS], ... */
     pthread_barrier_t *start;
-    int failed_idx;   /* -1, or the request whose submit failed */
+    int failed_idx; /* -1, or the request whose submit failed */
     inferd_error err;
 } submitter;
 
@@ -509,8 +507,13 @@ static void run_config(const char *path, const run_cfg *cfg)
         pthread_barrier_t start;
         pthread_barrier_init(&start, NULL, N_SUBMITTERS);
         for (int t = 0; t < N_SUBMITTERS; t++) {
-            sub[t] = (submitter){.s = s, .w = &w, .results = results, .order = order,
-                                 .first = t, .start = &start, .failed_idx = -1};
+            sub[t] = (submitter){.s = s,
+                                 .w = &w,
+                                 .results = results,
+                                 .order = order,
+                                 .first = t,
+                                 .start = &start,
+                                 .failed_idx = -1};
             assert_int_equal(pthread_create(&th[t], NULL, submitter_main, &sub[t]), 0);
         }
         for (int t = 0; t < N_SUBMITTERS; t++)

@@ -31,10 +31,10 @@
 
 #define MODEL_FILE "stories260K.gguf"
 #define N_CTX 256
-#define MAX_GEN 512       /* tokens a collector keeps (> N_CTX) */
-#define TEXT_CAP 16384    /* text a collector keeps */
-#define WAIT_MS 60000     /* generous bound on any wait, so a bug fails, not hangs */
-#define WATCHDOG_S 180    /* per test: a deadlock ends the run with a message */
+#define MAX_GEN 512    /* tokens a collector keeps (> N_CTX) */
+#define TEXT_CAP 16384 /* text a collector keeps */
+#define WAIT_MS 60000  /* generous bound on any wait, so a bug fails, not hangs */
+#define WATCHDOG_S 180 /* per test: a deadlock ends the run with a message */
 
 static const char *const k_prompts[] = {
     "Once upon a time",
@@ -47,10 +47,10 @@ static const char *const k_prompts[] = {
 #define N_PROMPTS (sizeof(k_prompts) / sizeof(k_prompts[0]))
 
 static char g_model_path[512];
-static inferd_model *g_ref;          /* reference model for inferd_generate (main thread only) */
-static const inferd_vocab *g_vocab;  /* g_ref's vocabulary (immutable, any thread) */
+static inferd_model *g_ref;         /* reference model for inferd_generate (main thread only) */
+static const inferd_vocab *g_vocab; /* g_ref's vocabulary (immutable, any thread) */
 static int32_t g_n_vocab;
-static atomic_uint_fast64_t g_seq;   /* orders events read inside callbacks */
+static atomic_uint_fast64_t g_seq; /* orders events read inside callbacks */
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers */
@@ -178,28 +178,28 @@ typedef struct collector {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* Configuration, set before submit. */
-    bool cb_read;              /* the callback reads the events */
-    int block_on_call;         /* 1-based callback call held until the gate opens; 0: none */
-    bool cancel_on_token;      /* cb_read: cancel from the callback after the first TOKEN */
-    bool no_callback;          /* submit without on_event */
+    bool cb_read;         /* the callback reads the events */
+    int block_on_call;    /* 1-based callback call held until the gate opens; 0: none */
+    bool cancel_on_token; /* cb_read: cancel from the callback after the first TOKEN */
+    bool no_callback;     /* submit without on_event */
     /* Guarded by mu. */
-    inferd_request *req;       /* set right after submit */
-    bool released;             /* the test released req: the callback must not use it */
+    inferd_request *req; /* set right after submit */
+    bool released;       /* the test released req: the callback must not use it */
     bool gate_open, blocked;
-    int n_calls;               /* on_event calls */
-    int max_tokens_per_call;   /* cb_read: most TOKEN events read in one call */
-    int bad_rc;                /* cb_read: unexpected inferd_request_next result */
+    int n_calls;             /* on_event calls */
+    int max_tokens_per_call; /* cb_read: most TOKEN events read in one call */
+    int bad_rc;              /* cb_read: unexpected inferd_request_next result */
     bool cancelled_in_cb;
     int32_t tokens[MAX_GEN];
-    uint32_t n_tokens;         /* TOKEN events */
-    bool index_ok;             /* every TOKEN's index equalled its position */
+    uint32_t n_tokens; /* TOKEN events */
+    bool index_ok;     /* every TOKEN's index equalled its position */
     bool event_after_end;
-    char text[TEXT_CAP];       /* TOKEN texts then the DONE text */
+    char text[TEXT_CAP]; /* TOKEN texts then the DONE text */
     size_t text_len;
     bool text_overflow;
     bool ended;
-    inferd_event end;          /* the terminal event (text/message cleared) */
-    char message[256];         /* ERROR: its message */
+    inferd_event end;  /* the terminal event (text/message cleared) */
+    char message[256]; /* ERROR: its message */
     uint64_t first_token_seq, end_seq;
 } collector;
 
@@ -442,10 +442,7 @@ static void expect_done_text(const collector *c, bool check_text)
     check_stream(c, check_text);
 }
 
-static void expect_done(const collector *c)
-{
-    expect_done_text(c, true);
-}
+static void expect_done(const collector *c) { expect_done_text(c, true); }
 
 static void expect_error(const collector *c, int code)
 {
@@ -548,9 +545,8 @@ static inferd_sched_stats wait_idle(inferd_sched *s, uint64_t want)
         if (n_ended(&st) >= want && st.slots_busy == 0 && q == 0)
             return st;
         if (now_ms() > t_end)
-            fail_msg("not idle after %d ms: ended %llu of %llu, slots_busy %u, queued %u",
-                     WAIT_MS, (unsigned long long)n_ended(&st), (unsigned long long)want,
-                     st.slots_busy, q);
+            fail_msg("not idle after %d ms: ended %llu of %llu, slots_busy %u, queued %u", WAIT_MS,
+                     (unsigned long long)n_ended(&st), (unsigned long long)want, st.slots_busy, q);
         sleep_ms(2);
     }
 }
@@ -1162,9 +1158,9 @@ static void test_scheduler_release_without_reading(void **state)
     submit_ok(s, &p, &l1);
     submit_ok(s, &ph, &h);
     wait_blocked(&h);
-    drop(&l1);          /* running, its events unread */
+    drop(&l1); /* running, its events unread */
     submit_ok(s, &p, &l3);
-    drop(&l3);          /* queued */
+    drop(&l3); /* queued */
     submit_ok(s, &p, &l4);
     open_gate(&h);
     /* l4 takes l1's slot once l1's cancellation freed it. */
@@ -1175,7 +1171,7 @@ static void test_scheduler_release_without_reading(void **state)
     finish(&h);
     expect_done(&h);
     submit_ok(s, &p, &l2);
-    drop(&l2);          /* whatever state it has reached */
+    drop(&l2); /* whatever state it has reached */
 
     inferd_request_params pf = greedy(pr.ids, pr.n, 8);
     submit_ok(s, &pf, &f);
@@ -1222,8 +1218,8 @@ static void expect_rejected(inferd_sched *s, const inferd_request_params *p, int
     inferd_sched_stats before = get_stats(s);
     int rc = inferd_sched_submit(s, p, &r, &err);
     if (rc != code) {
-        problem("%s: submit returned %d (%s) '%s', expected %d (%s)", what, rc,
-                inferd_strerror(rc), err.msg, code, inferd_strerror(code));
+        problem("%s: submit returned %d (%s) '%s', expected %d (%s)", what, rc, inferd_strerror(rc),
+                err.msg, code, inferd_strerror(code));
         inferd_request_release(r); /* wrongly accepted: cancel it */
     } else {
         assert_null(r);
@@ -1545,8 +1541,7 @@ static void test_scheduler_logprobs(void **state)
         for (int i = 0; i < 4; i++)
             inferd_request_release(r[i]);
         inferd_sched_stats st = get_stats(s);
-        assert_int_equal(st.latency_hist.cumulative[INFERD_SCHED_HIST_N - 1],
-                         pass == 0 ? 2 : 4);
+        assert_int_equal(st.latency_hist.cumulative[INFERD_SCHED_HIST_N - 1], pass == 0 ? 2 : 4);
         assert_true(st.latency_hist.sum_ms > 0.0);
         for (int b = 1; b < INFERD_SCHED_HIST_N; b++)
             assert_true(st.latency_hist.cumulative[b] >= st.latency_hist.cumulative[b - 1]);
@@ -1622,12 +1617,9 @@ static void test_scheduler_names_and_defaults(void **state)
         const char *name;
         uint32_t n_slots, n_queue_max, n_prefill_chunk;
     } bad[] = {
-        {"n_slots", 0, 4, 16},
-        {"n_slots", INFERD_SCHED_SLOTS_MAX + 1, 4, 16},
-        {"n_queue_max", 1, 0, 16},
-        {"n_queue_max", 1, INFERD_SCHED_QUEUE_MAX + 1, 16},
-        {"n_prefill_chunk", 1, 4, 0},
-        {"n_prefill_chunk", 1, 4, 65537},
+        {"n_slots", 0, 4, 16},        {"n_slots", INFERD_SCHED_SLOTS_MAX + 1, 4, 16},
+        {"n_queue_max", 1, 0, 16},    {"n_queue_max", 1, INFERD_SCHED_QUEUE_MAX + 1, 16},
+        {"n_prefill_chunk", 1, 4, 0}, {"n_prefill_chunk", 1, 4, 65537},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         inferd_sched_opts b = small_opts(bad[i].n_slots, bad[i].n_queue_max);
@@ -1836,8 +1828,8 @@ static void test_scheduler_eog_and_ignore_eos(void **state)
     bool found = false;
     for (uint64_t seed = 1; seed <= 64 && !found; seed++) {
         gp.sampling.seed = seed;
-        assert_int_equal(inferd_generate(ref, NULL, eos_prompt, n_prompt, &gp, NULL, NULL, &want, &err),
-                         0);
+        assert_int_equal(
+            inferd_generate(ref, NULL, eos_prompt, n_prompt, &gp, NULL, NULL, &want, &err), 0);
         found = want.finish == INFERD_FINISH_EOG && want.n_ids + 8 < MAX_GEN;
         if (!found)
             inferd_gen_result_fini(&want);
@@ -2159,7 +2151,10 @@ static int group_teardown(void **state)
     return 0;
 }
 
-#define T(fn) {#fn, fn, arm_watchdog, disarm_watchdog, (void *)#fn}
+#define T(fn)                                               \
+    {                                                       \
+#fn, fn, arm_watchdog, disarm_watchdog, (void *)#fn \
+    }
 
 int main(void)
 {

@@ -120,10 +120,10 @@ static void expect_ids(ids got, const int32_t *want, size_t n_want, const char *
     }
 }
 
-#define EXPECT_IDS(got, what, ...)                                                  \
-    do {                                                                            \
-        const int32_t want_[] = {__VA_ARGS__};                                      \
-        expect_ids((got), want_, sizeof(want_) / sizeof(want_[0]), (what));         \
+#define EXPECT_IDS(got, what, ...)                                          \
+    do {                                                                    \
+        const int32_t want_[] = {__VA_ARGS__};                              \
+        expect_ids((got), want_, sizeof(want_) / sizeof(want_[0]), (what)); \
     } while (0)
 
 /* Detokenize into a malloc'd NUL-terminated string. */
@@ -189,9 +189,9 @@ static bool valid_utf8(const unsigned char *p, size_t n)
 
 typedef struct vectors {
     char *inp, *out;
-    char **texts;    /* pointers into inp (NUL-terminated in place) */
+    char **texts; /* pointers into inp (NUL-terminated in place) */
     size_t *lens;
-    char **lines;    /* pointers into out */
+    char **lines; /* pointers into out */
     size_t n;
 } vectors;
 
@@ -336,9 +336,11 @@ static void test_tokenizer_random_round_trip(void **state)
 {
     (void)state;
     static const char *const parts[] = {
-        " ", "  ", "\n", "\t", "a", "e", "the", "Hello", "ing", "3", ".", "'s", "\xC3\xA9",
-        "\xE4\xB8\xAD", "\xF0\x9F\xA6\x99", "\xC3", "\x80", "\xFF", "\xE2\x82",
-        "<s>", "</s>", "<unk>", "<0x41>", "\0",
+        " ",    "  ",    "\n",       "\t",           "a",
+        "e",    "the",   "Hello",    "ing",          "3",
+        ".",    "'s",    "\xC3\xA9", "\xE4\xB8\xAD", "\xF0\x9F\xA6\x99",
+        "\xC3", "\x80",  "\xFF",     "\xE2\x82",     "<s>",
+        "</s>", "<unk>", "<0x41>",   "\0",
     };
     const size_t n_parts = sizeof(parts) / sizeof(parts[0]);
     const char *const paths[] = {LLAMA_SPM, PHI3, STORIES, GPT2, QWEN2};
@@ -612,7 +614,10 @@ static void test_tokenizer_invalid_utf8(void **state)
 
     /* llama.cpp cuts characters by the lead byte alone: "\xC3" takes the
      * "A" with it, and the pair falls back to bytes (<0xHH> = 3 + HH). */
-    ids r = tok(v, "\xC3" "A", 2, false, false);
+    ids r = tok(v,
+                "\xC3"
+                "A",
+                2, false, false);
     EXPECT_IDS(r, "\\xC3A", 29871, 3 + 0xC3, 3 + 'A');
     free(r.v);
     /* A truncated sequence at the end is one character. */
@@ -654,8 +659,7 @@ static void test_tokenizer_buffers(void **state)
     assert_int_equal(n, 5);
     assert_int_equal(inferd_tokenize(NULL, "x", 1, true, false, out, 8, &n, &err),
                      INFERD_E_INVALID);
-    assert_int_equal(inferd_tokenize(v, NULL, 1, true, false, out, 8, &n, &err),
-                     INFERD_E_INVALID);
+    assert_int_equal(inferd_tokenize(v, NULL, 1, true, false, out, 8, &n, &err), INFERD_E_INVALID);
 
     /* token_to_piece: -(needed) when short; bytes and spaces. */
     char buf[64];
@@ -815,8 +819,8 @@ static int teardown_tmpdir(void **state)
 
 /* A writer with model "llama" and the given arrays (NULL: left out). */
 static inferd_gguf_writer *vocab_writer(const char *model, const char *const *tokens, size_t n,
-                                        const float *scores, size_t n_scores,
-                                        const int32_t *types, size_t n_types)
+                                        const float *scores, size_t n_scores, const int32_t *types,
+                                        size_t n_types)
 {
     inferd_gguf_writer *w = NULL;
     inferd_error err = {0};
@@ -824,14 +828,16 @@ static inferd_gguf_writer *vocab_writer(const char *model, const char *const *to
     if (model)
         assert_int_equal(inferd_gguf_writer_set_str(w, "tokenizer.ggml.model", model, &err), 0);
     if (tokens)
-        assert_int_equal(inferd_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tokens, n,
-                                                        &err), 0);
+        assert_int_equal(
+            inferd_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", tokens, n, &err), 0);
     if (scores)
         assert_int_equal(inferd_gguf_writer_set_arr(w, "tokenizer.ggml.scores", INFERD_GGUF_F32,
-                                                    scores, n_scores, &err), 0);
+                                                    scores, n_scores, &err),
+                         0);
     if (types)
-        assert_int_equal(inferd_gguf_writer_set_arr(w, "tokenizer.ggml.token_type",
-                                                    INFERD_GGUF_I32, types, n_types, &err), 0);
+        assert_int_equal(inferd_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", INFERD_GGUF_I32,
+                                                    types, n_types, &err),
+                         0);
     return w;
 }
 
@@ -892,7 +898,8 @@ static void test_tokenizer_malformed_vocab(void **state)
     expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.tokens is missing");
     w = vocab_writer("llama", NULL, 0, NULL, 0, NULL, 0);
     assert_int_equal(inferd_gguf_writer_set_arr(w, "tokenizer.ggml.tokens", INFERD_GGUF_I32,
-                                                BASIC_TYPES, 6, &err), 0);
+                                                BASIC_TYPES, 6, &err),
+                     0);
     expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.tokens must be an array of strings");
     w = vocab_writer("llama", NULL, 0, NULL, 0, NULL, 0);
     assert_int_equal(inferd_gguf_writer_set_str(w, "tokenizer.ggml.tokens", "a", &err), 0);
@@ -922,8 +929,9 @@ static void test_tokenizer_malformed_vocab(void **state)
     w = vocab_writer("llama", BASIC, 6, BASIC_SCORES, 6, byte_types, 6);
     expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.tokens[4] 'a' has the byte type");
     w = vocab_writer("llama", BASIC, 6, NULL, 0, NULL, 0);
-    assert_int_equal(inferd_gguf_writer_set_arr(w, "tokenizer.ggml.scores", INFERD_GGUF_U8,
-                                                "abcdef", 6, &err), 0);
+    assert_int_equal(
+        inferd_gguf_writer_set_arr(w, "tokenizer.ggml.scores", INFERD_GGUF_U8, "abcdef", 6, &err),
+        0);
     expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.scores must be an array of f32");
 
     /* Special ids and flags. */
@@ -950,10 +958,9 @@ static void test_tokenizer_malformed_vocab(void **state)
     /* -1 as u32 means "not set" and keeps the default. */
     inferd_vocab *v = NULL;
     w = vocab_writer("llama", BASIC, 6, BASIC_SCORES, 6, BASIC_TYPES, 6);
-    assert_int_equal(inferd_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", UINT32_MAX,
-                                                &err), 0);
-    assert_int_equal(inferd_gguf_writer_set_i32(w, "tokenizer.ggml.padding_token_id", -1, &err),
+    assert_int_equal(inferd_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", UINT32_MAX, &err),
                      0);
+    assert_int_equal(inferd_gguf_writer_set_i32(w, "tokenizer.ggml.padding_token_id", -1, &err), 0);
     assert_int_equal(load_written(w, &v, &err), 0);
     assert_int_equal(inferd_vocab_bos(v), 1);
     assert_int_equal(inferd_vocab_pad(v), INFERD_TOKEN_NONE);
@@ -998,8 +1005,8 @@ static void test_tokenizer_merge_order(void **state)
     inferd_vocab *v = NULL;
 
     inferd_gguf_writer *w = vocab_writer("llama", toks_, 8, tie, 8, types, 8);
-    assert_int_equal(inferd_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false,
-                                                 &err), 0);
+    assert_int_equal(inferd_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false, &err),
+                     0);
     assert_int_equal(load_written(w, &v, &err), 0);
     assert_false(inferd_vocab_add_space_prefix(v));
     ids r = toks(v, "abc", false, false);
@@ -1015,8 +1022,8 @@ static void test_tokenizer_merge_order(void **state)
     inferd_vocab_destroy(v);
 
     w = vocab_writer("llama", toks_, 8, right_first, 8, types, 8);
-    assert_int_equal(inferd_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false,
-                                                 &err), 0);
+    assert_int_equal(inferd_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false, &err),
+                     0);
     assert_int_equal(load_written(w, &v, &err), 0);
     r = toks(v, "abc", false, false);
     EXPECT_IDS(r, "abc (bc first)", 3, 7);
@@ -1152,8 +1159,8 @@ static void test_tokenizer_qwen2_eog(void **state)
     free(back);
     free(r.v);
     r = toks(v, chat, false, false);
-    EXPECT_IDS(r, "chat as text", 27, 91, 318, 4906, 91, 29, 872, 198, 6023, 27, 91, 318, 6213,
-               91, 397, 27, 91, 8691, 723, 427, 91, 29, 856);
+    EXPECT_IDS(r, "chat as text", 27, 91, 318, 4906, 91, 29, 872, 198, 6023, 27, 91, 318, 6213, 91,
+               397, 27, 91, 8691, 723, 427, 91, 29, 856);
     free(r.v);
     r = toks(v, "a</s>b", false, true);
     EXPECT_IDS(r, "a</s>b", 64, 522, 82, 51407);
@@ -1247,10 +1254,10 @@ static void expect_pieces(const char *pre, const char *text, const char *const *
     }
 }
 
-#define EXPECT_PIECES(pre, text, ...)                                  \
-    do {                                                               \
-        const char *const want_[] = {__VA_ARGS__, NULL};               \
-        expect_pieces((pre), (text), want_);                           \
+#define EXPECT_PIECES(pre, text, ...)                    \
+    do {                                                 \
+        const char *const want_[] = {__VA_ARGS__, NULL}; \
+        expect_pieces((pre), (text), want_);             \
     } while (0)
 
 /* Llama 3's pattern ("llama-bpe"): contractions in any case, a word with
@@ -1260,12 +1267,11 @@ static void expect_pieces(const char *pre, const char *text, const char *const *
 static void test_tokenizer_pretokenize_llama3(void **state)
 {
     (void)state;
-    EXPECT_PIECES("llama-bpe", "I'm here, it'S fine. They'LL go",
-                  "I", "'m", " here", ",", " it", "'S", " fine", ".", " They", "'LL", " go");
+    EXPECT_PIECES("llama-bpe", "I'm here, it'S fine. They'LL go", "I", "'m", " here", ",", " it",
+                  "'S", " fine", ".", " They", "'LL", " go");
     EXPECT_PIECES("llama-bpe", "12345 1234567", "123", "45", " ", "123", "456", "7");
-    EXPECT_PIECES("llama-bpe", "h\xC3\xA9llo w\xC3\xB6rld 12345 ... \n\n  x",
-                  "h\xC3\xA9llo", " w\xC3\xB6rld", " ", "123", "45", " ...", " \n\n", " ",
-                  " x");
+    EXPECT_PIECES("llama-bpe", "h\xC3\xA9llo w\xC3\xB6rld 12345 ... \n\n  x", "h\xC3\xA9llo",
+                  " w\xC3\xB6rld", " ", "123", "45", " ...", " \n\n", " ", " x");
     /* Chinese is letters: a full-width comma joins the next word. */
     EXPECT_PIECES("llama-bpe", "\xE4\xB8\xAD\xE6\x96\x87\xEF\xBC\x8C\xE6\xB5\x8B\xE8\xAF\x95",
                   "\xE4\xB8\xAD\xE6\x96\x87", "\xEF\xBC\x8C\xE6\xB5\x8B\xE8\xAF\x95");
@@ -1275,10 +1281,16 @@ static void test_tokenizer_pretokenize_llama3(void **state)
     EXPECT_PIECES("llama-bpe", "\t\tfoo\r\n", "\t", "\tfoo", "\r\n");
     EXPECT_PIECES("llama-bpe", "x   ", "x", "   ");
     /* U+3000 is whitespace, U+180E is not (for llama.cpp). */
-    EXPECT_PIECES("llama-bpe", "a\xE3\x80\x80\xE3\x80\x80" "b", "a", "\xE3\x80\x80",
-                  "\xE3\x80\x80" "b");
-    EXPECT_PIECES("llama-bpe", "a\xE1\xA0\x8E\xE1\xA0\x8E" "b", "a",
-                  "\xE1\xA0\x8E\xE1\xA0\x8E", "b");
+    EXPECT_PIECES("llama-bpe",
+                  "a\xE3\x80\x80\xE3\x80\x80"
+                  "b",
+                  "a", "\xE3\x80\x80",
+                  "\xE3\x80\x80"
+                  "b");
+    EXPECT_PIECES("llama-bpe",
+                  "a\xE1\xA0\x8E\xE1\xA0\x8E"
+                  "b",
+                  "a", "\xE1\xA0\x8E\xE1\xA0\x8E", "b");
 }
 
 /* GPT-2's and Qwen2's patterns. */
@@ -1295,8 +1307,7 @@ static void test_tokenizer_pretokenize_gpt2_qwen2(void **state)
     EXPECT_PIECES("gpt-2", "a\n\nb", "a", "\n", "\n", "b");
     /* Qwen2: Llama 3's pattern with one digit at a time. */
     EXPECT_PIECES("qwen2", "12345 12", "1", "2", "3", "4", "5", " ", "1", "2");
-    EXPECT_PIECES("qwen2", "It'S 3.14!\n\nok", "It", "'S", " ", "3", ".", "1", "4", "!\n\n",
-                  "ok");
+    EXPECT_PIECES("qwen2", "It'S 3.14!\n\nok", "It", "'S", " ", "3", ".", "1", "4", "!\n\n", "ok");
     /* Others from the list: digits alone before GPT-2's pattern
      * (starcoder), the three-digit groups of the default chain. */
     EXPECT_PIECES("starcoder", "ab 123", "ab", " ", "1", "2", "3");
@@ -1305,12 +1316,9 @@ static void test_tokenizer_pretokenize_gpt2_qwen2(void **state)
     /* Unknown names and invalid text are refused. */
     size_t ends[4], n;
     inferd_error err = {0};
-    assert_int_equal(inferd_pretokenize("gpt-5", "a", 1, ends, 4, &n, &err),
-                     INFERD_E_UNSUPPORTED);
-    assert_int_equal(inferd_pretokenize("gpt-2", "a\xC3", 2, ends, 4, &n, &err),
-                     INFERD_E_INVALID);
-    assert_int_equal(inferd_pretokenize("gpt-2", "a b c", 5, ends, 1, &n, &err),
-                     INFERD_E_RANGE);
+    assert_int_equal(inferd_pretokenize("gpt-5", "a", 1, ends, 4, &n, &err), INFERD_E_UNSUPPORTED);
+    assert_int_equal(inferd_pretokenize("gpt-2", "a\xC3", 2, ends, 4, &n, &err), INFERD_E_INVALID);
+    assert_int_equal(inferd_pretokenize("gpt-2", "a b c", 5, ends, 1, &n, &err), INFERD_E_RANGE);
     assert_int_equal(n, 3);
 }
 
@@ -1328,8 +1336,8 @@ static inferd_gguf_writer *bpe_writer(const char *pre, const char *const *tokens
     if (pre)
         assert_int_equal(inferd_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre, &err), 0);
     if (merges)
-        assert_int_equal(inferd_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges,
-                                                        n_merges, &err), 0);
+        assert_int_equal(
+            inferd_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", merges, n_merges, &err), 0);
     return w;
 }
 
@@ -1341,8 +1349,8 @@ static inferd_vocab *load_bpe(const char *pre, const char *const *tokens, size_t
     inferd_vocab *v = NULL;
     inferd_gguf_writer *w = bpe_writer(pre, tokens, n, types, merges, n_merges);
     if (bos >= 0)
-        assert_int_equal(inferd_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id",
-                                                    (uint32_t)bos, &err), 0);
+        assert_int_equal(
+            inferd_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos, &err), 0);
     if (load_written(w, &v, &err) != 0)
         fail_msg("load: %s", err.msg);
     return v;
@@ -1383,8 +1391,8 @@ static void test_tokenizer_bpe_ignore_merges(void **state)
  * bytes without one are dropped (llama.cpp). Token texts outside the byte
  * alphabet render with llama.cpp's markers; byte-typed tokens render to
  * nothing. */
-static const char *const FB_TOKENS[] = {"a", "b", "x", "<s>", "<|u|>", "<|c|>", "<", "|",
-                                        "c", ">", G_SPACE, "a b", "y"};
+static const char *const FB_TOKENS[] = {"a", "b", "x", "<s>",   "<|u|>", "<|c|>", "<",
+                                        "|", "c", ">", G_SPACE, "a b",   "y"};
 static const int32_t FB_TYPES[] = {1, 1, 1, 3, 4, 3, 1, 1, 1, 1, 1, 1, 6};
 static const char *const FB_MERGES[] = {"a b", "q r"};
 
@@ -1466,8 +1474,9 @@ static void test_tokenizer_bpe_malformed(void **state)
     w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, NULL, 0);
     expect_load_error(w, INFERD_E_FORMAT, "tokenizer.ggml.merges is missing");
     w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, NULL, 0);
-    assert_int_equal(inferd_gguf_writer_set_arr(w, "tokenizer.ggml.merges", INFERD_GGUF_I32,
-                                                SYN_TYPES, 6, &err), 0);
+    assert_int_equal(
+        inferd_gguf_writer_set_arr(w, "tokenizer.ggml.merges", INFERD_GGUF_I32, SYN_TYPES, 6, &err),
+        0);
     expect_load_error(w, INFERD_E_FORMAT,
                       "tokenizer.ggml.merges must be an array of strings (it holds type");
     w = bpe_writer("gpt-2", SYN_TOKENS, 6, SYN_TYPES, NULL, 0);
@@ -1508,7 +1517,8 @@ static void test_tokenizer_bpe_malformed(void **state)
     const int32_t five_types[] = {1, 1, 1, 1, 1};
     w = bpe_writer("gpt-2", SYN_TOKENS, 6, NULL, SYN_MERGES, 1);
     assert_int_equal(inferd_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", INFERD_GGUF_I32,
-                                                five_types, 5, &err), 0);
+                                                five_types, 5, &err),
+                     0);
     expect_load_error(w, INFERD_E_FORMAT,
                       "tokenizer.ggml.token_type has 5 entries but tokenizer.ggml.tokens has 6");
     /* Llama 3 adds BOS: it must have one (the default id 11 is out of
@@ -1592,9 +1602,10 @@ static void test_tokenizer_bpe_long_text(void **state)
     const size_t run = 100 * 1000;
     size_t n;
     inferd_error err = {0};
-    const char *const pres[] = {"default", "llama-bpe", "deepseek-llm", "deepseek-coder",
-                                "deepseek-v3", "falcon", "starcoder", "gpt-2", "qwen2",
-                                "bloom", "viking", "tekken", "chameleon"};
+    const char *const pres[] = {"default",     "llama-bpe", "deepseek-llm", "deepseek-coder",
+                                "deepseek-v3", "falcon",    "starcoder",    "gpt-2",
+                                "qwen2",       "bloom",     "viking",       "tekken",
+                                "chameleon"};
     memset(text, ' ', 2 * run + 1);
     text[run] = '1';
     t0 = now_ms();
@@ -1604,8 +1615,8 @@ static void test_tokenizer_bpe_long_text(void **state)
         rc = inferd_pretokenize(pres[k], text + run, run, NULL, 0, &n, &err);
         assert_true(rc == INFERD_E_RANGE && n >= 2);
     }
-    print_message("whitespace runs through %zu chains: %.1f ms\n",
-                  sizeof(pres) / sizeof(pres[0]), now_ms() - t0);
+    print_message("whitespace runs through %zu chains: %.1f ms\n", sizeof(pres) / sizeof(pres[0]),
+                  now_ms() - t0);
     free(text);
     free(inp);
     inferd_vocab_destroy(v);

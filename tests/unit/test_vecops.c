@@ -45,10 +45,9 @@ static const inferd__vecops *isa_ops(int isa)
 
 /* Edge values mixed into the rows: zeros, huge and tiny magnitudes, the
  * limits of the fast 2^n path, infinities and NaN. */
-static const float edges[] = {0.0f,    -0.0f,   1e-30f,  -1e-30f, 86.9f,    87.5f,
-                              -87.5f,  -88.8f,  -103.5f, -104.0f, 88.8f,    89.0f,
-                              -150.0f, 150.0f,  1e30f,   -1e30f,  INFINITY, -INFINITY,
-                              NAN,     -0.345f, 5.5f,    -5.5f};
+static const float edges[] = {0.0f,     -0.0f,     1e-30f, -1e-30f, 86.9f,   87.5f,  -87.5f, -88.8f,
+                              -103.5f,  -104.0f,   88.8f,  89.0f,   -150.0f, 150.0f, 1e30f,  -1e30f,
+                              INFINITY, -INFINITY, NAN,    -0.345f, 5.5f,    -5.5f};
 #define N_EDGES (sizeof(edges) / sizeof(edges[0]))
 
 static void fill_row(float *x, int64_t n, float lo, float hi, int with_edges)
