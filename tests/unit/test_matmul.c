@@ -264,6 +264,65 @@ static void test_matmul_many_tokens_chunked(void **state)
 }
 
 /*
+ * Batched decode over long rows: 11008 columns (Llama-2-7B's ffn_down
+ * input) in the DECODE order, as a continuous-batching step with many
+ * sequences runs it. compute_op takes the row layout's tokens in chunks of
+ * L2_BUDGET_BYTES / (activation row bytes), rounded down to TOK_UNIT (12):
+ * 524288 / 11712 (a Q8_0 row of 11008, 64-byte aligned) = 44 -> 36 tokens,
+ * and 524288 / 12608 (Q8_K: 43 blocks of 292 bytes, aligned) = 41 -> 36 as
+ * well, so 40 and 80 tokens take two and three chunks and 36 exactly one.
+ * Q4_0 with 24 rows takes the repacked 8-row order (row layout), with 20
+ * rows the eight-lane one (on AVX-512 from 8 tokens on as panels, chunked
+ * by the same budget).
+ * Every output equals the per-element DECODE reference bit for bit, with 1
+ * and 2 threads.
+ */
+static void test_matmul_decode_long_rows_chunked(void **state)
+{
+    (void)state;
+    inferd_pool *pools[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(inferd_pool_create(i + 1, &pools[i], NULL), 0);
+    rng_state = 27;
+    const int64_t n_cols = 11008, max_tok = 80;
+    const uint32_t types[3] = {INFERD_DTYPE_Q4_0, INFERD_DTYPE_Q8_0, INFERD_DTYPE_Q4_K};
+    const int64_t row_cases[2] = {24, 20}, tok_cases[4] = {1, 36, 40, 80};
+    float *x = inferd_malloc((size_t)(n_cols * max_tok) * sizeof(float));
+    float *y = inferd_malloc((size_t)(row_cases[0] * max_tok) * sizeof(float));
+    float *ref = inferd_malloc((size_t)(row_cases[0] * max_tok) * sizeof(float));
+    fill(x, n_cols * max_tok);
+    for (int ti = 0; ti < 3; ti++) {
+        for (int rc = 0; rc < 2; rc++) {
+            const uint32_t t = types[ti];
+            const int64_t n_rows = row_cases[rc];
+            void *w = make_weights(t, n_rows, n_cols);
+            void *work = work_alloc(inferd_matmul_work_size(t, n_cols, max_tok));
+            reference_order(t, w, n_rows, n_cols, x, n_cols, max_tok, ref, n_rows,
+                            INFERD_ORDER_DECODE);
+            for (int k = 0; k < 4; k++) {
+                for (int p = 0; p < 2; p++) {
+                    char what[128];
+                    memset(y, 0xff, (size_t)(n_rows * max_tok) * sizeof(float));
+                    inferd_matmul(pools[p], t, w, n_rows, n_cols, x, tok_cases[k], y,
+                                  INFERD_ORDER_DECODE, work);
+                    snprintf(what, sizeof(what), "%s on %s, %lld x %lld, %lld tokens, %d threads",
+                             inferd_dtype_name(t), inferd_isa_name(inferd_cpu_isa()),
+                             (long long)n_rows, (long long)n_cols, (long long)tok_cases[k], p + 1);
+                    assert_bits_equal(y, ref, n_rows * tok_cases[k], what);
+                }
+            }
+            inferd_free(work);
+            inferd_free(w);
+        }
+    }
+    inferd_free(x);
+    inferd_free(y);
+    inferd_free(ref);
+    for (int i = 0; i < 2; i++)
+        inferd_pool_destroy(pools[i]);
+}
+
+/*
  * A Q4_K_M-style layer: Q4_K and Q6_K matrices (Q8_K activations) next to
  * Q5_0 and Q8_0 ones (Q8_0 activations, as panels from 8 or 32 tokens on
  * AVX-512) in one inferd_matmul_multi, x converted once per vec_dot_type,
@@ -420,6 +479,7 @@ int main(void)
         cmocka_unit_test(test_matmul_strided_leaves_padding),
         cmocka_unit_test(test_matmul_multi_equals_single),
         cmocka_unit_test(test_matmul_many_tokens_chunked),
+        cmocka_unit_test(test_matmul_decode_long_rows_chunked),
         cmocka_unit_test(test_matmul_k_quants_mixed_and_threads),
         cmocka_unit_test(test_matmul_work_size),
         cmocka_unit_test(test_matmul_zero_tokens_or_rows),
