@@ -64,13 +64,16 @@ typedef struct nw_endpoint {
     char last_error[160];
 } nw_endpoint;
 
+/* The $SRV requests, in the order of their subjects (three each). */
+typedef enum srv_verb { SRV_PING = 0, SRV_INFO, SRV_STATS } srv_verb;
+
 /* The closure of a subscription. */
 typedef enum sub_kind { SUB_INFER, SUB_LOAD, SUB_UNLOAD, SUB_LIST, SUB_SRV } sub_kind;
 typedef struct nw_sub {
     struct inferd_nats_worker *w;
     sub_kind kind;
-    int ep;       /* endpoint index (SUB_INFER: direct or a model) */
-    int srv_verb; /* SUB_SRV: 0 PING, 1 INFO, 2 STATS */
+    int ep;        /* endpoint index (SUB_INFER: direct or a model) */
+    srv_verb verb; /* SUB_SRV: which $SRV request */
     natsSubscription *sub;
 } nw_sub;
 
@@ -959,9 +962,9 @@ static void on_srv(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void
     nw_sub *ns = closure;
     inferd_nats_worker *w = ns->w;
     json_t *o;
-    if (ns->srv_verb == 0) {
+    if (ns->verb == SRV_PING) {
         o = srv_identity(w, "io.nats.micro.v1.ping_response");
-    } else if (ns->srv_verb == 1) {
+    } else if (ns->verb == SRV_INFO) {
         o = srv_identity(w, "io.nats.micro.v1.info_response");
         json_object_set_new(o, "description",
                             json_string("inferd model worker: LLM inference over NATS"));
@@ -1192,7 +1195,7 @@ int inferd_nats_worker_create(inferd_frontend *fe, const inferd_nats_opts *opts,
     for (int k = 0; k < 3; k++)
         w->ctl[k] = (nw_sub){.w = w, .kind = (sub_kind)(SUB_LOAD + k), .ep = EPI_LOAD + k};
     for (int k = 0; k < SRV_SUBS; k++)
-        w->srv_subs[k] = (nw_sub){.w = w, .kind = SUB_SRV, .srv_verb = k / 3};
+        w->srv_subs[k] = (nw_sub){.w = w, .kind = SUB_SRV, .verb = (srv_verb)(k / 3)};
 
     if (inferd_frontend_set_status(fe, "worker", status_json, w) < 0) {
         worker_free(w);

@@ -93,10 +93,6 @@ void inferd__ops_metrics(http_conn *c)
     inferd_server *s = c->srv;
     snapshot sn;
     take_snapshot(s, &sn);
-    const model_figs *f = sn.f;
-    const size_t n_models = sn.n_models;
-    const inferd_registry_metrics rm = sn.rm;
-    const inferd_procstat ps = sn.ps;
     inferd_buf b = INFERD_BUF_INIT(SERVER_METRICS_MAX);
     const int state = (int)inferd_frontend_state(s->fe);
 
@@ -106,8 +102,8 @@ void inferd__ops_metrics(http_conn *c)
                         inferd_fe_state_name((inferd_fe_state)i), i == state);
 
     family(&b, "inferd_model_loaded", "gauge", "1 when the model is loaded");
-    for (size_t i = 0; i < n_models; i++)
-        sample_model(&b, "inferd_model_loaded", f[i].mi.id, NULL, f[i].loaded);
+    for (size_t i = 0; i < sn.n_models; i++)
+        sample_model(&b, "inferd_model_loaded", sn.f[i].mi.id, NULL, sn.f[i].loaded);
 
     static const char *const outcomes[] = {"done",
                                            "cancelled",
@@ -118,10 +114,10 @@ void inferd__ops_metrics(http_conn *c)
                                            "rejected_unavailable"};
     family(&b, "inferd_requests_total", "counter",
            "Generation requests by outcome (since the model was loaded)");
-    for (size_t i = 0; i < n_models; i++) {
-        if (!f[i].loaded)
+    for (size_t i = 0; i < sn.n_models; i++) {
+        if (!sn.f[i].loaded)
             continue;
-        const inferd_sched_stats *st = &f[i].st;
+        const inferd_sched_stats *st = &sn.f[i].st;
         const uint64_t v[] = {st->n_done,
                               st->n_cancelled,
                               st->n_timeout,
@@ -132,18 +128,18 @@ void inferd__ops_metrics(http_conn *c)
         for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++) {
             char extra[64];
             snprintf(extra, sizeof(extra), ",outcome=\"%s\"", outcomes[k]);
-            sample_model(&b, "inferd_requests_total", f[i].mi.id, extra, (double)v[k]);
+            sample_model(&b, "inferd_requests_total", sn.f[i].mi.id, extra, (double)v[k]);
         }
     }
 
-#define PER_MODEL(name, type, help, expr)                                 \
-    do {                                                                  \
-        family(&b, name, type, help);                                     \
-        for (size_t i = 0; i < n_models; i++)                             \
-            if (f[i].loaded) {                                            \
-                const inferd_sched_stats *st = &f[i].st;                  \
-                sample_model(&b, name, f[i].mi.id, NULL, (double)(expr)); \
-            }                                                             \
+#define PER_MODEL(name, type, help, expr)                                    \
+    do {                                                                     \
+        family(&b, name, type, help);                                        \
+        for (size_t i = 0; i < sn.n_models; i++)                             \
+            if (sn.f[i].loaded) {                                            \
+                const inferd_sched_stats *st = &sn.f[i].st;                  \
+                sample_model(&b, name, sn.f[i].mi.id, NULL, (double)(expr)); \
+            }                                                                \
     } while (0)
 
     PER_MODEL("inferd_prompt_tokens_total", "counter", "Prompt tokens of admitted requests",
@@ -157,26 +153,28 @@ void inferd__ops_metrics(http_conn *c)
 #undef PER_MODEL
 
     family(&b, "inferd_queue_depth", "gauge", "Requests waiting for a slot, by priority");
-    for (size_t i = 0; i < n_models; i++) {
-        if (!f[i].loaded)
+    for (size_t i = 0; i < sn.n_models; i++) {
+        if (!sn.f[i].loaded)
             continue;
         for (int p = 0; p < INFERD_PRIORITY_COUNT; p++) {
             char extra[64];
             snprintf(extra, sizeof(extra), ",priority=\"%s\"", inferd_priority_name(p));
-            sample_model(&b, "inferd_queue_depth", f[i].mi.id, extra, f[i].st.queue_depth[p]);
+            sample_model(&b, "inferd_queue_depth", sn.f[i].mi.id, extra, sn.f[i].st.queue_depth[p]);
         }
     }
 
     family(&b, "inferd_request_duration_seconds", "histogram",
            "Submission to end of requests that completed");
-    for (size_t i = 0; i < n_models; i++)
-        if (f[i].loaded)
-            histogram(&b, "inferd_request_duration_seconds", f[i].mi.id, &f[i].st.latency_hist);
+    for (size_t i = 0; i < sn.n_models; i++)
+        if (sn.f[i].loaded)
+            histogram(&b, "inferd_request_duration_seconds", sn.f[i].mi.id,
+                      &sn.f[i].st.latency_hist);
     family(&b, "inferd_time_to_first_token_seconds", "histogram",
            "Submission to first token of requests that completed");
-    for (size_t i = 0; i < n_models; i++)
-        if (f[i].loaded)
-            histogram(&b, "inferd_time_to_first_token_seconds", f[i].mi.id, &f[i].st.ttft_hist);
+    for (size_t i = 0; i < sn.n_models; i++)
+        if (sn.f[i].loaded)
+            histogram(&b, "inferd_time_to_first_token_seconds", sn.f[i].mi.id,
+                      &sn.f[i].st.ttft_hist);
 
     pthread_mutex_lock(&s->mu);
     family(&b, "inferd_http_requests_total", "counter", "HTTP requests by endpoint and status");
@@ -208,30 +206,30 @@ void inferd__ops_metrics(http_conn *c)
         inferd_buf_addf(&b, "%s %.17g\n", name, (double)(value)); \
     } while (0)
 
-    GLOBAL("inferd_registry_loads_total", "counter", "Successful model loads", rm.loads);
+    GLOBAL("inferd_registry_loads_total", "counter", "Successful model loads", sn.rm.loads);
     GLOBAL("inferd_registry_load_failures_total", "counter", "Failed model loads",
-           rm.load_failures);
+           sn.rm.load_failures);
     GLOBAL("inferd_registry_hits_total", "counter", "Model gets served by a loaded instance",
-           rm.hits);
+           sn.rm.hits);
     GLOBAL("inferd_registry_evictions_total", "counter", "Idle models evicted for room",
-           rm.evictions);
+           sn.rm.evictions);
     GLOBAL("inferd_registry_expiries_total", "counter", "Idle models unloaded at keep-alive end",
-           rm.expiries);
-    GLOBAL("inferd_registry_unloads_total", "counter", "Explicit unloads", rm.unloads);
+           sn.rm.expiries);
+    GLOBAL("inferd_registry_unloads_total", "counter", "Explicit unloads", sn.rm.unloads);
     GLOBAL("inferd_registry_resident_bytes", "gauge", "Weights and state of loaded models",
-           rm.bytes_resident);
-    GLOBAL("inferd_registry_budget_bytes", "gauge", "Memory budget (0: none)", rm.budget_bytes);
-    GLOBAL("inferd_registry_models", "gauge", "Models loading or loaded", rm.n_models);
+           sn.rm.bytes_resident);
+    GLOBAL("inferd_registry_budget_bytes", "gauge", "Memory budget (0: none)", sn.rm.budget_bytes);
+    GLOBAL("inferd_registry_models", "gauge", "Models loading or loaded", sn.rm.n_models);
     GLOBAL("process_cpu_seconds_total", "counter", "User and system CPU time",
-           ps.cpu_user_s + ps.cpu_system_s);
-    GLOBAL("process_resident_memory_bytes", "gauge", "Resident memory", ps.rss_bytes);
-    GLOBAL("process_virtual_memory_bytes", "gauge", "Virtual memory", ps.vm_bytes);
+           sn.ps.cpu_user_s + sn.ps.cpu_system_s);
+    GLOBAL("process_resident_memory_bytes", "gauge", "Resident memory", sn.ps.rss_bytes);
+    GLOBAL("process_virtual_memory_bytes", "gauge", "Virtual memory", sn.ps.vm_bytes);
     GLOBAL("process_start_time_seconds", "gauge", "Start time since the Unix epoch",
-           ps.start_time_s);
-    GLOBAL("process_open_fds", "gauge", "Open file descriptors", ps.n_open_fds);
+           sn.ps.start_time_s);
+    GLOBAL("process_open_fds", "gauge", "Open file descriptors", sn.ps.n_open_fds);
     GLOBAL("process_max_fds", "gauge", "Open file descriptor limit",
-           ps.max_fds > (1ull << 53) ? (double)(1ull << 53) : (double)ps.max_fds);
-    GLOBAL("process_threads", "gauge", "OS threads", ps.n_threads);
+           sn.ps.max_fds > (1ull << 53) ? (double)(1ull << 53) : (double)sn.ps.max_fds);
+    GLOBAL("process_threads", "gauge", "OS threads", sn.ps.n_threads);
 #undef GLOBAL
 
     if (b.err) {
@@ -267,17 +265,13 @@ void inferd__ops_status(http_conn *c)
     inferd_server *s = c->srv;
     snapshot sn;
     take_snapshot(s, &sn);
-    const model_figs *f = sn.f;
-    const size_t n_models = sn.n_models;
-    const inferd_registry_metrics rm = sn.rm;
-    const inferd_procstat ps = sn.ps;
 
     json_t *models = json_array();
     uint32_t slots = 0, busy = 0, queued = 0;
-    for (size_t i = 0; i < n_models; i++) {
-        const inferd_fe_model_info *sm = &f[i].mi;
+    for (size_t i = 0; i < sn.n_models; i++) {
+        const inferd_fe_model_info *sm = &sn.f[i].mi;
         json_t *m =
-            json_pack("{s:s,s:s,s:b}", "id", sm->id, "path", sm->path, "loaded", f[i].loaded);
+            json_pack("{s:s,s:s,s:b}", "id", sm->id, "path", sm->path, "loaded", sn.f[i].loaded);
         const char *reg_state = "unloaded";
         if (sm->loaded) {
             reg_state = inferd_registry_state_name(sm->state);
@@ -285,8 +279,8 @@ void inferd__ops_status(http_conn *c)
             json_object_set_new(m, "state_bytes", json_integer((json_int_t)sm->state_bytes));
             json_object_set_new(m, "requests_in_flight", json_integer(sm->n_handles));
         }
-        if (f[i].loaded) {
-            const inferd_sched_stats *st = &f[i].st;
+        if (sn.f[i].loaded) {
+            const inferd_sched_stats *st = &sn.f[i].st;
             uint32_t q = st->queue_depth[0] + st->queue_depth[1] + st->queue_depth[2];
             slots += st->n_slots;
             busy += st->slots_busy;
@@ -361,11 +355,11 @@ void inferd__ops_status(http_conn *c)
         "slots_busy", (int)busy, "queue_depth", (int)queued, "throughput", "window_s", window_s,
         "tokens_per_s", tok_rate, "requests_per_s", req_rate, "requests_total",
         (json_int_t)gen_requests, "tokens_total", (json_int_t)gen_tokens, "cpu_percent", cpu_pct,
-        "memory", "rss_bytes", (json_int_t)ps.rss_bytes, "vm_bytes", (json_int_t)ps.vm_bytes,
-        "threads", (int)ps.n_threads, "registry", "resident_bytes", (json_int_t)rm.bytes_resident,
-        "budget_bytes", (json_int_t)rm.budget_bytes, "loads", (json_int_t)rm.loads, "http",
-        "active", atomic_load(&s->n_active), "overhead_us", "p50", ov_p50 * 1e6, "p99",
-        ov_p99 * 1e6, "mean", ov_mean * 1e6, "n", (json_int_t)ov_n);
+        "memory", "rss_bytes", (json_int_t)sn.ps.rss_bytes, "vm_bytes", (json_int_t)sn.ps.vm_bytes,
+        "threads", (int)sn.ps.n_threads, "registry", "resident_bytes",
+        (json_int_t)sn.rm.bytes_resident, "budget_bytes", (json_int_t)sn.rm.budget_bytes, "loads",
+        (json_int_t)sn.rm.loads, "http", "active", atomic_load(&s->n_active), "overhead_us", "p50",
+        ov_p50 * 1e6, "p99", ov_p99 * 1e6, "mean", ov_mean * 1e6, "n", (json_int_t)ov_n);
     if (o)
         inferd_frontend_status_sections(s->fe, o);
     if (!o) {
