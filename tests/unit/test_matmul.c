@@ -264,42 +264,36 @@ static void test_matmul_many_tokens_chunked(void **state)
 }
 
 /*
- * Batched decode over long rows: 11008 columns (Llama-2-7B's ffn_down
- * input) in the DECODE order, as a continuous-batching step with many
- * sequences runs it. compute_op takes the row layout's tokens in chunks of
- * L2_BUDGET_BYTES / (activation row bytes), rounded down to TOK_UNIT (12):
- * 524288 / 11712 (a Q8_0 row of 11008, 64-byte aligned) = 44 -> 36 tokens,
- * and 524288 / 12608 (Q8_K: 43 blocks of 292 bytes, aligned) = 41 -> 36 as
- * well, so 40 and 80 tokens take two and three chunks and 36 exactly one.
- * Q4_0 with 24 rows takes the repacked 8-row order (row layout), with 20
- * rows the eight-lane one (on AVX-512 from 8 tokens on as panels, chunked
- * by the same budget).
- * Every output equals the per-element DECODE reference bit for bit, with 1
- * and 2 threads.
+ * For each of @p types, row count and token count: an n_rows x n_cols
+ * matrix of random weights times the first n_tok rows of random x in the
+ * DECODE order, with 1 and 2 threads, equal bit for bit to the per-element
+ * DECODE reference (x, then each matrix, drawn from rng_state in order).
  */
-static void test_matmul_decode_long_rows_chunked(void **state)
+static void check_decode_bitwise(int64_t n_cols, const uint32_t *types, int n_types,
+                                 const int64_t *row_cases, int n_row_cases,
+                                 const int64_t *tok_cases, int n_tok_cases)
 {
-    (void)state;
     inferd_pool *pools[2] = {NULL, NULL};
     for (int i = 0; i < 2; i++)
         assert_int_equal(inferd_pool_create(i + 1, &pools[i], NULL), 0);
-    rng_state = 27;
-    const int64_t n_cols = 11008, max_tok = 80;
-    const uint32_t types[3] = {INFERD_DTYPE_Q4_0, INFERD_DTYPE_Q8_0, INFERD_DTYPE_Q4_K};
-    const int64_t row_cases[2] = {24, 20}, tok_cases[4] = {1, 36, 40, 80};
+    int64_t max_rows = 0, max_tok = 0;
+    for (int rc = 0; rc < n_row_cases; rc++)
+        max_rows = row_cases[rc] > max_rows ? row_cases[rc] : max_rows;
+    for (int k = 0; k < n_tok_cases; k++)
+        max_tok = tok_cases[k] > max_tok ? tok_cases[k] : max_tok;
     float *x = inferd_malloc((size_t)(n_cols * max_tok) * sizeof(float));
-    float *y = inferd_malloc((size_t)(row_cases[0] * max_tok) * sizeof(float));
-    float *ref = inferd_malloc((size_t)(row_cases[0] * max_tok) * sizeof(float));
+    float *y = inferd_malloc((size_t)(max_rows * max_tok) * sizeof(float));
+    float *ref = inferd_malloc((size_t)(max_rows * max_tok) * sizeof(float));
     fill(x, n_cols * max_tok);
-    for (int ti = 0; ti < 3; ti++) {
-        for (int rc = 0; rc < 2; rc++) {
+    for (int ti = 0; ti < n_types; ti++) {
+        for (int rc = 0; rc < n_row_cases; rc++) {
             const uint32_t t = types[ti];
             const int64_t n_rows = row_cases[rc];
             void *w = make_weights(t, n_rows, n_cols);
             void *work = work_alloc(inferd_matmul_work_size(t, n_cols, max_tok));
             reference_order(t, w, n_rows, n_cols, x, n_cols, max_tok, ref, n_rows,
                             INFERD_ORDER_DECODE);
-            for (int k = 0; k < 4; k++) {
+            for (int k = 0; k < n_tok_cases; k++) {
                 for (int p = 0; p < 2; p++) {
                     char what[128];
                     memset(y, 0xff, (size_t)(n_rows * max_tok) * sizeof(float));
@@ -320,6 +314,62 @@ static void test_matmul_decode_long_rows_chunked(void **state)
     inferd_free(ref);
     for (int i = 0; i < 2; i++)
         inferd_pool_destroy(pools[i]);
+}
+
+/*
+ * Batched decode over long rows: 11008 columns (Llama-2-7B's ffn_down
+ * input) in the DECODE order, as a continuous-batching step with many
+ * sequences runs it. compute_op takes the row layout's tokens in chunks of
+ * L2_BUDGET_BYTES / (activation row bytes), rounded down to TOK_UNIT (12):
+ * 524288 / 11712 (a Q8_0 row of 11008, 64-byte aligned) = 44 -> 36 tokens,
+ * and 524288 / 12608 (Q8_K: 43 blocks of 292 bytes, aligned) = 41 -> 36 as
+ * well, so 40 and 80 tokens take two and three chunks and 36 exactly one.
+ * Q4_0 with 24 rows takes the repacked 8-row order (row layout), with 20
+ * rows the eight-lane one (on AVX-512 from 8 tokens on as panels, chunked
+ * by the same budget).
+ * Every output equals the per-element DECODE reference bit for bit, with 1
+ * and 2 threads.
+ */
+static void test_matmul_decode_long_rows_chunked(void **state)
+{
+    (void)state;
+    static const uint32_t types[3] = {INFERD_DTYPE_Q4_0, INFERD_DTYPE_Q8_0, INFERD_DTYPE_Q4_K};
+    static const int64_t row_cases[2] = {24, 20}, tok_cases[4] = {1, 36, 40, 80};
+    rng_state = 27;
+    check_decode_bitwise(11008, types, 3, row_cases, 2, tok_cases, 4);
+}
+
+/*
+ * Generation shapes (1, 2, 3 and 8 tokens, DECODE order) over Q4_0 rows of
+ * 11008 columns (Llama-2-7B's ffn_down input): 344 blocks of INFERD_QK (32),
+ * more than one chunk of the AVX-512 kernels (quant_avx512.c) that cut a
+ * row's blocks into chunks:
+ *  - 24, 32 and 56 rows (n_rows % 8 == 0, so inferd_kernels_matrix_mdot
+ *    gives mdot_rows8, and plan_ops no panels): q4_0_rows8_mdot ->
+ *    q4_0_gen prepares the activations and runs the 16-row tiles G_CHUNK
+ *    (256) blocks at a time, so 344 = 256 + 88 blocks take two chunks, the
+ *    sums passing from the first to the second through y; tokens go
+ *    G_NT_MAX (8) to a pass, so 1, 2, 3 and 8 tokens are one pass each, of
+ *    q4_0_gen_tile's NT = 1, 2, 3 and 8. compute_op gives all of them to one
+ *    mdot call (its token chunk at 11008 columns is 36, see above).
+ *  - 20 rows (the eight-lane order): gen_mdot for 1..3 tokens (whole rows,
+ *    no chunks); at 8 tokens (PANEL_MIN_TOKENS) the panels, whose
+ *    panel_gemm prepares the weights PANEL_CHUNK (128) blocks at a time:
+ *    128 + 128 + 88, the sums carried between chunks in panel_acc.
+ * 344 and 88 are even, so q4_0_gen_tile's odd-last-block branch is not
+ * reached here (test_quant_q4_0_rows8_order has 7 blocks for that).
+ * AVX2 and scalar do not chunk rows; main() re-runs these shapes on them.
+ * Threads get rows in multiples of ROW_UNIT (48): 56 rows are the case that
+ * 2 threads split (rows 48..55, a partial tile, on the second), below that
+ * the second thread only converts x.
+ */
+static void test_matmul_decode_q4_0_11008_column_chunks(void **state)
+{
+    (void)state;
+    static const uint32_t types[1] = {INFERD_DTYPE_Q4_0};
+    static const int64_t row_cases[4] = {24, 32, 56, 20}, tok_cases[4] = {1, 2, 3, 8};
+    rng_state = 28;
+    check_decode_bitwise(11008, types, 1, row_cases, 4, tok_cases, 4);
 }
 
 /*
@@ -480,6 +530,7 @@ int main(void)
         cmocka_unit_test(test_matmul_multi_equals_single),
         cmocka_unit_test(test_matmul_many_tokens_chunked),
         cmocka_unit_test(test_matmul_decode_long_rows_chunked),
+        cmocka_unit_test(test_matmul_decode_q4_0_11008_column_chunks),
         cmocka_unit_test(test_matmul_k_quants_mixed_and_threads),
         cmocka_unit_test(test_matmul_work_size),
         cmocka_unit_test(test_matmul_zero_tokens_or_rows),
