@@ -27,7 +27,7 @@
     X(E_IO,               -6,   500, "io_error",                   "internal",    13, "input/output error") \
     X(E_FORMAT,           -7,   422, "bad_format",                 "bad_request", 3,  "malformed file or message") \
     X(E_UNSUPPORTED,      -8,   501, "unsupported",                "internal",    12, "not supported") \
-    X(E_EXISTS,           -9,   409, "exists",                     "internal",    6,  "already exists") \
+    X(E_EXISTS,           -9,   409, "exists",                     "conflict",    6,  "already exists") \
     X(E_QUOTA,            -10,  507, "quota",                      "internal",    8,  "quota exceeded") \
     X(E_CANCELLED,        -11,  499, "cancelled",                  "cancelled",   1,  "cancelled") \
     X(E_RANGE,            -12,  400, "invalid_value",              "bad_request", 11, "value out of range") \

@@ -45,6 +45,11 @@ typedef struct inferd_nats_opts {
     const char *http_host;       /* the HTTP door's address, or NULL: none */
     uint16_t http_port;          /* its port ("port" in the registration,
                                     * null when 0) */
+    const char *inbox_prefix;    /* events go to a request's reply subject
+                                  * only when it starts with this; default
+                                  * "_INBOX." (the NATS clients' inboxes) */
+    const char *control_token;   /* NULL: none; else control requests must
+                                  * carry "token": this */
 } inferd_nats_opts;
 
 /** Defaults as documented on each field; url and worker_id NULL. */

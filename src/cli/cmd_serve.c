@@ -46,6 +46,9 @@ static void help(void)
            "      --heartbeat-ms MS     NATS heartbeat interval (default 5000)\n"
            "      --worker-tags LIST    comma-separated tags sent with the registration\n"
            "      --no-http             no HTTP door: serve over NATS only (needs --nats)\n"
+           "      --nats-inbox-prefix P events also go to a request's reply subject when it\n"
+           "                            starts with P (default _INBOX.)\n"
+           "      --nats-control-token T  models.load|unload|list need \"token\": T\n"
            "      --ready-callback URL  once the models are loaded, POST the worker's\n"
            "                            endpoint and capacity there (retried on errors\n"
            "                            and 5xx; a 4xx or giving up exits 1)\n"
@@ -84,7 +87,7 @@ int inferd__cmd_serve(int argc, char **argv)
     int n_models = 0, n_aliases = 0, n_pos = 0;
     const char *host = "127.0.0.1", *api_key = NULL, *tmpl = NULL, *config = NULL,
                *log_level = NULL, *worker_id = NULL, *ready_url = NULL, *pool_id = NULL,
-               *nats_url = NULL, *worker_tags = NULL;
+               *nats_url = NULL, *worker_tags = NULL, *inbox_prefix = NULL, *control_token = NULL;
     int64_t port = 8080, parallel = 4, queue = 64, ctx = 0, threads = 0, chunk = 128,
             keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000, max_body = 1 << 20,
             max_conn = 1024, conn_timeout = 30, ready_retries = 8, heartbeat_ms = 5000;
@@ -119,6 +122,8 @@ int inferd__cmd_serve(int argc, char **argv)
         {"--heartbeat-ms", NULL, CLI_INT, &heartbeat_ms, 100, 3600000, NULL, 0, NULL},
         {"--worker-tags", NULL, CLI_STR, &worker_tags, 0, 0, NULL, 0, NULL},
         {"--no-http", NULL, CLI_FLAG, &no_http, 0, 0, NULL, 0, NULL},
+        {"--nats-inbox-prefix", NULL, CLI_STR, &inbox_prefix, 0, 0, NULL, 0, NULL},
+        {"--nats-control-token", NULL, CLI_STR, &control_token, 0, 0, NULL, 0, NULL},
         {"--config", NULL, CLI_STR, &config, 0, 0, NULL, 0, NULL},
         {"--help", "-h", CLI_FLAG, &want_help, 0, 0, NULL, 0, NULL},
         {NULL, NULL, 0, NULL, 0, 0, NULL, 0, NULL},
@@ -204,6 +209,9 @@ int inferd__cmd_serve(int argc, char **argv)
     no.tags = worker_tags;
     no.heartbeat_ms = heartbeat_ms;
     no.max_msg_bytes = (size_t)max_body;
+    if (inbox_prefix)
+        no.inbox_prefix = inbox_prefix;
+    no.control_token = control_token;
     if (nats_url && inferd_nats_opts_check(&no, &err) < 0) {
         inferd__cli_error(CMD, "%s", err.msg);
         return CLI_EXIT_USAGE;

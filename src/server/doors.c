@@ -187,6 +187,7 @@ static const inferd_fe_spelling nats_fields[] = {
     {INFERD_F_STOP, "stop", NULL},
     {INFERD_F_PRIORITY, "priority", NULL},
     {INFERD_F_SESSION_ID, "sessionId", NULL},
+    {INFERD_F_IGNORE_EOS, "ignoreEos", NULL},
     {INFERD_F_MODEL, "modelId", NULL},
     {INFERD_F_PROMPT, "prompt", NULL},
     {INFERD_F_MESSAGES, "messages", NULL},

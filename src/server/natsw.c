@@ -79,21 +79,29 @@ typedef struct nw_sub {
 
 #define SRV_SUBS 9
 
+/* At most one warning a second of a kind; the rest are counted and
+ * reported with the next. */
+typedef struct warn_limit {
+    uint64_t last_ns;
+    uint64_t suppressed;
+} warn_limit;
+
 struct inferd_nats_worker {
     inferd_frontend *fe;
     inferd_nats_opts o; /* strings below are owned copies */
-    char *url, *id, *advertise, *http_host;
+    char *url, *id, *advertise, *http_host, *inbox_prefix, *control_token;
     char **tags;
     size_t n_tags;
     char hostname[256];
     uint32_t max_inflight;
+    const char **live_rids; /* (max_inflight) mu: requestIds in flight, or NULL */
 
     natsOptions *nopts;
     natsConnection *nc;
     atomic_int state; /* nw_state */
     atomic_bool connected;
     atomic_int n_inflight; /* request threads running */
-    atomic_uint_least64_t n_requests, n_malformed, n_rejected;
+    atomic_uint_least64_t n_requests, n_malformed, n_rejected, n_bad_reply, n_duplicate;
 
     pthread_mutex_t mu;     /* guards what follows */
     pthread_cond_t cv;      /* the control thread's wake-up */
@@ -108,6 +116,7 @@ struct inferd_nats_worker {
     natsSubscription *reg_sub;
     uint64_t n_reconnects, n_registrations, n_register_attempts, n_heartbeats;
     char last_error[256];
+    warn_limit warn_malformed, warn_reply; /* mu */
     nw_endpoint eps[EPS_N];
     nw_sub direct, ctl[3], srv_subs[SRV_SUBS], models[INFERD_FE_MODELS_MAX];
     pthread_t thread;
@@ -564,8 +573,11 @@ typedef struct job {
     int ep;                    /* endpoint it came on */
     const char *subject_model; /* the model of inference.{model}, or NULL */
     uint64_t t0_ns;
-    char rid[REQUEST_ID_MAX + 1];
-    bool has_rid;
+    char rid[REQUEST_ID_MAX + 1]; /* the requestId once read, else "" */
+    bool has_rid;                 /* events go to response.{rid} */
+    int rid_slot;                 /* its entry in live_rids, or -1 */
+    const char *reply;            /* the message's reply subject when it is an
+                                    * inbox (events go there too), else NULL */
     char subject[REQUEST_ID_MAX + 16];
 } job;
 
@@ -579,15 +591,14 @@ static void emit(job *j, json_t *ev)
     int n = (int)strlen(s);
     if (j->has_rid)
         natsConnection_Publish(j->w->nc, j->subject, s, n);
-    const char *reply = natsMsg_GetReply(j->msg);
-    if (reply && *reply)
-        natsConnection_Publish(j->w->nc, reply, s, n);
+    if (j->reply)
+        natsConnection_Publish(j->w->nc, j->reply, s, n);
     inferd_free(s);
 }
 
 static void emit_error(job *j, const inferd_error *e)
 {
-    emit(j, inferd_fe_error_nats(e, j->has_rid ? j->rid : NULL));
+    emit(j, inferd_fe_error_nats(e, j->rid[0] ? j->rid : NULL));
     ep_record(j->w, j->ep, inferd_now_ns() - j->t0_ns, e->msg);
 }
 
@@ -602,9 +613,81 @@ static void emit_code(job *j, int code, const char *fmt, ...)
     emit_error(j, &e);
 }
 
+/* May a warning of kind @p wl be logged now? *more: how many were not
+ * since the last one. */
+static bool warn_allowed(inferd_nats_worker *w, warn_limit *wl, uint64_t *more)
+{
+    const uint64_t now = inferd_now_ns();
+    bool ok = false;
+    pthread_mutex_lock(&w->mu);
+    if (wl->last_ns == 0 || now - wl->last_ns >= 1000000000u) {
+        ok = true;
+        *more = wl->suppressed;
+        wl->suppressed = 0;
+        wl->last_ns = now;
+    } else {
+        wl->suppressed++;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return ok;
+}
+
+/* The reply subject of @p msg if events may go there: an inbox (starts
+ * with the inbox prefix, one subject, no wildcards), never a subject this
+ * worker serves. NULL otherwise (a reply that is not an inbox is counted). */
+static const char *inbox_of(inferd_nats_worker *w, natsMsg *msg)
+{
+    const char *reply = natsMsg_GetReply(msg);
+    if (!reply || !*reply)
+        return NULL;
+    size_t n = strlen(w->inbox_prefix);
+    bool ok = strncmp(reply, w->inbox_prefix, n) == 0 && reply[n] != '\0' &&
+              !strpbrk(reply, " \t\r\n*>") && strlen(reply) < 256;
+    if (ok)
+        return reply;
+    atomic_fetch_add(&w->n_bad_reply, 1);
+    uint64_t more = 0;
+    if (warn_allowed(w, &w->warn_reply, &more))
+        inferd_log_warn(COMP,
+                        "request on %s with reply subject '%.64s', not an inbox (%s...): "
+                        "events go to response.{requestId} only (%llu more since the last)",
+                        natsMsg_GetSubject(msg), reply, w->inbox_prefix, (unsigned long long)more);
+    return NULL;
+}
+
+/* Take j's requestId as in flight: false when another request has it. */
+static bool rid_claim(inferd_nats_worker *w, job *j)
+{
+    bool dup = false;
+    int slot = -1;
+    pthread_mutex_lock(&w->mu);
+    for (uint32_t i = 0; i < w->max_inflight && !dup; i++) {
+        if (!w->live_rids[i])
+            slot = slot < 0 ? (int)i : slot;
+        else
+            dup = strcmp(w->live_rids[i], j->rid) == 0;
+    }
+    if (!dup && slot >= 0) {
+        w->live_rids[slot] = j->rid;
+        j->rid_slot = slot;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return !dup;
+}
+
+static void rid_release(inferd_nats_worker *w, job *j)
+{
+    if (j->rid_slot < 0)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->live_rids[j->rid_slot] = NULL;
+    pthread_mutex_unlock(&w->mu);
+    j->rid_slot = -1;
+}
+
 /* A message that cannot be answered on response.{requestId}. */
-static void malformed(job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void malformed(job *j, const char *fmt, ...)
+static void malformed(job *j, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void malformed(job *j, int code, const char *fmt, ...)
 {
     char msg[256];
     va_list ap;
@@ -612,11 +695,13 @@ static void malformed(job *j, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     atomic_fetch_add(&j->w->n_malformed, 1);
-    const char *reply = natsMsg_GetReply(j->msg);
-    inferd_log_warn(COMP, "malformed request on %s (%d bytes): %s%s", natsMsg_GetSubject(j->msg),
-                    natsMsg_GetDataLength(j->msg), msg,
-                    reply && *reply ? "; error sent to its reply subject" : "");
-    emit_code(j, INFERD_E_BAD_JSON, "%s", msg);
+    uint64_t more = 0;
+    if (warn_allowed(j->w, &j->w->warn_malformed, &more))
+        inferd_log_warn(COMP, "malformed request on %s (%d bytes): %s%s (%llu more since the last)",
+                        natsMsg_GetSubject(j->msg), natsMsg_GetDataLength(j->msg), msg,
+                        j->reply ? "; error sent to its reply subject" : "",
+                        (unsigned long long)more);
+    emit_code(j, code, "%s", msg);
 }
 
 /* The done event: the whole text, counts and timings. */
@@ -701,35 +786,47 @@ static void handle_request(job *j)
     inferd_nats_worker *w = j->w;
     const char *data = natsMsg_GetData(j->msg);
     size_t len = (size_t)natsMsg_GetDataLength(j->msg);
+    /* The size first: nothing over the limit is parsed. */
+    if (len > w->o.max_msg_bytes) {
+        malformed(j, INFERD_E_TOO_LARGE,
+                  "the message is too large: %zu bytes, over the limit of %zu", len,
+                  w->o.max_msg_bytes);
+        return;
+    }
     json_error_t je;
     json_t *body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &je);
     if (!body) {
-        malformed(j, "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+        malformed(j, INFERD_E_BAD_JSON, "invalid JSON at line %d column %d: %s", je.line, je.column,
+                  je.text);
         return;
     }
     if (!json_is_object(body)) {
-        malformed(j, "the message must be a JSON object");
+        malformed(j, INFERD_E_BAD_JSON, "the message must be a JSON object");
         json_decref(body);
         return;
     }
     json_t *rid = json_object_get(body, "requestId");
     if (!rid || json_is_null(rid)) {
-        malformed(j, "requestId: it is required");
+        malformed(j, INFERD_E_BAD_JSON, "requestId: it is required");
     } else if (!json_is_string(rid)) {
-        malformed(j, "requestId: expected a string, got %s", inferd_fe_type_name(rid));
+        malformed(j, INFERD_E_BAD_JSON, "requestId: expected a string, got %s",
+                  inferd_fe_type_name(rid));
     } else if (request_id_problem(json_string_value(rid), json_string_length(rid))) {
-        malformed(j, "requestId: %s",
+        malformed(j, INFERD_E_BAD_JSON, "requestId: %s",
                   request_id_problem(json_string_value(rid), json_string_length(rid)));
     } else {
         snprintf(j->rid, sizeof(j->rid), "%s", json_string_value(rid));
-        snprintf(j->subject, sizeof(j->subject), "response.%s", j->rid);
-        j->has_rid = true;
-        if (len > w->o.max_msg_bytes) {
-            emit_code(j, INFERD_E_TOO_LARGE,
-                      "the message is too large: %zu bytes, over the limit of %zu", len,
-                      w->o.max_msg_bytes);
+        if (!rid_claim(w, j)) {
+            /* Its events would interleave with the running request's on
+             * response.{requestId}: the refusal goes to the reply only. */
+            atomic_fetch_add(&w->n_duplicate, 1);
+            emit_code(j, INFERD_E_EXISTS, "requestId '%s' is already in flight on this worker",
+                      j->rid);
         } else {
+            snprintf(j->subject, sizeof(j->subject), "response.%s", j->rid);
+            j->has_rid = true;
             run_request(j, body);
+            rid_release(w, j);
         }
     }
     json_decref(body);
@@ -763,6 +860,8 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
     j->w = w;
     j->msg = msg;
     j->ep = ns->ep;
+    j->rid_slot = -1;
+    j->reply = inbox_of(w, msg);
     if (ns->ep >= EPI_MODEL0) {
         inferd_fe_model_info mi;
         inferd_frontend_model(w->fe, (size_t)(ns->ep - EPI_MODEL0), &mi);
@@ -773,14 +872,18 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
     if ((uint32_t)atomic_fetch_add(&w->n_inflight, 1) >= w->max_inflight) {
         atomic_fetch_sub(&w->n_inflight, 1);
         atomic_fetch_add(&w->n_rejected, 1);
-        json_t *body =
-            json_loadb(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), 0, NULL);
+        const size_t len = (size_t)natsMsg_GetDataLength(msg);
+        json_t *body = len <= w->o.max_msg_bytes
+                           ? json_loadb(natsMsg_GetData(msg), len, JSON_REJECT_DUPLICATES, NULL)
+                           : NULL;
         json_t *rid = json_is_object(body) ? json_object_get(body, "requestId") : NULL;
         if (json_is_string(rid) &&
             !request_id_problem(json_string_value(rid), json_string_length(rid))) {
             snprintf(j->rid, sizeof(j->rid), "%s", json_string_value(rid));
             snprintf(j->subject, sizeof(j->subject), "response.%s", j->rid);
-            j->has_rid = true;
+            /* Not into the stream of a running request of the same id. */
+            j->has_rid = rid_claim(w, j);
+            rid_release(w, j);
         }
         json_decref(body);
         emit_code(j, INFERD_E_OVERLOADED, "the worker is at capacity: retry later");
@@ -881,6 +984,20 @@ static json_t *ctl_load(inferd_nats_worker *w, json_t *body, bool load)
     return json_pack("{s:b,s:s,s:b}", "ok", true, "modelId", mi.id, "loaded", false);
 }
 
+/* Does @p body carry the control token? (Constant time in its length.) */
+static bool token_ok(const inferd_nats_worker *w, json_t *body)
+{
+    json_t *t = json_is_object(body) ? json_object_get(body, "token") : NULL;
+    if (!json_is_string(t))
+        return false;
+    const char *got = json_string_value(t);
+    const size_t n = strlen(w->control_token), m = json_string_length(t);
+    unsigned char diff = (unsigned char)(n != m);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(w->control_token[i] ^ (i < m ? got[i] : 0));
+    return diff == 0;
+}
+
 static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc;
@@ -903,6 +1020,10 @@ static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
         out = ctl_fail(&e);
     } else if (body && !json_is_object(body)) {
         inferd_fail(&e, INFERD_E_BAD_JSON, "the message must be a JSON object");
+        out = ctl_fail(&e);
+    } else if (w->control_token && !token_ok(w, body)) {
+        inferd_fail(&e, INFERD_E_UNAUTHORIZED,
+                    "control requests need \"token\" (the worker's --nats-control-token)");
         out = ctl_fail(&e);
     } else if (ns->kind == SUB_LIST) {
         out = ctl_list(w);
@@ -1051,16 +1172,18 @@ static json_t *status_json(void *ctx)
     if (w->nc && atomic_load(&w->connected))
         natsConnection_GetConnectedUrl(w->nc, url, sizeof(url));
     pthread_mutex_lock(&w->mu);
-    json_t *o =
-        json_pack("{s:s,s:o,s:{s:s,s:s,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:s}}", "id", w->id,
-                  "tags", tags_json(w), "nats", "state", state_name(atomic_load(&w->state)), "url",
-                  w->url, "connected", atomic_load(&w->connected), "server", url, "reconnects",
-                  (json_int_t)w->n_reconnects, "registrations", (json_int_t)w->n_registrations,
-                  "register_attempts", (json_int_t)w->n_register_attempts, "heartbeats",
-                  (json_int_t)w->n_heartbeats, "requests", (json_int_t)atomic_load(&w->n_requests),
-                  "malformed", (json_int_t)atomic_load(&w->n_malformed), "rejected",
-                  (json_int_t)atomic_load(&w->n_rejected), "in_flight", atomic_load(&w->n_inflight),
-                  "last_error", w->last_error);
+    json_t *o = json_pack(
+        "{s:s,s:o,s:{s:s,s:s,s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:s}}", "id", w->id,
+        "tags", tags_json(w), "nats", "state", state_name(atomic_load(&w->state)), "url", w->url,
+        "connected", atomic_load(&w->connected), "server", url, "reconnects",
+        (json_int_t)w->n_reconnects, "registrations", (json_int_t)w->n_registrations,
+        "register_attempts", (json_int_t)w->n_register_attempts, "heartbeats",
+        (json_int_t)w->n_heartbeats, "requests", (json_int_t)atomic_load(&w->n_requests),
+        "malformed", (json_int_t)atomic_load(&w->n_malformed), "rejected",
+        (json_int_t)atomic_load(&w->n_rejected), "bad_reply",
+        (json_int_t)atomic_load(&w->n_bad_reply), "duplicate",
+        (json_int_t)atomic_load(&w->n_duplicate), "in_flight", atomic_load(&w->n_inflight),
+        "last_error", w->last_error);
     pthread_mutex_unlock(&w->mu);
     return o;
 }
@@ -1074,6 +1197,7 @@ inferd_nats_opts inferd_nats_opts_default(void)
     o.heartbeat_ms = 5000;
     o.register_timeout_ms = 2000;
     o.max_msg_bytes = 1 << 20;
+    o.inbox_prefix = "_INBOX.";
     return o;
 }
 
@@ -1090,6 +1214,9 @@ static void worker_free(inferd_nats_worker *w)
     inferd_free(w->id);
     inferd_free(w->advertise);
     inferd_free(w->http_host);
+    inferd_free(w->inbox_prefix);
+    inferd_free(w->control_token);
+    inferd_free(w->live_rids);
     pthread_mutex_destroy(&w->mu);
     pthread_mutex_destroy(&w->hb_mu);
     pthread_cond_destroy(&w->cv);
@@ -1133,6 +1260,15 @@ int inferd_nats_opts_check(const inferd_nats_opts *opts, inferd_error *err)
     if (opts->heartbeat_ms < 100 || opts->heartbeat_ms > 3600000)
         return inferd_fail(err, INFERD_E_INVALID, "--heartbeat-ms: %lld is outside [100, 3600000]",
                            (long long)opts->heartbeat_ms);
+    if (opts->inbox_prefix && (!*opts->inbox_prefix || strpbrk(opts->inbox_prefix, "*> \t\r\n") ||
+                               strlen(opts->inbox_prefix) > 128))
+        return inferd_fail(err, INFERD_E_INVALID,
+                           "--nats-inbox-prefix: '%s' must be 1..128 characters with no "
+                           "wildcards or spaces",
+                           opts->inbox_prefix);
+    if (opts->control_token && !*opts->control_token)
+        return inferd_fail(err, INFERD_E_INVALID,
+                           "--nats-control-token: it is empty (leave the option out for none)");
     return 0;
 }
 
@@ -1156,8 +1292,11 @@ int inferd_nats_worker_create(inferd_frontend *fe, const inferd_nats_opts *opts,
     w->id = inferd_strdup(opts->worker_id);
     w->advertise = dup_or_null(opts->advertise_host);
     w->http_host = dup_or_null(opts->http_host);
+    w->inbox_prefix = inferd_strdup(opts->inbox_prefix ? opts->inbox_prefix : "_INBOX.");
+    w->control_token = dup_or_null(opts->control_token);
     if (!w->url || !w->id || (opts->advertise_host && !w->advertise) ||
-        (opts->http_host && !w->http_host) || split_tags(w, opts->tags) < 0) {
+        (opts->http_host && !w->http_host) || !w->inbox_prefix ||
+        (opts->control_token && !w->control_token) || split_tags(w, opts->tags) < 0) {
         worker_free(w);
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the NATS worker");
     }
@@ -1168,6 +1307,11 @@ int inferd_nats_worker_create(inferd_frontend *fe, const inferd_nats_opts *opts,
     if (gethostname(w->hostname, sizeof(w->hostname) - 1) != 0)
         snprintf(w->hostname, sizeof(w->hostname), "unknown");
     w->max_inflight = inferd_frontend_request_capacity(fe) + 16;
+    w->live_rids = inferd_calloc(w->max_inflight, sizeof(*w->live_rids));
+    if (!w->live_rids) {
+        worker_free(w);
+        return inferd_fail(err, INFERD_E_NOMEM, "no memory for the NATS worker");
+    }
     w->backoff_ms = BACKOFF_MIN_MS;
     atomic_store(&w->state, NW_IDLE);
 

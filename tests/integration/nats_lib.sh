@@ -189,6 +189,17 @@ tcheck() {
     fi
 }
 
+# good_after SUBJECT LABEL: right after a bad message, a good 4-token request
+# on SUBJECT still succeeds (one check).
+n_good=0
+good_after() {
+    n_good=$((n_good + 1))
+    ctl infer "$1" "{\"requestId\":\"good-$n_good\",\"prompt\":\"Once upon a time\",\"maxTokens\":4,\"temperature\":0}"
+    ok "after $2: a good request succeeds" \
+        '.response.end.type == "done" and .response.tokens == 4 and .response.end.totalTokens == 4 and
+         .response.ends == 1'
+}
+
 # nats_finish: no sanitizer report in any worker log, and every check ok.
 nats_finish() {
     local reports

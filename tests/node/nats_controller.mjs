@@ -27,7 +27,10 @@
 //       not response.{rid} ("stray"). --watch-heartbeats records
 //       worker.heartbeat and, with --kill-on-first-token, waits for an
 //       "offline" one too. --kill-on-first-token sends SIGTERM to PID when
-//       the first token event arrives.
+//       the first token event arrives. --reply-to SUBJECT publishes with that
+//       reply subject instead (not listened to: a hostile client's choice).
+//       --no-response does not wait on response.{rid} (with
+//       --watch-responses, anything published there is "stray").
 //   many N SUBJECT PAYLOAD [--timeout-ms N]
 //       Publishes N copies of the JSON PAYLOAD at once, requestId
 //       "{requestId}-{i}", and waits for every stream to end.
@@ -66,9 +69,9 @@ function parseArgs(argv) {
       continue;
     }
     const name = a.slice(2);
-    if (['reply', 'watch-responses', 'watch-heartbeats', 'no-ack'].includes(name)) {
+    if (['reply', 'watch-responses', 'watch-heartbeats', 'no-ack', 'no-response'].includes(name)) {
       opt[name] = true;
-    } else if (['rid', 'timeout-ms', 'settle-ms', 'kill-on-first-token'].includes(name)) {
+    } else if (['rid', 'timeout-ms', 'settle-ms', 'kill-on-first-token', 'reply-to'].includes(name)) {
       if (i + 1 >= argv.length) usage(`${a} needs a value`);
       opt[name] = argv[++i];
     } else {
@@ -195,7 +198,7 @@ async function infer(subject, payload, opt) {
   const nc = await open();
   let seq = 0;
   let wake = () => {};
-  const response = subjectSafe(rid) ? newStream() : null;
+  const response = subjectSafe(rid) && !opt['no-response'] ? newStream() : null;
   const reply = opt.reply ? newStream() : null;
   const stray = [];
   const heartbeats = [];
@@ -244,7 +247,10 @@ async function infer(subject, payload, opt) {
     });
   }
   await nc.flush();
-  nc.publish(subject, sc.encode(payload), inbox ? { reply: inbox } : undefined);
+  // --reply-to SUBJECT: a reply subject of the caller's choosing (not
+  // subscribed here), as a hostile client would set it.
+  const replyTo = opt['reply-to'] !== undefined ? String(opt['reply-to']) : inbox;
+  nc.publish(subject, sc.encode(payload), replyTo ? { reply: replyTo } : undefined);
   await nc.flush();
 
   const finished = () => (!response || response.end) && (!reply || reply.end || reply.status.length) &&
