@@ -159,8 +159,17 @@ int inferd__cmd_serve(int argc, char **argv)
         }
         inferd_log_set_level((inferd_log_level)lv);
     }
-    if (!api_key)
+    const char *key_from = "--api-key";
+    if (!api_key) {
         api_key = getenv("INFERD_API_KEY");
+        key_from = "INFERD_API_KEY";
+    }
+    if (api_key && !*api_key) {
+        /* An empty key would turn authentication off without a word. */
+        inferd__cli_error(CMD, "%s: the API key is empty (leave it out for no authentication)",
+                          key_from);
+        return CLI_EXIT_USAGE;
+    }
     char uuid[37];
     if (!worker_id) {
         inferd_uuid4(uuid);

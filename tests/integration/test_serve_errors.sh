@@ -233,6 +233,9 @@ if grep -E 'runtime error|AddressSanitizer|LeakSanitizer' "$tmp/serve.log"; then
 fi
 
 # ---- server 2: --api-key -------------------------------------------------
+# An empty key is a usage error, not "no authentication".
+expect_error 2 '--api-key: the API key is empty' serve -m "$model" --api-key ""
+INFERD_API_KEY="" expect_error 2 'INFERD_API_KEY: the API key is empty' serve -m "$model"
 key=s3cret-key
 serve_start -m "$model" -t 1 -np 2 --api-key "$key"
 serve_wait_ready
