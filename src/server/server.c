@@ -436,6 +436,47 @@ static bool authorized(const inferd_server *s, struct MHD_Connection *mc)
     return diff == 0;
 }
 
+/* How a request says where its body ends. */
+typedef struct framing {
+    int n_cl;            /* Content-Length headers */
+    bool cl_differ;      /* with different values */
+    char cl[32];         /* the first one's value */
+    int n_te;            /* Transfer-Encoding headers */
+    bool te_not_chunked; /* a coding other than exactly "chunked" */
+} framing;
+
+static enum MHD_Result read_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    framing *f = cls;
+    if (key_size == 14 && strncasecmp(key, "Content-Length", 14) == 0) {
+        char v[32];
+        snprintf(v, sizeof(v), "%.*s", (int)(value_size < 31 ? value_size : 31), value);
+        if (f->n_cl++ == 0)
+            memcpy(f->cl, v, sizeof(v));
+        else if (strcmp(f->cl, v) != 0 || value_size >= 31)
+            f->cl_differ = true;
+    } else if (key_size == 17 && strncasecmp(key, "Transfer-Encoding", 17) == 0) {
+        f->n_te++;
+        if (!(value_size == 7 && strncasecmp(value, "chunked", 7) == 0))
+            f->te_not_chunked = true;
+    }
+    return MHD_YES;
+}
+
+/* What makes a request's framing ambiguous (RFC 9112 6.1-6.3), or NULL. */
+static const char *framing_problem(const framing *f)
+{
+    if (f->n_cl > 0 && f->n_te > 0)
+        return "Content-Length together with Transfer-Encoding";
+    if (f->cl_differ)
+        return "Content-Length given twice with different values";
+    if (f->n_te > 1 || f->te_not_chunked)
+        return "a transfer coding other than chunked";
+    return NULL;
+}
+
 static bool is_health_probe(const char *url)
 {
     return strcmp(url, "/health") == 0 || strncmp(url, "/v2/health/", 11) == 0;
@@ -473,6 +514,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         atomic_fetch_add(&s->n_active, 1);
         c->api = strncmp(url, "/v2", 3) == 0 ? API_KSERVE : API_OPENAI;
         c->body = INFERD_BUF_INIT(s->o.max_body_bytes);
+        framing fr = {0};
+        MHD_get_connection_values_n(mc, MHD_HEADER_KIND, read_framing, &fr);
+        const char *bad = framing_problem(&fr);
+        if (bad) {
+            /* RFC 9112 6.3: a message whose length is ambiguous is refused
+             * and the connection closed, so nothing in its body is taken
+             * for another request. */
+            c->close = true;
+            inferd__http_error(c, INFERD_E_INVALID, NULL, "%s: the request is refused", bad);
+            return queue(c);
+        }
         const char *cl =
             MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->o.max_body_bytes) {

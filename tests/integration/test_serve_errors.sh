@@ -226,6 +226,57 @@ bad 413 request_too_large - "exceeds the limit of 4096" POST $chat "@$tmp/big.js
 jq -nc --arg p "$(printf 'Once %.0s' {1..10})" '{prompt: $p, max_tokens: 1}' >"$tmp/ok.json"
 expect_http 200 POST $completions "@$tmp/ok.json" -H 'Transfer-Encoding: chunked'
 
+# ---- request smuggling (RFC 9112 6.3): an ambiguous length is a 400 and
+# the connection is closed, so a request hidden in the body never runs ----
+# raw_http HEAD_LINES BODY: send one raw request (Python: curl will not
+# send these), print every response read until the server closes (or 10 s).
+raw_http() {
+    /usr/bin/python3 - "$port" "$1" "$2" <<'PY'
+import socket, sys, time
+port, head, body = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+req = ("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+       head.replace("|", "\r\n") + "\r\n\r\n" + body).encode()
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+t0 = time.time()
+s.sendall(req)
+out = b""
+closed = False
+while True:
+    try:
+        d = s.recv(65536)
+    except socket.timeout:
+        break
+    if not d:
+        closed = True
+        break
+    out += d
+text = out.decode("utf-8", "replace")
+print("responses=%d closed=%d secs=%.1f" % (text.count("HTTP/1.1 "), closed, time.time() - t0))
+print(text)
+PY
+}
+smuggled='GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n'
+good_body='{"prompt":"Once upon a time","max_tokens":1}'
+# smuggle LABEL HEAD BODY MESSAGE: one 400 naming MESSAGE, then closed.
+smuggle() {
+    raw_http "$2" "$3" >"$tmp/raw"
+    head -1 "$tmp/raw" | grep -q '^responses=1 closed=1' ||
+        fail "$1: expected one response then a closed connection: $(head -c 400 "$tmp/raw")"
+    grep -q '^HTTP/1.1 400' "$tmp/raw" || fail "$1: expected 400: $(head -c 400 "$tmp/raw")"
+    grep -qF "$4" "$tmp/raw" || fail "$1: the error does not say '$4': $(cat "$tmp/raw")"
+    still_serves
+}
+n=${#good_body}
+smuggle "two different Content-Lengths" "Content-Length: $n|Content-Length: $((n + ${#smuggled}))" \
+    "$good_body$smuggled" "Content-Length given twice with different values"
+smuggle "Content-Length with Transfer-Encoding" "Content-Length: 5|Transfer-Encoding: chunked" \
+    "0\r\n\r\n$smuggled" "Content-Length together with Transfer-Encoding"
+smuggle "an unknown transfer coding" "Transfer-Encoding: gzip, chunked" "$good_body" \
+    "a transfer coding other than chunked"
+# The same Content-Length twice is not ambiguous: answered.
+raw_http "Content-Length: $n|Content-Length: $n|Connection: close" "$good_body" >"$tmp/raw"
+grep -q '^HTTP/1.1 200' "$tmp/raw" || fail "a repeated equal Content-Length: $(head -c 400 "$tmp/raw")"
+
 serve_stop
 [[ "$serve_rc" == 0 ]] || fail "inferd serve exited $serve_rc, not 0, on SIGTERM: $(tail -5 "$tmp/serve.log")"
 if grep -E 'runtime error|AddressSanitizer|LeakSanitizer' "$tmp/serve.log"; then
