@@ -103,6 +103,57 @@ static json_t *scalar_of(json_t *in)
     return json_is_array(d) ? NULL : d;
 }
 
+/* The leaf elements of @p d (nested arrays flattened; a scalar is one), or
+ * -1 past depth 8. */
+static int64_t data_elems(json_t *d, int depth)
+{
+    if (!json_is_array(d))
+        return 1;
+    if (depth >= 8)
+        return -1;
+    int64_t n = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach (d, i, e) {
+        int64_t k = data_elems(e, depth + 1);
+        if (k < 0)
+            return -1;
+        n += k;
+    }
+    return n;
+}
+
+/* Does input @p i's "shape" (required: integers >= 0, at most 8) hold as
+ * many elements as its data? */
+static int check_shape(json_t *in, size_t i, const char *n, inferd_error *err)
+{
+    json_t *shape = json_object_get(in, "shape");
+    if (!json_is_array(shape) || json_array_size(shape) > 8)
+        return inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                                 "inputs[%zu] (%s): shape: expected an array of at most 8 "
+                                 "integers >= 0",
+                                 i, n);
+    int64_t want = 1;
+    size_t k;
+    json_t *dim;
+    json_array_foreach (shape, k, dim) {
+        if (!json_is_integer(dim) || json_integer_value(dim) < 0 ||
+            json_integer_value(dim) > (int64_t)1 << 31)
+            return inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                                     "inputs[%zu] (%s): shape[%zu]: expected an integer >= 0", i, n,
+                                     k);
+        want *= json_integer_value(dim);
+        if (want > (int64_t)1 << 40)
+            want = (int64_t)1 << 40;
+    }
+    int64_t have = data_elems(json_object_get(in, "data"), 0);
+    if (have != want)
+        return inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                                 "inputs[%zu] (%s): shape says %lld elements, data has %lld", i, n,
+                                 (long long)want, (long long)have);
+    return 0;
+}
+
 /* Input tensor @p i (named @p n) into @p fields. */
 static int input_field(json_t *fields, size_t i, const char *n, json_t *in, bool *has_text,
                        inferd_error *err)
@@ -126,6 +177,9 @@ static int input_field(json_t *fields, size_t i, const char *n, json_t *in, bool
         return inferd_fail_param(err, INFERD_E_INVALID, "inputs",
                                  "inputs[%zu] (%s): expected one element in data", i, n);
     }
+    int rc = check_shape(in, i, n, err);
+    if (rc < 0)
+        return rc;
     if (json_object_set(fields, n, v) != 0)
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the request");
     return 0;
@@ -152,16 +206,26 @@ int inferd__kserve_fields(json_t *body, const char *model, json_t **out, inferd_
     json_t *in;
     bool has_text = false;
     int rc = 0;
+    json_t *seen = json_object(); /* input names so far (an input overrides a parameter) */
+    if (!seen)
+        rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the request");
     json_array_foreach (inputs, i, in) {
+        if (rc < 0)
+            break;
         json_t *name = json_object_get(in, "name");
         if (!json_is_string(name))
             rc = inferd_fail_param(err, INFERD_E_INVALID_TYPE, "inputs",
                                    "inputs[%zu].name: expected a string", i);
+        else if (json_object_get(seen, json_string_value(name)))
+            rc = inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                                   "inputs[%zu] (%s): the input is given twice", i,
+                                   json_string_value(name));
+        else if (json_object_set_new(seen, json_string_value(name), json_true()) != 0)
+            rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the request");
         else
             rc = input_field(fields, i, json_string_value(name), in, &has_text, err);
-        if (rc < 0)
-            break;
     }
+    json_decref(seen);
     if (rc == 0 && !has_text)
         rc = inferd_fail_param(err, INFERD_E_MISSING, "inputs",
                                "inputs: no text_input tensor (BYTES, shape [1])");

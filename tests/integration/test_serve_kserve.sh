@@ -130,6 +130,19 @@ bad 400 "inputs: no text_input tensor" POST $infer '{"inputs":[]}'
 bad 400 "inputs[1] (max_tokens): expected one element in data" POST $infer \
     "{\"inputs\":[$text_input,{\"name\":\"max_tokens\",\"datatype\":\"INT32\",\"shape\":[2],\"data\":[8,9]}]}"
 bad 400 "parameters: expected an object" POST $infer "{\"inputs\":[$text_input],\"parameters\":[1]}"
+# Shapes are checked against the data, and an input is given once.
+bad 400 "inputs[0] (text_input): shape says 2 elements, data has 1" POST $infer \
+    '{"inputs":[{"name":"text_input","datatype":"BYTES","shape":[2],"data":["Once"]}]}'
+bad 400 "inputs[0] (text_input): shape: expected an array of at most 8 integers" POST $infer \
+    '{"inputs":[{"name":"text_input","datatype":"BYTES","data":["Once"]}]}'
+bad 400 "inputs[1] (max_tokens): shape[0]: expected an integer >= 0" POST $infer \
+    "{\"inputs\":[$text_input,{\"name\":\"max_tokens\",\"datatype\":\"INT32\",\"shape\":[-1],\"data\":[3]}]}"
+bad 400 "inputs[2] (stop): shape says 1 elements, data has 2" POST $infer \
+    "{\"inputs\":[$text_input,{\"name\":\"max_tokens\",\"datatype\":\"INT32\",\"shape\":[1],\"data\":[3]},{\"name\":\"stop\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"a\",\"b\"]}]}"
+bad 400 "inputs[1] (text_input): the input is given twice" POST $infer \
+    "{\"inputs\":[$text_input,$text_input]}"
+bad 400 "inputs[2] (max_tokens): the input is given twice" POST $infer \
+    "{\"inputs\":[$text_input,{\"name\":\"max_tokens\",\"datatype\":\"INT32\",\"shape\":[1],\"data\":[3]},{\"name\":\"max_tokens\",\"datatype\":\"INT32\",\"shape\":[1],\"data\":[4]}]}"
 bad 400 "parameters: expected an object" POST $infer "{\"inputs\":[$text_input],\"parameters\":\"x\"}"
 bad 400 "temperature: expected a number, got string" POST $infer \
     "{\"inputs\":[$text_input],\"parameters\":{\"temperature\":\"x\"}}"
