@@ -26,6 +26,19 @@ int inferd_log_level_parse(const char *s);
 void inferd_log(inferd_log_level level, const char *comp, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A rate limit for one kind of log line (refused connections, malformed
+ * messages): at most one a second, the rest counted. Zero-initialise it;
+ * static storage is fine. */
+typedef struct inferd_log_limit {
+    _Atomic unsigned long long last_ms;    /* monotonic ms of the last line written, 0: none */
+    _Atomic unsigned long long suppressed; /* lines left out since */
+} inferd_log_limit;
+
+/** May a line of kind @p lim be written now? If so, *out_suppressed is the
+ * number left out since the last one (and the count restarts). Thread:
+ * any. */
+int inferd_log_allow(inferd_log_limit *lim, unsigned long long *out_suppressed);
+
 #define inferd_log_debug(comp, ...) inferd_log(INFERD_LOG_DEBUG, comp, __VA_ARGS__)
 #define inferd_log_info(comp, ...) inferd_log(INFERD_LOG_INFO, comp, __VA_ARGS__)
 #define inferd_log_warn(comp, ...) inferd_log(INFERD_LOG_WARN, comp, __VA_ARGS__)

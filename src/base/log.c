@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "inferd/clock.h"
+
 static atomic_int log_level = -1; /* -1: not yet read from the environment */
 
 int inferd_log_level_parse(const char *s)
@@ -80,4 +82,17 @@ void inferd_log(inferd_log_level level, const char *comp, const char *fmt, ...)
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
+}
+
+int inferd_log_allow(inferd_log_limit *lim, unsigned long long *out_suppressed)
+{
+    const unsigned long long now = inferd_now_ns() / 1000000u + 1; /* never 0 */
+    unsigned long long last = atomic_load(&lim->last_ms);
+    if ((last == 0 || now - last >= 1000) &&
+        atomic_compare_exchange_strong(&lim->last_ms, &last, now)) {
+        *out_suppressed = atomic_exchange(&lim->suppressed, 0);
+        return 1;
+    }
+    atomic_fetch_add(&lim->suppressed, 1);
+    return 0;
 }

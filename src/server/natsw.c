@@ -79,13 +79,6 @@ typedef struct nw_sub {
 
 #define SRV_SUBS 9
 
-/* At most one warning a second of a kind; the rest are counted and
- * reported with the next. */
-typedef struct warn_limit {
-    uint64_t last_ns;
-    uint64_t suppressed;
-} warn_limit;
-
 struct inferd_nats_worker {
     inferd_frontend *fe;
     inferd_nats_opts o; /* strings below are owned copies */
@@ -116,7 +109,7 @@ struct inferd_nats_worker {
     natsSubscription *reg_sub;
     uint64_t n_reconnects, n_registrations, n_register_attempts, n_heartbeats;
     char last_error[256];
-    warn_limit warn_malformed, warn_reply; /* mu */
+    inferd_log_limit warn_malformed, warn_reply;
     nw_endpoint eps[EPS_N];
     nw_sub direct, ctl[3], srv_subs[SRV_SUBS], models[INFERD_FE_MODELS_MAX];
     pthread_t thread;
@@ -613,25 +606,6 @@ static void emit_code(job *j, int code, const char *fmt, ...)
     emit_error(j, &e);
 }
 
-/* May a warning of kind @p wl be logged now? *more: how many were not
- * since the last one. */
-static bool warn_allowed(inferd_nats_worker *w, warn_limit *wl, uint64_t *more)
-{
-    const uint64_t now = inferd_now_ns();
-    bool ok = false;
-    pthread_mutex_lock(&w->mu);
-    if (wl->last_ns == 0 || now - wl->last_ns >= 1000000000u) {
-        ok = true;
-        *more = wl->suppressed;
-        wl->suppressed = 0;
-        wl->last_ns = now;
-    } else {
-        wl->suppressed++;
-    }
-    pthread_mutex_unlock(&w->mu);
-    return ok;
-}
-
 /* The reply subject of @p msg if events may go there: an inbox (starts
  * with the inbox prefix, one subject, no wildcards), never a subject this
  * worker serves. NULL otherwise (a reply that is not an inbox is counted). */
@@ -646,8 +620,8 @@ static const char *inbox_of(inferd_nats_worker *w, natsMsg *msg)
     if (ok)
         return reply;
     atomic_fetch_add(&w->n_bad_reply, 1);
-    uint64_t more = 0;
-    if (warn_allowed(w, &w->warn_reply, &more))
+    unsigned long long more = 0;
+    if (inferd_log_allow(&w->warn_reply, &more))
         inferd_log_warn(COMP,
                         "request on %s with reply subject '%.64s', not an inbox (%s...): "
                         "events go to response.{requestId} only (%llu more since the last)",
@@ -695,12 +669,11 @@ static void malformed(job *j, int code, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     atomic_fetch_add(&j->w->n_malformed, 1);
-    uint64_t more = 0;
-    if (warn_allowed(j->w, &j->w->warn_malformed, &more))
+    unsigned long long more = 0;
+    if (inferd_log_allow(&j->w->warn_malformed, &more))
         inferd_log_warn(COMP, "malformed request on %s (%d bytes): %s%s (%llu more since the last)",
                         natsMsg_GetSubject(j->msg), natsMsg_GetDataLength(j->msg), msg,
-                        j->reply ? "; error sent to its reply subject" : "",
-                        (unsigned long long)more);
+                        j->reply ? "; error sent to its reply subject" : "", more);
     emit_code(j, code, "%s", msg);
 }
 

@@ -603,13 +603,22 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
 
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
+    inferd_server *s = cls;
+    unsigned long long more = 0;
+    /* libmicrohttpd says something per refused or broken connection: a
+     * flood of those is one line a second. */
+    if (!inferd_log_allow(&s->mhd_warn, &more))
+        return;
     char msg[512];
     vsnprintf(msg, sizeof(msg), fmt, ap);
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    inferd_log_warn(COMP, "%s", msg);
+    if (more)
+        inferd_log_warn(COMP, "%s (and %llu more libmicrohttpd messages in the last second)", msg,
+                        more);
+    else
+        inferd_log_warn(COMP, "%s", msg);
 }
 
 /* ---- life cycle ---- */

@@ -16,6 +16,7 @@
 #include "inferd/clock.h"
 #include "inferd/chat.h"
 #include "inferd/frontend.h"
+#include "inferd/log.h"
 #include "inferd/procstat.h"
 #include "inferd/registry.h"
 #include "inferd/scheduler.h"
@@ -70,7 +71,8 @@ struct inferd_server {
     struct MHD_Daemon *daemon;
     uint16_t port;
     double t_start_s;
-    atomic_int n_active; /* HTTP requests being handled */
+    atomic_int n_active;       /* HTTP requests being handled */
+    inferd_log_limit mhd_warn; /* libmicrohttpd's messages, rate-limited */
 
     pthread_mutex_t mu; /* guards everything below */
     uint64_t http_count[EP_COUNT][HTTP_CODES_N + 1];

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -473,6 +474,24 @@ static const char *check_ts(const char *line)
     return t + 25;
 }
 
+/* The rate limit: the first line goes, the next ones in the same second
+ * are counted, and the first after the second says how many were left out. */
+static void test_log_allow_limits(void **state)
+{
+    (void)state;
+    inferd_log_limit lim = {0};
+    unsigned long long more = 99;
+    assert_true(inferd_log_allow(&lim, &more));
+    assert_int_equal(more, 0);
+    for (int i = 0; i < 5; i++)
+        assert_false(inferd_log_allow(&lim, &more));
+    /* A second later (the last line moved back rather than waiting). */
+    atomic_store(&lim.last_ms, atomic_load(&lim.last_ms) - 1500);
+    assert_true(inferd_log_allow(&lim, &more));
+    assert_int_equal(more, 5);
+    assert_false(inferd_log_allow(&lim, &more));
+}
+
 static void test_log_level_parse(void **state)
 {
     (void)state;
@@ -697,6 +716,7 @@ int main(void)
         cmocka_unit_test(test_alloc_strdup_strndup),
         cmocka_unit_test(test_alloc_fail_after_each_kind),
         cmocka_unit_test(test_alloc_fail_after_mixed),
+        cmocka_unit_test(test_log_allow_limits),
         cmocka_unit_test(test_log_level_parse),
         cmocka_unit_test(test_log_set_get_level),
         cmocka_unit_test(test_log_line_format),
