@@ -258,6 +258,23 @@ void inferd_fe_input_free(inferd_fe_input *in);
 int inferd_fe_fail(const inferd_fe_door *door, inferd_field f, inferd_error *err, int code,
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* What one request body may cost to parse: jansson builds a node per value
+ * (about 50 bytes; an object with its hash table about 200), so a body is
+ * checked against these before it is parsed, and none costs more than a
+ * bounded multiple of its size. */
+#define INFERD_FE_JSON_DEPTH_MAX 64         /* nesting of arrays and objects */
+#define INFERD_FE_JSON_CONTAINERS_MAX 16384 /* arrays and objects */
+#define INFERD_FE_JSON_VALUES_MAX 262144    /* values of any kind (a 128k-token prompt fits) */
+
+/**
+ * Parse request body @p data (@p len bytes; duplicate keys refused) within
+ * the budget above, checked by a scan before anything is allocated.
+ * @return 0 and *out (a JSON value of any type; json_decref it);
+ * INFERD_E_BAD_JSON (malformed, or over the budget: the message says which
+ * limit), INFERD_E_NOMEM.
+ */
+int inferd_fe_parse_json(const char *data, size_t len, json_t **out, inferd_error *err);
+
 /** The JSON type name of @p v ("string", "integer", ...), for messages. */
 const char *inferd_fe_type_name(const json_t *v);
 

@@ -574,3 +574,68 @@ void inferd_fe_input_free(inferd_fe_input *in)
     in->messages = NULL;
     in->n_messages = 0;
 }
+
+/* ---- parsing a body within a budget ---- */
+
+int inferd_fe_parse_json(const char *data, size_t len, json_t **out, inferd_error *err)
+{
+    *out = NULL;
+    /* One pass over the bytes: depth, containers and values, skipping
+     * strings (their escapes included). Malformed input is left to jansson,
+     * which says where; this only refuses what would cost too much. */
+    uint32_t depth = 0;
+    uint64_t containers = 0, values = 0;
+    bool in_string = false, escaped = false, in_scalar = false;
+    for (size_t i = 0; i < len; i++) {
+        const char ch = data[i];
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (ch == '\\')
+                escaped = true;
+            else if (ch == '"')
+                in_string = false;
+            continue;
+        }
+        const bool scalar_char = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+                                 ch == '-' || ch == '+' || ch == '.' || (ch >= 'A' && ch <= 'Z');
+        if (scalar_char) {
+            if (!in_scalar)
+                values++;
+            in_scalar = true;
+            continue;
+        }
+        in_scalar = false;
+        if (ch == '"') {
+            in_string = true;
+            values++;
+        } else if (ch == '{' || ch == '[') {
+            containers++;
+            values++;
+            if (++depth > INFERD_FE_JSON_DEPTH_MAX)
+                return inferd_fail(err, INFERD_E_BAD_JSON,
+                                   "the JSON nests deeper than %d arrays and objects",
+                                   INFERD_FE_JSON_DEPTH_MAX);
+        } else if (ch == '}' || ch == ']') {
+            if (depth > 0)
+                depth--;
+        }
+        if (containers > INFERD_FE_JSON_CONTAINERS_MAX)
+            return inferd_fail(err, INFERD_E_BAD_JSON,
+                               "the JSON has more than %d arrays and objects",
+                               INFERD_FE_JSON_CONTAINERS_MAX);
+        if (values > INFERD_FE_JSON_VALUES_MAX)
+            return inferd_fail(err, INFERD_E_BAD_JSON, "the JSON has more than %d values",
+                               INFERD_FE_JSON_VALUES_MAX);
+    }
+    if (values > INFERD_FE_JSON_VALUES_MAX)
+        return inferd_fail(err, INFERD_E_BAD_JSON, "the JSON has more than %d values",
+                           INFERD_FE_JSON_VALUES_MAX);
+    json_error_t je;
+    json_t *j = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &je);
+    if (!j)
+        return inferd_fail(err, INFERD_E_BAD_JSON, "invalid JSON at line %d column %d: %s", je.line,
+                           je.column, je.text);
+    *out = j;
+    return 0;
+}

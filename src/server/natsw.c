@@ -766,11 +766,10 @@ static void handle_request(job *j)
                   w->o.max_msg_bytes);
         return;
     }
-    json_error_t je;
-    json_t *body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &je);
-    if (!body) {
-        malformed(j, INFERD_E_BAD_JSON, "invalid JSON at line %d column %d: %s", je.line, je.column,
-                  je.text);
+    json_t *body = NULL;
+    inferd_error pe = {0};
+    if (inferd_fe_parse_json(data, len, &body, &pe) < 0) {
+        malformed(j, pe.code, "%s", pe.msg);
         return;
     }
     if (!json_is_object(body)) {
@@ -846,9 +845,9 @@ static void on_inference(natsConnection *nc, natsSubscription *sub, natsMsg *msg
         atomic_fetch_sub(&w->n_inflight, 1);
         atomic_fetch_add(&w->n_rejected, 1);
         const size_t len = (size_t)natsMsg_GetDataLength(msg);
-        json_t *body = len <= w->o.max_msg_bytes
-                           ? json_loadb(natsMsg_GetData(msg), len, JSON_REJECT_DUPLICATES, NULL)
-                           : NULL;
+        json_t *body = NULL;
+        if (len <= w->o.max_msg_bytes)
+            inferd_fe_parse_json(natsMsg_GetData(msg), len, &body, NULL);
         json_t *rid = json_is_object(body) ? json_object_get(body, "requestId") : NULL;
         if (json_is_string(rid) &&
             !request_id_problem(json_string_value(rid), json_string_length(rid))) {
@@ -980,16 +979,13 @@ static void on_control(natsConnection *nc, natsSubscription *sub, natsMsg *msg, 
     uint64_t t0 = inferd_now_ns();
     size_t len = (size_t)natsMsg_GetDataLength(msg);
     json_t *body = NULL, *out;
-    json_error_t je;
     inferd_error e = {0};
     if (len > w->o.max_msg_bytes) {
         inferd_fail(&e, INFERD_E_TOO_LARGE,
                     "the message is too large: %zu bytes, over the limit of %zu", len,
                     w->o.max_msg_bytes);
         out = ctl_fail(&e);
-    } else if (len > 0 && !(body = json_loadb(natsMsg_GetData(msg), len, 0, &je))) {
-        inferd_fail(&e, INFERD_E_BAD_JSON, "invalid JSON at line %d column %d: %s", je.line,
-                    je.column, je.text);
+    } else if (len > 0 && inferd_fe_parse_json(natsMsg_GetData(msg), len, &body, &e) < 0) {
         out = ctl_fail(&e);
     } else if (body && !json_is_object(body)) {
         inferd_fail(&e, INFERD_E_BAD_JSON, "the message must be a JSON object");

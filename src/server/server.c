@@ -347,11 +347,10 @@ static json_t *body_json(http_conn *c, bool empty_ok)
         inferd__http_error(c, INFERD_E_BAD_JSON, NULL, "the request body is empty (expected JSON)");
         return NULL;
     }
-    json_error_t je;
-    json_t *j = json_loadb(c->body.p, c->body.len, JSON_REJECT_DUPLICATES, &je);
-    if (!j) {
-        inferd__http_error(c, INFERD_E_BAD_JSON, NULL, "invalid JSON at line %d column %d: %s",
-                           je.line, je.column, je.text);
+    json_t *j = NULL;
+    inferd_error e = {0};
+    if (inferd_fe_parse_json(c->body.p, c->body.len, &j, &e) < 0) {
+        inferd__http_fail(c, &e);
         return NULL;
     }
     if (!json_is_object(j)) {

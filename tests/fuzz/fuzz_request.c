@@ -1,7 +1,8 @@
 /* libFuzzer target for the network-facing request parsers: the first input
  * byte picks a door (OpenAI completions, OpenAI chat, KServe infer, NATS),
  * the rest is the request body as the door receives it. The body is parsed
- * as the doors parse it (JSON, duplicate keys rejected), KServe's input
+ * as the doors parse it (inferd_fe_parse_json: the budget scan, then JSON
+ * with duplicate keys rejected), KServe's input
  * tensors are turned into fields, and the door's fields are read through
  * the front end's field table. Any input must end in success or in an
  * error with a code from the error table, a message, and a field name
@@ -46,8 +47,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     const inferd_fe_door *door = DOORS[data[0] % N_DOORS];
-    json_error_t je;
-    json_t *body = json_loadb((const char *)data + 1, size - 1, JSON_REJECT_DUPLICATES, &je);
+    json_t *body = NULL;
+    inferd_error pe = {0};
+    const int prc = inferd_fe_parse_json((const char *)data + 1, size - 1, &body, &pe);
+    if (prc < 0 && (prc != pe.code || pe.msg[0] == '\0'))
+        abort();
     if (!body || !json_is_object(body)) {
         json_decref(body);
         return 0;

@@ -73,6 +73,9 @@ for path in $completions $chat; do
     bad 400 invalid_json - "invalid JSON" POST $path '42'
     bad 400 invalid_json - "the request body is empty" POST $path '' --data-binary ''
     bad 400 invalid_json - "invalid JSON" POST $path '{"prompt":"a","prompt":"b"}'
+    # The parse budget: refused by a scan before jansson allocates a node.
+    bad 400 invalid_json - "the JSON nests deeper than 64 arrays and objects" POST $path \
+        "{\"prompt\":$(printf '[%.0s' {1..65})1$(printf ']%.0s' {1..65})}"
 done
 
 # ---- model ---------------------------------------------------------------

@@ -50,6 +50,15 @@ ok "a message over --max-body: bad_request on the reply inbox, requestId null (n
      (.reply.end.error | test("too large: [0-9]+ bytes, over the limit of 4096")) and .stray == []'
 good "a message over the limit"
 
+# ---- over the parse budget: refused by the scan, on the reply inbox ----
+deep="$(printf '[%.0s' {1..65})1$(printf ']%.0s' {1..65})"
+ctl infer "$subj" "{\"requestId\":\"deep-1\",\"prompt\":$deep}" --reply --no-response \
+    --watch-responses --settle-ms 300
+ok "nesting deeper than 64: bad_request on the reply inbox" \
+    '.reply.end.code == "bad_request" and (.reply.end.error | test("nests deeper than 64")) and
+     .stray == []'
+good "a message over the parse budget"
+
 # ---- a duplicate requestId in flight ----
 # The first runs long (a larger model, 600 tokens past any end of text).
 NATS_URL="$nats_url" node "$node_dir/nats_controller.mjs" infer worker.w-h.inference \

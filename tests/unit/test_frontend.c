@@ -299,6 +299,72 @@ static void test_fields_alloc_failures(void **state)
     }
 }
 
+/* ---- parsing within the budget ---- */
+
+/* @p n copies of @p unit between @p open and @p close (malloc'd). */
+static char *repeat(const char *open, const char *unit, size_t n, const char *close)
+{
+    size_t u = strlen(unit), len = strlen(open) + u * n + strlen(close);
+    char *p = inferd_malloc(len + 1), *at = p;
+    assert_non_null(p);
+    at += sprintf(at, "%s", open);
+    for (size_t i = 0; i < n; i++, at += u)
+        memcpy(at, unit, u);
+    sprintf(at, "%s", close);
+    return p;
+}
+
+static void expect_refused(const char *text, const char *msg)
+{
+    json_t *j = (json_t *)1;
+    inferd_error e = {0};
+    assert_int_equal(inferd_fe_parse_json(text, strlen(text), &j, &e), INFERD_E_BAD_JSON);
+    assert_null(j);
+    if (!strstr(e.msg, msg))
+        fail_msg("'%s' does not say '%s'", e.msg, msg);
+}
+
+static void test_parse_json_budget(void **state)
+{
+    (void)state;
+    json_t *j = NULL;
+    inferd_error e = {0};
+    const char *ok = "{\"prompt\":\"[[[{{{ \\\" ]]]\",\"stop\":[\"a\",\"b\"],\"n\":1,\"x\":null}";
+    assert_int_equal(inferd_fe_parse_json(ok, strlen(ok), &j, &e), 0);
+    assert_string_equal(json_string_value(json_object_get(j, "prompt")), "[[[{{{ \" ]]]");
+    json_decref(j);
+
+    /* Each limit: just inside is parsed, one past is refused before parsing. */
+    char *deep = repeat("", "[", INFERD_FE_JSON_DEPTH_MAX, "");
+    char *deep_ok = repeat(deep, "]", INFERD_FE_JSON_DEPTH_MAX, "");
+    assert_int_equal(inferd_fe_parse_json(deep_ok, strlen(deep_ok), &j, &e), 0);
+    json_decref(j);
+    char *deeper = repeat("[", "", 0, deep_ok);
+    char *deeper2 = repeat(deeper, "", 0, "]");
+    expect_refused(deeper2, "nests deeper than 64");
+    char *objs = repeat("[{}", ",{}", INFERD_FE_JSON_CONTAINERS_MAX - 2, "]");
+    assert_int_equal(inferd_fe_parse_json(objs, strlen(objs), &j, &e), 0);
+    json_decref(j);
+    char *objs2 = repeat("[{}", ",{}", INFERD_FE_JSON_CONTAINERS_MAX, "]");
+    expect_refused(objs2, "more than 16384 arrays and objects");
+    char *ints = repeat("{\"prompt\":[1", ",1", INFERD_FE_JSON_VALUES_MAX, "]}");
+    expect_refused(ints, "more than 262144 values");
+    char *ints_ok = repeat("[1", ",22", INFERD_FE_JSON_VALUES_MAX - 2, "]");
+    assert_int_equal(inferd_fe_parse_json(ints_ok, strlen(ints_ok), &j, &e), 0);
+    assert_int_equal(json_array_size(j), INFERD_FE_JSON_VALUES_MAX - 1);
+    json_decref(j);
+    expect_refused("{\"a\":1,\"a\":2}", "invalid JSON at line 1");
+    expect_refused("{\"a\":", "invalid JSON at line 1");
+    inferd_free(deep);
+    inferd_free(deep_ok);
+    inferd_free(deeper);
+    inferd_free(deeper2);
+    inferd_free(objs);
+    inferd_free(objs2);
+    inferd_free(ints);
+    inferd_free(ints_ok);
+}
+
 /* ---- error faces ---- */
 
 typedef struct row {
@@ -608,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_fields_errors),
         cmocka_unit_test(test_fields_messages_and_ids),
         cmocka_unit_test(test_fields_alloc_failures),
+        cmocka_unit_test(test_parse_json_budget),
         cmocka_unit_test(test_error_faces),
         cmocka_unit_test(test_frontend_requests),
         cmocka_unit_test(test_frontend_options_and_status),
