@@ -1,4 +1,6 @@
-/* The bounded growable buffer (include/inferd/buf.h). */
+/* The bounded growable buffer (include/inferd/buf.h). Invariants: len <=
+ * limit; once p is allocated, len < cap <= limit + 1 and p[len] == '\0'; a
+ * failed append changes nothing but err. Not thread-safe. */
 #include "inferd/buf.h"
 
 #include <stdarg.h>
@@ -9,21 +11,26 @@
 #include "inferd/alloc.h"
 #include "inferd/error.h"
 
-/* Room for @p n more bytes and the NUL. */
+/* Room for @p n more bytes and the NUL, or the (sticky) reason why not. */
 static int reserve(inferd_buf *b, size_t n)
 {
     if (b->err)
         return b->err;
     if (n > b->limit || b->len > b->limit - n)
         return b->err = INFERD_E_RANGE;
-    size_t need = b->len + n + 1;
+    /* len + n <= limit; the NUL needs one more, which a limit of SIZE_MAX
+     * cannot give. */
+    if (b->len + n == SIZE_MAX)
+        return b->err = INFERD_E_RANGE;
+    const size_t need = b->len + n + 1;
     if (need <= b->cap)
         return 0;
+    const size_t cap_max = b->limit < SIZE_MAX ? b->limit + 1 : SIZE_MAX;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
-    if (cap > b->limit + 1)
-        cap = b->limit + 1;
+    if (cap > cap_max)
+        cap = cap_max;
     char *p = inferd_realloc(b->p, cap);
     if (!p)
         return b->err = INFERD_E_NOMEM;

@@ -1,4 +1,6 @@
-/* Time (include/inferd/clock.h). */
+/* Time (include/inferd/clock.h): CLOCK_MONOTONIC for durations, deadlines
+ * and timed waits, CLOCK_REALTIME only for timestamps. Stateless; any
+ * thread. */
 #include "inferd/clock.h"
 
 #include <errno.h>
@@ -22,12 +24,22 @@ double inferd_unix_s(void) { return (double)read_ns(CLOCK_REALTIME) / 1e9; }
 inferd_deadline inferd_deadline_in_ms(int64_t ms)
 {
     inferd_deadline d = {0};
-    if (ms >= 0)
-        d.at_ns = inferd_now_ns() + (uint64_t)ms * 1000000u;
-    if (ms >= 0 && d.at_ns == 0)
+    if (ms < 0)
+        return d;
+    const uint64_t now = inferd_now_ns();
+    /* Saturate rather than wrap: a huge timeout is "practically never". */
+    if ((uint64_t)ms > (UINT64_MAX - now) / 1000000u)
+        d.at_ns = UINT64_MAX;
+    else
+        d.at_ns = now + (uint64_t)ms * 1000000u;
+    /* 0 would read as "no deadline"; the clock is never that young, but
+     * make sure. */
+    if (d.at_ns == 0)
         d.at_ns = 1;
     return d;
 }
+
+inferd_deadline inferd_deadline_at_ns(uint64_t at_ns) { return (inferd_deadline){.at_ns = at_ns}; }
 
 bool inferd_deadline_passed(inferd_deadline d)
 {
@@ -39,7 +51,12 @@ int64_t inferd_deadline_left_ms(inferd_deadline d)
     if (d.at_ns == 0)
         return -1;
     uint64_t now = inferd_now_ns();
-    return now >= d.at_ns ? 0 : (int64_t)((d.at_ns - now + 999999u) / 1000000u);
+    if (now >= d.at_ns)
+        return 0;
+    /* Rounded up without adding first, so a saturated deadline cannot
+     * wrap. */
+    const uint64_t left_ns = d.at_ns - now;
+    return (int64_t)(left_ns / 1000000u + (left_ns % 1000000u != 0));
 }
 
 int inferd_cond_init_monotonic(pthread_cond_t *cv)

@@ -45,7 +45,6 @@ void inferd_log(inferd_log_level level, const char *comp, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
     char msg[1024], line[2300];
-    struct timespec ts;
     struct tm tm;
     va_list ap;
     size_t n;
@@ -56,12 +55,14 @@ void inferd_log(inferd_log_level level, const char *comp, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
+    /* The wall clock: a timestamp people read, not a duration. */
+    const int64_t unix_ms = inferd_unix_ms();
+    const time_t unix_s = (time_t)(unix_ms / 1000);
+    gmtime_r(&unix_s, &tm);
     n = (size_t)snprintf(line, sizeof(line),
                          "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s comp=%s msg=\"",
                          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                         tm.tm_sec, ts.tv_nsec / 1000000L, names[level], comp ? comp : "-");
+                         tm.tm_sec, (long)(unix_ms % 1000), names[level], comp ? comp : "-");
     /* snprintf returns the untruncated length: a component name too long
      * for the line must not push n past the buffer. */
     if (n > sizeof(line) - 3)

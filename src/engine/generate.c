@@ -5,7 +5,6 @@
 #include "inferd/generate.h"
 
 #include <string.h>
-#include <time.h>
 
 #include "inferd/alloc.h"
 #include "inferd/buf.h"
@@ -19,8 +18,6 @@ inferd_gen_params inferd_gen_params_default(void)
     p.n_predict = 128;
     return p;
 }
-
-static double now_ms(void) { return (double)inferd_now_ns() / 1e6; }
 
 #define GENERATE_TEXT_MAX ((size_t)64 << 20) /* the result's text */
 
@@ -114,7 +111,7 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
     memset(prefill, 1, n_batch);
 
     /* Prefill. */
-    double t0 = now_ms();
+    const uint64_t t0_ns = inferd_now_ns();
     inferd_model_seq_reset(m, p->seq);
     for (size_t i = 0; i < n_prompt; i += n_batch) {
         uint32_t n = (uint32_t)(n_prompt - i < n_batch ? n_prompt - i : n_batch);
@@ -132,7 +129,7 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
         if (rc < 0)
             goto done;
     }
-    double t1 = now_ms();
+    const uint64_t t1_ns = inferd_now_ns();
 
     /* Penalties look back over the prompt too, as llama.cpp's server does. */
     for (size_t i = 0; i < n_prompt; i++)
@@ -192,8 +189,8 @@ int inferd_generate(inferd_model *m, inferd_pool *pool, const int32_t *prompt, s
     out_result->text_len = text_len;
     out_result->seed = inferd_sampler_seed(smp);
     out_result->finish = e.stopped ? INFERD_FINISH_STOP : finish;
-    out_result->prompt_ms = t1 - t0;
-    out_result->gen_ms = now_ms() - t1;
+    out_result->prompt_ms = (double)(t1_ns - t0_ns) / 1e6;
+    out_result->gen_ms = (double)(inferd_now_ns() - t1_ns) / 1e6;
     rc = 0;
 
 done:

@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "inferd/alloc.h"
 #include "inferd/clock.h"
@@ -136,15 +135,12 @@ int inferd_request_next(inferd_request *r, inferd_event *out_event, int64_t wait
         return INFERD_E_NOT_FOUND;
     }
     if (!has_event_locked(r) && wait_ms != 0) {
-        if (wait_ms < 0) {
-            while (!has_event_locked(r))
-                pthread_cond_wait(&r->cv, &r->mu);
-        } else {
-            const uint64_t until = inferd_deadline_in_ms(wait_ms).at_ns;
-            while (!has_event_locked(r))
-                if (inferd_cond_wait_until_ns(&r->cv, &r->mu, until) != 0)
-                    break;
-        }
+        /* One monotonic deadline for the whole wait (none when wait_ms < 0),
+         * so spurious wake-ups do not extend it. */
+        const uint64_t until = inferd_deadline_in_ms(wait_ms).at_ns;
+        while (!has_event_locked(r))
+            if (inferd_cond_wait_until_ns(&r->cv, &r->mu, until) != 0)
+                break;
     }
     if (r->n_read < r->n_pub) {
         const uint32_t i = r->n_read++;
@@ -1173,11 +1169,7 @@ static void *sched_main(void *arg)
             if (s->state == INFERD_SCHED_DRAINING && s->drain_limited &&
                 (!wake || s->drain_end_ns < wake))
                 wake = s->drain_end_ns;
-            if (wake) {
-                inferd_cond_wait_until_ns(&s->cv, &s->mu, wake);
-            } else {
-                pthread_cond_wait(&s->cv, &s->mu);
-            }
+            inferd_cond_wait_until_ns(&s->cv, &s->mu, wake); /* wake 0: no limit */
         }
         /* Pop what fits; admission work (tokenize, sampler) runs unlocked. */
         inferd_request *admit[INFERD_SCHED_SLOTS_MAX];
@@ -1309,8 +1301,8 @@ int inferd_sched_create(const char *path, const inferd_sched_opts *opts, inferd_
 
 int inferd_sched_wait_ready(inferd_sched *s, int64_t timeout_ms, inferd_error *err)
 {
-    /* timeout_ms 0 means "do not wait": a deadline of now. */
-    const uint64_t until = timeout_ms < 0 ? 0 : inferd_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    /* timeout_ms 0 means "do not wait": a deadline of now; < 0: none. */
+    const uint64_t until = inferd_deadline_in_ms(timeout_ms).at_ns;
     int rc = 0;
     pthread_mutex_lock(&s->mu);
     while (!s->load_done)

@@ -67,6 +67,32 @@ static void test_buf_limit(void **state)
     assert_int_equal(inferd_buf_addf(&f, "%s", "123456"), INFERD_E_RANGE);
     assert_null(f.p);
     inferd_buf_free(&f);
+    assert_int_equal(f.err, 0); /* free clears the error */
+
+    /* Reset clears the sticky error; the memory stays. */
+    inferd_buf r = INFERD_BUF_INIT(4);
+    assert_int_equal(inferd_buf_add(&r, "abcd", 4), 0);
+    assert_int_equal(inferd_buf_addc(&r, 'e'), INFERD_E_RANGE);
+    char *mem = r.p;
+    inferd_buf_reset(&r);
+    assert_int_equal(r.err, 0);
+    assert_ptr_equal(r.p, mem);
+    assert_int_equal(inferd_buf_addf(&r, "%d", 1234), 0);
+    assert_string_equal(r.p, "1234");
+    inferd_buf_free(&r);
+
+    /* An "unbounded" limit: growth does not wrap, and no size can leave
+     * room for the NUL past SIZE_MAX. */
+    inferd_buf u = INFERD_BUF_INIT(SIZE_MAX);
+    assert_int_equal(inferd_buf_add(&u, "abc", 3), 0);
+    assert_int_equal(u.cap, 256);
+    assert_int_equal(inferd_buf_add(&u, "x", SIZE_MAX), INFERD_E_RANGE);
+    assert_string_equal(u.p, "abc");
+    inferd_buf_free(&u);
+    inferd_buf v = INFERD_BUF_INIT(SIZE_MAX);
+    assert_int_equal(inferd_buf_add(&v, "x", SIZE_MAX), INFERD_E_RANGE);
+    assert_null(v.p);
+    inferd_buf_free(&v);
 }
 
 static void test_buf_take(void **state)
@@ -111,6 +137,21 @@ static void test_buf_alloc_failures(void **state)
         inferd_buf_free(&b);
     }
     assert_true(done);
+
+    /* Taking an empty buffer allocates its ""; when that fails, NULL and
+     * the buffer is left empty and usable. */
+    inferd_buf e = INFERD_BUF_INIT(16);
+    size_t len = 5;
+    inferd_alloc_fail_after(1);
+    assert_null(inferd_buf_take(&e, &len));
+    inferd_alloc_fail_after(0);
+    assert_int_equal(len, 0);
+    assert_int_equal(e.err, 0);
+    assert_int_equal(e.limit, 16);
+    char *p = inferd_buf_take(&e, &len);
+    assert_non_null(p);
+    assert_string_equal(p, "");
+    inferd_free(p);
 }
 
 int main(void)

@@ -29,7 +29,7 @@ static void test_clock_reads(void **state)
     inferd_sleep_ms(-5);
 }
 
-static void test_deadlines(void **state)
+static void test_clock_deadlines(void **state)
 {
     (void)state;
     inferd_deadline none = inferd_deadline_in_ms(-1);
@@ -46,6 +46,25 @@ static void test_deadlines(void **state)
     assert_false(inferd_deadline_passed(later));
     int64_t left = inferd_deadline_left_ms(later);
     assert_true(left > 59000 && left <= 60000);
+
+    /* Absolute deadlines: 0 is none, a past time has passed, a time 1 ns
+     * ahead has (rounded up) a millisecond left unless it passed already. */
+    assert_int_equal(inferd_deadline_at_ns(0).at_ns, 0);
+    assert_int_equal(inferd_deadline_left_ms(inferd_deadline_at_ns(0)), -1);
+    inferd_deadline past = inferd_deadline_at_ns(inferd_now_ns() - 1);
+    assert_true(inferd_deadline_passed(past));
+    assert_int_equal(inferd_deadline_left_ms(past), 0);
+    int64_t tiny = inferd_deadline_left_ms(inferd_deadline_at_ns(inferd_now_ns() + 1));
+    assert_true(tiny == 0 || tiny == 1);
+    inferd_deadline soon = inferd_deadline_at_ns(inferd_now_ns() + 2500000u); /* 2.5 ms */
+    assert_true(inferd_deadline_left_ms(soon) <= 3);
+
+    /* A timeout past the clock's range saturates instead of wrapping into
+     * the past. */
+    inferd_deadline huge = inferd_deadline_in_ms(INT64_MAX);
+    assert_true(huge.at_ns == UINT64_MAX);
+    assert_false(inferd_deadline_passed(huge));
+    assert_true(inferd_deadline_left_ms(huge) > (int64_t)1e12);
 }
 
 typedef struct waiter {
@@ -65,14 +84,30 @@ static void *signal_later(void *arg)
     return NULL;
 }
 
-static void test_cond_waits(void **state)
+/* Wait on @p w until signal_later sets its flag; every wait must return 0
+ * (woken), never ETIMEDOUT. */
+static void signalled_wait(waiter *w, uint64_t until_ns)
+{
+    pthread_t t;
+    w->flag = 0;
+    pthread_mutex_lock(&w->mu);
+    assert_int_equal(pthread_create(&t, NULL, signal_later, w), 0);
+    while (!w->flag)
+        assert_int_equal(inferd_cond_wait_until_ns(&w->cv, &w->mu, until_ns), 0);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(t, NULL);
+}
+
+static void test_clock_cond_waits(void **state)
 {
     (void)state;
     waiter w = {.flag = 0};
     pthread_mutex_init(&w.mu, NULL);
     assert_int_equal(inferd_cond_init_monotonic(&w.cv), 0);
 
-    /* Nobody signals: the wait times out after at least 30 ms. */
+    /* Nobody signals: the wait times out after at least 30 ms (on a default,
+     * CLOCK_REALTIME cv the monotonic deadline would read as a date in 1970
+     * and time out at once). */
     pthread_mutex_lock(&w.mu);
     uint64_t t0 = inferd_now_ns();
     int rc = 0;
@@ -87,24 +122,11 @@ static void test_cond_waits(void **state)
     assert_int_equal(inferd_cond_wait_until_ns(&w.cv, &w.mu, inferd_now_ns()), ETIMEDOUT);
     pthread_mutex_unlock(&w.mu);
 
-    /* A signal ends a long wait. */
-    pthread_t t;
-    pthread_mutex_lock(&w.mu);
-    assert_int_equal(pthread_create(&t, NULL, signal_later, &w), 0);
-    const uint64_t until = inferd_now_ns() + 60ull * 1000000000u;
-    while (!w.flag)
-        assert_int_equal(inferd_cond_wait_until_ns(&w.cv, &w.mu, until), 0);
-    pthread_mutex_unlock(&w.mu);
-    pthread_join(t, NULL);
-
-    /* No limit (0): waits for the signal. */
-    w.flag = 0;
-    pthread_mutex_lock(&w.mu);
-    assert_int_equal(pthread_create(&t, NULL, signal_later, &w), 0);
-    while (!w.flag)
-        assert_int_equal(inferd_cond_wait_until_ns(&w.cv, &w.mu, 0), 0);
-    pthread_mutex_unlock(&w.mu);
-    pthread_join(t, NULL);
+    /* A signal ends a long wait, a wait on the saturated deadline (a valid,
+     * far time, not an error) and a wait without limit (0). */
+    signalled_wait(&w, inferd_now_ns() + 60ull * 1000000000u);
+    signalled_wait(&w, inferd_deadline_in_ms(INT64_MAX).at_ns);
+    signalled_wait(&w, 0);
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
 }
@@ -113,8 +135,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_clock_reads),
-        cmocka_unit_test(test_deadlines),
-        cmocka_unit_test(test_cond_waits),
+        cmocka_unit_test(test_clock_deadlines),
+        cmocka_unit_test(test_clock_cond_waits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,10 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "inferd/alloc.h"
+#include "inferd/clock.h"
 #include "inferd/model.h"
 #include "inferd/registry.h"
 
@@ -695,8 +695,7 @@ static void test_registry_reaper_thread(void **state)
     inferd_registry_release(r, h);
     size_t n = 1;
     for (int i = 0; i < 2000 && n > 0; i++) {
-        struct timespec ts = {0, 5 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        inferd_sleep_ms(5);
         n = list_all(r, info, 4);
     }
     assert_int_equal(n, 0);

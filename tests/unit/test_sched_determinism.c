@@ -17,9 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "inferd/alloc.h"
+#include "inferd/clock.h"
 #include "inferd/generate.h"
 #include "inferd/model.h"
 #include "inferd/pool.h"
@@ -229,7 +229,7 @@ typedef struct waker {
 static void waker_init(waker *w)
 {
     pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
+    assert_int_equal(inferd_cond_init_monotonic(&w->cv), 0); /* waker_wait times out */
     w->n_events = 0;
 }
 
@@ -260,13 +260,11 @@ static uint64_t waker_count(waker *w)
  * wake-up at all. */
 static bool waker_wait(waker *w, uint64_t seen)
 {
-    struct timespec dl;
+    const uint64_t until = inferd_deadline_in_ms(STALL_MS).at_ns;
     bool moved;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += STALL_MS / 1000;
     pthread_mutex_lock(&w->mu);
     while (w->n_events == seen) {
-        if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) == ETIMEDOUT)
+        if (inferd_cond_wait_until_ns(&w->cv, &w->mu, until) == ETIMEDOUT)
             break;
     }
     moved = w->n_events != seen;

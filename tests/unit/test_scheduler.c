@@ -21,9 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "inferd/clock.h"
 #include "inferd/generate.h"
 #include "inferd/model.h"
 #include "inferd/scheduler.h"
@@ -54,33 +54,6 @@ static atomic_uint_fast64_t g_seq; /* orders events read inside callbacks */
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers */
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static struct timespec deadline_in(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
 
 /* Tokenize @p text with the reference vocabulary. */
 static size_t tokenize(const char *text, bool add_special, int32_t *ids, size_t cap)
@@ -207,7 +180,7 @@ static void collector_init(collector *c)
 {
     memset(c, 0, sizeof(*c));
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    assert_int_equal(inferd_cond_init_monotonic(&c->cv), 0); /* timed waits below */
     c->index_ok = true;
 }
 
@@ -360,10 +333,10 @@ static int read_all_rc(collector *c)
 
 static void wait_end(collector *c)
 {
-    struct timespec dl = deadline_in(WAIT_MS);
+    const uint64_t until = inferd_deadline_in_ms(WAIT_MS).at_ns;
     pthread_mutex_lock(&c->mu);
     while (!c->ended && c->bad_rc == 0) {
-        if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT)
+        if (inferd_cond_wait_until_ns(&c->cv, &c->mu, until) == ETIMEDOUT)
             break;
     }
     bool ended = c->ended;
@@ -391,10 +364,10 @@ static void finish(collector *c)
 
 static void wait_blocked(collector *c)
 {
-    struct timespec dl = deadline_in(WAIT_MS);
+    const uint64_t until = inferd_deadline_in_ms(WAIT_MS).at_ns;
     pthread_mutex_lock(&c->mu);
     while (!c->blocked) {
-        if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT)
+        if (inferd_cond_wait_until_ns(&c->cv, &c->mu, until) == ETIMEDOUT)
             break;
     }
     bool blocked = c->blocked;
@@ -537,29 +510,29 @@ static uint64_t n_ended(const inferd_sched_stats *st)
  * queued: a request's slot may be freed just after its terminal event. */
 static inferd_sched_stats wait_idle(inferd_sched *s, uint64_t want)
 {
-    double t_end = now_ms() + WAIT_MS;
+    const inferd_deadline t_end = inferd_deadline_in_ms(WAIT_MS);
     inferd_sched_stats st;
     for (;;) {
         st = get_stats(s);
         uint32_t q = st.queue_depth[0] + st.queue_depth[1] + st.queue_depth[2];
         if (n_ended(&st) >= want && st.slots_busy == 0 && q == 0)
             return st;
-        if (now_ms() > t_end)
+        if (inferd_deadline_passed(t_end))
             fail_msg("not idle after %d ms: ended %llu of %llu, slots_busy %u, queued %u", WAIT_MS,
                      (unsigned long long)n_ended(&st), (unsigned long long)want, st.slots_busy, q);
-        sleep_ms(2);
+        inferd_sleep_ms(2);
     }
 }
 
 static void wait_state(inferd_sched *s, inferd_sched_state want)
 {
-    double t_end = now_ms() + WAIT_MS;
+    const inferd_deadline t_end = inferd_deadline_in_ms(WAIT_MS);
     while (inferd_sched_get_state(s) != want) {
-        if (now_ms() > t_end)
+        if (inferd_deadline_passed(t_end))
             fail_msg("state is '%s', waited for '%s'",
                      inferd_sched_state_name(inferd_sched_get_state(s)),
                      inferd_sched_state_name(want));
-        sleep_ms(1);
+        inferd_sleep_ms(1);
     }
 }
 
@@ -904,7 +877,7 @@ static void test_scheduler_deadline_queued(void **state)
     inferd_request_params pt = p;
     pt.timeout_ms = 1;
     submit_ok(s, &pt, &t);
-    sleep_ms(30); /* well past t's deadline while it waits behind x */
+    inferd_sleep_ms(30); /* well past t's deadline while it waits behind x */
     open_gate(&x);
     finish(&x);
     finish(&t);
@@ -947,7 +920,7 @@ static void test_scheduler_deadline_running(void **state)
     /* f waits for r's only slot. */
     inferd_request_params q = greedy(pf.ids, pf.n, 8);
     submit_ok(s, &q, &f);
-    sleep_ms(600); /* r's callback is held past its deadline */
+    inferd_sleep_ms(600); /* r's callback is held past its deadline */
     open_gate(&r);
     finish(&r);
     expect_error(&r, INFERD_E_TIMEOUT);
@@ -990,7 +963,7 @@ static void test_scheduler_deadline_default(void **state)
     p0.timeout_ms = 0;
     submit_ok(s, &p0, &t0);
     submit_ok(s, &p, &tn);
-    sleep_ms(30);
+    inferd_sleep_ms(30);
     open_gate(&x);
     finish(&x);
     finish(&t0);
@@ -1113,7 +1086,7 @@ static void test_scheduler_cancel_running(void **state)
     inferd_request_cancel(r3.req);
     assert_int_equal(inferd_request_next(r3.req, &ev, 0), INFERD_E_NOT_FOUND);
     assert_int_equal(inferd_request_next(r1.req, &ev, 0), INFERD_E_NOT_FOUND);
-    sleep_ms(20);
+    inferd_sleep_ms(20);
     st = get_stats(s);
     assert_int_equal(st.n_cancelled, 1);
     assert_int_equal(st.n_done, 2);
@@ -1447,7 +1420,7 @@ static void test_scheduler_drain_grace_over(void **state)
 
     assert_int_equal(pthread_create(&th, NULL, drain_thread, &da), 0);
     wait_state(s, INFERD_SCHED_DRAINING);
-    sleep_ms(200); /* y is held in its callback past the 50 ms grace */
+    inferd_sleep_ms(200); /* y is held in its callback past the 50 ms grace */
     open_gate(&y);
     pthread_join(th, NULL);
     assert_int_equal(inferd_sched_get_state(s), INFERD_SCHED_STOPPED);
@@ -1699,12 +1672,12 @@ static void test_scheduler_load_failure_fails_queued(void **state)
     assert_int_equal(get_stats(s).queue_depth[INFERD_PRIORITY_NORMAL], 2);
 
     /* Let the load go on: the open returns and the load fails. */
-    double t_end = now_ms() + WAIT_MS;
+    const inferd_deadline t_end = inferd_deadline_in_ms(WAIT_MS);
     int wfd;
     while ((wfd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
         assert_int_equal(errno, ENXIO); /* no reader yet */
-        assert_true(now_ms() < t_end);
-        sleep_ms(2);
+        assert_false(inferd_deadline_passed(t_end));
+        inferd_sleep_ms(2);
     }
     close(wfd);
     inferd_error_clear(&err);
