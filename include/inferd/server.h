@@ -4,16 +4,25 @@
  *
  * A server serves the models of a request front end (inferd_frontend,
  * which owns them, their registry and the serving state). Each HTTP request
- * is parsed on its connection's thread, read through the front end's field
- * table and submitted through it; the connection thread then waits for the
- * request's events (woken by the scheduler through an eventfd) and writes
- * the response: one JSON body, or an SSE stream. A client that hangs up
- * cancels its request. /health and the KServe readiness follow the front
- * end's state.
+ * is parsed on one of libmicrohttpd's threads (epoll, http_threads of
+ * them), read through the front end's field table and submitted through
+ * it. While a request waits for its events its connection is suspended and
+ * costs no thread: the scheduler's events resume it, and the response is
+ * one JSON body or an SSE stream written as tokens come. A client that
+ * hangs up cancels its request. /health and the KServe readiness follow the
+ * front end's state.
  *
- * Threads: libmicrohttpd's listener plus one thread per connection (bounded
- * by max_connections) and a ticker thread sampling throughput and CPU once
- * a second. The functions below are called by the owner's thread.
+ * Limits: max_connections open connections (plus a reserve of
+ * INFERD_SERVER_OPS_RESERVE in which only the operations routes are
+ * answered), max_client_connections per client address, receive_timeout_s
+ * to receive a whole request however slowly it trickles; beyond a limit a
+ * request is answered 503 with Retry-After at once. An operations port
+ * (ops_port) serves /health, /metrics and /v1/status apart.
+ *
+ * Threads: libmicrohttpd's http_threads, a guard thread (limits, receive
+ * deadlines, hang-ups, stream pings), two job threads (model loads) and a
+ * ticker sampling throughput and CPU once a second. The functions below are
+ * called by the owner's thread.
  */
 #ifndef INFERD_SERVER_H
 #define INFERD_SERVER_H
@@ -28,15 +37,25 @@
 typedef struct inferd_server inferd_server;
 
 typedef struct inferd_server_opts {
-    const char *host;         /* address to bind; default "127.0.0.1" */
-    uint16_t port;            /* 0: any free port (see inferd_server_port) */
-    const char *api_key;      /* NULL/"": none; else "Authorization:
+    const char *host;                /* address to bind; default "127.0.0.1" */
+    uint16_t port;                   /* 0: any free port (see inferd_server_port) */
+    const char *api_key;             /* NULL/"": none; else "Authorization:
                                     * Bearer KEY" on every route but the
                                     * health probes */
-    size_t max_body_bytes;    /* request body limit; default 1 MiB */
-    uint32_t max_connections; /* open connections; default 1024 */
-    uint32_t conn_timeout_s;  /* idle connection timeout; default 30 */
+    size_t max_body_bytes;           /* request body limit; default 1 MiB */
+    uint32_t max_connections;        /* open connections; default 1024 */
+    uint32_t conn_timeout_s;         /* idle connection timeout; default 30 */
+    uint32_t max_client_connections; /* per client address; 0: half of
+                                      * max_connections (the default) */
+    uint32_t receive_timeout_s;      /* to receive a whole request; default 30 */
+    uint32_t http_threads;           /* libmicrohttpd's threads; default 2 */
+    bool ops_listen;                 /* serve /health, /metrics, /v1/status
+                                      * on ops_port too */
+    uint16_t ops_port;               /* 0: any free port (inferd_server_ops_port) */
 } inferd_server_opts;
+
+/* Connections beyond max_connections kept for the operations routes. */
+#define INFERD_SERVER_OPS_RESERVE 64
 
 /** Defaults as documented on each field. */
 inferd_server_opts inferd_server_opts_default(void);
@@ -53,6 +72,8 @@ int inferd_server_create(const inferd_server_opts *opts, inferd_frontend *fe,
 
 /** The port listened on (the one chosen when opts.port was 0). */
 uint16_t inferd_server_port(const inferd_server *s);
+/** The operations port (0 when opts.ops_listen was false). */
+uint16_t inferd_server_ops_port(const inferd_server *s);
 
 /**
  * After inferd_frontend_drain (which ends every request): give the

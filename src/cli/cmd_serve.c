@@ -36,6 +36,11 @@ static void help(void)
            "      --max-body BYTES      request body limit (default 1048576)\n"
            "      --max-connections N   open connections (default 1024)\n"
            "      --conn-timeout S      idle connection timeout (default 30)\n"
+           "      --max-client-connections N  open connections per client address\n"
+           "                            (default: half of --max-connections)\n"
+           "      --receive-timeout S   seconds to receive a whole request (default 30)\n"
+           "      --http-threads N      HTTP event threads (default 2)\n"
+           "      --ops-port PORT       also serve /health, /metrics, /v1/status on PORT\n"
            "      --chat-template NAME  override the models' chat template (chatml, llama-2,\n"
            "                            llama-3, zephyr, phi-3, mistral, gemma, and variants:\n"
            "                            see docs/http.md)\n"
@@ -90,7 +95,8 @@ int inferd__cmd_serve(int argc, char **argv)
                *nats_url = NULL, *worker_tags = NULL, *inbox_prefix = NULL, *control_token = NULL;
     int64_t port = 8080, parallel = 4, queue = 64, ctx = 0, threads = 0, chunk = 128,
             keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000, max_body = 1 << 20,
-            max_conn = 1024, conn_timeout = 30, ready_retries = 8, heartbeat_ms = 5000;
+            max_conn = 1024, conn_timeout = 30, ready_retries = 8, heartbeat_ms = 5000,
+            max_client = 0, recv_timeout = 30, http_threads = 2, ops_port = -1;
     bool want_help = false, no_http = false;
     const char *pos[1];
 
@@ -112,6 +118,10 @@ int inferd__cmd_serve(int argc, char **argv)
         {"--max-body", NULL, CLI_INT, &max_body, 1024, 1 << 30, NULL, 0, NULL},
         {"--max-connections", NULL, CLI_INT, &max_conn, 1, 100000, NULL, 0, NULL},
         {"--conn-timeout", NULL, CLI_INT, &conn_timeout, 1, 86400, NULL, 0, NULL},
+        {"--max-client-connections", NULL, CLI_INT, &max_client, 1, 100000, NULL, 0, NULL},
+        {"--receive-timeout", NULL, CLI_INT, &recv_timeout, 1, 86400, NULL, 0, NULL},
+        {"--http-threads", NULL, CLI_INT, &http_threads, 1, 64, NULL, 0, NULL},
+        {"--ops-port", NULL, CLI_INT, &ops_port, 0, 65535, NULL, 0, NULL},
         {"--chat-template", NULL, CLI_STR, &tmpl, 0, 0, NULL, 0, NULL},
         {"--log-level", NULL, CLI_STR, &log_level, 0, 0, NULL, 0, NULL},
         {"--worker-id", NULL, CLI_STR, &worker_id, 0, 0, NULL, 0, NULL},
@@ -183,6 +193,11 @@ int inferd__cmd_serve(int argc, char **argv)
     so.max_body_bytes = (size_t)max_body;
     so.max_connections = (uint32_t)max_conn;
     so.conn_timeout_s = (uint32_t)conn_timeout;
+    so.max_client_connections = (uint32_t)max_client;
+    so.receive_timeout_s = (uint32_t)recv_timeout;
+    so.http_threads = (uint32_t)http_threads;
+    so.ops_listen = ops_port >= 0;
+    so.ops_port = (uint16_t)(ops_port >= 0 ? ops_port : 0);
     inferd_frontend_opts fo = inferd_frontend_opts_default();
     fo.n_models = (size_t)n_models;
     for (int i = 0; i < n_models; i++) {
@@ -239,6 +254,10 @@ int inferd__cmd_serve(int argc, char **argv)
     if (srv)
         inferd_log_info("serve", "listening on http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
                         host, strchr(host, ':') ? "]" : "", (unsigned)inferd_server_port(srv));
+    if (srv && inferd_server_ops_port(srv))
+        inferd_log_info("serve", "operations on http://%s%s%s:%u (/health, /metrics, /v1/status)",
+                        strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                        (unsigned)inferd_server_ops_port(srv));
     inferd_nats_worker *nw = NULL;
     if (nats_url) {
         no.http_host = srv ? host : NULL;

@@ -1,22 +1,19 @@
 /* One generation request on behalf of an HTTP request: a registry handle
- * for its model, the scheduler request, and the wait for its events on the
- * connection's thread (an eventfd woken by the scheduler, and the client's
- * socket watched for a hang-up, which cancels the request). */
+ * for its model, the scheduler request, and its events read as they come
+ * on libmicrohttpd's threads. While nothing is ready the connection is
+ * parked (suspended): the scheduler's on_event wakes it, and the guard
+ * wakes it when the client hangs up (which cancels the request) or a
+ * stream is due a keep-alive ping. No thread waits for a request. */
 #include "server_internal.h"
 
-#include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include "inferd/alloc.h"
 #include "inferd/log.h"
 
 #define COMP "http"
-#define STREAM_PING_MS 15000 /* an SSE comment after this long idle */
 
 const char *inferd__gen_finish_name(inferd_finish f)
 {
@@ -26,9 +23,7 @@ const char *inferd__gen_finish_name(inferd_finish f)
 static void gen_wake(void *ctx)
 {
     gen *g = ctx;
-    uint64_t one = 1;
-    ssize_t n = write(g->efd, &one, sizeof(one));
-    (void)n; /* a full counter already wakes the reader */
+    inferd__waker_wake(&g->wk);
 }
 
 gen *inferd__gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
@@ -42,17 +37,14 @@ gen *inferd__gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
     g->c = c;
     g->srv = s;
     g->kind = kind;
-    g->efd = -1;
+    inferd__waker_init(&g->wk, s, c->mc);
     g->text = INFERD_BUF_INIT(SERVER_TEXT_MAX);
     g->out = INFERD_BUF_INIT(SERVER_CHUNK_MAX);
     g->t_start_ns = c->t_start_ns;
     g->created = (int64_t)time(NULL);
-    g->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (g->efd < 0) {
-        inferd__http_error(c, INFERD_E_INTERNAL, NULL, "eventfd: %s", strerror(errno));
-        inferd__gen_free(g);
-        return NULL;
-    }
+    atomic_init(&g->client_left, false);
+    atomic_init(&g->ping_due, false);
+    atomic_init(&g->last_out_ns, inferd_now_ns());
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     g->sock = ci ? ci->connect_fd : -1;
@@ -66,38 +58,8 @@ gen *inferd__gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
         inferd__gen_free(g);
         return NULL;
     }
-    /* The generation may outlast the idle timeout: none while it runs. */
-    MHD_set_connection_option(c->mc, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    inferd__guard_watch(s, g);
     return g;
-}
-
-/* The next event of g within @p idle_ms (< 0: no limit), watching the
- * client's socket. */
-static gen_wait wait_event(gen *g, inferd_event *ev, int idle_ms)
-{
-    int waited_ms = 0;
-    for (;;) {
-        int rc = inferd_fe_request_next(g->fr, ev, 0);
-        if (rc == 0)
-            return GEN_EVENT;
-        if (rc == INFERD_E_NOT_FOUND)
-            return GEN_ENDED;
-        if (idle_ms >= 0 && waited_ms >= idle_ms)
-            return GEN_IDLE;
-        struct pollfd pf[2] = {{g->efd, POLLIN, 0}, {g->sock, POLLRDHUP, 0}};
-        int n = poll(pf, g->sock >= 0 ? 2 : 1, 1000);
-        if (n == 0)
-            waited_ms += 1000;
-        if (n > 0 && g->sock >= 0 && (pf[1].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-            inferd_fe_request_cancel(g->fr);
-            return GEN_CLIENT_LEFT;
-        }
-        if (n > 0 && (pf[0].revents & POLLIN)) {
-            uint64_t v;
-            ssize_t r = read(g->efd, &v, sizeof(v));
-            (void)r;
-        }
-    }
 }
 
 /* Record @p ev in g: text, logprobs, the terminal event. */
@@ -137,34 +99,43 @@ static void record(gen *g, const inferd_event *ev)
         inferd_fe_event_error(g->fr, ev, &g->err);
 }
 
-gen_wait inferd__gen_next(gen *g, inferd_event *ev)
-{
-    gen_wait w = wait_event(g, ev, -1);
-    if (w == GEN_EVENT)
-        record(g, ev);
-    return w;
-}
-
-gen_wait inferd__gen_collect(gen *g)
+/* Read what g's request has ready into g (and, streaming, formatted into
+ * g->out), without waiting: true once the terminal event was read. */
+static bool read_ready(gen *g)
 {
     inferd_event ev;
     while (!g->ended) {
-        gen_wait w = inferd__gen_next(g, &ev);
-        if (w == GEN_CLIENT_LEFT)
-            return w;
-        if (w == GEN_ENDED)
+        int rc = inferd_fe_request_next(g->fr, &ev, 0);
+        if (rc == INFERD_E_NOT_FOUND) /* cannot happen: the terminal event sets ended */
+            g->ended = true;
+        if (rc != 0)
+            break;
+        record(g, &ev);
+        if (g->fmt && !atomic_load(&g->client_left))
+            g->fmt(g, &ev);
+        if (g->fmt && g->out.len > 0) /* a stream sends as it goes */
             break;
     }
-    if (g->c)
-        MHD_set_connection_option(g->c->mc, MHD_CONNECTION_OPTION_TIMEOUT,
-                                  g->srv->o.conn_timeout_s);
-    return GEN_ENDED;
+    return g->ended;
 }
 
-void inferd__gen_respond(gen *g, gen_build_fn build, void *ctx)
+void inferd__gen_respond(gen *g, gen_build_fn build, json_t *echo)
 {
     http_conn *c = g->c;
-    if (inferd__gen_collect(g) == GEN_CLIENT_LEFT) {
+    g->build = build;
+    g->echo = json_incref(echo);
+    c->g = g;
+    c->stage = ST_GEN;
+}
+
+bool inferd__gen_pump(http_conn *c)
+{
+    gen *g = c->g;
+    while (!read_ready(g)) {
+        if (inferd__waker_sleep(&g->wk))
+            return false;
+    }
+    if (atomic_load(&g->client_left)) {
         c->close = true; /* the client left: no response */
     } else if (g->done.type == INFERD_EVENT_ERROR) {
         inferd__http_fail(c, &g->err);
@@ -175,25 +146,42 @@ void inferd__gen_respond(gen *g, gen_build_fn build, void *ctx)
                                                          : "no memory for the response (%zu bytes)",
                            (size_t)SERVER_TEXT_MAX);
     } else {
-        inferd__http_json(c, 200, build(g, ctx));
+        inferd__http_json(c, 200, g->build(g, g->echo));
         /* HTTP and JSON time: the request's time less the scheduler's. */
         double http_s = (double)(inferd_now_ns() - g->t_start_ns) / 1e9;
         inferd__server_count_overhead(g->srv, http_s - g->done.total_ms / 1e3);
     }
+    c->g = NULL;
     inferd__gen_free(g);
+    return true;
+}
+
+/* Let go of g's request and free g, now. */
+void inferd__gen_release(gen *g)
+{
+    inferd_fe_request_release(g->fr); /* waits for the last on_event */
+    inferd__waker_destroy(&g->wk);
+    json_decref(g->echo);
+    inferd_buf_free(&g->text);
+    inferd_buf_free(&g->out);
+    inferd_free(g->toks);
+    inferd_free(g);
 }
 
 void inferd__gen_free(gen *g)
 {
     if (!g)
         return;
-    inferd_fe_request_release(g->fr); /* waits for the last on_event */
-    if (g->efd >= 0)
-        close(g->efd);
-    inferd_buf_free(&g->text);
-    inferd_buf_free(&g->out);
-    inferd_free(g->toks);
-    inferd_free(g);
+    inferd__waker_detach(&g->wk);
+    inferd__guard_unwatch(g->srv, g);
+    if (g->ended || !g->fr) {
+        inferd__gen_release(g);
+        return;
+    }
+    /* Cancelled while it runs: its release waits for the scheduler's next
+     * step, which is not for libmicrohttpd's thread to wait for. */
+    inferd_fe_request_cancel(g->fr);
+    inferd__job_release(g->srv, g);
 }
 
 const char *inferd__gen_model(const gen *g) { return inferd_fe_request_model(g->fr); }
@@ -206,75 +194,54 @@ size_t inferd__gen_token_text(const gen *g, int32_t id, char *buf, size_t cap)
 
 /* ---- SSE ---- */
 
-typedef struct stream_ctx {
-    gen *g;
-    gen_fmt_fn fmt;
-    struct MHD_Connection *mc;
-    unsigned conn_timeout_s;
-} stream_ctx;
-
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
-    stream_ctx *sc = cls;
-    gen *g = sc->g;
+    gen *g = cls;
     while (g->out_pos >= g->out.len) {
         g->out_pos = 0;
         if (!g->out.err)
             inferd_buf_reset(&g->out);
+        if (atomic_load(&g->client_left))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
         if (g->finished) {
-            MHD_set_connection_option(sc->mc, MHD_CONNECTION_OPTION_TIMEOUT, sc->conn_timeout_s);
+            inferd__guard_unwatch(g->srv, g);
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
-        inferd_event ev;
-        gen_wait w = wait_event(g, &ev, STREAM_PING_MS);
-        if (w == GEN_CLIENT_LEFT)
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        if (w == GEN_IDLE) {
-            inferd_buf_add(&g->out, ": keep-alive\n\n", 14);
-            continue;
-        }
-        if (w == GEN_ENDED) { /* cannot happen: the terminal event sets finished */
+        if (g->ended) { /* the terminal event was read: fmt set finished */
             g->finished = true;
             continue;
         }
-        record(g, &ev);
-        sc->fmt(g, &ev);
-        if (ev.type != INFERD_EVENT_TOKEN) {
-            g->finished = true;
-        }
+        read_ready(g);
         if (g->out.err)
             return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (g->out.len > 0)
+            break;
+        if (atomic_exchange(&g->ping_due, false)) {
+            inferd_buf_add(&g->out, ": keep-alive\n\n", 14);
+            break;
+        }
+        if (!g->ended && inferd__waker_sleep(&g->wk))
+            return 0; /* parked until the next event */
     }
     size_t n = g->out.len - g->out_pos;
     if (n > max)
         n = max;
     memcpy(buf, g->out.p + g->out_pos, n);
     g->out_pos += n;
+    atomic_store(&g->last_out_ns, inferd_now_ns());
     return (ssize_t)n;
 }
 
-static void stream_free(void *cls)
-{
-    stream_ctx *sc = cls;
-    inferd__gen_free(sc->g);
-    inferd_free(sc);
-}
+static void stream_free(void *cls) { inferd__gen_free(cls); }
 
 void inferd__gen_stream(gen *g, gen_fmt_fn fmt)
 {
     http_conn *c = g->c;
-    stream_ctx *sc = inferd_calloc(1, sizeof(*sc));
-    struct MHD_Response *r = NULL;
-    if (sc) {
-        sc->g = g;
-        sc->fmt = fmt;
-        sc->mc = c->mc;
-        sc->conn_timeout_s = g->srv->o.conn_timeout_s;
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, sc, stream_free);
-    }
+    g->fmt = fmt;
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, g, stream_free);
     if (!r) {
-        inferd_free(sc);
         inferd__gen_free(g);
         inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the stream");
         return;
@@ -288,5 +255,5 @@ void inferd__gen_stream(gen *g, gen_fmt_fn fmt)
     } else {
         c->close = true;
     }
-    MHD_destroy_response(r); /* frees sc and g when the connection is done */
+    MHD_destroy_response(r); /* frees g when the connection is done with it */
 }

@@ -61,8 +61,8 @@ void inferd__kserve_model(http_conn *c, const char *m, const char *what)
                                 "ready", ready));
 }
 
-/* The /infer response; @p ctx is the request's "id" (echoed when a string). */
-static json_t *build_infer(gen *g, void *ctx)
+/* The /infer response; @p echo is the request's "id" (echoed when a string). */
+static json_t *build_infer(gen *g, json_t *echo)
 {
     json_t *o =
         json_pack("{s:s,s:s,s:[{s:s,s:s,s:[i],s:[s%]}],s:{s:s,s:i,s:i,s:I}}", "model_name",
@@ -71,9 +71,8 @@ static json_t *build_infer(gen *g, void *ctx)
                   "parameters", "finish_reason", inferd__gen_finish_name(g->done.finish),
                   "prompt_tokens", (int)g->done.n_prompt, "completion_tokens", (int)g->done.n_gen,
                   "seed", (json_int_t)g->done.seed);
-    json_t *id = ctx;
-    if (o && json_is_string(id))
-        json_object_set(o, "id", id);
+    if (o && json_is_string(echo))
+        json_object_set(o, "id", echo);
     return o;
 }
 

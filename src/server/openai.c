@@ -247,9 +247,9 @@ static void run(http_conn *c, const inferd_fe_door *door, json_t *body, gen_kind
         inferd__gen_respond(g, build, NULL);
 }
 
-static json_t *build_completion(gen *g, void *ctx)
+static json_t *build_completion(gen *g, json_t *echo)
 {
-    (void)ctx;
+    (void)echo;
     json_t *o = chunk_head(g, "text_completion");
     json_t *lp = g->logprobs ? completion_logprobs(g, 0, g->n_toks) : json_null();
     json_object_set_new(o, "choices",
@@ -261,9 +261,9 @@ static json_t *build_completion(gen *g, void *ctx)
     return o;
 }
 
-static json_t *build_chat(gen *g, void *ctx)
+static json_t *build_chat(gen *g, json_t *echo)
 {
-    (void)ctx;
+    (void)echo;
     json_t *o = chunk_head(g, "chat.completion");
     json_t *lp = g->logprobs ? chat_logprobs(g, 0, g->n_toks) : json_null();
     json_object_set_new(o, "choices",

@@ -1,6 +1,8 @@
-/* The HTTP server: libmicrohttpd daemon (one thread per connection), body
- * reading with a limit, bearer authentication, routing, error responses,
- * the served models, state and the per-second ticker. */
+/* The HTTP server: libmicrohttpd daemons (epoll and a pool of threads; the
+ * operations port apart), body reading with a limit, bearer authentication,
+ * routing, the stages of a request (received, on a job, waiting for its
+ * generation, answered), error responses and the per-second ticker.
+ * Connections, their limits and parking are conn.c's. */
 #include "server_internal.h"
 
 #include <arpa/inet.h>
@@ -205,7 +207,14 @@ static void drop_segments(path *p, size_t at, size_t k)
 }
 
 typedef enum body_kind { NO_BODY, JSON_BODY, JSON_OR_EMPTY } body_kind;
-typedef void (*route_fn)(http_conn *c, const char *m, json_t *body);
+
+/* Where a route runs: here (libmicrohttpd's thread), or on a job thread
+ * (its work may block: a model load). */
+typedef enum run_kind {
+    RUN_HERE,
+    RUN_JOB_IF_LOADING, /* on a job while a served model is not loaded */
+    RUN_JOB,
+} run_kind;
 
 static void do_health(http_conn *c, const char *m, json_t *b)
 {
@@ -281,29 +290,64 @@ typedef struct route_def {
     endpoint ep;
     body_kind body;
     route_fn fn;
+    run_kind run;
+    bool ops; /* an operations route: served beyond the limits and on the
+               * operations port */
 } route_def;
 
 static const route_def routes[] = {
-    {{"health"}, false, EP_HEALTH, NO_BODY, do_health},
-    {{"metrics"}, false, EP_METRICS, NO_BODY, do_metrics},
-    {{"v1", "status"}, false, EP_STATUS, NO_BODY, do_status},
-    {{"v1", "models"}, false, EP_MODELS, NO_BODY, do_models},
-    {{"v1", "models", "{m}"}, false, EP_MODELS, NO_BODY, do_models},
-    {{"v1", "completions"}, true, EP_COMPLETIONS, JSON_BODY, do_completions},
-    {{"v1", "chat", "completions"}, true, EP_CHAT, JSON_BODY, do_chat},
-    {{"v2"}, false, EP_V2_SERVER, NO_BODY, do_v2},
-    {{"v2", "health", "live"}, false, EP_V2_HEALTH, NO_BODY, do_live},
-    {{"v2", "health", "ready"}, false, EP_V2_HEALTH, NO_BODY, do_ready},
-    {{"v2", "models", "{m}"}, false, EP_V2_MODEL, NO_BODY, do_model},
-    {{"v2", "models", "{m}", "ready"}, false, EP_V2_MODEL, NO_BODY, do_model_ready},
-    {{"v2", "models", "{m}", "infer"}, true, EP_V2_INFER, JSON_BODY, do_infer},
-    {{"v2", "repository", "index"}, true, EP_V2_REPOSITORY, JSON_OR_EMPTY, do_index},
-    {{"v2", "repository", "models", "{m}", "load"}, true, EP_V2_REPOSITORY, JSON_OR_EMPTY, do_load},
+    {{"health"}, false, EP_HEALTH, NO_BODY, do_health, RUN_HERE, true},
+    {{"metrics"}, false, EP_METRICS, NO_BODY, do_metrics, RUN_HERE, true},
+    {{"v1", "status"}, false, EP_STATUS, NO_BODY, do_status, RUN_HERE, true},
+    {{"v1", "models"}, false, EP_MODELS, NO_BODY, do_models, RUN_HERE, false},
+    {{"v1", "models", "{m}"}, false, EP_MODELS, NO_BODY, do_models, RUN_HERE, false},
+    {{"v1", "completions"},
+     true,
+     EP_COMPLETIONS,
+     JSON_BODY,
+     do_completions,
+     RUN_JOB_IF_LOADING,
+     false},
+    {{"v1", "chat", "completions"}, true, EP_CHAT, JSON_BODY, do_chat, RUN_JOB_IF_LOADING, false},
+    {{"v2"}, false, EP_V2_SERVER, NO_BODY, do_v2, RUN_HERE, false},
+    {{"v2", "health", "live"}, false, EP_V2_HEALTH, NO_BODY, do_live, RUN_HERE, true},
+    {{"v2", "health", "ready"}, false, EP_V2_HEALTH, NO_BODY, do_ready, RUN_HERE, true},
+    {{"v2", "models", "{m}"}, false, EP_V2_MODEL, NO_BODY, do_model, RUN_HERE, false},
+    {{"v2", "models", "{m}", "ready"},
+     false,
+     EP_V2_MODEL,
+     NO_BODY,
+     do_model_ready,
+     RUN_HERE,
+     false},
+    {{"v2", "models", "{m}", "infer"},
+     true,
+     EP_V2_INFER,
+     JSON_BODY,
+     do_infer,
+     RUN_JOB_IF_LOADING,
+     false},
+    {{"v2", "repository", "index"},
+     true,
+     EP_V2_REPOSITORY,
+     JSON_OR_EMPTY,
+     do_index,
+     RUN_HERE,
+     false},
+    {{"v2", "repository", "models", "{m}", "load"},
+     true,
+     EP_V2_REPOSITORY,
+     JSON_OR_EMPTY,
+     do_load,
+     RUN_JOB,
+     false},
     {{"v2", "repository", "models", "{m}", "unload"},
      true,
      EP_V2_REPOSITORY,
      JSON_OR_EMPTY,
-     do_unload},
+     do_unload,
+     RUN_JOB,
+     false},
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -381,6 +425,18 @@ static bool strip_version(http_conn *c, path *p)
     return true;
 }
 
+/* Is every served model loaded (so that a request cannot block on a load)? */
+static bool all_loaded(inferd_server *s)
+{
+    for (size_t i = 0; i < inferd_frontend_n_models(s->fe); i++) {
+        inferd_fe_model_info mi;
+        inferd_frontend_model(s->fe, i, &mi);
+        if (!mi.loaded)
+            return false;
+    }
+    return true;
+}
+
 /* Route a complete request. */
 static void route(http_conn *c, const char *url, const char *method)
 {
@@ -392,7 +448,10 @@ static void route(http_conn *c, const char *url, const char *method)
         return;
     char m[INFERD_REGISTRY_ID_MAX] = "";
     const route_def *found = NULL, *other = NULL;
+    const bool ops_only = c->l->ops || c->over_limit;
     for (size_t i = 0; i < N_ROUTES && !p.too_long; i++) {
+        if (ops_only && !routes[i].ops)
+            continue;
         if (!route_matches(&routes[i], &p, m, sizeof(m)))
             continue;
         if (routes[i].post ? post : get) {
@@ -415,7 +474,15 @@ static void route(http_conn *c, const char *url, const char *method)
     json_t *body = NULL;
     if (found->body != NO_BODY && !(body = body_json(c, found->body == JSON_OR_EMPTY)))
         return;
-    found->fn(c, m[0] ? m : NULL, body);
+    if (found->run == RUN_JOB || (found->run == RUN_JOB_IF_LOADING && !all_loaded(c->srv))) {
+        if (inferd__job_post(c, found->fn, m, body) == 0)
+            c->stage = ST_JOB;
+        else
+            inferd__http_error(c, INFERD_E_OVERLOADED, NULL,
+                               "too many requests waiting for a model to load: retry later");
+    } else {
+        found->fn(c, m[0] ? m : NULL, body);
+    }
     json_decref(body);
 }
 
@@ -476,6 +543,18 @@ static const char *framing_problem(const framing *f)
     return NULL;
 }
 
+/* Is @p url an operations route (served beyond the limits)? */
+static bool is_ops_route(const char *url)
+{
+    path p;
+    split_path(url, &p);
+    char m[INFERD_REGISTRY_ID_MAX];
+    for (size_t i = 0; i < N_ROUTES && !p.too_long; i++)
+        if (routes[i].ops && route_matches(&routes[i], &p, m, sizeof(m)))
+            return true;
+    return false;
+}
+
 static bool is_health_probe(const char *url)
 {
     return strcmp(url, "/health") == 0 || strncmp(url, "/v2/health/", 11) == 0;
@@ -490,9 +569,89 @@ static enum MHD_Result queue(http_conn *c)
     if (c->close)
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r = MHD_queue_response(c->mc, c->status, c->resp);
+    c->queued = true;
     MHD_destroy_response(c->resp);
     c->resp = NULL;
     return r;
+}
+
+/* The first call for a request (its headers are in): checks that need no
+ * body. */
+static enum MHD_Result on_headers(http_conn *c, const char *url)
+{
+    inferd_server *s = c->srv;
+    framing fr = {0};
+    MHD_get_connection_values_n(c->mc, MHD_HEADER_KIND, read_framing, &fr);
+    const char *bad = framing_problem(&fr);
+    if (bad) {
+        /* RFC 9112 6.3: a message whose length is ambiguous is refused and
+         * the connection closed, so nothing in its body is taken for
+         * another request. */
+        c->close = true;
+        inferd__http_error(c, INFERD_E_INVALID, NULL, "%s: the request is refused", bad);
+        return queue(c);
+    }
+    c->over_limit = inferd__conn_over_limit(c);
+    if (c->over_limit && !is_ops_route(url)) {
+        c->close = true;
+        atomic_fetch_add(&s->n_refused, 1);
+        inferd__http_error(c, INFERD_E_OVERLOADED, NULL,
+                           "too many connections (at most %u, and %u per client address): "
+                           "retry later",
+                           s->o.max_connections, s->o.max_client_connections);
+        return queue(c);
+    }
+    const char *cl =
+        MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > s->o.max_body_bytes) {
+        c->close = true;
+        inferd__http_error(c, INFERD_E_TOO_LARGE, NULL,
+                           "the request body of %s bytes exceeds the limit of %zu", cl,
+                           s->o.max_body_bytes);
+        return queue(c);
+    }
+    return MHD_YES;
+}
+
+/* A body chunk. */
+static enum MHD_Result on_upload(http_conn *c, const char *data, size_t *size)
+{
+    inferd_server *s = c->srv;
+    /* A body without Content-Length (chunked) past the limit: libmicrohttpd
+     * answers only once the upload ends, so the rest is read and dropped;
+     * past 4 times the limit the connection is closed unanswered. */
+    if (!c->too_large && inferd_buf_add(&c->body, data, *size) == INFERD_E_RANGE) {
+        c->too_large = true;
+        inferd_buf_free(&c->body);
+    }
+    if (c->too_large) {
+        c->dropped += *size;
+        *size = 0;
+        return c->dropped > 4 * (uint64_t)s->o.max_body_bytes ? MHD_NO : MHD_YES;
+    }
+    *size = 0;
+    return MHD_YES;
+}
+
+/* The whole request is in: answer it, or start what answers it. */
+static void on_received(http_conn *c, const char *url, const char *method)
+{
+    inferd_server *s = c->srv;
+    inferd__conn_phase(s, c->mc, PH_HANDLING);
+    if (c->too_large) {
+        c->close = true;
+        inferd__http_error(c, INFERD_E_TOO_LARGE, NULL,
+                           "the request body exceeds the limit of %zu bytes", s->o.max_body_bytes);
+    } else if (c->body.err) {
+        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request body");
+    } else if (s->api_key && !is_health_probe(url) && !authorized(s, c->mc)) {
+        inferd__http_error(c, INFERD_E_UNAUTHORIZED, NULL,
+                           "missing or wrong API key (send 'Authorization: Bearer KEY')");
+        if (c->resp)
+            MHD_add_response_header(c->resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    } else {
+        route(c, url, method);
+    }
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
@@ -500,78 +659,54 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
                                   size_t *upload_data_size, void **req_cls)
 {
     (void)version;
-    inferd_server *s = cls;
+    const listener *l = cls;
+    inferd_server *s = l->srv;
     http_conn *c = *req_cls;
     if (!c) {
         c = inferd_calloc(1, sizeof(*c));
         if (!c)
             return MHD_NO;
         c->srv = s;
+        c->l = l;
         c->mc = mc;
         c->t_start_ns = inferd_now_ns();
+        c->stage = ST_NEW;
+        inferd__waker_init(&c->wk, s, mc);
+        atomic_init(&c->job_done, false);
         *req_cls = c;
         atomic_fetch_add(&s->n_active, 1);
         c->api = strncmp(url, "/v2", 3) == 0 ? API_KSERVE : API_OPENAI;
         c->body = INFERD_BUF_INIT(s->o.max_body_bytes);
-        framing fr = {0};
-        MHD_get_connection_values_n(mc, MHD_HEADER_KIND, read_framing, &fr);
-        const char *bad = framing_problem(&fr);
-        if (bad) {
-            /* RFC 9112 6.3: a message whose length is ambiguous is refused
-             * and the connection closed, so nothing in its body is taken
-             * for another request. */
-            c->close = true;
-            inferd__http_error(c, INFERD_E_INVALID, NULL, "%s: the request is refused", bad);
-            return queue(c);
-        }
-        const char *cl =
-            MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > s->o.max_body_bytes) {
-            c->close = true;
-            inferd__http_error(c, INFERD_E_TOO_LARGE, NULL,
-                               "the request body of %s bytes exceeds the limit of %zu", cl,
-                               s->o.max_body_bytes);
-            return queue(c);
-        }
+        return on_headers(c, url);
+    }
+    if (*upload_data_size > 0)
+        return on_upload(c, upload_data, upload_data_size);
+    if (c->queued) /* answered already (an early 413, 400 or 503) */
         return MHD_YES;
-    }
-    if (*upload_data_size > 0) {
-        /* A body without Content-Length (chunked) past the limit: libmicrohttpd
-         * answers only once the upload ends, so the rest is read and dropped;
-         * past 4 times the limit the connection is closed unanswered. */
-        if (!c->too_large &&
-            inferd_buf_add(&c->body, upload_data, *upload_data_size) == INFERD_E_RANGE) {
-            c->too_large = true;
-            inferd_buf_free(&c->body);
+    for (;;) {
+        switch (c->stage) {
+        case ST_NEW:
+            on_received(c, url, method);
+            if (c->stage == ST_NEW)
+                c->stage = c->g ? ST_GEN : ST_DONE;
+            continue;
+        case ST_JOB:
+            if (!atomic_load(&c->job_done)) {
+                if (inferd__waker_sleep(&c->wk))
+                    return MHD_YES;
+                continue;
+            }
+            c->stage = c->g ? ST_GEN : ST_DONE;
+            continue;
+        case ST_GEN:
+            if (!inferd__gen_pump(c))
+                return MHD_YES; /* parked until its next event */
+            c->stage = ST_DONE;
+            continue;
+        case ST_DONE: break;
         }
-        if (c->too_large) {
-            c->dropped += *upload_data_size;
-            *upload_data_size = 0;
-            return c->dropped > 4 * (uint64_t)s->o.max_body_bytes ? MHD_NO : MHD_YES;
-        }
-        *upload_data_size = 0;
-        return MHD_YES;
+        break;
     }
-    if (c->status) /* answered already (the early 413) */
-        return MHD_YES;
-    if (c->too_large) {
-        c->close = true;
-        inferd__http_error(c, INFERD_E_TOO_LARGE, NULL,
-                           "the request body exceeds the limit of %zu bytes", s->o.max_body_bytes);
-        return queue(c);
-    }
-    if (c->body.err) {
-        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request body");
-        return queue(c);
-    }
-    if (s->api_key && !is_health_probe(url) && !authorized(s, mc)) {
-        inferd__http_error(c, INFERD_E_UNAUTHORIZED, NULL,
-                           "missing or wrong API key (send 'Authorization: Bearer KEY')");
-        if (c->resp)
-            MHD_add_response_header(c->resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-        return queue(c);
-    }
-    route(c, url, method);
     if (c->streamed)
         return MHD_YES;
     if (!c->resp) /* the client left, or no memory: close the connection */
@@ -582,9 +717,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
 static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)mc;
     (void)toe;
-    inferd_server *s = cls;
+    const listener *l = cls;
+    inferd_server *s = l->srv;
     http_conn *c = *req_cls;
     if (!c)
         return;
@@ -594,10 +729,13 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
     pthread_mutex_unlock(&s->mu);
     if (c->resp)
         MHD_destroy_response(c->resp);
+    inferd__gen_free(c->g); /* the connection ended while it ran */
+    inferd__waker_destroy(&c->wk);
     inferd_buf_free(&c->body);
     inferd_free(c);
     *req_cls = NULL;
     atomic_fetch_sub(&s->n_active, 1);
+    inferd__conn_phase(s, mc, PH_RECEIVING); /* the next request's deadline starts */
 }
 
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -631,6 +769,8 @@ inferd_server_opts inferd_server_opts_default(void)
     o.max_body_bytes = 1u << 20;
     o.max_connections = 1024;
     o.conn_timeout_s = 30;
+    o.receive_timeout_s = 30;
+    o.http_threads = 2;
     return o;
 }
 
@@ -641,6 +781,17 @@ static int check_opts(const inferd_server_opts *o, inferd_error *err)
                            o->max_body_bytes);
     if (o->max_connections < 1)
         return inferd_fail(err, INFERD_E_INVALID, "max-connections: at least 1");
+    if (o->max_client_connections > o->max_connections)
+        return inferd_fail(err, INFERD_E_INVALID,
+                           "max-client-connections: %u is more than max-connections %u",
+                           o->max_client_connections, o->max_connections);
+    if (o->receive_timeout_s < 1)
+        return inferd_fail(err, INFERD_E_INVALID, "receive-timeout: at least 1 second");
+    if (o->http_threads < 1 || o->http_threads > 64)
+        return inferd_fail(err, INFERD_E_INVALID, "http-threads: %u, 1..64", o->http_threads);
+    if (o->ops_listen && o->ops_port != 0 && o->ops_port == o->port)
+        return inferd_fail(err, INFERD_E_INVALID, "ops-port: %u is the HTTP port",
+                           (unsigned)o->ops_port);
     return 0;
 }
 
@@ -655,57 +806,91 @@ static void raise_nofile(uint32_t need)
         return;
     rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
-        inferd_log_warn(COMP, "open-file limit %llu is below max-connections %u + 64",
+        inferd_log_warn(COMP, "open-file limit %llu is below %u connections + 64",
                         (unsigned long long)rl.rlim_cur, need);
 }
 
-static int start_daemon(inferd_server *s, inferd_error *err)
+/* Connections one listener takes at most (libmicrohttpd closes the rest at
+ * once), in all and per client address. */
+typedef struct listen_limits {
+    unsigned total, per_client, threads;
+} listen_limits;
+
+/* Listen on port @p port for @p l; *bound gets the port bound. */
+static int start_listener(inferd_server *s, listener *l, uint16_t port, listen_limits lim,
+                          struct MHD_Daemon **out, uint16_t *bound, inferd_error *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
-    char port[8];
-    snprintf(port, sizeof(port), "%u", (unsigned)s->o.port);
-    int gai = getaddrinfo(s->host, port, &hints, &ai);
+    char ps[8];
+    snprintf(ps, sizeof(ps), "%u", (unsigned)port);
+    int gai = getaddrinfo(s->host, ps, &hints, &ai);
     if (gai != 0)
         return inferd_fail(err, INFERD_E_INVALID, "host '%s': %s", s->host, gai_strerror(gai));
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    raise_nofile(s->o.max_connections);
-    s->daemon =
-        MHD_start_daemon(flags, s->o.port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
-                         mhd_log, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)s->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-                         (unsigned)s->o.conn_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                         s, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512u << 10), MHD_OPTION_END);
+    *out = MHD_start_daemon(
+        flags, port, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, lim.total,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, lim.per_client, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)s->o.conn_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+        MHD_OPTION_NOTIFY_CONNECTION, inferd__conn_notify, l, MHD_OPTION_THREAD_POOL_SIZE,
+        lim.threads, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512u << 10), MHD_OPTION_END);
     int e = errno;
     freeaddrinfo(ai);
-    if (!s->daemon)
-        return inferd_fail(err, INFERD_E_IO, "cannot listen on %s:%u (%s)", s->host,
-                           (unsigned)s->o.port, e ? strerror(e) : "libmicrohttpd failed");
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : s->o.port;
+    if (!*out)
+        return inferd_fail(err, INFERD_E_IO, "cannot listen on %s:%u (%s)", s->host, (unsigned)port,
+                           e ? strerror(e) : "libmicrohttpd failed");
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(*out, MHD_DAEMON_INFO_BIND_PORT);
+    *bound = info ? info->port : port;
     return 0;
+}
+
+static int start_daemons(inferd_server *s, inferd_error *err)
+{
+    s->main_l = (listener){.srv = s, .ops = false};
+    s->ops_l = (listener){.srv = s, .ops = true};
+    /* Beyond its limits a client gets a few connections more, each
+     * answered 503 at once (or an operations route); past those they are
+     * closed unanswered. */
+    const unsigned reserve = INFERD_SERVER_OPS_RESERVE;
+    listen_limits main = {s->o.max_connections + reserve, s->o.max_client_connections + 8,
+                          s->o.http_threads};
+    raise_nofile(main.total + (s->o.ops_listen ? reserve : 0));
+    int rc = start_listener(s, &s->main_l, s->o.port, main, &s->daemon, &s->port, err);
+    if (rc == 0 && s->o.ops_listen) {
+        listen_limits ops = {reserve, reserve, 1};
+        rc = start_listener(s, &s->ops_l, s->o.ops_port, ops, &s->ops_daemon, &s->ops_port, err);
+    }
+    return rc;
 }
 
 int inferd_server_create(const inferd_server_opts *opts, inferd_frontend *fe,
                          inferd_server **out_server, inferd_error *err)
 {
     *out_server = NULL;
-    int rc = check_opts(opts, err);
+    inferd_server_opts o = *opts;
+    if (o.max_client_connections == 0)
+        o.max_client_connections = o.max_connections > 1 ? o.max_connections / 2 : 1;
+    int rc = check_opts(&o, err);
     if (rc < 0)
         return rc;
     inferd_server *s = inferd_calloc(1, sizeof(*s));
     if (!s)
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the server");
-    s->o = *opts;
+    s->o = o;
     s->fe = fe;
+    s->epfd = s->stop_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->guard_mu, NULL);
+    pthread_mutex_init(&s->job_mu, NULL);
+    pthread_cond_init(&s->job_cv, NULL);
     inferd_cond_init_monotonic(&s->tick_cv);
     atomic_init(&s->n_active, 0);
+    atomic_init(&s->n_parked, 0);
     s->t_start_s = inferd_now_s();
     s->host = inferd_strdup(opts->host && *opts->host ? opts->host : "127.0.0.1");
     if (!s->host) {
@@ -720,7 +905,12 @@ int inferd_server_create(const inferd_server_opts *opts, inferd_frontend *fe,
             goto fail;
         }
     }
-    rc = start_daemon(s, err);
+    if (inferd__guard_start(s) < 0 || inferd__jobs_start(s) < 0) {
+        rc = inferd_fail(err, INFERD_E_INTERNAL, "cannot start the server's threads: %s",
+                         strerror(errno));
+        goto fail;
+    }
+    rc = start_daemons(s, err);
     if (rc < 0)
         goto fail;
     if (pthread_create(&s->ticker, NULL, ticker_main, s) != 0) {
@@ -737,6 +927,8 @@ fail:
 
 uint16_t inferd_server_port(const inferd_server *s) { return s->port; }
 
+uint16_t inferd_server_ops_port(const inferd_server *s) { return s->ops_daemon ? s->ops_port : 0; }
+
 void inferd_server_drain(inferd_server *s)
 {
     /* The requests have ended; give their connections a moment to answer. */
@@ -748,8 +940,19 @@ void inferd_server_destroy(inferd_server *s)
 {
     if (!s)
         return;
+    /* Jobs end first (their connections resume); then every parked
+     * connection must have resumed before libmicrohttpd stops. */
+    inferd__jobs_stop(s);
+    for (int i = 0; i < 500 && atomic_load(&s->n_parked) > 0; i++)
+        inferd_sleep_ms(10);
+    if (atomic_load(&s->n_parked) > 0)
+        inferd_log_error(COMP, "%d connections still wait on requests at shutdown",
+                         atomic_load(&s->n_parked));
+    if (s->ops_daemon)
+        MHD_stop_daemon(s->ops_daemon);
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
+    inferd__guard_stop(s);
     if (s->ticker_running) {
         pthread_mutex_lock(&s->mu);
         s->tick_stop = true;
@@ -760,6 +963,9 @@ void inferd_server_destroy(inferd_server *s)
     inferd_free(s->host);
     inferd_free(s->api_key);
     pthread_cond_destroy(&s->tick_cv);
+    pthread_cond_destroy(&s->job_cv);
+    pthread_mutex_destroy(&s->job_mu);
+    pthread_mutex_destroy(&s->guard_mu);
     pthread_mutex_destroy(&s->mu);
     inferd_free(s);
 }

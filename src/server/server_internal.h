@@ -62,17 +62,128 @@ typedef struct tick {
 
 #define OVERHEAD_WINDOW 1000
 
+/* ---- connections (conn.c) ---- */
+
+/* Parking a connection while it waits (for a request's events or for a
+ * job): the waiting side sleeps from libmicrohttpd's thread (suspending the
+ * connection), the waking side may be any thread (resuming it). A wake
+ * that comes before the sleep is kept, so none is lost. */
+typedef struct waker {
+    pthread_mutex_t mu;
+    struct MHD_Connection *mc;
+    inferd_server *srv;
+    bool suspended; /* MHD_suspend_connection called, not resumed yet */
+    bool pending;   /* woken while not suspended */
+} waker;
+
+void inferd__waker_init(waker *w, inferd_server *s, struct MHD_Connection *mc);
+void inferd__waker_destroy(waker *w);
+/* From libmicrohttpd's thread, in a handler or content reader: suspend the
+ * connection and return true, or false (without suspending) when a wake
+ * came since the last sleep; then look again for what was awaited. */
+bool inferd__waker_sleep(waker *w);
+void inferd__waker_wake(waker *w); /* any thread */
+/* The connection is gone: later wakes do nothing. */
+void inferd__waker_detach(waker *w);
+
+typedef enum conn_phase {
+    PH_RECEIVING, /* a request is awaited or being received */
+    PH_HANDLING,  /* a whole request was received: being answered */
+} conn_phase;
+
+/* One open connection, as the guard sees it (libmicrohttpd's socket
+ * context). Guarded by the server's guard_mu. */
+typedef struct conn_track {
+    struct conn_track *prev, *next;
+    struct ip_count *ip; /* its client address's count */
+    int fd;
+    bool admitted;    /* within max_connections and its address's limit */
+    bool shed;        /* shut down by the guard */
+    conn_phase phase; /* since since_ns */
+    uint64_t since_ns;
+    uint64_t requests; /* answered on it */
+} conn_track;
+
+/* Which of the server's listeners a connection came in on. */
+typedef struct listener {
+    inferd_server *srv;
+    bool ops; /* the operations port: /health, /metrics, /v1/status only */
+} listener;
+
+typedef struct http_conn http_conn;
+typedef struct gen gen;
+typedef void (*route_fn)(http_conn *c, const char *m, json_t *body);
+
+int inferd__guard_start(inferd_server *s);
+void inferd__guard_stop(inferd_server *s);
+void inferd__conn_notify(void *cls, struct MHD_Connection *mc, void **socket_context,
+                         enum MHD_ConnectionNotificationCode toe);
+/* The phase of connection @p mc. */
+void inferd__conn_phase(inferd_server *s, struct MHD_Connection *mc, conn_phase ph);
+/* Is the connection of @p c beyond a limit (then only /health, /metrics,
+ * /v1/status and /v2/health are answered, everything else a 503)? */
+bool inferd__conn_over_limit(http_conn *c);
+/* Run fn(c, m, body) on a job thread (a model load, an unload, a request
+ * that may have to load its model): c waits parked. 0, or -1 when the
+ * queue is full (nothing taken). */
+int inferd__job_post(http_conn *c, route_fn fn, const char *m, json_t *body);
+/* Let go of @p g on a job thread (its request has not ended: the release
+ * waits for the scheduler's next step). */
+void inferd__job_release(inferd_server *s, gen *g);
+int inferd__jobs_start(inferd_server *s);
+void inferd__jobs_stop(inferd_server *s);
+
+/* Watch @p g's client socket for a hang-up (which cancels its request),
+ * and a stream for keep-alive pings. */
+void inferd__guard_watch(inferd_server *s, gen *g);
+void inferd__guard_unwatch(inferd_server *s, gen *g);
+
+#define IP_BUCKETS 1024
+#define JOBS_MAX 64
+#define JOB_THREADS 2
+
+typedef struct job {
+    gen *release; /* a generation to let go of (else a route to run) */
+    http_conn *c;
+    route_fn fn;
+    char m[INFERD_REGISTRY_ID_MAX];
+    json_t *body;
+} job;
+
 struct inferd_server {
     inferd_server_opts o; /* strings below are owned copies */
     char *host, *api_key;
     size_t api_key_len;
     inferd_frontend *fe; /* borrowed: the models and their state */
 
-    struct MHD_Daemon *daemon;
-    uint16_t port;
+    struct MHD_Daemon *daemon, *ops_daemon;
+    listener main_l, ops_l;
+    uint16_t port, ops_port;
     double t_start_s;
     atomic_int n_active;       /* HTTP requests being handled */
     inferd_log_limit mhd_warn; /* libmicrohttpd's messages, rate-limited */
+    atomic_int n_parked;       /* connections suspended */
+
+    /* The guard (conn.c): connection limits, receive deadlines, hang-ups
+     * of waiting clients, keep-alive pings of idle streams. */
+    pthread_mutex_t guard_mu; /* guards the fields below to guard_stop */
+    conn_track *conns;
+    struct ip_count *ips[IP_BUCKETS];
+    uint32_t n_conns, n_admitted;
+    gen *watched; /* generations whose client is watched */
+    int epfd, stop_fd;
+    bool guard_stop, guard_running;
+    pthread_t guard;
+    _Atomic uint64_t n_refused, n_shed_idle, n_receive_timeouts, n_hangups;
+
+    /* Jobs that may block (conn.c). */
+    pthread_mutex_t job_mu;
+    pthread_cond_t job_cv;
+    job jobs[JOBS_MAX];
+    uint32_t job_head, job_n;
+    bool job_stop;
+    pthread_t job_threads[JOB_THREADS];
+    uint32_t n_job_threads;
 
     pthread_mutex_t mu; /* guards everything below */
     uint64_t http_count[EP_COUNT][HTTP_CODES_N + 1];
@@ -90,11 +201,21 @@ struct inferd_server {
 
 /* ---- one HTTP request ---- */
 
-typedef struct gen gen;
+typedef enum conn_stage {
+    ST_NEW,  /* the request is being received */
+    ST_JOB,  /* its route runs on a job thread */
+    ST_GEN,  /* waiting for its generation's end */
+    ST_DONE, /* answered (c->resp) or streaming */
+} conn_stage;
 
-typedef struct http_conn {
+struct http_conn {
     inferd_server *srv;
+    const listener *l;
     struct MHD_Connection *mc;
+    conn_stage stage;
+    waker wk;             /* for a job */
+    atomic_bool job_done; /* the job ran */
+    gen *g;               /* ST_GEN: the generation awaited */
     uint64_t t_start_ns;
     inferd_buf body;  /* bounded by max_body_bytes */
     bool too_large;   /* the body passed max_body_bytes */
@@ -105,7 +226,9 @@ typedef struct http_conn {
     struct MHD_Response *resp; /* set by a handler, queued by the dispatcher */
     bool close;                /* the handler wants the connection closed */
     bool streamed;             /* a stream response was queued */
-} http_conn;
+    bool over_limit;           /* its connection is beyond a limit */
+    bool queued;               /* the response was queued */
+};
 
 /* Responses (set c->resp and c->status). */
 void inferd__http_json(http_conn *c, unsigned status, json_t *body); /* steals body */
@@ -138,18 +261,33 @@ typedef struct gen_token { /* one generated token, for logprobs */
     size_t text_offset; /* in the generated text */
 } gen_token;
 
+typedef json_t *(*gen_build_fn)(gen *g, json_t *echo);
+typedef void (*gen_fmt_fn)(gen *g, const inferd_event *ev);
+
 struct gen {
-    http_conn *c; /* NULL once the HTTP request is over */
+    http_conn *c; /* NULL once streaming */
     inferd_server *srv;
     inferd_fe_request *fr;
-    int efd;  /* eventfd the scheduler's on_event bumps */
-    int sock; /* the client's socket (hang-up check) */
+    waker wk; /* woken by the scheduler's on_event, a hang-up, a ping */
+    int sock; /* the client's socket (hang-up watch) */
     gen_kind kind;
     bool stream, include_usage, logprobs;
     uint32_t top_logprobs;
     char id[48];
     int64_t created;
     uint64_t t_start_ns; /* the HTTP request's start */
+
+    /* The guard's (under guard_mu). */
+    gen *wprev, *wnext;
+    uint64_t watch_id; /* its socket's epoll key */
+    bool watched;
+    atomic_bool client_left;      /* hung up: the request was cancelled */
+    atomic_bool ping_due;         /* a stream idle for STREAM_PING_MS */
+    _Atomic uint64_t last_out_ns; /* a stream's last output */
+
+    /* Non-streamed: the response's builder and what it echoes. */
+    gen_build_fn build;
+    json_t *echo;
 
     /* Collected output. */
     inferd_buf text;
@@ -161,38 +299,30 @@ struct gen {
     bool out_of_memory; /* a record of the output failed */
 
     /* Streaming. */
+    gen_fmt_fn fmt;
     inferd_buf out;
     size_t out_pos;
     bool sent_head, finished;
 };
 
+#define STREAM_PING_MS 15000 /* an SSE comment after this long idle */
+
 /* Submit @p in through the front end on behalf of @p c. On failure an
  * error response is set on c and NULL returned. */
 gen *inferd__gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind);
-/* What waiting for a request's next event gave. */
-typedef enum gen_wait {
-    GEN_EVENT = 0,   /* an event (recorded in g) */
-    GEN_ENDED,       /* the terminal event was read before */
-    GEN_IDLE,        /* nothing within the idle time asked for */
-    GEN_CLIENT_LEFT, /* the client hung up: the request is cancelled */
-} gen_wait;
-
-/* The next event into g (text, tokens, done), waiting as long as it takes:
- * GEN_EVENT and *ev, GEN_ENDED or GEN_CLIENT_LEFT. */
-gen_wait inferd__gen_next(gen *g, inferd_event *ev);
-/* Read to the end (non-streamed): GEN_ENDED (done or error in g->done), or
- * GEN_CLIENT_LEFT. */
-gen_wait inferd__gen_collect(gen *g);
 void inferd__gen_free(gen *g);
-/* Non-streamed: read @p g to its end and set the response on its
- * connection: build(g, ctx)'s JSON when it is DONE, the matching HTTP error
- * for an ERROR, none when the client left. Counts it, frees g. */
-typedef json_t *(*gen_build_fn)(gen *g, void *ctx);
-void inferd__gen_respond(gen *g, gen_build_fn build, void *ctx);
-/* Stream @p g as SSE: queue a 200 text/event-stream on g->c whose body the
- * connection thread produces with @p fmt (called for each event, appends to
- * g->out; g->finished set when it wrote the end). Takes g. */
-typedef void (*gen_fmt_fn)(gen *g, const inferd_event *ev);
+void inferd__gen_release(gen *g); /* inferd__gen_free's end, on any thread */
+/* Non-streamed: answer c with build(g, echo)'s JSON when @p g is DONE, the
+ * matching HTTP error for an ERROR, nothing (the connection closed) when
+ * the client left. Takes g and a reference to @p echo (may be NULL); the
+ * connection waits parked for the end (inferd__gen_pump). */
+void inferd__gen_respond(gen *g, gen_build_fn build, json_t *echo);
+/* ST_GEN: read c->g's events; at the end set the response and free g:
+ * true; false when it waits (the connection parked). */
+bool inferd__gen_pump(http_conn *c);
+/* Stream @p g as SSE: queue a 200 text/event-stream on g->c whose body is
+ * made with @p fmt (called for each event, appends to g->out; g->finished
+ * set when it wrote the end) as events come. Takes g. */
 void inferd__gen_stream(gen *g, gen_fmt_fn fmt);
 /* Text of token @p id for logprobs (not NUL-terminated); returns length. */
 size_t inferd__gen_token_text(const gen *g, int32_t id, char *buf, size_t cap);

@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib.sh"
 # default) before reuse, which would read as growth: keep it small so the
 # bound below means the same in every build. (Ignored without ASan.)
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=8"
-serve_start -m "$model" -t 1 -np 4 --queue 64 --max-connections 1100
+serve_start -m "$model" -t 1 -np 4 --queue 64 --max-connections 1100 --max-client-connections 1100
 serve_wait_ready
 
 rss() { curl -s "$url/v1/status" | jq .memory.rss_bytes; }
