@@ -22,4 +22,11 @@ void inferd_alloc_fail_after(long nth);
 /** Number of allocations made since the process started. Thread: any. */
 long inferd_alloc_count(void);
 
+/** A door freed a request of @p bytes (its body and parsed tree). After
+ * one of 64 KiB or more, free heap memory is given back to the system
+ * (malloc_trim) on the calling thread, at most once a second; a later call
+ * (also with 0 bytes, from a periodic thread) gives back what a
+ * rate-limited one left. Thread: any. */
+void inferd_alloc_released(size_t bytes);
+
 #endif

@@ -2,10 +2,14 @@
  * armed, makes exactly one later allocation fail. */
 #include "inferd/alloc.h"
 
+#include <malloc.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "inferd/clock.h"
 
 static atomic_long fail_countdown; /* 0: disarmed */
 static atomic_long n_allocs;
@@ -77,3 +81,22 @@ char *inferd_strndup(const char *s, size_t n)
 char *inferd_strdup(const char *s) { return inferd_strndup(s, strlen(s)); }
 
 void inferd_free(void *p) { free(p); }
+
+#define TRIM_AFTER_BYTES ((size_t)64 << 10)
+#define TRIM_EVERY_NS 1000000000u
+
+static atomic_bool trim_pending;
+static _Atomic uint64_t trim_last_ns;
+
+void inferd_alloc_released(size_t bytes)
+{
+    if (bytes >= TRIM_AFTER_BYTES)
+        atomic_store(&trim_pending, true);
+    if (!atomic_load(&trim_pending))
+        return;
+    uint64_t now = inferd_now_ns(), last = atomic_load(&trim_last_ns);
+    if (now - last < TRIM_EVERY_NS || !atomic_compare_exchange_strong(&trim_last_ns, &last, now))
+        return;
+    atomic_store(&trim_pending, false);
+    malloc_trim(0);
+}

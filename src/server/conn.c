@@ -43,6 +43,7 @@ void inferd__waker_init(waker *w, inferd_server *s, struct MHD_Connection *mc)
     w->srv = s;
     w->suspended = false;
     w->pending = false;
+    w->fired = false;
 }
 
 void inferd__waker_destroy(waker *w) { pthread_mutex_destroy(&w->mu); }
@@ -65,14 +66,29 @@ bool inferd__waker_sleep(waker *w)
 void inferd__waker_wake(waker *w)
 {
     pthread_mutex_lock(&w->mu);
-    if (w->suspended) {
+    struct MHD_Connection *mc = w->mc;
+    inferd_server *s = w->srv;
+    const bool resume = w->suspended;
+    if (resume)
         w->suspended = false;
-        MHD_resume_connection(w->mc);
-        atomic_fetch_sub(&w->srv->n_parked, 1);
-    } else if (w->mc) {
+    else if (mc)
         w->pending = true;
-    }
+    w->fired = true;
     pthread_mutex_unlock(&w->mu);
+    /* w is not touched past the unlock: once the connection runs again its
+     * owner may free it. A suspended connection stays until resumed. */
+    if (resume) {
+        atomic_fetch_sub(&s->n_parked, 1);
+        MHD_resume_connection(mc);
+    }
+}
+
+bool inferd__waker_fired(waker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    bool f = w->fired;
+    pthread_mutex_unlock(&w->mu);
+    return f;
 }
 
 void inferd__waker_detach(waker *w)
@@ -279,6 +295,14 @@ bool inferd__conn_over_limit(http_conn *c)
     return over;
 }
 
+void inferd__conn_counts(inferd_server *s, uint32_t *n_conns, uint32_t *n_admitted)
+{
+    pthread_mutex_lock(&s->guard_mu);
+    *n_conns = s->n_conns;
+    *n_admitted = s->n_admitted;
+    pthread_mutex_unlock(&s->guard_mu);
+}
+
 /* ---- the guard thread ---- */
 
 static _Atomic uint64_t watch_ids = 1;
@@ -301,19 +325,25 @@ void inferd__guard_watch(inferd_server *s, gen *g)
     pthread_mutex_unlock(&s->guard_mu);
 }
 
+/* Stop watching g (guard_mu held). */
+static void unwatch_locked(inferd_server *s, gen *g)
+{
+    if (!g->watched)
+        return;
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, g->sock, NULL);
+    if (g->wprev)
+        g->wprev->wnext = g->wnext;
+    else
+        s->watched = g->wnext;
+    if (g->wnext)
+        g->wnext->wprev = g->wprev;
+    g->watched = false;
+}
+
 void inferd__guard_unwatch(inferd_server *s, gen *g)
 {
     pthread_mutex_lock(&s->guard_mu);
-    if (g->watched) {
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, g->sock, NULL);
-        if (g->wprev)
-            g->wprev->wnext = g->wnext;
-        else
-            s->watched = g->wnext;
-        if (g->wnext)
-            g->wnext->wprev = g->wprev;
-        g->watched = false;
-    }
+    unwatch_locked(s, g);
     pthread_mutex_unlock(&s->guard_mu);
 }
 
@@ -323,14 +353,7 @@ static void hung_up(inferd_server *s, uint64_t id)
     for (gen *g = s->watched; g; g = g->wnext) {
         if (g->watch_id != id)
             continue;
-        epoll_ctl(s->epfd, EPOLL_CTL_DEL, g->sock, NULL);
-        if (g->wprev)
-            g->wprev->wnext = g->wnext;
-        else
-            s->watched = g->wnext;
-        if (g->wnext)
-            g->wnext->wprev = g->wprev;
-        g->watched = false;
+        unwatch_locked(s, g);
         atomic_store(&g->client_left, true);
         atomic_fetch_add(&s->n_hangups, 1);
         inferd_fe_request_cancel(g->fr); /* its end wakes the connection */
@@ -437,8 +460,7 @@ static void *job_main(void *arg)
         } else {
             j.fn(j.c, j.m[0] ? j.m : NULL, j.body);
             json_decref(j.body);
-            atomic_store(&j.c->job_done, true);
-            inferd__waker_wake(&j.c->wk);
+            inferd__waker_wake(&j.c->wk); /* the last touch of j.c */
         }
         pthread_mutex_lock(&s->job_mu);
     }
@@ -462,11 +484,11 @@ static bool job_push(inferd_server *s, const job *j)
 
 int inferd__job_post(http_conn *c, route_fn fn, const char *m, json_t *body)
 {
-    job j = {.c = c, .fn = fn, .body = json_incref(body)};
+    job j = {.c = c, .fn = fn, .body = body};
     snprintf(j.m, sizeof(j.m), "%s", m ? m : "");
-    atomic_store(&c->job_done, false);
+    c->stage = ST_JOB; /* before the job can run */
     if (!job_push(c->srv, &j)) {
-        json_decref(body);
+        c->stage = ST_NEW;
         return -1;
     }
     return 0;

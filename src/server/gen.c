@@ -124,8 +124,7 @@ void inferd__gen_respond(gen *g, gen_build_fn build, json_t *echo)
     http_conn *c = g->c;
     g->build = build;
     g->echo = json_incref(echo);
-    c->g = g;
-    c->stage = ST_GEN;
+    c->g = g; /* the dispatcher goes on to ST_GEN */
 }
 
 bool inferd__gen_pump(http_conn *c)

@@ -480,6 +480,9 @@ static void *control_main(void *arg)
             next_hb = now + (double)w->o.heartbeat_ms / 1e3;
             continue;
         }
+        pthread_mutex_unlock(&w->mu);
+        inferd_alloc_released(0); /* what a rate-limited trim left */
+        pthread_mutex_lock(&w->mu);
         double wake = conn ? next_hb : now + 1.0;
         if (w->reg_pending && w->reg_deadline < wake)
             wake = w->reg_deadline;
@@ -809,8 +812,10 @@ static void *request_main(void *arg)
     job *j = arg;
     inferd_nats_worker *w = j->w;
     handle_request(j);
+    const size_t bytes = (size_t)natsMsg_GetDataLength(j->msg);
     natsMsg_Destroy(j->msg);
     inferd_free(j);
+    inferd_alloc_released(bytes);
     pthread_mutex_lock(&w->mu);
     if (atomic_fetch_sub(&w->n_inflight, 1) == 1)
         pthread_cond_broadcast(&w->idle_cv);

@@ -206,6 +206,27 @@ void inferd__ops_metrics(http_conn *c)
         inferd_buf_addf(&b, "%s %.17g\n", name, (double)(value)); \
     } while (0)
 
+    uint32_t n_conns, n_admitted;
+    inferd__conn_counts(s, &n_conns, &n_admitted);
+    GLOBAL("inferd_http_connections", "gauge", "Open HTTP connections", n_conns);
+    GLOBAL("inferd_http_connections_admitted", "gauge",
+           "Open HTTP connections within max-connections and the per-client limit", n_admitted);
+    GLOBAL("inferd_http_connections_parked", "gauge",
+           "HTTP connections suspended while their request waits", atomic_load(&s->n_parked));
+    GLOBAL("inferd_http_refused_total", "counter",
+           "Requests answered 503 because their connection was beyond a limit",
+           atomic_load(&s->n_refused));
+    family(&b, "inferd_http_connections_closed_total", "counter",
+           "HTTP connections the server closed: idle keep-alive ones to make room, and those "
+           "that did not send a whole request within the receive timeout");
+    inferd_buf_addf(&b,
+                    "inferd_http_connections_closed_total{reason=\"idle_for_room\"} %llu\n"
+                    "inferd_http_connections_closed_total{reason=\"receive_timeout\"} %llu\n",
+                    (unsigned long long)atomic_load(&s->n_shed_idle),
+                    (unsigned long long)atomic_load(&s->n_receive_timeouts));
+    GLOBAL("inferd_http_client_hangups_total", "counter",
+           "Requests cancelled because their client hung up while waiting",
+           atomic_load(&s->n_hangups));
     GLOBAL("inferd_registry_loads_total", "counter", "Successful model loads", sn.rm.loads);
     GLOBAL("inferd_registry_load_failures_total", "counter", "Failed model loads",
            sn.rm.load_failures);
@@ -360,6 +381,21 @@ void inferd__ops_status(http_conn *c)
         (json_int_t)sn.rm.bytes_resident, "budget_bytes", (json_int_t)sn.rm.budget_bytes, "loads",
         (json_int_t)sn.rm.loads, "http", "active", atomic_load(&s->n_active), "overhead_us", "p50",
         ov_p50 * 1e6, "p99", ov_p99 * 1e6, "mean", ov_mean * 1e6, "n", (json_int_t)ov_n);
+    uint32_t n_conns, n_admitted;
+    inferd__conn_counts(s, &n_conns, &n_admitted);
+    json_t *http = o ? json_object_get(o, "http") : NULL;
+    if (http) {
+        json_object_set_new(http, "connections", json_integer(n_conns));
+        json_object_set_new(http, "connections_admitted", json_integer(n_admitted));
+        json_object_set_new(http, "parked", json_integer(atomic_load(&s->n_parked)));
+        json_object_set_new(http, "refused", json_integer((json_int_t)atomic_load(&s->n_refused)));
+        json_object_set_new(http, "closed_idle_for_room",
+                            json_integer((json_int_t)atomic_load(&s->n_shed_idle)));
+        json_object_set_new(http, "closed_receive_timeout",
+                            json_integer((json_int_t)atomic_load(&s->n_receive_timeouts)));
+        json_object_set_new(http, "client_hangups",
+                            json_integer((json_int_t)atomic_load(&s->n_hangups)));
+    }
     if (o)
         inferd_frontend_status_sections(s->fe, o);
     if (!o) {

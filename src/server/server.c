@@ -154,6 +154,9 @@ static void *ticker_main(void *arg)
         s->tick_next = (s->tick_next + 1) % TICKS_N;
         if (s->tick_filled < TICKS_N)
             s->tick_filled++;
+        pthread_mutex_unlock(&s->mu);
+        inferd_alloc_released(0); /* what a rate-limited trim left */
+        pthread_mutex_lock(&s->mu);
         const uint64_t until = inferd_now_ns() + 1000000000u;
         while (!s->tick_stop && inferd_cond_wait_until_ns(&s->tick_cv, &s->mu, until) == 0) {
         }
@@ -476,10 +479,9 @@ static void route(http_conn *c, const char *url, const char *method)
         return;
     if (found->run == RUN_JOB || (found->run == RUN_JOB_IF_LOADING && !all_loaded(c->srv))) {
         if (inferd__job_post(c, found->fn, m, body) == 0)
-            c->stage = ST_JOB;
-        else
-            inferd__http_error(c, INFERD_E_OVERLOADED, NULL,
-                               "too many requests waiting for a model to load: retry later");
+            return; /* the job has the body now */
+        inferd__http_error(c, INFERD_E_OVERLOADED, NULL,
+                           "too many requests waiting for a model to load: retry later");
     } else {
         found->fn(c, m[0] ? m : NULL, body);
     }
@@ -672,7 +674,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         c->t_start_ns = inferd_now_ns();
         c->stage = ST_NEW;
         inferd__waker_init(&c->wk, s, mc);
-        atomic_init(&c->job_done, false);
         *req_cls = c;
         atomic_fetch_add(&s->n_active, 1);
         c->api = strncmp(url, "/v2", 3) == 0 ? API_KSERVE : API_OPENAI;
@@ -691,7 +692,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
                 c->stage = c->g ? ST_GEN : ST_DONE;
             continue;
         case ST_JOB:
-            if (!atomic_load(&c->job_done)) {
+            if (!inferd__waker_fired(&c->wk)) {
                 if (inferd__waker_sleep(&c->wk))
                     return MHD_YES;
                 continue;
@@ -731,11 +732,13 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
         MHD_destroy_response(c->resp);
     inferd__gen_free(c->g); /* the connection ended while it ran */
     inferd__waker_destroy(&c->wk);
+    size_t body_bytes = c->body.cap;
     inferd_buf_free(&c->body);
     inferd_free(c);
     *req_cls = NULL;
     atomic_fetch_sub(&s->n_active, 1);
     inferd__conn_phase(s, mc, PH_RECEIVING); /* the next request's deadline starts */
+    inferd_alloc_released(body_bytes);
 }
 
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)

@@ -74,6 +74,7 @@ typedef struct waker {
     inferd_server *srv;
     bool suspended; /* MHD_suspend_connection called, not resumed yet */
     bool pending;   /* woken while not suspended */
+    bool fired;     /* woken at least once */
 } waker;
 
 void inferd__waker_init(waker *w, inferd_server *s, struct MHD_Connection *mc);
@@ -83,6 +84,8 @@ void inferd__waker_destroy(waker *w);
  * came since the last sleep; then look again for what was awaited. */
 bool inferd__waker_sleep(waker *w);
 void inferd__waker_wake(waker *w); /* any thread */
+/* Has @p w been woken since its init? */
+bool inferd__waker_fired(waker *w);
 /* The connection is gone: later wakes do nothing. */
 void inferd__waker_detach(waker *w);
 
@@ -123,9 +126,12 @@ void inferd__conn_phase(inferd_server *s, struct MHD_Connection *mc, conn_phase 
 /* Is the connection of @p c beyond a limit (then only /health, /metrics,
  * /v1/status and /v2/health are answered, everything else a 503)? */
 bool inferd__conn_over_limit(http_conn *c);
+/* Open connections, and those within the limits. */
+void inferd__conn_counts(inferd_server *s, uint32_t *n_conns, uint32_t *n_admitted);
 /* Run fn(c, m, body) on a job thread (a model load, an unload, a request
- * that may have to load its model): c waits parked. 0, or -1 when the
- * queue is full (nothing taken). */
+ * that may have to load its model): c waits parked (ST_JOB) until the job
+ * wakes c->wk. Takes the reference to @p body. 0, or -1 when the queue is
+ * full (nothing taken). */
 int inferd__job_post(http_conn *c, route_fn fn, const char *m, json_t *body);
 /* Let go of @p g on a job thread (its request has not ended: the release
  * waits for the scheduler's next step). */
@@ -213,9 +219,8 @@ struct http_conn {
     const listener *l;
     struct MHD_Connection *mc;
     conn_stage stage;
-    waker wk;             /* for a job */
-    atomic_bool job_done; /* the job ran */
-    gen *g;               /* ST_GEN: the generation awaited */
+    waker wk; /* fired when its job ran */
+    gen *g;   /* ST_GEN: the generation awaited */
     uint64_t t_start_ns;
     inferd_buf body;  /* bounded by max_body_bytes */
     bool too_large;   /* the body passed max_body_bytes */
