@@ -233,12 +233,15 @@ expect_http 200 POST $completions "@$tmp/ok.json" -H 'Transfer-Encoding: chunked
 # the connection is closed, so a request hidden in the body never runs ----
 # raw_http HEAD_LINES BODY: send one raw request (Python: curl will not
 # send these), print every response read until the server closes (or 10 s).
+# In both, '|' in HEAD_LINES is a line end, and \r, \n and \0 are CR, LF
+# and NUL.
 raw_http() {
     /usr/bin/python3 - "$port" "$1" "$2" <<'PY'
 import socket, sys, time
 port, head, body = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+unescape = lambda t: t.replace("\\r", "\r").replace("\\n", "\n").replace("\\0", "\0")
 req = ("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
-       head.replace("|", "\r\n") + "\r\n\r\n" + body).encode()
+       unescape(head.replace("|", "\r\n")) + "\r\n\r\n" + unescape(body)).encode()
 s = socket.create_connection(("127.0.0.1", port), timeout=10)
 t0 = time.time()
 s.sendall(req)
@@ -276,6 +279,15 @@ smuggle "Content-Length with Transfer-Encoding" "Content-Length: 5|Transfer-Enco
     "0\r\n\r\n$smuggled" "Content-Length together with Transfer-Encoding"
 smuggle "an unknown transfer coding" "Transfer-Encoding: gzip, chunked" "$good_body" \
     "a transfer coding other than chunked"
+# A NUL byte in a header name or in the body: 400 for that request only.
+raw_http "X-Bad\0Name: 1|Content-Length: $n|Connection: close" "$good_body" >"$tmp/raw"
+grep -q '^HTTP/1.1 400' "$tmp/raw" || fail "a NUL in a header name: $(head -c 400 "$tmp/raw")"
+still_serves
+nul_body='{"prompt":"Once\0upon","max_tokens":1}'
+raw_http "Content-Length: $((${#nul_body} - 1))|Connection: close" "$nul_body" >"$tmp/raw"
+grep -q '^HTTP/1.1 400' "$tmp/raw" && grep -q '"code":"invalid_json"' "$tmp/raw" ||
+    fail "a NUL in the body: $(head -c 400 "$tmp/raw")"
+still_serves
 # The same Content-Length twice is not ambiguous: answered.
 raw_http "Content-Length: $n|Content-Length: $n|Connection: close" "$good_body" >"$tmp/raw"
 grep -q '^HTTP/1.1 200' "$tmp/raw" || fail "a repeated equal Content-Length: $(head -c 400 "$tmp/raw")"

@@ -90,6 +90,10 @@ expect_http 200 GET /metrics
 promtool check metrics <"$tmp/out" >"$tmp/promtool" 2>&1 || fail "promtool: $(cat "$tmp/promtool")"
 grep -q '^inferd_requests_total{model="small-q8_0",outcome="cancelled"} 2$' "$tmp/out" ||
     fail "cancelled count: $(grep requests_total "$tmp/out")"
+# The non-streamed client hung up while its connection waited (suspended):
+# the HTTP guard saw it.
+grep -q '^inferd_http_client_hangups_total [12]$' "$tmp/out" ||
+    fail "hang-ups: $(grep hangups "$tmp/out")"
 grep -q '^inferd_requests_total{model="small-q8_0",outcome="timeout"} 2$' "$tmp/out" ||
     fail "timeout count: $(grep requests_total "$tmp/out")"
 grep -q '^inferd_requests_total{model="small-q8_0",outcome="rejected_overloaded"} 1$' "$tmp/out" ||

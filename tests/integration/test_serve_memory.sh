@@ -99,6 +99,16 @@ rss_idle=$(awk '/^VmRSS:/ {print $2}' "/proc/$serve_pid/status")
 PORT=$port PID=$serve_pid MAX_BODY=$max_body python3 "$tmp/client.py" 262144 >"$tmp/mem.json"
 cat "$tmp/mem.json"
 bound=$((rss_idle + 100 * (max_body / 1024 + 64) + 2 * 24 * 1024 + 32 * 1024))
+if [[ -n "${INFERD_SANITIZE:-}" ]]; then
+    # A sanitizer's allocator (shadow memory, quarantine) is not glibc's:
+    # the figures say nothing about a release build. The load still runs.
+    echo "RSS bounds not checked under -fsanitize=$INFERD_SANITIZE (bound $bound kB)"
+    still_serves
+    serve_stop
+    [[ "$serve_rc" == 0 ]] || fail "serve exited $serve_rc"
+    echo "PASS"
+    exit 0
+fi
 jq -e --argjson b "$bound" '.rss_peak_kb <= $b' "$tmp/mem.json" >/dev/null ||
     fail "peak RSS $(jq .rss_peak_kb "$tmp/mem.json") kB over the bound $bound kB"
 jq -e '.rss_after_kb - .rss_start_kb <= 16384' "$tmp/mem.json" >/dev/null ||
