@@ -7,7 +7,7 @@ CMAKE_ARGS ?=
 CTEST_ARGS ?=
 # What `make tsan` runs under ThreadSanitizer: the threaded layers (pool,
 # registry, scheduler, front end) and every server test.
-TSAN_TESTS ?= ^(test_pool|test_registry|test_scheduler|test_sched_determinism|test_frontend|test_serve_|test_http_load)
+TSAN_TESTS ?= ^(test_pool|test_registry|test_model_file|test_scheduler|test_sched_determinism|test_frontend|test_serve_|test_http_load)
 MODEL     ?= models/stories260K.gguf
 PROMPT    ?= Once upon a time
 HOST      ?= 127.0.0.1

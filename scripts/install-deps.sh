@@ -10,10 +10,11 @@ cd "$(dirname "$0")/.."
 # /metrics in the tests (on a systemd host the package also installs a
 # Prometheus service). curl and jq drive the integration tests. libpcre2: the
 # byte-level BPE pre-tokenizer split patterns (UTF + Unicode properties).
+# python3-matplotlib: the soak benchmark's plot (bench/soak.sh).
 pkgs=(build-essential cmake pkg-config git clang clang-format libclang-rt-14-dev
       libjansson-dev libcmocka-dev libmicrohttpd-dev libcurl4-openssl-dev libnats-dev
       libpcre2-dev
-      nats-server python3 jq curl prometheus)
+      nats-server python3 python3-matplotlib jq curl prometheus)
 # Node.js and npm run the official `openai` client in the tests; a Node.js
 # installed another way (with its own npm) is used as it is.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

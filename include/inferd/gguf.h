@@ -80,6 +80,47 @@ typedef struct inferd_gguf_tensor {
  * INFERD_E_NOMEM. Thread: any. Lifetime: until inferd_gguf_close.
  */
 int inferd_gguf_open(const char *path, inferd_gguf **out_gguf, inferd_error *err);
+/* Flags of inferd_gguf_open_ex. */
+#define INFERD_GGUF_OPEN_NO_MMAP \
+    1u /* read the whole file into memory instead
+                                     * of mapping it: later changes to the
+                                     * file cannot reach the loaded data */
+
+/** inferd_gguf_open with @p flags (INFERD_GGUF_OPEN_*). Without NO_MMAP the
+ * mapping is registered with the SIGBUS guard (mapguard.h) and the file
+ * stays open, so inferd_gguf_check_file can tell when it changes. */
+int inferd_gguf_open_ex(const char *path, unsigned flags, inferd_gguf **out_gguf,
+                        inferd_error *err);
+
+/**
+ * Can the data of @p g still be trusted? A mapped file that was truncated
+ * or written in place since the open (its size or mtime changed, or a read
+ * of the mapping faulted past the new end and now reads zeros) cannot be.
+ * Costs one fstat and an atomic load. Once failed it keeps failing.
+ * @return 0; INFERD_E_IO with "model file 'PATH' changed on disk while
+ * loaded (...); reload needed". Always 0 for memory and NO_MMAP handles.
+ * Thread: any.
+ */
+int inferd_gguf_check_file(inferd_gguf *g, inferd_error *err);
+
+/* Identity of a file, to tell one version of a path from another. */
+typedef struct inferd_file_id {
+    uint64_t dev, ino;
+    uint64_t size_bytes;
+    int64_t mtime_ns;
+} inferd_file_id;
+
+/**
+ * Does the path @p g was opened from now name other contents: another file
+ * (a rename over it), or the same file with another size or mtime? What is
+ * loaded may still be intact (see inferd_gguf_check_file); a reload would
+ * read the new contents. One stat. A missing path is not a change.
+ * @param out_now  when true is returned, the identity of the file now at
+ *                 the path (may be NULL).
+ * Thread: any.
+ */
+bool inferd_gguf_path_changed(const inferd_gguf *g, inferd_file_id *out_now);
+
 /** The same over a caller's buffer (borrowed; must outlive the handle). Used
  * by the fuzzer and tests. */
 int inferd_gguf_open_memory(const void *data, size_t len, inferd_gguf **out_gguf,

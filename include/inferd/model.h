@@ -2,7 +2,9 @@
  * cache with one slot per sequence, and a forward pass over a batch of
  * tokens from several sequences at their own positions.
  *
- * Weights stay in the file's mmap (no copy). Every buffer the forward pass
+ * Weights stay in the file's mmap (no copy), unless no_mmap reads them
+ * into memory; a mapped file that changes on disk is detected
+ * (inferd_model_check_file). Every buffer the forward pass
  * needs is sized at load from n_batch_max, n_ctx and n_seq_max, so nothing
  * is allocated per token.
  *
@@ -57,6 +59,8 @@ typedef struct inferd_model_params {
                               * at most INFERD_MODEL_N_CTX_DEFAULT_MAX */
     uint32_t n_seq_max;   /* KV slots (concurrent sequences), >= 1 */
     uint32_t n_batch_max; /* most tokens in one forward call, >= 1 */
+    bool no_mmap;         /* read the weights into memory instead of
+                           * mapping the file */
 } inferd_model_params;
 
 /** Defaults: n_ctx 0 (training context, capped), 1 sequence, batch 512. */
@@ -73,6 +77,20 @@ inferd_model_params inferd_model_params_default(void);
 int inferd_model_load(const char *path, const inferd_model_params *params, inferd_model **out_model,
                       inferd_error *err);
 void inferd_model_destroy(inferd_model *m);
+
+/**
+ * Can the weights still be trusted? They cannot once the mapped file was
+ * truncated or written in place since the load (see inferd_gguf_check_file;
+ * one fstat and an atomic load). A model loaded with no_mmap always can.
+ * @return 0; INFERD_E_IO ("model file 'PATH' changed on disk while loaded
+ * (...); reload needed"). Thread: any.
+ */
+int inferd_model_check_file(const inferd_model *m, inferd_error *err);
+
+/** Does the model's path now name other contents than were loaded (a new
+ * file renamed over it, or the file rewritten)? A reload would read them.
+ * One stat; see inferd_gguf_path_changed. Thread: any. */
+bool inferd_model_path_changed(const inferd_model *m, inferd_file_id *out_now);
 
 /**
  * The bytes inferd_model_load(@p path, @p params) would use, without

@@ -8,6 +8,15 @@
  * last handle is released). A failed load leaves no entry behind, so the
  * next call loads again.
  *
+ * Model files: a get checks that a loaded model's file is unchanged
+ * (inferd_model_check_file, inferd_model_path_changed). A model whose
+ * mapped file was truncated or written in place is refused (INFERD_E_IO)
+ * while handles are held, unloaded when the last one goes, and loaded
+ * anew by the next get. When a new file is at the path (an atomic rename,
+ * or a rewrite of a model read with no_mmap), an idle instance is replaced
+ * by a load of the new file once it is seen to load; until then, and while
+ * handles are held, the old instance keeps serving.
+ *
  * Budget: each model costs its weight bytes + its state bytes (KV cache and
  * work buffers), known before loading from inferd_model_estimate. A load
  * that does not fit evicts idle models (no handles), least recently used
@@ -90,7 +99,9 @@ void inferd_registry_destroy(inferd_registry *r);
  * refuses new handles until it is gone), INFERD_E_OVERLOADED (n_models_max
  * entries are loaded or loading), INFERD_E_QUOTA (does not fit the budget
  * even after evicting every idle model; the message gives the bytes needed
- * and the bytes free), or the errors of inferd_model_load.
+ * and the bytes free), INFERD_E_IO (the model's file changed on disk while
+ * loaded and requests still hold it; see above), or the errors of
+ * inferd_model_load.
  * Thread: any; may block while another thread loads the same model.
  */
 int inferd_registry_get_or_load(inferd_registry *r, const char *id,
@@ -177,6 +188,9 @@ typedef struct inferd_registry_metrics {
     uint64_t evictions;      /* idle models unloaded to make room */
     uint64_t expiries;       /* idle models unloaded at keep-alive's end */
     uint64_t unloads;        /* explicit unloads completed (drains included) */
+    uint64_t file_reloads;   /* instances unloaded because their file changed
+                              * or was replaced on disk (loaded anew by the
+                              * next get) */
     uint64_t bytes_resident; /* weights + state of READY/UNLOADING models */
     uint64_t bytes_reserved; /* bytes_resident + estimates of loads in flight */
     uint64_t budget_bytes;   /* 0: no limit */

@@ -22,6 +22,12 @@
  * failed load goes from LOADING to STOPPED; the queued requests get the
  * load error.
  *
+ * Model file: after each forward pass the scheduler checks that the
+ * model's file did not change under its mapping (inferd_model_check_file).
+ * If it did, the step's results are dropped, every running and queued
+ * request ends with that INFERD_E_IO error, and so does every later
+ * submission: the scheduler's owner must reload the model.
+ *
  * Determinism: a request's tokens depend only on (model, prompt, sampling
  * parameters, seed, max tokens, stop): prompt tokens are computed in the
  * engine's prefill order however they are chunked, generated tokens in its
@@ -189,7 +195,8 @@ inferd_request_params inferd_request_params_default(void);
  * prompts given during the load are checked at admission instead, and an
  * ERROR event then carries the code and param, INFERD_E_OVERLOADED (the queue holds
  * n_queue_max requests), INFERD_E_UNAVAILABLE (draining or stopped, or the
- * load failed), INFERD_E_NOMEM. Nothing is queued on error.
+ * load failed), INFERD_E_IO (the model's file changed on disk while loaded:
+ * see above), INFERD_E_NOMEM. Nothing is queued on error.
  */
 int inferd_sched_submit(inferd_sched *s, const inferd_request_params *params,
                         inferd_request **out_request, inferd_error *err);

@@ -30,6 +30,7 @@ static void help(void)
            "  -b, --batch N           prompt tokens per forward call (default 512)\n"
            "  -c, --ctx N             context length (default: the model's)\n"
            "      --no-bos            do not add BOS\n"
+           "      --no-mmap           read the model into memory instead of mapping it\n"
            "      --json              print {\"prompt_ids\",\"ids\",\"text\",...} instead of "
            "streaming\n",
            INFERD_GEN_MAX_STOP);
@@ -58,7 +59,7 @@ int inferd__cmd_generate(int argc, char **argv)
             repeat_last_n = 64;
     double temp = 0.8, top_p = 0.95, min_p = 0.05, repeat_penalty = 1.0, freq_pen = 0.0,
            pres_pen = 0.0;
-    bool json = false, no_bos = false, want_help = false, seed_given = false;
+    bool json = false, no_bos = false, no_mmap = false, want_help = false, seed_given = false;
     inferd_gen_params gp = inferd_gen_params_default();
     const char *pos[1];
     int n_pos;
@@ -81,6 +82,7 @@ int inferd__cmd_generate(int argc, char **argv)
         {"--batch", "-b", CLI_INT, &batch, 1, 65536, NULL, 0, NULL},
         {"--ctx", "-c", CLI_INT, &ctx, 1, 1 << 20, NULL, 0, NULL},
         {"--no-bos", NULL, CLI_FLAG, &no_bos, 0, 0, NULL, 0, NULL},
+        {"--no-mmap", NULL, CLI_FLAG, &no_mmap, 0, 0, NULL, 0, NULL},
         {"--json", NULL, CLI_FLAG, &json, 0, 0, NULL, 0, NULL},
         {"--help", "-h", CLI_FLAG, &want_help, 0, 0, NULL, 0, NULL},
         {NULL, NULL, 0, NULL, 0, 0, NULL, 0, NULL},
@@ -118,6 +120,7 @@ int inferd__cmd_generate(int argc, char **argv)
     inferd_model_params mp = inferd_model_params_default();
     mp.n_ctx = (uint32_t)ctx;
     mp.n_batch_max = (uint32_t)batch;
+    mp.no_mmap = no_mmap;
 
     if (inferd_model_load(model_path, &mp, &m, &err) < 0) {
         inferd__cli_error(CMD, "%s", err.msg);

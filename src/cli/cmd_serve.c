@@ -30,6 +30,7 @@ static void help(void)
            "      --prefill-chunk N     prompt tokens per batch step (default 128)\n"
            "      --keep-alive MS       unload a model idle this long (default -1: never)\n"
            "      --memory-budget-mb N  weights + KV cache of all models (default 0: no limit)\n"
+           "      --no-mmap             read models into memory instead of mapping their files\n"
            "      --timeout MS          default request deadline (default 600000; 0: none)\n"
            "      --drain-grace MS      on SIGTERM, time to finish running requests\n"
            "                            (default 30000; -1: no limit)\n"
@@ -97,7 +98,7 @@ int inferd__cmd_serve(int argc, char **argv)
             keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000, max_body = 1 << 20,
             max_conn = 1024, conn_timeout = 30, ready_retries = 8, heartbeat_ms = 5000,
             max_client = 0, recv_timeout = 30, http_threads = 2, ops_port = -1;
-    bool want_help = false, no_http = false;
+    bool want_help = false, no_http = false, no_mmap = false;
     const char *pos[1];
 
     const cli_opt opts[] = {
@@ -113,6 +114,7 @@ int inferd__cmd_serve(int argc, char **argv)
         {"--prefill-chunk", NULL, CLI_INT, &chunk, 1, 65536, NULL, 0, NULL},
         {"--keep-alive", NULL, CLI_INT, &keep_alive, -1, 9.0e15, NULL, 0, NULL},
         {"--memory-budget-mb", NULL, CLI_INT, &budget_mb, 0, 1 << 30, NULL, 0, NULL},
+        {"--no-mmap", NULL, CLI_FLAG, &no_mmap, 0, 0, NULL, 0, NULL},
         {"--timeout", NULL, CLI_INT, &timeout, 0, 9.0e15, NULL, 0, NULL},
         {"--drain-grace", NULL, CLI_INT, &grace, -1, 9.0e15, NULL, 0, NULL},
         {"--max-body", NULL, CLI_INT, &max_body, 1024, 1 << 30, NULL, 0, NULL},
@@ -206,6 +208,7 @@ int inferd__cmd_serve(int argc, char **argv)
     }
     inferd_sched_opts *sched = &fo.model_opts.sched;
     sched->model.n_ctx = (uint32_t)ctx;
+    sched->model.no_mmap = no_mmap;
     sched->n_slots = (uint32_t)parallel;
     sched->n_queue_max = (uint32_t)queue;
     sched->n_prefill_chunk = (uint32_t)chunk;

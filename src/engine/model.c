@@ -139,7 +139,7 @@ struct inferd_model {
 
 inferd_model_params inferd_model_params_default(void)
 {
-    inferd_model_params p = {.n_ctx = 0, .n_seq_max = 1, .n_batch_max = 512};
+    inferd_model_params p = {.n_ctx = 0, .n_seq_max = 1, .n_batch_max = 512, .no_mmap = false};
     return p;
 }
 
@@ -612,7 +612,7 @@ static int model_prepare(const char *path, const inferd_model_params *params,
     m = inferd_calloc(1, sizeof(*m));
     if (!m)
         return inferd_fail(err, INFERD_E_NOMEM, "model '%s': no memory", path);
-    rc = inferd_gguf_open(path, &m->gguf, err);
+    rc = inferd_gguf_open_ex(path, p.no_mmap ? INFERD_GGUF_OPEN_NO_MMAP : 0, &m->gguf, err);
     if (rc < 0)
         goto fail;
     rc = load_hparams(m, err);
@@ -647,6 +647,11 @@ static int model_prepare(const char *path, const inferd_model_params *params,
     m->n_batch_max = p.n_batch_max;
     m->f16k = inferd_kernels_get(INFERD_DTYPE_F16);
     m->vecops = inferd__vecops_get();
+    /* What was read above came from the file as opened only if it did not
+     * change meanwhile. */
+    rc = inferd_model_check_file(m, err);
+    if (rc < 0)
+        goto fail;
     *out_model = m;
     return 0;
 
@@ -722,6 +727,17 @@ void inferd_model_destroy(inferd_model *m)
 const inferd_model_hparams *inferd_model_get_hparams(const inferd_model *m) { return &m->hp; }
 const inferd_vocab *inferd_model_get_vocab(const inferd_model *m) { return m->vocab; }
 const inferd_gguf *inferd_model_get_gguf(const inferd_model *m) { return m->gguf; }
+
+int inferd_model_check_file(const inferd_model *m, inferd_error *err)
+{
+    return inferd_gguf_check_file(m->gguf, err);
+}
+
+bool inferd_model_path_changed(const inferd_model *m, inferd_file_id *out_now)
+{
+    return inferd_gguf_path_changed(m->gguf, out_now);
+}
+
 uint32_t inferd_model_n_ctx(const inferd_model *m) { return m->n_ctx; }
 
 int inferd_model_chat_template(const inferd_model *m, inferd_chat_template *out)

@@ -2,11 +2,14 @@
  * every count, length, type, offset and extent against the file size before
  * using it, and builds an index of kv entries and tensor infos whose strings
  * point into the mapping. Allocations are bounded by what the bytes left in
- * the file could hold. A handle is immutable once opened: any thread may
- * read it concurrently. */
+ * the file could hold. A handle is immutable once opened (but for the
+ * atomic record of a change to its file): any thread may read it
+ * concurrently. A mapped file stays open and its mapping is guarded
+ * against SIGBUS (mapguard.h), so a change to it can be detected. */
 #include "inferd/gguf.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -18,6 +21,7 @@
 
 #include "gguf_internal.h"
 #include "inferd/alloc.h"
+#include "inferd/mapguard.h"
 
 #define GGUF_MAGIC 0x46554747u /* "GGUF" read as a little-endian u32 */
 #define HEADER_SIZE 24u        /* magic, version, n_tensors, n_kv */
@@ -57,7 +61,13 @@ typedef struct name_ref {
 struct inferd_gguf {
     const uint8_t *data; /* whole file */
     uint64_t size;       /* bytes */
-    int mapped;          /* data came from mmap (else borrowed) */
+    int mapped;          /* data came from mmap (else borrowed or owned) */
+    bool owned;          /* data was read into memory (inferd_free) */
+    int fd;              /* the mapped file, kept open to watch it; else -1 */
+    int guard;           /* mapguard slot of the mapping, or -1 */
+    char *path;          /* as opened; NULL for memory handles */
+    struct stat st;      /* the file as opened */
+    atomic_int changed;  /* a file_change once inferd_gguf_check_file saw one */
     uint32_t version;
     uint32_t alignment;
     uint64_t data_offset; /* header end rounded up to the alignment */
@@ -782,6 +792,8 @@ int inferd_gguf_open_memory(const void *data, size_t len, inferd_gguf **out_gguf
         return inferd_fail(err, INFERD_E_NOMEM, "gguf: no memory for the file handle");
     g->data = data;
     g->size = len;
+    g->fd = -1;
+    g->guard = -1;
     rc = parse(g, err);
     if (rc < 0) {
         free_index(g);
@@ -792,12 +804,42 @@ int inferd_gguf_open_memory(const void *data, size_t len, inferd_gguf **out_gguf
     return 0;
 }
 
-int inferd_gguf_open(const char *path, inferd_gguf **out_gguf, inferd_error *err)
+/* Read all of @p fd (@p size bytes) into a new buffer. */
+static int read_all(int fd, const char *path, uint64_t size, uint8_t **out, inferd_error *err)
 {
+    if (size > (uint64_t)SIZE_MAX - 64)
+        return inferd_fail(err, INFERD_E_NOMEM, "gguf: '%s' is too large to read", path);
+    uint8_t *buf = inferd_aligned_alloc(64, (size_t)size ? (size_t)size : 64);
+    if (!buf)
+        return inferd_fail(err, INFERD_E_NOMEM, "gguf: no memory to read '%s' (%llu bytes)", path,
+                           (unsigned long long)size);
+    uint64_t got = 0;
+    while (got < size) {
+        ssize_t n = pread(fd, buf + got, (size_t)(size - got), (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : 0;
+            inferd_free(buf);
+            return e ? inferd_fail_errno(err, INFERD_E_IO, e, "gguf: cannot read '%s': %s", path,
+                                         strerror(e))
+                     : inferd_fail(err, INFERD_E_IO,
+                                   "gguf: '%s' ended at %llu of %llu bytes while read", path,
+                                   (unsigned long long)got, (unsigned long long)size);
+        }
+        got += (uint64_t)n;
+    }
+    *out = buf;
+    return 0;
+}
+
+int inferd_gguf_open_ex(const char *path, unsigned flags, inferd_gguf **out_gguf, inferd_error *err)
+{
+    const bool no_mmap = (flags & INFERD_GGUF_OPEN_NO_MMAP) != 0;
     static const uint8_t empty[1];
     inferd_gguf *g = NULL;
     struct stat st;
-    void *map = NULL;
+    uint8_t *data = NULL;
     int fd, rc;
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -815,48 +857,148 @@ int inferd_gguf_open(const char *path, inferd_gguf **out_gguf, inferd_error *err
     }
     /* mmap of zero bytes fails; an empty file is parsed (and rejected) as an
      * empty buffer instead. */
-    if (st.st_size > 0) {
-        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (st.st_size > 0 && no_mmap) {
+        rc = read_all(fd, path, (uint64_t)st.st_size, &data, err);
+        if (rc < 0)
+            goto fail_close;
+        /* A copy taken while the file was being written would mix two
+         * versions: refuse it rather than parse it. */
+        struct stat after;
+        if (fstat(fd, &after) == 0 &&
+            (after.st_size != st.st_size || after.st_mtim.tv_sec != st.st_mtim.tv_sec ||
+             after.st_mtim.tv_nsec != st.st_mtim.tv_nsec)) {
+            rc = inferd_fail(err, INFERD_E_IO, "gguf: '%s' changed while it was being read", path);
+            goto fail_unmap;
+        }
+    } else if (st.st_size > 0) {
+        void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
             rc = inferd_fail_errno(err, INFERD_E_IO, errno, "gguf: cannot map '%s': %s", path,
                                    strerror(errno));
             goto fail_close;
         }
+        data = map;
     }
-    close(fd);
-    fd = -1;
     g = inferd_calloc(1, sizeof(*g));
-    if (!g) {
+    char *pcopy = inferd_strdup(path);
+    if (!g || !pcopy) {
+        inferd_free(g);
+        inferd_free(pcopy);
+        g = NULL;
         rc = inferd_fail(err, INFERD_E_NOMEM, "gguf: no memory for the handle of '%s'", path);
         goto fail_unmap;
     }
-    g->data = map ? map : empty;
+    g->data = data ? data : empty;
     g->size = (uint64_t)st.st_size;
-    g->mapped = map != NULL;
+    g->mapped = data != NULL && !no_mmap;
+    g->owned = data != NULL && no_mmap;
+    g->path = pcopy;
+    g->st = st;
+    g->guard = -1;
+    g->fd = -1;
+    if (g->mapped) {
+        /* Kept open to see the file change under the mapping. */
+        g->fd = fd;
+        fd = -1;
+        g->guard = inferd_mapguard_add(g->data, (size_t)g->size);
+    } else {
+        close(fd);
+        fd = -1;
+    }
     rc = parse(g, err);
-    if (rc < 0)
-        goto fail_free;
+    if (rc < 0) {
+        inferd_gguf_close(g);
+        return rc;
+    }
     *out_gguf = g;
     return 0;
 
-fail_free:
-    free_index(g);
-    inferd_free(g);
 fail_unmap:
-    if (map)
-        munmap(map, (size_t)st.st_size);
+    if (data && no_mmap)
+        inferd_free(data);
+    else if (data)
+        munmap(data, (size_t)st.st_size);
 fail_close:
     if (fd >= 0)
         close(fd);
     return rc;
 }
 
+int inferd_gguf_open(const char *path, inferd_gguf **out_gguf, inferd_error *err)
+{
+    return inferd_gguf_open_ex(path, 0, out_gguf, err);
+}
+
+/* What inferd_gguf_check_file found, kept in g->changed. */
+enum file_change { CHANGE_NONE = 0, CHANGE_TRUNCATED, CHANGE_WRITTEN, CHANGE_FAULTED };
+
+static int64_t mtime_ns(const struct stat *st)
+{
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+int inferd_gguf_check_file(inferd_gguf *g, inferd_error *err)
+{
+    if (!g->mapped)
+        return 0;
+    int change = atomic_load_explicit(&g->changed, memory_order_acquire);
+    if (change == CHANGE_NONE) {
+        struct stat now;
+        if (inferd_mapguard_broken(g->guard))
+            change = CHANGE_FAULTED;
+        else if (fstat(g->fd, &now) != 0)
+            change = CHANGE_NONE; /* cannot tell: an fd we hold does not go away */
+        else if ((uint64_t)now.st_size < g->size)
+            change = CHANGE_TRUNCATED;
+        else if ((uint64_t)now.st_size != g->size || mtime_ns(&now) != mtime_ns(&g->st))
+            change = CHANGE_WRITTEN;
+        if (change == CHANGE_NONE)
+            return 0;
+        /* The first finding stays: the mapping may already have been read
+         * while the file was changing, whatever the file looks like later. */
+        int expected = CHANGE_NONE;
+        if (!atomic_compare_exchange_strong(&g->changed, &expected, change))
+            change = expected;
+    }
+    static const char *const what[] = {
+        [CHANGE_TRUNCATED] = "truncated",
+        [CHANGE_WRITTEN] = "modified in place",
+        [CHANGE_FAULTED] = "truncated: a read of its weights went past the new end",
+    };
+    return inferd_fail(err, INFERD_E_IO,
+                       "model file '%s' changed on disk while loaded (%s); reload needed", g->path,
+                       what[change]);
+}
+
+bool inferd_gguf_path_changed(const inferd_gguf *g, inferd_file_id *out_now)
+{
+    struct stat now;
+    if (!g->path || stat(g->path, &now) != 0)
+        return false;
+    if (now.st_dev == g->st.st_dev && now.st_ino == g->st.st_ino && now.st_size == g->st.st_size &&
+        mtime_ns(&now) == mtime_ns(&g->st))
+        return false;
+    if (out_now) {
+        out_now->dev = (uint64_t)now.st_dev;
+        out_now->ino = (uint64_t)now.st_ino;
+        out_now->size_bytes = (uint64_t)now.st_size;
+        out_now->mtime_ns = mtime_ns(&now);
+    }
+    return true;
+}
+
 void inferd_gguf_close(inferd_gguf *g)
 {
     if (!g)
         return;
+    inferd_mapguard_remove(g->guard);
     if (g->mapped)
         munmap((void *)g->data, g->size);
+    if (g->owned)
+        inferd_free((void *)g->data);
+    if (g->fd >= 0)
+        close(g->fd);
+    inferd_free(g->path);
     free_index(g);
     inferd_free(g);
 }

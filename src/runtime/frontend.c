@@ -523,6 +523,15 @@ int inferd_fe_submit(inferd_frontend *fe, const inferd_fe_input *in,
     r->door = in->door;
     r->prompt_field = in->prompt_field;
     int rc = get_model(fe, &fe->models[i], &r->h, err);
+    if (rc < 0 && inferd_error_http_status(rc) < 500) {
+        /* A model file that does not load (say, one being replaced on disk)
+         * is the server's trouble, not the request's: not a 4xx. */
+        char msg[sizeof(err->msg)] = "";
+        if (err)
+            snprintf(msg, sizeof(msg), "%s", err->msg);
+        rc = inferd_fail(err, INFERD_E_UNAVAILABLE, "model '%s' cannot be loaded from '%s': %s",
+                         fe->models[i].id, fe->models[i].path, msg);
+    }
     if (rc < 0) {
         inferd_free(r);
         return rc;

@@ -17,6 +17,8 @@
 #include "inferd/clock.h"
 #include "inferd/log.h"
 
+#define COMP "registry"
+
 /* An entry is also the handle type: every handle to one instance is the
  * same pointer, counted in n_handles. All fields but id, path, params and
  * cv are guarded by r->mu; model is written once (LOADING -> READY, under
@@ -40,7 +42,11 @@ struct inferd_registry_handle {
     uint32_t n_handles;
     uint32_t n_waiters; /* threads sleeping on cv for the load */
     uint64_t last_use_ms;
-    pthread_cond_t cv; /* signalled when load_done is set */
+    bool file_check;         /* a thread is checking a new file at the path */
+    bool file_rejected;      /* the new file below did not load: keep serving
+                              * this instance until the path changes again */
+    inferd_file_id rejected; /* the file that did not load */
+    pthread_cond_t cv;       /* signalled when load_done is set */
 };
 
 typedef struct inferd_registry_handle entry;
@@ -445,6 +451,84 @@ static int load_entry(inferd_registry *r, entry *e, const char *id,
     return rc;
 }
 
+static bool same_file(const inferd_file_id *a, const inferd_file_id *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size_bytes == b->size_bytes &&
+           a->mtime_ns == b->mtime_ns;
+}
+
+typedef enum freshness {
+    FRESH_KEEP,   /* serve the instance */
+    FRESH_REFUSE, /* refuse the get (*err says why) */
+    FRESH_RELOAD, /* the instance was retired: load the path anew */
+} freshness;
+
+/* Is READY entry @p e still fit to serve what its path holds? Its weights
+ * cannot be trusted once its mapped file changed in place: it is retired
+ * when idle (to be loaded anew), and gets are refused while requests still
+ * hold it (its scheduler is failing them). A new file at the path (renamed
+ * over it, or rewritten when the model was read into memory) replaces an
+ * idle instance once that file is seen to load; a file that does not load
+ * leaves the instance serving. Caller holds r->mu; the check of a new file
+ * drops and retakes it (meanwhile @p e is held, so it stays listed). */
+static freshness freshness_locked(inferd_registry *r, entry *e, entry **victims, int *out_rc,
+                                  inferd_error *err)
+{
+    inferd_error ferr = {0};
+    int frc = inferd_model_check_file(e->model, &ferr);
+    if (frc < 0) {
+        if (e->n_handles > 0) {
+            if (err)
+                *err = ferr;
+            *out_rc = frc;
+            return FRESH_REFUSE;
+        }
+        inferd_log_warn(COMP, "model '%s': %s (unloaded; loading the file again)", e->id, ferr.msg);
+        retire_locked(r, e, victims);
+        r->m.file_reloads++;
+        return FRESH_RELOAD;
+    }
+    inferd_file_id now;
+    if (e->n_handles > 0 || e->file_check || !inferd_model_path_changed(e->model, &now) ||
+        (e->file_rejected && same_file(&now, &e->rejected)))
+        return FRESH_KEEP;
+
+    e->file_check = true;
+    e->n_handles++;
+    pthread_mutex_unlock(&r->mu);
+    const inferd_model_params mp = inferd_sched_model_params(&e->sched_opts);
+    inferd_error verr = {0};
+    uint64_t wb = 0, sb = 0;
+    const int vrc = inferd_model_estimate(e->path, &mp, &wb, &sb, &verr);
+    pthread_mutex_lock(&r->mu);
+    e->file_check = false;
+    e->n_handles--;
+    if (e->state == INFERD_REGISTRY_UNLOADING) {
+        /* A drain came meanwhile and waited for this handle. */
+        if (e->n_handles == 0) {
+            retire_locked(r, e, victims);
+            r->m.unloads++;
+        }
+        *out_rc = inferd_fail(err, INFERD_E_BUSY, "registry: model '%s' is being unloaded", e->id);
+        return FRESH_REFUSE;
+    }
+    if (vrc < 0) {
+        e->file_rejected = true;
+        e->rejected = now;
+        inferd_log_warn(COMP,
+                        "model '%s': the new file at '%s' does not load (%s); still serving the "
+                        "one loaded before",
+                        e->id, e->path, verr.msg);
+        return FRESH_KEEP;
+    }
+    if (e->n_handles > 0)
+        return FRESH_KEEP; /* busy again: the next idle get reloads */
+    inferd_log_info(COMP, "model '%s': a new file is at '%s': loading it", e->id, e->path);
+    retire_locked(r, e, victims);
+    r->m.file_reloads++;
+    return FRESH_RELOAD;
+}
+
 int inferd_registry_get_or_load(inferd_registry *r, const char *id,
                                 const inferd_registry_model_opts *opts,
                                 inferd_registry_handle **out_handle, inferd_error *err)
@@ -464,7 +548,15 @@ int inferd_registry_get_or_load(inferd_registry *r, const char *id,
     pthread_mutex_lock(&r->mu);
     expire_locked(r, &victims);
     e = find_locked(r, id);
-    if (e && e->state == INFERD_REGISTRY_UNLOADING) {
+    freshness fresh = FRESH_KEEP;
+    if (e && e->state == INFERD_REGISTRY_READY) {
+        fresh = freshness_locked(r, e, &victims, &rc, err);
+        if (fresh == FRESH_RELOAD)
+            e = NULL;
+    }
+    if (fresh == FRESH_REFUSE) {
+        /* rc and *err are set */
+    } else if (e && e->state == INFERD_REGISTRY_UNLOADING) {
         rc = inferd_fail(err, INFERD_E_BUSY,
                          "registry: model '%s' is being unloaded (%u handles left)", id,
                          e->n_handles);
@@ -528,6 +620,11 @@ void inferd_registry_release(inferd_registry *r, inferd_registry_handle *h)
     if (h->n_handles == 0 && h->state == INFERD_REGISTRY_UNLOADING) {
         retire_locked(r, h, &victims);
         r->m.unloads++;
+    } else if (h->n_handles == 0 && h->state == INFERD_REGISTRY_READY &&
+               inferd_model_check_file(h->model, NULL) < 0) {
+        /* Its file changed under it: its weights are no use to anyone. */
+        retire_locked(r, h, &victims);
+        r->m.file_reloads++;
     }
     /* A keep-alive of 0 has expired now: this picks it up with the rest. */
     expire_locked(r, &victims);

@@ -303,6 +303,9 @@ struct inferd_sched {
     uint64_t tokens_in, tokens_out, n_steps;
     window w_latency, w_ttft, w_itl;
     inferd_histogram h_latency, h_ttft;
+    bool file_bad;         /* the model's file changed under it: every
+                              * request fails with file_err from now on */
+    inferd_error file_err; /* INFERD_E_IO, naming the file */
 
     /* Written by the thread before READY (under mu), then read-only. */
     inferd_model *model;
@@ -633,7 +636,9 @@ int inferd_sched_submit(inferd_sched *s, const inferd_request_params *params,
     }
 
     pthread_mutex_lock(&s->mu);
-    if (s->state == INFERD_SCHED_DRAINING || s->state == INFERD_SCHED_STOPPED) {
+    if (s->file_bad) {
+        rc = inferd_fail(&lerr, s->file_err.code, "%s", s->file_err.msg);
+    } else if (s->state == INFERD_SCHED_DRAINING || s->state == INFERD_SCHED_STOPPED) {
         if (s->load_done && s->load_rc < 0)
             rc = inferd_fail(&lerr, INFERD_E_UNAVAILABLE, "model not loaded: %s", s->load_err.msg);
         else
@@ -999,6 +1004,31 @@ static void end_list(inferd_sched *s, inferd_request *list)
     }
 }
 
+/* After a forward pass: if the model's file changed under it, the step's
+ * results came from weights that cannot be trusted. Then nothing of the
+ * step is emitted: every running and queued request ends with the file's
+ * error, later submissions are refused with it (until the model is
+ * reloaded, by whoever owns this scheduler), and one line is logged.
+ * @return true when the file changed. Scheduler thread. */
+static bool file_changed(inferd_sched *s)
+{
+    inferd_error fe = {0};
+    if (inferd_model_check_file(s->model, &fe) == 0)
+        return false;
+    inferd_request *list = NULL;
+    pthread_mutex_lock(&s->mu);
+    const bool first = !s->file_bad;
+    s->file_bad = true;
+    s->file_err = fe;
+    sweep_queue_locked(s, inferd_now_ns(), true, fe.code, fe.msg, &list);
+    pthread_mutex_unlock(&s->mu);
+    if (first)
+        inferd_log_error("sched", "%s: failing the model's requests", fe.msg);
+    fail_running(s, fe.code, fe.msg);
+    end_list(s, list);
+    return true;
+}
+
 static void set_state_locked(inferd_sched *s, inferd_sched_state st)
 {
     s->state = st;
@@ -1225,6 +1255,11 @@ static void *sched_main(void *arg)
         pthread_mutex_lock(&s->mu);
         s->n_steps++;
         pthread_mutex_unlock(&s->mu);
+        /* Checked after the pass and before sampling: a change that reached
+         * the weights this pass read is visible by now (size or mtime, or a
+         * faulted read), so no token computed from it is emitted. */
+        if (file_changed(s))
+            continue;
         if (rc < 0) {
             inferd_log(INFERD_LOG_ERROR, "sched", "forward failed: %s", e.msg);
             for (uint32_t i = 0; i < s->o.n_slots; i++)

@@ -236,6 +236,9 @@ void inferd__ops_metrics(http_conn *c)
            sn.rm.evictions);
     GLOBAL("inferd_registry_expiries_total", "counter", "Idle models unloaded at keep-alive end",
            sn.rm.expiries);
+    GLOBAL("inferd_registry_file_reloads_total", "counter",
+           "Models unloaded because their file changed or was replaced on disk",
+           sn.rm.file_reloads);
     GLOBAL("inferd_registry_unloads_total", "counter", "Explicit unloads", sn.rm.unloads);
     GLOBAL("inferd_registry_resident_bytes", "gauge", "Weights and state of loaded models",
            sn.rm.bytes_resident);

@@ -451,7 +451,7 @@ static void test_model_estimate_equals_load(void **state)
 {
     (void)state;
     const char *files[] = {"stories260K.gguf", "stories260K-ff192-q4_0.gguf"};
-    const inferd_model_params ps[] = {{64, 1, 8}, {0, 3, 512}};
+    const inferd_model_params ps[] = {{64, 1, 8, false}, {0, 3, 512, true}};
     for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
         for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) {
             char path[512];
