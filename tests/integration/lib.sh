@@ -2,7 +2,7 @@
 # Checks $INFERD and $INFERD_FIXTURES, makes $tmp (removed on exit unless
 # INFERD_TEST_KEEP=1), and defines fail, run, expect_error and check, and
 # for `inferd serve`: serve_start, serve_wait_ready, serve_stop, http,
-# expect_http and still_serves.
+# expect_http, wait_status and still_serves.
 
 : "${INFERD:?INFERD must name the inferd binary}"
 : "${INFERD_FIXTURES:?INFERD_FIXTURES must name tests/fixtures}"
@@ -125,6 +125,17 @@ expect_http() {
     local got
     got=$(http "$@")
     [[ "$got" == "$want" ]] || fail "$1 $2: status $got, expected $want: $(head -c 400 "$tmp/out")"
+}
+
+# wait_status JQ: poll /v1/status until JQ holds (60 s at most).
+wait_status() {
+    local i
+    for i in $(seq 1 600); do
+        curl -s "$url/v1/status" >"$tmp/status" || true
+        jq -e "$1" "$tmp/status" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    fail "status never had $1: $(cat "$tmp/status")"
 }
 
 # The server still answers a plain completion.

@@ -15,17 +15,6 @@ slow="$INFERD_FIXTURES/models/small-q8_0.gguf"
 long='"prompt":"Hello","max_tokens":1500,"ignore_eos":true,"temperature":0'
 medium='"prompt":"Hello","max_tokens":600,"ignore_eos":true,"temperature":0'
 
-# wait_status JQ: poll /v1/status until JQ holds (60 s at most).
-wait_status() {
-    local i
-    for i in $(seq 1 600); do
-        curl -s "$url/v1/status" >"$tmp/status" || true
-        jq -e "$1" "$tmp/status" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    fail "status never had $1: $(cat "$tmp/status")"
-}
-
 # ---- /health is 503 while the model loads ----
 # A FIFO as the model file: the load blocks opening it until a writer comes.
 mkfifo "$tmp/loading.gguf"

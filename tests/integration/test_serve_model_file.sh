@@ -30,17 +30,6 @@ still_alive() {
     [[ "$code" == 200 || "$code" == 503 ]] || fail "/health answered $code"
 }
 
-# wait_status JQ: poll /v1/status until JQ holds (60 s at most).
-wait_status() {
-    local i
-    for i in $(seq 1 600); do
-        curl -s "$url/v1/status" >"$tmp/status" || true
-        jq -e "$1" "$tmp/status" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    fail "status never had $1: $(cat "$tmp/status")"
-}
-
 # ---- the expected texts ----
 cp "$other" "$live"
 serve_start -m "$live" -t 1
