@@ -1,7 +1,7 @@
 /* Connections: what each may cost and for how long.
  *
- * libmicrohttpd runs on epoll with a small pool of threads; a connection
- * that waits costs memory, not a thread:
+ * The HTTP server (httpd.c) runs on epoll with a small pool of threads; a
+ * connection that waits costs memory, not a thread:
  * - a request waiting for its generation, or a stream waiting for its next
  *   token, parks its connection (waker: suspend, resumed by the scheduler's
  *   on_event);
@@ -33,13 +33,14 @@
 #define COMP "http"
 #define GUARD_TICK_MS 250
 #define OVER_LIMIT_RECEIVE_MS 2000 /* receive deadline beyond a limit */
+#define CLIENT_EXTRA 8             /* connections a client has beyond its limit */
 
 /* ---- waker ---- */
 
-void inferd__waker_init(waker *w, inferd_server *s, struct MHD_Connection *mc)
+void inferd__waker_init(waker *w, inferd_server *s, httpd_conn *hc)
 {
     pthread_mutex_init(&w->mu, NULL);
-    w->mc = mc;
+    w->hc = hc;
     w->srv = s;
     w->suspended = false;
     w->pending = false;
@@ -58,7 +59,7 @@ bool inferd__waker_sleep(waker *w)
     }
     w->suspended = true;
     atomic_fetch_add(&w->srv->n_parked, 1);
-    MHD_suspend_connection(w->mc);
+    httpd_suspend(w->hc);
     pthread_mutex_unlock(&w->mu);
     return true;
 }
@@ -66,12 +67,12 @@ bool inferd__waker_sleep(waker *w)
 void inferd__waker_wake(waker *w)
 {
     pthread_mutex_lock(&w->mu);
-    struct MHD_Connection *mc = w->mc;
+    httpd_conn *hc = w->hc;
     inferd_server *s = w->srv;
     const bool resume = w->suspended;
     if (resume)
         w->suspended = false;
-    else if (mc)
+    else if (hc)
         w->pending = true;
     w->fired = true;
     pthread_mutex_unlock(&w->mu);
@@ -79,7 +80,7 @@ void inferd__waker_wake(waker *w)
      * owner may free it. A suspended connection stays until resumed. */
     if (resume) {
         atomic_fetch_sub(&s->n_parked, 1);
-        MHD_resume_connection(mc);
+        httpd_resume(hc);
     }
 }
 
@@ -94,7 +95,7 @@ bool inferd__waker_fired(waker *w)
 void inferd__waker_detach(waker *w)
 {
     pthread_mutex_lock(&w->mu);
-    w->mc = NULL;
+    w->hc = NULL;
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -155,9 +156,10 @@ static ip_count *ip_get(inferd_server *s, const struct sockaddr *sa)
     return p;
 }
 
-static void ip_put(inferd_server *s, ip_count *p)
+/* Forget @p p when no connection counts in it. */
+static void ip_put_if_unused(inferd_server *s, ip_count *p)
 {
-    if (!p || --p->total > 0)
+    if (!p || p->total > 0)
         return;
     ip_count **at = &s->ips[addr_hash(p->addr, p->len)];
     while (*at != p)
@@ -166,7 +168,15 @@ static void ip_put(inferd_server *s, ip_count *p)
     inferd_free(p);
 }
 
-/* ---- connection tracking (libmicrohttpd's connection notifications) ---- */
+static void ip_put(inferd_server *s, ip_count *p)
+{
+    if (!p)
+        return;
+    p->total--;
+    ip_put_if_unused(s, p);
+}
+
+/* ---- connection tracking (httpd's opened and closed) ---- */
 
 static void unadmit(inferd_server *s, conn_track *t)
 {
@@ -178,8 +188,8 @@ static void unadmit(inferd_server *s, conn_track *t)
         t->ip->admitted--;
 }
 
-/* Close the connection of @p t: the guard's way (libmicrohttpd sees the
- * end of its stream and closes it). */
+/* Close the connection of @p t: the guard's way (httpd sees the end of its
+ * stream and closes it). */
 static void shed(inferd_server *s, conn_track *t)
 {
     t->shed = true;
@@ -203,48 +213,60 @@ static bool shed_idle(inferd_server *s)
     return true;
 }
 
-void inferd__conn_notify(void *cls, struct MHD_Connection *mc, void **socket_context,
-                         enum MHD_ConnectionNotificationCode toe)
+int inferd__conn_opened(void *lcls, httpd_conn *hc, int fd, const struct sockaddr *peer, void **ctx)
 {
-    const listener *l = cls;
+    (void)hc;
+    const listener *l = lcls;
     inferd_server *s = l->srv;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        conn_track *t = inferd_calloc(1, sizeof(*t));
-        *socket_context = t;
-        if (!t)
-            return; /* untracked: answered as beyond the limits */
-        const union MHD_ConnectionInfo *fd =
-            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
-        const union MHD_ConnectionInfo *ad =
-            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        t->fd = fd ? fd->connect_fd : -1;
-        t->phase = PH_RECEIVING;
-        t->since_ns = inferd_now_ns();
-        pthread_mutex_lock(&s->guard_mu);
-        t->next = s->conns;
-        if (s->conns)
-            s->conns->prev = t;
-        s->conns = t;
-        s->n_conns++;
-        if (l->ops) {
-            t->admitted = false; /* counted apart: its listener's own limit */
-        } else {
-            t->ip = ip_get(s, ad ? ad->client_addr : NULL);
-            if (t->ip)
-                t->ip->total++;
-            const bool client_ok = t->ip && t->ip->admitted < s->o.max_client_connections;
-            if (client_ok && s->n_admitted >= s->o.max_connections)
-                shed_idle(s);
-            if (client_ok && s->n_admitted < s->o.max_connections) {
-                t->admitted = true;
-                s->n_admitted++;
-                t->ip->admitted++;
-            }
+    conn_track *t = inferd_calloc(1, sizeof(*t));
+    *ctx = t;
+    if (!t)
+        return 0; /* untracked: answered as beyond the limits */
+    t->fd = fd;
+    t->phase = PH_RECEIVING;
+    t->since_ns = inferd_now_ns();
+    pthread_mutex_lock(&s->guard_mu);
+    if (!l->ops) {
+        t->ip = ip_get(s, peer);
+        /* Beyond its limit a client gets a few connections more, each
+         * answered 503 at once (or an operations route); past those they
+         * are closed unanswered. */
+        if (t->ip && t->ip->total >= s->o.max_client_connections + CLIENT_EXTRA) {
+            ip_put_if_unused(s, t->ip);
+            pthread_mutex_unlock(&s->guard_mu);
+            inferd_free(t);
+            *ctx = NULL;
+            atomic_fetch_add(&s->n_refused, 1);
+            return -1;
         }
-        pthread_mutex_unlock(&s->guard_mu);
-        return;
     }
-    conn_track *t = *socket_context;
+    t->next = s->conns;
+    if (s->conns)
+        s->conns->prev = t;
+    s->conns = t;
+    s->n_conns++;
+    if (!l->ops) { /* the operations port's connections are counted apart */
+        if (t->ip)
+            t->ip->total++;
+        const bool client_ok = t->ip && t->ip->admitted < s->o.max_client_connections;
+        if (client_ok && s->n_admitted >= s->o.max_connections)
+            shed_idle(s);
+        if (client_ok && s->n_admitted < s->o.max_connections) {
+            t->admitted = true;
+            s->n_admitted++;
+            t->ip->admitted++;
+        }
+    }
+    pthread_mutex_unlock(&s->guard_mu);
+    return 0;
+}
+
+void inferd__conn_closed(void *lcls, httpd_conn *hc, void *ctx)
+{
+    (void)hc;
+    const listener *l = lcls;
+    inferd_server *s = l->srv;
+    conn_track *t = ctx;
     if (!t)
         return;
     pthread_mutex_lock(&s->guard_mu);
@@ -259,19 +281,11 @@ void inferd__conn_notify(void *cls, struct MHD_Connection *mc, void **socket_con
     s->n_conns--;
     pthread_mutex_unlock(&s->guard_mu);
     inferd_free(t);
-    *socket_context = NULL;
 }
 
-static conn_track *track_of(struct MHD_Connection *mc)
+void inferd__conn_phase(inferd_server *s, httpd_conn *hc, conn_phase ph)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    return ci ? ci->socket_context : NULL;
-}
-
-void inferd__conn_phase(inferd_server *s, struct MHD_Connection *mc, conn_phase ph)
-{
-    conn_track *t = track_of(mc);
+    conn_track *t = httpd_conn_ctx(hc);
     if (!t)
         return;
     pthread_mutex_lock(&s->guard_mu);
@@ -286,7 +300,7 @@ bool inferd__conn_over_limit(http_conn *c)
 {
     if (c->l->ops)
         return false;
-    conn_track *t = track_of(c->mc);
+    conn_track *t = httpd_conn_ctx(c->hc);
     if (!t)
         return true;
     pthread_mutex_lock(&c->srv->guard_mu);

@@ -1,7 +1,7 @@
 /* The doors' request formats: how each door spells the front end's
  * request fields (include/inferd/frontend.h), and the KServe adapter from
  * input tensors to fields. Shared by the doors and the request fuzz
- * target; needs neither libmicrohttpd nor libnats. Not a public header. */
+ * target; needs neither the HTTP server nor libnats. Not a public header. */
 #ifndef INFERD_SERVER_DOORS_H
 #define INFERD_SERVER_DOORS_H
 

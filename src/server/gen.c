@@ -1,6 +1,6 @@
 /* One generation request on behalf of an HTTP request: a registry handle
  * for its model, the scheduler request, and its events read as they come
- * on libmicrohttpd's threads. While nothing is ready the connection is
+ * on the HTTP server's threads. While nothing is ready the connection is
  * parked (suspended): the scheduler's on_event wakes it, and the guard
  * wakes it when the client hangs up (which cancels the request) or a
  * stream is due a keep-alive ping. No thread waits for a request. */
@@ -37,7 +37,7 @@ gen *inferd__gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
     g->c = c;
     g->srv = s;
     g->kind = kind;
-    inferd__waker_init(&g->wk, s, c->mc);
+    inferd__waker_init(&g->wk, s, c->hc);
     g->text = INFERD_BUF_INIT(SERVER_TEXT_MAX);
     g->out = INFERD_BUF_INIT(SERVER_CHUNK_MAX);
     g->t_start_ns = c->t_start_ns;
@@ -45,9 +45,7 @@ gen *inferd__gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
     atomic_init(&g->client_left, false);
     atomic_init(&g->ping_due, false);
     atomic_init(&g->last_out_ns, inferd_now_ns());
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
-    g->sock = ci ? ci->connect_fd : -1;
+    g->sock = httpd_conn_fd(c->hc);
     g->logprobs = in->params.logprobs || in->params.top_logprobs > 0;
     g->top_logprobs = in->params.top_logprobs;
     g->stream = in->stream;
@@ -178,7 +176,7 @@ void inferd__gen_free(gen *g)
         return;
     }
     /* Cancelled while it runs: its release waits for the scheduler's next
-     * step, which is not for libmicrohttpd's thread to wait for. */
+     * step, which is not for an HTTP thread to wait for. */
     inferd_fe_request_cancel(g->fr);
     inferd__job_release(g->srv, g);
 }
@@ -193,19 +191,18 @@ size_t inferd__gen_token_text(const gen *g, int32_t id, char *buf, size_t cap)
 
 /* ---- SSE ---- */
 
-static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+static ssize_t stream_read(void *cls, char *buf, size_t max)
 {
-    (void)pos;
     gen *g = cls;
     while (g->out_pos >= g->out.len) {
         g->out_pos = 0;
         if (!g->out.err)
             inferd_buf_reset(&g->out);
         if (atomic_load(&g->client_left))
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+            return HTTPD_STREAM_ERROR;
         if (g->finished) {
             inferd__guard_unwatch(g->srv, g);
-            return MHD_CONTENT_READER_END_OF_STREAM;
+            return HTTPD_STREAM_END;
         }
         if (g->ended) { /* the terminal event was read: fmt set finished */
             g->finished = true;
@@ -213,7 +210,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         }
         read_ready(g);
         if (g->out.err)
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+            return HTTPD_STREAM_ERROR;
         if (g->out.len > 0)
             break;
         if (atomic_exchange(&g->ping_due, false)) {
@@ -238,21 +235,22 @@ void inferd__gen_stream(gen *g, gen_fmt_fn fmt)
 {
     http_conn *c = g->c;
     g->fmt = fmt;
-    struct MHD_Response *r =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, g, stream_free);
+    httpd_resp *r = c->resp ? NULL : httpd_resp_stream(stream_read, g, stream_free);
     if (!r) {
         inferd__gen_free(g);
         inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the stream");
         return;
     }
     g->c = NULL;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    if (MHD_queue_response(c->mc, 200, r) == MHD_YES) {
-        c->status = 200;
-        c->streamed = true;
-    } else {
-        c->close = true;
+    /* Queued by the dispatcher (on the connection's thread); freeing the
+     * response frees g. */
+    if (httpd_resp_header(r, "Content-Type", "text/event-stream") < 0 ||
+        httpd_resp_header(r, "Cache-Control", "no-cache") < 0) {
+        httpd_resp_free(r);
+        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the stream");
+        return;
     }
-    MHD_destroy_response(r); /* frees g when the connection is done with it */
+    c->resp = r;
+    c->status = 200;
+    c->streamed = true;
 }

@@ -1,8 +1,8 @@
-/* The HTTP server: libmicrohttpd daemons (epoll and a pool of threads; the
- * operations port apart), body reading with a limit, bearer authentication,
- * routing, the stages of a request (received, on a job, waiting for its
- * generation, answered), error responses and the per-second ticker.
- * Connections, their limits and parking are conn.c's. */
+/* The HTTP server: its listeners on httpd (http1.c parses, httpd.c serves:
+ * epoll and a pool of threads; the operations port beside the main one),
+ * bearer authentication, routing, the stages of a request (received, on a
+ * job, waiting for its generation, answered), error responses and the
+ * per-second ticker. Connections, their limits and parking are conn.c's. */
 #include "server_internal.h"
 
 #include <arpa/inet.h>
@@ -52,26 +52,26 @@ void inferd__http_text(http_conn *c, unsigned status, const char *content_type, 
         inferd_free(text);
         return;
     }
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer_with_free_callback(len, text, inferd_free);
-    if (!r) {
-        inferd_free(text);
+    httpd_resp *r = httpd_resp_buffer(text, len, inferd_free);
+    if (!r)
+        return;
+    if (httpd_resp_header(r, "Content-Type", content_type) < 0 ||
+        (status == 503 && httpd_resp_header(r, "Retry-After", "1") < 0)) {
+        httpd_resp_free(r);
         return;
     }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    if (status == 503)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     c->resp = r;
     c->status = status;
 }
 
-void inferd__http_json(http_conn *c, unsigned status, json_t *body)
+/* @p body (taken) as a line of compact JSON (inferd_free it), or NULL. */
+static char *json_line(json_t *body, size_t *out_len)
 {
     char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!s) {
         inferd_log_error(COMP, "no memory for a response");
-        return;
+        return NULL;
     }
     size_t n = strlen(s);
     /* A newline ends the body, as curl users expect. */
@@ -82,7 +82,16 @@ void inferd__http_json(http_conn *c, unsigned status, json_t *body)
         s = t;
         n++;
     }
-    inferd__http_text(c, status, "application/json", s, n);
+    *out_len = n;
+    return s;
+}
+
+void inferd__http_json(http_conn *c, unsigned status, json_t *body)
+{
+    size_t n;
+    char *s = json_line(body, &n);
+    if (s)
+        inferd__http_text(c, status, "application/json", s, n);
 }
 
 void inferd__http_fail(http_conn *c, const inferd_error *e)
@@ -211,7 +220,7 @@ static void drop_segments(path *p, size_t at, size_t k)
 
 typedef enum body_kind { NO_BODY, JSON_BODY, JSON_OR_EMPTY } body_kind;
 
-/* Where a route runs: here (libmicrohttpd's thread), or on a job thread
+/* Where a route runs: here (the connection's HTTP thread), or on a job thread
  * (its work may block: a model load). */
 typedef enum run_kind {
     RUN_HERE,
@@ -350,14 +359,14 @@ static void method_not_allowed(http_conn *c, const char *method, const char *all
     inferd__http_error(c, INFERD_E_METHOD, NULL, "%s is not allowed here (allowed: %s)", method,
                        allowed);
     if (c->resp)
-        MHD_add_response_header(c->resp, MHD_HTTP_HEADER_ALLOW, allowed);
+        httpd_resp_header(c->resp, "Allow", allowed);
 }
 
 /* Parse the body as a JSON object, or answer 400. An empty body is {} when
  * @p empty_ok. */
 static json_t *body_json(http_conn *c, bool empty_ok)
 {
-    if (c->body.len == 0) {
+    if (c->rq->body_len == 0) {
         if (empty_ok)
             return json_object();
         inferd__http_error(c, INFERD_E_BAD_JSON, NULL, "the request body is empty (expected JSON)");
@@ -365,7 +374,7 @@ static json_t *body_json(http_conn *c, bool empty_ok)
     }
     json_t *j = NULL;
     inferd_error e = {0};
-    if (inferd_fe_parse_json(c->body.p, c->body.len, &j, &e) < 0) {
+    if (inferd_fe_parse_json(c->rq->body, c->rq->body_len, &j, &e) < 0) {
         inferd__http_fail(c, &e);
         return NULL;
     }
@@ -458,60 +467,20 @@ static void route(http_conn *c, const char *url, const char *method)
 }
 
 /* Constant-time comparison of the bearer token with the key. */
-static bool authorized(const inferd_server *s, struct MHD_Connection *mc)
+static bool authorized(const inferd_server *s, const httpd_req *rq)
 {
-    const char *h = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+    const http1_str *v = http1_header_get(rq->head, "Authorization");
+    if (!v || v->n < 7 || strncasecmp(v->p, "Bearer ", 7) != 0)
         return false;
-    h += 7;
-    while (*h == ' ')
-        h++;
-    size_t n = strlen(h);
+    size_t i = 7;
+    while (i < v->n && v->p[i] == ' ')
+        i++;
+    const char *h = v->p + i;
+    size_t n = v->n - i;
     unsigned char diff = (unsigned char)(n != s->api_key_len);
-    for (size_t i = 0; i < s->api_key_len; i++)
-        diff |= (unsigned char)(s->api_key[i] ^ (i < n ? h[i] : 0));
+    for (size_t k = 0; k < s->api_key_len; k++)
+        diff |= (unsigned char)(s->api_key[k] ^ (k < n ? h[k] : 0));
     return diff == 0;
-}
-
-/* How a request says where its body ends. */
-typedef struct framing {
-    int n_cl;            /* Content-Length headers */
-    bool cl_differ;      /* with different values */
-    char cl[32];         /* the first one's value */
-    int n_te;            /* Transfer-Encoding headers */
-    bool te_not_chunked; /* a coding other than exactly "chunked" */
-} framing;
-
-static enum MHD_Result read_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    size_t key_size, const char *value, size_t value_size)
-{
-    (void)kind;
-    framing *f = cls;
-    if (key_size == 14 && strncasecmp(key, "Content-Length", 14) == 0) {
-        char v[32];
-        snprintf(v, sizeof(v), "%.*s", (int)(value_size < 31 ? value_size : 31), value);
-        if (f->n_cl++ == 0)
-            memcpy(f->cl, v, sizeof(v));
-        else if (strcmp(f->cl, v) != 0 || value_size >= 31)
-            f->cl_differ = true;
-    } else if (key_size == 17 && strncasecmp(key, "Transfer-Encoding", 17) == 0) {
-        f->n_te++;
-        if (!(value_size == 7 && strncasecmp(value, "chunked", 7) == 0))
-            f->te_not_chunked = true;
-    }
-    return MHD_YES;
-}
-
-/* What makes a request's framing ambiguous (RFC 9112 6.1-6.3), or NULL. */
-static const char *framing_problem(const framing *f)
-{
-    if (f->n_cl > 0 && f->n_te > 0)
-        return "Content-Length together with Transfer-Encoding";
-    if (f->cl_differ)
-        return "Content-Length given twice with different values";
-    if (f->n_te > 1 || f->te_not_chunked)
-        return "a transfer coding other than chunked";
-    return NULL;
 }
 
 /* Is @p url an operations route (served beyond the limits)? */
@@ -531,37 +500,26 @@ static bool is_health_probe(const char *url)
     return strcmp(url, "/health") == 0 || strncmp(url, "/v2/health/", 11) == 0;
 }
 
-static enum MHD_Result queue(http_conn *c)
+/* Queue c's response; -1 (close the connection) when there is none. */
+static int queue(http_conn *c)
 {
     if (!c->resp) {
         c->status = 500;
-        return MHD_NO;
+        return -1;
     }
     if (c->close)
-        MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result r = MHD_queue_response(c->mc, c->status, c->resp);
-    c->queued = true;
-    MHD_destroy_response(c->resp);
+        httpd_resp_header(c->resp, "Connection", "close");
+    httpd_queue(c->hc, c->status, c->resp);
     c->resp = NULL;
-    return r;
+    c->queued = true;
+    return 0;
 }
 
-/* The first call for a request (its headers are in): checks that need no
+/* The first call for a request (its head is in): checks that need no
  * body. */
-static enum MHD_Result on_headers(http_conn *c, const char *url)
+static int on_head(http_conn *c, const char *url)
 {
     inferd_server *s = c->srv;
-    framing fr = {0};
-    MHD_get_connection_values_n(c->mc, MHD_HEADER_KIND, read_framing, &fr);
-    const char *bad = framing_problem(&fr);
-    if (bad) {
-        /* RFC 9112 6.3: a message whose length is ambiguous is refused and
-         * the connection closed, so nothing in its body is taken for
-         * another request. */
-        c->close = true;
-        inferd__http_error(c, INFERD_E_INVALID, NULL, "%s: the request is refused", bad);
-        return queue(c);
-    }
     c->over_limit = inferd__conn_over_limit(c);
     if (c->over_limit && !is_ops_route(url)) {
         c->close = true;
@@ -572,162 +530,123 @@ static enum MHD_Result on_headers(http_conn *c, const char *url)
                            s->o.max_connections, s->o.max_client_connections);
         return queue(c);
     }
-    const char *cl =
-        MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoull(cl, NULL, 10) > s->o.max_body_bytes) {
-        c->close = true;
-        inferd__http_error(c, INFERD_E_TOO_LARGE, NULL,
-                           "the request body of %s bytes exceeds the limit of %zu", cl,
-                           s->o.max_body_bytes);
-        return queue(c);
-    }
-    return MHD_YES;
-}
-
-/* A body chunk. */
-static enum MHD_Result on_upload(http_conn *c, const char *data, size_t *size)
-{
-    inferd_server *s = c->srv;
-    /* A body without Content-Length (chunked) past the limit: libmicrohttpd
-     * answers only once the upload ends, so the rest is read and dropped;
-     * past 4 times the limit the connection is closed unanswered. */
-    if (!c->too_large && inferd_buf_add(&c->body, data, *size) == INFERD_E_RANGE) {
-        c->too_large = true;
-        inferd_buf_free(&c->body);
-    }
-    if (c->too_large) {
-        c->dropped += *size;
-        *size = 0;
-        return c->dropped > 4 * (uint64_t)s->o.max_body_bytes ? MHD_NO : MHD_YES;
-    }
-    *size = 0;
-    return MHD_YES;
+    return 0;
 }
 
 /* The whole request is in: answer it, or start what answers it. */
 static void on_received(http_conn *c, const char *url, const char *method)
 {
     inferd_server *s = c->srv;
-    inferd__conn_phase(s, c->mc, PH_HANDLING);
-    if (c->too_large) {
-        c->close = true;
-        inferd__http_error(c, INFERD_E_TOO_LARGE, NULL,
-                           "the request body exceeds the limit of %zu bytes", s->o.max_body_bytes);
-    } else if (c->body.err) {
-        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request body");
-    } else if (s->api_key && !is_health_probe(url) && !authorized(s, c->mc)) {
+    inferd__conn_phase(s, c->hc, PH_HANDLING);
+    if (s->api_key && !is_health_probe(url) && !authorized(s, c->rq)) {
         inferd__http_error(c, INFERD_E_UNAUTHORIZED, NULL,
                            "missing or wrong API key (send 'Authorization: Bearer KEY')");
         if (c->resp)
-            MHD_add_response_header(c->resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+            httpd_resp_header(c->resp, "WWW-Authenticate", "Bearer");
     } else {
         route(c, url, method);
     }
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **req_cls)
+static int on_request(void *lcls, httpd_conn *hc, const httpd_req *rq, httpd_call call,
+                      void **req_ctx)
 {
-    (void)version;
-    const listener *l = cls;
+    const listener *l = lcls;
     inferd_server *s = l->srv;
-    http_conn *c = *req_cls;
+    http_conn *c = *req_ctx;
+    const char *url = rq->path;
     if (!c) {
         c = inferd_calloc(1, sizeof(*c));
         if (!c)
-            return MHD_NO;
+            return -1;
         c->srv = s;
         c->l = l;
-        c->mc = mc;
+        c->hc = hc;
+        c->rq = rq;
         c->t_start_ns = inferd_now_ns();
         c->stage = ST_NEW;
-        inferd__waker_init(&c->wk, s, mc);
-        *req_cls = c;
+        inferd__waker_init(&c->wk, s, hc);
+        *req_ctx = c;
         atomic_fetch_add(&s->n_active, 1);
         c->api = strncmp(url, "/v2", 3) == 0 ? API_KSERVE : API_OPENAI;
-        c->body = INFERD_BUF_INIT(s->o.max_body_bytes);
-        return on_headers(c, url);
     }
-    if (*upload_data_size > 0)
-        return on_upload(c, upload_data, upload_data_size);
-    if (c->queued) /* answered already (an early 413, 400 or 503) */
-        return MHD_YES;
+    if (call == HTTPD_CALL_HEAD)
+        return on_head(c, url);
+    if (c->queued) /* answered already */
+        return 0;
     for (;;) {
         switch (c->stage) {
         case ST_NEW:
-            on_received(c, url, method);
+            on_received(c, url, rq->method);
             if (c->stage == ST_NEW)
                 c->stage = c->g ? ST_GEN : ST_DONE;
             continue;
         case ST_JOB:
             if (!inferd__waker_fired(&c->wk)) {
                 if (inferd__waker_sleep(&c->wk))
-                    return MHD_YES;
+                    return 0;
                 continue;
             }
             c->stage = c->g ? ST_GEN : ST_DONE;
             continue;
         case ST_GEN:
             if (!inferd__gen_pump(c))
-                return MHD_YES; /* parked until its next event */
+                return 0; /* parked until its next event */
             c->stage = ST_DONE;
             continue;
         case ST_DONE: break;
         }
         break;
     }
-    if (c->streamed)
-        return MHD_YES;
-    if (!c->resp) /* the client left, or no memory: close the connection */
-        return MHD_NO;
-    return queue(c);
+    return queue(c); /* no response: the client left, or no memory */
 }
 
-static void on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
-                         enum MHD_RequestTerminationCode toe)
+static void on_completed(void *lcls, httpd_conn *hc, void *req_ctx, unsigned status)
 {
-    (void)toe;
-    const listener *l = cls;
+    const listener *l = lcls;
     inferd_server *s = l->srv;
-    http_conn *c = *req_cls;
-    if (!c)
+    http_conn *c = req_ctx;
+    if (!c) { /* refused by httpd before routing (a malformed request) */
+        pthread_mutex_lock(&s->mu);
+        s->http_count[EP_NONE][code_index(status)]++;
+        pthread_mutex_unlock(&s->mu);
         return;
-    unsigned status = c->status ? c->status : 499;
+    }
+    if (status == 0) /* the connection ended first */
+        status = c->status && !c->queued ? c->status : 499;
     pthread_mutex_lock(&s->mu);
     s->http_count[c->ep][code_index(status)]++;
     pthread_mutex_unlock(&s->mu);
-    if (c->resp)
-        MHD_destroy_response(c->resp);
+    httpd_resp_free(c->resp);
     inferd__gen_free(c->g); /* the connection ended while it ran */
     inferd__waker_destroy(&c->wk);
-    size_t body_bytes = c->body.cap;
-    inferd_buf_free(&c->body);
     inferd_free(c);
-    *req_cls = NULL;
     atomic_fetch_sub(&s->n_active, 1);
-    inferd__conn_phase(s, mc, PH_RECEIVING); /* the next request's deadline starts */
-    inferd_alloc_released(body_bytes);
+    inferd__conn_phase(s, hc, PH_RECEIVING); /* the next request's deadline starts */
 }
 
-__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
+/* httpd refuses a malformed request: the error as the route's API says it. */
+static httpd_resp *on_refused(void *lcls, unsigned status, const char *url, const char *why)
 {
-    inferd_server *s = cls;
-    unsigned long long more = 0;
-    /* libmicrohttpd says something per refused or broken connection: a
-     * flood of those is one line a second. */
-    if (!inferd_log_allow(&s->mhd_warn, &more))
-        return;
-    char msg[512];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    size_t n = strlen(msg);
-    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-        msg[--n] = '\0';
-    if (more)
-        inferd_log_warn(COMP, "%s (and %llu more libmicrohttpd messages in the last second)", msg,
-                        more);
-    else
-        inferd_log_warn(COMP, "%s", msg);
+    (void)lcls;
+    int code = status == 413 || status == 431 ? INFERD_E_TOO_LARGE
+               : status == 505                ? INFERD_E_UNSUPPORTED
+               : status == 500                ? INFERD_E_NOMEM
+                                              : INFERD_E_INVALID;
+    inferd_error e = {0};
+    inferd_fail(&e, code, "%s: the request is refused", why);
+    json_t *o = url && strncmp(url, "/v2", 3) == 0 ? inferd_fe_error_kserve(&e)
+                                                   : inferd_fe_error_openai(&e);
+    size_t n;
+    char *t = json_line(o, &n);
+    if (!t)
+        return NULL;
+    httpd_resp *r = httpd_resp_buffer(t, n, inferd_free);
+    if (r && httpd_resp_header(r, "Content-Type", "application/json") < 0) {
+        httpd_resp_free(r);
+        r = NULL;
+    }
+    return r;
 }
 
 /* ---- life cycle ---- */
@@ -782,60 +701,35 @@ static void raise_nofile(uint32_t need)
                         (unsigned long long)rl.rlim_cur, need);
 }
 
-/* Connections one listener takes at most (libmicrohttpd closes the rest at
- * once), in all and per client address. */
-typedef struct listen_limits {
-    unsigned total, per_client, threads;
-} listen_limits;
-
-/* Listen on port @p port for @p l; *bound gets the port bound. */
-static int start_listener(inferd_server *s, listener *l, uint16_t port, listen_limits lim,
-                          struct MHD_Daemon **out, uint16_t *bound, inferd_error *err)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    char ps[8];
-    snprintf(ps, sizeof(ps), "%u", (unsigned)port);
-    int gai = getaddrinfo(s->host, ps, &hints, &ai);
-    if (gai != 0)
-        return inferd_fail(err, INFERD_E_INVALID, "host '%s': %s", s->host, gai_strerror(gai));
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    *out = MHD_start_daemon(
-        flags, port, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, lim.total,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, lim.per_client, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)s->o.conn_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
-        MHD_OPTION_NOTIFY_CONNECTION, inferd__conn_notify, l, MHD_OPTION_THREAD_POOL_SIZE,
-        lim.threads, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512u << 10), MHD_OPTION_END);
-    int e = errno;
-    freeaddrinfo(ai);
-    if (!*out)
-        return inferd_fail(err, INFERD_E_IO, "cannot listen on %s:%u (%s)", s->host, (unsigned)port,
-                           e ? strerror(e) : "libmicrohttpd failed");
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(*out, MHD_DAEMON_INFO_BIND_PORT);
-    *bound = info ? info->port : port;
-    return 0;
-}
-
-static int start_daemons(inferd_server *s, inferd_error *err)
+/* The HTTP server and its listeners: the main port takes max_connections
+ * and a reserve (answered 503 beyond the limits, or an operations route);
+ * the operations port the reserve alone. More are closed as accepted. */
+static int start_http(inferd_server *s, inferd_error *err)
 {
     s->main_l = (listener){.srv = s, .ops = false};
     s->ops_l = (listener){.srv = s, .ops = true};
-    /* Beyond its limits a client gets a few connections more, each
-     * answered 503 at once (or an operations route); past those they are
-     * closed unanswered. */
     const unsigned reserve = INFERD_SERVER_OPS_RESERVE;
-    listen_limits main = {s->o.max_connections + reserve, s->o.max_client_connections + 8,
-                          s->o.http_threads};
-    raise_nofile(main.total + (s->o.ops_listen ? reserve : 0));
-    int rc = start_listener(s, &s->main_l, s->o.port, main, &s->daemon, &s->port, err);
+    raise_nofile(s->o.max_connections + reserve + (s->o.ops_listen ? reserve : 0));
+    const httpd_opts ho = {.threads = s->o.http_threads,
+                           .idle_timeout_s = s->o.conn_timeout_s,
+                           .max_head = SERVER_HEAD_MAX,
+                           .max_body = s->o.max_body_bytes};
+    const httpd_ops ops = {.opened = inferd__conn_opened,
+                           .closed = inferd__conn_closed,
+                           .request = on_request,
+                           .completed = on_completed,
+                           .refused = on_refused};
+    int fd;
+    int rc = httpd_create(&ho, &ops, &s->http, err);
+    if (rc == 0)
+        rc = httpd_tcp_socket(s->host, s->o.port, &fd, &s->port, err);
+    if (rc == 0)
+        rc = httpd_listen(s->http, fd, s->o.max_connections + reserve, &s->main_l, err);
     if (rc == 0 && s->o.ops_listen) {
-        listen_limits ops = {reserve, reserve, 1};
-        rc = start_listener(s, &s->ops_l, s->o.ops_port, ops, &s->ops_daemon, &s->ops_port, err);
+        rc = httpd_tcp_socket(s->host, s->o.ops_port, &fd, &s->ops_port, err);
+        if (rc == 0)
+            rc = httpd_listen(s->http, fd, reserve, &s->ops_l, err);
+        s->ops_listening = rc == 0;
     }
     return rc;
 }
@@ -882,7 +776,7 @@ int inferd_server_create(const inferd_server_opts *opts, inferd_frontend *fe,
                          strerror(errno));
         goto fail;
     }
-    rc = start_daemons(s, err);
+    rc = start_http(s, err);
     if (rc < 0)
         goto fail;
     if (pthread_create(&s->ticker, NULL, ticker_main, s) != 0) {
@@ -899,7 +793,10 @@ fail:
 
 uint16_t inferd_server_port(const inferd_server *s) { return s->port; }
 
-uint16_t inferd_server_ops_port(const inferd_server *s) { return s->ops_daemon ? s->ops_port : 0; }
+uint16_t inferd_server_ops_port(const inferd_server *s)
+{
+    return s->ops_listening ? s->ops_port : 0;
+}
 
 void inferd_server_drain(inferd_server *s)
 {
@@ -913,17 +810,14 @@ void inferd_server_destroy(inferd_server *s)
     if (!s)
         return;
     /* Jobs end first (their connections resume); then every parked
-     * connection must have resumed before libmicrohttpd stops. */
+     * connection must have resumed before the HTTP server stops. */
     inferd__jobs_stop(s);
     for (int i = 0; i < 500 && atomic_load(&s->n_parked) > 0; i++)
         inferd_sleep_ms(10);
     if (atomic_load(&s->n_parked) > 0)
         inferd_log_error(COMP, "%d connections still wait on requests at shutdown",
                          atomic_load(&s->n_parked));
-    if (s->ops_daemon)
-        MHD_stop_daemon(s->ops_daemon);
-    if (s->daemon)
-        MHD_stop_daemon(s->daemon);
+    httpd_destroy(s->http);
     inferd__guard_stop(s);
     if (s->ticker_running) {
         pthread_mutex_lock(&s->mu);

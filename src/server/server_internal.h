@@ -5,7 +5,6 @@
 #define INFERD_SERVER_INTERNAL_H
 
 #include <jansson.h>
-#include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -22,10 +21,13 @@
 #include "inferd/scheduler.h"
 #include "inferd/server.h"
 
+#include "httpd.h"
+
 /* Bounds of the growable buffers (inferd_buf). */
 #define SERVER_TEXT_MAX ((size_t)64 << 20)    /* a non-streamed completion's text */
 #define SERVER_CHUNK_MAX ((size_t)16 << 20)   /* SSE output between two reads */
 #define SERVER_METRICS_MAX ((size_t)16 << 20) /* the /metrics page */
+#define SERVER_HEAD_MAX ((size_t)32 << 10)    /* a request's head (431 beyond) */
 
 /* ---- endpoints (for metrics) and the API a route belongs to ---- */
 
@@ -65,21 +67,21 @@ typedef struct tick {
 /* ---- connections (conn.c) ---- */
 
 /* Parking a connection while it waits (for a request's events or for a
- * job): the waiting side sleeps from libmicrohttpd's thread (suspending the
- * connection), the waking side may be any thread (resuming it). A wake
- * that comes before the sleep is kept, so none is lost. */
+ * job): the waiting side sleeps from the connection's HTTP thread
+ * (suspending the connection), the waking side may be any thread (resuming
+ * it). A wake that comes before the sleep is kept, so none is lost. */
 typedef struct waker {
     pthread_mutex_t mu;
-    struct MHD_Connection *mc;
+    httpd_conn *hc;
     inferd_server *srv;
-    bool suspended; /* MHD_suspend_connection called, not resumed yet */
+    bool suspended; /* httpd_suspend called, not resumed yet */
     bool pending;   /* woken while not suspended */
     bool fired;     /* woken at least once */
 } waker;
 
-void inferd__waker_init(waker *w, inferd_server *s, struct MHD_Connection *mc);
+void inferd__waker_init(waker *w, inferd_server *s, httpd_conn *hc);
 void inferd__waker_destroy(waker *w);
-/* From libmicrohttpd's thread, in a handler or content reader: suspend the
+/* From the connection's thread, in a handler or stream reader: suspend the
  * connection and return true, or false (without suspending) when a wake
  * came since the last sleep; then look again for what was awaited. */
 bool inferd__waker_sleep(waker *w);
@@ -94,8 +96,8 @@ typedef enum conn_phase {
     PH_HANDLING,  /* a whole request was received: being answered */
 } conn_phase;
 
-/* One open connection, as the guard sees it (libmicrohttpd's socket
- * context). Guarded by the server's guard_mu. */
+/* One open connection, as the guard sees it (its httpd context). Guarded
+ * by the server's guard_mu. */
 typedef struct conn_track {
     struct conn_track *prev, *next;
     struct ip_count *ip; /* its client address's count */
@@ -119,10 +121,12 @@ typedef void (*route_fn)(http_conn *c, const char *m, json_t *body);
 
 int inferd__guard_start(inferd_server *s);
 void inferd__guard_stop(inferd_server *s);
-void inferd__conn_notify(void *cls, struct MHD_Connection *mc, void **socket_context,
-                         enum MHD_ConnectionNotificationCode toe);
-/* The phase of connection @p mc. */
-void inferd__conn_phase(inferd_server *s, struct MHD_Connection *mc, conn_phase ph);
+/* httpd's opened and closed (lcls: the listener). */
+int inferd__conn_opened(void *lcls, httpd_conn *hc, int fd, const struct sockaddr *peer,
+                        void **ctx);
+void inferd__conn_closed(void *lcls, httpd_conn *hc, void *ctx);
+/* The phase of connection @p hc. */
+void inferd__conn_phase(inferd_server *s, httpd_conn *hc, conn_phase ph);
 /* Is the connection of @p c beyond a limit (then only /health, /metrics,
  * /v1/status and /v2/health are answered, everything else a 503)? */
 bool inferd__conn_over_limit(http_conn *c);
@@ -162,13 +166,13 @@ struct inferd_server {
     size_t api_key_len;
     inferd_frontend *fe; /* borrowed: the models and their state */
 
-    struct MHD_Daemon *daemon, *ops_daemon;
+    httpd *http; /* the listeners (main, and the operations port) */
     listener main_l, ops_l;
     uint16_t port, ops_port;
+    bool ops_listening;
     double t_start_s;
-    atomic_int n_active;       /* HTTP requests being handled */
-    inferd_log_limit mhd_warn; /* libmicrohttpd's messages, rate-limited */
-    atomic_int n_parked;       /* connections suspended */
+    atomic_int n_active; /* HTTP requests being handled */
+    atomic_int n_parked; /* connections suspended */
 
     /* The guard (conn.c): connection limits, receive deadlines, hang-ups
      * of waiting clients, keep-alive pings of idle streams. */
@@ -217,22 +221,20 @@ typedef enum conn_stage {
 struct http_conn {
     inferd_server *srv;
     const listener *l;
-    struct MHD_Connection *mc;
+    httpd_conn *hc;
+    const httpd_req *rq; /* the request's method, path, head and body */
     conn_stage stage;
     waker wk; /* fired when its job ran */
     gen *g;   /* ST_GEN: the generation awaited */
     uint64_t t_start_ns;
-    inferd_buf body;  /* bounded by max_body_bytes */
-    bool too_large;   /* the body passed max_body_bytes */
-    uint64_t dropped; /* bytes dropped since */
     endpoint ep;
     api_kind api;
-    unsigned status;           /* of the queued response */
-    struct MHD_Response *resp; /* set by a handler, queued by the dispatcher */
-    bool close;                /* the handler wants the connection closed */
-    bool streamed;             /* a stream response was queued */
-    bool over_limit;           /* its connection is beyond a limit */
-    bool queued;               /* the response was queued */
+    unsigned status;  /* of the queued response */
+    httpd_resp *resp; /* set by a handler, queued by the dispatcher */
+    bool close;       /* the handler wants the connection closed */
+    bool streamed;    /* a stream response was queued */
+    bool over_limit;  /* its connection is beyond a limit */
+    bool queued;      /* the response was queued */
 };
 
 /* Responses (set c->resp and c->status). */

@@ -231,17 +231,16 @@ expect_http 200 POST $completions "@$tmp/ok.json" -H 'Transfer-Encoding: chunked
 
 # ---- request smuggling (RFC 9112 6.3): an ambiguous length is a 400 and
 # the connection is closed, so a request hidden in the body never runs ----
-# raw_http HEAD_LINES BODY: send one raw request (Python: curl will not
-# send these), print every response read until the server closes (or 10 s).
-# In both, '|' in HEAD_LINES is a line end, and \r, \n and \0 are CR, LF
-# and NUL.
-raw_http() {
-    /usr/bin/python3 - "$port" "$1" "$2" <<'PY'
-import socket, sys, time
-port, head, body = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-unescape = lambda t: t.replace("\\r", "\r").replace("\\n", "\n").replace("\\0", "\0")
-req = ("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
-       unescape(head.replace("|", "\r\n")) + "\r\n\r\n" + unescape(body)).encode()
+# raw_send REQUEST: send these bytes (Python: curl will not send them),
+# print every response read until the server closes (or 10 s). '|' is a
+# line end (CRLF), and \r, \n, \0 and \xHH are CR, LF, NUL and byte HH.
+raw_send() {
+    /usr/bin/python3 - "$port" "$1" <<'PY'
+import re, socket, sys, time
+port, raw = int(sys.argv[1]), sys.argv[2]
+raw = re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), raw)
+req = (raw.replace("|", "\r\n").replace("\\r", "\r").replace("\\n", "\n")
+       .replace("\\0", "\0").encode("latin-1"))
 s = socket.create_connection(("127.0.0.1", port), timeout=10)
 t0 = time.time()
 s.sendall(req)
@@ -257,9 +256,15 @@ while True:
         break
     out += d
 text = out.decode("utf-8", "replace")
-print("responses=%d closed=%d secs=%.1f" % (text.count("HTTP/1.1 "), closed, time.time() - t0))
+n_resp = len(re.findall(r"(?m)^HTTP/1\.1 \d{3} ", text))
+print("responses=%d closed=%d secs=%.1f" % (n_resp, closed, time.time() - t0))
 print(text)
 PY
+}
+# raw_http HEAD_LINES BODY: a POST to /v1/completions with these header
+# lines and this body (escaped as for raw_send).
+raw_http() {
+    raw_send "POST /v1/completions HTTP/1.1|Host: x|Content-Type: application/json|$1||$2"
 }
 smuggled='GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n'
 good_body='{"prompt":"Once upon a time","max_tokens":1}'
@@ -291,6 +296,100 @@ still_serves
 # The same Content-Length twice is not ambiguous: answered.
 raw_http "Content-Length: $n|Content-Length: $n|Connection: close" "$good_body" >"$tmp/raw"
 grep -q '^HTTP/1.1 200' "$tmp/raw" || fail "a repeated equal Content-Length: $(head -c 400 "$tmp/raw")"
+
+# ---- the request head (RFC 9112): what two parties could read differently,
+# or a byte the server would not see, is refused with the status RFC 9112
+# gives, a message naming it, and the connection closed ----
+# refused LABEL STATUS MESSAGE REQUEST: one response of STATUS whose error
+# message says MESSAGE, then the connection closed; then a good request.
+refused() {
+    raw_send "$4" >"$tmp/raw"
+    head -1 "$tmp/raw" | grep -q '^responses=1 closed=1' ||
+        fail "$1: expected one response then a closed connection: $(head -c 400 "$tmp/raw")"
+    grep -q "^HTTP/1.1 $2 " "$tmp/raw" || fail "$1: expected $2: $(head -c 400 "$tmp/raw")"
+    sed -n '/^{/p' "$tmp/raw" | jq -e --arg m "$3" '.error.message | contains($m)' >/dev/null ||
+        fail "$1: the error does not say '$3': $(cat "$tmp/raw")"
+    still_serves
+}
+post="POST /v1/completions HTTP/1.1|Host: x|Content-Length: $n"
+refused "a NUL in a header value" 400 "a NUL byte in a header value" \
+    "$post|Authorization: Bearer key\0junk||$good_body"
+refused "a NUL at a header value's end" 400 "a NUL byte in a header value" \
+    "$post|X-Trace: abc\0||$good_body"
+refused "a NUL in the request target" 400 "a NUL byte in the request line" \
+    "POST /v1/comp\0letions HTTP/1.1|Host: x|Content-Length: $n||$good_body"
+refused "a NUL escaped in the path" 400 "a NUL byte (%00) in the request path" \
+    "GET /v1/models%00x HTTP/1.1|Host: x||"
+refused "a bare CR in a header value" 400 "a CR not followed by LF" \
+    "$post|X-Trace: a\rb||$good_body"
+refused "a control character in a header value" 400 "a control character in a header value" \
+    "$post|X-Trace: a\x01b||$good_body"
+refused "a folded header line" 400 "obs-fold" "$post|X-Trace: a| b||$good_body"
+refused "whitespace before a colon" 400 "whitespace between a header name and its colon" \
+    "$post|Content-Type : application/json||$good_body"
+refused "a header line without a colon" 400 "a header line without a colon" \
+    "$post|X-Trace||$good_body"
+refused "HTTP/1.1 without Host" 400 "an HTTP/1.1 request without a Host header" \
+    "GET /v1/models HTTP/1.1||"
+refused "two Host headers" 400 "more than one Host header" "GET /v1/models HTTP/1.1|Host: a|Host: b||"
+refused "a Content-Length that is not a number" 400 "a Content-Length that is not a number" \
+    "POST /v1/completions HTTP/1.1|Host: x|Content-Length: 4x||$good_body"
+refused "Transfer-Encoding on HTTP/1.0" 400 "Transfer-Encoding in an HTTP/1.0 request" \
+    "POST /v1/completions HTTP/1.0|Transfer-Encoding: chunked||0||"
+refused "a malformed request line" 400 "a malformed request" "GET  /v1/models HTTP/1.1|Host: x||"
+refused "a malformed chunk size" 400 "a chunk size that is not a hexadecimal number" \
+    "POST /v1/completions HTTP/1.1|Host: x|Transfer-Encoding: chunked||zz|$good_body|0||"
+refused "HTTP/2.0 on HTTP/1 framing" 505 "only HTTP/1.1 and HTTP/1.0 are served" \
+    "GET /v1/models HTTP/2.0|Host: x||"
+refused "an unknown expectation" 417 "only 'Expect: 100-continue' is understood" \
+    "$post|Expect: magic||$good_body"
+big=$(printf 'a%.0s' {1..33000})
+refused "a head over 32 KiB" 431 "the request head is larger than the limit" \
+    "GET /v1/models HTTP/1.1|Host: x|X-Big: $big||"
+# A KServe route's error has KServe's face.
+raw_send "GET /v2/models/x%00 HTTP/1.1|Host: x||" >"$tmp/raw"
+sed -n '/^{/p' "$tmp/raw" | jq -e '.error | type == "string" and contains("%00")' >/dev/null ||
+    fail "a malformed KServe request: $(cat "$tmp/raw")"
+
+# ---- what the head allows: each answered, the connection kept ----
+# Two requests in one write (pipelined): two answers, in order.
+raw_send "GET /health HTTP/1.1|Host: x||GET /v1/models HTTP/1.1|Host: x|Connection: close||" >"$tmp/raw"
+head -1 "$tmp/raw" | grep -q '^responses=2 closed=1' || fail "pipelined: $(head -c 600 "$tmp/raw")"
+grep -q '"status":"ok"' "$tmp/raw" && grep -q '"object":"list"' "$tmp/raw" ||
+    fail "pipelined: $(cat "$tmp/raw")"
+[[ $(grep -n '"status":"ok"' "$tmp/raw" | cut -d: -f1) -lt $(grep -n '"object":"list"' "$tmp/raw" | cut -d: -f1) ]] ||
+    fail "pipelined answers out of order: $(cat "$tmp/raw")"
+# Empty lines before a request line are skipped (RFC 9112 2.2); bare LF
+# line ends are read as CRLF.
+raw_send "||GET /health HTTP/1.1\nHost: x\nConnection: close\n\n" >"$tmp/raw"
+grep -q '^HTTP/1.1 200 ' "$tmp/raw" || fail "leading empty lines, bare LF: $(head -c 400 "$tmp/raw")"
+# A chunked body with an extension and a trailer field.
+len_hex=$(printf '%x' $n)
+raw_send "POST /v1/completions HTTP/1.1|Host: x|Transfer-Encoding: chunked|Connection: close||$len_hex;ext=1|$good_body|0|X-Trailer: t||" >"$tmp/raw"
+grep -q '^HTTP/1.1 200 ' "$tmp/raw" && grep -q '"text_completion"' "$tmp/raw" ||
+    fail "a chunked body: $(head -c 400 "$tmp/raw")"
+# HTTP/1.0: answered, then closed unless it asks for keep-alive.
+raw_send "GET /health HTTP/1.0||" >"$tmp/raw"
+head -1 "$tmp/raw" | grep -q '^responses=1 closed=1' && grep -q '"status":"ok"' "$tmp/raw" ||
+    fail "HTTP/1.0: $(head -c 400 "$tmp/raw")"
+raw_send "GET /health HTTP/1.0|Connection: keep-alive||GET /health HTTP/1.0||" >"$tmp/raw"
+head -1 "$tmp/raw" | grep -q '^responses=2 closed=1' && grep -q '^Connection: keep-alive' "$tmp/raw" ||
+    fail "HTTP/1.0 keep-alive: $(head -c 600 "$tmp/raw")"
+# An HTTP/1.0 stream is not chunked: its end is the close.
+sbody='{"prompt":"Once upon a time","max_tokens":2,"stream":true}'
+raw_send "POST /v1/completions HTTP/1.0|Content-Length: ${#sbody}||$sbody" >"$tmp/raw"
+head -1 "$tmp/raw" | grep -q '^responses=1 closed=1' && grep -q '^data: \[DONE\]' "$tmp/raw" &&
+    ! grep -qi '^Transfer-Encoding' "$tmp/raw" || fail "an HTTP/1.0 stream: $(head -c 600 "$tmp/raw")"
+# Expect: 100-continue gets its interim answer, then the final one.
+raw_send "$post|Expect: 100-continue|Connection: close||$good_body" >"$tmp/raw"
+grep -q '^HTTP/1.1 100 Continue' "$tmp/raw" && grep -q '^HTTP/1.1 200 OK' "$tmp/raw" ||
+    fail "Expect: 100-continue: $(head -c 600 "$tmp/raw")"
+expect_http 200 POST $completions '{"prompt":"Once upon a time","max_tokens":2}' -H 'Expect: 100-continue'
+# HEAD: the headers of GET, no body.
+curl -sS -I "http://127.0.0.1:$port/health" >"$tmp/head.txt" || fail "HEAD /health failed"
+grep -q '^HTTP/1.1 200' "$tmp/head.txt" && grep -qi '^Content-Length: 16' "$tmp/head.txt" ||
+    fail "HEAD /health: $(cat "$tmp/head.txt")"
+still_serves
 
 serve_stop
 [[ "$serve_rc" == 0 ]] || fail "inferd serve exited $serve_rc, not 0, on SIGTERM: $(tail -5 "$tmp/serve.log")"

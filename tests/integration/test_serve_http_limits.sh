@@ -207,7 +207,7 @@ def per_client(limit, ops_port):
     print(f"per-client: {limit} held, the next answered 503 in {dt*1000:.1f} ms; "
           "127.0.0.2 served; ops port served /health and /metrics, 404 for a completion")
 
-def total(max_conn, per_client):
+def total(max_conn, per_client, ops_port):
     srcs = [f"127.0.0.{i}" for i in range(10, 10 + max_conn // per_client)]
     fresh = [conn(a) for a in srcs for _ in range(per_client)]
     time.sleep(0.2)
@@ -230,6 +230,16 @@ def total(max_conn, per_client):
         fail(f"total: expected the oldest idle connection closed for room, {closed} were")
     for c in fresh:
         c.close()
+    # The server sees those closes a moment later: wait (on the operations
+    # port, which does not count) until they are gone, so that the next
+    # connection does not find the limit reached.
+    for _ in range(100):
+        st, _, body = call("GET", "/v1/status", None, "127.0.0.1", ops_port)
+        if st == 200 and json.loads(body)["http"]["connections_admitted"] == 0:
+            break
+        time.sleep(0.05)
+    else:
+        fail(f"total: connections still admitted after their clients closed: {body[:300]!r}")
     print(f"total: {max_conn} fresh connections -> 503 and /health served; "
           f"idle ones -> one closed for room and the new client served")
 
@@ -240,7 +250,7 @@ elif what == "trickle":
     trickle(int(sys.argv[2]))
 elif what == "limits":
     per_client(int(sys.argv[3]), int(sys.argv[4]))
-    total(int(sys.argv[2]), int(sys.argv[3]))
+    total(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
 EOF
 
 client() { PORT=$port PID=$serve_pid python3 "$tmp/client.py" "$@"; }
