@@ -106,6 +106,8 @@ struct httpd_conn {
     bool seen;      /* the handler had its HEAD call */
     bool head_only; /* method HEAD */
     bool close_after;
+    bool unread; /* input of this request may be left unread (answered
+                    before its body, or refused): linger before the close */
     http1_request head;
     httpd_req rq;
     char *strs; /* method, path, query */
@@ -274,7 +276,7 @@ void httpd_queue(httpd_conn *c, unsigned status, httpd_resp *r)
     c->status = status;
     c->close_after |= r->close;
     if (c->st == S_HEAD && c->head.body != HTTP1_BODY_NONE)
-        c->close_after = true; /* answered before its body: that is not read */
+        c->close_after = c->unread = true; /* answered before its body: that is not read */
     const bool stream = r->read != NULL;
     c->chunked = stream && c->head.minor == 1;
     if (stream && !c->chunked)
@@ -416,7 +418,7 @@ static step refuse(httpd_conn *c, unsigned status, const char *why)
         if (r)
             httpd_resp_header(r, "Content-Type", "text/plain; charset=utf-8");
     }
-    c->close_after = true;
+    c->close_after = c->unread = true;
     httpd_queue(c, status, r);
     return c->dead ? STEP_CLOSE : STEP_ON;
 }
@@ -674,6 +676,15 @@ static step finish_response(httpd_conn *c)
     c->out = NULL;
     c->out_cap = c->out_len = c->out_pos = 0;
     if (c->close_after) {
+        /* Closing a socket with unread input resets the connection, and
+         * a reset can destroy the answer before the client reads it: when
+         * input may be left, stop writing and drain it first. */
+        char b;
+        if (!c->unread && c->in_pos == c->in_len) {
+            ssize_t k = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (k == 0 || (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
+                return STEP_CLOSE; /* nothing left (unread implies close_after) */
+        }
         shutdown(c->fd, SHUT_WR);
         c->st = S_LINGER;
         c->linger_until_ns = inferd_now_ns() + (uint64_t)LINGER_MS * 1000000u;
