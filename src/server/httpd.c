@@ -391,9 +391,11 @@ static void conn_close(httpd_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     atomic_fetch_sub(&c->ls->n_conns, 1);
+    const size_t bytes = sizeof(*c) + c->in_cap + c->out_cap;
     inferd_free(c->in);
     inferd_free(c->out);
     inferd_free(c);
+    inferd_alloc_released(bytes); /* many closed at once: give the memory back */
 }
 
 /* Answer the request with an error of the server's own. */
