@@ -4,9 +4,9 @@
  *
  * A server serves the models of a request front end (inferd_frontend,
  * which owns them, their registry and the serving state). Each HTTP request
- * is parsed on one of libmicrohttpd's threads (epoll, http_threads of
- * them), read through the front end's field table and submitted through
- * it. While a request waits for its events its connection is suspended and
+ * is parsed on one of the HTTP server's threads (our own HTTP/1.1 server
+ * on epoll, http_threads of them), read through the front end's field
+ * table and submitted through it. While a request waits for its events its connection is suspended and
  * costs no thread: the scheduler's events resume it, and the response is
  * one JSON body or an SSE stream written as tokens come. A client that
  * hangs up cancels its request. /health and the KServe readiness follow the
@@ -19,7 +19,7 @@
  * request is answered 503 with Retry-After at once. An operations port
  * (ops_port) serves /health, /metrics and /v1/status apart.
  *
- * Threads: libmicrohttpd's http_threads, a guard thread (limits, receive
+ * Threads: the HTTP server's http_threads, a guard thread (limits, receive
  * deadlines, hang-ups, stream pings), two job threads (model loads) and a
  * ticker sampling throughput and CPU once a second. The functions below are
  * called by the owner's thread.
@@ -44,14 +44,18 @@ typedef struct inferd_server_opts {
                                     * health probes */
     size_t max_body_bytes;           /* request body limit; default 1 MiB */
     uint32_t max_connections;        /* open connections; default 1024 */
-    uint32_t conn_timeout_s;         /* idle connection timeout; default 30 */
+    uint32_t conn_timeout_s;         /* a connection without progress this
+                                      * long is closed; default 30 */
     uint32_t max_client_connections; /* per client address; 0: half of
                                       * max_connections (the default) */
     uint32_t receive_timeout_s;      /* to receive a whole request; default 30 */
-    uint32_t http_threads;           /* libmicrohttpd's threads; default 2 */
+    uint32_t http_threads;           /* HTTP event loops; default 2 */
     bool ops_listen;                 /* serve /health, /metrics, /v1/status
                                       * on ops_port too */
     uint16_t ops_port;               /* 0: any free port (inferd_server_ops_port) */
+    const char *unix_path;           /* also serve on this Unix-domain socket
+                                      * (NULL: none); removed at destroy */
+    unsigned unix_mode;              /* its file mode; default 0600 */
 } inferd_server_opts;
 
 /* Connections beyond max_connections kept for the operations routes. */

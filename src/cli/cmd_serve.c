@@ -42,6 +42,9 @@ static void help(void)
            "      --receive-timeout S   seconds to receive a whole request (default 30)\n"
            "      --http-threads N      HTTP event threads (default 2)\n"
            "      --ops-port PORT       also serve /health, /metrics, /v1/status on PORT\n"
+           "      --unix PATH           also serve the HTTP API on a Unix-domain socket at PATH\n"
+           "                            (replaces a stale socket there; removed at exit)\n"
+           "      --unix-mode MODE      the socket file's mode, octal (default 0600)\n"
            "      --chat-template NAME  override the models' chat template (chatml, llama-2,\n"
            "                            llama-3, zephyr, phi-3, mistral, gemma, and variants:\n"
            "                            see docs/http.md)\n"
@@ -93,7 +96,8 @@ int inferd__cmd_serve(int argc, char **argv)
     int n_models = 0, n_aliases = 0, n_pos = 0;
     const char *host = "127.0.0.1", *api_key = NULL, *tmpl = NULL, *config = NULL,
                *log_level = NULL, *worker_id = NULL, *ready_url = NULL, *pool_id = NULL,
-               *nats_url = NULL, *worker_tags = NULL, *inbox_prefix = NULL, *control_token = NULL;
+               *nats_url = NULL, *worker_tags = NULL, *inbox_prefix = NULL, *control_token = NULL,
+               *unix_path = NULL, *unix_mode = NULL;
     int64_t port = 8080, parallel = 4, queue = 64, ctx = 0, threads = 0, chunk = 128,
             keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000, max_body = 1 << 20,
             max_conn = 1024, conn_timeout = 30, ready_retries = 8, heartbeat_ms = 5000,
@@ -124,6 +128,8 @@ int inferd__cmd_serve(int argc, char **argv)
         {"--receive-timeout", NULL, CLI_INT, &recv_timeout, 1, 86400, NULL, 0, NULL},
         {"--http-threads", NULL, CLI_INT, &http_threads, 1, 64, NULL, 0, NULL},
         {"--ops-port", NULL, CLI_INT, &ops_port, 0, 65535, NULL, 0, NULL},
+        {"--unix", NULL, CLI_STR, &unix_path, 0, 0, NULL, 0, NULL},
+        {"--unix-mode", NULL, CLI_STR, &unix_mode, 0, 0, NULL, 0, NULL},
         {"--chat-template", NULL, CLI_STR, &tmpl, 0, 0, NULL, 0, NULL},
         {"--log-level", NULL, CLI_STR, &log_level, 0, 0, NULL, 0, NULL},
         {"--worker-id", NULL, CLI_STR, &worker_id, 0, 0, NULL, 0, NULL},
@@ -156,6 +162,24 @@ int inferd__cmd_serve(int argc, char **argv)
     }
     if (no_http && !nats_url) {
         inferd__cli_error(CMD, "--no-http: give --nats URL, or there is no door to serve");
+        return CLI_EXIT_USAGE;
+    }
+    unsigned long umode = 0600;
+    if (unix_mode) {
+        char *end = NULL;
+        umode = strtoul(unix_mode, &end, 8);
+        if (!*unix_mode || *end || umode > 0777) {
+            inferd__cli_error(CMD, "--unix-mode: '%s' is not an octal file mode (0..0777)",
+                              unix_mode);
+            return CLI_EXIT_USAGE;
+        }
+        if (!unix_path) {
+            inferd__cli_error(CMD, "--unix-mode: give --unix PATH too");
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (no_http && unix_path) {
+        inferd__cli_error(CMD, "--unix serves the HTTP API: not with --no-http");
         return CLI_EXIT_USAGE;
     }
     if (no_http && ready_url) {
@@ -200,6 +224,8 @@ int inferd__cmd_serve(int argc, char **argv)
     so.http_threads = (uint32_t)http_threads;
     so.ops_listen = ops_port >= 0;
     so.ops_port = (uint16_t)(ops_port >= 0 ? ops_port : 0);
+    so.unix_path = unix_path;
+    so.unix_mode = (unsigned)umode;
     inferd_frontend_opts fo = inferd_frontend_opts_default();
     fo.n_models = (size_t)n_models;
     for (int i = 0; i < n_models; i++) {
@@ -257,6 +283,8 @@ int inferd__cmd_serve(int argc, char **argv)
     if (srv)
         inferd_log_info("serve", "listening on http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
                         host, strchr(host, ':') ? "]" : "", (unsigned)inferd_server_port(srv));
+    if (srv && unix_path)
+        inferd_log_info("serve", "listening on unix:%s (mode %04lo)", unix_path, umode);
     if (srv && inferd_server_ops_port(srv))
         inferd_log_info("serve", "operations on http://%s%s%s:%u (/health, /metrics, /v1/status)",
                         strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",

@@ -109,9 +109,19 @@ typedef struct ip_count {
     uint32_t admitted; /* of those, within the limits */
 } ip_count;
 
-/* The address of @p sa as bytes (an IPv4-mapped IPv6 address as IPv4). */
-static size_t addr_key(const struct sockaddr *sa, uint8_t key[16])
+/* The address of @p sa as bytes (an IPv4-mapped IPv6 address as IPv4; a
+ * Unix-socket peer as its user: "u" and the uid). */
+static size_t addr_key(const struct sockaddr *sa, int fd, uint8_t key[16])
 {
+    if (sa && sa->sa_family == AF_UNIX) {
+        struct ucred cr;
+        socklen_t n = sizeof(cr);
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &n) != 0)
+            return 0;
+        key[0] = 'u';
+        memcpy(key + 1, &cr.uid, sizeof(cr.uid));
+        return 1 + sizeof(cr.uid);
+    }
     if (sa && sa->sa_family == AF_INET) {
         memcpy(key, &((const struct sockaddr_in *)sa)->sin_addr, 4);
         return 4;
@@ -138,10 +148,10 @@ static uint32_t addr_hash(const uint8_t *key, size_t n)
 }
 
 /* The count of @p sa's address, made when new; NULL without memory. */
-static ip_count *ip_get(inferd_server *s, const struct sockaddr *sa)
+static ip_count *ip_get(inferd_server *s, const struct sockaddr *sa, int fd)
 {
     uint8_t key[16];
-    size_t n = addr_key(sa, key);
+    size_t n = addr_key(sa, fd, key);
     ip_count **head = &s->ips[addr_hash(key, n)];
     for (ip_count *p = *head; p; p = p->next)
         if (p->len == n && memcmp(p->addr, key, n) == 0)
@@ -227,7 +237,7 @@ int inferd__conn_opened(void *lcls, httpd_conn *hc, int fd, const struct sockadd
     t->since_ns = inferd_now_ns();
     pthread_mutex_lock(&s->guard_mu);
     if (!l->ops) {
-        t->ip = ip_get(s, peer);
+        t->ip = ip_get(s, peer, fd);
         /* Beyond its limit a client gets a few connections more, each
          * answered 503 at once (or an operations route); past those they
          * are closed unanswered. */

@@ -26,7 +26,9 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1078,4 +1080,61 @@ int httpd_tcp_socket(const char *host, uint16_t port, int *out_fd, uint16_t *out
     *out_fd = fd;
     *out_port = bound;
     return 0;
+}
+
+int httpd_unix_socket(const char *path, unsigned mode, int *out_fd, uint64_t *out_ino,
+                      inferd_error *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
+        return inferd_fail(err, INFERD_E_INVALID, "unix: the socket path must have 1 to %zu bytes",
+                           sizeof(sa.sun_path) - 1);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return inferd_fail(err, INFERD_E_EXISTS,
+                               "unix: %s exists and is not a socket (not replaced)", path);
+        /* A socket file: in use if something accepts on it, else stale. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        int e = errno;
+        if (probe >= 0)
+            close(probe);
+        if (live)
+            return inferd_fail(err, INFERD_E_EXISTS, "unix: %s is in use by another server", path);
+        if (e != ECONNREFUSED && e != ENOENT)
+            return inferd_fail(err, INFERD_E_IO, "unix: cannot tell whether %s is in use (%s)",
+                               path, strerror(e));
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return inferd_fail(err, INFERD_E_IO, "unix: socket: %s", strerror(errno));
+    /* The file is made with the umask's mode: none but the owner may use
+     * it until chmod gives the mode asked for. */
+    mode_t old = umask(0177);
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    int e = errno;
+    umask(old);
+    if (rc == 0 &&
+        (chmod(path, mode & 0777) != 0 || listen(fd, SOMAXCONN) != 0 || stat(path, &st) != 0)) {
+        e = errno;
+        unlink(path);
+        rc = -1;
+    }
+    if (rc != 0) {
+        close(fd);
+        return inferd_fail(err, INFERD_E_IO, "unix: cannot listen on %s (%s)", path, strerror(e));
+    }
+    *out_fd = fd;
+    *out_ino = (uint64_t)st.st_ino;
+    return 0;
+}
+
+void httpd_unix_unlink(const char *path, uint64_t ino)
+{
+    struct stat st;
+    if (path && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && (uint64_t)st.st_ino == ino)
+        unlink(path);
 }

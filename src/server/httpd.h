@@ -99,6 +99,14 @@ void httpd_destroy(httpd *h);
 int httpd_tcp_socket(const char *host, uint16_t port, int *out_fd, uint16_t *out_port,
                      inferd_error *err);
 
+/* Open a Unix-domain listening socket at @p path with mode @p mode. A
+ * socket file already there is replaced only when nobody listens on it;
+ * any other file there is an error. *out_ino gets the socket file's inode
+ * (httpd_unix_unlink removes it only if it is still that file). */
+int httpd_unix_socket(const char *path, unsigned mode, int *out_fd, uint64_t *out_ino,
+                      inferd_error *err);
+void httpd_unix_unlink(const char *path, uint64_t ino);
+
 int httpd_conn_fd(const httpd_conn *hc);
 void *httpd_conn_ctx(const httpd_conn *hc);
 

@@ -662,6 +662,7 @@ inferd_server_opts inferd_server_opts_default(void)
     o.conn_timeout_s = 30;
     o.receive_timeout_s = 30;
     o.http_threads = 2;
+    o.unix_mode = 0600;
     return o;
 }
 
@@ -680,6 +681,9 @@ static int check_opts(const inferd_server_opts *o, inferd_error *err)
         return inferd_fail(err, INFERD_E_INVALID, "receive-timeout: at least 1 second");
     if (o->http_threads < 1 || o->http_threads > 64)
         return inferd_fail(err, INFERD_E_INVALID, "http-threads: %u, 1..64", o->http_threads);
+    if (o->unix_path && o->unix_mode > 0777)
+        return inferd_fail(err, INFERD_E_INVALID, "unix-mode: %o is not a file mode (0..0777)",
+                           o->unix_mode);
     if (o->ops_listen && o->ops_port != 0 && o->ops_port == o->port)
         return inferd_fail(err, INFERD_E_INVALID, "ops-port: %u is the HTTP port",
                            (unsigned)o->ops_port);
@@ -730,6 +734,18 @@ static int start_http(inferd_server *s, inferd_error *err)
         if (rc == 0)
             rc = httpd_listen(s->http, fd, reserve, &s->ops_l, err);
         s->ops_listening = rc == 0;
+    }
+    if (rc == 0 && s->o.unix_path) {
+        /* The same routes and limits as the main port; each local user is
+         * a client address of its own (conn.c). */
+        rc = httpd_unix_socket(s->o.unix_path, s->o.unix_mode, &fd, &s->unix_ino, err);
+        if (rc == 0 && !(s->unix_path = inferd_strdup(s->o.unix_path))) {
+            close(fd);
+            httpd_unix_unlink(s->o.unix_path, s->unix_ino);
+            rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the server");
+        }
+        if (rc == 0)
+            rc = httpd_listen(s->http, fd, s->o.max_connections + reserve, &s->main_l, err);
     }
     return rc;
 }
@@ -818,6 +834,9 @@ void inferd_server_destroy(inferd_server *s)
         inferd_log_error(COMP, "%d connections still wait on requests at shutdown",
                          atomic_load(&s->n_parked));
     httpd_destroy(s->http);
+    if (s->unix_path)
+        httpd_unix_unlink(s->unix_path, s->unix_ino);
+    inferd_free(s->unix_path);
     inferd__guard_stop(s);
     if (s->ticker_running) {
         pthread_mutex_lock(&s->mu);

@@ -170,6 +170,8 @@ struct inferd_server {
     listener main_l, ops_l;
     uint16_t port, ops_port;
     bool ops_listening;
+    char *unix_path; /* the Unix socket made (removed at destroy), or NULL */
+    uint64_t unix_ino;
     double t_start_s;
     atomic_int n_active; /* HTTP requests being handled */
     atomic_int n_parked; /* connections suspended */
