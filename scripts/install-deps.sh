@@ -6,13 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # libcurl: the readiness callback; libnats: the NATS worker, and
-# nats-server for its tests. (The HTTP server is our own: src/server/httpd.c.) prometheus: promtool, which checks
-# /metrics in the tests (on a systemd host the package also installs a
+# nats-server for its tests (the HTTP server is our own: src/server/httpd.c).
+# prometheus: promtool, which checks /metrics in the tests (on a systemd host the package also installs a
 # Prometheus service). curl and jq drive the integration tests. libpcre2: the
 # byte-level BPE pre-tokenizer split patterns (UTF + Unicode properties).
-# python3-matplotlib: the soak benchmark's plot (bench/soak.sh).
+# python3-matplotlib: the soak benchmark's plot (bench/soak.sh). libdlpack-dev:
+# the DLPack 0.6 header, for tensors shared with NumPy and PyTorch.
 pkgs=(build-essential cmake pkg-config git clang clang-format libclang-rt-14-dev
-      libjansson-dev libcmocka-dev libcurl4-openssl-dev libnats-dev
+      libjansson-dev libcmocka-dev libcurl4-openssl-dev libnats-dev libdlpack-dev
       libpcre2-dev
       nats-server python3 python3-matplotlib jq curl prometheus)
 # Node.js and npm run the official `openai` client in the tests; a Node.js

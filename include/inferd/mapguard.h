@@ -18,8 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/** Mappings guarded at once. */
-#define INFERD_MAPGUARD_MAX 256
+/** Mappings guarded at once (model files and shared-memory regions). */
+#define INFERD_MAPGUARD_MAX 4096
 
 /**
  * Guard the read-only mapping [@p addr, @p addr + @p len), installing the
@@ -31,6 +31,11 @@
  * slots are taken (the mapping is then unguarded). Thread: any.
  */
 int inferd_mapguard_add(const void *addr, size_t len);
+
+/** The same for a mapping that is written through (a shared-memory
+ * region's outputs): the zero pages that replace it are writable, so a
+ * faulting write completes (into memory nobody else sees). */
+int inferd_mapguard_add_rw(const void *addr, size_t len, bool writable);
 
 /** Forget @p slot; call it before unmapping. Accepts -1. Thread: any. */
 void inferd_mapguard_remove(int slot);

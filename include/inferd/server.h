@@ -56,6 +56,15 @@ typedef struct inferd_server_opts {
     const char *unix_path;           /* also serve on this Unix-domain socket
                                       * (NULL: none); removed at destroy */
     unsigned unix_mode;              /* its file mode; default 0600 */
+    int shm_mode;                    /* system shared memory: 1 on every
+                                      * listener, 0 off, -1 (default) on the
+                                      * Unix socket and on a loopback host */
+    uint32_t shm_ttl_s;              /* regions unused this long go; default
+                                      * 600; 0: never */
+    uint32_t shm_max_regions;        /* registered + created; default 1024 */
+    uint64_t shm_max_bytes;          /* all created regions; default 1 GiB */
+    uint32_t shm_session_regions;    /* created per session; default 64 */
+    uint64_t shm_session_bytes;      /* created per session; default 256 MiB */
 } inferd_server_opts;
 
 /* Connections beyond max_connections kept for the operations routes. */

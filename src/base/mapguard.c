@@ -17,6 +17,7 @@ typedef struct guard_slot {
     _Atomic uintptr_t start; /* 0: free */
     _Atomic size_t len;      /* bytes */
     atomic_bool broken;      /* the handler mapped zeros over it */
+    atomic_bool writable;    /* the zeros are mapped writable */
 } guard_slot;
 
 static guard_slot slots[INFERD_MAPGUARD_MAX];
@@ -61,8 +62,10 @@ static void on_sigbus(int sig, siginfo_t *si, void *uctx)
             continue;
         /* Zero pages over the whole mapping: the faulting read, and every
          * later one, reads zeros instead of faulting. */
-        void *p =
-            mmap((void *)start, len, PROT_READ, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        const int prot = atomic_load_explicit(&slots[i].writable, memory_order_relaxed)
+                             ? PROT_READ | PROT_WRITE
+                             : PROT_READ;
+        void *p = mmap((void *)start, len, prot, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED)
             break;
         atomic_store_explicit(&slots[i].broken, true, memory_order_release);
@@ -90,6 +93,11 @@ static void install_locked(void)
 
 int inferd_mapguard_add(const void *addr, size_t len)
 {
+    return inferd_mapguard_add_rw(addr, len, false);
+}
+
+int inferd_mapguard_add_rw(const void *addr, size_t len, bool writable)
+{
     if (!addr || len == 0)
         return -1;
     int found = -1;
@@ -98,6 +106,7 @@ int inferd_mapguard_add(const void *addr, size_t len)
     for (int i = 0; i < INFERD_MAPGUARD_MAX; i++) {
         if (atomic_load_explicit(&slots[i].start, memory_order_relaxed) == 0) {
             atomic_store_explicit(&slots[i].broken, false, memory_order_relaxed);
+            atomic_store_explicit(&slots[i].writable, writable, memory_order_relaxed);
             atomic_store_explicit(&slots[i].len, len, memory_order_release);
             atomic_store_explicit(&slots[i].start, (uintptr_t)addr, memory_order_release);
             found = i;

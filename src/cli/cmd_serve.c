@@ -45,6 +45,15 @@ static void help(void)
            "      --unix PATH           also serve the HTTP API on a Unix-domain socket at PATH\n"
            "                            (replaces a stale socket there; removed at exit)\n"
            "      --unix-mode MODE      the socket file's mode, octal (default 0600)\n"
+           "      --shm on|off          system shared memory (KServe/Triton extension); default:\n"
+           "                            on the Unix socket, and on the port when --host is a\n"
+           "                            loopback address\n"
+           "      --shm-ttl S           drop regions no request used for S seconds (default 600;\n"
+           "                            0: never)\n"
+           "      --shm-max-regions N   regions at once, registered and created (default 1024)\n"
+           "      --shm-max-mb N        MiB of all regions the worker creates (default 1024)\n"
+           "      --shm-session-regions N  regions one session may create (default 64)\n"
+           "      --shm-session-mb N    MiB one session may create (default 256)\n"
            "      --chat-template NAME  override the models' chat template (chatml, llama-2,\n"
            "                            llama-3, zephyr, phi-3, mistral, gemma, and variants:\n"
            "                            see docs/http.md)\n"
@@ -97,11 +106,13 @@ int inferd__cmd_serve(int argc, char **argv)
     const char *host = "127.0.0.1", *api_key = NULL, *tmpl = NULL, *config = NULL,
                *log_level = NULL, *worker_id = NULL, *ready_url = NULL, *pool_id = NULL,
                *nats_url = NULL, *worker_tags = NULL, *inbox_prefix = NULL, *control_token = NULL,
-               *unix_path = NULL, *unix_mode = NULL;
+               *unix_path = NULL, *unix_mode = NULL, *shm = NULL;
     int64_t port = 8080, parallel = 4, queue = 64, ctx = 0, threads = 0, chunk = 128,
             keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000, max_body = 1 << 20,
             max_conn = 1024, conn_timeout = 30, ready_retries = 8, heartbeat_ms = 5000,
-            max_client = 0, recv_timeout = 30, http_threads = 2, ops_port = -1;
+            max_client = 0, recv_timeout = 30, http_threads = 2, ops_port = -1, shm_ttl = 600,
+            shm_max_regions = 1024, shm_max_mb = 1024, shm_session_regions = 64,
+            shm_session_mb = 256;
     bool want_help = false, no_http = false, no_mmap = false;
     const char *pos[1];
 
@@ -130,6 +141,12 @@ int inferd__cmd_serve(int argc, char **argv)
         {"--ops-port", NULL, CLI_INT, &ops_port, 0, 65535, NULL, 0, NULL},
         {"--unix", NULL, CLI_STR, &unix_path, 0, 0, NULL, 0, NULL},
         {"--unix-mode", NULL, CLI_STR, &unix_mode, 0, 0, NULL, 0, NULL},
+        {"--shm", NULL, CLI_STR, &shm, 0, 0, NULL, 0, NULL},
+        {"--shm-ttl", NULL, CLI_INT, &shm_ttl, 0, 31536000, NULL, 0, NULL},
+        {"--shm-max-regions", NULL, CLI_INT, &shm_max_regions, 1, 1000000, NULL, 0, NULL},
+        {"--shm-max-mb", NULL, CLI_INT, &shm_max_mb, 1, 1 << 24, NULL, 0, NULL},
+        {"--shm-session-regions", NULL, CLI_INT, &shm_session_regions, 1, 1000000, NULL, 0, NULL},
+        {"--shm-session-mb", NULL, CLI_INT, &shm_session_mb, 1, 1 << 24, NULL, 0, NULL},
         {"--chat-template", NULL, CLI_STR, &tmpl, 0, 0, NULL, 0, NULL},
         {"--log-level", NULL, CLI_STR, &log_level, 0, 0, NULL, 0, NULL},
         {"--worker-id", NULL, CLI_STR, &worker_id, 0, 0, NULL, 0, NULL},
@@ -175,6 +192,17 @@ int inferd__cmd_serve(int argc, char **argv)
         }
         if (!unix_path) {
             inferd__cli_error(CMD, "--unix-mode: give --unix PATH too");
+            return CLI_EXIT_USAGE;
+        }
+    }
+    int shm_mode = -1;
+    if (shm) {
+        if (strcmp(shm, "on") == 0) {
+            shm_mode = 1;
+        } else if (strcmp(shm, "off") == 0) {
+            shm_mode = 0;
+        } else {
+            inferd__cli_error(CMD, "--shm: '%s' is not on or off", shm);
             return CLI_EXIT_USAGE;
         }
     }
@@ -226,6 +254,12 @@ int inferd__cmd_serve(int argc, char **argv)
     so.ops_port = (uint16_t)(ops_port >= 0 ? ops_port : 0);
     so.unix_path = unix_path;
     so.unix_mode = (unsigned)umode;
+    so.shm_mode = shm_mode;
+    so.shm_ttl_s = (uint32_t)shm_ttl;
+    so.shm_max_regions = (uint32_t)shm_max_regions;
+    so.shm_max_bytes = (uint64_t)shm_max_mb << 20;
+    so.shm_session_regions = (uint32_t)shm_session_regions;
+    so.shm_session_bytes = (uint64_t)shm_session_mb << 20;
     inferd_frontend_opts fo = inferd_frontend_opts_default();
     fo.n_models = (size_t)n_models;
     for (int i = 0; i < n_models; i++) {

@@ -11,9 +11,19 @@
 
 void inferd__kserve_server(http_conn *c)
 {
+    inferd_server *s = c->srv;
+    json_t *ext = json_pack("[s]", "model_repository");
+    if (s->regions && (c->l->is_unix || s->shm_tcp))
+        json_array_append_new(ext, json_string("system_shared_memory"));
+    inferd_shm_caps caps; /* now: /dev/shm fills and empties */
+    inferd_shm_caps_detect(&caps);
+    const inferd_shm_caps *k = &caps;
     inferd__http_json(c, 200,
-                      json_pack("{s:s,s:s,s:[s]}", "name", "inferd", "version", INFERD_VERSION,
-                                "extensions", "model_repository"));
+                      json_pack("{s:s,s:s,s:o,s:{s:b,s:b,s:I,s:I}}", "name", "inferd", "version",
+                                INFERD_VERSION, "extensions", ext, "shared_memory", "shm", k->shm,
+                                "memfd", k->memfd, "shm_total_bytes",
+                                (json_int_t)k->shm_total_bytes, "shm_free_bytes",
+                                (json_int_t)k->shm_free_bytes));
 }
 
 void inferd__kserve_health(http_conn *c, bool ready)

@@ -209,6 +209,17 @@ void inferd__ops_metrics(http_conn *c)
     uint32_t n_conns, n_admitted;
     inferd__conn_counts(s, &n_conns, &n_admitted);
     GLOBAL("inferd_http_connections", "gauge", "Open HTTP connections", n_conns);
+    if (s->regions) {
+        uint32_t n_regions;
+        uint64_t created_bytes, n_expired;
+        inferd_regions_counts(s->regions, &n_regions, &created_bytes, &n_expired);
+        GLOBAL("inferd_shm_regions", "gauge",
+               "Shared-memory regions registered or created (system shared memory)", n_regions);
+        GLOBAL("inferd_shm_created_bytes", "gauge", "Bytes of the regions the worker created",
+               created_bytes);
+        GLOBAL("inferd_shm_expired_total", "counter",
+               "Regions removed after --shm-ttl without a request using them", n_expired);
+    }
     GLOBAL("inferd_http_connections_admitted", "gauge",
            "Open HTTP connections within max-connections and the per-client limit", n_admitted);
     GLOBAL("inferd_http_connections_parked", "gauge",
@@ -282,6 +293,28 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* /v1/status "shm": whether it is served and where, what the machine
+ * offers now, and the regions. */
+static json_t *shm_status(inferd_server *s)
+{
+    inferd_shm_caps k;
+    inferd_shm_caps_detect(&k);
+    json_t *o = json_pack("{s:b,s:b,s:b,s:I,s:I}", "enabled", s->regions != NULL, "shm", k.shm,
+                          "memfd", k.memfd, "shm_total_bytes", (json_int_t)k.shm_total_bytes,
+                          "shm_free_bytes", (json_int_t)k.shm_free_bytes);
+    if (o && s->regions) {
+        uint32_t n_regions;
+        uint64_t created_bytes, n_expired;
+        inferd_regions_counts(s->regions, &n_regions, &created_bytes, &n_expired);
+        json_object_set_new(o, "listeners",
+                            json_string(s->shm_tcp ? "every listener" : "the Unix socket only"));
+        json_object_set_new(o, "regions", json_integer(n_regions));
+        json_object_set_new(o, "created_bytes", json_integer((json_int_t)created_bytes));
+        json_object_set_new(o, "expired", json_integer((json_int_t)n_expired));
+    }
+    return o;
 }
 
 void inferd__ops_status(http_conn *c)
@@ -399,6 +432,8 @@ void inferd__ops_status(http_conn *c)
         json_object_set_new(http, "client_hangups",
                             json_integer((json_int_t)atomic_load(&s->n_hangups)));
     }
+    if (o)
+        json_object_set_new(o, "shm", shm_status(s));
     if (o)
         inferd_frontend_status_sections(s->fe, o);
     if (!o) {

@@ -37,6 +37,7 @@ const char *const inferd__server_endpoint_names[EP_COUNT] = {
     [EP_V2_MODEL] = "/v2/models/{m}",
     [EP_V2_INFER] = "/v2/models/{m}/infer",
     [EP_V2_REPOSITORY] = "/v2/repository",
+    [EP_V2_SHM] = "/v2/systemsharedmemory",
 };
 
 const unsigned inferd__server_http_codes[HTTP_CODES_N] = {
@@ -165,6 +166,8 @@ static void *ticker_main(void *arg)
             s->tick_filled++;
         pthread_mutex_unlock(&s->mu);
         inferd_alloc_released(0); /* what a rate-limited trim left */
+        if (s->regions)
+            inferd_regions_sweep(s->regions);
         pthread_mutex_lock(&s->mu);
         const uint64_t until = inferd_now_ns() + 1000000000u;
         while (!s->tick_stop && inferd_cond_wait_until_ns(&s->tick_cv, &s->mu, until) == 0) {
@@ -294,6 +297,21 @@ static void do_unload(http_conn *c, const char *m, json_t *b)
     (void)b;
     inferd__kserve_repository_load(c, m, false);
 }
+static void do_shm_status(http_conn *c, const char *m, json_t *b)
+{
+    (void)b;
+    inferd__shm_status(c, m);
+}
+static void do_shm_register(http_conn *c, const char *m, json_t *b)
+{
+    inferd__shm_register(c, m, b);
+}
+static void do_shm_create(http_conn *c, const char *m, json_t *b) { inferd__shm_create(c, m, b); }
+static void do_shm_unregister(http_conn *c, const char *m, json_t *b)
+{
+    (void)b;
+    inferd__shm_unregister(c, m);
+}
 
 /* A route: its segments ("{m}" stands for a model id), method, body. */
 typedef struct route_def {
@@ -328,6 +346,18 @@ static const route_def routes[] = {
                                              true,  EP_V2_REPOSITORY, JSON_OR_EMPTY, do_load,        RUN_JOB,            false},
     {{"v2", "repository", "models", "{m}", "unload"},
                                              true,  EP_V2_REPOSITORY, JSON_OR_EMPTY, do_unload,      RUN_JOB,            false},
+    /* {m} below is a shared-memory region's name */
+    {{"v2", "systemsharedmemory", "status"}, false, EP_V2_SHM,        NO_BODY,       do_shm_status,  RUN_HERE,           false},
+    {{"v2", "systemsharedmemory", "region", "{m}", "status"},
+                                             false, EP_V2_SHM,        NO_BODY,       do_shm_status,  RUN_HERE,           false},
+    {{"v2", "systemsharedmemory", "region", "{m}", "register"},
+                                             true,  EP_V2_SHM,        JSON_BODY,     do_shm_register, RUN_HERE,          false},
+    {{"v2", "systemsharedmemory", "region", "{m}", "create"},
+                                             true,  EP_V2_SHM,        JSON_BODY,     do_shm_create,  RUN_JOB,            false},
+    {{"v2", "systemsharedmemory", "region", "{m}", "unregister"},
+                                             true,  EP_V2_SHM,        JSON_OR_EMPTY, do_shm_unregister, RUN_HERE,        false},
+    {{"v2", "systemsharedmemory", "unregister"},
+                                             true,  EP_V2_SHM,        JSON_OR_EMPTY, do_shm_unregister, RUN_HERE,        false},
 };
 /* clang-format on */
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -663,6 +693,12 @@ inferd_server_opts inferd_server_opts_default(void)
     o.receive_timeout_s = 30;
     o.http_threads = 2;
     o.unix_mode = 0600;
+    o.shm_mode = -1;
+    o.shm_ttl_s = 600;
+    o.shm_max_regions = 1024;
+    o.shm_max_bytes = (uint64_t)1 << 30;
+    o.shm_session_regions = 64;
+    o.shm_session_bytes = (uint64_t)256 << 20;
     return o;
 }
 
@@ -705,6 +741,33 @@ static void raise_nofile(uint32_t need)
                         (unsigned long long)rl.rlim_cur, need);
 }
 
+/* Is @p host a loopback address (only local processes reach it)? */
+static bool is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcmp(host, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/* The shared-memory regions, unless --shm off. */
+static int start_shm(inferd_server *s, inferd_error *err)
+{
+    if (s->o.shm_mode == 0)
+        return 0;
+    s->shm_tcp = s->o.shm_mode == 1 || is_loopback(s->host);
+    inferd_regions_opts ro = inferd_regions_opts_default();
+    ro.ttl_ms = (uint64_t)s->o.shm_ttl_s * 1000u;
+    ro.max_regions = s->o.shm_max_regions;
+    ro.max_bytes = s->o.shm_max_bytes;
+    ro.session_regions = s->o.shm_session_regions;
+    ro.session_bytes = s->o.shm_session_bytes;
+    return inferd_regions_create(&ro, &s->regions, err);
+}
+
 /* The HTTP server and its listeners: the main port takes max_connections
  * and a reserve (answered 503 beyond the limits, or an operations route);
  * the operations port the reserve alone. More are closed as accepted. */
@@ -712,6 +775,7 @@ static int start_http(inferd_server *s, inferd_error *err)
 {
     s->main_l = (listener){.srv = s, .ops = false};
     s->ops_l = (listener){.srv = s, .ops = true};
+    s->unix_l = (listener){.srv = s, .is_unix = true};
     const unsigned reserve = INFERD_SERVER_OPS_RESERVE;
     raise_nofile(s->o.max_connections + reserve + (s->o.ops_listen ? reserve : 0));
     const httpd_opts ho = {.threads = s->o.http_threads,
@@ -745,7 +809,7 @@ static int start_http(inferd_server *s, inferd_error *err)
             rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the server");
         }
         if (rc == 0)
-            rc = httpd_listen(s->http, fd, s->o.max_connections + reserve, &s->main_l, err);
+            rc = httpd_listen(s->http, fd, s->o.max_connections + reserve, &s->unix_l, err);
     }
     return rc;
 }
@@ -792,7 +856,9 @@ int inferd_server_create(const inferd_server_opts *opts, inferd_frontend *fe,
                          strerror(errno));
         goto fail;
     }
-    rc = start_http(s, err);
+    rc = start_shm(s, err);
+    if (rc == 0)
+        rc = start_http(s, err);
     if (rc < 0)
         goto fail;
     if (pthread_create(&s->ticker, NULL, ticker_main, s) != 0) {
@@ -834,6 +900,7 @@ void inferd_server_destroy(inferd_server *s)
         inferd_log_error(COMP, "%d connections still wait on requests at shutdown",
                          atomic_load(&s->n_parked));
     httpd_destroy(s->http);
+    inferd_regions_destroy(s->regions);
     if (s->unix_path)
         httpd_unix_unlink(s->unix_path, s->unix_ino);
     inferd_free(s->unix_path);

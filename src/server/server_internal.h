@@ -17,6 +17,7 @@
 #include "inferd/frontend.h"
 #include "inferd/log.h"
 #include "inferd/procstat.h"
+#include "inferd/region.h"
 #include "inferd/registry.h"
 #include "inferd/scheduler.h"
 #include "inferd/server.h"
@@ -44,6 +45,7 @@ typedef enum endpoint {
     EP_V2_MODEL,
     EP_V2_INFER,
     EP_V2_REPOSITORY,
+    EP_V2_SHM,
     EP_COUNT
 } endpoint;
 
@@ -112,7 +114,8 @@ typedef struct conn_track {
 /* Which of the server's listeners a connection came in on. */
 typedef struct listener {
     inferd_server *srv;
-    bool ops; /* the operations port: /health, /metrics, /v1/status only */
+    bool ops;     /* the operations port: /health, /metrics, /v1/status only */
+    bool is_unix; /* the Unix socket (--unix) */
 } listener;
 
 typedef struct http_conn http_conn;
@@ -167,11 +170,13 @@ struct inferd_server {
     inferd_frontend *fe; /* borrowed: the models and their state */
 
     httpd *http; /* the listeners (main, and the operations port) */
-    listener main_l, ops_l;
+    listener main_l, ops_l, unix_l;
     uint16_t port, ops_port;
     bool ops_listening;
     char *unix_path; /* the Unix socket made (removed at destroy), or NULL */
     uint64_t unix_ino;
+    inferd_regions *regions; /* shared-memory regions; NULL with --shm off */
+    bool shm_tcp;            /* served on the TCP port too (loopback, or --shm on) */
     double t_start_s;
     atomic_int n_active; /* HTTP requests being handled */
     atomic_int n_parked; /* connections suspended */
@@ -351,6 +356,14 @@ void inferd__kserve_infer(http_conn *c, const char *m, json_t *body);
 void inferd__kserve_repository_index(http_conn *c, json_t *body);
 void inferd__kserve_repository_load(http_conn *c, const char *m, bool load);
 void inferd__ops_health(http_conn *c);
+/* shm.c: the system shared-memory extension ({r}: a region name; NULL:
+ * all). */
+bool inferd__shm_allowed(http_conn *c); /* else answered */
+void inferd__shm_session(http_conn *c, char out[INFERD_REGION_SESSION_MAX]);
+void inferd__shm_status(http_conn *c, const char *r);
+void inferd__shm_register(http_conn *c, const char *r, json_t *body);
+void inferd__shm_create(http_conn *c, const char *r, json_t *body);
+void inferd__shm_unregister(http_conn *c, const char *r);
 void inferd__ops_metrics(http_conn *c);
 void inferd__ops_status(http_conn *c);
 

@@ -1,5 +1,6 @@
 /* SIGBUS guard: a guarded mapping whose file is truncated reads zeros and
- * is flagged broken instead of killing the process; a fault outside every
+ * is flagged broken instead of killing the process (a writable one takes
+ * the faulting write in zero pages); a fault outside every
  * guarded mapping still kills (a forked child) with SIGBUS; slots are
  * bounded and reusable. */
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -68,6 +70,37 @@ static void test_mapguard_truncated_mapping_reads_zeros(void **state)
     for (size_t i = 0; i < len; i += 512)
         assert_int_equal(p[i], 0);
 
+    inferd_mapguard_remove(slot);
+    munmap((void *)p, len);
+    close(fd);
+}
+
+/* A shared, writable mapping (a shared-memory region's outputs) whose
+ * object is truncated: a write faults, lands in writable zero pages, and
+ * the mapping is flagged broken; nothing reaches the file. */
+static void test_mapguard_truncated_writable_mapping(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/inferd-mapguard-XXXXXX";
+    const size_t len = 2 * (size_t)sysconf(_SC_PAGESIZE);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(ftruncate(fd, (off_t)len), 0);
+    volatile uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(p != MAP_FAILED);
+    int slot = inferd_mapguard_add_rw((const void *)p, len, true);
+    assert_true(slot >= 0);
+    p[0] = 7;
+    assert_int_equal(p[0], 7);
+    assert_int_equal(ftruncate(fd, 0), 0);
+    p[len - 1] = 9; /* SIGBUS, then the write completes in zero pages */
+    assert_true(inferd_mapguard_broken(slot));
+    assert_int_equal(p[len - 1], 9);
+    assert_int_equal(p[0], 0);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, 0);
     inferd_mapguard_remove(slot);
     munmap((void *)p, len);
     close(fd);
@@ -136,6 +169,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mapguard_truncated_mapping_reads_zeros),
+        cmocka_unit_test(test_mapguard_truncated_writable_mapping),
         cmocka_unit_test(test_mapguard_unguarded_fault_kills),
         cmocka_unit_test(test_mapguard_slots),
     };
