@@ -24,7 +24,7 @@
  * mapping alive: unregistering a region in use removes its name at once
  * and unmaps it when the last view goes.
  *
- * Regions unused (no view made) for ttl_ms are removed by
+ * Regions unused for ttl_ms (no view alive, and none since) are removed by
  * inferd_regions_sweep.
  *
  * Threads: any; one mutex per table. */
@@ -66,7 +66,8 @@ typedef struct inferd_region_info {
     bool broken;                /* its object shrank under a request */
     char session[INFERD_REGION_SESSION_MAX];
     uint32_t views;   /* views alive (requests using it) */
-    uint64_t idle_ms; /* since the last view was made */
+    uint64_t idle_ms; /* 0 while a view is alive; else since the last view
+                         went (or since it was registered) */
 } inferd_region_info;
 
 int inferd_regions_create(const inferd_regions_opts *o, inferd_regions **out_r, inferd_error *err);
@@ -132,7 +133,7 @@ int inferd_regions_check(const inferd_storage *s, inferd_error *err);
  * overlaps an input is refused.) false if either is not a region view. */
 bool inferd_regions_overlap(const inferd_storage *a, const inferd_storage *b);
 
-/** Remove regions with no view alive and none made for ttl_ms (created
+/** Remove regions idle (idle_ms above) for ttl_ms or more (created
  * ones' objects unlinked); returns how many went. */
 size_t inferd_regions_sweep(inferd_regions *r);
 

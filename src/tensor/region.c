@@ -268,10 +268,14 @@ int inferd_regions_register(inferd_regions *r, const char *name, const char *key
     }
     if (rg->fd < 0) {
         const int e = errno;
-        rc = e == ENOENT ? inferd_fail_param(err, INFERD_E_NOT_FOUND, "key",
-                                             "no shared-memory object '%s'", key)
-                         : inferd_fail_param(err, INFERD_E_IO, "key", "cannot open '%s': %s", key,
-                                             strerror(e));
+        if (e == ENOENT) {
+            rc = inferd_fail_param(err, INFERD_E_NOT_FOUND, "key", "no shared-memory object '%s'",
+                                   key);
+        } else {
+            rc = inferd_fail_errno(err, INFERD_E_IO, e, "cannot open '%s': %s", key, strerror(e));
+            if (err)
+                snprintf(err->param, sizeof(err->param), "key");
+        }
         goto fail;
     }
     if (fstat(rg->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -425,7 +429,7 @@ static void info_of(const region *rg, uint64_t now, inferd_region_info *out)
     out->broken = inferd_mapguard_broken(rg->guard);
     out->views = atomic_load(&rg->views);
     const uint64_t used = atomic_load(&rg->last_used_ns);
-    out->idle_ms = now > used ? (now - used) / 1000000u : 0;
+    out->idle_ms = out->views == 0 && now > used ? (now - used) / 1000000u : 0;
 }
 
 static int by_name(const void *a, const void *b)
@@ -438,7 +442,6 @@ int inferd_regions_status(inferd_regions *r, const char *name, inferd_region_inf
 {
     const uint64_t now = inferd_now_ns();
     pthread_mutex_lock(&r->mu);
-    size_t n = 0;
     if (name) {
         region *rg = find_locked(r, name);
         if (!rg) {
@@ -447,14 +450,26 @@ int inferd_regions_status(inferd_regions *r, const char *name, inferd_region_inf
         }
         if (cap > 0)
             info_of(rg, now, &out[0]);
-        n = 1;
-    } else {
-        for (region *rg = r->list; rg; rg = rg->next, n++)
-            if (n < cap)
-                info_of(rg, now, &out[n]);
+        pthread_mutex_unlock(&r->mu);
+        *n_out = 1;
+        return 0;
     }
+    /* All, sorted by name; the first cap of them. */
+    const size_t n = r->n;
+    inferd_region_info *all = cap > 0 && n > 0 ? inferd_calloc(n, sizeof(*all)) : NULL;
+    if (cap > 0 && n > 0 && !all) {
+        pthread_mutex_unlock(&r->mu);
+        return inferd_fail(err, INFERD_E_NOMEM, "no memory for the region list");
+    }
+    size_t i = 0;
+    for (region *rg = r->list; all && rg; rg = rg->next)
+        info_of(rg, now, &all[i++]);
     pthread_mutex_unlock(&r->mu);
-    qsort(out, n < cap ? n : cap, sizeof(*out), by_name);
+    if (all) {
+        qsort(all, n, sizeof(*all), by_name);
+        memcpy(out, all, (n < cap ? n : cap) * sizeof(*out));
+        inferd_free(all);
+    }
     *n_out = n;
     return 0;
 }
@@ -561,6 +576,8 @@ size_t inferd_regions_sweep(inferd_regions *r)
 {
     if (r->o.ttl_ms == 0)
         return 0;
+    if (r->o.ttl_ms > UINT64_MAX / 1000000u)
+        return 0; /* longer than the clock runs */
     const uint64_t now = inferd_now_ns(), ttl_ns = r->o.ttl_ms * 1000000u;
     region *gone = NULL;
     size_t n = 0;
