@@ -11,11 +11,12 @@ cd "$(dirname "$0")/.."
 # Prometheus service). curl and jq drive the integration tests. libpcre2: the
 # byte-level BPE pre-tokenizer split patterns (UTF + Unicode properties).
 # python3-matplotlib: the soak benchmark's plot (bench/soak.sh). libdlpack-dev:
-# the DLPack 0.6 header, for tensors shared with NumPy and PyTorch.
+# the DLPack 0.6 header, for tensors shared with NumPy and PyTorch. python3-numpy:
+# the tensor tests' Python client (tests/integration/test_serve_tensors.sh).
 pkgs=(build-essential cmake pkg-config git clang clang-format libclang-rt-14-dev
       libjansson-dev libcmocka-dev libcurl4-openssl-dev libnats-dev libdlpack-dev
       libpcre2-dev
-      nats-server python3 python3-matplotlib jq curl prometheus)
+      nats-server python3 python3-matplotlib python3-numpy jq curl prometheus)
 # Node.js and npm run the official `openai` client in the tests; a Node.js
 # installed another way (with its own npm) is used as it is.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

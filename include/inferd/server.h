@@ -65,6 +65,9 @@ typedef struct inferd_server_opts {
     uint64_t shm_max_bytes;          /* all created regions; default 1 GiB */
     uint32_t shm_session_regions;    /* created per session; default 64 */
     uint64_t shm_session_bytes;      /* created per session; default 256 MiB */
+    const char *identity[8];         /* built-in identity models' names (KServe:
+                                      * OUTPUTn = INPUTn, any type and shape) */
+    size_t n_identity;
 } inferd_server_opts;
 
 /* Connections beyond max_connections kept for the operations routes. */

@@ -17,7 +17,9 @@ static void help(void)
 {
     printf("usage: inferd serve -m FILE [-m FILE ...] [options]\n"
            "  -m, --model FILE          GGUF model to serve (repeatable, up to %d; the first\n"
-           "                            is the default); its id is the file name without .gguf\n"
+           "                            is the default); its id is the file name without .gguf.\n"
+           "                            -m identity:NAME adds the built-in identity model\n"
+           "                            (KServe: OUTPUTn = INPUTn, any type and shape)\n"
            "      --alias NAME          id of the model given in the same position (repeatable)\n"
            "      --host ADDR           address to listen on (default 127.0.0.1)\n"
            "      --port N              port (default 8080; 0: any free port)\n"
@@ -177,6 +179,31 @@ int inferd__cmd_serve(int argc, char **argv)
         inferd__cli_error(CMD, "%d aliases for %d models", n_aliases, n_models);
         return CLI_EXIT_USAGE;
     }
+    /* -m identity:NAME is the built-in identity model (KServe), served
+     * beside the GGUF models. */
+    const char *files[INFERD_FE_MODELS_MAX], *file_aliases[INFERD_FE_MODELS_MAX];
+    const char *identity[8];
+    size_t n_files = 0, n_identity = 0;
+    for (int i = 0; i < n_models; i++) {
+        if (strncmp(models[i], "identity:", 9) != 0) {
+            file_aliases[n_files] = i < n_aliases ? aliases[i] : NULL;
+            files[n_files++] = models[i];
+            continue;
+        }
+        if (!models[i][9] || i < n_aliases || n_identity == 8) {
+            inferd__cli_error(CMD, "-m %s: %s", models[i],
+                              !models[i][9]   ? "give the identity model a name (identity:NAME)"
+                              : i < n_aliases ? "an identity model takes no --alias"
+                                              : "at most 8 identity models");
+            return CLI_EXIT_USAGE;
+        }
+        identity[n_identity++] = models[i] + 9;
+    }
+    if (n_files == 0) {
+        inferd__cli_error(CMD, "-m FILE: at least one GGUF model is required beside identity "
+                               "models");
+        return CLI_EXIT_USAGE;
+    }
     if (no_http && !nats_url) {
         inferd__cli_error(CMD, "--no-http: give --nats URL, or there is no door to serve");
         return CLI_EXIT_USAGE;
@@ -255,16 +282,19 @@ int inferd__cmd_serve(int argc, char **argv)
     so.unix_path = unix_path;
     so.unix_mode = (unsigned)umode;
     so.shm_mode = shm_mode;
+    for (size_t i = 0; i < n_identity; i++)
+        so.identity[i] = identity[i];
+    so.n_identity = n_identity;
     so.shm_ttl_s = (uint32_t)shm_ttl;
     so.shm_max_regions = (uint32_t)shm_max_regions;
     so.shm_max_bytes = (uint64_t)shm_max_mb << 20;
     so.shm_session_regions = (uint32_t)shm_session_regions;
     so.shm_session_bytes = (uint64_t)shm_session_mb << 20;
     inferd_frontend_opts fo = inferd_frontend_opts_default();
-    fo.n_models = (size_t)n_models;
-    for (int i = 0; i < n_models; i++) {
-        fo.models[i].path = models[i];
-        fo.models[i].alias = i < n_aliases ? aliases[i] : NULL;
+    fo.n_models = n_files;
+    for (size_t i = 0; i < n_files; i++) {
+        fo.models[i].path = files[i];
+        fo.models[i].alias = file_aliases[i];
     }
     inferd_sched_opts *sched = &fo.model_opts.sched;
     sched->model.n_ctx = (uint32_t)ctx;
@@ -339,9 +369,9 @@ int inferd__cmd_serve(int argc, char **argv)
         (nw && inferd_nats_worker_start(nw, &err) < 0)) {
         rc = CLI_EXIT_FAIL;
     } else {
-        inferd_log_info("serve", "ready: %d model%s, %lld slots each", n_models,
-                        n_models == 1 ? "" : "s", (long long)parallel);
-        if (ready_url && announce(fe, srv, &so, models[0], worker_id, ready_url, pool_id,
+        inferd_log_info("serve", "ready: %d model%s, %lld slots each", (int)n_files,
+                        n_files == 1 ? "" : "s", (long long)parallel);
+        if (ready_url && announce(fe, srv, &so, files[0], worker_id, ready_url, pool_id,
                                   (uint32_t)ready_retries, &err) < 0)
             rc = CLI_EXIT_FAIL;
     }

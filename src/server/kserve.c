@@ -49,6 +49,19 @@ static json_t *tensor_meta(const char *name, const char *type)
 
 void inferd__kserve_model(http_conn *c, const char *m, const char *what)
 {
+    if (inferd__server_is_identity(c->srv, m)) { /* any type and shape */
+        if (strcmp(what, "ready") == 0) {
+            inferd__http_json(c, 200, json_pack("{s:s,s:b}", "name", m, "ready", true));
+            return;
+        }
+        inferd__http_json(c, 200,
+                          json_pack("{s:s,s:[s],s:s,s:[{s:s,s:s,s:[i]}],s:[{s:s,s:s,s:[i]}],s:b}",
+                                    "name", m, "versions", "1", "platform", "inferd_identity",
+                                    "inputs", "name", "INPUT0", "datatype", "ANY", "shape", -1,
+                                    "outputs", "name", "OUTPUT0", "datatype", "ANY", "shape", -1,
+                                    "ready", true));
+        return;
+    }
     int i = inferd__server_find_model(c, m);
     if (i < 0)
         return;
@@ -88,6 +101,10 @@ static json_t *build_infer(gen *g, json_t *echo)
 
 void inferd__kserve_infer(http_conn *c, const char *m, json_t *body)
 {
+    if (inferd__server_is_identity(c->srv, m)) {
+        inferd__kserve_identity(c, m, body);
+        return;
+    }
     if (inferd__server_find_model(c, m) < 0)
         return;
     json_t *fields = NULL;
@@ -134,11 +151,18 @@ void inferd__kserve_repository_index(http_conn *c, json_t *body)
         json_array_append_new(out, json_pack("{s:s,s:s,s:s,s:s}", "name", mi.id, "version", "1",
                                              "state", state, "reason", reason));
     }
+    for (size_t i = 0; i < s->n_identity; i++)
+        json_array_append_new(out, json_pack("{s:s,s:s,s:s,s:s}", "name", s->identity[i], "version",
+                                             "1", "state", "READY", "reason", ""));
     inferd__http_json(c, 200, out);
 }
 
 void inferd__kserve_repository_load(http_conn *c, const char *m, bool load)
 {
+    if (inferd__server_is_identity(c->srv, m)) { /* built in: always loaded */
+        inferd__http_json(c, 200, json_object());
+        return;
+    }
     int i = inferd__server_find_model(c, m);
     if (i < 0)
         return;

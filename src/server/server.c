@@ -396,7 +396,27 @@ static void method_not_allowed(http_conn *c, const char *method, const char *all
  * @p empty_ok. */
 static json_t *body_json(http_conn *c, bool empty_ok)
 {
-    if (c->rq->body_len == 0) {
+    /* Triton's binary tensor data: the JSON is the first
+     * Inference-Header-Content-Length bytes, tensor bytes follow. */
+    size_t json_len = c->rq->body_len;
+    const http1_str *h = http1_header_get(c->rq->head, "Inference-Header-Content-Length");
+    if (h) {
+        uint64_t n = 0;
+        size_t i = 0;
+        for (; i < h->n && h->p[i] >= '0' && h->p[i] <= '9' && n <= c->rq->body_len; i++)
+            n = n * 10 + (uint64_t)(h->p[i] - '0');
+        if (h->n == 0 || i != h->n || n > c->rq->body_len) {
+            inferd__http_error(c, INFERD_E_INVALID, "Inference-Header-Content-Length",
+                               "Inference-Header-Content-Length: '%.*s' is not a length within "
+                               "the %zu bytes of the body",
+                               (int)(h->n < 32 ? h->n : 32), h->p, c->rq->body_len);
+            return NULL;
+        }
+        json_len = (size_t)n;
+        c->bin = c->rq->body + json_len;
+        c->bin_len = c->rq->body_len - json_len;
+    }
+    if (json_len == 0) {
         if (empty_ok)
             return json_object();
         inferd__http_error(c, INFERD_E_BAD_JSON, NULL, "the request body is empty (expected JSON)");
@@ -404,7 +424,7 @@ static json_t *body_json(http_conn *c, bool empty_ok)
     }
     json_t *j = NULL;
     inferd_error e = {0};
-    if (inferd_fe_parse_json(c->rq->body, c->rq->body_len, &j, &e) < 0) {
+    if (inferd_fe_parse_json(c->rq->body, json_len, &j, &e) < 0) {
         inferd__http_fail(c, &e);
         return NULL;
     }
@@ -425,7 +445,7 @@ static bool strip_version(http_conn *c, path *p)
     char m[INFERD_REGISTRY_ID_MAX];
     snprintf(m, sizeof(m), "%.*s", (int)p->len[2], p->seg[2]);
     c->ep = EP_V2_MODEL;
-    if (inferd__server_find_model(c, m) < 0)
+    if (!inferd__server_is_identity(c->srv, m) && inferd__server_find_model(c, m) < 0)
         return false;
     if (!seg_is(p, 4, "1")) {
         inferd__http_error(c, INFERD_E_NOT_FOUND, NULL, "model '%s' has no version '%.*s' (only 1)",
@@ -856,7 +876,13 @@ int inferd_server_create(const inferd_server_opts *opts, inferd_frontend *fe,
                          strerror(errno));
         goto fail;
     }
-    rc = start_shm(s, err);
+    for (size_t i = 0; i < o.n_identity && i < 8 && rc == 0; i++) {
+        if (!(s->identity[i] = inferd_strdup(o.identity[i])))
+            rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the server");
+        s->n_identity = i + 1;
+    }
+    if (rc == 0)
+        rc = start_shm(s, err);
     if (rc == 0)
         rc = start_http(s, err);
     if (rc < 0)
@@ -901,6 +927,8 @@ void inferd_server_destroy(inferd_server *s)
                          atomic_load(&s->n_parked));
     httpd_destroy(s->http);
     inferd_regions_destroy(s->regions);
+    for (size_t i = 0; i < s->n_identity; i++)
+        inferd_free(s->identity[i]);
     if (s->unix_path)
         httpd_unix_unlink(s->unix_path, s->unix_ino);
     inferd_free(s->unix_path);

@@ -177,6 +177,8 @@ struct inferd_server {
     uint64_t unix_ino;
     inferd_regions *regions; /* shared-memory regions; NULL with --shm off */
     bool shm_tcp;            /* served on the TCP port too (loopback, or --shm on) */
+    char *identity[8];       /* identity models (ktensor.c) */
+    size_t n_identity;
     double t_start_s;
     atomic_int n_active; /* HTTP requests being handled */
     atomic_int n_parked; /* connections suspended */
@@ -230,6 +232,9 @@ struct http_conn {
     const listener *l;
     httpd_conn *hc;
     const httpd_req *rq; /* the request's method, path, head and body */
+    const char *bin;     /* binary tensor data after the JSON (Triton's binary
+                            data extension), or NULL */
+    size_t bin_len;
     conn_stage stage;
     waker wk; /* fired when its job ran */
     gen *g;   /* ST_GEN: the generation awaited */
@@ -356,6 +361,10 @@ void inferd__kserve_infer(http_conn *c, const char *m, json_t *body);
 void inferd__kserve_repository_index(http_conn *c, json_t *body);
 void inferd__kserve_repository_load(http_conn *c, const char *m, bool load);
 void inferd__ops_health(http_conn *c);
+/* ktensor.c: KServe tensors (JSON, binary data, shared memory) and the
+ * identity model. */
+bool inferd__server_is_identity(const inferd_server *s, const char *m);
+void inferd__kserve_identity(http_conn *c, const char *m, json_t *body);
 /* shm.c: the system shared-memory extension ({r}: a region name; NULL:
  * all). */
 bool inferd__shm_allowed(http_conn *c); /* else answered */
