@@ -22,6 +22,7 @@
 #include "inferd/frontend.h"
 #include "inferd/host.h"
 #include "inferd/log.h"
+#include "inferd/region.h"
 #include "inferd/procstat.h"
 
 #include "doors.h"
@@ -315,9 +316,11 @@ static json_t *registration(inferd_nats_worker *w)
         inferd_frontend_model(w->fe, i, &mi);
         json_array_append_new(loadable, json_string(mi.id));
     }
+    inferd_shm_caps shm;
+    inferd_shm_caps_detect(&shm);
     return json_pack(
-        "{s:s,s:s,s:s,s:o,s:o,s:s,s:{s:s,s:i,s:o,s:s,s:f,s:f,s:o},s:{s:i,s:f,s:o,s:o},s:s,"
-        "s:I}",
+        "{s:s,s:s,s:s,s:o,s:o,s:s,s:{s:s,s:i,s:o,s:s,s:f,s:f,s:o},s:{s:i,s:f,s:o,s:o,s:{s:b,s:b,"
+        "s:I,s:I}},s:s,s:I}",
         "workerId", w->id, "hostname", w->hostname, "ip", ip, "port",
         w->o.http_port ? json_integer(w->o.http_port) : json_null(), "tags", tags_json(w),
         "version", INFERD_VERSION, "hardware", "cpuModel", host.cpu_model, "cpuCores",
@@ -325,8 +328,9 @@ static json_t *registration(inferd_nats_worker *w)
         "memoryTotalGB", gib(host.mem_total_bytes), "memoryAvailableGB",
         gib(host.mem_available_bytes), "gpus", gpus_json(&host), "capabilities", "maxConcurrent",
         (int)f.slots, "availableMemoryGB", gib(avail), "models", f.loaded, "loadableModels",
-        loadable, "status", state_name(atomic_load(&w->state)), "timestamp",
-        (json_int_t)inferd_unix_ms());
+        loadable, "sharedMemory", "shm", shm.shm, "memfd", shm.memfd, "shmTotalBytes",
+        (json_int_t)shm.shm_total_bytes, "shmFreeBytes", (json_int_t)shm.shm_free_bytes, "status",
+        state_name(atomic_load(&w->state)), "timestamp", (json_int_t)inferd_unix_ms());
 }
 
 static json_t *heartbeat(inferd_nats_worker *w, bool offline)

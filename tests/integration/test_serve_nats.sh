@@ -66,9 +66,11 @@ ok "register: hardware (cpuModel, cpuCores >= 1, isa, memory, gpus)" \
      (.isa | type == "array" and all(type == "string")) and .memoryTotalGB > 0 and .memoryAvailableGB > 0 and
      .memoryAvailableGB <= .memoryTotalGB and
      (.gpus | type == "array" and all(has("index") and (.model | type == "string")))' "$tmp/reg.json"
-ok "register: capabilities (maxConcurrent 2, availableMemoryGB, models, loadableModels)" \
+ok "register: capabilities (maxConcurrent 2, availableMemoryGB, models, loadableModels, sharedMemory)" \
     '.data.capabilities | .maxConcurrent == 2 and .availableMemoryGB > 0 and (.models | index("stories260K")) and
-     (.loadableModels | index("stories260K"))' "$tmp/reg.json"
+     (.loadableModels | index("stories260K")) and
+     (.sharedMemory | .shm == true and (.memfd | type == "boolean") and .shmTotalBytes > 0 and
+      .shmFreeBytes <= .shmTotalBytes)' "$tmp/reg.json"
 
 # ---- 2. heartbeats every ~300 ms; ready after the acknowledgement ----
 wait_until 30 mon '[.[] | select(.subject == "worker.heartbeat" and .data.state == "ready")] | length >= 5' ||
