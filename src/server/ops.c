@@ -219,6 +219,16 @@ void inferd__ops_metrics(http_conn *c)
                created_bytes);
         GLOBAL("inferd_shm_expired_total", "counter",
                "Regions removed after --shm-ttl without a request using them", n_expired);
+        family(&b, "inferd_shm_create_refused_total", "counter",
+               "Region creates refused: quota (the session's or the worker's), full (no room "
+               "in /dev/shm), unavailable (shared memory cannot be made)");
+        inferd_buf_addf(&b,
+                        "inferd_shm_create_refused_total{reason=\"quota\"} %llu\n"
+                        "inferd_shm_create_refused_total{reason=\"full\"} %llu\n"
+                        "inferd_shm_create_refused_total{reason=\"unavailable\"} %llu\n",
+                        (unsigned long long)atomic_load(&s->shm_refused_quota),
+                        (unsigned long long)atomic_load(&s->shm_refused_full),
+                        (unsigned long long)atomic_load(&s->shm_refused_unavailable));
     }
     GLOBAL("inferd_http_connections_admitted", "gauge",
            "Open HTTP connections within max-connections and the per-client limit", n_admitted);
@@ -313,6 +323,11 @@ static json_t *shm_status(inferd_server *s)
         json_object_set_new(o, "regions", json_integer(n_regions));
         json_object_set_new(o, "created_bytes", json_integer((json_int_t)created_bytes));
         json_object_set_new(o, "expired", json_integer((json_int_t)n_expired));
+        json_object_set_new(o, "create_refused",
+                            json_pack("{s:I,s:I,s:I}", "quota",
+                                      (json_int_t)atomic_load(&s->shm_refused_quota), "full",
+                                      (json_int_t)atomic_load(&s->shm_refused_full), "unavailable",
+                                      (json_int_t)atomic_load(&s->shm_refused_unavailable)));
     }
     return o;
 }

@@ -177,7 +177,11 @@ struct inferd_server {
     uint64_t unix_ino;
     inferd_regions *regions; /* shared-memory regions; NULL with --shm off */
     bool shm_tcp;            /* served on the TCP port too (loopback, or --shm on) */
-    char *identity[8];       /* identity models (ktensor.c) */
+    /* Creates refused (shm.c): the session's or the worker's quota, shared
+     * memory full (ENOSPC), or unavailable (no /dev/shm, shm_open fails).
+     * The client then sends its tensors in the request body. */
+    _Atomic uint64_t shm_refused_quota, shm_refused_full, shm_refused_unavailable;
+    char *identity[8]; /* identity models (ktensor.c) */
     size_t n_identity;
     double t_start_s;
     atomic_int n_active; /* HTTP requests being handled */

@@ -153,6 +153,13 @@ void inferd__shm_create(http_conn *c, const char *r, json_t *body)
     char key[INFERD_REGION_KEY_MAX];
     inferd_error e = {0};
     if (inferd_regions_create_region(c->srv->regions, r, byte_size, session, key, &e) < 0) {
+        inferd_server *s = c->srv;
+        if (e.code == INFERD_E_QUOTA)
+            atomic_fetch_add(&s->shm_refused_quota, 1);
+        else if (e.code == INFERD_E_IO && strstr(e.msg, "is full"))
+            atomic_fetch_add(&s->shm_refused_full, 1);
+        else if (e.code == INFERD_E_IO)
+            atomic_fetch_add(&s->shm_refused_unavailable, 1);
         inferd__http_fail(c, &e);
         return;
     }

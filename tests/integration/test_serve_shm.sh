@@ -141,7 +141,8 @@ ucurl() { curl -s --unix-socket "$sock" -o "$tmp/out" -w '%{http_code}' "$@"; }
 kserve_err 507 "the worker's shared memory is full: 5242880 of 6291456 bytes in use"
 still_serves
 expect_http 200 GET /metrics
-grep -q '^inferd_shm_regions 3$' "$tmp/out" && grep -q '^inferd_shm_created_bytes 5242880$' "$tmp/out" ||
+grep -q '^inferd_shm_regions 3$' "$tmp/out" && grep -q '^inferd_shm_created_bytes 5242880$' "$tmp/out" &&
+    grep -q '^inferd_shm_create_refused_total{reason="quota"} 3$' "$tmp/out" ||
     fail "shm metrics: $(grep '^inferd_shm' "$tmp/out")"
 expect_http 200 GET /v1/status
 check '.shm.enabled == true and .shm.regions == 3 and .shm.created_bytes == 5242880'
@@ -175,6 +176,41 @@ check '. == []'
 expect_http 200 GET /metrics
 grep -q '^inferd_shm_expired_total 2$' "$tmp/out" || fail "expired: $(grep '^inferd_shm' "$tmp/out")"
 serve_stop
+
+# ---- /dev/shm full or unavailable (a mount namespace of our own, as root) -----------
+# The worker refuses the create with the reason, counts it, and still
+# serves; the client sends its tensors in the body instead.
+if [[ $(id -u) == 0 ]] && unshare --mount --propagation private true 2>/dev/null; then
+    real_inferd=$INFERD
+    # inferd serve with /dev/shm replaced by a tmpfs mounted with $SHM_MOUNT.
+    printf '#!/bin/sh\nexec unshare --mount --propagation private sh -c %s "%s" "$@"\n' \
+        "'mount -t tmpfs -o \"\$SHM_MOUNT\" tmpfs /dev/shm && exec \"\$0\" \"\$@\"'" \
+        "$real_inferd" >"$tmp/in-ns.sh"
+    chmod +x "$tmp/in-ns.sh"
+    INFERD=$tmp/in-ns.sh SHM_MOUNT=size=256k serve_start -m "$model" -t 1 -np 2
+    serve_wait_ready
+    bad 500 "shared memory is full: 1048576 bytes" POST $shm_url/region/big/create '{"byte_size":1048576}'
+    expect_http 200 POST $shm_url/region/small/create '{"byte_size":65536}'
+    expect_http 200 GET /v2
+    check '.shared_memory.shm_total_bytes == 262144 and .shared_memory.shm_free_bytes < 262144'
+    expect_http 200 GET /metrics
+    grep -q '^inferd_shm_create_refused_total{reason="full"} 1$' "$tmp/out" ||
+        fail "full: $(grep '^inferd_shm_create' "$tmp/out")"
+    serve_stop
+    [[ "$serve_rc" == 0 ]] || fail "serve (256k /dev/shm) exited $serve_rc"
+    INFERD=$tmp/in-ns.sh SHM_MOUNT=ro serve_start -m "$model" -t 1 -np 2
+    serve_wait_ready
+    bad 500 "shared memory is unavailable (shm_open" POST $shm_url/region/x/create '{"byte_size":4096}'
+    expect_http 200 GET /v2
+    check '.shared_memory.shm == false'
+    expect_http 200 GET /v1/status
+    check '.shm.create_refused == {"quota": 0, "full": 0, "unavailable": 1}'
+    serve_stop
+    [[ "$serve_rc" == 0 ]] || fail "serve (read-only /dev/shm) exited $serve_rc"
+    INFERD=$real_inferd
+else
+    echo "SKIP: /dev/shm full or unavailable (needs root and unshare --mount)"
+fi
 
 # ---- where it is served --------------------------------------------------------------
 serve_start -m "$model" -t 1 -np 2 --shm off
