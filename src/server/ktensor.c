@@ -394,8 +394,10 @@ static int read_request(http_conn *c, json_t *body, kt_req *r, inferd_error *err
             return inferd_fail_param(err, INFERD_E_INVALID_TYPE, "inputs",
                                      "input %zu is not an object", i);
         int rc = read_input(c, j, i, &bin_at, &r->in[r->n_in], err);
-        if (rc < 0)
+        if (rc < 0) { /* a tensor made before the error goes too */
+            inferd_tensor_fini(&r->in[r->n_in].t);
             return rc;
+        }
         r->n_in++;
         for (size_t k = 0; k + 1 < r->n_in; k++)
             if (strcmp(r->in[k].name, r->in[r->n_in - 1].name) == 0)
