@@ -109,9 +109,9 @@ static int post(int fd, const char *path, const char *extra, const char *body, s
                 size_t *rcap)
 {
     char h[512];
-    int k = snprintf(h, sizeof(h),
-                     "POST %s HTTP/1.1\r\nHost: bench\r\nContent-Length: %zu\r\n%s\r\n", path, n,
-                     extra ? extra : "");
+    int k =
+        snprintf(h, sizeof(h), "POST %s HTTP/1.1\r\nHost: bench\r\nContent-Length: %zu\r\n%s\r\n",
+                 path, n, extra ? extra : "");
     send_all(fd, h, (size_t)k);
     send_all(fd, body, n);
     return read_response(fd, rb, rcap);
