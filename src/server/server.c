@@ -926,9 +926,6 @@ void inferd_server_destroy(inferd_server *s)
         inferd_log_error(COMP, "%d connections still wait on requests at shutdown",
                          atomic_load(&s->n_parked));
     httpd_destroy(s->http);
-    inferd_regions_destroy(s->regions);
-    for (size_t i = 0; i < s->n_identity; i++)
-        inferd_free(s->identity[i]);
     if (s->unix_path)
         httpd_unix_unlink(s->unix_path, s->unix_ino);
     inferd_free(s->unix_path);
@@ -940,6 +937,10 @@ void inferd_server_destroy(inferd_server *s)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->ticker, NULL);
     }
+    /* The regions go after the ticker, which sweeps them. */
+    inferd_regions_destroy(s->regions);
+    for (size_t i = 0; i < s->n_identity; i++)
+        inferd_free(s->identity[i]);
     inferd_free(s->host);
     inferd_free(s->api_key);
     pthread_cond_destroy(&s->tick_cv);
