@@ -113,6 +113,7 @@ typedef struct inferd_fe_model_info {
     uint32_t n_handles;        /* requests holding it */
     const char *chat_template; /* its template's name once it was loaded
                                     * (static), else NULL */
+    uint32_t n_vocab, n_embd;  /* once it was loaded, else 0 */
 } inferd_fe_model_info;
 
 size_t inferd_frontend_n_models(const inferd_frontend *fe);
@@ -308,6 +309,8 @@ void inferd_fe_request_cancel(inferd_fe_request *r);
 void inferd_fe_request_release(inferd_fe_request *r);
 /** The id of the model serving @p r. */
 const char *inferd_fe_request_model(const inferd_fe_request *r);
+/** As inferd_request_outputs_get: the logits and hidden states it kept. */
+int inferd_fe_request_outputs(inferd_fe_request *r, inferd_request_outputs *out);
 /** Its vocabulary (for token texts). */
 const inferd_vocab *inferd_fe_request_vocab(const inferd_fe_request *r);
 

@@ -133,6 +133,10 @@ typedef struct inferd_batch {
     const int8_t *prefill; /* (n_tokens) nonzero: a prompt token, computed in the
                               * GEMM reduction order (generated tokens use the
                               * GEMV order, as llama.cpp); NULL: all generated */
+    float *out_hidden;     /* optional (n_out, n_embd): the final normalized hidden
+                              * state (the output norm's result, which the output
+                              * layer multiplies; llama.cpp's embeddings) of each
+                              * token whose logits flag is set, in batch order */
 } inferd_batch;
 
 /**

@@ -152,6 +152,19 @@ inferd_model *inferd_sched_model(const inferd_sched *s);
  * inferd_request_next/cancel on that request. */
 typedef void (*inferd_request_notify_fn)(void *ctx);
 
+/** Which prompt positions a request keeps the logits or the final hidden
+ * state of (inferd_request_outputs). */
+typedef enum inferd_positions {
+    INFERD_POSITIONS_NONE = 0,
+    INFERD_POSITIONS_LAST = 1, /* the prompt's last: what the first generated
+                                * token is sampled from */
+    INFERD_POSITIONS_ALL = 2,  /* every prompt position, in order */
+} inferd_positions;
+
+/** The most bytes a request may keep of logits and hidden states together
+ * (a 4096-token prompt's logits over a 32000-token vocabulary are 500 MiB). */
+#define INFERD_KEEP_BYTES_MAX ((uint64_t)1 << 30)
+
 typedef struct inferd_request_params {
     /* The prompt: token ids (used when n_tokens > 0), else text, tokenized
      * with the model's vocabulary by submit (or, while the model loads, at
@@ -174,7 +187,12 @@ typedef struct inferd_request_params {
     uint32_t top_logprobs;    /* and the most likely tokens' (0..
                                     * INFERD_TOP_LOGPROBS_MAX). Default 0 */
     inferd_priority priority; /* Default NORMAL */
-    int64_t timeout_ms;       /* deadline from submission; 0: the
+    /* Keep the logits (FP32, n_vocab per position, as the output layer gives
+     * them) and the final normalized hidden state (FP32, n_embd per position)
+     * of these prompt positions. The prompt is computed even with
+     * max_tokens 0. Keeping changes no generated token. Default NONE. */
+    inferd_positions keep_logits, keep_hidden;
+    int64_t timeout_ms; /* deadline from submission; 0: the
                                     * scheduler's default; < 0: none */
 
     inferd_request_notify_fn on_event; /* optional wake-up */
@@ -190,7 +208,8 @@ inferd_request_params inferd_request_params_default(void);
  * @return 0 and *out_request (release it with inferd_request_release);
  * INFERD_E_INVALID (empty prompt, an id outside the vocabulary, bad
  * sampling parameters or stop strings; the message names the field, and
- * err->param is "prompt" for the prompt's), INFERD_E_CONTEXT_LENGTH (a
+ * err->param is "prompt" for the prompt's; kept outputs over
+ * INFERD_KEEP_BYTES_MAX, param "keep"), INFERD_E_CONTEXT_LENGTH (a
  * prompt with as many tokens as the context or more; param "prompt");
  * prompts given during the load are checked at admission instead, and an
  * ERROR event then carries the code and param, INFERD_E_OVERLOADED (the queue holds
@@ -260,6 +279,23 @@ void inferd_request_cancel(inferd_request *r);
  * freed once this returns. Accepts NULL. The request must not be used
  * afterwards. Thread: any but an on_event callback. */
 void inferd_request_release(inferd_request *r);
+
+/** What a request kept (inferd_request_params.keep_logits/keep_hidden). */
+typedef struct inferd_request_outputs {
+    const float *logits; /* (n_logits, n_vocab) row-major, or NULL */
+    uint32_t n_logits;   /* rows: 1 (LAST), n_prompt (ALL) or 0 */
+    uint32_t n_vocab;
+    const float *hidden; /* (n_hidden, n_embd) row-major, or NULL */
+    uint32_t n_hidden;
+    uint32_t n_embd;
+} inferd_request_outputs;
+
+/**
+ * The outputs @p r kept, once its DONE event was read (valid until its
+ * release). @return 0; INFERD_E_NOT_FOUND before DONE was read or after an
+ * ERROR. Thread: the request's reader.
+ */
+int inferd_request_outputs_get(inferd_request *r, inferd_request_outputs *out);
 
 /** The prompt's token count; 0 until a text prompt submitted during the
  * load is tokenized at admission. */

@@ -47,7 +47,7 @@ static int run_pp(inferd_model *m, inferd_pool *pool, bench_buf *b, int n_prompt
             b->pos[j] = i + j;
             b->want[j] = (i + j == n_prompt - 1);
         }
-        inferd_batch bt = {n, b->tokens, b->pos, b->seq, b->want, b->prefill};
+        inferd_batch bt = {n, b->tokens, b->pos, b->seq, b->want, b->prefill, NULL};
         int rc = inferd_model_forward(m, pool, &bt, b->logits, err);
         if (rc < 0)
             return rc;
@@ -66,7 +66,7 @@ static int run_tg(inferd_model *m, inferd_pool *pool, bench_buf *b, int n_gen, u
         b->tokens[0] = (int32_t)((*rng >> 33) % n_vocab);
         b->pos[0] = i;
         b->want[0] = 1;
-        inferd_batch bt = {1, b->tokens, b->pos, b->seq, b->want, NULL};
+        inferd_batch bt = {1, b->tokens, b->pos, b->seq, b->want, NULL, NULL};
         int rc = inferd_model_forward(m, pool, &bt, b->logits, err);
         if (rc < 0)
             return rc;

@@ -1192,6 +1192,8 @@ int inferd_model_forward(inferd_model *m, inferd_pool *pool, const inferd_batch 
         m->seq_len[s] = m->seq_len_tmp[s] & ~SEEN;
     if (n_out > 0) {
         rmsnorm(pool, &c, m->x, m->xb, m->output_norm, n_out, NULL);
+        if (b->out_hidden)
+            memcpy(b->out_hidden, m->xb, (size_t)n_out * (size_t)E * sizeof(float));
         matmul(pool, m, &m->output, m->xb, n_out, out_logits, NULL);
     }
     return 0;

@@ -21,8 +21,9 @@ typedef struct fe_model {
     char id[INFERD_REGISTRY_ID_MAX];
     char *path;
     int64_t created_s;
-    atomic_bool load_failed; /* its last load failed */
-    atomic_int tmpl;         /* its chat template once loaded, else -1 */
+    atomic_bool load_failed;     /* its last load failed */
+    atomic_int tmpl;             /* its chat template once loaded, else -1 */
+    atomic_uint n_vocab, n_embd; /* once loaded, else 0 */
 } fe_model;
 
 typedef struct section {
@@ -122,6 +123,8 @@ static int add_model(inferd_frontend *fe, const inferd_fe_model_cfg *cfg, inferd
     fm->created_s = (int64_t)st.st_mtime;
     atomic_init(&fm->load_failed, false);
     atomic_init(&fm->tmpl, -1);
+    atomic_init(&fm->n_vocab, 0u);
+    atomic_init(&fm->n_embd, 0u);
     fe->n_models++;
     return 0;
 }
@@ -213,8 +216,12 @@ static int get_model(inferd_frontend *fe, fe_model *fm, inferd_registry_handle *
         atomic_store(&fm->load_failed, rc != 0);
     if (rc == INFERD_E_BUSY || rc == INFERD_E_UNAVAILABLE)
         return inferd_fail(err, INFERD_E_UNAVAILABLE, "model '%s' is being unloaded", fm->id);
-    if (rc == 0)
-        atomic_store(&fm->tmpl, (int)template_of(fe, inferd_registry_handle_model(*h), NULL));
+    if (rc == 0) {
+        const inferd_model *m = inferd_registry_handle_model(*h);
+        atomic_store(&fm->tmpl, (int)template_of(fe, m, NULL));
+        atomic_store(&fm->n_vocab, inferd_model_get_hparams(m)->n_vocab);
+        atomic_store(&fm->n_embd, inferd_model_get_hparams(m)->n_embd);
+    }
     return rc;
 }
 
@@ -288,6 +295,8 @@ void inferd_frontend_model(inferd_frontend *fe, size_t i, inferd_fe_model_info *
     out->load_failed = atomic_load(&fm->load_failed);
     int t = atomic_load(&fm->tmpl);
     out->chat_template = t >= 0 ? inferd_chat_template_name((inferd_chat_template)t) : NULL;
+    out->n_vocab = atomic_load(&fm->n_vocab);
+    out->n_embd = atomic_load(&fm->n_embd);
     inferd_registry_model_info info[INFERD_FE_MODELS_MAX];
     size_t n = 0;
     inferd_registry_list(fe->reg, info, INFERD_FE_MODELS_MAX, &n);
@@ -598,6 +607,11 @@ void inferd_fe_request_release(inferd_fe_request *r)
 }
 
 const char *inferd_fe_request_model(const inferd_fe_request *r) { return r->model->id; }
+
+int inferd_fe_request_outputs(inferd_fe_request *r, inferd_request_outputs *out)
+{
+    return inferd_request_outputs_get(r->req, out);
+}
 
 const inferd_vocab *inferd_fe_request_vocab(const inferd_fe_request *r)
 {

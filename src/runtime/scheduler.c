@@ -63,8 +63,10 @@ struct inferd_request {
     int32_t max_tokens;
     bool ignore_eos;
     bool logprobs;
-    uint32_t n_top;          /* top log-probabilities per token */
-    inferd_stopper *stopper; /* NULL without stop strings */
+    uint32_t n_top; /* top log-probabilities per token */
+    inferd_positions keep_logits, keep_hidden;
+    uint32_t s_n_vocab, s_n_embd; /* the rows' widths, set with the kept rows */
+    inferd_stopper *stopper;      /* NULL without stop strings */
     inferd_priority priority;
     uint64_t t_submit_ns;
     uint64_t deadline_ns; /* 0: none */
@@ -82,6 +84,9 @@ struct inferd_request {
     float *out_lp;        /* logprobs: (max_new), else NULL */
     int32_t *out_top_ids; /* (max_new * n_top) */
     float *out_top_lp;    /* (max_new * n_top) */
+    float *kept_logits;   /* (n_kept_logits, n_vocab), written before DONE */
+    float *kept_hidden;   /* (n_kept_hidden, n_embd) */
+    uint32_t n_kept_logits, n_kept_hidden;
 
     /* Guarded by mu. */
     uint32_t n_pub;  /* tokens published */
@@ -102,6 +107,8 @@ static void request_free(inferd_request *r)
     inferd_free(r->out_lp);
     inferd_free(r->out_top_ids);
     inferd_free(r->out_top_lp);
+    inferd_free(r->kept_logits);
+    inferd_free(r->kept_hidden);
     inferd_stopper_destroy(r->stopper);
     inferd_free(r->prompt);
     inferd_free(r->text);
@@ -164,6 +171,24 @@ int inferd_request_next(inferd_request *r, inferd_event *out_event, int64_t wait
         return INFERD_E_TIMEOUT;
     }
     pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+int inferd_request_outputs_get(inferd_request *r, inferd_request_outputs *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&r->mu);
+    const bool done = r->terminal_read && r->term.type == INFERD_EVENT_DONE;
+    pthread_mutex_unlock(&r->mu);
+    if (!done)
+        return INFERD_E_NOT_FOUND;
+    /* Written by the scheduler before it published the end. */
+    out->logits = r->kept_logits;
+    out->n_logits = r->n_kept_logits;
+    out->n_vocab = r->s_n_vocab;
+    out->hidden = r->kept_hidden;
+    out->n_hidden = r->n_kept_hidden;
+    out->n_embd = r->s_n_embd;
     return 0;
 }
 
@@ -236,6 +261,10 @@ typedef struct slot {
     uint64_t admit_seq; /* admission order (prefill priority) */
     uint64_t t_admit_ns, t_first_ns, t_last_ns;
     int logits_row; /* this step: row in s->logits, or -1 */
+    int rows0;      /* this step: its first row in s->logits (prompt
+                       * position pos0), and how many it has */
+    int n_rows;
+    size_t pos0;
 } slot;
 
 /* Rolling window of the last INFERD_SCHED_WINDOW samples. */
@@ -310,7 +339,7 @@ struct inferd_sched {
     /* Written by the thread before READY (under mu), then read-only. */
     inferd_model *model;
     const inferd_vocab *vocab;
-    uint32_t n_vocab, n_ctx;
+    uint32_t n_vocab, n_ctx, n_embd;
 
     /* Scheduler thread only. */
     inferd_pool *pool;
@@ -318,7 +347,11 @@ struct inferd_sched {
     uint64_t admit_counter;
     int32_t *b_tok, *b_pos, *b_seq; /* (n_batch_max) */
     int8_t *b_logits, *b_prefill;   /* (n_batch_max) */
-    float *logits;                  /* (n_slots, n_vocab) */
+    float *logits;                  /* (rows_cap, n_vocab) */
+    uint32_t rows_cap;              /* n_slots; n_batch_max once a request
+                                       * keeps every prompt position */
+    float *hidden;                  /* (n_batch_max, n_embd) once a request
+                                       * keeps hidden states, else NULL */
     char *piece;                    /* (piece_cap) */
     size_t piece_cap;
     char *stop_buf; /* (piece_cap + INFERD_STOP_LEN_MAX) */
@@ -479,8 +512,18 @@ static int prefix_error(inferd_error *err, int code, const char *what)
     return inferd_fail(err, code, "%s: %s", what, inner);
 }
 
-static int validate_prompt(const inferd_sched *s, const int32_t *ids, size_t n, inferd_error *err)
+/* Rows request @p r keeps at each kind (its prompt known). */
+static uint32_t keep_rows(inferd_positions p, size_t n_prompt)
 {
+    return p == INFERD_POSITIONS_ALL ? (uint32_t)n_prompt : p == INFERD_POSITIONS_LAST ? 1 : 0;
+}
+
+/* The prompt of @p r (tokenized) within the context and the vocabulary,
+ * and what it keeps within INFERD_KEEP_BYTES_MAX. */
+static int validate_prompt(const inferd_sched *s, const inferd_request *r, inferd_error *err)
+{
+    const int32_t *ids = r->prompt;
+    const size_t n = r->n_prompt;
     if (n == 0)
         return inferd_fail_param(err, INFERD_E_INVALID, "prompt", "prompt: it is empty");
     if (n >= s->n_ctx)
@@ -492,6 +535,15 @@ static int validate_prompt(const inferd_sched *s, const int32_t *ids, size_t n, 
             return inferd_fail_param(err, INFERD_E_INVALID, "prompt",
                                      "prompt: token %zu has id %d, outside the vocabulary [0, %u)",
                                      i, (int)ids[i], s->n_vocab);
+    const uint64_t bytes = ((uint64_t)keep_rows(r->keep_logits, n) * s->n_vocab +
+                            (uint64_t)keep_rows(r->keep_hidden, n) * s->n_embd) *
+                           sizeof(float);
+    if (bytes > INFERD_KEEP_BYTES_MAX)
+        return inferd_fail_param(err, INFERD_E_INVALID, "keep",
+                                 "keep: the logits and hidden states of %zu prompt positions "
+                                 "take %llu bytes, more than %llu",
+                                 n, (unsigned long long)bytes,
+                                 (unsigned long long)INFERD_KEEP_BYTES_MAX);
     return 0;
 }
 
@@ -532,6 +584,11 @@ static int check_request_params(const inferd_request_params *p, inferd_error *er
     if ((unsigned)p->priority >= INFERD_PRIORITY_COUNT)
         return inferd_fail(err, INFERD_E_INVALID, "priority: %d is not high, normal or low",
                            (int)p->priority);
+    if ((unsigned)p->keep_logits > INFERD_POSITIONS_ALL ||
+        (unsigned)p->keep_hidden > INFERD_POSITIONS_ALL)
+        return inferd_fail_param(err, INFERD_E_INVALID, "keep",
+                                 "keep: positions %d/%d are not none, last or all",
+                                 (int)p->keep_logits, (int)p->keep_hidden);
     if (p->top_logprobs > INFERD_TOP_LOGPROBS_MAX)
         return inferd_fail(err, INFERD_E_INVALID, "top_logprobs: %u (at most %d)",
                            (unsigned)p->top_logprobs, INFERD_TOP_LOGPROBS_MAX);
@@ -590,6 +647,8 @@ int inferd_sched_submit(inferd_sched *s, const inferd_request_params *params,
     r->ignore_eos = params->ignore_eos;
     r->logprobs = params->logprobs || params->top_logprobs > 0;
     r->n_top = params->top_logprobs;
+    r->keep_logits = params->keep_logits;
+    r->keep_hidden = params->keep_hidden;
     r->priority = params->priority;
     r->on_event = params->on_event;
     r->on_event_ctx = params->on_event_ctx;
@@ -631,7 +690,7 @@ int inferd_sched_submit(inferd_sched *s, const inferd_request_params *params,
     if (loaded) {
         if (r->text && (rc = tokenize_request(s, r, &lerr)) < 0)
             goto fail_free;
-        if ((rc = validate_prompt(s, r->prompt, r->n_prompt, &lerr)) < 0)
+        if ((rc = validate_prompt(s, r, &lerr)) < 0)
             goto fail_free;
     }
 
@@ -854,6 +913,57 @@ static void slot_done(inferd_sched *s, slot *sl)
     finish_request(s, r);
 }
 
+/* Make room for what @p r keeps: its rows, and the step's buffers. */
+static int keep_admit(inferd_sched *s, inferd_request *r, inferd_error *err)
+{
+    r->s_n_vocab = s->n_vocab;
+    r->s_n_embd = s->n_embd;
+    r->n_kept_logits = keep_rows(r->keep_logits, r->n_prompt);
+    r->n_kept_hidden = keep_rows(r->keep_hidden, r->n_prompt);
+    const uint32_t nb = inferd_model_n_batch_max(s->model);
+    if (r->n_kept_logits)
+        r->kept_logits = inferd_malloc((size_t)r->n_kept_logits * s->n_vocab * sizeof(float));
+    if (r->n_kept_hidden)
+        r->kept_hidden = inferd_malloc((size_t)r->n_kept_hidden * s->n_embd * sizeof(float));
+    if ((r->n_kept_logits && !r->kept_logits) || (r->n_kept_hidden && !r->kept_hidden))
+        return inferd_fail(err, INFERD_E_NOMEM, "no memory to keep the outputs of %zu positions",
+                           r->n_prompt);
+    /* Every position of a prompt chunk may want its row this step. */
+    if ((r->keep_logits == INFERD_POSITIONS_ALL || r->keep_hidden == INFERD_POSITIONS_ALL) &&
+        s->rows_cap < nb) {
+        float *l = inferd_realloc(s->logits, (size_t)nb * s->n_vocab * sizeof(float));
+        if (!l)
+            return inferd_fail(err, INFERD_E_NOMEM, "no memory for the logits of %u positions", nb);
+        s->logits = l;
+        s->rows_cap = nb;
+    }
+    if (r->keep_hidden && !s->hidden) {
+        s->hidden = inferd_malloc((size_t)nb * s->n_embd * sizeof(float));
+        if (!s->hidden)
+            return inferd_fail(err, INFERD_E_NOMEM, "no memory for the hidden states of %u rows",
+                               nb);
+    }
+    return 0;
+}
+
+/* Keep slot @p sl's rows of this step (logits at s->logits, hidden states
+ * at s->hidden) that its request asked for. */
+static void keep_rows_of_step(inferd_sched *s, slot *sl)
+{
+    inferd_request *r = sl->r;
+    const size_t lb = (size_t)s->n_vocab * sizeof(float), hb = (size_t)s->n_embd * sizeof(float);
+    for (int j = 0; j < sl->n_rows; j++) {
+        const size_t p = sl->pos0 + (size_t)j, last = r->n_prompt - 1;
+        const size_t row = (size_t)(sl->rows0 + j);
+        if (r->keep_logits == INFERD_POSITIONS_ALL || (r->keep_logits && p == last))
+            memcpy((char *)r->kept_logits + (r->keep_logits == INFERD_POSITIONS_ALL ? p : 0) * lb,
+                   (const char *)s->logits + row * lb, lb);
+        if (r->keep_hidden == INFERD_POSITIONS_ALL || (r->keep_hidden && p == last))
+            memcpy((char *)r->kept_hidden + (r->keep_hidden == INFERD_POSITIONS_ALL ? p : 0) * hb,
+                   (const char *)s->hidden + row * hb, hb);
+    }
+}
+
 /* Admit @p r into free slot @p sl: tokenize if needed, check the prompt,
  * make its sampler. On error the request is ended and the slot stays free.
  * Called with the slot already counted busy. */
@@ -870,7 +980,7 @@ static void slot_admit(inferd_sched *s, slot *sl, inferd_request *r)
     if (r->text)
         rc = tokenize_request(s, r, &e);
     if (rc == 0)
-        rc = validate_prompt(s, r->prompt, r->n_prompt, &e);
+        rc = validate_prompt(s, r, &e);
     if (rc == 0) {
         sl->max_new = s->n_ctx - r->n_prompt;
         if (r->max_tokens >= 0 && (size_t)r->max_tokens < sl->max_new)
@@ -891,6 +1001,8 @@ static void slot_admit(inferd_sched *s, slot *sl, inferd_request *r)
         if (rc == 0 && (!r->out_ids || !r->out_off || !r->out_text))
             rc = inferd_fail(&e, INFERD_E_NOMEM, "no memory for the output of %zu tokens",
                              sl->max_new);
+        if (rc == 0)
+            rc = keep_admit(s, r, &e);
     }
     if (rc == 0) {
         inferd_sampler_params sp = r->sampling;
@@ -916,7 +1028,7 @@ static void slot_admit(inferd_sched *s, slot *sl, inferd_request *r)
     inferd_detok_init(&sl->detok, s->vocab);
     sl->finish = INFERD_FINISH_LENGTH;
     inferd_model_seq_reset(s->model, (int32_t)(sl - s->slots));
-    if (sl->max_new == 0)
+    if (sl->max_new == 0 && !r->keep_logits && !r->keep_hidden)
         slot_done(s, sl);
 }
 
@@ -1047,6 +1159,7 @@ static int alloc_buffers(inferd_sched *s, inferd_error *err)
     s->b_logits = inferd_malloc(nb);
     s->b_prefill = inferd_malloc(nb);
     s->logits = inferd_malloc((size_t)s->o.n_slots * s->n_vocab * sizeof(float));
+    s->rows_cap = s->o.n_slots;
     s->piece = inferd_malloc(s->piece_cap);
     s->stop_buf = inferd_malloc(s->piece_cap + INFERD_STOP_LEN_MAX);
     if (!s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_logits || !s->b_prefill ||
@@ -1063,6 +1176,7 @@ static int load(inferd_sched *s, inferd_error *err)
         return rc;
     s->vocab = inferd_model_get_vocab(s->model);
     s->n_vocab = inferd_model_get_hparams(s->model)->n_vocab;
+    s->n_embd = inferd_model_get_hparams(s->model)->n_embd;
     s->n_ctx = inferd_model_n_ctx(s->model);
     const uint32_t n_ctx_train = inferd_model_get_hparams(s->model)->n_ctx_train;
     if (s->mp.n_ctx == 0 && s->n_ctx < n_ctx_train)
@@ -1083,6 +1197,7 @@ static int32_t build_batch(inferd_sched *s)
     for (uint32_t i = 0; i < s->o.n_slots; i++) {
         slot *sl = &s->slots[i];
         sl->logits_row = -1;
+        sl->n_rows = 0;
         if (!sl->r || sl->n_fed < sl->r->n_prompt)
             continue;
         s->b_tok[n] = sl->next_tok;
@@ -1108,19 +1223,32 @@ static int32_t build_batch(inferd_sched *s)
         size_t take = r->n_prompt - best->n_fed;
         if (take > budget)
             take = budget;
+        /* Every position's row when the request keeps them all. */
+        const bool every =
+            r->keep_logits == INFERD_POSITIONS_ALL || r->keep_hidden == INFERD_POSITIONS_ALL;
+        best->rows0 = row;
+        best->pos0 = best->n_fed;
         for (size_t j = 0; j < take; j++) {
             s->b_tok[n] = r->prompt[best->n_fed + j];
             s->b_pos[n] = (int32_t)(best->n_fed + j);
             s->b_seq[n] = (int32_t)(best - s->slots);
-            s->b_logits[n] = 0;
+            s->b_logits[n] = every;
             s->b_prefill[n] = 1;
             n++;
         }
+        if (every)
+            row += (int)take;
+        best->n_rows = every ? (int)take : 0;
         best->n_fed += take;
         budget -= (uint32_t)take;
         if (best->n_fed == r->n_prompt) {
-            s->b_logits[n - 1] = 1;
-            best->logits_row = row++;
+            if (!every) {
+                s->b_logits[n - 1] = 1;
+                best->rows0 = row++;
+                best->pos0 = r->n_prompt - 1;
+                best->n_rows = 1;
+            }
+            best->logits_row = row - 1;
         } else {
             best->logits_row = -2; /* fed this step, no logits yet */
         }
@@ -1250,7 +1378,8 @@ static void *sched_main(void *arg)
                           .pos = s->b_pos,
                           .seq = s->b_seq,
                           .logits = s->b_logits,
-                          .prefill = s->b_prefill};
+                          .prefill = s->b_prefill,
+                          .out_hidden = s->hidden};
         rc = inferd_model_forward(s->model, s->pool, &b, s->logits, &e);
         pthread_mutex_lock(&s->mu);
         s->n_steps++;
@@ -1270,7 +1399,13 @@ static void *sched_main(void *arg)
         now = inferd_now_ns();
         for (uint32_t i = 0; i < s->o.n_slots; i++) {
             slot *sl = &s->slots[i];
-            if (sl->r && sl->logits_row >= 0)
+            if (!sl->r)
+                continue;
+            if (sl->n_rows > 0)
+                keep_rows_of_step(s, sl);
+            if (sl->logits_row >= 0 && sl->max_new == 0) /* it kept, it generates nothing */
+                slot_done(s, sl);
+            else if (sl->logits_row >= 0)
                 slot_sample(s, sl, s->logits + (size_t)sl->logits_row * s->n_vocab, now);
         }
     }
@@ -1386,6 +1521,7 @@ void inferd_sched_destroy(inferd_sched *s)
     inferd_free(s->b_logits);
     inferd_free(s->b_prefill);
     inferd_free(s->logits);
+    inferd_free(s->hidden);
     inferd_free(s->piece);
     inferd_free(s->stop_buf);
     inferd_model_destroy(s->model);

@@ -96,7 +96,7 @@ static void greedy(inferd_model *m, inferd_pool *pool, const int32_t *prompt, si
         pos[i] = (int32_t)i;
     want[n_prompt - 1] = 1;
     memset(prefill, 1, sizeof(prefill));
-    inferd_batch b = {(int32_t)n_prompt, prompt, pos, seq, want, prefill};
+    inferd_batch b = {(int32_t)n_prompt, prompt, pos, seq, want, prefill, NULL};
     assert_int_equal(inferd_model_forward(m, pool, &b, logits, &err), 0);
     for (int s = 0; s < n_steps; s++) {
         if (logits_steps)
@@ -105,7 +105,7 @@ static void greedy(inferd_model *m, inferd_pool *pool, const int32_t *prompt, si
         out_ids[s] = tok;
         int32_t p0 = (int32_t)(n_prompt + (size_t)s);
         int8_t one = 1;
-        inferd_batch b1 = {1, &tok, &p0, seq, &one, NULL};
+        inferd_batch b1 = {1, &tok, &p0, seq, &one, NULL, NULL};
         if (s + 1 < n_steps)
             assert_int_equal(inferd_model_forward(m, pool, &b1, logits, &err), 0);
     }
@@ -181,7 +181,7 @@ static void step(inferd_model *m, inferd_pool *pool, int32_t tok, int32_t pos, f
     int32_t seq = 0;
     int8_t one = 1;
     inferd_error err = {0};
-    inferd_batch b = {1, &tok, &pos, &seq, &one, NULL};
+    inferd_batch b = {1, &tok, &pos, &seq, &one, NULL, NULL};
     assert_int_equal(inferd_model_forward(m, pool, &b, logits, &err), 0);
 }
 
@@ -224,7 +224,7 @@ static void check_logprobs(const char *model, const char *json)
         want[n_prompt - 1] = 1;
         memset(prefill, 1, sizeof(prefill));
         inferd_model_seq_reset(m, 0);
-        inferd_batch b = {(int32_t)n_prompt, prompt_ids, pos, seq, want, prefill};
+        inferd_batch b = {(int32_t)n_prompt, prompt_ids, pos, seq, want, prefill, NULL};
         assert_int_equal(inferd_model_forward(m, pool, &b, logits, &err), 0);
         for (int s = 0; s < n_steps; s++) {
             const int32_t ref = (int32_t)json_integer_value(json_array_get(tokens, (size_t)s));

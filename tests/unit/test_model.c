@@ -67,7 +67,7 @@ static void run_seq(inferd_model *m, int n_threads, const int32_t *prompt, int n
             pos[j] = i + j;
             want[j] = (i + j == n_prompt - 1);
         }
-        inferd_batch b = {n, prompt + i, pos, seq, want, prefill};
+        inferd_batch b = {n, prompt + i, pos, seq, want, prefill, NULL};
         assert_int_equal(inferd_model_forward(m, pool, &b, out_logits, &err), 0);
     }
     for (int s = 0; s < N_GEN; s++) {
@@ -75,7 +75,7 @@ static void run_seq(inferd_model *m, int n_threads, const int32_t *prompt, int n
         int32_t p0 = n_prompt + s;
         int8_t one = 1;
         out_ids[s] = tok;
-        inferd_batch b = {1, &tok, &p0, seq, &one, NULL};
+        inferd_batch b = {1, &tok, &p0, seq, &one, NULL, NULL};
         assert_int_equal(inferd_model_forward(m, pool, &b, out_logits, &err), 0);
     }
     inferd_pool_destroy(pool);
@@ -155,7 +155,7 @@ static void test_model_batch_equals_alone(void **state)
                 seq[j] = s;
             }
             inferd_model_seq_reset(m, s);
-            inferd_batch b = {6, prompts[s], pos, seq, want, pf};
+            inferd_batch b = {6, prompts[s], pos, seq, want, pf, NULL};
             assert_int_equal(inferd_model_forward(m, pool, &b, alone + (size_t)s * V, &err), 0);
         }
         /* Interleaved: token j of every sequence, in one batch. */
@@ -172,7 +172,7 @@ static void test_model_batch_equals_alone(void **state)
             }
         for (int s = 0; s < 3; s++)
             inferd_model_seq_reset(m, s);
-        inferd_batch b = {18, tok, pos, seq, want, pf};
+        inferd_batch b = {18, tok, pos, seq, want, pf, NULL};
         assert_int_equal(inferd_model_forward(m, pool, &b, together, &err), 0);
         for (int s = 0; s < 3; s++)
             if (memcmp(alone + (size_t)s * V, together + (size_t)s * V, V * sizeof(float)) != 0)
@@ -200,7 +200,7 @@ static void read_prompt(inferd_model *m, inferd_pool *pool, int32_t s, const int
         want[j] = want_last && j == n - 1;
         pf[j] = 1;
     }
-    inferd_batch b = {n, toks, pos, seq, want, pf};
+    inferd_batch b = {n, toks, pos, seq, want, pf, NULL};
     assert_int_equal(inferd_model_forward(m, pool, &b, out, &err), 0);
 }
 
@@ -231,7 +231,7 @@ static void test_model_mixed_decode_and_prefill_equals_alone(void **state)
             read_prompt(m, pool, s, prompt[s], 4, false, alone);
             int32_t t1 = 432, p1 = 4, s1 = s;
             int8_t one = 1;
-            inferd_batch d = {1, &t1, &p1, &s1, &one, NULL};
+            inferd_batch d = {1, &t1, &p1, &s1, &one, NULL, NULL};
             assert_int_equal(inferd_model_forward(m, pool, &d, alone + (size_t)s * V, &err), 0);
         }
         read_prompt(m, pool, 2, third, 5, true, alone + 2 * (size_t)V);
@@ -250,7 +250,7 @@ static void test_model_mixed_decode_and_prefill_equals_alone(void **state)
             want[i] = dec || i == 6;
             pf[i] = !dec;
         }
-        inferd_batch mb = {7, tok, pos, seq, want, pf};
+        inferd_batch mb = {7, tok, pos, seq, want, pf, NULL};
         assert_int_equal(inferd_model_forward(m, pool, &mb, mixed, &err), 0);
         if (memcmp(alone, mixed, 3 * V * sizeof(float)) != 0)
             fail_msg("%s: a mixed decode + prefill step differs from each sequence alone",
@@ -286,7 +286,7 @@ static void test_model_forward_rejects_bad_batches(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int32_t t2[9] = {1, bad[i].tok1}, p2[9] = {0, bad[i].pos1}, s2[9] = {0, bad[i].seq1};
         int8_t w2[9] = {0, 1};
-        inferd_batch b = {bad[i].n, t2, p2, s2, w2, NULL};
+        inferd_batch b = {bad[i].n, t2, p2, s2, w2, NULL, NULL};
         memset(&err, 0, sizeof(err));
         assert_int_equal(inferd_model_forward(m, NULL, &b, logits, &err), INFERD_E_RANGE);
         if (!strstr(err.msg, bad[i].msg))
@@ -294,7 +294,7 @@ static void test_model_forward_rejects_bad_batches(void **state)
         assert_int_equal(inferd_model_seq_len(m, 0), 0);
     }
     /* The model still works after the rejected calls. */
-    inferd_batch ok = {2, tok, pos, seq, want, NULL};
+    inferd_batch ok = {2, tok, pos, seq, want, NULL, NULL};
     assert_int_equal(inferd_model_forward(m, NULL, &ok, logits, &err), 0);
     assert_int_equal(inferd_model_seq_len(m, 0), 2);
     assert_int_equal(argmax(logits, V), 407);
@@ -322,12 +322,12 @@ static void test_model_forward_does_not_allocate(void **state)
         want[i] = i == 15;
         pf[i] = 1;
     }
-    inferd_batch b = {16, tok, pos, seq, want, pf};
+    inferd_batch b = {16, tok, pos, seq, want, pf, NULL};
     assert_int_equal(inferd_model_forward(m, pool, &b, logits, &err), 0);
     for (int step = 0; step < 20; step++) {
         int32_t t2[2] = {400, 401}, p2[2] = {16 + step, step}, s2[2] = {0, 1};
         int8_t w2[2] = {1, 1};
-        inferd_batch d = {2, t2, p2, s2, w2, NULL};
+        inferd_batch d = {2, t2, p2, s2, w2, NULL, NULL};
         assert_int_equal(inferd_model_forward(m, pool, &d, logits, &err), 0);
     }
     assert_int_equal(inferd_alloc_count(), before);

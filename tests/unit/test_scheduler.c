@@ -2099,6 +2099,138 @@ static void test_scheduler_on_event(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Kept logits and hidden states */
+
+/* The reference model's rows for prompt @p pr in one forward pass: every
+ * position's (all) or the last one's. */
+static void ref_rows(const prompt *pr, bool all, float *logits, float *hidden)
+{
+    int32_t pos[64], seq[64];
+    int8_t want[64], pf[64];
+    for (size_t i = 0; i < pr->n; i++) {
+        pos[i] = (int32_t)i;
+        seq[i] = 0;
+        want[i] = all || i + 1 == pr->n;
+        pf[i] = 1;
+    }
+    inferd_batch b = {(int32_t)pr->n, pr->ids, pos, seq, want, pf, hidden};
+    inferd_error err = {0};
+    inferd_model_seq_reset(g_ref, 0);
+    if (inferd_model_forward(g_ref, NULL, &b, logits, &err) != 0)
+        fail_msg("forward: %s", err.msg);
+    inferd_model_seq_reset(g_ref, 0);
+}
+
+static int32_t argmax(const float *row, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (row[i] > row[best])
+            best = i;
+    return best;
+}
+
+/* Requests keep the logits and hidden states of the last or every prompt
+ * position, computed in chunks beside other requests: they equal one
+ * forward pass over the prompt bit for bit, keeping changes no generated
+ * token, and max_tokens 0 computes the prompt and generates nothing. */
+static void test_scheduler_keep_outputs(void **state)
+{
+    (void)state;
+    const prompt pr = make_prompt(1);
+    const int32_t V = g_n_vocab;
+    const uint32_t E = inferd_model_get_hparams(g_ref)->n_embd;
+    float *all_l = calloc(pr.n * (size_t)V, sizeof(float));
+    float *all_h = calloc(pr.n * (size_t)E, sizeof(float));
+    float *last_l = calloc((size_t)V, sizeof(float));
+    float *last_h = calloc(E, sizeof(float));
+    assert_true(all_l && all_h && last_l && last_h && pr.n > 4);
+    ref_rows(&pr, true, all_l, all_h);
+    ref_rows(&pr, false, last_l, last_h);
+    /* The last row does not depend on the other rows being computed. */
+    assert_memory_equal(last_l, all_l + (pr.n - 1) * (size_t)V, (size_t)V * sizeof(float));
+    assert_memory_equal(last_h, all_h + (pr.n - 1) * (size_t)E, E * sizeof(float));
+
+    inferd_sched_opts o = small_opts(3, 8);
+    o.n_prefill_chunk = 3; /* the prompt in several chunks, beside the others */
+    inferd_sched *s = make_sched_opts(&o);
+    inferd_request_params pa = greedy(pr.ids, pr.n, 8), pb = greedy(pr.ids, pr.n, 0),
+                          pc = greedy(pr.ids, pr.n, 8);
+    pa.keep_logits = INFERD_POSITIONS_ALL;
+    pa.keep_hidden = INFERD_POSITIONS_LAST;
+    pb.keep_logits = INFERD_POSITIONS_LAST;
+    pb.keep_hidden = INFERD_POSITIONS_ALL;
+    inferd_request *ra = NULL, *rb = NULL, *rc = NULL;
+    inferd_error err = {0};
+    assert_int_equal(inferd_sched_submit(s, &pa, &ra, &err), 0);
+    assert_int_equal(inferd_sched_submit(s, &pb, &rb, &err), 0);
+    assert_int_equal(inferd_sched_submit(s, &pc, &rc, &err), 0);
+    inferd_request_outputs out;
+    assert_int_equal(inferd_request_outputs_get(ra, &out), INFERD_E_NOT_FOUND); /* before DONE */
+
+    int32_t ids_a[MAX_GEN], ids_b[MAX_GEN], ids_c[MAX_GEN];
+    size_t na, nb, nc;
+    inferd_event ea = read_to_end(ra, ids_a, &na), eb = read_to_end(rb, ids_b, &nb),
+                 ec = read_to_end(rc, ids_c, &nc);
+    assert_int_equal(ea.type, INFERD_EVENT_DONE);
+    assert_int_equal(eb.type, INFERD_EVENT_DONE);
+    assert_int_equal(ec.type, INFERD_EVENT_DONE);
+
+    /* A: every position's logits, the last hidden state; its tokens as C's
+     * and inferd_generate's, the first one the argmax of the last row. */
+    assert_int_equal(inferd_request_outputs_get(ra, &out), 0);
+    assert_int_equal(out.n_logits, pr.n);
+    assert_int_equal(out.n_vocab, V);
+    assert_memory_equal(out.logits, all_l, pr.n * (size_t)V * sizeof(float));
+    assert_int_equal(out.n_hidden, 1);
+    assert_int_equal(out.n_embd, E);
+    assert_memory_equal(out.hidden, last_h, E * sizeof(float));
+    assert_int_equal(na, 8);
+    assert_int_equal(nc, 8);
+    assert_memory_equal(ids_a, ids_c, 8 * sizeof(int32_t));
+    assert_int_equal(ids_a[0], argmax(last_l, V));
+    inferd_gen_result ref;
+    ref_generate(pr.ids, pr.n, &pa.sampling, 8, NULL, 0, &ref);
+    assert_int_equal(ref.n_ids, 8);
+    assert_memory_equal(ids_a, ref.ids, 8 * sizeof(int32_t));
+    inferd_gen_result_fini(&ref);
+
+    /* B: max_tokens 0 computed the prompt and generated nothing. */
+    assert_int_equal(nb, 0);
+    assert_int_equal(eb.n_gen, 0);
+    assert_int_equal(eb.n_prompt, pr.n);
+    assert_int_equal(eb.finish, INFERD_FINISH_LENGTH);
+    assert_int_equal(inferd_request_outputs_get(rb, &out), 0);
+    assert_int_equal(out.n_logits, 1);
+    assert_memory_equal(out.logits, last_l, (size_t)V * sizeof(float));
+    assert_int_equal(out.n_hidden, pr.n);
+    assert_memory_equal(out.hidden, all_h, pr.n * (size_t)E * sizeof(float));
+
+    /* C kept nothing. */
+    assert_int_equal(inferd_request_outputs_get(rc, &out), 0);
+    assert_null(out.logits);
+    assert_null(out.hidden);
+    assert_int_equal(out.n_logits + out.n_hidden, 0);
+
+    /* Positions that are none of none, last, all. */
+    inferd_request_params bad = greedy(pr.ids, pr.n, 1);
+    bad.keep_hidden = (inferd_positions)7;
+    inferd_request *rbad = NULL;
+    assert_int_equal(inferd_sched_submit(s, &bad, &rbad, &err), INFERD_E_INVALID);
+    assert_string_equal(err.param, "keep");
+    assert_null(rbad);
+
+    inferd_request_release(ra);
+    inferd_request_release(rb);
+    inferd_request_release(rc);
+    inferd_sched_destroy(s);
+    free(all_l);
+    free(all_h);
+    free(last_l);
+    free(last_h);
+}
+
+/* ------------------------------------------------------------------------ */
 
 static int group_setup(void **state)
 {
@@ -2154,6 +2286,7 @@ int main(void)
         T(test_scheduler_stats_percentiles),
         T(test_scheduler_on_event),
         T(test_scheduler_logprobs),
+        T(test_scheduler_keep_outputs),
     };
     const char *filter = getenv("SCHED_TEST_FILTER");
     if (filter)
