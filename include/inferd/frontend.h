@@ -252,6 +252,11 @@ typedef struct inferd_fe_input {
  */
 int inferd_fe_read(const inferd_fe_door *door, json_t *body, inferd_fe_input *in,
                    inferd_error *err);
+/** As inferd_fe_read, for a door whose prompt comes as token ids outside
+ * the body (a tensor): @p ids (@p n_ids, copied) are the prompt; the body
+ * may not give one too (INFERD_E_INVALID, param the door's prompt field). */
+int inferd_fe_read_ids(const inferd_fe_door *door, json_t *body, const int32_t *ids, size_t n_ids,
+                       inferd_fe_input *in, inferd_error *err);
 void inferd_fe_input_free(inferd_fe_input *in);
 
 /** Record a field error as inferd_fe_read does (param: the door's name for

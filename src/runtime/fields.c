@@ -529,7 +529,22 @@ static int finish(const inferd_fe_door *door, inferd_fe_input *in, pending *pd, 
     return 0;
 }
 
+static int fe_read(const inferd_fe_door *door, json_t *body, const int32_t *ids, size_t n_ids,
+                   inferd_fe_input *in, inferd_error *err);
+
 int inferd_fe_read(const inferd_fe_door *door, json_t *body, inferd_fe_input *in, inferd_error *err)
+{
+    return fe_read(door, body, NULL, 0, in, err);
+}
+
+int inferd_fe_read_ids(const inferd_fe_door *door, json_t *body, const int32_t *ids, size_t n_ids,
+                       inferd_fe_input *in, inferd_error *err)
+{
+    return fe_read(door, body, ids, n_ids, in, err);
+}
+
+static int fe_read(const inferd_fe_door *door, json_t *body, const int32_t *ids, size_t n_ids,
+                   inferd_fe_input *in, inferd_error *err)
 {
     memset(in, 0, sizeof(*in));
     in->door = door;
@@ -551,6 +566,19 @@ int inferd_fe_read(const inferd_fe_door *door, json_t *body, inferd_fe_input *in
             continue;
         seen[sp->field] = true;
         rc = read_field(sp, v, in, &pd, err);
+    }
+    if (rc == 0 && ids) { /* the prompt, given outside the body */
+        const char *pn = inferd__fe_spelled(door, INFERD_F_PROMPT);
+        if (in->text || in->tokens)
+            rc = inferd_fail_param(err, INFERD_E_INVALID, pn, "%s: the prompt is given twice", pn);
+        else if (n_ids == 0)
+            rc = fail(err, INFERD_E_INVALID, pn, "it is empty");
+        else if (!(in->tokens = inferd_malloc(n_ids * sizeof(int32_t))))
+            rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the prompt");
+        else {
+            memcpy(in->tokens, ids, n_ids * sizeof(int32_t));
+            in->n_tokens = n_ids;
+        }
     }
     if (rc == 0)
         rc = finish(door, in, &pd, err);

@@ -39,6 +39,7 @@ gen *inferd__gen_start(http_conn *c, const inferd_fe_input *in, gen_kind kind)
     g->kind = kind;
     inferd__waker_init(&g->wk, s, c->hc);
     g->text = INFERD_BUF_INIT(SERVER_TEXT_MAX);
+    g->ids = INFERD_BUF_INIT(SERVER_TEXT_MAX);
     g->out = INFERD_BUF_INIT(SERVER_CHUNK_MAX);
     g->t_start_ns = c->t_start_ns;
     g->created = (int64_t)time(NULL);
@@ -84,6 +85,8 @@ static void record(gen *g, const inferd_event *ev)
             t->text_offset = g->text.len;
         }
         inferd_buf_add(&g->text, ev->text, ev->text_len);
+        if (g->want_ids)
+            inferd_buf_add(&g->ids, &ev->token, sizeof(ev->token));
         return;
     }
     g->done = *ev;
@@ -125,6 +128,14 @@ void inferd__gen_respond(gen *g, gen_build_fn build, json_t *echo)
     c->g = g; /* the dispatcher goes on to ST_GEN */
 }
 
+void inferd__gen_answer(gen *g, gen_answer_fn fn, void *ctx, void (*ctx_free)(void *))
+{
+    g->answer = fn;
+    g->answer_ctx = ctx;
+    g->answer_free = ctx_free;
+    g->c->g = g;
+}
+
 bool inferd__gen_pump(http_conn *c)
 {
     gen *g = c->g;
@@ -136,14 +147,17 @@ bool inferd__gen_pump(http_conn *c)
         c->close = true; /* the client left: no response */
     } else if (g->done.type == INFERD_EVENT_ERROR) {
         inferd__http_fail(c, &g->err);
-    } else if (g->out_of_memory || g->text.err) {
-        inferd__http_error(c, g->text.err == INFERD_E_RANGE ? INFERD_E_TOO_LARGE : INFERD_E_NOMEM,
-                           NULL,
-                           g->text.err == INFERD_E_RANGE ? "the response is over %zu bytes"
-                                                         : "no memory for the response (%zu bytes)",
+    } else if (g->out_of_memory || g->text.err || g->ids.err) {
+        const int e = g->text.err ? g->text.err : g->ids.err;
+        inferd__http_error(c, e == INFERD_E_RANGE ? INFERD_E_TOO_LARGE : INFERD_E_NOMEM, NULL,
+                           e == INFERD_E_RANGE ? "the response is over %zu bytes"
+                                               : "no memory for the response (%zu bytes)",
                            (size_t)SERVER_TEXT_MAX);
     } else {
-        inferd__http_json(c, 200, g->build(g, g->echo));
+        if (g->answer)
+            g->answer(g, c, g->answer_ctx);
+        else
+            inferd__http_json(c, 200, g->build(g, g->echo));
         /* HTTP and JSON time: the request's time less the scheduler's. */
         double http_s = (double)(inferd_now_ns() - g->t_start_ns) / 1e9;
         inferd__server_count_overhead(g->srv, http_s - g->done.total_ms / 1e3);
@@ -159,7 +173,10 @@ void inferd__gen_release(gen *g)
     inferd_fe_request_release(g->fr); /* waits for the last on_event */
     inferd__waker_destroy(&g->wk);
     json_decref(g->echo);
+    if (g->answer_free)
+        g->answer_free(g->answer_ctx);
     inferd_buf_free(&g->text);
+    inferd_buf_free(&g->ids);
     inferd_buf_free(&g->out);
     inferd_free(g->toks);
     inferd_free(g);

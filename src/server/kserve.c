@@ -42,9 +42,10 @@ static bool model_ready(inferd_server *s, size_t i)
     return inferd_frontend_sched_stats(s->fe, i, &st) == 0 && st.state == INFERD_SCHED_READY;
 }
 
-static json_t *tensor_meta(const char *name, const char *type)
+static json_t *tensor_meta(const char *name, const char *type, json_int_t d0, json_int_t d1)
 {
-    return json_pack("{s:s,s:s,s:[i]}", "name", name, "datatype", type, "shape", 1);
+    json_t *shape = d1 ? json_pack("[I,I]", d0, d1) : json_pack("[I]", d0);
+    return json_pack("{s:s,s:s,s:o}", "name", name, "datatype", type, "shape", shape);
 }
 
 void inferd__kserve_model(http_conn *c, const char *m, const char *what)
@@ -73,30 +74,23 @@ void inferd__kserve_model(http_conn *c, const char *m, const char *what)
                           json_pack("{s:s,s:b}", "name", mi.id, "ready", ready));
         return;
     }
+    /* -1: any size; the widths once the model was loaded. */
+    const json_int_t V = mi.n_vocab ? (json_int_t)mi.n_vocab : -1;
+    const json_int_t E = mi.n_embd ? (json_int_t)mi.n_embd : -1;
     json_t *inputs = json_pack(
-        "[o,o,o,o,o,o,o]", tensor_meta("text_input", "BYTES"), tensor_meta("max_tokens", "INT32"),
-        tensor_meta("temperature", "FP32"), tensor_meta("top_p", "FP32"),
-        tensor_meta("top_k", "INT32"), tensor_meta("seed", "INT64"), tensor_meta("stop", "BYTES"));
-    json_t *outputs = json_pack("[o]", tensor_meta("text_output", "BYTES"));
+        "[o,o,o,o,o,o,o,o]", tensor_meta("text_input", "BYTES", 1, 0),
+        tensor_meta("input_ids", "INT32", -1, 0), tensor_meta("max_tokens", "INT32", 1, 0),
+        tensor_meta("temperature", "FP32", 1, 0), tensor_meta("top_p", "FP32", 1, 0),
+        tensor_meta("top_k", "INT32", 1, 0), tensor_meta("seed", "INT64", 1, 0),
+        tensor_meta("stop", "BYTES", -1, 0));
+    json_t *outputs =
+        json_pack("[o,o,o,o]", tensor_meta("text_output", "BYTES", 1, 0),
+                  tensor_meta("output_ids", "INT32", -1, 0), tensor_meta("logits", "FP32", -1, V),
+                  tensor_meta("hidden", "FP32", -1, E));
     inferd__http_json(c, 200,
                       json_pack("{s:s,s:[s],s:s,s:o,s:o,s:b}", "name", mi.id, "versions", "1",
                                 "platform", "inferd_gguf", "inputs", inputs, "outputs", outputs,
                                 "ready", ready));
-}
-
-/* The /infer response; @p echo is the request's "id" (echoed when a string). */
-static json_t *build_infer(gen *g, json_t *echo)
-{
-    json_t *o =
-        json_pack("{s:s,s:s,s:[{s:s,s:s,s:[i],s:[s%]}],s:{s:s,s:i,s:i,s:I}}", "model_name",
-                  inferd__gen_model(g), "model_version", "1", "outputs", "name", "text_output",
-                  "datatype", "BYTES", "shape", 1, "data", g->text.p ? g->text.p : "", g->text.len,
-                  "parameters", "finish_reason", inferd__gen_finish_name(g->done.finish),
-                  "prompt_tokens", (int)g->done.n_prompt, "completion_tokens", (int)g->done.n_gen,
-                  "seed", (json_int_t)g->done.seed);
-    if (o && json_is_string(echo))
-        json_object_set(o, "id", echo);
-    return o;
 }
 
 void inferd__kserve_infer(http_conn *c, const char *m, json_t *body)
@@ -107,24 +101,7 @@ void inferd__kserve_infer(http_conn *c, const char *m, json_t *body)
     }
     if (inferd__server_find_model(c, m) < 0)
         return;
-    json_t *fields = NULL;
-    inferd_fe_input in;
-    inferd_error e = {0};
-    if (inferd__kserve_fields(body, m, &fields, &e) < 0) {
-        inferd__http_fail(c, &e);
-        return;
-    }
-    if (inferd_fe_read(&inferd__door_kserve, fields, &in, &e) < 0) {
-        inferd__http_fail(c, &e);
-        json_decref(fields);
-        return;
-    }
-    gen *g = inferd__gen_start(c, &in, GEN_KSERVE);
-    inferd_fe_input_free(&in);
-    json_decref(fields); /* stop strings were copied by submit */
-    if (!g)
-        return;
-    inferd__gen_respond(g, build_infer, json_object_get(body, "id"));
+    inferd__kserve_llm(c, m, body);
 }
 
 void inferd__kserve_repository_index(http_conn *c, json_t *body)

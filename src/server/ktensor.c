@@ -11,7 +11,11 @@
  * other overlap of an output with an input is refused. Every view is
  * checked after use: a client that truncated its object gets an error,
  * never a crash. */
+#include "ktensor.h"
+
 #include "server_internal.h"
+
+#include "doors.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,41 +26,19 @@
 #include "inferd/region.h"
 #include "inferd/tensor.h"
 
-#define KT_MAX 16                       /* inputs or outputs of one request */
-#define KT_NAME_MAX 64                  /* bytes of a tensor name, with its NUL */
-#define KT_JSON_MAX ((uint64_t)1 << 26) /* elements written as JSON data */
-
-typedef struct kt_shm {
-    bool on;
-    char region[INFERD_REGION_NAME_MAX];
-    uint64_t offset, size;
-} kt_shm;
-
-typedef struct kt_in {
-    char name[KT_NAME_MAX];
-    inferd_tensor t;
-    kt_shm shm;
-} kt_in;
-
-typedef struct kt_out {
-    char name[KT_NAME_MAX];
-    bool binary;
-    kt_shm shm;
-} kt_out;
-
-typedef struct kt_req {
-    kt_in in[KT_MAX];
-    size_t n_in;
-    kt_out out[KT_MAX];
-    size_t n_out; /* 0: every output, as JSON (or binary_data_output) */
-    bool binary_default;
-} kt_req;
-
-static void kt_free(kt_req *r)
+void inferd__kt_free(kt_req *r)
 {
     for (size_t i = 0; i < r->n_in; i++)
         inferd_tensor_fini(&r->in[i].t);
     r->n_in = 0;
+}
+
+/* Where @p c's request takes its tensors from. */
+static kt_src src_of(const http_conn *c)
+{
+    const inferd_server *s = c->srv;
+    return (kt_src){c->bin, c->bin_len,
+                    s->regions && (c->l->is_unix || s->shm_tcp) ? s->regions : NULL};
 }
 
 bool inferd__server_is_identity(const inferd_server *s, const char *m)
@@ -69,10 +51,10 @@ bool inferd__server_is_identity(const inferd_server *s, const char *m)
 
 /* ---- parameters ---- */
 
-/* Is shared memory served to @p c's connection? */
-static int shm_served(const http_conn *c, const char *what, inferd_error *err)
+/* Is shared memory served to the request? */
+static int shm_served(const kt_src *src, const char *what, inferd_error *err)
 {
-    if (c->srv->regions && (c->l->is_unix || c->srv->shm_tcp))
+    if (src->regions)
         return 0;
     return inferd_fail_param(err, INFERD_E_UNSUPPORTED, "shared_memory_region",
                              "%s: system shared memory is not served on this connection "
@@ -245,7 +227,7 @@ static int64_t bytes_count(const char *p, uint64_t n)
 
 /* Input @p j (index @p k): its tensor from shared memory, binary data
  * (bytes at *bin_at of c->bin) or JSON data. */
-static int read_input(http_conn *c, json_t *j, size_t k, size_t *bin_at, kt_in *in,
+static int read_input(const kt_src *src, json_t *j, size_t k, size_t *bin_at, kt_in *in,
                       inferd_error *err)
 {
     json_t *name = json_object_get(j, "name"), *dt = json_object_get(j, "datatype");
@@ -286,7 +268,7 @@ static int read_input(http_conn *c, json_t *j, size_t k, size_t *bin_at, kt_in *
                                  "input '%s': parameters must be an object", nm);
     int rc = read_shm(params, nm, &in->shm, err);
     if (rc == 0 && in->shm.on)
-        rc = shm_served(c, nm, err);
+        rc = shm_served(src, nm, err);
     if (rc < 0)
         return rc;
     json_t *bsz = json_object_get(params, "binary_data_size");
@@ -304,7 +286,7 @@ static int read_input(http_conn *c, json_t *j, size_t k, size_t *bin_at, kt_in *
     if (in->shm.on || bsz) {
         if (in->shm.on) {
             nbytes = in->shm.size;
-            if ((rc = inferd_regions_view(c->srv->regions, in->shm.region, in->shm.offset, nbytes,
+            if ((rc = inferd_regions_view(src->regions, in->shm.region, in->shm.offset, nbytes,
                                           false, &s, err)) < 0)
                 return rc;
         } else {
@@ -312,14 +294,14 @@ static int read_input(http_conn *c, json_t *j, size_t k, size_t *bin_at, kt_in *
                 return inferd_fail_param(err, INFERD_E_INVALID_TYPE, "binary_data_size",
                                          "input '%s': binary_data_size must be a size", nm);
             nbytes = (uint64_t)json_integer_value(bsz);
-            if (!c->bin || nbytes > c->bin_len - *bin_at)
+            if (!src->bin || nbytes > src->bin_len - *bin_at)
                 return inferd_fail_param(
                     err, INFERD_E_INVALID, "binary_data_size",
                     "input '%s': binary_data_size %llu is beyond the %zu bytes of binary data "
                     "after the JSON (Inference-Header-Content-Length)",
-                    nm, (unsigned long long)nbytes, c->bin ? c->bin_len - *bin_at : 0);
+                    nm, (unsigned long long)nbytes, src->bin ? src->bin_len - *bin_at : 0);
             /* The body lives until the request is answered: borrowed. */
-            if ((rc = inferd_storage_wrap(INFERD_STORAGE_BORROWED, (char *)c->bin + *bin_at,
+            if ((rc = inferd_storage_wrap(INFERD_STORAGE_BORROWED, (char *)src->bin + *bin_at,
                                           (size_t)nbytes, NULL, NULL, &s, err)) < 0)
                 return rc;
             *bin_at += (size_t)nbytes;
@@ -374,12 +356,18 @@ static int read_input(http_conn *c, json_t *j, size_t k, size_t *bin_at, kt_in *
     return rc;
 }
 
-static int read_request(http_conn *c, json_t *body, kt_req *r, inferd_error *err)
+int inferd__kt_read(const kt_src *src, json_t *body, kt_req *r, inferd_error *err)
 {
     memset(r, 0, sizeof(*r));
     json_t *inputs = json_object_get(body, "inputs"), *outputs = json_object_get(body, "outputs");
     json_t *params = json_object_get(body, "parameters");
-    if (!json_is_array(inputs) || json_array_size(inputs) == 0 || json_array_size(inputs) > KT_MAX)
+    if (!inputs || json_is_null(inputs))
+        return inferd_fail_param(err, INFERD_E_MISSING, "inputs",
+                                 "inputs: it is required (an array of tensors)");
+    if (!json_is_array(inputs))
+        return inferd_fail_param(err, INFERD_E_INVALID_TYPE, "inputs",
+                                 "inputs: expected an array of tensors");
+    if (json_array_size(inputs) == 0 || json_array_size(inputs) > KT_MAX)
         return inferd_fail_param(err, INFERD_E_INVALID, "inputs",
                                  "inputs must be an array of 1 to %d tensors", KT_MAX);
     if (outputs && (!json_is_array(outputs) || json_array_size(outputs) > KT_MAX))
@@ -393,7 +381,7 @@ static int read_request(http_conn *c, json_t *body, kt_req *r, inferd_error *err
         if (!json_is_object(j))
             return inferd_fail_param(err, INFERD_E_INVALID_TYPE, "inputs",
                                      "input %zu is not an object", i);
-        int rc = read_input(c, j, i, &bin_at, &r->in[r->n_in], err);
+        int rc = read_input(src, j, i, &bin_at, &r->in[r->n_in], err);
         if (rc < 0) { /* a tensor made before the error goes too */
             inferd_tensor_fini(&r->in[r->n_in].t);
             return rc;
@@ -404,11 +392,11 @@ static int read_request(http_conn *c, json_t *body, kt_req *r, inferd_error *err
                 return inferd_fail_param(err, INFERD_E_INVALID, "inputs",
                                          "input '%s' is given twice", r->in[k].name);
     }
-    if (c->bin && bin_at != c->bin_len)
+    if (src->bin && bin_at != src->bin_len)
         return inferd_fail_param(err, INFERD_E_INVALID, "binary_data_size",
                                  "%zu bytes of binary data follow the JSON; the inputs' "
                                  "binary_data_size take %zu",
-                                 c->bin_len, bin_at);
+                                 src->bin_len, bin_at);
     json_array_foreach (outputs, i, j) {
         json_t *name = json_object_get(j, "name"), *p = json_object_get(j, "parameters");
         if (!json_is_string(name) || json_string_length(name) == 0 ||
@@ -426,7 +414,7 @@ static int read_request(http_conn *c, json_t *body, kt_req *r, inferd_error *err
         o->binary = bd ? json_is_true(bd) : r->binary_default;
         int rc = read_shm(p, o->name, &o->shm, err);
         if (rc == 0 && o->shm.on)
-            rc = shm_served(c, o->name, err);
+            rc = shm_served(src, o->name, err);
         if (rc < 0)
             return rc;
     }
@@ -444,7 +432,7 @@ static uint64_t tensor_bytes(const inferd_tensor *t)
 }
 
 /* @p t's elements as a JSON array (flat, row-major, as KServe sends). */
-static json_t *data_json(const inferd_tensor *t, const char *name, inferd_error *err)
+json_t *inferd__kt_data_json(const inferd_tensor *t, const char *name, inferd_error *err)
 {
     const uint64_t n = inferd_tensor_numel(t);
     if (n > KT_JSON_MAX) {
@@ -499,17 +487,18 @@ static json_t *data_json(const inferd_tensor *t, const char *name, inferd_error 
     return a;
 }
 
-/* Write input @p in as output @p o of the identity; its JSON entry into
- * @p outs, binary bytes appended to @p bin. */
-static int write_output(http_conn *c, kt_req *r, const kt_in *in, const kt_out *o, json_t *outs,
-                        inferd_buf *bin, inferd_error *err)
+/* Write tensor @p t as output @p o (@p src: the input it is, for the
+ * identity, else NULL); its JSON entry into @p outs, binary bytes appended
+ * to @p bin. */
+static int write_output(http_conn *c, const kt_req *r, const inferd_tensor *t, const kt_in *src,
+                        const kt_out *o, json_t *outs, inferd_buf *bin, inferd_error *err)
 {
-    const uint64_t nbytes = tensor_bytes(&in->t);
+    const uint64_t nbytes = tensor_bytes(t);
     json_t *shape = json_array();
-    for (uint32_t d = 0; d < in->t.ndim; d++)
-        json_array_append_new(shape, json_integer(in->t.shape[d]));
+    for (uint32_t d = 0; d < t->ndim; d++)
+        json_array_append_new(shape, json_integer(t->shape[d]));
     json_t *entry = json_pack("{s:s,s:s,s:o}", "name", o->name, "datatype",
-                              inferd_elem_name(in->t.elem), "shape", shape);
+                              inferd_elem_name(t->elem), "shape", shape);
     if (!entry)
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the response");
     int rc = 0;
@@ -533,7 +522,7 @@ static int write_output(http_conn *c, kt_req *r, const kt_in *in, const kt_out *
             if (!inferd_regions_overlap(s, r->in[k].t.storage))
                 continue;
             /* Exactly the input's bytes: identity in place, nothing to do. */
-            if (&r->in[k] == in && inferd_storage_data(s) == inferd_tensor_data(&in->t))
+            if (&r->in[k] == src && inferd_storage_data(s) == inferd_tensor_data(t))
                 in_place = true;
             else
                 rc = inferd_fail_param(err, INFERD_E_INVALID, "shared_memory_region",
@@ -541,7 +530,7 @@ static int write_output(http_conn *c, kt_req *r, const kt_in *in, const kt_out *
                                        r->in[k].name);
         }
         if (rc == 0 && !in_place && nbytes)
-            memcpy(inferd_storage_data(s), inferd_tensor_data(&in->t), (size_t)nbytes);
+            memcpy(inferd_storage_data(s), inferd_tensor_data(t), (size_t)nbytes);
         if (rc == 0)
             rc = inferd_regions_check(s, err);
         inferd_storage_unref(s);
@@ -551,13 +540,13 @@ static int write_output(http_conn *c, kt_req *r, const kt_in *in, const kt_out *
                                           "shared_memory_byte_size", (json_int_t)nbytes,
                                           "shared_memory_offset", (json_int_t)o->shm.offset));
     } else if (o->binary) {
-        if (inferd_buf_add(bin, inferd_tensor_data(&in->t), (size_t)nbytes) < 0)
+        if (inferd_buf_add(bin, inferd_tensor_data(t), (size_t)nbytes) < 0)
             rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for output '%s'", o->name);
         else
             json_object_set_new(entry, "parameters",
                                 json_pack("{s:I}", "binary_data_size", (json_int_t)nbytes));
     } else {
-        json_t *data = data_json(&in->t, o->name, err);
+        json_t *data = inferd__kt_data_json(t, o->name, err);
         if (!data)
             rc = err->code ? err->code : INFERD_E_NOMEM;
         else
@@ -569,6 +558,35 @@ static int write_output(http_conn *c, kt_req *r, const kt_in *in, const kt_out *
     }
     json_array_append_new(outs, entry);
     return 0;
+}
+
+/* Answer @p c with @p resp (taken; the request's string @p id echoed) and
+ * the binary outputs @p bin after it (Inference-Header-Content-Length). */
+static void send_response(http_conn *c, json_t *resp, json_t *id, const inferd_buf *bin)
+{
+    if (resp && json_is_string(id))
+        json_object_set(resp, "id", id);
+    if (bin->len == 0) {
+        inferd__http_json(c, 200, resp);
+        return;
+    }
+    char *js = resp ? json_dumps(resp, JSON_COMPACT) : NULL; /* inferd_malloc'd */
+    json_decref(resp);
+    size_t jn = js ? strlen(js) : 0;
+    char *all = js ? inferd_malloc(jn + bin->len) : NULL;
+    if (!all) {
+        inferd_free(js);
+        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the response");
+        return;
+    }
+    memcpy(all, js, jn);
+    memcpy(all + jn, bin->p, bin->len);
+    inferd_free(js);
+    inferd__http_text(c, 200, "application/octet-stream", all, jn + bin->len);
+    char hl[32];
+    snprintf(hl, sizeof(hl), "%zu", jn);
+    if (c->resp)
+        httpd_resp_header(c->resp, "Inference-Header-Content-Length", hl);
 }
 
 /* The input that output @p name answers (OUTPUTn <- INPUTn), or NULL. */
@@ -594,7 +612,8 @@ void inferd__kserve_identity(http_conn *c, const char *m, json_t *body)
         inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request");
         goto done;
     }
-    if (read_request(c, body, r, &e) < 0)
+    const kt_src src = src_of(c);
+    if (inferd__kt_read(&src, body, r, &e) < 0)
         goto fail;
     for (size_t k = 0; k < r->n_in; k++)
         if (strncmp(r->in[k].name, "INPUT", 5) != 0) {
@@ -611,14 +630,14 @@ void inferd__kserve_identity(http_conn *c, const char *m, json_t *body)
         }
     }
     for (size_t k = 0; k < r->n_out; k++) {
-        const kt_in *src = identity_source(r, r->out[k].name);
-        if (!src) {
+        const kt_in *from = identity_source(r, r->out[k].name);
+        if (!from) {
             inferd_fail_param(&e, INFERD_E_INVALID, "outputs",
                               "identity model '%s' has no output '%s' (OUTPUTn for each INPUTn)", m,
                               r->out[k].name);
             goto fail;
         }
-        if (write_output(c, r, src, &r->out[k], outs, &bin, &e) < 0)
+        if (write_output(c, r, &from->t, from, &r->out[k], outs, &bin, &e) < 0)
             goto fail;
     }
     /* Inputs read in place: did their regions hold until now? */
@@ -627,38 +646,323 @@ void inferd__kserve_identity(http_conn *c, const char *m, json_t *body)
             goto fail;
     json_t *resp =
         json_pack("{s:s,s:s,s:O}", "model_name", m, "model_version", "1", "outputs", outs);
-    json_t *id = json_object_get(body, "id");
-    if (resp && json_is_string(id))
-        json_object_set(resp, "id", id);
-    if (bin.len == 0) {
-        inferd__http_json(c, 200, resp);
-        goto done;
-    }
-    /* JSON, then the binary outputs in order. */
-    char *js = resp ? json_dumps(resp, JSON_COMPACT) : NULL; /* inferd_malloc'd */
-    json_decref(resp);
-    size_t jn = js ? strlen(js) : 0;
-    char *all = js ? inferd_malloc(jn + bin.len) : NULL;
-    if (!all) {
-        inferd_free(js);
-        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the response");
-        goto done;
-    }
-    memcpy(all, js, jn);
-    memcpy(all + jn, bin.p, bin.len);
-    inferd_free(js);
-    inferd__http_text(c, 200, "application/octet-stream", all, jn + bin.len);
-    char hl[32];
-    snprintf(hl, sizeof(hl), "%zu", jn);
-    if (c->resp)
-        httpd_resp_header(c->resp, "Inference-Header-Content-Length", hl);
+    send_response(c, resp, json_object_get(body, "id"), &bin);
     goto done;
 fail:
     inferd__http_fail(c, &e);
 done:
     if (r)
-        kt_free(r);
+        inferd__kt_free(r);
     inferd_free(r);
     json_decref(outs);
     inferd_buf_free(&bin);
+}
+
+/* ---- language models ---- */
+
+static const char *const k_llm_out[KT_LLM_OUTS] = {"text_output", "output_ids", "logits", "hidden"};
+
+/* The one BYTES element of input @p in as a JSON string. */
+static json_t *text_of(const kt_in *in, inferd_error *err)
+{
+    const char *p = inferd_tensor_data(&in->t);
+    uint32_t n;
+    if (in->t.elem != INFERD_ELEM_BYTES || inferd_tensor_numel(&in->t) != 1) {
+        inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                          "input '%s': expected datatype BYTES with one element", in->name);
+        return NULL;
+    }
+    memcpy(&n, p, 4); /* one element: its length, then its bytes */
+    json_t *v = json_stringn(p + 4, n);
+    if (!v)
+        inferd_fail_param(err, INFERD_E_INVALID, "inputs", "input '%s': the text is not UTF-8",
+                          in->name);
+    return v;
+}
+
+/* input_ids: INT32 or INT64 ids of shape [n] or [1, n], into *ids. */
+static int ids_of(const kt_in *in, int32_t **ids, size_t *n_ids, inferd_error *err)
+{
+    const inferd_tensor *t = &in->t;
+    const bool shaped = t->ndim == 1 || (t->ndim == 2 && t->shape[0] == 1);
+    if ((t->elem != INFERD_ELEM_I32 && t->elem != INFERD_ELEM_I64) || !shaped)
+        return inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                                 "input '%s': expected token ids, datatype INT32 or INT64, of "
+                                 "shape [n] or [1, n]",
+                                 in->name);
+    const uint64_t n = inferd_tensor_numel(t);
+    if (n == 0)
+        return inferd_fail_param(err, INFERD_E_INVALID, "inputs", "input '%s': it is empty",
+                                 in->name);
+    int32_t *out = inferd_malloc(n * sizeof(int32_t));
+    if (!out)
+        return inferd_fail(err, INFERD_E_NOMEM, "no memory for %llu token ids",
+                           (unsigned long long)n);
+    const char *p = inferd_tensor_data(t);
+    for (uint64_t i = 0; i < n; i++) {
+        int64_t v;
+        if (t->elem == INFERD_ELEM_I32) {
+            int32_t x;
+            memcpy(&x, p + i * 4, 4);
+            v = x;
+        } else {
+            memcpy(&v, p + i * 8, 8);
+        }
+        if (v < 0 || v > INT32_MAX) {
+            inferd_free(out);
+            return inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                                     "input '%s': element %llu, %lld, is not a token id", in->name,
+                                     (unsigned long long)i, (long long)v);
+        }
+        out[i] = (int32_t)v;
+    }
+    *ids = out;
+    *n_ids = (size_t)n;
+    return 0;
+}
+
+/* Is @p name a field of the KServe door (a parameter given as a tensor)? */
+static bool door_field(const char *name)
+{
+    for (size_t i = 0; i < inferd__door_kserve.n_fields; i++)
+        if (strcmp(inferd__door_kserve.fields[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* A parameter tensor @p in into @p fields: BYTES "stop" as its strings,
+ * any other as its one element. */
+static int param_of(const kt_in *in, json_t *fields, inferd_error *err)
+{
+    const bool stop = strcmp(in->name, "stop") == 0;
+    if (!stop && inferd_tensor_numel(&in->t) != 1)
+        return inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                                 "input '%s': expected one element", in->name);
+    json_t *a = inferd__kt_data_json(&in->t, in->name, err);
+    if (!a)
+        return err->code ? err->code : INFERD_E_NOMEM;
+    int rc = json_object_set(fields, in->name, stop ? a : json_array_get(a, 0));
+    json_decref(a);
+    return rc == 0 ? 0 : inferd_fail(err, INFERD_E_NOMEM, "no memory for the request");
+}
+
+int inferd__kt_llm_fields(const kt_req *r, json_t *body, const char *model, json_t **fields,
+                          int32_t **ids, size_t *n_ids, bool want[KT_LLM_OUTS], bool *all_positions,
+                          inferd_error *err)
+{
+    *fields = NULL;
+    *ids = NULL;
+    *n_ids = 0;
+    memset(want, 0, KT_LLM_OUTS * sizeof(bool));
+    json_t *params = json_object_get(body, "parameters");
+    if (params && !json_is_null(params) && !json_is_object(params))
+        return inferd_fail_param(err, INFERD_E_INVALID_TYPE, "parameters",
+                                 "parameters: expected an object");
+    json_t *all = json_object_get(params, "all_logits");
+    if (all && !json_is_null(all) && !json_is_boolean(all))
+        return inferd_fail_param(err, INFERD_E_INVALID_TYPE, "parameters",
+                                 "all_logits: expected a boolean");
+    *all_positions = json_is_true(all);
+    json_t *f = json_is_object(params) ? json_deep_copy(params) : json_object();
+    if (!f)
+        return inferd_fail(err, INFERD_E_NOMEM, "no memory for the request");
+    int rc = 0;
+    bool text = false;
+    for (size_t k = 0; k < r->n_in && rc == 0; k++) {
+        const kt_in *in = &r->in[k];
+        if (strcmp(in->name, "text_input") == 0) {
+            json_t *v = text_of(in, err);
+            rc = !v ? err->code : json_object_set_new(f, "text_input", v) == 0 ? 0 : INFERD_E_NOMEM;
+            text = true;
+        } else if (strcmp(in->name, "input_ids") == 0) {
+            rc = ids_of(in, ids, n_ids, err);
+        } else if (door_field(in->name) && strcmp(in->name, "model_name") != 0) {
+            rc = param_of(in, f, err);
+        } else {
+            rc = inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                                   "unexpected inference input '%s' for model '%s' (text_input or "
+                                   "input_ids, and parameters such as max_tokens)",
+                                   in->name, model);
+        }
+    }
+    if (rc == 0 && text && *ids)
+        rc = inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                               "inputs: give text_input or input_ids, not both");
+    if (rc == 0 && !text && !*ids)
+        rc = inferd_fail_param(err, INFERD_E_MISSING, "inputs",
+                               "inputs: no text_input (BYTES, shape [1]) or input_ids (INT32 or "
+                               "INT64, shape [n]) tensor");
+    for (size_t k = 0; k < r->n_out && rc == 0; k++) {
+        int o = 0;
+        while (o < KT_LLM_OUTS && strcmp(r->out[k].name, k_llm_out[o]) != 0)
+            o++;
+        if (o == KT_LLM_OUTS)
+            rc = inferd_fail_param(err, INFERD_E_INVALID, "outputs",
+                                   "unexpected inference output '%s' for model '%s' (text_output, "
+                                   "output_ids, logits or hidden)",
+                                   r->out[k].name, model);
+        else
+            want[o] = true;
+    }
+    if (r->n_out == 0) { /* none named: the text, and ids for ids */
+        want[KT_TEXT_OUTPUT] = true;
+        want[KT_OUTPUT_IDS] = *ids != NULL;
+    }
+    if (rc == 0 && json_object_set_new(f, "model_name", json_string(model)) != 0)
+        rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the request");
+    if (rc < 0) {
+        if (rc == INFERD_E_NOMEM && err->msg[0] == '\0')
+            inferd_fail(err, INFERD_E_NOMEM, "no memory for the request");
+        json_decref(f);
+        inferd_free(*ids);
+        *ids = NULL;
+        *n_ids = 0;
+        return rc;
+    }
+    *fields = f;
+    return 0;
+}
+
+/* A language model's request while it runs: what to answer with. */
+typedef struct kt_llm {
+    kt_req r; /* the outputs asked for (the inputs' views held until the end) */
+    bool want[KT_LLM_OUTS];
+    json_t *id; /* the request's "id" */
+} kt_llm;
+
+static void llm_free(void *ctx)
+{
+    kt_llm *L = ctx;
+    if (!L)
+        return;
+    inferd__kt_free(&L->r);
+    json_decref(L->id);
+    inferd_free(L);
+}
+
+/* A tensor of @p elem and shape @p dims over @p bytes at @p p (borrowed:
+ * they live until the answer is sent). */
+static int borrowed(inferd_tensor *t, inferd_elem elem, uint32_t nd, const int64_t *dims,
+                    const void *p, size_t bytes, inferd_error *err)
+{
+    static char none[8]; /* an empty tensor's storage */
+    inferd_storage *s = NULL;
+    int rc = inferd_storage_wrap(INFERD_STORAGE_BORROWED, p ? (void *)p : none, bytes, NULL, NULL,
+                                 &s, err);
+    if (rc == 0)
+        rc = inferd_tensor_init(t, elem, nd, dims, NULL, 0, s, err);
+    inferd_storage_unref(s);
+    return rc;
+}
+
+/* Output @p o of g's DONE request as a tensor. */
+static int llm_tensor(gen *g, kt_llm_out o, inferd_tensor *t, inferd_error *err)
+{
+    inferd_request_outputs ko;
+    if (inferd_fe_request_outputs(g->fr, &ko) < 0)
+        return inferd_fail(err, INFERD_E_INTERNAL, "the request kept no outputs");
+    if (o == KT_TEXT_OUTPUT) { /* one BYTES element: its length, then the text */
+        inferd_storage *s = NULL;
+        const uint32_t n = (uint32_t)g->text.len;
+        int rc = inferd_storage_heap(4 + (size_t)n, &s, err);
+        if (rc < 0)
+            return rc;
+        memcpy(inferd_storage_data(s), &n, 4);
+        if (n)
+            memcpy((char *)inferd_storage_data(s) + 4, g->text.p, n);
+        const int64_t flat = 4 + (int64_t)n;
+        rc = inferd_tensor_init(t, INFERD_ELEM_BYTES, 1, &flat, NULL, 0, s, err);
+        inferd_storage_unref(s);
+        if (rc == 0)
+            t->shape[0] = 1; /* one element (the storage is its encoding) */
+        return rc;
+    }
+    if (o == KT_OUTPUT_IDS) {
+        const int64_t n = (int64_t)(g->ids.len / sizeof(int32_t));
+        return borrowed(t, INFERD_ELEM_I32, 1, &n, g->ids.p, g->ids.len, err);
+    }
+    const bool lg = o == KT_LOGITS;
+    const int64_t dims[2] = {lg ? ko.n_logits : ko.n_hidden, lg ? ko.n_vocab : ko.n_embd};
+    return borrowed(t, INFERD_ELEM_F32, 2, dims, lg ? (const void *)ko.logits : ko.hidden,
+                    (size_t)dims[0] * (size_t)dims[1] * sizeof(float), err);
+}
+
+static void llm_answer(gen *g, http_conn *c, void *ctx)
+{
+    kt_llm *L = ctx;
+    inferd_error e = {0};
+    json_t *outs = json_array();
+    inferd_buf bin = INFERD_BUF_INIT(SERVER_TEXT_MAX);
+    int rc = outs ? 0 : inferd_fail(&e, INFERD_E_NOMEM, "no memory for the response");
+    kt_req *r = &L->r;
+    if (r->n_out == 0) /* none named: the defaults, as the request's binary_data_output says */
+        for (int o = 0; o < KT_LLM_OUTS; o++)
+            if (L->want[o]) {
+                kt_out *ko = &r->out[r->n_out++];
+                snprintf(ko->name, sizeof(ko->name), "%s", k_llm_out[o]);
+                ko->binary = r->binary_default;
+            }
+    for (size_t k = 0; k < r->n_out && rc == 0; k++) {
+        kt_llm_out o = KT_TEXT_OUTPUT;
+        while (strcmp(r->out[k].name, k_llm_out[o]) != 0)
+            o++;
+        inferd_tensor t = {0};
+        rc = llm_tensor(g, o, &t, &e);
+        if (rc == 0)
+            rc = write_output(c, r, &t, NULL, &r->out[k], outs, &bin, &e);
+        inferd_tensor_fini(&t);
+    }
+    if (rc < 0) {
+        inferd__http_fail(c, &e);
+    } else {
+        json_t *resp = json_pack(
+            "{s:s,s:s,s:O,s:{s:s,s:i,s:i,s:I}}", "model_name", inferd__gen_model(g),
+            "model_version", "1", "outputs", outs, "parameters", "finish_reason",
+            inferd__gen_finish_name(g->done.finish), "prompt_tokens", (int)g->done.n_prompt,
+            "completion_tokens", (int)g->done.n_gen, "seed", (json_int_t)g->done.seed);
+        send_response(c, resp, L->id, &bin);
+    }
+    json_decref(outs);
+    inferd_buf_free(&bin);
+}
+
+void inferd__kserve_llm(http_conn *c, const char *m, json_t *body)
+{
+    inferd_error e = {0};
+    kt_llm *L = inferd_calloc(1, sizeof(*L));
+    if (!L) {
+        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request");
+        return;
+    }
+    const kt_src src = src_of(c);
+    json_t *fields = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    bool all = false;
+    inferd_fe_input in;
+    if (inferd__kt_read(&src, body, &L->r, &e) < 0 ||
+        inferd__kt_llm_fields(&L->r, body, m, &fields, &ids, &n_ids, L->want, &all, &e) < 0 ||
+        (ids ? inferd_fe_read_ids(&inferd__door_kserve, fields, ids, n_ids, &in, &e)
+             : inferd_fe_read(&inferd__door_kserve, fields, &in, &e)) < 0) {
+        inferd__http_fail(c, &e);
+        json_decref(fields);
+        inferd_free(ids);
+        llm_free(L);
+        return;
+    }
+    const inferd_positions pos = all ? INFERD_POSITIONS_ALL : INFERD_POSITIONS_LAST;
+    in.params.keep_logits = L->want[KT_LOGITS] ? pos : INFERD_POSITIONS_NONE;
+    in.params.keep_hidden = L->want[KT_HIDDEN] ? pos : INFERD_POSITIONS_NONE;
+    gen *g = inferd__gen_start(c, &in, GEN_KSERVE);
+    inferd_fe_input_free(&in);
+    json_decref(fields); /* stop strings were copied by submit */
+    inferd_free(ids);
+    if (!g) {
+        llm_free(L);
+        return;
+    }
+    g->want_ids = L->want[KT_OUTPUT_IDS];
+    json_t *id = json_object_get(body, "id");
+    L->id = json_incref(id);
+    inferd__gen_answer(g, llm_answer, L, llm_free);
 }

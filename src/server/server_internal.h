@@ -285,6 +285,8 @@ typedef struct gen_token { /* one generated token, for logprobs */
 } gen_token;
 
 typedef json_t *(*gen_build_fn)(gen *g, json_t *echo);
+/* Answer c for g, DONE, with a response of its own making. */
+typedef void (*gen_answer_fn)(gen *g, http_conn *c, void *ctx);
 typedef void (*gen_fmt_fn)(gen *g, const inferd_event *ev);
 
 struct gen {
@@ -311,11 +313,16 @@ struct gen {
     /* Non-streamed: the response's builder and what it echoes. */
     gen_build_fn build;
     json_t *echo;
+    gen_answer_fn answer; /* or this, with its context */
+    void *answer_ctx;
+    void (*answer_free)(void *ctx);
 
     /* Collected output. */
     inferd_buf text;
     gen_token *toks; /* with logprobs: one per TOKEN event */
     size_t n_toks, cap_toks;
+    bool want_ids;     /* keep the generated ids: */
+    inferd_buf ids;    /* int32 each */
     inferd_event done; /* DONE or ERROR (strings not kept) */
     inferd_error err;  /* the ERROR event, as the front end raises it */
     bool ended;
@@ -340,6 +347,9 @@ void inferd__gen_release(gen *g); /* inferd__gen_free's end, on any thread */
  * the client left. Takes g and a reference to @p echo (may be NULL); the
  * connection waits parked for the end (inferd__gen_pump). */
 void inferd__gen_respond(gen *g, gen_build_fn build, json_t *echo);
+/* As inferd__gen_respond, answering with @p fn(g, c, ctx) when DONE;
+ * @p ctx_free(ctx) when g goes (either way). */
+void inferd__gen_answer(gen *g, gen_answer_fn fn, void *ctx, void (*ctx_free)(void *));
 /* ST_GEN: read c->g's events; at the end set the response and free g:
  * true; false when it waits (the connection parked). */
 bool inferd__gen_pump(http_conn *c);
@@ -369,6 +379,9 @@ void inferd__ops_health(http_conn *c);
  * identity model. */
 bool inferd__server_is_identity(const inferd_server *s, const char *m);
 void inferd__kserve_identity(http_conn *c, const char *m, json_t *body);
+/* A language model's /infer: text_input or input_ids in; text_output,
+ * output_ids, logits, hidden out (ktensor.c). */
+void inferd__kserve_llm(http_conn *c, const char *m, json_t *body);
 /* shm.c: the system shared-memory extension ({r}: a region name; NULL:
  * all). */
 bool inferd__shm_allowed(http_conn *c); /* else answered */

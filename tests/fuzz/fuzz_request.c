@@ -3,7 +3,7 @@
  * the rest is the request body as the door receives it. The body is parsed
  * as the doors parse it (inferd_fe_parse_json: the budget scan, then JSON
  * with duplicate keys rejected), KServe's input
- * tensors are turned into fields, and the door's fields are read through
+ * tensors are read (JSON data) and turned into fields, and the door's fields are read through
  * the front end's field table. Any input must end in success or in an
  * error with a code from the error table, a message, and a field name
  * that the door spells; nothing may leak or read out of bounds. Also
@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "doors.h"
+#include "inferd/alloc.h"
+#include "ktensor.h"
 #include "inferd/frontend.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -33,9 +35,23 @@ static void check_error(const inferd_fe_door *door, int rc, const inferd_error *
 {
     if (rc != e->code || inferd_error_http_status(rc) < 400 || e->msg[0] == '\0')
         abort();
-    if (e->param[0] == '\0' || strcmp(e->param, "inputs") == 0 ||
-        strcmp(e->param, "parameters") == 0 || strcmp(e->param, "include_usage") == 0)
+    /* The request's parts, and the tensors' own fields (KServe). */
+    static const char *const parts[] = {"inputs",
+                                        "parameters",
+                                        "include_usage",
+                                        "outputs",
+                                        "datatype",
+                                        "shape",
+                                        "data",
+                                        "binary_data",
+                                        "binary_data_size",
+                                        "shared_memory_region",
+                                        "shared_memory_byte_size"};
+    if (e->param[0] == '\0')
         return;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        if (strcmp(e->param, parts[i]) == 0)
+            return;
     for (size_t i = 0; i < door->n_fields; i++)
         if (strcmp(door->fields[i].name, e->param) == 0)
             return;
@@ -59,16 +75,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     inferd_error e = {0};
     json_t *fields = body;
     int rc = 0;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
     if (door == &inferd__door_kserve) {
-        rc = inferd__kserve_fields(body, "m", &fields, &e);
+        /* Tensors from JSON data (no binary data, no shared memory). */
+        const kt_src src = {NULL, 0, NULL};
+        kt_req *r = calloc(1, sizeof(*r));
+        bool want[KT_LLM_OUTS], all;
+        if (!r)
+            abort();
+        rc = inferd__kt_read(&src, body, r, &e);
+        if (rc == 0)
+            rc = inferd__kt_llm_fields(r, body, "m", &fields, &ids, &n_ids, want, &all, &e);
+        inferd__kt_free(r);
+        free(r);
         if (rc < 0) {
             check_error(door, rc, &e);
             json_decref(body);
             return 0;
         }
+        if (!want[KT_TEXT_OUTPUT] && !want[KT_OUTPUT_IDS] && !want[KT_LOGITS] && !want[KT_HIDDEN] &&
+            json_array_size(json_object_get(body, "outputs")) == 0)
+            abort(); /* none named: some are answered */
     }
     inferd_fe_input in;
-    rc = inferd_fe_read(door, fields, &in, &e);
+    rc = ids ? inferd_fe_read_ids(door, fields, ids, n_ids, &in, &e)
+             : inferd_fe_read(door, fields, &in, &e);
+    inferd_free(ids);
     if (rc < 0) {
         check_error(door, rc, &e);
     } else {

@@ -108,40 +108,40 @@ bad 400 "must be a JSON object" POST $infer "[$text_input]"
 bad 400 "the request body is empty" POST $infer '' --data-binary ''
 bad 400 "inputs: it is required" POST $infer '{"parameters":{"max_tokens":2}}'
 bad 400 "inputs: expected an array of tensors" POST $infer "{\"inputs\":$text_input}"
-bad 400 "(stop): expected a data array of strings" POST $infer \
+bad 400 "input 'stop': give its data one way: data, binary_data_size or shared memory (it has 0)" POST $infer \
     "{\"inputs\":[$text_input,{\"name\":\"stop\",\"datatype\":\"BYTES\",\"shape\":[1]}]}"
 bad 400 "logprobs: not supported on /infer" POST $infer \
     "{\"inputs\":[$text_input],\"parameters\":{\"logprobs\":5}}"
-bad 400 "inputs[0].name: expected a string" POST $infer \
+bad 400 "input 0: a name of 1 to 63 bytes is required" POST $infer \
     '{"inputs":[{"datatype":"BYTES","shape":[1],"data":["Once"]}]}'
-bad 400 "inputs[0] (text_input): expected datatype BYTES with one string in data" POST $infer \
+bad 400 "input 'text_input': expected datatype BYTES with one element" POST $infer \
     '{"inputs":[{"name":"text_input","datatype":"INT32","shape":[1],"data":[5]}]}'
-bad 400 "inputs[0] (text_input): expected datatype BYTES with one string in data" POST $infer \
+bad 400 "text_input: element 0 of BYTES data is not a string" POST $infer \
     '{"inputs":[{"name":"text_input","datatype":"BYTES","shape":[1],"data":[5]}]}'
-bad 400 "inputs[0] (text_input): expected datatype BYTES with one string in data" POST $infer \
+bad 400 "input 'text_input': expected datatype BYTES with one element" POST $infer \
     '{"inputs":[{"name":"text_input","datatype":"BYTES","shape":[2],"data":["Once","Twice"]}]}'
-bad 400 "inputs[0] (text_input): expected datatype BYTES with one string in data" POST $infer \
+bad 400 "input 'text_input': datatype must be one of BOOL" POST $infer \
     '{"inputs":[{"name":"text_input","shape":[1],"data":["Once"]}]}'
 bad 400 "text_input: it is empty" POST $infer \
     '{"inputs":[{"name":"text_input","datatype":"BYTES","shape":[1],"data":[""]}]}'
-bad 400 "inputs: no text_input tensor" POST $infer \
+bad 400 "inputs: no text_input (BYTES, shape [1]) or input_ids (INT32 or INT64, shape [n]) tensor" POST $infer \
     '{"inputs":[{"name":"max_tokens","datatype":"INT32","shape":[1],"data":[8]}]}'
-bad 400 "inputs: no text_input tensor" POST $infer '{"inputs":[]}'
-bad 400 "inputs[1] (max_tokens): expected one element in data" POST $infer \
+bad 400 "inputs must be an array of 1 to 16 tensors" POST $infer '{"inputs":[]}'
+bad 400 "input 'max_tokens': expected one element" POST $infer \
     "{\"inputs\":[$text_input,{\"name\":\"max_tokens\",\"datatype\":\"INT32\",\"shape\":[2],\"data\":[8,9]}]}"
 bad 400 "parameters: expected an object" POST $infer "{\"inputs\":[$text_input],\"parameters\":[1]}"
 # Shapes are checked against the data, and an input is given once.
-bad 400 "inputs[0] (text_input): shape says 2 elements, data has 1" POST $infer \
+bad 400 "input 'text_input': 1 data elements, the shape says 2" POST $infer \
     '{"inputs":[{"name":"text_input","datatype":"BYTES","shape":[2],"data":["Once"]}]}'
-bad 400 "inputs[0] (text_input): shape: expected an array of at most 8 integers" POST $infer \
+bad 400 "input 'text_input': shape must be an array of at most 8 sizes" POST $infer \
     '{"inputs":[{"name":"text_input","datatype":"BYTES","data":["Once"]}]}'
-bad 400 "inputs[1] (max_tokens): shape[0]: expected an integer >= 0" POST $infer \
+bad 400 "input 'max_tokens': shape[0] is not a size" POST $infer \
     "{\"inputs\":[$text_input,{\"name\":\"max_tokens\",\"datatype\":\"INT32\",\"shape\":[-1],\"data\":[3]}]}"
-bad 400 "inputs[2] (stop): shape says 1 elements, data has 2" POST $infer \
+bad 400 "input 'stop': 2 data elements, the shape says 1" POST $infer \
     "{\"inputs\":[$text_input,{\"name\":\"max_tokens\",\"datatype\":\"INT32\",\"shape\":[1],\"data\":[3]},{\"name\":\"stop\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"a\",\"b\"]}]}"
-bad 400 "inputs[1] (text_input): the input is given twice" POST $infer \
+bad 400 "input 'text_input' is given twice" POST $infer \
     "{\"inputs\":[$text_input,$text_input]}"
-bad 400 "inputs[2] (max_tokens): the input is given twice" POST $infer \
+bad 400 "input 'max_tokens' is given twice" POST $infer \
     "{\"inputs\":[$text_input,{\"name\":\"max_tokens\",\"datatype\":\"INT32\",\"shape\":[1],\"data\":[3]},{\"name\":\"max_tokens\",\"datatype\":\"INT32\",\"shape\":[1],\"data\":[4]}]}"
 bad 400 "parameters: expected an object" POST $infer "{\"inputs\":[$text_input],\"parameters\":\"x\"}"
 bad 400 "temperature: expected a number, got string" POST $infer \

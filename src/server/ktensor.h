@@ -1,0 +1,90 @@
+/* KServe v2 tensors of an inference request (ktensor.c): read from JSON
+ * data, binary data after the JSON, or system shared memory; and a
+ * language model's input tensors as the front end's fields. Needs no
+ * connection, so the request fuzz target reads requests as the doors do.
+ * Not a public header. */
+#ifndef INFERD_SERVER_KTENSOR_H
+#define INFERD_SERVER_KTENSOR_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "inferd/error.h"
+#include "inferd/region.h"
+#include "inferd/tensor.h"
+
+#define KT_MAX 16                       /* inputs or outputs of one request */
+#define KT_NAME_MAX 64                  /* bytes of a tensor name, with its NUL */
+#define KT_JSON_MAX ((uint64_t)1 << 26) /* elements written as JSON data */
+
+typedef struct kt_shm {
+    bool on;
+    char region[INFERD_REGION_NAME_MAX];
+    uint64_t offset, size;
+} kt_shm;
+
+typedef struct kt_in {
+    char name[KT_NAME_MAX];
+    inferd_tensor t;
+    kt_shm shm;
+} kt_in;
+
+typedef struct kt_out {
+    char name[KT_NAME_MAX];
+    bool binary;
+    kt_shm shm;
+} kt_out;
+
+typedef struct kt_req {
+    kt_in in[KT_MAX];
+    size_t n_in;
+    kt_out out[KT_MAX];
+    size_t n_out; /* 0: every output, as JSON (or binary_data_output) */
+    bool binary_default;
+} kt_req;
+
+/* Where a request's tensors come from. */
+typedef struct kt_src {
+    const char *bin; /* binary data after the JSON (borrowed), or NULL */
+    size_t bin_len;
+    inferd_regions *regions; /* NULL: shared memory is not served */
+} kt_src;
+
+/**
+ * Read infer request @p body's "inputs" as tensors (views of shared memory,
+ * of @p src's binary data, or made from JSON data) and its "outputs" (what
+ * is asked for, and how). @return 0 and *r (free with inferd__kt_free,
+ * also after an error); INFERD_E_INVALID, _INVALID_TYPE, _RANGE,
+ * _UNSUPPORTED, _NOT_FOUND (a region), _NOMEM, with err->param the field.
+ */
+int inferd__kt_read(const kt_src *src, json_t *body, kt_req *r, inferd_error *err);
+void inferd__kt_free(kt_req *r);
+
+/** @p t's elements as a JSON array (flat, row-major), or NULL and the error
+ * (too many for JSON, BYTES that are not UTF-8, no memory). */
+json_t *inferd__kt_data_json(const inferd_tensor *t, const char *name, inferd_error *err);
+
+/** A language model's outputs. */
+typedef enum kt_llm_out {
+    KT_TEXT_OUTPUT,
+    KT_OUTPUT_IDS,
+    KT_LOGITS,
+    KT_HIDDEN,
+    KT_LLM_OUTS
+} kt_llm_out;
+
+/** What a language model's infer request @p body (inputs read into @p r)
+ * asks for: the front end's fields (its "parameters", overridden by input
+ * tensors of the same name, text_input as the prompt), or the prompt as
+ * token ids (input_ids: *ids, owned), the outputs it wants (want[i], by
+ * kt_llm_out; none named: text_output, and output_ids with input_ids) and
+ * the positions of logits and hidden (the "all_logits" parameter).
+ * @return 0 and *fields (a new object for inferd_fe_read[_ids] with the
+ * KServe door); or the error. */
+int inferd__kt_llm_fields(const kt_req *r, json_t *body, const char *model, json_t **fields,
+                          int32_t **ids, size_t *n_ids, bool want[KT_LLM_OUTS], bool *all_positions,
+                          inferd_error *err);
+
+#endif
