@@ -154,13 +154,30 @@ void inferd__shm_create(http_conn *c, const char *r, json_t *body)
     inferd_error e = {0};
     if (inferd_regions_create_region(c->srv->regions, r, byte_size, session, key, &e) < 0) {
         inferd_server *s = c->srv;
-        if (e.code == INFERD_E_QUOTA)
+        const char *reason = NULL;
+        if (e.code == INFERD_E_QUOTA) {
             atomic_fetch_add(&s->shm_refused_quota, 1);
-        else if (e.code == INFERD_E_IO && strstr(e.msg, "is full"))
+            reason = "quota";
+        } else if (e.code == INFERD_E_IO && strstr(e.msg, "is full")) {
             atomic_fetch_add(&s->shm_refused_full, 1);
-        else if (e.code == INFERD_E_IO)
+            reason = "full";
+        } else if (e.code == INFERD_E_IO) {
             atomic_fetch_add(&s->shm_refused_unavailable, 1);
-        inferd__http_fail(c, &e);
+            reason = "unavailable";
+        }
+        if (!reason) {
+            inferd__http_fail(c, &e);
+            return;
+        }
+        /* No shared memory for this client now: its tensors go in the
+         * request body (binary data), and the answer says why. */
+        json_t *o = inferd_fe_error_kserve(&e);
+        if (o && (json_object_set_new(o, "reason", json_string(reason)) != 0 ||
+                  json_object_set_new(o, "fallback", json_string("binary_data")) != 0)) {
+            json_decref(o);
+            o = NULL;
+        }
+        inferd__http_json(c, inferd_fe_error_status(&e), o);
         return;
     }
     inferd__http_json(c, 200,

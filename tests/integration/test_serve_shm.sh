@@ -45,6 +45,16 @@ bad() {
     kserve_err "$st" "$msg"
     still_serves
 }
+# refused STATUS MESSAGE REASON PATH BODY: a create the worker cannot serve
+# now: the error, why (quota, full, unavailable), and where the tensors go
+# instead (the body, as binary data); then a good request.
+refused() {
+    expect_http "$1" POST "$4" "$5"
+    jq -e --arg m "$2" --arg r "$3" 'keys == ["error", "fallback", "reason"] and
+        (.error | contains($m)) and .reason == $r and .fallback == "binary_data"' "$tmp/out" \
+        >/dev/null || fail "expected a refused create saying '$2' ($1, $3): $(cat "$tmp/out")"
+    still_serves
+}
 reg() { # reg NAME KEY OFFSET SIZE
     printf '{"key":"%s","offset":%s,"byte_size":%s}' "$2" "$3" "$4"
 }
@@ -127,10 +137,10 @@ bad 400 "byte_size is required" POST $shm_url/region/x/create '{}'
 bad 400 "byte_size is 0" POST $shm_url/region/x/create '{"byte_size":0}'
 # The session (no key, TCP: the one anonymous session) may create 2 regions
 # and 4 MiB.
-bad 507 "the session's quota: 2 regions and 4194304 bytes at most; it has 1 and 1048576" \
-    POST $shm_url/region/big/create '{"byte_size":4194304}'
+refused 507 "the session's quota: 2 regions and 4194304 bytes at most; it has 1 and 1048576" \
+    quota $shm_url/region/big/create '{"byte_size":4194304}'
 expect_http 200 POST $shm_url/region/out2/create '{"byte_size":1048576}'
-bad 507 "the session's quota: 2 regions" POST $shm_url/region/out3/create '{"byte_size":16}'
+refused 507 "the session's quota: 2 regions" quota $shm_url/region/out3/create '{"byte_size":16}'
 # Another session (the Unix socket's Inference-Session header) has its own
 # quota, but all share the worker's 6 MiB.
 ucurl() { curl -s --unix-socket "$sock" -o "$tmp/out" -w '%{http_code}' "$@"; }
@@ -138,7 +148,9 @@ ucurl() { curl -s --unix-socket "$sock" -o "$tmp/out" -w '%{http_code}' "$@"; }
     fail "session s2's create: $(cat "$tmp/out")"
 [[ $(ucurl -H 'Inference-Session: s3' -d '{"byte_size":2097152}' http://l$shm_url/region/s3a/create) == 507 ]] ||
     fail "the global cap: $(cat "$tmp/out")"
-kserve_err 507 "the worker's shared memory is full: 5242880 of 6291456 bytes in use"
+jq -e '.error | contains("the worker'"'"'s shared memory is full: 5242880 of 6291456 bytes in use")' \
+    "$tmp/out" >/dev/null && jq -e '.reason == "quota" and .fallback == "binary_data"' "$tmp/out" \
+    >/dev/null || fail "the global cap's refusal: $(cat "$tmp/out")"
 still_serves
 expect_http 200 GET /metrics
 grep -q '^inferd_shm_regions 3$' "$tmp/out" && grep -q '^inferd_shm_created_bytes 5242880$' "$tmp/out" &&
@@ -187,9 +199,20 @@ if [[ $(id -u) == 0 ]] && unshare --mount --propagation private true 2>/dev/null
         "'mount -t tmpfs -o \"\$SHM_MOUNT\" tmpfs /dev/shm && exec \"\$0\" \"\$@\"'" \
         "$real_inferd" >"$tmp/in-ns.sh"
     chmod +x "$tmp/in-ns.sh"
-    INFERD=$tmp/in-ns.sh SHM_MOUNT=size=256k serve_start -m "$model" -t 1 -np 2
+    # The client's way when a create is refused: its tensor in the body.
+    fallback() {
+        printf '{"inputs":[{"name":"INPUT0","datatype":"INT32","shape":[2],"parameters":{"binary_data_size":8}}],"outputs":[{"name":"OUTPUT0","parameters":{"binary_data":true}}]}' >"$tmp/fb"
+        local n=$(stat -c %s "$tmp/fb")
+        printf '\x07\x00\x00\x00\x09\x00\x00\x00' >>"$tmp/fb"
+        expect_http 200 POST /v2/models/ident/infer "" --data-binary @"$tmp/fb" \
+            -H "Inference-Header-Content-Length: $n" -H 'Content-Type: application/octet-stream'
+        [[ $(tail -c 8 "$tmp/out" | od -An -tx1 | tr -d ' \n') == 0700000009000000 ]] ||
+            fail "the fallback's binary output: $(od -c "$tmp/out" | tail -3)"
+    }
+    INFERD=$tmp/in-ns.sh SHM_MOUNT=size=256k serve_start -m "$model" -m identity:ident -t 1 -np 2
     serve_wait_ready
-    bad 500 "shared memory is full: 1048576 bytes" POST $shm_url/region/big/create '{"byte_size":1048576}'
+    refused 500 "shared memory is full: 1048576 bytes" full $shm_url/region/big/create '{"byte_size":1048576}'
+    fallback
     expect_http 200 POST $shm_url/region/small/create '{"byte_size":65536}'
     expect_http 200 GET /v2
     check '.shared_memory.shm_total_bytes == 262144 and .shared_memory.shm_free_bytes < 262144'
@@ -198,9 +221,11 @@ if [[ $(id -u) == 0 ]] && unshare --mount --propagation private true 2>/dev/null
         fail "full: $(grep '^inferd_shm_create' "$tmp/out")"
     serve_stop
     [[ "$serve_rc" == 0 ]] || fail "serve (256k /dev/shm) exited $serve_rc"
-    INFERD=$tmp/in-ns.sh SHM_MOUNT=ro serve_start -m "$model" -t 1 -np 2
+    INFERD=$tmp/in-ns.sh SHM_MOUNT=ro serve_start -m "$model" -m identity:ident -t 1 -np 2
     serve_wait_ready
-    bad 500 "shared memory is unavailable (shm_open" POST $shm_url/region/x/create '{"byte_size":4096}'
+    refused 500 "shared memory is unavailable (shm_open" unavailable $shm_url/region/x/create \
+        '{"byte_size":4096}'
+    fallback
     expect_http 200 GET /v2
     check '.shared_memory.shm == false'
     expect_http 200 GET /v1/status
