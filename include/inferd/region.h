@@ -150,7 +150,10 @@ typedef struct inferd_shm_caps {
     uint64_t shm_free_bytes;
 } inferd_shm_caps;
 
-/** Detect shared-memory support (statvfs of /dev/shm, a test object). */
+/** Detect shared-memory support (statvfs of /dev/shm, a test object and a
+ * sealed memfd: a probe, once at start). */
 void inferd_shm_caps_detect(inferd_shm_caps *out);
+/** Refresh @p caps' sizes of /dev/shm (statvfs: cheap, for each report). */
+void inferd_shm_caps_space(inferd_shm_caps *caps);
 
 #endif

@@ -15,8 +15,8 @@ void inferd__kserve_server(http_conn *c)
     json_t *ext = json_pack("[s]", "model_repository");
     if (s->regions && (c->l->is_unix || s->shm_tcp))
         json_array_append_new(ext, json_string("system_shared_memory"));
-    inferd_shm_caps caps; /* now: /dev/shm fills and empties */
-    inferd_shm_caps_detect(&caps);
+    inferd_shm_caps caps = s->shm_caps; /* the sizes now: /dev/shm fills and empties */
+    inferd_shm_caps_space(&caps);
     const inferd_shm_caps *k = &caps;
     inferd__http_json(c, 200,
                       json_pack("{s:s,s:s,s:o,s:{s:b,s:b,s:I,s:I}}", "name", "inferd", "version",

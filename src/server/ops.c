@@ -309,8 +309,8 @@ static int cmp_double(const void *a, const void *b)
  * offers now, and the regions. */
 static json_t *shm_status(inferd_server *s)
 {
-    inferd_shm_caps k;
-    inferd_shm_caps_detect(&k);
+    inferd_shm_caps k = s->shm_caps;
+    inferd_shm_caps_space(&k);
     json_t *o = json_pack("{s:b,s:b,s:b,s:I,s:I}", "enabled", s->regions != NULL, "shm", k.shm,
                           "memfd", k.memfd, "shm_total_bytes", (json_int_t)k.shm_total_bytes,
                           "shm_free_bytes", (json_int_t)k.shm_free_bytes);

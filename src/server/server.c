@@ -776,6 +776,7 @@ static bool is_loopback(const char *host)
 /* The shared-memory regions, unless --shm off. */
 static int start_shm(inferd_server *s, inferd_error *err)
 {
+    inferd_shm_caps_detect(&s->shm_caps);
     if (s->o.shm_mode == 0)
         return 0;
     s->shm_tcp = s->o.shm_mode == 1 || is_loopback(s->host);

@@ -175,8 +175,9 @@ struct inferd_server {
     bool ops_listening;
     char *unix_path; /* the Unix socket made (removed at destroy), or NULL */
     uint64_t unix_ino;
-    inferd_regions *regions; /* shared-memory regions; NULL with --shm off */
-    bool shm_tcp;            /* served on the TCP port too (loopback, or --shm on) */
+    inferd_regions *regions;  /* shared-memory regions; NULL with --shm off */
+    bool shm_tcp;             /* served on the TCP port too (loopback, or --shm on) */
+    inferd_shm_caps shm_caps; /* probed at start (sizes refreshed per report) */
     /* Creates refused (shm.c): the session's or the worker's quota, shared
      * memory full (ENOSPC), or unavailable (no /dev/shm, shm_open fails).
      * The client then sends its tensors in the request body. */

@@ -619,14 +619,20 @@ void inferd_regions_counts(inferd_regions *r, uint32_t *n_regions, uint64_t *cre
 
 /* ---- capabilities ---- */
 
+void inferd_shm_caps_space(inferd_shm_caps *caps)
+{
+    struct statvfs vs;
+    caps->shm_total_bytes = caps->shm_free_bytes = 0;
+    if (statvfs("/dev/shm", &vs) == 0) {
+        caps->shm_total_bytes = (uint64_t)vs.f_blocks * vs.f_frsize;
+        caps->shm_free_bytes = (uint64_t)vs.f_bavail * vs.f_frsize;
+    }
+}
+
 void inferd_shm_caps_detect(inferd_shm_caps *out)
 {
     memset(out, 0, sizeof(*out));
-    struct statvfs vs;
-    if (statvfs("/dev/shm", &vs) == 0) {
-        out->shm_total_bytes = (uint64_t)vs.f_blocks * vs.f_frsize;
-        out->shm_free_bytes = (uint64_t)vs.f_bavail * vs.f_frsize;
-    }
+    inferd_shm_caps_space(out);
     uint8_t rnd[4] = {0};
     if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) < 0)
         memset(rnd, 0, sizeof(rnd));
