@@ -61,7 +61,8 @@ typedef struct inferd_fe_model_cfg {
 
 typedef struct inferd_frontend_opts {
     inferd_fe_model_cfg models[INFERD_FE_MODELS_MAX];
-    size_t n_models;                       /* >= 1; the first is the default model */
+    size_t
+        n_models; /* the first is the default model; 0: none (a server of built-in models only) */
     inferd_registry_model_opts model_opts; /* every model's scheduler options
                                     * and keep-alive (path ignored) */
     uint64_t budget_bytes;                 /* registry budget; 0: none */

@@ -199,11 +199,6 @@ int inferd__cmd_serve(int argc, char **argv)
         }
         identity[n_identity++] = models[i] + 9;
     }
-    if (n_files == 0) {
-        inferd__cli_error(CMD, "-m FILE: at least one GGUF model is required beside identity "
-                               "models");
-        return CLI_EXIT_USAGE;
-    }
     if (no_http && !nats_url) {
         inferd__cli_error(CMD, "--no-http: give --nats URL, or there is no door to serve");
         return CLI_EXIT_USAGE;

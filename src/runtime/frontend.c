@@ -154,8 +154,6 @@ int inferd_frontend_create(const inferd_frontend_opts *opts, inferd_frontend **o
     static pthread_once_t json_once = PTHREAD_ONCE_INIT;
     pthread_once(&json_once, route_json_allocations);
     *out = NULL;
-    if (opts->n_models == 0)
-        return inferd_fail(err, INFERD_E_INVALID, "no model: give at least one (-m FILE)");
     if (opts->n_models > INFERD_FE_MODELS_MAX)
         return inferd_fail(err, INFERD_E_INVALID, "models: %zu given, at most %d", opts->n_models,
                            INFERD_FE_MODELS_MAX);
@@ -168,7 +166,7 @@ int inferd_frontend_create(const inferd_frontend_opts *opts, inferd_frontend **o
     atomic_init(&fe->state, INFERD_FE_LOADING);
     fe->t_start_ns = inferd_now_ns();
     int rc = 0;
-    fe->models = inferd_calloc(opts->n_models, sizeof(fe_model));
+    fe->models = inferd_calloc(opts->n_models ? opts->n_models : 1, sizeof(fe_model));
     if (!fe->models)
         rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the front end");
     if (rc == 0 && opts->chat_template)
@@ -312,6 +310,9 @@ void inferd_frontend_model(inferd_frontend *fe, size_t i, inferd_fe_model_info *
 
 int inferd_frontend_find(const inferd_frontend *fe, const char *id, inferd_error *err)
 {
+    if (!id && fe->n_models == 0)
+        return inferd_fail_param(err, INFERD_E_MODEL_NOT_FOUND, "model",
+                                 "no language model is served here");
     if (!id)
         return 0;
     for (size_t i = 0; i < fe->n_models; i++)

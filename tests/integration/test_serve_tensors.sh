@@ -261,4 +261,28 @@ serve_stop
 if grep -E 'runtime error|AddressSanitizer|LeakSanitizer' "$tmp/serve.log"; then
     fail "sanitizer report in the server log"
 fi
+
+# ---- the identity model alone: no language model is loaded ----
+serve_start -m identity:solo -m identity:duo
+serve_wait_ready
+expect_http 200 GET /v2/health/ready
+expect_http 200 POST /v2/models/duo/infer \
+    '{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[2],"data":[1.5,-2]}]}'
+check '.outputs[0].name == "OUTPUT0" and .outputs[0].data == [1.5, -2]'
+expect_http 200 POST /v2/repository/index
+check '[.[].name] == ["solo", "duo"]'
+expect_http 200 GET /v1/models
+check '.data == []'
+for route in /v1/completions /v1/chat/completions; do
+    expect_http 404 POST $route '{"prompt":"x","messages":[{"role":"user","content":"x"}]}'
+    check '.error.code == "model_not_found" and .error.message == "no language model is served here"'
+done
+expect_http 404 POST /v2/models/llama/infer \
+    '{"inputs":[{"name":"text_input","datatype":"BYTES","shape":[1],"data":["x"]}]}'
+check '.error | contains("model '"'"'llama'"'"' is not served here")'
+expect_http 200 POST /v2/models/solo/infer \
+    '{"inputs":[{"name":"INPUT1","datatype":"BYTES","shape":[1],"data":["still"]}]}'
+check '.outputs[0].data == ["still"]'
+serve_stop
+[[ "$serve_rc" == 0 ]] || fail "serve (identity only) exited $serve_rc: $(tail -5 "$tmp/serve.log")"
 echo PASS

@@ -635,7 +635,17 @@ static void test_frontend_options_and_status(void **state)
 
     inferd_frontend_opts o2 = inferd_frontend_opts_default();
     inferd_frontend *none = NULL;
-    assert_int_equal(inferd_frontend_create(&o2, &none, &e), INFERD_E_INVALID);
+    /* No model: a front end for built-in models only, with no default. */
+    assert_int_equal(inferd_frontend_create(&o2, &none, &e), 0);
+    assert_int_equal(inferd_frontend_n_models(none), 0);
+    assert_int_equal(inferd_frontend_load_models(none, &e), 0);
+    assert_int_equal(inferd_frontend_state(none), INFERD_FE_READY);
+    assert_int_equal(inferd_frontend_find(none, NULL, &e), INFERD_E_MODEL_NOT_FOUND);
+    assert_string_equal(e.msg, "no language model is served here");
+    assert_string_equal(e.param, "model");
+    assert_int_equal(inferd_frontend_find(none, "stories", &e), INFERD_E_MODEL_NOT_FOUND);
+    inferd_frontend_destroy(none);
+    none = NULL;
     o2.n_models = 2;
     o2.models[0].path = g_stories;
     o2.models[1].path = g_stories;
