@@ -80,6 +80,22 @@ def make(dt, nbytes, seed):
 def bytes_encode(items):
     return b"".join(len(s).to_bytes(4, "little") + s for s in items)
 
+def make_bytes(nbytes, seed):
+    """BYTES elements of random lengths (0..2000) whose encoding is nbytes:
+    the encoding and the element count."""
+    rng = np.random.default_rng(seed)
+    items, total = [], 0
+    while total < nbytes:
+        n = min(int(rng.integers(0, 2001)), nbytes - total - 4)
+        if n < 0:  # less than a length field left: pad the last element
+            items[-1] += bytes(nbytes - total)
+            break
+        items.append(rng.bytes(n))
+        total += 4 + n
+    enc = bytes_encode(items)
+    assert len(enc) == nbytes
+    return enc, len(items)
+
 # ---- JSON data ----
 for door in CONNS:
     for dt in KS:
@@ -131,13 +147,24 @@ for door in CONNS:
     (o, raw), = infer_binary(door, [("BYTES", [4], bytes_encode(items))])
     if raw != bytes_encode(items) or o["shape"] != [4]:
         fail(f"binary BYTES via {door}")
-print("binary: FP32 and INT8 of 1 KB, 64 KB, 1 MB, 64 MB and BYTES equal over tcp and unix")
+    for nbytes in (1024, 65536, 1 << 20, 64 << 20):
+        enc, k = make_bytes(nbytes, nbytes)
+        (o, raw), = infer_binary(door, [("BYTES", [k], enc)])
+        if raw != enc or o["shape"] != [k] or o["datatype"] != "BYTES":
+            fail(f"binary BYTES {nbytes} via {door}: outputs differ")
+print("binary: FP32, INT8 and BYTES of 1 KB, 64 KB, 1 MB, 64 MB equal over tcp and unix")
 
 # ---- shared memory, 1 KB .. 64 MB ----
 for door in CONNS:
-    for dt in KS:
+    for dt in list(KS) + ["BYTES"]:
         for nbytes in (1024, 65536, 1 << 20, 64 << 20):
-            a = make(dt, nbytes, nbytes + 1)
+            if dt == "BYTES":
+                raw, k = make_bytes(nbytes, nbytes + 1)
+                a = np.frombuffer(raw, np.uint8)
+                a_shape = [k]
+            else:
+                a = make(dt, nbytes, nbytes + 1)
+                a_shape = [a.size]
             m = region(f"{door}-{dt}-{nbytes}", 2 * nbytes)
             m.buf[:nbytes] = a.tobytes()
             name = f"r-{door}-{dt}-{nbytes}"
@@ -145,7 +172,7 @@ for door in CONNS:
             shm = lambda off: {"shared_memory_region": name, "shared_memory_byte_size": nbytes,
                                "shared_memory_offset": off}
             st, b = infer_json(door, {"inputs": [{"name": "INPUT0", "datatype": dt,
-                                                  "shape": [a.size], "parameters": shm(0)}],
+                                                  "shape": a_shape, "parameters": shm(0)}],
                                       "outputs": [{"name": "OUTPUT0", "parameters": shm(nbytes)}]})
             if st != 200 or b["outputs"][0]["parameters"]["shared_memory_byte_size"] != nbytes \
                     or "data" in b["outputs"][0]:
@@ -154,20 +181,25 @@ for door in CONNS:
                 fail(f"shm {dt} {nbytes} via {door}: the output region differs")
             # In place: the output is the input's own bytes.
             st, b = infer_json(door, {"inputs": [{"name": "INPUT0", "datatype": dt,
-                                                  "shape": [a.size], "parameters": shm(0)}],
+                                                  "shape": a_shape, "parameters": shm(0)}],
                                       "outputs": [{"name": "OUTPUT0", "parameters": shm(0)}]})
             if st != 200 or bytes(m.buf[:nbytes]) != a.tobytes():
                 fail(f"shm in place {dt} {nbytes} via {door}: {st} {b}")
             # Input in shared memory, output in the body.
             if nbytes <= 65536:
                 st, b = infer_json(door, {"inputs": [{"name": "INPUT0", "datatype": dt,
-                                                      "shape": [a.size], "parameters": shm(0)}]})
-                if st != 200 or not np.array_equal(np.array(b["outputs"][0]["data"], KS[dt]), a):
+                                                      "shape": a_shape, "parameters": shm(0)}]})
+                if dt == "BYTES":  # random bytes are no JSON strings: refused, with the way out
+                    ok = st == 400 and "holds bytes that are not UTF-8 text: ask for binary_data" \
+                        in b.get("error", "")
+                else:
+                    ok = st == 200 and np.array_equal(np.array(b["outputs"][0]["data"], KS[dt]), a)
+                if not ok:
                     fail(f"shm in, JSON out {dt} {nbytes} via {door}: {st}")
             post_json(door, f"/v2/systemsharedmemory/region/{name}/unregister", {})
             m.close()
             os.unlink("/dev/shm/" + m.name)
-print("shm: FP32 and INT8 of 1 KB, 64 KB, 1 MB, 64 MB equal over tcp and unix, "
+print("shm: FP32, INT8 and BYTES of 1 KB, 64 KB, 1 MB, 64 MB equal over tcp and unix, "
       "into an output region and in place")
 
 # ---- malformed tensor requests: each a precise error, then a good request ----
