@@ -22,9 +22,9 @@
 #include <string.h>
 
 #include "inferd/alloc.h"
-#include "inferd/fp16.h"
 #include "inferd/region.h"
 #include "inferd/tensor.h"
+#include "inferd/tensor_json.h"
 
 void inferd__kt_free(kt_req *r)
 {
@@ -115,62 +115,16 @@ static int flatten(json_t *v, json_t *flat, int depth, const char *what, inferd_
 static int put_value(inferd_tensor *t, uint64_t i, json_t *v, const char *what, inferd_error *err)
 {
     char *p = (char *)inferd_tensor_data(t) + i * inferd_elem_size(t->elem);
-    const inferd_elem e = t->elem;
-    if (e == INFERD_ELEM_BOOL) {
-        if (!json_is_boolean(v))
-            goto type;
-        *(uint8_t *)p = json_is_true(v);
-        return 0;
-    }
-    if (e == INFERD_ELEM_F16 || e == INFERD_ELEM_BF16 || e == INFERD_ELEM_F32 ||
-        e == INFERD_ELEM_F64) {
-        if (!json_is_number(v))
-            goto type;
-        double d = json_number_value(v);
-        if (e == INFERD_ELEM_F64)
-            memcpy(p, &d, 8);
-        else if (e == INFERD_ELEM_F32) {
-            float f = (float)d;
-            memcpy(p, &f, 4);
-        } else if (e == INFERD_ELEM_F16) {
-            inferd_f16 h = inferd_f32_to_f16((float)d);
-            memcpy(p, &h, 2);
-        } else {
-            inferd_bf16 h = inferd_f32_to_bf16((float)d);
-            memcpy(p, &h, 2);
-        }
-        return 0;
-    }
-    if (!json_is_integer(v))
-        goto type;
-    const json_int_t x = json_integer_value(v);
-    static const struct {
-        json_int_t lo, hi;
-    } range[] = {
-        [INFERD_ELEM_U8] = {0, 255},
-        [INFERD_ELEM_U16] = {0, 65535},
-        [INFERD_ELEM_U32] = {0, 4294967295ll},
-        [INFERD_ELEM_U64] = {0, INT64_MAX},
-        [INFERD_ELEM_I8] = {-128, 127},
-        [INFERD_ELEM_I16] = {-32768, 32767},
-        [INFERD_ELEM_I32] = {INT32_MIN, INT32_MAX},
-        [INFERD_ELEM_I64] = {INT64_MIN, INT64_MAX},
-    };
-    if (x < range[e].lo || x > range[e].hi)
-        return inferd_fail_param(err, INFERD_E_RANGE, "data",
-                                 "%s: element %llu, %lld, is out of range for %s", what,
-                                 (unsigned long long)i, (long long)x, inferd_elem_name(e));
-    switch (inferd_elem_size(e)) {
-    case 1: *(uint8_t *)p = (uint8_t)x; break;
-    case 2: *(uint16_t *)p = (uint16_t)x; break;
-    case 4: *(uint32_t *)p = (uint32_t)x; break;
-    default: *(uint64_t *)p = (uint64_t)x; break;
-    }
+    const int rc = inferd_elem_from_json(t->elem, v, p);
+    if (rc == INFERD_E_RANGE)
+        return inferd_fail_param(
+            err, INFERD_E_RANGE, "data", "%s: element %llu, %lld, is out of range for %s", what,
+            (unsigned long long)i, (long long)json_integer_value(v), inferd_elem_name(t->elem));
+    if (rc < 0)
+        return inferd_fail_param(err, INFERD_E_INVALID_TYPE, "data",
+                                 "%s: element %llu is not a %s value", what, (unsigned long long)i,
+                                 inferd_elem_name(t->elem));
     return 0;
-type:
-    return inferd_fail_param(err, INFERD_E_INVALID_TYPE, "data",
-                             "%s: element %llu is not a %s value", what, (unsigned long long)i,
-                             inferd_elem_name(e));
 }
 
 /* BYTES elements as KServe's binary form (4-byte little-endian length, then
@@ -464,26 +418,8 @@ json_t *inferd__kt_data_json(const inferd_tensor *t, const char *name, inferd_er
         return a;
     }
     const size_t esz = inferd_elem_size(e);
-    for (uint64_t i = 0; a && i < n; i++) {
-        const char *q = p + i * esz;
-        json_t *v;
-        switch (e) {
-        case INFERD_ELEM_BOOL: v = json_boolean(*(const uint8_t *)q != 0); break;
-        case INFERD_ELEM_U8: v = json_integer(*(const uint8_t *)q); break;
-        case INFERD_ELEM_U16: v = json_integer(*(const uint16_t *)q); break;
-        case INFERD_ELEM_U32: v = json_integer(*(const uint32_t *)q); break;
-        case INFERD_ELEM_U64: v = json_integer((json_int_t) * (const uint64_t *)q); break;
-        case INFERD_ELEM_I8: v = json_integer(*(const int8_t *)q); break;
-        case INFERD_ELEM_I16: v = json_integer(*(const int16_t *)q); break;
-        case INFERD_ELEM_I32: v = json_integer(*(const int32_t *)q); break;
-        case INFERD_ELEM_I64: v = json_integer(*(const int64_t *)q); break;
-        case INFERD_ELEM_F16: v = json_real(inferd_f16_to_f32(*(const inferd_f16 *)q)); break;
-        case INFERD_ELEM_BF16: v = json_real(inferd_bf16_to_f32(*(const inferd_bf16 *)q)); break;
-        case INFERD_ELEM_F32: v = json_real(*(const float *)q); break;
-        default: v = json_real(*(const double *)q); break;
-        }
-        json_array_append_new(a, v);
-    }
+    for (uint64_t i = 0; a && i < n; i++)
+        json_array_append_new(a, inferd_elem_to_json(e, p + i * esz));
     return a;
 }
 
