@@ -43,7 +43,8 @@
     X(E_UNAUTHORIZED,     -22,  401, "invalid_api_key",            "unauthorized",16, "missing or wrong API key") \
     X(E_MODEL_NOT_FOUND,  -23,  404, "model_not_found",            "not_found",   5,  "no such model") \
     X(E_METHOD,           -24,  405, "method_not_allowed",         "bad_request", 12, "method not allowed") \
-    X(E_NO_ROUTE,         -25,  404, "not_found",                  "not_found",   12, "no such route")
+    X(E_NO_ROUTE,         -25,  404, "not_found",                  "not_found",   12, "no such route") \
+    X(E_TRANSPORT,        -26,  502, "transport_error",            "unavailable", 14, "no answer from the worker (connection refused, broken or timed out)")
 
 /* clang-format on */
 
@@ -73,6 +74,12 @@ const char *inferd_error_http_code(int code);
 /** The OpenAI error "type" of an error code: authentication_error (401),
  * not_found_error (404), server_error (5xx), invalid_request_error. */
 const char *inferd_error_openai_type(int code);
+/** The error code a worker meant by HTTP @p status and its wire @p code
+ * (the OpenAI error "code"; NULL for a KServe answer, which has none): the
+ * first row of the table with both, else the first with the status, else
+ * INFERD_E_INTERNAL. @p status 0: any status (an error event inside a
+ * stream, whose status was 200). For clients. Thread: any. */
+int inferd_error_from_http(int status, const char *code);
 /** NATS code string for an error code ("internal" if unknown). */
 const char *inferd_error_nats_code(int code);
 /** gRPC status code (google.rpc.Code) for an error code (13 if unknown). */

@@ -27,6 +27,26 @@ FACE(inferd_error_http_code, const char *, COL_HCODE, "internal")
 FACE(inferd_error_nats_code, const char *, COL_NCODE, "internal")
 FACE(inferd_error_grpc_status, int, COL_GRPC, 13)
 
+int inferd_error_from_http(int status, const char *code)
+{
+    /* clang-format off */
+#define ROW(name, value, http, hcode, ncode, grpc, text) {value, http, hcode},
+    /* clang-format on */
+    static const struct {
+        int value, http;
+        const char *hcode;
+    } rows[] = {INFERD_ERRORS(ROW)};
+#undef ROW
+    const size_t n = sizeof(rows) / sizeof(rows[0]);
+    for (size_t i = 0; code && i < n; i++)
+        if ((status == 0 || rows[i].http == status) && strcmp(rows[i].hcode, code) == 0)
+            return rows[i].value;
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].http == status && rows[i].value != INFERD_OK)
+            return rows[i].value;
+    return INFERD_E_INTERNAL;
+}
+
 const char *inferd_error_openai_type(int code)
 {
     int status = inferd_error_http_status(code);
