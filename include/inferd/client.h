@@ -86,15 +86,16 @@ typedef struct inferd_client_gen {
     const char *prompt;                    /* completions */
     const inferd_client_message *messages; /* chat */
     size_t n_messages;
-    int32_t max_tokens;        /* -1: not sent */
+    int32_t max_tokens;               /* -1: not sent */
     double temperature, top_p, min_p; /* < 0: not sent */
-    int32_t top_k;             /* < 0: not sent */
-    bool has_seed;             /* send seed */
+    int32_t top_k;                    /* < 0: not sent */
+    bool has_seed;                    /* send seed */
     uint64_t seed;
     const char *stop[INFERD_CLIENT_STOP_MAX];
     int n_stop;
     bool ignore_eos;
-    int64_t timeout_ms; /* the worker's deadline for it; 0: not sent */
+    int64_t timeout_ms;        /* the worker's deadline for it; 0: not sent */
+    int64_t client_timeout_ms; /* this call's own limit here; 0: the client's */
 } inferd_client_gen;
 
 inferd_client_gen inferd_client_gen_default(void);
@@ -206,5 +207,94 @@ int inferd_client_infer(inferd_client *c, const char *model, const inferd_client
                         size_t n_inputs, inferd_client_tensor *outputs, size_t n_outputs,
                         const char *params_json, inferd_client_infer_result *out,
                         inferd_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* The resilient client: several workers, retries, breakers, failover */
+
+/* A program's calls go to a list of workers (endpoints) serving the same
+ * models. Each call tries them in turn (round robin from the first, over
+ * the calls) within a retry policy:
+ *   - it moves to the next endpoint on a transport error (no answer, a
+ *     broken connection, a timeout), a 503 (unavailable, overloaded) and a
+ *     504 (the worker's deadline); never on any other answer (a 4xx is the
+ *     request's fault and comes back at once);
+ *   - it waits between tries once every endpoint was tried (full jitter:
+ *     a random wait in [0, min(cap, base * 2^k)]) and keeps the call's
+ *     deadline (INFERD_E_TIMEOUT, naming the last error);
+ *   - each endpoint has a circuit breaker: open after `failures` such
+ *     failures in a row (skipped), half-open after `cooldown_ms` (one call
+ *     probes it), closed again by a success.
+ * Streams fail over without losing or repeating a piece: inferd's output
+ * is a function of (model, prompt, parameters, seed), so the call fixes
+ * the seed (a random one when the request has none), and when a worker
+ * fails mid-stream it sends the request to the next one, skips the pieces
+ * already delivered, checking that each equals what was delivered
+ * (INFERD_E_INTERNAL "replayed ... differs" otherwise, which happens only
+ * when the workers serve different models or versions), and goes on. */
+
+typedef struct inferd_resilient inferd_resilient;
+
+typedef struct inferd_retry_policy {
+    uint32_t attempts;       /* tries per call, over all endpoints, >= 1. Default 6 */
+    int64_t backoff_base_ms; /* Default 50 */
+    int64_t backoff_cap_ms;  /* Default 2000 */
+    int64_t deadline_ms;     /* per call, 0: none. Default 60000 */
+} inferd_retry_policy;
+
+typedef struct inferd_resilient_opts {
+    inferd_client_opts client; /* for every endpoint */
+    inferd_retry_policy retry;
+    uint32_t breaker_failures;   /* in a row, to open. Default 3 */
+    int64_t breaker_cooldown_ms; /* open this long before a probe. Default 2000 */
+    uint64_t jitter_seed;        /* 0: a random one */
+} inferd_resilient_opts;
+
+inferd_resilient_opts inferd_resilient_opts_default(void);
+
+typedef enum inferd_breaker_state {
+    INFERD_BREAKER_CLOSED = 0,
+    INFERD_BREAKER_OPEN = 1,
+    INFERD_BREAKER_HALF_OPEN = 2,
+} inferd_breaker_state;
+
+const char *inferd_breaker_state_name(inferd_breaker_state s);
+
+typedef struct inferd_resilient_stats {
+    uint64_t calls;     /* calls made */
+    uint64_t attempts;  /* tries over all calls */
+    uint64_t failovers; /* tries after a failed one */
+    uint64_t replayed;  /* stream pieces skipped (already delivered) */
+} inferd_resilient_stats;
+
+typedef struct inferd_endpoint_stats {
+    const char *url;
+    inferd_breaker_state breaker;
+    uint32_t failures_in_row;
+    uint64_t attempts, failures, successes;
+} inferd_endpoint_stats;
+
+/**
+ * A resilient client of the workers at @p urls (@p n >= 1, each as
+ * inferd_client_open takes it). @return 0 and *out; INFERD_E_INVALID (a
+ * URL, no URL, a policy out of range), INFERD_E_NOMEM.
+ */
+int inferd_resilient_open(const char *const *urls, size_t n, const inferd_resilient_opts *opts,
+                          inferd_resilient **out, inferd_error *err);
+void inferd_resilient_close(inferd_resilient *r);
+
+/** As inferd_client_complete, over the endpoints (see above). out->seed is
+ * the seed used. */
+int inferd_resilient_complete(inferd_resilient *r, const inferd_client_gen *g,
+                              inferd_client_token_fn on_token, void *ctx, inferd_client_result *out,
+                              inferd_error *err);
+/** As inferd_client_health/status, answered by the first endpoint that
+ * answers (same retry rules). */
+int inferd_resilient_health(inferd_resilient *r, bool ready, inferd_error *err);
+int inferd_resilient_status(inferd_resilient *r, char **out_json, inferd_error *err);
+
+void inferd_resilient_stats_get(inferd_resilient *r, inferd_resilient_stats *out);
+size_t inferd_resilient_n_endpoints(const inferd_resilient *r);
+/** Endpoint @p i's figures now (its url valid as long as @p r). */
+void inferd_resilient_endpoint(inferd_resilient *r, size_t i, inferd_endpoint_stats *out);
 
 #endif

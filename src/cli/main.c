@@ -10,6 +10,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"serve", inferd__cmd_serve, "serve models over HTTP (OpenAI, KServe v2)"},
+    {"client", inferd__cmd_client, "talk to workers (complete, chat, status, health)"},
     {"generate", inferd__cmd_generate, "generate text from a prompt"},
     {"tokenize", inferd__cmd_tokenize, "print the token ids of a text"},
     {"info", inferd__cmd_info, "show a GGUF file's metadata and tensors"},

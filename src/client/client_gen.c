@@ -214,6 +214,7 @@ int inferd_client_complete(inferd_client *c, const inferd_client_gen *g,
     k.content_type = "application/json";
     k.req = body;
     k.req_len = strlen(body);
+    k.timeout_ms = g->client_timeout_ms;
     sse s = {.k = &k, .on_token = on_token, .ctx = ctx, .out = out};
     s.line = INFERD_BUF_INIT(LINE_MAX_BYTES);
     s.text = INFERD_BUF_INIT((size_t)1 << 30);
