@@ -3,12 +3,13 @@
  * TCP and the Unix socket, streaming and cancel, the worker's errors and
  * transport errors told apart, tensors as JSON, binary data and shared
  * memory (outputs read in place), regions made here or by the worker, an
- * API key, a quota.
+ * API key, a quota, and one client used by four threads at once.
  *
  * Environment: TCP_URL, UNIX_URL, KEY (the worker's API key), GEN_TEXT
  * and GEN_N (what `inferd generate` gives for PROMPT with seed 42 and its
  * default sampling), DEAD_URL (nobody listens there). */
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -325,6 +326,50 @@ static void check_tensors(inferd_client *c, const char *tag)
           "short input: %d %s", rc, e.msg);
 }
 
+/* ---- threads: one client, many callers ---- */
+
+typedef struct worker_arg {
+    inferd_client *c;
+    int ok;
+    char msg[256];
+} worker_arg;
+
+static void *caller(void *arg)
+{
+    worker_arg *w = arg;
+    const char *want = getenv("GEN_TEXT");
+    inferd_client_gen g = as_generate(atoi(getenv("GEN_N")));
+    for (int i = 0; i < 5; i++) {
+        inferd_client_result r;
+        inferd_error e = {0};
+        pieces p = {.order_ok = true};
+        int rc = inferd_client_complete(w->c, &g, i % 2 ? on_piece : NULL, &p, &r, &e);
+        if (rc != 0 || strcmp(r.text, want) != 0) {
+            snprintf(w->msg, sizeof(w->msg), "call %d: %d %.150s '%.60s'", i, rc, e.msg,
+                     r.text ? r.text : "");
+            inferd_client_result_free(&r);
+            return NULL;
+        }
+        inferd_client_result_free(&r);
+    }
+    w->ok = 1;
+    return NULL;
+}
+
+static void check_threads(inferd_client *c)
+{
+    pthread_t th[4];
+    worker_arg w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (worker_arg){.c = c};
+        CHECK(pthread_create(&th[i], NULL, caller, &w[i]) == 0, "pthread_create");
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(w[i].ok, "thread %d: %s", i, w[i].msg);
+    }
+}
+
 int main(void)
 {
     inferd_client *c = NULL;
@@ -362,6 +407,7 @@ int main(void)
         inferd_client_strings_free(ids, n);
         check_generation(c);
         check_tensors(c, doors[d][0]);
+        check_threads(c);
         inferd_client_close(c);
 
         /* Without the key: the worker's 401, as an error of its own. */
