@@ -271,6 +271,7 @@ typedef struct inferd_endpoint_stats {
     inferd_breaker_state breaker;
     uint32_t failures_in_row;
     uint64_t attempts, failures, successes;
+    uint64_t opened; /* times its breaker opened */
 } inferd_endpoint_stats;
 
 /**

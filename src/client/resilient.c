@@ -19,7 +19,7 @@ typedef struct endpoint {
     uint32_t in_row;
     uint64_t opened_ns;
     bool probing; /* half-open: a call is probing it */
-    uint64_t attempts, failures, successes;
+    uint64_t attempts, failures, successes, opened;
 } endpoint;
 
 struct inferd_resilient {
@@ -143,6 +143,7 @@ static void record(inferd_resilient *r, size_t i, outcome o)
             (e->st == INFERD_BREAKER_CLOSED && e->in_row >= r->o.breaker_failures)) {
             e->st = INFERD_BREAKER_OPEN;
             e->opened_ns = inferd_now_ns();
+            e->opened++;
         }
     }
     pthread_mutex_unlock(&r->mu);
@@ -411,5 +412,6 @@ void inferd_resilient_endpoint(inferd_resilient *r, size_t i, inferd_endpoint_st
     out->attempts = e->attempts;
     out->failures = e->failures;
     out->successes = e->successes;
+    out->opened = e->opened;
     pthread_mutex_unlock(&r->mu);
 }

@@ -137,8 +137,11 @@ int main(void)
     CHECK(st.failovers == 1 && st.attempts == 2 && st.replayed >= 100,
           "stats: %llu attempts, %llu failovers, %llu replayed", (unsigned long long)st.attempts,
           (unsigned long long)st.failovers, (unsigned long long)st.replayed);
-    CHECK(ep(r, 0).breaker == INFERD_BREAKER_OPEN && ep(r, 0).failures == 1 &&
-              ep(r, 1).breaker == INFERD_BREAKER_CLOSED && ep(r, 1).successes == 1,
+    /* Open, or half-open when the replay outlasted the cooldown (slow
+     * builds): it opened once. */
+    CHECK(ep(r, 0).breaker != INFERD_BREAKER_CLOSED && ep(r, 0).opened == 1 &&
+              ep(r, 0).failures == 1 && ep(r, 1).breaker == INFERD_BREAKER_CLOSED &&
+              ep(r, 1).successes == 1,
           "breakers: A %s, B %s", inferd_breaker_state_name(ep(r, 0).breaker),
           inferd_breaker_state_name(ep(r, 1).breaker));
     printf("failover: A killed at piece 100 of 200, B replayed %llu pieces, the text is "
