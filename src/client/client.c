@@ -210,7 +210,7 @@ static size_t read_body(char *buf, size_t size, size_t n, void *ctx)
 /* The worker's error answer @p body (status @p st) into @p err. */
 static int worker_error(long st, const char *body, size_t len, inferd_error *err)
 {
-    json_t *j = json_loadb(body ? body : "", len, 0, NULL);
+    json_t *j = json_loadb(body ? body : "", len, JSON_ALLOW_NUL, NULL);
     json_t *e = json_object_get(j, "error");
     const char *msg = NULL, *code = NULL, *param = NULL;
     if (json_is_string(e)) { /* KServe */
@@ -324,7 +324,7 @@ static int get(inferd_client *c, const char *path, client_call *k, inferd_error 
 static json_t *answer_json(const client_call *k, inferd_error *err)
 {
     json_error_t je;
-    json_t *j = json_loadb(k->body.p ? k->body.p : "", k->body.len, 0, &je);
+    json_t *j = json_loadb(k->body.p ? k->body.p : "", k->body.len, JSON_ALLOW_NUL, &je);
     if (!j)
         inferd_fail(err, INFERD_E_TRANSPORT, "a malformed answer from the worker: %s", je.text);
     return j;
@@ -341,7 +341,7 @@ int inferd_client_health(inferd_client *c, bool ready, inferd_error *err)
         return rc;
     }
     /* Not live/ready: the worker's own words when it gave some. */
-    json_t *j = json_loadb(k.body.p ? k.body.p : "", k.body.len, 0, NULL);
+    json_t *j = json_loadb(k.body.p ? k.body.p : "", k.body.len, JSON_ALLOW_NUL, NULL);
     const char *state = json_string_value(json_object_get(j, "state"));
     if (!state)
         state = json_string_value(json_object_get(j, "status"));

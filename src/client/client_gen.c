@@ -135,7 +135,7 @@ static int sse_event(sse *s, const char *data, size_t n)
         s->done = true;
         return 0;
     }
-    json_t *j = json_loadb(data, n, 0, NULL);
+    json_t *j = json_loadb(data, n, JSON_ALLOW_NUL, NULL);
     if (!j)
         return sse_fail(s, INFERD_E_TRANSPORT, "a malformed event in the worker's stream", NULL);
     json_t *e = json_object_get(j, "error");
@@ -235,7 +235,7 @@ int inferd_client_complete(inferd_client *c, const inferd_client_gen *g,
         s.text.p = NULL;
     } else if (rc == 0) {
         json_error_t je;
-        json_t *j = json_loadb(k.body.p ? k.body.p : "", k.body.len, 0, &je);
+        json_t *j = json_loadb(k.body.p ? k.body.p : "", k.body.len, JSON_ALLOW_NUL, &je);
         json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
         size_t len = 0;
         const char *t = ch ? choice_text(ch, &len) : NULL;

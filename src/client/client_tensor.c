@@ -86,7 +86,8 @@ int inferd_client_region_create(inferd_client *c, const char *name, size_t bytes
     client_call k;
     rc =
         region_call(c, name, "create", json_pack("{s:I}", "byte_size", (json_int_t)bytes), &k, err);
-    json_t *j = rc == 0 ? json_loadb(k.body.p ? k.body.p : "", k.body.len, 0, NULL) : NULL;
+    json_t *j =
+        rc == 0 ? json_loadb(k.body.p ? k.body.p : "", k.body.len, JSON_ALLOW_NUL, NULL) : NULL;
     inferd__client_call_fini(&k);
     if (rc < 0)
         return rc;
@@ -483,7 +484,7 @@ int inferd_client_infer(inferd_client *c, const char *model, const inferd_client
     }
     const size_t jn = k.has_json_len && k.json_len <= k.body.len ? k.json_len : k.body.len;
     json_error_t je;
-    json_t *ans = json_loadb(k.body.p ? k.body.p : "", jn, 0, &je);
+    json_t *ans = json_loadb(k.body.p ? k.body.p : "", jn, JSON_ALLOW_NUL, &je);
     if (!ans) {
         inferd__client_call_fini(&k);
         return inferd_fail(err, INFERD_E_TRANSPORT, "a malformed answer from the worker: %s",

@@ -239,6 +239,18 @@ static void check_tensors(inferd_client *c, const char *tag)
           "bytes: the output differs");
     inferd_client_infer_result_free(&res);
 
+    /* A NUL inside a BYTES element: binary in, JSON ("\u0000") out. */
+    const char nul[] = "\x03\x00\x00\x00"
+                       "a\0b";
+    const int64_t s1[1] = {1};
+    in = tensor("INPUT2", INFERD_ELEM_BYTES, 1, s1, INFERD_CLIENT_VIA_BINARY, nul, sizeof(nul) - 1);
+    out = (inferd_client_tensor){.name = "OUTPUT2", .via = INFERD_CLIENT_VIA_JSON};
+    CHECK(inferd_client_infer(c, "ident", &in, 1, &out, 1, NULL, &res, &e) == 0, "a NUL: %s",
+          e.msg);
+    CHECK(out.bytes == sizeof(nul) - 1 && memcmp(out.data, nul, out.bytes) == 0,
+          "a NUL: the output differs");
+    inferd_client_infer_result_free(&res);
+
     /* Shared memory: a region made here, input and output in it; the
      * output is a pointer into the region (zero copy). */
     char name[64];
