@@ -41,7 +41,8 @@ setup(
     packages=["inferd"],
     ext_modules=[Extension(
         "inferd._inferd",
-        sources=["src/_inferd.c"],
+        sources=["src/_inferd.c", "src/model.c"],
+        depends=["src/ext.h"],
         include_dirs=[os.path.join(ROOT, "include")],
         libraries=["jansson", "curl", "pcre2-8", "m"],
         extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra"],

@@ -1,11 +1,91 @@
 """inferd from Python.
 
-TensorBuffer: tensor memory shared with NumPy and PyTorch without copies
-(the buffer protocol, __array_interface__, DLPack 0.6).
+- In-process models: ``get_or_load(path, **opts)`` gives a ``Model`` from the
+  process registry (one instance per model, loaded once, shared by every
+  caller; released with ``close()``, ``with`` or garbage collection; kept
+  alive for ``keep_alive_ms`` after the last handle). ``registry_info()``
+  lists the loaded models, ``configure(budget_bytes=...)`` sets the memory
+  budget before the first load.
+- ``TensorBuffer``: tensor memory shared with NumPy and PyTorch without
+  copies (the buffer protocol, __array_interface__, DLPack 0.6).
+- Errors are ``InferdError`` with the worker's ``code``, ``status``,
+  ``param`` and ``message``.
 """
-from ._inferd import TensorBuffer
+import asyncio
+from collections import namedtuple
 
-__all__ = ["TensorBuffer", "buffer_to_torch", "torch_to_buffer"]
+from ._inferd import InferdError, TensorBuffer, configure, registry_info
+from ._inferd import Model as _Model
+from ._inferd import get_or_load as _get_or_load
+
+__all__ = ["InferdError", "Model", "TensorBuffer", "Token", "buffer_to_torch", "configure",
+           "get_or_load", "registry_info", "torch_to_buffer"]
+
+Token = namedtuple("Token", ["id", "text"])
+Token.__doc__ = """A generated token: its id (-1 for text held back until the end) and
+the text it makes visible (whole UTF-8 characters, never part of a stop
+string; may be empty)."""
+
+
+class Generation:
+    """An iterator of Tokens; ``result`` holds the end once iterated."""
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return Token(*next(self._raw))
+
+    @property
+    def result(self):
+        return self._raw.result
+
+    def cancel(self):
+        self._raw.cancel()
+
+
+class Model(_Model):
+    """A handle on a model of the process registry (see get_or_load)."""
+
+    def generate(self, prompt, **sampling):
+        """Tokens of @prompt (text, or token ids) as they are generated.
+        Sampling keywords as in the HTTP API: max_tokens, temperature, top_p,
+        top_k, min_p, seed, stop, ignore_eos, repeat_penalty."""
+        return Generation(self._generate(prompt, **sampling))
+
+    async def agenerate(self, prompt, **sampling):
+        """generate() for asyncio: each token is awaited in a thread, so the
+        event loop runs while the engine works."""
+        gen = self.generate(prompt, **sampling)
+        loop = asyncio.get_running_loop()
+        done = object()
+        try:
+            while True:
+                tok = await loop.run_in_executor(None, next, gen, done)
+                if tok is done:
+                    return
+                yield tok
+        finally:
+            gen.cancel()
+
+    def complete(self, prompt, **sampling):
+        """The whole generation: {"text", "ids", "finish_reason",
+        "prompt_tokens", "completion_tokens", "seed", ...}."""
+        gen = self.generate(prompt, **sampling)
+        toks = list(gen)
+        out = dict(gen.result)
+        out["text"] = "".join(t.text for t in toks)
+        out["ids"] = [t.id for t in toks if t.id >= 0]
+        return out
+
+
+def get_or_load(path, **opts):
+    """The model at @path from the process registry, loading it if no caller
+    has it: keywords id, n_ctx, slots, threads, keep_alive_ms, queue."""
+    return _get_or_load(Model, path, **opts)
 
 
 def torch_to_buffer(tensor):

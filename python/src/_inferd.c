@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ext.h"
 #include "inferd/tensor.h"
 
 /* ---- element types and buffer-protocol formats ---- */
@@ -25,10 +26,9 @@ static const struct {
     inferd_elem elem;
     const char *fmt; /* struct module format, native */
 } k_formats[] = {
-    {INFERD_ELEM_BOOL, "?"}, {INFERD_ELEM_U8, "B"},  {INFERD_ELEM_U16, "H"},
-    {INFERD_ELEM_U32, "I"},  {INFERD_ELEM_U64, "Q"}, {INFERD_ELEM_I8, "b"},
-    {INFERD_ELEM_I16, "h"},  {INFERD_ELEM_I32, "i"}, {INFERD_ELEM_I64, "q"},
-    {INFERD_ELEM_F16, "e"},  {INFERD_ELEM_F32, "f"}, {INFERD_ELEM_F64, "d"},
+    {INFERD_ELEM_BOOL, "?"}, {INFERD_ELEM_U8, "B"},  {INFERD_ELEM_U16, "H"}, {INFERD_ELEM_U32, "I"},
+    {INFERD_ELEM_U64, "Q"},  {INFERD_ELEM_I8, "b"},  {INFERD_ELEM_I16, "h"}, {INFERD_ELEM_I32, "i"},
+    {INFERD_ELEM_I64, "q"},  {INFERD_ELEM_F16, "e"}, {INFERD_ELEM_F32, "f"}, {INFERD_ELEM_F64, "d"},
 };
 #define N_FORMATS (sizeof(k_formats) / sizeof(k_formats[0]))
 
@@ -406,9 +406,9 @@ static PyObject *tb_refs(TensorBuffer *b, void *c)
 static PyObject *tb_repr(TensorBuffer *b)
 {
     PyObject *shape = tb_shape(b, NULL);
-    PyObject *r = PyUnicode_FromFormat("TensorBuffer(dtype=%s, shape=%R%s)",
-                                       inferd_elem_name(b->t.elem), shape,
-                                       b->readonly ? ", readonly" : "");
+    PyObject *r =
+        PyUnicode_FromFormat("TensorBuffer(dtype=%s, shape=%R%s)", inferd_elem_name(b->t.elem),
+                             shape, b->readonly ? ", readonly" : "");
     Py_XDECREF(shape);
     return r;
 }
@@ -488,10 +488,72 @@ static PyTypeObject TensorBufferType = {
     .tp_getset = tb_getset,
 };
 
+PyObject *inferd_py_buffer_copy(inferd_elem elem, uint32_t ndim, const int64_t *shape,
+                                const void *src)
+{
+    inferd_tensor t;
+    inferd_error err = {0};
+    if (inferd_tensor_alloc(&t, elem, ndim, shape, &err) < 0)
+        return error_of(&err);
+    const uint64_t n = inferd_tensor_nbytes(&t);
+    if (n)
+        memcpy(inferd_tensor_data(&t), src, (size_t)n);
+    return wrap(&t, false);
+}
+
+/* ---- errors ---- */
+
+static PyObject *InferdError;
+
+PyObject *inferd_py_raise(const inferd_error *err)
+{
+    if (err->code == INFERD_E_NOMEM)
+        return PyErr_NoMemory();
+    const char *msg = err->msg[0] ? err->msg : inferd_strerror(err->code);
+    PyObject *e = PyObject_CallFunction(InferdError, "s", msg);
+    if (!e)
+        return NULL;
+    PyObject_SetAttrString(e, "code", PyUnicode_FromString(inferd_error_http_code(err->code)));
+    PyObject *v = PyLong_FromLong(err->code);
+    PyObject_SetAttrString(e, "errno", v);
+    Py_XDECREF(v);
+    v = PyLong_FromLong(inferd_error_http_status(err->code));
+    PyObject_SetAttrString(e, "status", v);
+    Py_XDECREF(v);
+    v = err->param[0] ? PyUnicode_FromString(err->param) : Py_NewRef(Py_None);
+    PyObject_SetAttrString(e, "param", v);
+    Py_XDECREF(v);
+    v = PyUnicode_FromString(msg);
+    PyObject_SetAttrString(e, "message", v);
+    Py_XDECREF(v);
+    PyErr_SetObject(InferdError, e);
+    Py_DECREF(e);
+    return NULL;
+}
+
 /* ---- the module ---- */
 
+static PyMethodDef module_methods[] = {
+    {"get_or_load", (PyCFunction)(void (*)(void))inferd_py_get_or_load,
+     METH_VARARGS | METH_KEYWORDS,
+     "get_or_load(path, *, id=None, n_ctx=0, slots=4, threads=0, keep_alive_ms=300000, "
+     "queue=64) -> Model"},
+    {"registry_info", (PyCFunction)inferd_py_registry_info, METH_NOARGS,
+     "The models of the process registry."},
+    {"configure", (PyCFunction)(void (*)(void))inferd_py_configure, METH_VARARGS | METH_KEYWORDS,
+     "configure(*, budget_bytes=0): before the first model."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "inferd._inferd", "inferd's C extension.", -1, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT,
+    "inferd._inferd",
+    "inferd's C extension.",
+    -1,
+    module_methods,
+    NULL,
+    NULL,
+    NULL,
     NULL,
 };
 
@@ -508,5 +570,16 @@ PyMODINIT_FUNC PyInit__inferd(void)
         Py_DECREF(m);
         return NULL;
     }
+    InferdError = PyErr_NewExceptionWithDoc(
+        "inferd.InferdError",
+        "An error of inferd: .code (the wire code, e.g. 'invalid_value'), .status (its HTTP "
+        "status), .errno (INFERD_E_*), .param (the field at fault or None), .message.",
+        NULL, NULL);
+    if (!InferdError || PyModule_AddObject(m, "InferdError", InferdError) < 0 ||
+        inferd_py_model_init(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(InferdError);
     return m;
 }
