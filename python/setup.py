@@ -31,7 +31,17 @@ class CMakeBuildExt(build_ext):
         for ext in self.extensions:
             ext.extra_objects = [os.path.join(build, "src", "libinferd_%s.a" % n)
                                  for n in LAYERS]
+        self.force = True  # the libraries may have changed under the same sources
         super().run()
+
+
+# Built inside an existing CMake build: keep setuptools' files there, out
+# of the source tree and apart from other builds (a sanitizer build's).
+OPTIONS = {}
+if os.environ.get("INFERD_CMAKE_BUILD"):
+    base = os.path.join(os.path.abspath(os.environ["INFERD_CMAKE_BUILD"]), "python")
+    os.makedirs(base, exist_ok=True)
+    OPTIONS = {"build": {"build_base": base}, "egg_info": {"egg_base": base}}
 
 
 setup(
@@ -48,5 +58,6 @@ setup(
         extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra"],
     )],
     cmdclass={"build_ext": CMakeBuildExt},
+    options=OPTIONS,
     python_requires=">=3.11",
 )
