@@ -51,7 +51,7 @@ setup(
     packages=["inferd"],
     ext_modules=[Extension(
         "inferd._inferd",
-        sources=["src/_inferd.c", "src/model.c"],
+        sources=["src/_inferd.c", "src/model.c", "src/client.c"],
         depends=["src/ext.h"],
         include_dirs=[os.path.join(ROOT, "include")],
         libraries=["jansson", "curl", "pcre2-8", "m"],

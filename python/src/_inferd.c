@@ -576,7 +576,7 @@ PyMODINIT_FUNC PyInit__inferd(void)
         "status), .errno (INFERD_E_*), .param (the field at fault or None), .message.",
         NULL, NULL);
     if (!InferdError || PyModule_AddObject(m, "InferdError", InferdError) < 0 ||
-        inferd_py_model_init(m) < 0) {
+        inferd_py_model_init(m) < 0 || inferd_py_client_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

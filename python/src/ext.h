@@ -14,6 +14,9 @@ PyObject *inferd_py_raise(const inferd_error *err);
 PyObject *inferd_py_buffer_copy(inferd_elem elem, uint32_t ndim, const int64_t *shape,
                                 const void *src);
 
+/* client.c */
+int inferd_py_client_init(PyObject *module);
+
 /* model.c */
 int inferd_py_model_init(PyObject *module);
 PyObject *inferd_py_get_or_load(PyObject *self, PyObject *args, PyObject *kw);
