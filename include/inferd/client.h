@@ -160,6 +160,12 @@ int inferd_client_region_register(inferd_client *c, const char *name, size_t byt
  * this client made it; @p r is freed even when the worker's answer is an
  * error (returned). NULL is fine. */
 int inferd_client_region_release(inferd_client *c, inferd_client_region *r, inferd_error *err);
+/** Register an object the caller made and maps itself (POSIX shared memory
+ * @p key, its window @p offset, @p bytes) as region @p name. */
+int inferd_client_register_key(inferd_client *c, const char *name, const char *key, uint64_t offset,
+                               uint64_t bytes, inferd_error *err);
+/** Unregister region @p name (nothing is unmapped or unlinked here). */
+int inferd_client_unregister(inferd_client *c, const char *name, inferd_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* KServe inference: POST /v2/models/{m}/infer */

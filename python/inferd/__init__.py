@@ -18,10 +18,11 @@ from ._inferd import InferdError, TensorBuffer, configure, registry_info
 from ._inferd import Model as _Model
 from ._inferd import get_or_load as _get_or_load
 from .client import ModelWorkerClient, ResilientModelWorkerClient
+from .shm import SharedMemoryRegion
 
 __all__ = ["InferdError", "Model", "ModelWorkerClient", "ResilientModelWorkerClient",
-           "TensorBuffer", "Token", "buffer_to_torch", "configure", "get_or_load",
-           "registry_info", "torch_to_buffer"]
+           "SharedMemoryRegion", "TensorBuffer", "Token", "buffer_to_torch", "configure",
+           "get_or_load", "registry_info", "torch_to_buffer"]
 
 Token = namedtuple("Token", ["id", "text"])
 Token.__doc__ = """A generated token: its id (-1 for text held back until the end) and

@@ -331,7 +331,43 @@ static PyObject *client_stats(Client *c, PyObject *unused)
                          (unsigned long long)st.replayed, "endpoints", eps);
 }
 
+static PyObject *client_register(Client *c, PyObject *args)
+{
+    const char *name, *key;
+    unsigned long long offset, bytes;
+    if (!PyArg_ParseTuple(args, "ssKK", &name, &key, &offset, &bytes) || client_live(c) < 0)
+        return NULL;
+    if (!c->one) {
+        PyErr_SetString(PyExc_TypeError, "register a region with one worker's client");
+        return NULL;
+    }
+    inferd_error err = {0};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = inferd_client_register_key(c->one, name, key, offset, bytes, &err);
+    Py_END_ALLOW_THREADS if (rc < 0) return inferd_py_raise(&err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *client_unregister(Client *c, PyObject *args)
+{
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name) || client_live(c) < 0)
+        return NULL;
+    if (!c->one) {
+        PyErr_SetString(PyExc_TypeError, "unregister a region with one worker's client");
+        return NULL;
+    }
+    inferd_error err = {0};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = inferd_client_unregister(c->one, name, &err);
+    Py_END_ALLOW_THREADS if (rc < 0) return inferd_py_raise(&err);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef client_methods[] = {
+    {"register", (PyCFunction)client_register, METH_VARARGS,
+     "register(name, key, offset, bytes): a shared-memory region by key"},
+    {"unregister", (PyCFunction)client_unregister, METH_VARARGS, "unregister(name)"},
     {"health", (PyCFunction)client_health, METH_O, "health(ready) -> True, or raises"},
     {"status", (PyCFunction)client_status, METH_NOARGS, "the worker's /v1/status JSON text"},
     {"complete", (PyCFunction)(void (*)(void))client_complete, METH_VARARGS | METH_KEYWORDS,

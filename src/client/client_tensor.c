@@ -186,6 +186,34 @@ int inferd_client_region_release(inferd_client *c, inferd_client_region *r, infe
     return rc;
 }
 
+int inferd_client_register_key(inferd_client *c, const char *name, const char *key, uint64_t offset,
+                               uint64_t bytes, inferd_error *err)
+{
+    int rc = check_name(name, err);
+    if (rc < 0)
+        return rc;
+    if (!key || key[0] != '/')
+        return inferd_fail(err, INFERD_E_INVALID, "region '%s': the key must start with '/'", name);
+    client_call k;
+    rc = region_call(c, name, "register",
+                     json_pack("{s:s,s:I,s:I}", "key", key, "offset", (json_int_t)offset,
+                               "byte_size", (json_int_t)bytes),
+                     &k, err);
+    inferd__client_call_fini(&k);
+    return rc;
+}
+
+int inferd_client_unregister(inferd_client *c, const char *name, inferd_error *err)
+{
+    int rc = check_name(name, err);
+    if (rc < 0)
+        return rc;
+    client_call k;
+    rc = region_call(c, name, "unregister", json_object(), &k, err);
+    inferd__client_call_fini(&k);
+    return rc;
+}
+
 /* ---- inference ---- */
 
 void inferd_client_infer_result_free(inferd_client_infer_result *r)
