@@ -26,6 +26,7 @@ class _Base:
         self._urls = list(urls)
         self._opts = opts
         self._c = None
+        self._regions = []  # (SharedMemoryRegion, name, window offset, size) registered here
 
     async def connect(self):
         """Open the client (connections are made by the calls)."""
@@ -114,12 +115,117 @@ class _Base:
                 pass
 
 
+_VIA = {"json": 0, "binary": 1, "shm": 2}
+
+
+def _encode_bytes(items):
+    out = bytearray()
+    for x in items:
+        b = x.encode() if isinstance(x, str) else bytes(x)
+        out += len(b).to_bytes(4, "little") + b
+    return bytes(out)
+
+
+def _decode_bytes(raw):
+    items, at = [], 0
+    while at < len(raw):
+        n = int.from_bytes(raw[at:at + 4], "little")
+        items.append(raw[at + 4:at + 4 + n])
+        at += 4 + n
+    return items
+
+
 class ModelWorkerClient(_Base):
     """One worker: ModelWorkerClient("http://127.0.0.1:8080") or
     ModelWorkerClient("unix:///run/inferd.sock"), api_key=..."""
 
     def __init__(self, url, *, api_key=None):
         super().__init__([url], api_key=api_key)
+
+    def _window(self, ptr, nbytes):
+        """The registered region window holding [ptr, ptr + nbytes), or None."""
+        for region, name, off, size in self._regions:
+            lo = region.base + off
+            if lo <= ptr and ptr + nbytes <= lo + size:
+                return region, name, lo, size
+        return None
+
+    async def infer(self, model, inputs, outputs, params=None):
+        """KServe inference of @model. @inputs: {name: NumPy array, PyTorch
+        tensor, TensorBuffer, or a list of str/bytes (BYTES)}. An input whose
+        memory lies in a SharedMemoryRegion registered with this worker goes
+        by reference (zero copy); any other as binary data after the JSON.
+        @outputs: a list of names (answered as binary data), or {name: None,
+        "json", or (region, offset, nbytes): written into the region}.
+        Returns {name: a NumPy array over the answer's bytes (no copy; a
+        TensorBuffer for BF16), a view of the region, or a list of bytes}."""
+        import json as _json
+
+        import numpy as np
+
+        from . import torch_to_buffer
+        from ._inferd import TensorBuffer
+        ins = []
+        for name, value in inputs.items():
+            if isinstance(value, (list, tuple)) and all(isinstance(x, (str, bytes))
+                                                        for x in value):
+                ins.append((name, "BYTES", (len(value),), _VIA["binary"],
+                            _encode_bytes(value), None, 0))
+                continue
+            if isinstance(value, TensorBuffer):
+                buf = value
+            elif type(value).__module__.startswith("torch"):
+                buf = torch_to_buffer(value)
+            else:
+                buf = TensorBuffer.from_numpy(np.asarray(value))
+            if not buf.contiguous:
+                raise ValueError(f"input '{name}' is not contiguous: pass a contiguous copy "
+                                 "(np.ascontiguousarray, tensor.contiguous())")
+            win = self._window(buf.data_ptr, buf.nbytes)
+            if win:
+                region, rname, lo, size = win
+                ins.append((name, buf.dtype, buf.shape, _VIA["shm"], buf.nbytes,
+                            (rname, lo, size), buf.data_ptr - lo))
+            else:
+                ins.append((name, buf.dtype, buf.shape, _VIA["binary"], buf, None, 0))
+        if isinstance(outputs, (list, tuple)):
+            outputs = {n: None for n in outputs}
+        outs, shm_out = [], {}
+        for name, how in outputs.items():
+            if how is None or how in ("binary", "json"):
+                outs.append((name, _VIA[how or "binary"], None, 0, 0))
+                continue
+            region, offset, nbytes = how
+            win = self._window(region.base + offset, nbytes)
+            if not win or win[0] is not region:
+                raise ValueError(f"output '{name}': those bytes are not in a region "
+                                 "registered with this worker")
+            _, rname, lo, size = win
+            outs.append((name, _VIA["shm"], (rname, lo, size), region.base + offset - lo,
+                         nbytes))
+            shm_out[name] = (region, offset, nbytes)
+        pj = _json.dumps(params) if params else None
+        client = self._client()
+        js, got = await self._run(client.infer, model, ins, outs, pj)
+        result = {}
+        for name, dtype, shape, payload in got:
+            if name in shm_out:
+                region, offset, nbytes = shm_out[name]
+                result[name] = region.numpy(_NUMPY[dtype], shape, offset) if dtype in _NUMPY \
+                    else region.numpy(np.uint8, (nbytes,), offset)  # BYTES, BF16: the bytes
+            elif dtype == "BYTES":
+                result[name] = _decode_bytes(payload)
+            elif dtype == "BF16":
+                result[name] = payload
+            else:
+                result[name] = payload.to_numpy()
+        self.last_answer = _json.loads(js)
+        return result
+
+
+_NUMPY = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
+          "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32",
+          "INT64": "int64", "FP16": "float16", "FP32": "float32", "FP64": "float64"}
 
 
 class ResilientModelWorkerClient(_Base):

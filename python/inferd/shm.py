@@ -29,11 +29,13 @@ class SharedMemoryRegion:
     """
 
     def __init__(self, key, size, mm, owner):
+        import numpy as np
         self.key = key
         self.size = size
         self._mm = mm
         self._owner = owner
         self._registered = []  # (client, name)
+        self.base = int(np.frombuffer(mm, np.uint8, count=1).ctypes.data)  # its address here
 
     @classmethod
     def create(cls, size, key=None):
@@ -102,6 +104,7 @@ class SharedMemoryRegion:
         self._check(size, offset)
         client._client().register(name, self.key, offset, size)
         self._registered.append((client, name))
+        client._regions.append((self, name, offset, size))
 
     def unregister(self, client, name=None):
         """Forget the region at @client's worker: @name, or every name it was
@@ -109,6 +112,7 @@ class SharedMemoryRegion:
         names = [name] if name is not None else [n for _, n in self._registered]
         for n in names:
             client._client().unregister(n)
+        client._regions = [t for t in client._regions if not (t[0] is self and t[1] in names)]
         self._registered = [(c, n) for c, n in self._registered if n not in names]
 
     def close(self):

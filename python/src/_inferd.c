@@ -488,6 +488,8 @@ static PyTypeObject TensorBufferType = {
     .tp_getset = tb_getset,
 };
 
+PyObject *inferd_py_buffer_wrap(inferd_tensor *t) { return wrap(t, false); }
+
 PyObject *inferd_py_buffer_copy(inferd_elem elem, uint32_t ndim, const int64_t *shape,
                                 const void *src)
 {

@@ -7,6 +7,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ext.h"
@@ -331,6 +333,193 @@ static PyObject *client_stats(Client *c, PyObject *unused)
                          (unsigned long long)st.replayed, "endpoints", eps);
 }
 
+/* ---- inference ---- */
+
+/* An answer's memory, shared by the TensorBuffers over its outputs. */
+typedef struct answer {
+    inferd_client_infer_result res;
+    atomic_int refs;
+} answer;
+
+static void answer_unref(void *ctx, void *data, size_t bytes)
+{
+    (void)data;
+    (void)bytes;
+    answer *a = ctx;
+    if (atomic_fetch_sub(&a->refs, 1) == 1) {
+        inferd_client_infer_result_free(&a->res);
+        PyMem_RawFree(a);
+    }
+}
+
+/* A region as the C client takes it: (name, base address, size). */
+static int read_region(PyObject *t, inferd_client_region *r)
+{
+    const char *name;
+    unsigned long long base, size;
+    if (!PyArg_ParseTuple(t, "sKK", &name, &base, &size))
+        return -1;
+    memset(r, 0, sizeof(*r));
+    snprintf(r->name, sizeof(r->name), "%s", name);
+    r->base = (void *)(uintptr_t)base;
+    r->size = (size_t)size;
+    return 0;
+}
+
+#define INFER_MAX 16
+
+/* infer(model, inputs, outputs, params_json)
+ *   inputs:  [(name, dtype, shape, via, data, region, offset)]: data a
+ *            contiguous buffer (JSON, binary), or the byte count when region
+ *            (name, base, size) is given (shared memory: the bytes are at
+ *            base + offset)
+ *   outputs: [(name, via, region, offset, room)]
+ * -> (json, [(name, dtype, shape, TensorBuffer or bytes or None)]) */
+static PyObject *client_infer(Client *c, PyObject *args)
+{
+    const char *model, *params = NULL;
+    PyObject *ins, *outs;
+    if (!PyArg_ParseTuple(args, "sO!O!z", &model, &PyList_Type, &ins, &PyList_Type, &outs,
+                          &params) ||
+        client_live(c) < 0)
+        return NULL;
+    if (!c->one) {
+        PyErr_SetString(PyExc_TypeError, "infer goes to one worker's client");
+        return NULL;
+    }
+    const Py_ssize_t n_in = PyList_GET_SIZE(ins), n_out = PyList_GET_SIZE(outs);
+    if (n_in < 1 || n_in > INFER_MAX || n_out > INFER_MAX) {
+        PyErr_Format(PyExc_ValueError, "infer: 1 to %d inputs and at most %d outputs", INFER_MAX,
+                     INFER_MAX);
+        return NULL;
+    }
+    inferd_client_tensor in[INFER_MAX], out[INFER_MAX];
+    inferd_client_region regions[2 * INFER_MAX];
+    Py_buffer views[INFER_MAX];
+    int n_views = 0;
+    PyObject *result = NULL;
+    memset(in, 0, sizeof(in));
+    memset(out, 0, sizeof(out));
+    for (Py_ssize_t i = 0; i < n_in; i++) {
+        const char *name, *dt;
+        PyObject *shape, *data, *region;
+        int via;
+        unsigned long long offset;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(ins, i), "ssOiOOK", &name, &dt, &shape, &via, &data,
+                              &region, &offset))
+            goto done;
+        inferd_client_tensor *t = &in[i];
+        t->name = name;
+        const int e = inferd_elem_parse(dt);
+        PyObject *fast = PySequence_Fast(shape, "shape: expected a sequence");
+        if (e < 0 || !fast || PySequence_Fast_GET_SIZE(fast) > INFERD_TENSOR_DIMS_MAX) {
+            Py_XDECREF(fast);
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "input '%s': datatype %s, or over 8 dims", name, dt);
+            goto done;
+        }
+        t->elem = (inferd_elem)e;
+        t->ndim = (uint32_t)PySequence_Fast_GET_SIZE(fast);
+        for (uint32_t d = 0; d < t->ndim; d++)
+            t->shape[d] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, d));
+        Py_DECREF(fast);
+        if (PyErr_Occurred())
+            goto done;
+        t->via = (inferd_client_via)via;
+        t->offset = offset;
+        if (region != Py_None) {
+            if (read_region(region, &regions[i]) < 0)
+                goto done;
+            t->region = &regions[i];
+            PyObject *nb = PyTuple_GetItem(PyList_GET_ITEM(ins, i), 4);
+            t->bytes = nb && PyLong_Check(nb) ? (size_t)PyLong_AsUnsignedLongLong(nb) : 0;
+        } else {
+            if (PyObject_GetBuffer(data, &views[n_views], PyBUF_C_CONTIGUOUS) < 0)
+                goto done;
+            t->data = views[n_views].buf;
+            t->bytes = (size_t)views[n_views].len;
+            n_views++;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n_out; i++) {
+        const char *name;
+        int via;
+        PyObject *region;
+        unsigned long long offset, room;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(outs, i), "siOKK", &name, &via, &region, &offset,
+                              &room))
+            goto done;
+        out[i].name = name;
+        out[i].via = (inferd_client_via)via;
+        out[i].offset = offset;
+        out[i].bytes = (size_t)room;
+        if (region != Py_None) {
+            if (read_region(region, &regions[INFER_MAX + i]) < 0)
+                goto done;
+            out[i].region = &regions[INFER_MAX + i];
+        }
+    }
+    answer *a = PyMem_RawCalloc(1, sizeof(*a));
+    if (!a) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    atomic_init(&a->refs, 1); /* this function's */
+    inferd_error err = {0};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = inferd_client_infer(c->one, model, in, (size_t)n_in, out,
+                                                    (size_t)n_out, params, &a->res, &err);
+    Py_END_ALLOW_THREADS if (rc < 0)
+    {
+        PyMem_RawFree(a);
+        inferd_py_raise(&err);
+        goto done;
+    }
+    PyObject *list = PyList_New(n_out);
+    for (Py_ssize_t i = 0; list && i < n_out; i++) {
+        const inferd_client_tensor *t = &out[i];
+        PyObject *shape = PyTuple_New(t->ndim), *payload = NULL;
+        for (uint32_t d = 0; shape && d < t->ndim; d++)
+            PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(t->shape[d]));
+        if (t->via == INFERD_CLIENT_VIA_SHM) {
+            payload = Py_NewRef(Py_None); /* a view of the caller's region */
+        } else if (t->elem == INFERD_ELEM_BYTES) {
+            payload = PyBytes_FromStringAndSize(t->data, (Py_ssize_t)t->bytes);
+        } else {
+            inferd_storage *st = NULL;
+            inferd_tensor tt;
+            atomic_fetch_add(&a->refs, 1);
+            if (inferd_storage_wrap(INFERD_STORAGE_BORROWED, (void *)t->data, t->bytes,
+                                    answer_unref, a, &st, &err) < 0) {
+                atomic_fetch_sub(&a->refs, 1);
+                inferd_py_raise(&err);
+            } else if (inferd_tensor_init(&tt, t->elem, t->ndim, t->shape, NULL, 0, st, &err) < 0) {
+                inferd_py_raise(&err);
+            } else {
+                payload = inferd_py_buffer_wrap(&tt);
+            }
+            inferd_storage_unref(st);
+        }
+        PyObject *item = shape && payload ? Py_BuildValue("(ssNN)", t->name,
+                                                          inferd_elem_name(t->elem), shape, payload)
+                                          : NULL;
+        if (!item) {
+            Py_XDECREF(shape);
+            Py_XDECREF(payload);
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    if (list)
+        result = Py_BuildValue("(sN)", a->res.json ? a->res.json : "{}", list);
+    answer_unref(a, NULL, 0);
+done:
+    for (int k = 0; k < n_views; k++)
+        PyBuffer_Release(&views[k]);
+    return result;
+}
+
 static PyObject *client_register(Client *c, PyObject *args)
 {
     const char *name, *key;
@@ -365,6 +554,8 @@ static PyObject *client_unregister(Client *c, PyObject *args)
 }
 
 static PyMethodDef client_methods[] = {
+    {"infer", (PyCFunction)client_infer, METH_VARARGS,
+     "infer(model, inputs, outputs, params_json) -> (json, outputs)"},
     {"register", (PyCFunction)client_register, METH_VARARGS,
      "register(name, key, offset, bytes): a shared-memory region by key"},
     {"unregister", (PyCFunction)client_unregister, METH_VARARGS, "unregister(name)"},

@@ -14,6 +14,9 @@ PyObject *inferd_py_raise(const inferd_error *err);
 PyObject *inferd_py_buffer_copy(inferd_elem elem, uint32_t ndim, const int64_t *shape,
                                 const void *src);
 
+/* A TensorBuffer taking @p t (moved). */
+PyObject *inferd_py_buffer_wrap(inferd_tensor *t);
+
 /* client.c */
 int inferd_py_client_init(PyObject *module);
 

@@ -207,6 +207,26 @@ static size_t read_body(char *buf, size_t size, size_t n, void *ctx)
     return got;
 }
 
+/* Rewind (libcurl resends a body on a fresh connection when a kept-alive
+ * one turned out closed). */
+static int seek_body(void *ctx, curl_off_t offset, int origin)
+{
+    body_reader *r = ctx;
+    if (origin != SEEK_SET || offset < 0)
+        return CURL_SEEKFUNC_CANTSEEK;
+    r->i = 0;
+    r->at = 0;
+    size_t left = (size_t)offset;
+    while (r->i < r->n && left >= r->iov[r->i].iov_len) {
+        left -= r->iov[r->i].iov_len;
+        r->i++;
+    }
+    if (r->i == r->n && left > 0)
+        return CURL_SEEKFUNC_FAIL;
+    r->at = left;
+    return CURL_SEEKFUNC_OK;
+}
+
 /* The worker's error answer @p body (status @p st) into @p err. */
 static int worker_error(long st, const char *body, size_t len, inferd_error *err)
 {
@@ -276,6 +296,8 @@ int inferd__client_call(inferd_client *c, client_call *k, inferd_error *err)
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, total);
         curl_easy_setopt(h, CURLOPT_READFUNCTION, read_body);
         curl_easy_setopt(h, CURLOPT_READDATA, &rd);
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, seek_body);
+        curl_easy_setopt(h, CURLOPT_SEEKDATA, &rd);
     } else if (k->method && strcmp(k->method, "POST") == 0) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)k->req_len);

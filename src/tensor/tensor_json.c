@@ -5,23 +5,41 @@
 
 #include "inferd/fp16.h"
 
+/* Elements are copied out with memcpy: tensor bytes may sit at any address
+ * (binary data follows the JSON of a request at any offset). */
 json_t *inferd_elem_to_json(inferd_elem e, const void *p)
 {
+    union {
+        uint8_t u8;
+        uint16_t u16;
+        uint32_t u32;
+        uint64_t u64;
+        int8_t i8;
+        int16_t i16;
+        int32_t i32;
+        int64_t i64;
+        inferd_f16 f16;
+        inferd_bf16 bf16;
+        float f32;
+        double f64;
+    } v;
+    if (e == INFERD_ELEM_BYTES || (unsigned)e >= INFERD_ELEM_COUNT)
+        return NULL;
+    memcpy(&v, p, inferd_elem_size(e));
     switch (e) {
-    case INFERD_ELEM_BOOL: return json_boolean(*(const uint8_t *)p != 0);
-    case INFERD_ELEM_U8: return json_integer(*(const uint8_t *)p);
-    case INFERD_ELEM_U16: return json_integer(*(const uint16_t *)p);
-    case INFERD_ELEM_U32: return json_integer(*(const uint32_t *)p);
-    case INFERD_ELEM_U64: return json_integer((json_int_t) * (const uint64_t *)p);
-    case INFERD_ELEM_I8: return json_integer(*(const int8_t *)p);
-    case INFERD_ELEM_I16: return json_integer(*(const int16_t *)p);
-    case INFERD_ELEM_I32: return json_integer(*(const int32_t *)p);
-    case INFERD_ELEM_I64: return json_integer(*(const int64_t *)p);
-    case INFERD_ELEM_F16: return json_real(inferd_f16_to_f32(*(const inferd_f16 *)p));
-    case INFERD_ELEM_BF16: return json_real(inferd_bf16_to_f32(*(const inferd_bf16 *)p));
-    case INFERD_ELEM_F32: return json_real(*(const float *)p);
-    case INFERD_ELEM_F64: return json_real(*(const double *)p);
-    default: return NULL;
+    case INFERD_ELEM_BOOL: return json_boolean(v.u8 != 0);
+    case INFERD_ELEM_U8: return json_integer(v.u8);
+    case INFERD_ELEM_U16: return json_integer(v.u16);
+    case INFERD_ELEM_U32: return json_integer(v.u32);
+    case INFERD_ELEM_U64: return json_integer((json_int_t)v.u64);
+    case INFERD_ELEM_I8: return json_integer(v.i8);
+    case INFERD_ELEM_I16: return json_integer(v.i16);
+    case INFERD_ELEM_I32: return json_integer(v.i32);
+    case INFERD_ELEM_I64: return json_integer(v.i64);
+    case INFERD_ELEM_F16: return json_real(inferd_f16_to_f32(v.f16));
+    case INFERD_ELEM_BF16: return json_real(inferd_bf16_to_f32(v.bf16));
+    case INFERD_ELEM_F32: return json_real(v.f32);
+    default: return json_real(v.f64);
     }
 }
 
@@ -69,11 +87,7 @@ int inferd_elem_from_json(inferd_elem e, json_t *v, void *p)
     };
     if ((size_t)e >= sizeof(range) / sizeof(range[0]) || x < range[e].lo || x > range[e].hi)
         return INFERD_E_RANGE;
-    switch (inferd_elem_size(e)) {
-    case 1: *(uint8_t *)p = (uint8_t)x; break;
-    case 2: *(uint16_t *)p = (uint16_t)x; break;
-    case 4: *(uint32_t *)p = (uint32_t)x; break;
-    default: *(uint64_t *)p = (uint64_t)x; break;
-    }
+    const uint64_t u = (uint64_t)x; /* the low bytes, little-endian hosts */
+    memcpy(p, &u, inferd_elem_size(e));
     return 0;
 }

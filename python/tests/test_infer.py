@@ -1,0 +1,82 @@
+"""KServe inference from the Python client against a real worker: NumPy,
+PyTorch and BYTES inputs as binary data, inputs read in place from a
+registered SharedMemoryRegion, outputs written into it, a language model's
+input_ids and logits, and the errors."""
+import asyncio
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import INFERD, Worker
+from inferd import InferdError, ModelWorkerClient, SharedMemoryRegion
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.environ.get("INFERD_FIXTURES", os.path.join(HERE, "..", "..", "tests", "fixtures"))
+MODEL = os.path.join(FIXTURES, "models", "stories260K.gguf")
+pytestmark = pytest.mark.skipif(not INFERD, reason="needs the inferd command (INFERD)")
+
+
+@pytest.fixture
+def worker(tmp_path):
+    w = Worker(tmp_path, "w", "-m", MODEL, "-m", "identity:ident")
+    yield w
+    w.stop()
+
+
+def test_infer(worker):
+    async def run(url):
+        async with ModelWorkerClient(url) as c:
+            a = np.random.default_rng(1).standard_normal((3, 100)).astype(np.float32)
+            t = torch.arange(-50, 50, dtype=torch.int8)
+            m = np.array([True, False, True])
+            out = await c.infer("ident", {"INPUT0": a, "INPUT1": t, "INPUT2": m,
+                                          "INPUT3": ["once", b"\x00\xff", ""]},
+                                ["OUTPUT0", "OUTPUT1", "OUTPUT2", "OUTPUT3"])
+            assert out["OUTPUT0"].dtype == np.float32 and np.array_equal(out["OUTPUT0"], a)
+            assert np.array_equal(out["OUTPUT1"], t.numpy())
+            assert out["OUTPUT2"].dtype == np.bool_ and np.array_equal(out["OUTPUT2"], m)
+            assert out["OUTPUT3"] == [b"once", b"\x00\xff", b""]
+            j = await c.infer("ident", {"INPUT0": a}, {"OUTPUT0": "json"})
+            assert np.array_equal(j["OUTPUT0"], a)
+
+            # Shared memory: inputs read in place, outputs written in place.
+            with SharedMemoryRegion.create(1 << 20) as r:
+                r.register(c, "py-infer")
+                x = r.numpy(np.float32, (1000,))
+                x[:] = np.arange(1000) * 0.5
+                out = await c.infer("ident", {"INPUT0": x},
+                                    {"OUTPUT0": (r, 65536, 4000)})
+                y = out["OUTPUT0"]
+                assert y.ctypes.data == r.base + 65536 and np.array_equal(y, x)
+                out = await c.infer("ident", {"INPUT0": x}, {"OUTPUT0": (r, 0, 4000)})
+                assert out["OUTPUT0"].ctypes.data == x.ctypes.data  # in place
+                # A language model: ids from the region, logits into it.
+                ids = r.numpy(np.int32, (5,), offset=8192)
+                ids[:] = [1, 403, 407, 261, 378]
+                out = await c.infer("stories260K", {"input_ids": ids},
+                                    {"logits": (r, 131072, 2048), "output_ids": None},
+                                    params={"max_tokens": 4, "temperature": 0})
+                lg = out["logits"]
+                assert lg.shape == (1, 512) and lg.ctypes.data == r.base + 131072
+                assert out["output_ids"].shape == (4,)
+                assert int(np.argmax(lg[0])) == int(out["output_ids"][0])
+                assert c.last_answer["parameters"]["completion_tokens"] == 4
+                # Errors: the client's own, then the worker's.
+                with pytest.raises(ValueError, match="not contiguous"):
+                    await c.infer("ident", {"INPUT0": a[:, ::2]}, ["OUTPUT0"])
+                with SharedMemoryRegion.create(4096) as other:
+                    with pytest.raises(ValueError, match="not in a region registered"):
+                        await c.infer("ident", {"INPUT0": a}, {"OUTPUT0": (other, 0, 1200)})
+                with pytest.raises(InferdError) as e:
+                    await c.infer("ident", {"INPUT0": x}, {"OUTPUT0": (r, 65536, 100)})
+                assert e.value.status == 400 and "should be at least 4000 bytes" in str(e.value)
+                with pytest.raises(InferdError) as e:
+                    await c.infer("ident", {"INPUT0": a}, ["OUTPUT9"])
+                assert e.value.code == "invalid_value" and "no output 'OUTPUT9'" in str(e.value)
+                r.unregister(c)
+                del x, y, ids, lg, out
+
+    asyncio.run(run(worker.url))
+    asyncio.run(run(worker.unix_url))
