@@ -15,29 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "inferd/client.h"
 
 #define PROMPT "Once upon a time"
-
-static const char *g_door = "";
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "FAIL (%s): ", g_door);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-#define CHECK(cond, ...)       \
-    do {                       \
-        if (!(cond))           \
-            fail(__VA_ARGS__); \
-    } while (0)
 
 #define OK(call)                                   \
     do {                                           \
@@ -46,14 +27,6 @@ static void fail(const char *fmt, ...)
         if (rc_ != 0)                              \
             fail("%s: %d %s", #call, rc_, e_.msg); \
     } while (0)
-
-static const char *env(const char *name)
-{
-    const char *v = getenv(name);
-    if (!v)
-        fail("environment: %s is not set", name);
-    return v;
-}
 
 static inferd_client *open_client(const char *url, const char *key)
 {
@@ -387,7 +360,7 @@ int main(void)
     inferd_client *c = NULL;
     inferd_error e = {0};
 
-    g_door = "open";
+    g_where = "open";
     CHECK(inferd_client_open("ftp://x", NULL, &c, &e) == INFERD_E_INVALID &&
               strstr(e.msg, "is not a worker's URL"),
           "ftp: %s", e.msg);
@@ -395,7 +368,7 @@ int main(void)
           "relative socket path: %s", e.msg);
 
     /* Nobody there: a transport error, not a worker's. */
-    g_door = "dead";
+    g_where = "dead";
     c = open_client(env("DEAD_URL"), NULL);
     int rc = inferd_client_health(c, false, &e);
     CHECK(rc == INFERD_E_TRANSPORT && inferd_client_is_transport(&e) && strlen(e.msg) > 0,
@@ -404,7 +377,7 @@ int main(void)
 
     const char *doors[2][2] = {{"tcp", env("TCP_URL")}, {"unix", env("UNIX_URL")}};
     for (int d = 0; d < 2; d++) {
-        g_door = doors[d][0];
+        g_where = doors[d][0];
         c = open_client(doors[d][1], env("KEY"));
         OK(inferd_client_health(c, false, &e_));
         OK(inferd_client_health(c, true, &e_));
@@ -431,7 +404,7 @@ int main(void)
     }
 
     /* The session's quota (--shm-session-mb 1): the worker's 507. */
-    g_door = "quota";
+    g_where = "quota";
     c = open_client(env("TCP_URL"), env("KEY"));
     inferd_client_region *r = NULL;
     rc = inferd_client_region_create(c, "big", 2 << 20, &r, &e);

@@ -21,33 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "inferd/client.h"
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "FAIL: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-#define CHECK(cond, ...)       \
-    do {                       \
-        if (!(cond))           \
-            fail(__VA_ARGS__); \
-    } while (0)
-
-static const char *env(const char *name)
-{
-    const char *v = getenv(name);
-    if (!v)
-        fail("environment: %s is not set", name);
-    return v;
-}
 
 static double now_ms(void)
 {

@@ -17,42 +17,20 @@ ids=$("$INFERD" tokenize -m "$model" "Once upon a time")
 serve_start -m "$model" -t 1 -np 2 --unix "$sock"
 serve_wait_ready
 
-PORT=$port SOCK=$sock IDS="$ids" REF="$INFERD_FIXTURES/expected/logprobs_stories260K.json" \
+PORT=$port SOCK=$sock IDS="$ids" PYTHONPATH="$(dirname "$0")" REF="$INFERD_FIXTURES/expected/logprobs_stories260K.json" \
     /usr/bin/python3 - <<'PY'
-import http.client, json, os, socket, sys
+import json, os
 import numpy as np
-from multiprocessing import resource_tracker, shared_memory
+from kserve_http import Doors, fail, region as make_region
 
 PORT, SOCK = int(os.environ["PORT"]), os.environ["SOCK"]
 IDS = [int(x) for x in os.environ["IDS"].split()]
 REF = json.load(open(os.environ["REF"]))["Once upon a time"]
 TAG = f"llmt-{os.getpid()}"
 M = "/v2/models/stories260K"
-
-def fail(msg):
-    sys.exit("FAIL: " + msg)
-
-class UnixConn(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost")
-        self.path = path
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.path)
-
-conns = {"tcp": http.client.HTTPConnection("127.0.0.1", PORT, timeout=60),
-         "unix": UnixConn(SOCK)}
-
-def request(door, method, path, body=None, headers=None):
-    c = conns[door]
-    c.request(method, path, body=body, headers=headers or {})
-    r = c.getresponse()
-    return r.status, dict(r.getheaders()), r.read()
-
-def post_json(door, path, obj):
-    st, h, b = request(door, "POST", path, json.dumps(obj).encode(),
-                       {"Content-Type": "application/json"})
-    return st, json.loads(b) if b else None
+doors = Doors(PORT, SOCK)
+conns = doors.conns
+request, post_json, register = doors.request, doors.post_json, doors.register
 
 def infer(door, obj):
     return post_json(door, M + "/infer", obj)
@@ -153,15 +131,7 @@ print(f"all_logits: [{n}, 512] logits and [{n}, 64] hidden, JSON and binary equa
 
 # ---- shared memory: ids from a region, outputs into the client's regions ----
 def region(name, size):
-    m = shared_memory.SharedMemory(name=f"{TAG}-{name}", create=True, size=size)
-    resource_tracker.unregister(m._name, "shared_memory")
-    return m
-
-def register(door, name, m):
-    st, b = post_json(door, f"/v2/systemsharedmemory/region/{name}/register",
-                      {"key": "/" + m.name, "byte_size": m.size})
-    if st != 200:
-        fail(f"register {name}: {st} {b}")
+    return make_region(TAG, name, size)
 
 def shm(name, size, off=0):
     return {"shared_memory_region": name, "shared_memory_byte_size": size,

@@ -16,52 +16,25 @@ sock="$tmp/inferd.sock"
 serve_start -m "$model" -m identity:ident -t 1 -np 2 --unix "$sock" --max-body 200000000
 serve_wait_ready
 
-PORT=$port SOCK=$sock /usr/bin/python3 - <<'PY'
-import http.client, json, os, socket, sys
+PORT=$port SOCK=$sock PYTHONPATH="$(dirname "$0")" /usr/bin/python3 - <<'PY'
+import json, os
 import numpy as np
-from multiprocessing import resource_tracker, shared_memory
+from kserve_http import Doors, fail, region as make_region
 
 PORT, SOCK = int(os.environ["PORT"]), os.environ["SOCK"]
 TAG = f"tens-{os.getpid()}"
-
-def fail(msg):
-    sys.exit("FAIL: " + msg)
-
-class UnixConn(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost")
-        self.path = path
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.path)
-
-CONNS = {"tcp": lambda: http.client.HTTPConnection("127.0.0.1", PORT, timeout=60),
-         "unix": lambda: UnixConn(SOCK)}
-conns = {k: f() for k, f in CONNS.items()}
+CONNS = ("tcp", "unix")
+doors = Doors(PORT, SOCK)
+post_json, register = doors.post_json, doors.register
 
 def post(door, path, body, headers=None):
-    c = conns[door]
-    c.request("POST", path, body=body, headers=headers or {})
-    r = c.getresponse()
-    return r.status, dict(r.getheaders()), r.read()
-
-def post_json(door, path, obj):
-    st, h, b = post(door, path, json.dumps(obj).encode(), {"Content-Type": "application/json"})
-    return st, json.loads(b) if b else None
+    return doors.request(door, "POST", path, body, headers)
 
 def infer_json(door, obj):
     return post_json(door, "/v2/models/ident/infer", obj)
 
 def region(name, size):
-    m = shared_memory.SharedMemory(name=f"{TAG}-{name}", create=True, size=size)
-    resource_tracker.unregister(m._name, "shared_memory")
-    return m
-
-def register(door, name, m, offset=0, size=None):
-    st, b = post_json(door, f"/v2/systemsharedmemory/region/{name}/register",
-                      {"key": "/" + m.name, "offset": offset, "byte_size": size or m.size})
-    if st != 200:
-        fail(f"register {name}: {st} {b}")
+    return make_region(TAG, name, size)
 
 def good(door="tcp"):
     st, b = infer_json(door, {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [3],
