@@ -431,8 +431,9 @@ static PyObject *client_infer(Client *c, PyObject *args)
             if (read_region(region, &regions[i]) < 0)
                 goto done;
             t->region = &regions[i];
-            PyObject *nb = PyTuple_GetItem(PyList_GET_ITEM(ins, i), 4);
-            t->bytes = nb && PyLong_Check(nb) ? (size_t)PyLong_AsUnsignedLongLong(nb) : 0;
+            t->bytes = (size_t)PyLong_AsUnsignedLongLong(data); /* the byte count */
+            if (PyErr_Occurred())
+                goto done;
         } else {
             if (PyObject_GetBuffer(data, &views[n_views], PyBUF_C_CONTIGUOUS) < 0)
                 goto done;

@@ -393,7 +393,7 @@ static PyTypeObject GenerationType;
 static inferd_request *submit(Model *m, PyObject *prompt, PyObject *kw, inferd_positions keep)
 {
     inferd_request_params p = inferd_request_params_default();
-    PyObject *stop_keep = NULL, *bytes = NULL;
+    PyObject *stop_keep = NULL;
     int32_t *ids = NULL;
     inferd_request *r = NULL;
     if (read_sampling(kw, &p, &stop_keep) < 0)
@@ -424,7 +424,6 @@ static inferd_request *submit(Model *m, PyObject *prompt, PyObject *kw, inferd_p
 done:
     PyMem_Free(ids);
     Py_XDECREF(stop_keep);
-    Py_XDECREF(bytes);
     return r;
 }
 

@@ -2,7 +2,6 @@
  * policy, a circuit breaker per endpoint, and streams that fail over
  * without losing or repeating a piece. */
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -232,7 +231,6 @@ static int run(inferd_resilient *r, attempt_fn fn, void *ctx, inferd_error *err)
         }
         record(r, (size_t)i, OUT_FAILED);
         last = e;
-        snprintf(last.param, sizeof(last.param), "%s", e.param);
         if (++since_wait >= r->n) { /* every endpoint tried: wait before the next round */
             since_wait = 0;
             left = dl ? dl - (int64_t)((inferd_now_ns() - t0) / 1000000u) : 0;

@@ -352,6 +352,8 @@ struct inferd_sched {
                                        * keeps every prompt position */
     float *hidden;                  /* (n_batch_max, n_embd) once a request
                                        * keeps hidden states, else NULL */
+    bool step_hidden;               /* this step has rows whose hidden state
+                                       * a request keeps */
     char *piece;                    /* (piece_cap) */
     size_t piece_cap;
     char *stop_buf; /* (piece_cap + INFERD_STOP_LEN_MAX) */
@@ -1194,6 +1196,7 @@ static int load(inferd_sched *s, inferd_error *err)
 static int32_t build_batch(inferd_sched *s)
 {
     int32_t n = 0, row = 0;
+    s->step_hidden = false;
     for (uint32_t i = 0; i < s->o.n_slots; i++) {
         slot *sl = &s->slots[i];
         sl->logits_row = -1;
@@ -1241,6 +1244,8 @@ static int32_t build_batch(inferd_sched *s)
         best->n_rows = every ? (int)take : 0;
         best->n_fed += take;
         budget -= (uint32_t)take;
+        s->step_hidden |=
+            r->keep_hidden != INFERD_POSITIONS_NONE && (every || best->n_fed == r->n_prompt);
         if (best->n_fed == r->n_prompt) {
             if (!every) {
                 s->b_logits[n - 1] = 1;
@@ -1379,7 +1384,7 @@ static void *sched_main(void *arg)
                           .seq = s->b_seq,
                           .logits = s->b_logits,
                           .prefill = s->b_prefill,
-                          .out_hidden = s->hidden};
+                          .out_hidden = s->step_hidden ? s->hidden : NULL};
         rc = inferd_model_forward(s->model, s->pool, &b, s->logits, &e);
         pthread_mutex_lock(&s->mu);
         s->n_steps++;
