@@ -298,6 +298,15 @@ int inferd_resilient_complete(inferd_resilient *r, const inferd_client_gen *g,
  * answers (same retry rules). */
 int inferd_resilient_health(inferd_resilient *r, bool ready, inferd_error *err);
 int inferd_resilient_status(inferd_resilient *r, char **out_json, inferd_error *err);
+/** As inferd_client_infer, over the endpoints (same retry rules; the
+ * deadline is kept between tries). Tensors go as JSON or binary data only:
+ * a shared-memory region belongs to one worker, so an input or output
+ * via INFERD_CLIENT_VIA_SHM is INFERD_E_INVALID. *out and the outputs
+ * are the answering endpoint's. */
+int inferd_resilient_infer(inferd_resilient *r, const char *model,
+                           const inferd_client_tensor *inputs, size_t n_inputs,
+                           inferd_client_tensor *outputs, size_t n_outputs, const char *params_json,
+                           inferd_client_infer_result *out, inferd_error *err);
 
 void inferd_resilient_stats_get(inferd_resilient *r, inferd_resilient_stats *out);
 size_t inferd_resilient_n_endpoints(const inferd_resilient *r);

@@ -114,34 +114,6 @@ class _Base:
             except BaseException:  # noqa: BLE001 - the call's end is the thread's
                 pass
 
-
-_VIA = {"json": 0, "binary": 1, "shm": 2}
-
-
-def _encode_bytes(items):
-    out = bytearray()
-    for x in items:
-        b = x.encode() if isinstance(x, str) else bytes(x)
-        out += len(b).to_bytes(4, "little") + b
-    return bytes(out)
-
-
-def _decode_bytes(raw):
-    items, at = [], 0
-    while at < len(raw):
-        n = int.from_bytes(raw[at:at + 4], "little")
-        items.append(raw[at + 4:at + 4 + n])
-        at += 4 + n
-    return items
-
-
-class ModelWorkerClient(_Base):
-    """One worker: ModelWorkerClient("http://127.0.0.1:8080") or
-    ModelWorkerClient("unix:///run/inferd.sock"), api_key=..."""
-
-    def __init__(self, url, *, api_key=None):
-        super().__init__([url], api_key=api_key)
-
     def _window(self, ptr, nbytes):
         """The registered region window holding [ptr, ptr + nbytes), or None."""
         for region, name, off, size in self._regions:
@@ -158,7 +130,9 @@ class ModelWorkerClient(_Base):
         @outputs: a list of names (answered as binary data), or {name: None,
         "json", or (region, offset, nbytes): written into the region}.
         Returns {name: a NumPy array over the answer's bytes (no copy; a
-        TensorBuffer for BF16), a view of the region, or a list of bytes}."""
+        TensorBuffer for BF16), a view of the region, or a list of bytes}.
+        A ResilientModelWorkerClient sends every tensor as binary data or
+        JSON (a region is one worker's) and retries as for complete()."""
         import json as _json
 
         import numpy as np
@@ -222,6 +196,33 @@ class ModelWorkerClient(_Base):
         self.last_answer = _json.loads(js)
         return result
 
+
+_VIA = {"json": 0, "binary": 1, "shm": 2}
+
+
+def _encode_bytes(items):
+    out = bytearray()
+    for x in items:
+        b = x.encode() if isinstance(x, str) else bytes(x)
+        out += len(b).to_bytes(4, "little") + b
+    return bytes(out)
+
+
+def _decode_bytes(raw):
+    items, at = [], 0
+    while at < len(raw):
+        n = int.from_bytes(raw[at:at + 4], "little")
+        items.append(raw[at + 4:at + 4 + n])
+        at += 4 + n
+    return items
+
+
+class ModelWorkerClient(_Base):
+    """One worker: ModelWorkerClient("http://127.0.0.1:8080") or
+    ModelWorkerClient("unix:///run/inferd.sock"), api_key=..."""
+
+    def __init__(self, url, *, api_key=None):
+        super().__init__([url], api_key=api_key)
 
 _NUMPY = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
           "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32",

@@ -383,10 +383,6 @@ static PyObject *client_infer(Client *c, PyObject *args)
                           &params) ||
         client_live(c) < 0)
         return NULL;
-    if (!c->one) {
-        PyErr_SetString(PyExc_TypeError, "infer goes to one worker's client");
-        return NULL;
-    }
     const Py_ssize_t n_in = PyList_GET_SIZE(ins), n_out = PyList_GET_SIZE(outs);
     if (n_in < 1 || n_in > INFER_MAX || n_out > INFER_MAX) {
         PyErr_Format(PyExc_ValueError, "infer: 1 to %d inputs and at most %d outputs", INFER_MAX,
@@ -468,8 +464,11 @@ static PyObject *client_infer(Client *c, PyObject *args)
     atomic_init(&a->refs, 1); /* this function's */
     inferd_error err = {0};
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = inferd_client_infer(c->one, model, in, (size_t)n_in, out,
-                                                    (size_t)n_out, params, &a->res, &err);
+    Py_BEGIN_ALLOW_THREADS rc = c->one
+                                    ? inferd_client_infer(c->one, model, in, (size_t)n_in, out,
+                                                          (size_t)n_out, params, &a->res, &err)
+                                    : inferd_resilient_infer(c->many, model, in, (size_t)n_in, out,
+                                                             (size_t)n_out, params, &a->res, &err);
     Py_END_ALLOW_THREADS if (rc < 0)
     {
         PyMem_RawFree(a);

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import INFERD, Worker
-from inferd import InferdError, ModelWorkerClient, SharedMemoryRegion
+from inferd import InferdError, ModelWorkerClient, ResilientModelWorkerClient, SharedMemoryRegion
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.environ.get("INFERD_FIXTURES", os.path.join(HERE, "..", "..", "tests", "fixtures"))
@@ -80,3 +80,37 @@ def test_infer(worker):
 
     asyncio.run(run(worker.url))
     asyncio.run(run(worker.unix_url))
+
+
+def test_resilient_infer(worker, tmp_path):
+    dead = f"unix://{tmp_path}/nobody.sock"
+
+    async def run():
+        async with ResilientModelWorkerClient([dead, worker.unix_url], retry_delay_ms=1) as r:
+            a = np.linspace(-1, 1, 300, dtype=np.float32).reshape(3, 100)
+            out = await r.infer("ident", {"INPUT0": a, "INPUT3": ["x", b"yz"]},
+                                ["OUTPUT0", "OUTPUT3"])
+            assert np.array_equal(out["OUTPUT0"], a) and out["OUTPUT3"] == [b"x", b"yz"]
+            st = r.stats()
+            assert st["attempts"] == 2 and st["failovers"] == 1
+            # Greedy logits of a language model, as one worker gives them.
+            ids = np.array([1, 403, 407, 261, 378], dtype=np.int32)
+            got = await r.infer("stories260K", {"input_ids": ids}, ["logits"],
+                                params={"max_tokens": 0})
+            async with ModelWorkerClient(worker.url) as c:
+                want = await c.infer("stories260K", {"input_ids": ids}, ["logits"],
+                                     params={"max_tokens": 0})
+            assert np.array_equal(got["logits"], want["logits"])
+            # A region belongs to one worker: refused before anything is sent.
+            with SharedMemoryRegion.create(4096) as reg:
+                with pytest.raises(TypeError, match="one worker's client"):
+                    reg.register(r, "no")
+                with pytest.raises(ValueError, match="not in a region registered"):
+                    await r.infer("ident", {"INPUT0": a}, {"OUTPUT0": (reg, 0, 1200)})
+            # The worker's 4xx comes back at once: one try at the live worker.
+            n = r.stats()["endpoints"][1]["attempts"]
+            with pytest.raises(InferdError) as e:
+                await r.infer("ident", {"INPUT0": a}, ["OUTPUT9"])
+            assert e.value.status == 400 and r.stats()["endpoints"][1]["attempts"] == n + 1
+
+    asyncio.run(run())

@@ -6,7 +6,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -146,3 +148,96 @@ def test_errors(model):
     with pytest.raises(ValueError, match="closed"):
         m.tokenize("x")
     m.close()  # twice is fine
+
+
+def test_keep_alive_and_budget_as_in_c(tmp_path):
+    """In a fresh process (the budget is set before the first load): a
+    keep-alive of 0 unloads with the last handle, an idle model kept alive
+    is evicted least recently used to fit the budget, and a model that does
+    not fit even then is refused with the bytes it needs."""
+    code = """
+import json, sys, inferd
+M = sys.argv[1]
+probe = inferd.get_or_load(M, id="probe", keep_alive_ms=0, threads=1)
+size = [m for m in inferd.registry_info() if m["id"] == "probe"][0]
+size = size["weight_bytes"] + size["state_bytes"]
+probe.close()
+out = {"after_close_0": [m["id"] for m in inferd.registry_info()]}
+print(json.dumps(dict(out, size=size)))
+"""
+    env = dict(os.environ)
+    first = subprocess.run([sys.executable, "-c", code, MODEL], check=True,
+                           capture_output=True, text=True, env=env)
+    got = json.loads(first.stdout)
+    assert got["after_close_0"] == []  # keep-alive 0: gone with its handle
+    size = got["size"]
+    code = """
+import json, sys, inferd
+M, size = sys.argv[1], int(sys.argv[2])
+inferd.configure(budget_bytes=2 * size + size // 2)  # room for two
+ids = lambda: sorted(m["id"] for m in inferd.registry_info())
+a = inferd.get_or_load(M, id="a", keep_alive_ms=-1, threads=1)
+b = inferd.get_or_load(M, id="b", keep_alive_ms=-1, threads=1)
+a.close(); b.close()           # both idle, kept; a used least recently
+kept = ids()
+c = inferd.get_or_load(M, id="c", keep_alive_ms=-1, threads=1)   # evicts a
+after_c = ids()
+d = inferd.get_or_load(M, id="d", keep_alive_ms=-1, threads=1)   # evicts b
+after_d = ids()
+try:
+    inferd.get_or_load(M, id="e", threads=1)   # c and d are held: no room
+    refused = None
+except inferd.InferdError as e:
+    refused = [e.code, e.status, str(e)]
+print(json.dumps(dict(kept=kept, after_c=after_c, after_d=after_d, refused=refused,
+                      still=c.complete("Once", max_tokens=2, seed=1)["completion_tokens"])))
+"""
+    out = json.loads(subprocess.run([sys.executable, "-c", code, MODEL, str(size)], check=True,
+                                    capture_output=True, text=True, env=env).stdout)
+    assert out["kept"] == ["a", "b"]
+    assert out["after_c"] == ["b", "c"] and out["after_d"] == ["c", "d"]
+    code_, status, msg = out["refused"]
+    assert code_ == "quota" and status == 507 and "budget" in msg, msg
+    assert out["still"] == 2
+
+
+def test_the_gil_is_released_while_the_engine_works(tmp_path):
+    """A pure-Python thread keeps running (it needs the GIL) while a call
+    computes: no gap in its progress near the length of the call."""
+    if not INFERD:
+        pytest.skip("no inferd command (set INFERD)")
+    slow = str(tmp_path / "slow.gguf")
+    subprocess.run([INFERD, "make-model", "--dim", "768", "--layers", "8", "--heads", "12",
+                    "--ffn", "2048", "--vocab-from", MODEL, "--type", "Q8_0", "-o", slow],
+                   check=True, capture_output=True)
+    with inferd.get_or_load(slow, threads=1, keep_alive_ms=0) as m:
+        ids = m.tokenize("Once upon a time " * 100)[:384]
+
+        def spun_through(call):
+            stamps, stop = [], threading.Event()
+
+            def spin():
+                while not stop.is_set():
+                    stamps.append(time.perf_counter())
+
+            t = threading.Thread(target=spin)
+            t.start()
+            while not stamps:
+                time.sleep(0.001)
+            t0 = time.perf_counter()
+            call()
+            t1 = time.perf_counter()
+            stop.set()
+            t.join()
+            inside = [t0] + [s for s in stamps if t0 < s < t1] + [t1]
+            gap = max(b - a for a, b in zip(inside, inside[1:]))
+            return t1 - t0, gap, len(inside) - 2
+
+        for name, call in [("logits", lambda: m.logits(ids)),
+                           ("complete", lambda: m.complete(ids, max_tokens=48, seed=1,
+                                                           ignore_eos=True))]:
+            took, gap, n = spun_through(call)
+            # Holding the GIL for the call would leave one gap of about `took`.
+            assert took > 0.05, f"{name}: {took:.3f} s is too short to tell"
+            assert gap < took / 2 and n > 1000, \
+                f"{name}: took {took:.3f} s, the Python thread's longest gap {gap:.3f} s, {n} steps"

@@ -382,6 +382,48 @@ int inferd_resilient_status(inferd_resilient *r, char **out_json, inferd_error *
     return run(r, op_attempt, &k, err);
 }
 
+typedef struct infer_call {
+    const char *model, *params;
+    const inferd_client_tensor *in;
+    size_t n_in;
+    inferd_client_tensor *out;
+    size_t n_out;
+    inferd_client_infer_result *res;
+} infer_call;
+
+static int infer_attempt(inferd_client *c, void *ctx, int64_t left_ms, inferd_error *err)
+{
+    infer_call *k = ctx;
+    (void)left_ms;
+    inferd_client_infer_result_free(k->res);
+    return inferd_client_infer(c, k->model, k->in, k->n_in, k->out, k->n_out, k->params, k->res,
+                               err);
+}
+
+int inferd_resilient_infer(inferd_resilient *r, const char *model,
+                           const inferd_client_tensor *inputs, size_t n_inputs,
+                           inferd_client_tensor *outputs, size_t n_outputs, const char *params_json,
+                           inferd_client_infer_result *out, inferd_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < n_inputs + n_outputs; i++) {
+        const inferd_client_tensor *t = i < n_inputs ? &inputs[i] : &outputs[i - n_inputs];
+        if (t->via == INFERD_CLIENT_VIA_SHM)
+            return inferd_fail_param(err, INFERD_E_INVALID, t->name,
+                                     "%s '%s': a resilient call sends tensors as JSON or binary "
+                                     "data (a shared-memory region belongs to one worker)",
+                                     i < n_inputs ? "input" : "output", t->name);
+    }
+    infer_call k = {.model = model,
+                    .params = params_json,
+                    .in = inputs,
+                    .n_in = n_inputs,
+                    .out = outputs,
+                    .n_out = n_outputs,
+                    .res = out};
+    return run(r, infer_attempt, &k, err);
+}
+
 /* ---- figures ---- */
 
 void inferd_resilient_stats_get(inferd_resilient *r, inferd_resilient_stats *out)

@@ -403,6 +403,44 @@ int main(void)
         inferd_client_close(c);
     }
 
+    /* The resilient client's inference: past the dead worker to a live
+     * one, binary both ways; a region is refused (it is one worker's). */
+    g_where = "resilient infer";
+    const char *urls[2] = {env("DEAD_URL"), env("UNIX_URL")};
+    inferd_resilient_opts ro = inferd_resilient_opts_default();
+    ro.client.api_key = env("KEY");
+    ro.retry.backoff_base_ms = 1;
+    inferd_resilient *rs = NULL;
+    OK(inferd_resilient_open(urls, 2, &ro, &rs, &e_));
+    const float f[4] = {0.5f, -1, 2, 1e6f};
+    const int64_t s4[1] = {4};
+    inferd_client_tensor in =
+        tensor("INPUT0", INFERD_ELEM_F32, 1, s4, INFERD_CLIENT_VIA_BINARY, f, sizeof(f));
+    inferd_client_tensor out = {.name = "OUTPUT0", .via = INFERD_CLIENT_VIA_BINARY};
+    inferd_client_infer_result res;
+    CHECK(inferd_resilient_infer(rs, "ident", &in, 1, &out, 1, NULL, &res, &e) == 0, "%s", e.msg);
+    CHECK(out.bytes == sizeof(f) && memcmp(out.data, f, sizeof(f)) == 0, "the output differs");
+    inferd_client_infer_result_free(&res);
+    inferd_resilient_stats st;
+    inferd_resilient_stats_get(rs, &st);
+    CHECK(st.calls == 1 && st.attempts == 2 && st.failovers == 1,
+          "calls %llu attempts %llu failovers %llu", (unsigned long long)st.calls,
+          (unsigned long long)st.attempts, (unsigned long long)st.failovers);
+    in.via = INFERD_CLIENT_VIA_SHM;
+    rc = inferd_resilient_infer(rs, "ident", &in, 1, &out, 1, NULL, &res, &e);
+    CHECK(rc == INFERD_E_INVALID && strcmp(e.param, "INPUT0") == 0 &&
+              strstr(e.msg, "a shared-memory region belongs to one worker"),
+          "shm: %d %s", rc, e.msg);
+    /* The worker's 4xx comes back at once, not retried. */
+    in.via = INFERD_CLIENT_VIA_BINARY;
+    out.name = "OUTPUT9";
+    rc = inferd_resilient_infer(rs, "ident", &in, 1, &out, 1, NULL, &res, &e);
+    inferd_resilient_stats_get(rs, &st);
+    CHECK(rc == INFERD_E_INVALID && strstr(e.msg, "has no output 'OUTPUT9'") && st.calls == 2 &&
+              st.attempts == 3,
+          "no such output: %d %s, %llu attempts", rc, e.msg, (unsigned long long)st.attempts);
+    inferd_resilient_close(rs);
+
     /* The session's quota (--shm-session-mb 1): the worker's 507. */
     g_where = "quota";
     c = open_client(env("TCP_URL"), env("KEY"));
