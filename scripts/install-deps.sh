@@ -13,14 +13,14 @@ cd "$(dirname "$0")/.."
 # python3-matplotlib: the soak benchmark's plot (bench/soak.sh). libdlpack-dev:
 # the DLPack 0.6 header, for tensors shared with NumPy and PyTorch. python3-numpy:
 # the tensor tests' Python client (tests/integration/test_serve_tensors.sh).
-# python3-dev, -setuptools, -pip: the inferd Python package (python/, built
-# offline with `pip install --no-build-isolation`); python3-torch,
+# python3-dev, -setuptools, -pip, -venv: the inferd Python package (python/,
+# built offline by pip with Debian's setuptools, in a venv); python3-torch,
 # python3-pytest, python3-pytest-asyncio: its tests.
 pkgs=(build-essential cmake pkg-config git clang clang-format libclang-rt-14-dev
       libjansson-dev libcmocka-dev libcurl4-openssl-dev libnats-dev libdlpack-dev
       libpcre2-dev
       nats-server python3 python3-matplotlib python3-numpy jq curl prometheus
-      python3-dev python3-setuptools python3-pip python3-torch python3-pytest
+      python3-dev python3-setuptools python3-pip python3-venv python3-torch python3-pytest
       python3-pytest-asyncio)
 # Node.js and npm run the official `openai` client in the tests; a Node.js
 # installed another way (with its own npm) is used as it is.
