@@ -11,10 +11,13 @@ inferd.InferdError with the worker's code and message ("transport_error"
 when no answer came).
 """
 import asyncio
+import ctypes
 import json
+import os
 import threading
+import urllib.parse
 
-from ._inferd import _Client
+from ._inferd import InferdError, _Client
 
 __all__ = ["ModelWorkerClient", "ResilientModelWorkerClient"]
 
@@ -27,6 +30,8 @@ class _Base:
         self._opts = opts
         self._c = None
         self._regions = []  # (SharedMemoryRegion, name, window offset, size) registered here
+        self._stage_min = None  # stage inputs of this many bytes and more (None: never)
+        self.last_via = {}  # how the last infer sent each input
 
     async def connect(self):
         """Open the client (connections are made by the calls)."""
@@ -139,7 +144,7 @@ class _Base:
 
         from . import torch_to_buffer
         from ._inferd import TensorBuffer
-        ins = []
+        ins, via, staged = [], {}, []  # staged: (index in ins, buffer) to copy to a region
         for name, value in inputs.items():
             if isinstance(value, (list, tuple)) and all(isinstance(x, (str, bytes))
                                                         for x in value):
@@ -160,8 +165,12 @@ class _Base:
                 region, rname, lo, size = win
                 ins.append((name, buf.dtype, buf.shape, _VIA["shm"], buf.nbytes,
                             (rname, lo, size), buf.data_ptr - lo))
+                via[name] = "region"
             else:
                 ins.append((name, buf.dtype, buf.shape, _VIA["binary"], buf, None, 0))
+                via[name] = "binary"
+                if self._stage_min is not None and buf.nbytes >= self._stage_min:
+                    staged.append((len(ins) - 1, buf))
         if isinstance(outputs, (list, tuple)):
             outputs = {n: None for n in outputs}
         outs, shm_out = [], {}
@@ -180,7 +189,21 @@ class _Base:
             shm_out[name] = (region, offset, nbytes)
         pj = _json.dumps(params) if params else None
         client = self._client()
-        js, got = await self._run(client.infer, model, ins, outs, pj)
+        stage = await self._stage(ins, via, staged) if staged else None
+        try:
+            try:
+                js, got = await self._run(client.infer, model, ins, outs, pj)
+            except InferdError as e:
+                # The worker dropped the idle staging region (--shm-ttl):
+                # register it again and resend.
+                if stage is None or f"no region '{stage[1]}'" not in str(e):
+                    raise
+                await self._run(client.register, stage[1], stage[0].key, 0, stage[0].size)
+                js, got = await self._run(client.infer, model, ins, outs, pj)
+        finally:
+            if stage is not None:
+                await self._unstage(stage)
+        self.last_via = via
         result = {}
         for name, dtype, shape, payload in got:
             if name in shm_out:
@@ -217,12 +240,104 @@ def _decode_bytes(raw):
     return items
 
 
+def _is_local(url):
+    """Is the worker at @url on this machine (its Unix socket, a loopback
+    address)?"""
+    if url.startswith("unix://"):
+        return True
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class ModelWorkerClient(_Base):
     """One worker: ModelWorkerClient("http://127.0.0.1:8080") or
-    ModelWorkerClient("unix:///run/inferd.sock"), api_key=..."""
+    ModelWorkerClient("unix:///run/inferd.sock"), api_key=...
 
-    def __init__(self, url, *, api_key=None):
+    shm="auto" (the default): when the worker is local, infer() copies each
+    input of @shm_min_bytes or more that is not already in a registered
+    region into a staging region of this client (made and registered on
+    first use, reused by later calls) and sends it by reference: one copy
+    in this process instead of the bytes through the socket. If the worker
+    refuses the region (shared memory off, its quota, another /dev/shm),
+    inputs go as binary data from then on (``shm_fallback`` says why).
+    shm="never": always binary data (inputs already in a registered region
+    still go by reference)."""
+
+    _STAGE_IDLE_MAX = 4  # idle staging regions kept for later calls
+
+    def __init__(self, url, *, api_key=None, shm="auto", shm_min_bytes=65536):
+        if shm not in ("auto", "never"):
+            raise ValueError(f"shm: expected 'auto' or 'never', not {shm!r}")
+        if shm_min_bytes < 0:
+            raise ValueError("shm_min_bytes: expected >= 0")
         super().__init__([url], api_key=api_key)
+        if shm == "auto" and _is_local(url):
+            self._stage_min = shm_min_bytes
+        self._stage_idle = []  # staging regions no call uses
+        self._stage_n = 0
+        self.shm_fallback = None
+
+    async def _stage(self, ins, via, staged):
+        """Copy the @staged inputs into a staging region and point @ins at it;
+        returns the region (give it back with _unstage), or None when the
+        worker refused one (the inputs stay binary)."""
+        from .shm import SharedMemoryRegion
+        need = sum((b.nbytes + 63) & ~63 for _, b in staged)
+        fits = [r for r in self._stage_idle if r[0].size >= need]
+        if fits:
+            region = min(fits, key=lambda r: r[0].size)
+            self._stage_idle.remove(region)
+        else:
+            size = 1 << max(20, (need - 1).bit_length())
+            self._stage_n += 1
+            name = f"py-stage-{os.getpid()}-{id(self):x}-{self._stage_n}"
+            try:
+                r = SharedMemoryRegion.create(size)
+            except OSError as e:
+                self._stage_off(f"cannot make a region here: {e}")
+                return None
+            try:
+                await self._run(self._client().register, name, r.key, 0, size)
+            except InferdError as e:
+                r.close()
+                self._stage_off(f"the worker refused a region: {e}")
+                return None
+            region = (r, name)
+        r, name = region
+        at = 0
+        for i, buf in staged:
+            ctypes.memmove(r.base + at, buf.data_ptr, buf.nbytes)
+            n, dt, shape = ins[i][0], ins[i][1], ins[i][2]
+            ins[i] = (n, dt, shape, _VIA["shm"], buf.nbytes, (name, r.base, r.size), at)
+            via[n] = "staged"
+            at += (buf.nbytes + 63) & ~63
+        return region
+
+    def _stage_off(self, why):
+        self._stage_min = None
+        self.shm_fallback = why
+
+    async def _unstage(self, region):
+        if self._c is not None and len(self._stage_idle) < self._STAGE_IDLE_MAX:
+            self._stage_idle.append(region)
+        else:
+            await self._drop_stage(region)
+
+    async def _drop_stage(self, region):
+        r, name = region
+        try:
+            if self._c is not None:
+                await self._run(self._c.unregister, name)
+        except InferdError:
+            pass  # the worker forgets it anyway (its TTL, or it is gone)
+        finally:
+            r.close()
+
+    async def close(self):
+        idle, self._stage_idle = self._stage_idle, []
+        for region in idle:
+            await self._drop_stage(region)
+        await super().close()
 
 _NUMPY = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
           "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32",

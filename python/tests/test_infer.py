@@ -1,9 +1,13 @@
 """KServe inference from the Python client against a real worker: NumPy,
 PyTorch and BYTES inputs as binary data, inputs read in place from a
 registered SharedMemoryRegion, outputs written into it, a language model's
-input_ids and logits, and the errors."""
+input_ids and logits, the errors, inputs staged into a region of the
+client's when the worker is local, and the resilient client's inference."""
 import asyncio
+import glob
+import json
 import os
+import urllib.request
 
 import numpy as np
 import pytest
@@ -114,3 +118,83 @@ def test_resilient_infer(worker, tmp_path):
             assert e.value.status == 400 and r.stats()["endpoints"][1]["attempts"] == n + 1
 
     asyncio.run(run())
+
+
+def _worker_regions(w):
+    with urllib.request.urlopen(w.url + "/v1/status", timeout=5) as r:
+        return json.load(r)["shm"]["regions"]
+
+
+def _staging_objects():
+    return glob.glob(f"/dev/shm/inferd-py-{os.getpid()}-*")
+
+
+def test_local_inputs_go_through_a_staging_region(worker):
+    """A local worker gets big inputs by reference from the client's staging
+    region (one copy here, not the bytes through the socket); small ones,
+    shm="never" and a remote-looking worker go as binary data."""
+    before = set(_staging_objects())
+
+    async def run(url):
+        big = np.arange(200_000, dtype=np.float32)  # 800 KB
+        small = np.arange(10, dtype=np.int64)
+        async with ModelWorkerClient(url) as c:
+            out = await c.infer("ident", {"INPUT0": big, "INPUT1": small}, ["OUTPUT0", "OUTPUT1"])
+            assert c.last_via == {"INPUT0": "staged", "INPUT1": "binary"}
+            assert np.array_equal(out["OUTPUT0"], big) and np.array_equal(out["OUTPUT1"], small)
+            # Calls at once each get a region; afterwards they are reused.
+            xs = [np.full(100_000, i, dtype=np.float64) for i in range(3)]
+            outs = await asyncio.gather(*[c.infer("ident", {"INPUT0": x}, ["OUTPUT0"])
+                                          for x in xs])
+            assert all(np.array_equal(o["OUTPUT0"], x) for o, x in zip(outs, xs))
+            n = _worker_regions(worker)
+            assert 1 <= n <= 3
+            for x in xs:
+                out = await c.infer("ident", {"INPUT0": x}, ["OUTPUT0"])
+                assert np.array_equal(out["OUTPUT0"], x) and c.last_via["INPUT0"] == "staged"
+            assert _worker_regions(worker) == n and c.shm_fallback is None
+        # close() unregistered and unlinked them.
+        assert _worker_regions(worker) == 0 and set(_staging_objects()) == before
+        async with ModelWorkerClient(url, shm="never") as c:
+            out = await c.infer("ident", {"INPUT0": big}, ["OUTPUT0"])
+            assert c.last_via == {"INPUT0": "binary"} and np.array_equal(out["OUTPUT0"], big)
+
+    asyncio.run(run(worker.unix_url))
+    asyncio.run(run(worker.url))
+    with pytest.raises(ValueError, match="shm: expected 'auto' or 'never'"):
+        ModelWorkerClient(worker.url, shm="always")
+
+
+def test_staging_falls_back_and_survives_the_worker_dropping_it(tmp_path):
+    """A worker without shared memory refuses the region: the inputs go as
+    binary data (once refused, from then on). A worker that dropped the
+    idle region after --shm-ttl gets it registered again."""
+    before = set(_staging_objects())
+    big = np.arange(50_000, dtype=np.int32)
+    off = Worker(tmp_path, "off", "-m", "identity:ident", "--shm", "off")
+    ttl = Worker(tmp_path, "ttl", "-m", "identity:ident", "--shm-ttl", "1")
+    try:
+        async def run():
+            async with ModelWorkerClient(off.unix_url) as c:
+                for _ in range(2):
+                    out = await c.infer("ident", {"INPUT0": big}, ["OUTPUT0"])
+                    assert np.array_equal(out["OUTPUT0"], big)
+                    assert c.last_via == {"INPUT0": "binary"}
+                assert "the worker refused a region" in c.shm_fallback
+            assert set(_staging_objects()) == before
+            async with ModelWorkerClient(ttl.unix_url) as c:
+                await c.infer("ident", {"INPUT0": big}, ["OUTPUT0"])
+                assert _worker_regions(ttl) == 1
+                for _ in range(50):  # the worker sweeps every second
+                    if _worker_regions(ttl) == 0:
+                        break
+                    await asyncio.sleep(0.1)
+                assert _worker_regions(ttl) == 0
+                out = await c.infer("ident", {"INPUT0": big + 1}, ["OUTPUT0"])
+                assert np.array_equal(out["OUTPUT0"], big + 1)
+                assert c.last_via == {"INPUT0": "staged"} and _worker_regions(ttl) == 1
+
+        asyncio.run(run())
+    finally:
+        off.stop()
+        ttl.stop()
