@@ -5,11 +5,8 @@ killed (-9) in the middle of a stream."""
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
-import time
-import urllib.request
 
 import pytest
 
