@@ -9,18 +9,25 @@
 - ``TensorBuffer``: tensor memory shared with NumPy and PyTorch without
   copies (the buffer protocol, __array_interface__, DLPack 0.6).
 - Errors are ``InferdError`` with the worker's ``code``, ``status``,
-  ``param`` and ``message``.
+  ``param`` and ``message``, raised as a subclass by kind
+  (``InvalidRequestError``, ``NotFoundError``, ``OverloadedError``,
+  ``TransportError``, ...).
 """
 import asyncio
 from collections import namedtuple
 
-from ._inferd import InferdError, TensorBuffer, configure, registry_info
+from ._inferd import (AuthenticationError, ConflictError, DeadlineExceededError, InferdError,
+                      InternalError, InvalidRequestError, NotFoundError, OverloadedError,
+                      RequestCancelledError, TensorBuffer, TransportError, UnavailableError,
+                      configure, registry_info)
 from ._inferd import Model as _Model
 from ._inferd import get_or_load as _get_or_load
 from .client import ModelWorkerClient, ResilientModelWorkerClient
 from .shm import SharedMemoryRegion
 
-__all__ = ["InferdError", "Model", "ModelWorkerClient", "ResilientModelWorkerClient",
+__all__ = ["AuthenticationError", "ConflictError", "DeadlineExceededError", "InferdError",
+           "InternalError", "InvalidRequestError", "NotFoundError", "OverloadedError",
+           "RequestCancelledError", "TransportError", "UnavailableError", "Model", "ModelWorkerClient", "ResilientModelWorkerClient",
            "SharedMemoryRegion", "TensorBuffer", "Token", "buffer_to_torch", "configure",
            "get_or_load", "registry_info", "torch_to_buffer"]
 

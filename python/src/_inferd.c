@@ -507,30 +507,116 @@ PyObject *inferd_py_buffer_copy(inferd_elem elem, uint32_t ndim, const int64_t *
 
 static PyObject *InferdError;
 
+/* InferdError's subclasses, one per kind of failure, by INFERD_E_* code. */
+enum {
+    K_INVALID,
+    K_AUTH,
+    K_NOT_FOUND,
+    K_CONFLICT,
+    K_OVERLOADED,
+    K_UNAVAILABLE,
+    K_DEADLINE,
+    K_CANCELLED,
+    K_TRANSPORT,
+    K_INTERNAL,
+    K_N
+};
+
+static const struct {
+    const char *name, *doc;
+} kinds[K_N] = {
+    [K_INVALID] = {"InvalidRequestError", "The request is at fault (HTTP 400, 405, 413, 422)."},
+    [K_AUTH] = {"AuthenticationError", "A missing or wrong API key (401)."},
+    [K_NOT_FOUND] = {"NotFoundError", "No such model, region or route (404)."},
+    [K_CONFLICT] = {"ConflictError", "It exists already, or is busy (409)."},
+    [K_OVERLOADED] = {"OverloadedError",
+                      "The queue is full (503 overloaded) or a quota is spent (507): retry "
+                      "later or elsewhere."},
+    [K_UNAVAILABLE] = {"UnavailableError", "Not serving: loading, draining or stopped (503)."},
+    [K_DEADLINE] = {"DeadlineExceededError", "A deadline passed (504)."},
+    [K_CANCELLED] = {"RequestCancelledError", "The request was cancelled (499)."},
+    [K_TRANSPORT] = {"TransportError",
+                     "No answer from the worker: connection refused, broken or timed out "
+                     "(502)."},
+    [K_INTERNAL] = {"InternalError", "The worker failed (500, 501)."},
+};
+
+static PyObject *kind_class[K_N];
+
+static int kind_of(int code)
+{
+    switch (code) {
+    case INFERD_E_INVALID:
+    case INFERD_E_RANGE:
+    case INFERD_E_INVALID_TYPE:
+    case INFERD_E_MISSING:
+    case INFERD_E_CONTEXT_LENGTH:
+    case INFERD_E_FIELD_UNSUPPORTED:
+    case INFERD_E_BAD_JSON:
+    case INFERD_E_TOO_LARGE:
+    case INFERD_E_FORMAT:
+    case INFERD_E_METHOD: return K_INVALID;
+    case INFERD_E_UNAUTHORIZED: return K_AUTH;
+    case INFERD_E_NOT_FOUND:
+    case INFERD_E_MODEL_NOT_FOUND:
+    case INFERD_E_NO_ROUTE: return K_NOT_FOUND;
+    case INFERD_E_EXISTS:
+    case INFERD_E_BUSY: return K_CONFLICT;
+    case INFERD_E_OVERLOADED:
+    case INFERD_E_QUOTA: return K_OVERLOADED;
+    case INFERD_E_UNAVAILABLE: return K_UNAVAILABLE;
+    case INFERD_E_TIMEOUT: return K_DEADLINE;
+    case INFERD_E_CANCELLED: return K_CANCELLED;
+    case INFERD_E_TRANSPORT: return K_TRANSPORT;
+    default: return K_INTERNAL;
+    }
+}
+
+static void set_attr(PyObject *e, const char *name, PyObject *v)
+{
+    if (v) {
+        PyObject_SetAttrString(e, name, v);
+        Py_DECREF(v);
+    }
+}
+
 PyObject *inferd_py_raise(const inferd_error *err)
 {
     if (err->code == INFERD_E_NOMEM)
         return PyErr_NoMemory();
     const char *msg = err->msg[0] ? err->msg : inferd_strerror(err->code);
-    PyObject *e = PyObject_CallFunction(InferdError, "s", msg);
+    PyObject *cls = kind_class[kind_of(err->code)];
+    PyObject *e = PyObject_CallFunction(cls, "s", msg);
     if (!e)
         return NULL;
-    PyObject_SetAttrString(e, "code", PyUnicode_FromString(inferd_error_http_code(err->code)));
-    PyObject *v = PyLong_FromLong(err->code);
-    PyObject_SetAttrString(e, "errno", v);
-    Py_XDECREF(v);
-    v = PyLong_FromLong(inferd_error_http_status(err->code));
-    PyObject_SetAttrString(e, "status", v);
-    Py_XDECREF(v);
-    v = err->param[0] ? PyUnicode_FromString(err->param) : Py_NewRef(Py_None);
-    PyObject_SetAttrString(e, "param", v);
-    Py_XDECREF(v);
-    v = PyUnicode_FromString(msg);
-    PyObject_SetAttrString(e, "message", v);
-    Py_XDECREF(v);
-    PyErr_SetObject(InferdError, e);
+    set_attr(e, "code", PyUnicode_FromString(inferd_error_http_code(err->code)));
+    set_attr(e, "errno", PyLong_FromLong(err->code));
+    set_attr(e, "status", PyLong_FromLong(inferd_error_http_status(err->code)));
+    set_attr(e, "param", err->param[0] ? PyUnicode_FromString(err->param) : Py_NewRef(Py_None));
+    set_attr(e, "message", PyUnicode_FromString(msg));
+    PyErr_SetObject(cls, e);
     Py_DECREF(e);
     return NULL;
+}
+
+static int errors_init(PyObject *m)
+{
+    InferdError = PyErr_NewExceptionWithDoc(
+        "inferd.InferdError",
+        "An error of inferd: .code (the wire code, e.g. 'invalid_value'), .status (its HTTP "
+        "status), .errno (INFERD_E_*), .param (the field at fault or None), .message. "
+        "Raised as one of its subclasses, by kind.",
+        NULL, NULL);
+    if (!InferdError || PyModule_AddObject(m, "InferdError", Py_NewRef(InferdError)) < 0)
+        return -1;
+    for (int k = 0; k < K_N; k++) {
+        char full[64];
+        snprintf(full, sizeof(full), "inferd.%s", kinds[k].name);
+        kind_class[k] = PyErr_NewExceptionWithDoc(full, kinds[k].doc, InferdError, NULL);
+        if (!kind_class[k] || PyModule_AddObject(m, kinds[k].name, Py_NewRef(kind_class[k])) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* ---- the module ---- */
@@ -572,16 +658,9 @@ PyMODINIT_FUNC PyInit__inferd(void)
         Py_DECREF(m);
         return NULL;
     }
-    InferdError = PyErr_NewExceptionWithDoc(
-        "inferd.InferdError",
-        "An error of inferd: .code (the wire code, e.g. 'invalid_value'), .status (its HTTP "
-        "status), .errno (INFERD_E_*), .param (the field at fault or None), .message.",
-        NULL, NULL);
-    if (!InferdError || PyModule_AddObject(m, "InferdError", InferdError) < 0 ||
-        inferd_py_model_init(m) < 0 || inferd_py_client_init(m) < 0) {
+    if (errors_init(m) < 0 || inferd_py_model_init(m) < 0 || inferd_py_client_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
-    Py_INCREF(InferdError);
     return m;
 }

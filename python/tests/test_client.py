@@ -66,15 +66,18 @@ def test_every_call_over_tcp_and_unix(worker):
                 await c.complete("Once", temperature=9)
             assert e.value.code == "invalid_value" and e.value.status == 400
             assert e.value.param == "temperature" and "temperature: 9" in str(e.value)
+            assert type(e.value) is inferd.InvalidRequestError
             with pytest.raises(InferdError) as e:
                 await c.complete("Once", model="nope")
             assert e.value.code == "model_not_found" and e.value.status == 404
+            assert type(e.value) is inferd.NotFoundError
             with pytest.raises(TypeError, match="unexpected keyword 'bogus'"):
                 await c.complete("Once", bogus=1)
         async with ModelWorkerClient(url) as c:  # no key
             with pytest.raises(InferdError) as e:
                 await c.status()
             assert e.value.code == "invalid_api_key" and e.value.status == 401
+            assert type(e.value) is inferd.AuthenticationError
 
     asyncio.run(run(worker.url))
     asyncio.run(run(worker.unix_url))
@@ -88,6 +91,7 @@ def test_transport_errors_and_failover_to_a_live_worker(worker, tmp_path):
             with pytest.raises(InferdError) as e:
                 await c.health_check()
             assert e.value.code == "transport_error" and e.value.status == 502
+            assert type(e.value) is inferd.TransportError
         async with ResilientModelWorkerClient([dead, worker.url], api_key="k") as r:
             out = await r.complete("Once upon a time", max_tokens=4, seed=3)
             assert out["completion_tokens"] == 4
@@ -102,6 +106,7 @@ def test_transport_errors_and_failover_to_a_live_worker(worker, tmp_path):
             with pytest.raises(InferdError) as e:
                 await r.health_check()
             assert e.value.code == "timeout" and "deadline of 300 ms passed" in str(e.value)
+            assert type(e.value) is inferd.DeadlineExceededError
 
     asyncio.run(run())
     with pytest.raises(ValueError, match="max_retries"):
@@ -141,5 +146,10 @@ def test_a_worker_killed_mid_stream(tmp_path):
 
 def test_module_exports():
     assert inferd.ModelWorkerClient is ModelWorkerClient
+    kinds = ["AuthenticationError", "ConflictError", "DeadlineExceededError", "InternalError",
+             "InvalidRequestError", "NotFoundError", "OverloadedError", "RequestCancelledError",
+             "TransportError", "UnavailableError"]
+    for k in kinds:
+        assert issubclass(getattr(inferd, k), InferdError) and k in inferd.__all__
     with pytest.raises(ValueError, match="not connected"):
         asyncio.run(ModelWorkerClient("http://127.0.0.1:1").status())

@@ -122,12 +122,14 @@ def test_cancel(model):
         for _ in gen:
             pass
     assert e.value.code == "cancelled" and e.value.status == 499
+    assert isinstance(e.value, inferd.RequestCancelledError)
 
 
 def test_errors(model):
     with pytest.raises(inferd.InferdError) as e:
         model.complete("")
     assert e.value.code == "invalid_value" and e.value.param == "prompt"
+    assert isinstance(e.value, inferd.InvalidRequestError)
     assert "prompt: it is empty" in str(e.value)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         model.complete([1, 99999])
@@ -186,10 +188,12 @@ d = inferd.get_or_load(M, id="d", keep_alive_ms=-1, threads=1)   # evicts b
 after_d = ids()
 try:
     inferd.get_or_load(M, id="e", threads=1)   # c and d are held: no room
-    refused = None
+    refused = refused_class = None
 except inferd.InferdError as e:
     refused = [e.code, e.status, str(e)]
+    refused_class = type(e).__name__
 print(json.dumps(dict(kept=kept, after_c=after_c, after_d=after_d, refused=refused,
+                      refused_class=refused_class,
                       still=c.complete("Once", max_tokens=2, seed=1)["completion_tokens"])))
 """
     out = json.loads(subprocess.run([sys.executable, "-c", code, MODEL, str(size)], check=True,
@@ -198,6 +202,7 @@ print(json.dumps(dict(kept=kept, after_c=after_c, after_d=after_d, refused=refus
     assert out["after_c"] == ["b", "c"] and out["after_d"] == ["c", "d"]
     code_, status, msg = out["refused"]
     assert code_ == "quota" and status == 507 and "budget" in msg, msg
+    assert out["refused_class"] == "OverloadedError"
     assert out["still"] == 2
 
 
