@@ -20,14 +20,18 @@
 # Rows of raw samples are p50/p99 over every chunk's samples; the C client
 # rows (inferd-client-rt prints only its percentiles) are the medians of
 # the chunks' p50 and p99. "Python - C" is the difference at p50.
+# Then ModelWorkerClient.infer of a 64 KB, 1 MB and 10 MB input to a local
+# worker, staged into the client's region against binary data,
+# INFER_REQUESTS calls each, alternating.
 #
-#   bash bench/python.sh          # REQUESTS=1000 ROUNDS=20 TOKENS=64 BUILD=build
+#   bash bench/python.sh   # REQUESTS=1000 ROUNDS=20 TOKENS=64 INFER_REQUESTS=200 BUILD=build
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-$here/build}
 requests=${REQUESTS:-1000}
 rounds=${ROUNDS:-20}
 tokens=${TOKENS:-64}
+infer_n=${INFER_REQUESTS:-200}
 model=$here/tests/fixtures/models/stories260K.gguf
 py=/usr/bin/python3 # Debian's interpreter (sees python3-numpy, python3-torch)
 tmp=$(mktemp -d)
@@ -150,6 +154,35 @@ for tr in tcp unix; do
         rt stats --path "Python await complete" "$tmp/$tr/complete.txt"
         rt stats --path "Python async for stream" "$tmp/$tr/stream.txt"
     } | rows "C inferd_client_complete" "$tr"
+done
+kill "$pid"
+wait "$pid" 2>/dev/null || true
+pid=
+
+# KServe inference through the asyncio client: a local worker gets big
+# inputs staged into the client's region (shm="auto") or as binary data
+# (shm="never"), alternating call by call; the output comes back as binary
+# data in both. The body limit is raised so that binary data can carry it.
+"$build/inferd" serve -m identity:ident --port "$port" --unix "$tmp/s.sock" --log-level warn \
+    --max-body $((64 << 20)) &
+pid=$!
+for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:$port/health" && [[ -S $tmp/s.sock ]] && break
+    sleep 0.1
+done
+echo
+echo "ModelWorkerClient.infer over the Unix socket, identity model, one FP32 input, $infer_n calls per row:"
+echo
+echo "| input | staged p50 us | staged p99 us | binary p50 us | binary p99 us |"
+echo "|---|---|---|---|---|"
+for kb in 64 1024 10240; do
+    mkdir "$tmp/infer-$kb"
+    rt infer --url "unix://$tmp/s.sock" --bytes $((kb << 10)) --requests "$infer_n" \
+        --raw-dir "$tmp/infer-$kb"
+    s=$(rt stats --path staged "$tmp/infer-$kb/staged.txt")
+    b=$(rt stats --path binary "$tmp/infer-$kb/binary.txt")
+    jq -nr --argjson s "$s" --argjson b "$b" --arg kb "$kb" \
+        '"| \($kb) KB | \($s.p50_us) | \($s.p99_us) | \($b.p50_us) | \($b.p99_us) |"'
 done
 kill "$pid"
 wait "$pid" 2>/dev/null || true

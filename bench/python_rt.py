@@ -102,6 +102,32 @@ async def client_run(args):
     save(args.raw_dir, "stream", stream)
 
 
+async def infer_run(args):
+    """ModelWorkerClient.infer of the identity model, one FP32 input of
+    --bytes (output answered as binary data): shm="auto" (the input staged
+    into the client's region) and shm="never" (binary data) alternating."""
+    import numpy as np
+
+    import inferd
+
+    clock = time.perf_counter_ns
+    x = np.arange(args.bytes // 4, dtype=np.float32)
+    got = {"staged": [], "binary": []}
+    async with inferd.ModelWorkerClient(args.url) as a, \
+            inferd.ModelWorkerClient(args.url, shm="never") as b:
+        for i in range(WARMUP + args.requests):
+            for name, c in (("staged", a), ("binary", b)):
+                t0 = clock()
+                out = await c.infer("ident", {"INPUT0": x}, ["OUTPUT0"])
+                t1 = clock()
+                if c.last_via["INPUT0"] != name or out["OUTPUT0"].nbytes != x.nbytes:
+                    raise SystemExit(f"python_rt: the {name} input went {c.last_via}")
+                if i >= WARMUP:
+                    got[name].append((t1 - t0) / 1e3)
+    for name, v in got.items():
+        save(args.raw_dir, name, v)
+
+
 def pct(sorted_v, p):
     """Nearest rank, as bench/bench_util.h's bench_pct."""
     rank = max(1, (p * len(sorted_v) + 99) // 100)
@@ -132,12 +158,13 @@ def chunks(args):
 
 def main():
     ap = argparse.ArgumentParser(description="the Python side of bench/python.sh")
-    ap.add_argument("mode", choices=["inproc", "client", "stats", "chunks"])
+    ap.add_argument("mode", choices=["inproc", "client", "infer", "stats", "chunks"])
     ap.add_argument("files", nargs="*")
     ap.add_argument("--model")
     ap.add_argument("--url")
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--tokens", type=int, default=1)
+    ap.add_argument("--bytes", type=int, default=1 << 20)
     ap.add_argument("--raw-dir", default=".")
     ap.add_argument("--path", default="")
     args = ap.parse_intermixed_args()
@@ -145,6 +172,8 @@ def main():
         inproc(args)
     elif args.mode == "client":
         asyncio.run(client_run(args))
+    elif args.mode == "infer":
+        asyncio.run(infer_run(args))
     elif args.mode == "stats":
         stats(args)
     else:
