@@ -94,7 +94,8 @@ inferd_channel_spec inferd_channel_get_spec(const inferd_channel *ch);
  * Publisher: loan the next slot, waiting up to @p timeout_ms (< 0: no
  * limit) while every slot is in flight. One loan at a time.
  * @return 0 and *out (data, cap = slot_bytes); INFERD_E_TIMEOUT,
- * INFERD_E_INVALID (not the publisher, or a loan is out).
+ * INFERD_E_UNAVAILABLE (shut down), INFERD_E_INVALID (not the publisher, or
+ * a loan is out).
  */
 int inferd_channel_loan(inferd_channel *ch, int64_t timeout_ms, inferd_sample *out,
                         inferd_error *err);
@@ -106,7 +107,8 @@ int inferd_channel_publish(inferd_channel *ch, inferd_sample *s, uint64_t len, i
 /**
  * Subscriber: the next sample, waiting up to @p timeout_ms (< 0: no limit).
  * Release it once done; several may be held at once (each keeps its slot).
- * @return 0 and *out; INFERD_E_TIMEOUT; INFERD_E_INVALID (not a subscriber).
+ * @return 0 and *out; INFERD_E_TIMEOUT; INFERD_E_UNAVAILABLE (shut down and
+ * nothing left to receive); INFERD_E_INVALID (not a subscriber).
  */
 int inferd_channel_receive(inferd_channel *ch, int64_t timeout_ms, inferd_sample *out,
                            inferd_error *err);
@@ -115,5 +117,11 @@ int inferd_channel_receive(inferd_channel *ch, int64_t timeout_ms, inferd_sample
 void inferd_channel_release(inferd_channel *ch, inferd_sample *s);
 
 void inferd_channel_stats_get(const inferd_channel *ch, inferd_channel_stats *out);
+
+/** Shut the channel down for every process: waiting and later loans end
+ * with INFERD_E_UNAVAILABLE, and receives once the published samples are
+ * taken (the pipeline's manager does this when the pipeline stops or
+ * fails, so that no node or caller stays blocked). Any seat may do it. */
+void inferd_channel_shutdown(inferd_channel *ch);
 
 #endif

@@ -43,8 +43,8 @@ typedef struct header {
     _Atomic uint64_t head;                /* samples published */
     _Atomic uint32_t pub_word, free_word; /* futexes: published, freed */
     _Atomic uint32_t publisher;           /* seat taken */
-    uint32_t pad1_;
-    _Atomic uint64_t subscribers; /* seats taken (mask) */
+    _Atomic uint32_t shut;                /* inferd_channel_shutdown */
+    _Atomic uint64_t subscribers;         /* seats taken (mask) */
     _Atomic uint64_t dropped_total;
     uint64_t pad2_[6];
     slot_state slots[];
@@ -298,6 +298,8 @@ int inferd_channel_loan(inferd_channel *ch, int64_t timeout_ms, inferd_sample *o
     const uint64_t deadline = deadline_of(timeout_ms);
     for (;;) {
         const uint32_t w = atomic_load(&h->free_word);
+        if (atomic_load(&h->shut))
+            return inferd_fail(err, INFERD_E_UNAVAILABLE, "channel: it is shut down");
         if (h->policy == INFERD_CHANNEL_DROP_OLDEST && atomic_load(&s->pending) != 0) {
             /* Take it back from those who have not received it. */
             const uint64_t p = atomic_load(&s->pending);
@@ -359,6 +361,8 @@ int inferd_channel_receive(inferd_channel *ch, int64_t timeout_ms, inferd_sample
         const uint64_t c = ch->cursor;
         const uint32_t w = atomic_load(&h->pub_word);
         if (c >= atomic_load(&h->head)) {
+            if (atomic_load(&h->shut))
+                return inferd_fail(err, INFERD_E_UNAVAILABLE, "channel: it is shut down");
             if (futex_wait(&h->pub_word, w, deadline) == ETIMEDOUT && c >= atomic_load(&h->head))
                 return inferd_fail(err, INFERD_E_TIMEOUT, "channel: no sample in %lld ms",
                                    (long long)timeout_ms);
@@ -414,4 +418,11 @@ void inferd_channel_stats_get(const inferd_channel *ch, inferd_channel_stats *ou
     out->published = atomic_load(&ch->h->head);
     out->received = ch->received;
     out->dropped = ch->dropped;
+}
+
+void inferd_channel_shutdown(inferd_channel *ch)
+{
+    atomic_store(&ch->h->shut, 1);
+    futex_wake(&ch->h->pub_word);
+    futex_wake(&ch->h->free_word);
 }

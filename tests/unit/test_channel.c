@@ -265,6 +265,63 @@ static void test_drop_oldest(void **state)
     close(fd);
 }
 
+typedef struct waiter {
+    inferd_channel *ch;
+    int rc;
+} waiter;
+
+static void *wait_receive(void *arg)
+{
+    waiter *w = arg;
+    inferd_sample x;
+    inferd_error e = {0};
+    w->rc = inferd_channel_receive(w->ch, -1, &x, &e);
+    return NULL;
+}
+
+static void *wait_loan(void *arg)
+{
+    waiter *w = arg;
+    inferd_sample x;
+    inferd_error e = {0};
+    w->rc = inferd_channel_loan(w->ch, -1, &x, &e);
+    return NULL;
+}
+
+static void test_shutdown_wakes_every_wait(void **state)
+{
+    (void)state;
+    int fd = make(64, 1, 2, INFERD_CHANNEL_BLOCK);
+    inferd_channel *pub = open_as(fd, INFERD_CHANNEL_PUBLISHER);
+    inferd_channel *a = open_as(fd, INFERD_CHANNEL_SUBSCRIBER);
+    inferd_channel *b = open_as(fd, INFERD_CHANNEL_SUBSCRIBER);
+    publish(pub, 0, 0);
+    inferd_error e = {0};
+    inferd_sample x;
+    assert_int_equal(inferd_channel_receive(a, 0, &x, &e), 0); /* a is done; b has 0 to take */
+    inferd_channel_release(a, &x);
+    waiter wr = {.ch = a, .rc = 1}, wl = {.ch = pub, .rc = 1};
+    pthread_t tr, tl;
+    assert_int_equal(pthread_create(&tr, NULL, wait_receive, &wr), 0);
+    assert_int_equal(pthread_create(&tl, NULL, wait_loan, &wl), 0); /* b holds the slot */
+    usleep(20000);
+    inferd_channel_shutdown(b);
+    assert_int_equal(pthread_join(tr, NULL), 0);
+    assert_int_equal(pthread_join(tl, NULL), 0);
+    assert_int_equal(wr.rc, INFERD_E_UNAVAILABLE);
+    assert_int_equal(wl.rc, INFERD_E_UNAVAILABLE);
+    /* What was published is still received; then the end. */
+    assert_int_equal(inferd_channel_receive(b, 0, &x, &e), 0);
+    assert_int_equal(x.seq, 0);
+    inferd_channel_release(b, &x);
+    assert_int_equal(inferd_channel_receive(b, -1, &x, &e), INFERD_E_UNAVAILABLE);
+    assert_non_null(strstr(e.msg, "shut down"));
+    inferd_channel_close(a);
+    inferd_channel_close(b);
+    inferd_channel_close(pub);
+    close(fd);
+}
+
 /* ---- another process, threads ---- */
 
 #define MANY 20000
@@ -378,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_in_order_and_read_only),
         cmocka_unit_test(test_block_backpressure),
         cmocka_unit_test(test_drop_oldest),
+        cmocka_unit_test(test_shutdown_wakes_every_wait),
         cmocka_unit_test(test_another_process),
         cmocka_unit_test(test_threads_block),
         cmocka_unit_test(test_threads_drop_oldest),
