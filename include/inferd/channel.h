@@ -46,6 +46,7 @@ typedef struct inferd_channel_spec {
 typedef enum inferd_channel_role {
     INFERD_CHANNEL_PUBLISHER = 0,
     INFERD_CHANNEL_SUBSCRIBER = 1,
+    INFERD_CHANNEL_OBSERVER = 2, /* no seat: stats and shutdown only (a manager) */
 } inferd_channel_role;
 
 typedef struct inferd_channel inferd_channel;

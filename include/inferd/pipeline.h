@@ -125,6 +125,10 @@ int inferd_pipeline_wait_ready(inferd_pipeline *p, int64_t timeout_ms, inferd_er
 /** The nodes now: up to @p cap into @p out; @return how many there are. */
 size_t inferd_pipeline_nodes(inferd_pipeline *p, inferd_node_info *out, size_t cap);
 
+/** A descriptor that becomes readable once the pipeline failed or every
+ * node exited (poll it beside other input; do not read or close it). */
+int inferd_pipeline_fd(inferd_pipeline *p);
+
 /** The pipeline's failure, if it failed: @return 0 (running or stopped
  * cleanly) or its error code with *err filled. */
 int inferd_pipeline_failure(inferd_pipeline *p, inferd_error *err);
@@ -134,7 +138,7 @@ int inferd_pipeline_failure(inferd_pipeline *p, inferd_error *err);
  * @p channel: @p h's flags, elem, ndim and shape (magic, session and bytes
  * are filled here), @p bytes of @p data copied into the loaned slot. Waits
  * up to @p timeout_ms for room. @return 0; INFERD_E_NOT_FOUND (no such
- * input), INFERD_E_INVALID (too large for the channel), INFERD_E_TIMEOUT,
+ * input), INFERD_E_TOO_LARGE (over the channel's slot), INFERD_E_TIMEOUT,
  * the pipeline's failure.
  */
 int inferd_pipeline_send(inferd_pipeline *p, const char *channel, uint64_t session,
@@ -143,8 +147,7 @@ int inferd_pipeline_send(inferd_pipeline *p, const char *channel, uint64_t sessi
 
 /** Send UTF-8 @p text (INFERD_SAMPLE_TEXT) into @p channel for @p session. */
 int inferd_pipeline_send_text(inferd_pipeline *p, const char *channel, uint64_t session,
-                              const char *text, size_t len, int64_t timeout_ms,
-                              inferd_error *err);
+                              const char *text, size_t len, int64_t timeout_ms, inferd_error *err);
 
 /** End session @p session on every input channel of the pipeline. */
 int inferd_pipeline_end(inferd_pipeline *p, uint64_t session, int64_t timeout_ms,

@@ -16,6 +16,8 @@ int inferd__cmd_make_model(int argc, char **argv);
 int inferd__cmd_bench(int argc, char **argv);
 int inferd__cmd_serve(int argc, char **argv);
 int inferd__cmd_client(int argc, char **argv);
+int inferd__cmd_pipeline(int argc, char **argv);
+int inferd__cmd_pipeline_node(int argc, char **argv);
 
 /* Option table for inferd__cli_parse. */
 typedef enum cli_opt_kind {

@@ -16,6 +16,8 @@ static const struct {
     {"info", inferd__cmd_info, "show a GGUF file's metadata and tensors"},
     {"make-model", inferd__cmd_make_model, "write a random-weight llama model"},
     {"bench", inferd__cmd_bench, "measure prompt and generation speed"},
+    {"pipeline", inferd__cmd_pipeline, "run a pipeline of nodes in their own processes"},
+    {"pipeline-node", inferd__cmd_pipeline_node, "(run by `inferd pipeline`) a built-in node"},
 };
 
 static void usage(FILE *f)

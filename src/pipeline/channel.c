@@ -172,6 +172,9 @@ static uint64_t deadline_of(int64_t timeout_ms)
 int inferd_channel_open(int fd, inferd_channel_role role, inferd_channel **out, inferd_error *err)
 {
     *out = NULL;
+    if (role != INFERD_CHANNEL_PUBLISHER && role != INFERD_CHANNEL_SUBSCRIBER &&
+        role != INFERD_CHANNEL_OBSERVER)
+        return inferd_fail(err, INFERD_E_INVALID, "channel: role %d", (int)role);
     struct stat st;
     if (fstat(fd, &st) < 0)
         return inferd_fail_errno(err, INFERD_E_IO, errno, "channel: fstat");
@@ -220,12 +223,12 @@ int inferd_channel_open(int fd, inferd_channel_role role, inferd_channel **out, 
         uint32_t no = 0;
         if (!atomic_compare_exchange_strong(&h->publisher, &no, 1)) {
             ch->bit = 0;
-            ch->role = INFERD_CHANNEL_SUBSCRIBER; /* nothing to give back */
+            ch->role = INFERD_CHANNEL_OBSERVER; /* nothing to give back */
             inferd_channel_close(ch);
             return inferd_fail(err, INFERD_E_BUSY, "channel: it has a publisher already");
         }
         ch->cursor = atomic_load(&h->head);
-    } else {
+    } else if (role == INFERD_CHANNEL_SUBSCRIBER) {
         uint64_t m = atomic_load(&h->subscribers);
         for (;;) {
             int b = -1;
@@ -263,7 +266,7 @@ void inferd_channel_close(inferd_channel *ch)
     header *h = ch->h;
     if (ch->role == INFERD_CHANNEL_PUBLISHER) {
         atomic_store(&h->publisher, 0);
-    } else if (ch->bit) {
+    } else if (ch->role == INFERD_CHANNEL_SUBSCRIBER && ch->bit) {
         atomic_fetch_and(&h->subscribers, ~ch->bit);
         for (uint32_t i = 0; i < h->n_slots; i++) {
             atomic_fetch_and(&h->slots[i].pending, ~ch->bit);

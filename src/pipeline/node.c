@@ -1,0 +1,425 @@
+/* Built-in nodes (`inferd pipeline-node`): the node side of the control
+ * protocol and the kinds identity, tokenize, detokenize and llm. One input
+ * channel, processed sample by sample; an END sample is passed on to every
+ * output. A "stop" from the manager (or its socket closing) shuts the
+ * input down, which ends the loop. */
+#include <errno.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "inferd/alloc.h"
+#include "inferd/model.h"
+#include "inferd/pipeline.h"
+#include "inferd/registry.h"
+#include "inferd/scheduler.h"
+#include "inferd/tensor.h"
+#include "inferd/tokenizer.h"
+#include "sample.h"
+
+#define OUT_MAX 16
+
+typedef struct node {
+    int ctl;
+    const char *name, *kind;
+    json_t *opts;
+    inferd_channel *in;
+    inferd_channel *out[OUT_MAX];
+    size_t n_out;
+    inferd_registry *reg;
+    inferd_registry_handle *h;
+    const inferd_vocab *vocab;
+    atomic_bool stop;
+    char *buf; /* a scratch for outputs */
+    size_t buf_cap;
+} node;
+
+static void progress(node *n, double f, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void progress(node *n, double f, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_t *m = json_pack("{ss sf ss}", "type", "progress", "fraction", f, "message", msg);
+    if (m)
+        inferd__ctl_send(n->ctl, m, NULL, 0, NULL);
+    json_decref(m);
+}
+
+/* Report @p e to the manager and on stderr; the node then exits 1. */
+static int fail(node *n, const inferd_error *e)
+{
+    fprintf(stderr, "node '%s' (%s): %s\n", n->name ? n->name : "?", n->kind ? n->kind : "?",
+            e->msg);
+    json_t *m = json_pack("{ss ss}", "type", "error", "message", e->msg);
+    if (m)
+        inferd__ctl_send(n->ctl, m, NULL, 0, NULL);
+    json_decref(m);
+    return 1;
+}
+
+/* Publish a sample to output @p o (waiting for room as long as it takes). */
+static int emit(node *n, size_t o, uint64_t session, inferd_sample_header h, const void *data,
+                uint64_t bytes, inferd_error *err)
+{
+    return inferd__sample_send(n->out[o], h, session, data, bytes, -1, err);
+}
+
+static int emit_text(node *n, uint64_t session, const char *t, size_t len, inferd_error *err)
+{
+    return emit(n, 0, session, inferd__sample_text_header(len), t, len, err);
+}
+
+static int scratch(node *n, size_t bytes, inferd_error *err)
+{
+    if (bytes <= n->buf_cap)
+        return 0;
+    char *b = inferd_realloc(n->buf, bytes);
+    if (!b)
+        return inferd_fail(err, INFERD_E_NOMEM, "no memory for %zu bytes", bytes);
+    n->buf = b;
+    n->buf_cap = bytes;
+    return 0;
+}
+
+/* ---- kinds ---- */
+
+static int do_tokenize(node *n, const inferd_sample_header *h, const char *p, inferd_error *err)
+{
+    if (!(h->flags & INFERD_SAMPLE_TEXT))
+        return inferd_fail(err, INFERD_E_INVALID, "tokenize takes text samples");
+    const bool add = !json_is_false(json_object_get(n->opts, "add_special"));
+    const bool parse = json_is_true(json_object_get(n->opts, "parse_special"));
+    size_t cap = h->bytes + 8, k = 0;
+    if (scratch(n, cap * sizeof(int32_t), err) < 0)
+        return INFERD_E_NOMEM;
+    int rc = inferd_tokenize(n->vocab, p, h->bytes, add, parse, (int32_t *)n->buf, cap, &k, err);
+    if (rc < 0)
+        return rc;
+    inferd_sample_header o = {.elem = INFERD_ELEM_I32, .ndim = 1, .shape = {(int64_t)k}};
+    return emit(n, 0, h->session, o, n->buf, k * sizeof(int32_t), err);
+}
+
+/* Token ids of an I32 or I64 sample into *ids (n->buf, or a fresh array
+ * for I64 ones the caller frees). */
+static int read_ids(node *n, const inferd_sample_header *h, const char *p, const int32_t **ids,
+                    size_t *k, int32_t **owned, inferd_error *err)
+{
+    *owned = NULL;
+    if ((h->elem != INFERD_ELEM_I32 && h->elem != INFERD_ELEM_I64) || h->ndim != 1)
+        return inferd_fail(err, INFERD_E_INVALID,
+                           "expected token ids (INT32 or INT64, one dimension)");
+    *k = (size_t)h->shape[0];
+    const int32_t nv = inferd_vocab_n_tokens(n->vocab);
+    int32_t *v = inferd_malloc((*k ? *k : 1) * sizeof(int32_t));
+    if (!v)
+        return inferd_fail(err, INFERD_E_NOMEM, "no memory");
+    for (size_t i = 0; i < *k; i++) {
+        int64_t id;
+        if (h->elem == INFERD_ELEM_I32) {
+            int32_t x;
+            memcpy(&x, p + 4 * i, 4);
+            id = x;
+        } else {
+            memcpy(&id, p + 8 * i, 8);
+        }
+        if (id < 0 || id >= nv) {
+            inferd_free(v);
+            return inferd_fail(err, INFERD_E_INVALID, "token %zu has id %lld, outside [0, %d)", i,
+                               (long long)id, nv);
+        }
+        v[i] = (int32_t)id;
+    }
+    *ids = v;
+    *owned = v;
+    return 0;
+}
+
+static int do_detokenize(node *n, const inferd_sample_header *h, const char *p, inferd_error *err)
+{
+    const int32_t *ids;
+    int32_t *owned;
+    size_t k;
+    int rc = read_ids(n, h, p, &ids, &k, &owned, err);
+    if (rc < 0)
+        return rc;
+    const size_t piece = inferd_vocab_max_piece_len(n->vocab) + 16;
+    if ((rc = scratch(n, (k + 1) * piece, err)) < 0) {
+        inferd_free(owned);
+        return rc;
+    }
+    inferd_detok d;
+    inferd_detok_init(&d, n->vocab);
+    size_t len = 0;
+    for (size_t i = 0; i <= k; i++) {
+        size_t w = i < k ? inferd_detok_push(&d, ids[i], n->buf + len, piece)
+                         : inferd_detok_flush(&d, n->buf + len, piece);
+        if (w == INFERD_DETOK_ERROR) {
+            inferd_free(owned);
+            return inferd_fail(err, INFERD_E_INVALID, "cannot detokenize token %zu", i);
+        }
+        len += w;
+    }
+    inferd_free(owned);
+    const char *t = n->buf;
+    if (inferd_vocab_add_space_prefix(n->vocab) && len > 0 && t[0] == ' ') {
+        t++; /* the space the tokenizer put before the text */
+        len--;
+    }
+    return emit_text(n, h->session, t, len, err);
+}
+
+static int do_llm(node *n, const inferd_sample_header *h, const char *p, inferd_error *err)
+{
+    inferd_request_params rp = inferd_request_params_default();
+    int32_t *owned = NULL;
+    if (h->flags & INFERD_SAMPLE_TEXT) {
+        rp.text = p;
+        rp.text_len = h->bytes;
+    } else {
+        const int32_t *ids;
+        size_t k;
+        int rc = read_ids(n, h, p, &ids, &k, &owned, err);
+        if (rc < 0)
+            return rc;
+        rp.tokens = ids;
+        rp.n_tokens = k;
+        if (k == 0) {
+            inferd_free(owned);
+            return inferd_fail(err, INFERD_E_INVALID, "an empty prompt");
+        }
+    }
+    json_t *o = n->opts, *v;
+    if ((v = json_object_get(o, "max_tokens")))
+        rp.max_tokens = (int32_t)json_integer_value(v);
+    if ((v = json_object_get(o, "temperature")))
+        rp.sampling.temperature = (float)json_number_value(v);
+    if ((v = json_object_get(o, "top_k")))
+        rp.sampling.top_k = (int32_t)json_integer_value(v);
+    if ((v = json_object_get(o, "top_p")))
+        rp.sampling.top_p = (float)json_number_value(v);
+    if ((v = json_object_get(o, "min_p")))
+        rp.sampling.min_p = (float)json_number_value(v);
+    if ((v = json_object_get(o, "repeat_penalty")))
+        rp.sampling.repeat_penalty = (float)json_number_value(v);
+    if ((v = json_object_get(o, "seed"))) {
+        rp.sampling.has_seed = true;
+        rp.sampling.seed = (uint64_t)json_integer_value(v);
+    }
+    rp.ignore_eos = json_is_true(json_object_get(o, "ignore_eos"));
+    json_t *stop = json_object_get(o, "stop");
+    if (json_is_string(stop)) {
+        rp.stop[rp.n_stop++] = json_string_value(stop);
+    } else if (json_is_array(stop)) {
+        size_t i;
+        json_array_foreach (stop, i, v)
+            rp.stop[rp.n_stop++] = json_string_value(v);
+    }
+    rp.timeout_ms = -1;
+    inferd_request *r = NULL;
+    int rc = inferd_sched_submit(inferd_registry_handle_sched(n->h), &rp, &r, err);
+    inferd_free(owned);
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        inferd_event ev;
+        rc = inferd_request_next(r, &ev, 100);
+        if (rc == INFERD_E_TIMEOUT) {
+            if (atomic_load(&n->stop)) {
+                inferd_request_cancel(r);
+                rc = INFERD_E_CANCELLED;
+                break;
+            }
+            continue;
+        }
+        if (rc < 0)
+            break;
+        if (ev.type == INFERD_EVENT_ERROR) {
+            rc = inferd_fail(err, ev.code ? ev.code : INFERD_E_INTERNAL, "%s",
+                             ev.message ? ev.message : "the request failed");
+            break;
+        }
+        if (ev.text_len && (rc = emit_text(n, h->session, ev.text, ev.text_len, err)) < 0)
+            break;
+        if (ev.type == INFERD_EVENT_DONE) {
+            rc = 0;
+            break;
+        }
+    }
+    inferd_request_release(r);
+    return rc;
+}
+
+static int process(node *n, const inferd_sample_header *h, const char *p, inferd_error *err)
+{
+    if (strcmp(n->kind, "identity") == 0) {
+        for (size_t o = 0; o < n->n_out; o++) {
+            int rc = emit(n, o, h->session, *h, p, h->bytes, err);
+            if (rc < 0)
+                return rc;
+        }
+        return 0;
+    }
+    if (strcmp(n->kind, "tokenize") == 0)
+        return do_tokenize(n, h, p, err);
+    if (strcmp(n->kind, "detokenize") == 0)
+        return do_detokenize(n, h, p, err);
+    return do_llm(n, h, p, err);
+}
+
+/* ---- the protocol ---- */
+
+static void *watch_ctl(void *arg)
+{
+    node *n = arg;
+    for (;;) {
+        json_t *m = NULL;
+        int rc = inferd__ctl_recv(n->ctl, &m, NULL, NULL, NULL);
+        const bool stop =
+            rc == INFERD_E_UNAVAILABLE || rc == INFERD_E_IO ||
+            (rc == 0 && strcmp(json_string_value(json_object_get(m, "type")), "stop") == 0);
+        json_decref(m);
+        if (stop) {
+            atomic_store(&n->stop, true);
+            inferd_channel_shutdown(n->in);
+            return NULL;
+        }
+    }
+}
+
+static int init_model(node *n, inferd_error *err)
+{
+    const char *path = json_string_value(json_object_get(n->opts, "model"));
+    progress(n, 0, "loading %s", path);
+    inferd_registry_opts ro = inferd_registry_opts_default();
+    int rc = inferd_registry_create(&ro, &n->reg, err);
+    if (rc < 0)
+        return rc;
+    inferd_registry_model_opts mo = inferd_registry_model_opts_default();
+    mo.path = path;
+    json_t *v;
+    if ((v = json_object_get(n->opts, "threads")))
+        mo.sched.n_threads = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(n->opts, "slots")))
+        mo.sched.n_slots = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(n->opts, "n_ctx")))
+        mo.sched.model.n_ctx = (uint32_t)json_integer_value(v);
+    if (strcmp(n->kind, "llm") != 0)
+        mo.sched.n_slots = 1;
+    if ((rc = inferd_registry_get_or_load(n->reg, path, &mo, &n->h, err)) < 0)
+        return rc;
+    n->vocab = inferd_model_get_vocab(inferd_registry_handle_model(n->h));
+    progress(n, 1, "loaded %s", path);
+    return 0;
+}
+
+int inferd_node_main(int ctl)
+{
+    node n = {.ctl = ctl};
+    atomic_init(&n.stop, false);
+    inferd_error e = {0};
+    json_t *cfg = NULL;
+    int fds[CTL_FDS_MAX];
+    size_t n_fds = 0;
+    int status = 1;
+    pthread_t watcher;
+    bool watching = false;
+    if (inferd__ctl_recv(ctl, &cfg, fds, &n_fds, &e) < 0) {
+        fprintf(stderr, "pipeline-node: no configuration from the manager: %s\n", e.msg);
+        return 1;
+    }
+    n.name = json_string_value(json_object_get(cfg, "node"));
+    n.kind = json_string_value(json_object_get(cfg, "kind"));
+    n.opts = json_object_get(cfg, "options");
+    json_t *ins = json_object_get(cfg, "inputs"), *outs = json_object_get(cfg, "outputs");
+    if (strcmp(json_string_value(json_object_get(cfg, "type")), "config") != 0 || !n.name ||
+        !n.kind || !json_is_object(n.opts) || json_array_size(ins) != 1 ||
+        json_array_size(outs) < 1 || json_array_size(outs) > OUT_MAX ||
+        n_fds != 1 + json_array_size(outs)) {
+        inferd_fail(&e, INFERD_E_FORMAT, "a configuration this node cannot use");
+        status = fail(&n, &e);
+        goto done;
+    }
+    n.n_out = json_array_size(outs);
+    if (inferd_channel_open(fds[0], INFERD_CHANNEL_SUBSCRIBER, &n.in, &e) < 0) {
+        status = fail(&n, &e);
+        goto done;
+    }
+    for (size_t o = 0; o < n.n_out; o++)
+        if (inferd_channel_open(fds[1 + o], INFERD_CHANNEL_PUBLISHER, &n.out[o], &e) < 0) {
+            status = fail(&n, &e);
+            goto done;
+        }
+    if (strcmp(n.kind, "identity") != 0 && init_model(&n, &e) < 0) {
+        status = fail(&n, &e);
+        goto done;
+    }
+    inferd__ctl_send_type(ctl, "ready", NULL);
+    for (;;) { /* until run (or stop) */
+        json_t *m = NULL;
+        if (inferd__ctl_recv(ctl, &m, NULL, NULL, &e) < 0) {
+            status = 0; /* the manager went: nothing to do */
+            goto done;
+        }
+        const char *t = json_string_value(json_object_get(m, "type"));
+        const bool run = strcmp(t, "run") == 0, stop = strcmp(t, "stop") == 0;
+        json_decref(m);
+        if (stop) {
+            status = 0;
+            goto done;
+        }
+        if (run)
+            break;
+    }
+    watching = pthread_create(&watcher, NULL, watch_ctl, &n) == 0;
+    status = 0;
+    for (;;) {
+        inferd_sample s;
+        int rc = inferd_channel_receive(n.in, -1, &s, &e);
+        if (rc == INFERD_E_UNAVAILABLE)
+            break;
+        if (rc == 0)
+            rc = inferd_sample_check(s.data, s.len, &e);
+        if (rc == 0) {
+            const inferd_sample_header *h = s.data;
+            if (h->flags & INFERD_SAMPLE_END) {
+                for (size_t o = 0; rc == 0 && o < n.n_out; o++)
+                    rc = emit(&n, o, h->session, *h, NULL, 0, &e);
+            } else {
+                rc = process(&n, h, (const char *)s.data + sizeof(*h), &e);
+            }
+            inferd_channel_release(n.in, &s);
+        }
+        if (rc == INFERD_E_UNAVAILABLE || rc == INFERD_E_CANCELLED)
+            break; /* stopping */
+        if (rc < 0) {
+            status = fail(&n, &e);
+            break;
+        }
+    }
+done:
+    if (watching) {
+        shutdown(ctl, SHUT_RDWR); /* ends the watcher's receive */
+        pthread_join(watcher, NULL);
+    }
+    if (n.h)
+        inferd_registry_release(n.reg, n.h);
+    inferd_registry_destroy(n.reg);
+    inferd_channel_close(n.in);
+    for (size_t o = 0; o < n.n_out; o++)
+        inferd_channel_close(n.out[o]);
+    for (size_t i = 0; i < n_fds; i++)
+        close(fds[i]);
+    inferd_free(n.buf);
+    json_decref(cfg);
+    return status;
+}
