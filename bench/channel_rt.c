@@ -8,8 +8,16 @@
  * subscriber is asleep in its wait each time.
  * Prints {"size","path":"channel"|"socket","n","p50_us","p99_us"} lines.
  *
- *   inferd-channel-rt [--iterations N] [--sizes 1024,65536,...] */
+ * With --inferd BIN, then: a failure's detection, ITERATIONS/100 times
+ * (at least 5): a pipeline of one identity node (BIN pipeline-node), the
+ * caller waiting in inferd_pipeline_receive; kill -9 of the node; the time
+ * until the receive returns the pipeline's failure. Prints
+ * {"path":"failure","n","p50_ms","p99_ms"}.
+ *
+ *   inferd-channel-rt [--iterations N] [--sizes 1024,65536,...] [--inferd BIN] */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +27,7 @@
 
 #include "bench_util.h"
 #include "inferd/channel.h"
+#include "inferd/pipeline.h"
 
 static void die(const char *what)
 {
@@ -156,8 +165,55 @@ static void socket_run(uint64_t size, size_t n)
     free(buf);
 }
 
+typedef struct killer {
+    pid_t pid;
+    int64_t at_ns;
+} killer;
+
+static void *kill_later(void *arg)
+{
+    killer *k = arg;
+    pause_us(20000); /* the caller is asleep in its receive by then */
+    k->at_ns = bench_now_ns();
+    kill(k->pid, SIGKILL);
+    return NULL;
+}
+
+static void failure_run(const char *exe, size_t n)
+{
+    static const char json[] =
+        "{\"channels\": {\"in\": {}, \"out\": {}}, \"inputs\": [\"in\"], \"outputs\": "
+        "[\"out\"], \"nodes\": [{\"name\": \"a\", \"kind\": \"identity\", \"inputs\": "
+        "[\"in\"], \"outputs\": [\"out\"]}]}";
+    int64_t *v = malloc(n * sizeof(*v));
+    for (size_t i = 0; i < n; i++) {
+        inferd_pipeline_opts o = {.inferd_exe = exe};
+        inferd_pipeline *p;
+        inferd_error e = {0};
+        if (inferd_pipeline_start(json, NULL, &o, &p, &e) != 0 ||
+            inferd_pipeline_wait_ready(p, 10000, &e) != 0)
+            die(e.msg);
+        inferd_node_info info;
+        inferd_pipeline_nodes(p, &info, 1);
+        killer k = {.pid = info.pid};
+        pthread_t t;
+        pthread_create(&t, NULL, kill_later, &k);
+        inferd_pipeline_sample s;
+        if (inferd_pipeline_receive(p, "out", 10000, &s, &e) != INFERD_E_UNAVAILABLE)
+            die("the receive did not fail");
+        v[i] = bench_now_ns() - k.at_ns;
+        pthread_join(t, NULL);
+        inferd_pipeline_destroy(p);
+    }
+    qsort(v, n, sizeof(*v), bench_cmp_i64);
+    printf("{\"path\":\"failure\",\"n\":%zu,\"p50_ms\":%.2f,\"p99_ms\":%.2f}\n", n,
+           (double)bench_pct(v, n, 50) / 1e6, (double)bench_pct(v, n, 99) / 1e6);
+    free(v);
+}
+
 int main(int argc, char **argv)
 {
+    const char *exe = NULL;
     uint64_t iters = 2000;
     const char *sizes = "1024,65536,1048576,10485760";
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -166,8 +222,10 @@ int main(int argc, char **argv)
                 die("--iterations: expected a count");
         } else if (strcmp(argv[i], "--sizes") == 0) {
             sizes = argv[i + 1];
+        } else if (strcmp(argv[i], "--inferd") == 0) {
+            exe = argv[i + 1];
         } else {
-            die("usage: inferd-channel-rt [--iterations N] [--sizes A,B,...]");
+            die("usage: inferd-channel-rt [--iterations N] [--sizes A,B,...] [--inferd BIN]");
         }
     }
     char *list = strdup(sizes);
@@ -179,5 +237,7 @@ int main(int argc, char **argv)
         socket_run(size, (size_t)iters);
     }
     free(list);
+    if (exe)
+        failure_run(exe, iters / 100 < 5 ? 5 : (size_t)iters / 100);
     return 0;
 }
