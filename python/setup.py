@@ -13,7 +13,7 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # Lowest layer last, as the linker reads static libraries.
-LAYERS = ("client", "runtime", "engine", "gguf", "tensor", "base")
+LAYERS = ("client", "pipeline", "runtime", "engine", "gguf", "tensor", "base")
 
 
 class CMakeBuildExt(build_ext):
@@ -51,7 +51,8 @@ setup(
     packages=["inferd"],
     ext_modules=[Extension(
         "inferd._inferd",
-        sources=["src/_inferd.c", "src/model.c", "src/client.c"],
+        sources=["src/_inferd.c", "src/model.c", "src/client.c", "src/channel.c",
+                 "src/pipeline.c"],
         depends=["src/ext.h"],
         include_dirs=[os.path.join(ROOT, "include")],
         libraries=["jansson", "curl", "pcre2-8", "m"],

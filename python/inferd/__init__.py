@@ -8,6 +8,11 @@
   budget before the first load.
 - ``TensorBuffer``: tensor memory shared with NumPy and PyTorch without
   copies (the buffer protocol, __array_interface__, DLPack 0.6).
+- Pipelines: ``Pipeline`` builds a manifest and starts its nodes, each in
+  its own process (inferd.manager).
+- Pipeline nodes (``python -m inferd.runner`` runs them): subclass ``Node``
+  or decorate a function with ``@node``; ``Publisher`` and ``Subscriber``
+  send and receive samples on channels without copies (inferd.pipeline).
 - Errors are ``InferdError`` with the worker's ``code``, ``status``,
   ``param`` and ``message``, raised as a subclass by kind
   (``InvalidRequestError``, ``NotFoundError``, ``OverloadedError``,
@@ -26,10 +31,26 @@ from .client import ModelWorkerClient, ResilientModelWorkerClient
 from .shm import SharedMemoryRegion
 
 __all__ = ["AuthenticationError", "ConflictError", "DeadlineExceededError", "InferdError",
-           "InternalError", "InvalidRequestError", "NotFoundError", "OverloadedError",
-           "RequestCancelledError", "TransportError", "UnavailableError", "Model", "ModelWorkerClient", "ResilientModelWorkerClient",
-           "SharedMemoryRegion", "TensorBuffer", "Token", "buffer_to_torch", "configure",
-           "get_or_load", "registry_info", "torch_to_buffer"]
+           "InternalError", "InvalidRequestError", "Model", "ModelWorkerClient", "Node",
+           "NotFoundError", "OverloadedError", "Pipeline", "Publisher", "RequestCancelledError",
+           "ResilientModelWorkerClient", "SharedMemoryRegion", "Subscriber", "TensorBuffer",
+           "Token", "TransportError", "UnavailableError", "buffer_to_torch", "configure",
+           "get_or_load", "node", "registry_info", "torch_to_buffer"]
+
+_PIPELINE = ("Node", "Publisher", "Subscriber", "node")
+_MANAGER = ("Pipeline", "RunningPipeline", "Session", "Output")
+
+
+def __getattr__(name):
+    # The pipeline's names load inferd.pipeline (and NumPy) when first used.
+    if name in _PIPELINE:
+        from . import pipeline
+        return getattr(pipeline, name)
+    if name in _MANAGER:
+        from . import manager
+        return getattr(manager, name)
+    raise AttributeError(f"module 'inferd' has no attribute '{name}'")
+
 
 Token = namedtuple("Token", ["id", "text"])
 Token.__doc__ = """A generated token: its id (-1 for text held back until the end) and

@@ -658,7 +658,8 @@ PyMODINIT_FUNC PyInit__inferd(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (errors_init(m) < 0 || inferd_py_model_init(m) < 0 || inferd_py_client_init(m) < 0) {
+    if (errors_init(m) < 0 || inferd_py_model_init(m) < 0 || inferd_py_client_init(m) < 0 ||
+        inferd_py_channel_init(m) < 0 || inferd_py_pipeline_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

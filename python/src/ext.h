@@ -17,6 +17,12 @@ PyObject *inferd_py_buffer_copy(inferd_elem elem, uint32_t ndim, const int64_t *
 /* A TensorBuffer taking @p t (moved). */
 PyObject *inferd_py_buffer_wrap(inferd_tensor *t);
 
+/* channel.c */
+int inferd_py_channel_init(PyObject *module);
+
+/* pipeline.c */
+int inferd_py_pipeline_init(PyObject *module);
+
 /* client.c */
 int inferd_py_client_init(PyObject *module);
 
