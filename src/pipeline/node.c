@@ -178,25 +178,72 @@ static int do_detokenize(node *n, const inferd_sample_header *h, const char *p, 
     return emit_text(n, h->session, t, len, err);
 }
 
-static int do_llm(node *n, const inferd_sample_header *h, const char *p, inferd_error *err)
+/* ---- llm: every session's prompt is its own request ----
+ *
+ * The main thread queues each sample of a session (a prompt, copied, or
+ * its END) on the session's FIFO; one event thread submits the head of each
+ * session's FIFO to the scheduler, so sessions are batched together while
+ * a session's own prompts run in order, and emits their pieces as the
+ * scheduler's events come (its notify wakes the thread). A session's END is
+ * emitted once its prompts before it are done. */
+
+typedef struct llm_item {
+    struct llm_item *next;
+    bool end;
+    char *text; /* or ids */
+    size_t text_len;
+    int32_t *ids;
+    size_t n_ids;
+} llm_item;
+
+typedef struct llm_session {
+    struct llm_session *next;
+    uint64_t id;
+    inferd_request *r; /* the running prompt, or NULL */
+    llm_item *head, *tail;
+} llm_session;
+
+typedef struct llm_state {
+    node *n;
+    pthread_mutex_t mu; /* sessions */
+    llm_session *sessions;
+    pthread_mutex_t wmu; /* wake, done */
+    pthread_cond_t wcv;
+    bool wake, done;
+    pthread_t th;
+    bool started;
+    int rc; /* the event thread's failure */
+    inferd_error err;
+} llm_state;
+
+static void llm_wake(void *ctx)
 {
+    llm_state *ls = ctx;
+    pthread_mutex_lock(&ls->wmu);
+    ls->wake = true;
+    pthread_cond_signal(&ls->wcv);
+    pthread_mutex_unlock(&ls->wmu);
+}
+
+static void llm_item_free(llm_item *it)
+{
+    if (!it)
+        return;
+    inferd_free(it->text);
+    inferd_free(it->ids);
+    inferd_free(it);
+}
+
+static int llm_submit(llm_state *ls, llm_session *s, const llm_item *it, inferd_error *err)
+{
+    node *n = ls->n;
     inferd_request_params rp = inferd_request_params_default();
-    int32_t *owned = NULL;
-    if (h->flags & INFERD_SAMPLE_TEXT) {
-        rp.text = p;
-        rp.text_len = h->bytes;
+    if (it->ids) {
+        rp.tokens = it->ids;
+        rp.n_tokens = it->n_ids;
     } else {
-        const int32_t *ids;
-        size_t k;
-        int rc = read_ids(n, h, p, &ids, &k, &owned, err);
-        if (rc < 0)
-            return rc;
-        rp.tokens = ids;
-        rp.n_tokens = k;
-        if (k == 0) {
-            inferd_free(owned);
-            return inferd_fail(err, INFERD_E_INVALID, "an empty prompt");
-        }
+        rp.text = it->text;
+        rp.text_len = it->text_len;
     }
     json_t *o = n->opts, *v;
     if ((v = json_object_get(o, "max_tokens")))
@@ -225,38 +272,207 @@ static int do_llm(node *n, const inferd_sample_header *h, const char *p, inferd_
             rp.stop[rp.n_stop++] = json_string_value(v);
     }
     rp.timeout_ms = -1;
-    inferd_request *r = NULL;
-    int rc = inferd_sched_submit(inferd_registry_handle_sched(n->h), &rp, &r, err);
-    inferd_free(owned);
-    if (rc < 0)
-        return rc;
-    for (;;) {
-        inferd_event ev;
-        rc = inferd_request_next(r, &ev, 100);
-        if (rc == INFERD_E_TIMEOUT) {
-            if (atomic_load(&n->stop)) {
-                inferd_request_cancel(r);
-                rc = INFERD_E_CANCELLED;
+    rp.on_event = llm_wake;
+    rp.on_event_ctx = ls;
+    return inferd_sched_submit(inferd_registry_handle_sched(n->h), &rp, &s->r, err);
+}
+
+/* One pass over the sessions: start what can start, emit what came, end
+ * what ended. @return 0, or an error that ends the node. */
+static int llm_pass(llm_state *ls, inferd_error *err)
+{
+    node *n = ls->n;
+    pthread_mutex_lock(&ls->mu);
+    llm_session **link = &ls->sessions;
+    int rc = 0;
+    while (rc == 0 && *link) {
+        llm_session *s = *link;
+        bool progressed = true;
+        while (rc == 0 && progressed) {
+            progressed = false;
+            if (!s->r && s->head) { /* the next prompt, or the END */
+                llm_item *it = s->head;
+                s->head = it->next;
+                if (!s->head)
+                    s->tail = NULL;
+                if (it->end) {
+                    pthread_mutex_unlock(&ls->mu);
+                    const inferd_sample_header h = {.flags = INFERD_SAMPLE_END,
+                                                    .elem = INFERD_ELEM_U8};
+                    for (size_t o = 0; rc == 0 && o < n->n_out; o++)
+                        rc = emit(n, o, s->id, h, NULL, 0, err);
+                    pthread_mutex_lock(&ls->mu);
+                } else {
+                    rc = llm_submit(ls, s, it, err);
+                }
+                llm_item_free(it);
+                progressed = true;
+                continue;
+            }
+            if (!s->r)
+                break;
+            inferd_event ev;
+            const int got = inferd_request_next(s->r, &ev, 0);
+            if (got == INFERD_E_TIMEOUT)
+                break; /* nothing yet: the scheduler wakes us */
+            if (got < 0) {
+                rc = inferd_fail(err, got, "the request ended without its end");
                 break;
             }
-            continue;
+            if (ev.type == INFERD_EVENT_ERROR) {
+                rc = inferd_fail(err, ev.code ? ev.code : INFERD_E_INTERNAL, "%s",
+                                 ev.message ? ev.message : "the request failed");
+                break;
+            }
+            if (ev.text_len) {
+                pthread_mutex_unlock(&ls->mu); /* the text stays valid: only we call next */
+                rc = emit_text(n, s->id, ev.text, ev.text_len, err);
+                pthread_mutex_lock(&ls->mu);
+            }
+            if (ev.type == INFERD_EVENT_DONE) {
+                inferd_request_release(s->r);
+                s->r = NULL;
+            }
+            progressed = true;
         }
-        if (rc < 0)
-            break;
-        if (ev.type == INFERD_EVENT_ERROR) {
-            rc = inferd_fail(err, ev.code ? ev.code : INFERD_E_INTERNAL, "%s",
-                             ev.message ? ev.message : "the request failed");
-            break;
+        if (!s->r && !s->head) { /* nothing left: forget the session */
+            *link = s->next;
+            inferd_free(s);
+        } else {
+            link = &s->next;
         }
-        if (ev.text_len && (rc = emit_text(n, h->session, ev.text, ev.text_len, err)) < 0)
+    }
+    pthread_mutex_unlock(&ls->mu);
+    return rc;
+}
+
+static void *llm_events(void *arg)
+{
+    llm_state *ls = arg;
+    for (;;) {
+        pthread_mutex_lock(&ls->wmu);
+        while (!ls->wake && !ls->done)
+            pthread_cond_wait(&ls->wcv, &ls->wmu);
+        const bool done = ls->done;
+        ls->wake = false;
+        pthread_mutex_unlock(&ls->wmu);
+        if (done)
             break;
-        if (ev.type == INFERD_EVENT_DONE) {
-            rc = 0;
+        inferd_error e = {0};
+        const int rc = llm_pass(ls, &e);
+        if (rc == INFERD_E_UNAVAILABLE)
+            break; /* an output shut down: stopping */
+        if (rc < 0) {
+            ls->rc = rc;
+            ls->err = e;
+            atomic_store(&ls->n->stop, true);
+            inferd_channel_shutdown(ls->n->in); /* the main thread ends */
             break;
         }
     }
-    inferd_request_release(r);
-    return rc;
+    /* Cancel and forget what is left. */
+    pthread_mutex_lock(&ls->mu);
+    while (ls->sessions) {
+        llm_session *s = ls->sessions;
+        ls->sessions = s->next;
+        if (s->r) {
+            inferd_request_cancel(s->r);
+            inferd_request_release(s->r);
+        }
+        while (s->head) {
+            llm_item *it = s->head;
+            s->head = it->next;
+            llm_item_free(it);
+        }
+        inferd_free(s);
+    }
+    pthread_mutex_unlock(&ls->mu);
+    return NULL;
+}
+
+/* Queue a sample of the llm node (a prompt, copied, or an END). */
+static int llm_queue(llm_state *ls, const inferd_sample_header *h, const char *p, inferd_error *err)
+{
+    llm_item *it = inferd_calloc(1, sizeof(*it));
+    if (!it)
+        return inferd_fail(err, INFERD_E_NOMEM, "no memory");
+    if (h->flags & INFERD_SAMPLE_END) {
+        it->end = true;
+    } else if (h->flags & INFERD_SAMPLE_TEXT) {
+        it->text = inferd_malloc(h->bytes + 1);
+        if (!it->text) {
+            inferd_free(it);
+            return inferd_fail(err, INFERD_E_NOMEM, "no memory");
+        }
+        memcpy(it->text, p, h->bytes);
+        it->text_len = h->bytes;
+    } else {
+        const int32_t *ids;
+        int rc = read_ids(ls->n, h, p, &ids, &it->n_ids, &it->ids, err);
+        if (rc == 0 && it->n_ids == 0)
+            rc = inferd_fail(err, INFERD_E_INVALID, "an empty prompt");
+        if (rc < 0) {
+            llm_item_free(it);
+            return rc;
+        }
+    }
+    pthread_mutex_lock(&ls->mu);
+    /* New sessions go last: the event thread unlinks a session through the
+     * link it walked to, which must not change while it emits unlocked. */
+    llm_session **link = &ls->sessions;
+    while (*link && (*link)->id != h->session)
+        link = &(*link)->next;
+    llm_session *s = *link;
+    if (!s) {
+        s = inferd_calloc(1, sizeof(*s));
+        if (!s) {
+            pthread_mutex_unlock(&ls->mu);
+            llm_item_free(it);
+            return inferd_fail(err, INFERD_E_NOMEM, "no memory");
+        }
+        s->id = h->session;
+        *link = s;
+    }
+    if (s->tail)
+        s->tail->next = it;
+    else
+        s->head = it;
+    s->tail = it;
+    pthread_mutex_unlock(&ls->mu);
+    llm_wake(ls);
+    return 0;
+}
+
+static int llm_start(llm_state *ls, node *n, inferd_error *err)
+{
+    memset(ls, 0, sizeof(*ls));
+    ls->n = n;
+    pthread_mutex_init(&ls->mu, NULL);
+    pthread_mutex_init(&ls->wmu, NULL);
+    pthread_cond_init(&ls->wcv, NULL);
+    if (pthread_create(&ls->th, NULL, llm_events, ls) != 0)
+        return inferd_fail(err, INFERD_E_INTERNAL, "cannot start the llm node's event thread");
+    ls->started = true;
+    return 0;
+}
+
+/* Stop the event thread; @return its failure (0 if none) into @p err. */
+static int llm_stop(llm_state *ls, inferd_error *err)
+{
+    if (!ls->started)
+        return 0;
+    pthread_mutex_lock(&ls->wmu);
+    ls->done = true;
+    pthread_cond_signal(&ls->wcv);
+    pthread_mutex_unlock(&ls->wmu);
+    pthread_join(ls->th, NULL);
+    ls->started = false;
+    pthread_mutex_destroy(&ls->mu);
+    pthread_mutex_destroy(&ls->wmu);
+    pthread_cond_destroy(&ls->wcv);
+    if (ls->rc && err)
+        *err = ls->err;
+    return ls->rc;
 }
 
 static int process(node *n, const inferd_sample_header *h, const char *p, inferd_error *err)
@@ -271,9 +487,7 @@ static int process(node *n, const inferd_sample_header *h, const char *p, inferd
     }
     if (strcmp(n->kind, "tokenize") == 0)
         return do_tokenize(n, h, p, err);
-    if (strcmp(n->kind, "detokenize") == 0)
-        return do_detokenize(n, h, p, err);
-    return do_llm(n, h, p, err);
+    return do_detokenize(n, h, p, err);
 }
 
 /* ---- the protocol ---- */
@@ -382,6 +596,12 @@ int inferd_node_main(int ctl)
     }
     watching = pthread_create(&watcher, NULL, watch_ctl, &n) == 0;
     status = 0;
+    llm_state ls = {0};
+    const bool llm = strcmp(n.kind, "llm") == 0;
+    if (llm && llm_start(&ls, &n, &e) < 0) {
+        status = fail(&n, &e);
+        goto done;
+    }
     for (;;) {
         inferd_sample s;
         int rc = inferd_channel_receive(n.in, -1, &s, &e);
@@ -391,7 +611,9 @@ int inferd_node_main(int ctl)
             rc = inferd_sample_check(s.data, s.len, &e);
         if (rc == 0) {
             const inferd_sample_header *h = s.data;
-            if (h->flags & INFERD_SAMPLE_END) {
+            if (llm) {
+                rc = llm_queue(&ls, h, (const char *)s.data + sizeof(*h), &e);
+            } else if (h->flags & INFERD_SAMPLE_END) {
                 for (size_t o = 0; rc == 0 && o < n.n_out; o++)
                     rc = emit(&n, o, h->session, *h, NULL, 0, &e);
             } else {
@@ -406,6 +628,8 @@ int inferd_node_main(int ctl)
             break;
         }
     }
+    if (llm && llm_stop(&ls, &e) < 0 && status == 0)
+        status = fail(&n, &e);
 done:
     if (watching) {
         shutdown(ctl, SHUT_RDWR); /* ends the watcher's receive */

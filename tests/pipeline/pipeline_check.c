@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include "../client/check.h"
+#include <jansson.h>
+
 #include "inferd/pipeline.h"
 #include "inferd/tensor.h"
 
@@ -197,12 +199,88 @@ static void node_error(void)
     inferd_pipeline_destroy(p);
 }
 
+/* `inferd generate`'s text for @p prompt (24 tokens, seed 42). */
+static char *generate(const char *prompt)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "'%s' generate -m '%s/models/stories260K.gguf' -p '%s' -n 24 --seed 42 -t 1 --json",
+             env("INFERD"), env("INFERD_FIXTURES"), prompt);
+    FILE *f = popen(cmd, "r");
+    CHECK(f, "popen %s", cmd);
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = 0;
+    CHECK(pclose(f) == 0, "%s failed", cmd);
+    json_t *j = json_loads(buf, 0, NULL);
+    CHECK(json_is_string(json_object_get(j, "text")), "generate: %s", buf);
+    char *t = strdup(json_string_value(json_object_get(j, "text")));
+    json_decref(j);
+    return t;
+}
+
+/* The llm node batches sessions: two sessions' prompts run at once (their
+ * pieces interleave), each session's prompts in order, each text equal to
+ * `inferd generate`'s, each END after its session's last piece. */
+static void llm_sessions(void)
+{
+    g_where = "llm sessions";
+    char json[2048];
+    snprintf(json, sizeof(json),
+             "{\"channels\": {\"in\": {\"slots\": 8}, \"out\": {\"slots\": 64}}, "
+             "\"inputs\": [\"in\"], \"outputs\": [\"out\"],"
+             " \"nodes\": [{\"name\": \"llm\", \"kind\": \"llm\", \"inputs\": [\"in\"], "
+             "\"outputs\": [\"out\"], \"options\": {\"model\": "
+             "\"%s/models/stories260K.gguf\", \"max_tokens\": 24, \"seed\": 42, "
+             "\"threads\": 1}}]}",
+             env("INFERD_FIXTURES"));
+    char *a = generate("Once upon a time"), *b = generate("The cat"), *c = generate("A dog");
+    inferd_pipeline *p = start(json);
+    inferd_error e = {0};
+    const char *p1[2] = {"Once upon a time", "The cat"};
+    for (int i = 0; i < 2; i++)
+        CHECK(inferd_pipeline_send_text(p, "in", 1, p1[i], strlen(p1[i]), 1000, &e) == 0, "%s",
+              e.msg);
+    CHECK(inferd_pipeline_send_text(p, "in", 2, "A dog", 5, 1000, &e) == 0, "%s", e.msg);
+    CHECK(inferd_pipeline_end(p, 1, 1000, &e) == 0 && inferd_pipeline_end(p, 2, 1000, &e) == 0,
+          "%s", e.msg);
+    char got[2][4096] = {"", ""};
+    bool ended[2] = {false, false}, interleaved = false;
+    int last = 0;
+    while (!ended[0] || !ended[1]) {
+        inferd_pipeline_sample out;
+        CHECK(inferd_pipeline_receive(p, "out", 30000, &out, &e) == 0, "receive: %s", e.msg);
+        const int k = (int)out.h->session;
+        CHECK(k == 1 || k == 2, "session %d", k);
+        CHECK(!ended[k - 1], "session %d: a sample after its END", k);
+        if (out.h->flags & INFERD_SAMPLE_END) {
+            ended[k - 1] = true;
+        } else {
+            strncat(got[k - 1], out.data, out.h->bytes);
+            if (last && last != k && !ended[last - 1])
+                interleaved = true;
+            last = k;
+        }
+        inferd_pipeline_release(p, &out);
+    }
+    char want1[8192];
+    snprintf(want1, sizeof(want1), "%s%s", a, b);
+    CHECK(strcmp(got[0], want1) == 0, "session 1: '%s', inferd generate '%s'", got[0], want1);
+    CHECK(strcmp(got[1], c) == 0, "session 2: '%s', inferd generate '%s'", got[1], c);
+    CHECK(interleaved, "the two sessions' pieces did not interleave: the node ran them in turn");
+    inferd_pipeline_destroy(p);
+    free(a);
+    free(b);
+    free(c);
+}
+
 int main(void)
 {
     sizes_and_sessions();
     backpressure("block");
     backpressure("drop_oldest");
     node_error();
+    llm_sessions();
     printf("pipeline API: 1 KB to 10 MB intact over interleaved sessions, backpressure, a node's "
            "error: ok\n");
     return 0;
