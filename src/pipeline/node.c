@@ -285,6 +285,7 @@ static int llm_pass(llm_state *ls, inferd_error *err)
     pthread_mutex_lock(&ls->mu);
     llm_session **link = &ls->sessions;
     int rc = 0;
+    bool full = false; /* the scheduler refused a request this pass */
     while (rc == 0 && *link) {
         llm_session *s = *link;
         bool progressed = true;
@@ -302,8 +303,21 @@ static int llm_pass(llm_state *ls, inferd_error *err)
                     for (size_t o = 0; rc == 0 && o < n->n_out; o++)
                         rc = emit(n, o, s->id, h, NULL, 0, err);
                     pthread_mutex_lock(&ls->mu);
+                } else if (full) {
+                    s->head = it; /* the scheduler's queue is full: later */
+                    if (!it->next)
+                        s->tail = it;
+                    break;
                 } else {
                     rc = llm_submit(ls, s, it, err);
+                    if (rc == INFERD_E_OVERLOADED) { /* retried when a request ends */
+                        full = true;
+                        rc = 0;
+                        s->head = it;
+                        if (!it->next)
+                            s->tail = it;
+                        break;
+                    }
                 }
                 llm_item_free(it);
                 progressed = true;
