@@ -66,8 +66,8 @@ static int only_keys(json_t *obj, const char *const *allowed, const char *path, 
         while (allowed[i] && strcmp(allowed[i], k) != 0)
             i++;
         if (!allowed[i]) {
-            char p[160];
-            snprintf(p, sizeof(p), "%s.%s", path, k);
+            char p[256];
+            snprintf(p, sizeof(p), "%s.%.63s", path, k);
             return bad(err, p, "unknown field");
         }
     }
@@ -90,7 +90,7 @@ static int channel_list(pl_manifest *m, json_t *a, const char *path, int **out, 
     size_t i;
     json_t *v;
     json_array_foreach (a, i, v) {
-        char p[160];
+        char p[256];
         snprintf(p, sizeof(p), "%s[%zu]", path, i);
         if (!json_is_string(v))
             return bad(err, p, "expected a channel name");
@@ -163,7 +163,7 @@ static int parse_channels(pl_manifest *m, json_t *chs, inferd_error *err)
 static int model_path(pl_manifest *m, json_t *opts, const char *path, inferd_error *err)
 {
     json_t *v = json_object_get(opts, "model");
-    char p[160];
+    char p[256];
     snprintf(p, sizeof(p), "%s.model", path);
     if (!v)
         return bad(err, p, "required (a GGUF file)");
@@ -187,8 +187,8 @@ static int check_number(json_t *opts, const char *key, double lo, double hi, boo
     json_t *v = json_object_get(opts, key);
     if (!v)
         return 0;
-    char p[160];
-    snprintf(p, sizeof(p), "%s.%s", path, key);
+    char p[256];
+    snprintf(p, sizeof(p), "%s.%.63s", path, key);
     if (integer ? !json_is_integer(v) : !json_is_number(v))
         return bad(err, p, "expected %s", integer ? "an integer" : "a number");
     const double d = json_number_value(v);
@@ -201,8 +201,8 @@ static int check_bool(json_t *opts, const char *key, const char *path, inferd_er
 {
     json_t *v = json_object_get(opts, key);
     if (v && !json_is_boolean(v)) {
-        char p[160];
-        snprintf(p, sizeof(p), "%s.%s", path, key);
+        char p[256];
+        snprintf(p, sizeof(p), "%s.%.63s", path, key);
         return bad(err, p, "expected true or false");
     }
     return 0;

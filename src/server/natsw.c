@@ -193,7 +193,7 @@ static void ep_record(inferd_nats_worker *w, int ep, uint64_t ns, const char *er
     e->time_ns += ns;
     if (error) {
         e->n_errors++;
-        snprintf(e->last_error, sizeof(e->last_error), "%s", error);
+        snprintf(e->last_error, sizeof(e->last_error), "%.159s", error); /* cut to fit */
     }
     pthread_mutex_unlock(&w->mu);
 }
