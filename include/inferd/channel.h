@@ -18,7 +18,10 @@
  * taken: the loan waits for its release). Wake-ups are futexes on the
  * shared header: no polling, no daemon.
  *
- * Threads: one inferd_channel per thread at a time. A process that dies
+ * Threads: one inferd_channel per thread at a time, except that
+ * inferd_channel_release and inferd_channel_shutdown may be called from
+ * another thread while one waits in a receive (a node that hands samples
+ * to a worker thread). A process that dies
  * holding a seat keeps it: the manager ends the whole pipeline then. */
 #ifndef INFERD_CHANNEL_H
 #define INFERD_CHANNEL_H

@@ -190,7 +190,13 @@ static int do_detokenize(node *n, const inferd_sample_header *h, const char *p, 
 typedef struct llm_item {
     struct llm_item *next;
     bool end;
-    char *text; /* or ids */
+    /* A prompt: its sample stays held in the input channel until it is
+     * submitted (so a node with more prompts than it runs holds the input's
+     * slots, and the publisher upstream waits: backpressure, no unbounded
+     * queue here). The text points into the sample; ids are copied. */
+    inferd_sample s;
+    bool held;
+    const char *text;
     size_t text_len;
     int32_t *ids;
     size_t n_ids;
@@ -225,11 +231,12 @@ static void llm_wake(void *ctx)
     pthread_mutex_unlock(&ls->wmu);
 }
 
-static void llm_item_free(llm_item *it)
+static void llm_item_free(llm_state *ls, llm_item *it)
 {
     if (!it)
         return;
-    inferd_free(it->text);
+    if (it->held)
+        inferd_channel_release(ls->n->in, &it->s);
     inferd_free(it->ids);
     inferd_free(it);
 }
@@ -319,7 +326,7 @@ static int llm_pass(llm_state *ls, inferd_error *err)
                         break;
                     }
                 }
-                llm_item_free(it);
+                llm_item_free(ls, it);
                 progressed = true;
                 continue;
             }
@@ -396,7 +403,7 @@ static void *llm_events(void *arg)
         while (s->head) {
             llm_item *it = s->head;
             s->head = it->next;
-            llm_item_free(it);
+            llm_item_free(ls, it);
         }
         inferd_free(s);
     }
@@ -404,21 +411,25 @@ static void *llm_events(void *arg)
     return NULL;
 }
 
-/* Queue a sample of the llm node (a prompt, copied, or an END). */
-static int llm_queue(llm_state *ls, const inferd_sample_header *h, const char *p, inferd_error *err)
+/* Queue the llm node's received sample @p smp (a prompt, or an END):
+ * the item takes it (released once submitted, or here on an error). */
+static int llm_queue(llm_state *ls, inferd_sample *smp, inferd_error *err)
 {
+    const inferd_sample_header *h = smp->data;
+    const char *p = (const char *)smp->data + sizeof(*h);
     llm_item *it = inferd_calloc(1, sizeof(*it));
-    if (!it)
+    if (!it) {
+        inferd_channel_release(ls->n->in, smp);
         return inferd_fail(err, INFERD_E_NOMEM, "no memory");
+    }
+    it->s = *smp;
+    it->held = true;
     if (h->flags & INFERD_SAMPLE_END) {
         it->end = true;
+        inferd_channel_release(ls->n->in, &it->s); /* nothing to keep */
+        it->held = false;
     } else if (h->flags & INFERD_SAMPLE_TEXT) {
-        it->text = inferd_malloc(h->bytes + 1);
-        if (!it->text) {
-            inferd_free(it);
-            return inferd_fail(err, INFERD_E_NOMEM, "no memory");
-        }
-        memcpy(it->text, p, h->bytes);
+        it->text = p;
         it->text_len = h->bytes;
     } else {
         const int32_t *ids;
@@ -426,7 +437,7 @@ static int llm_queue(llm_state *ls, const inferd_sample_header *h, const char *p
         if (rc == 0 && it->n_ids == 0)
             rc = inferd_fail(err, INFERD_E_INVALID, "an empty prompt");
         if (rc < 0) {
-            llm_item_free(it);
+            llm_item_free(ls, it);
             return rc;
         }
     }
@@ -441,7 +452,7 @@ static int llm_queue(llm_state *ls, const inferd_sample_header *h, const char *p
         s = inferd_calloc(1, sizeof(*s));
         if (!s) {
             pthread_mutex_unlock(&ls->mu);
-            llm_item_free(it);
+            llm_item_free(ls, it);
             return inferd_fail(err, INFERD_E_NOMEM, "no memory");
         }
         s->id = h->session;
@@ -626,14 +637,15 @@ int inferd_node_main(int ctl)
         if (rc == 0) {
             const inferd_sample_header *h = s.data;
             if (llm) {
-                rc = llm_queue(&ls, h, (const char *)s.data + sizeof(*h), &e);
+                rc = llm_queue(&ls, &s, &e); /* takes the sample */
             } else if (h->flags & INFERD_SAMPLE_END) {
                 for (size_t o = 0; rc == 0 && o < n.n_out; o++)
                     rc = emit(&n, o, h->session, *h, NULL, 0, &e);
             } else {
                 rc = process(&n, h, (const char *)s.data + sizeof(*h), &e);
             }
-            inferd_channel_release(n.in, &s);
+            if (!llm)
+                inferd_channel_release(n.in, &s);
         }
         if (rc == INFERD_E_UNAVAILABLE || rc == INFERD_E_CANCELLED)
             break; /* stopping */
