@@ -43,6 +43,7 @@ class Pipeline:
         self._inputs = []
         self._outputs = []
         self._python_path = []
+        self._preload = []
 
     def channel(self, name, slot_bytes=None, slots=None, policy=None):
         """Declare channel @name: slot_bytes (the largest sample, its 64-byte
@@ -100,6 +101,12 @@ class Pipeline:
         self._outputs.extend(names)
         return self
 
+    def preload(self, *files):
+        """Files the manager reads ahead while the nodes start (the built-in
+        nodes' models are read ahead anyway)."""
+        self._preload.extend(os.path.abspath(f) for f in files)
+        return self
+
     def python_path(self, *dirs):
         """Directories put on the Python nodes' PYTHONPATH."""
         self._python_path.extend(os.path.abspath(d) for d in dirs)
@@ -110,6 +117,8 @@ class Pipeline:
              "outputs": self._outputs, "nodes": self._nodes}
         if self._python_path:
             m["python_path"] = self._python_path
+        if self._preload:
+            m["preload"] = self._preload
         return m
 
     def start(self, progress=None, base_dir=None, python=None):

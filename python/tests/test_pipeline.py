@@ -5,9 +5,11 @@ pipeline naming the node; an llm node gives `inferd generate`'s text; the
 builder's errors."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -174,3 +176,36 @@ def test_builder_errors(nodes_dir):
             pass
         Local.__module__ = "__main__"
         inferd.Pipeline().python_node("n", Local)
+
+
+def _resident(path):
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out.strip())
+
+
+@pytest.mark.skipif(not shutil.which("fincore"), reason="needs fincore (util-linux)")
+def test_models_are_read_ahead_while_nodes_start(nodes_dir, tmp_path):
+    model = tmp_path / "copy.gguf"
+    shutil.copy(MODEL, model)
+    fd = os.open(model, os.O_RDONLY)
+    os.fsync(fd)  # clean pages, which the kernel may drop
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    if _resident(model) != 0:
+        pytest.skip("the kernel keeps the file in memory (cannot show a read ahead)")
+    p = inferd.Pipeline("pre")
+    p.channel("x").channel("y")
+    # The node sleeps in its init and never opens the file: only the
+    # manager's read ahead can bring it in.
+    p.python_node("slow", "pl_nodes:Slow", inputs=["x"], outputs=["y"], sleep_s=3.0)
+    p.inputs("x").outputs("y").python_path(nodes_dir).preload(model)
+    with p.start() as run:
+        size = os.path.getsize(model)
+        for _ in range(100):
+            if _resident(model) >= size:  # whole pages
+                break
+            time.sleep(0.02)
+        assert _resident(model) >= size
+        assert run.nodes()[0]["state"] in ("starting", "initializing")
+        run.wait_for_initialization(timeout=60)

@@ -574,6 +574,15 @@ int inferd_pipeline_start(const char *json, const char *base_dir, const inferd_p
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0};
     epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->wake, &ev);
+    /* The models: the kernel reads them ahead (asynchronously) while the
+     * nodes start, so a node that maps one finds it in memory. */
+    for (size_t i = 0; i < m->n_preload; i++) {
+        const int fd = open(m->preload[i], O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+            close(fd);
+        }
+    }
     for (size_t i = 0; i < m->n_nodes; i++)
         if ((rc = start_node(p, i, err)) < 0)
             goto fail;

@@ -454,6 +454,52 @@ static int python_path(pl_manifest *m, json_t *pp, inferd_error *err)
     return 0;
 }
 
+/* The files to read ahead: the manifest's "preload" (each readable) and
+ * every built-in node's model (checked already), once each. */
+static int preload_list(pl_manifest *m, json_t *pre, inferd_error *err)
+{
+    if (pre && !json_is_array(pre))
+        return bad(err, "preload", "expected an array of files");
+    const size_t cap = json_array_size(pre) + m->n_nodes;
+    m->preload = inferd_calloc(cap ? cap : 1, sizeof(char *));
+    if (!m->preload)
+        return inferd_fail(err, INFERD_E_NOMEM, "manifest: no memory");
+    for (size_t i = 0; i < cap; i++) {
+        const char *f;
+        char abs[PATH_MAX * 2];
+        if (i < json_array_size(pre)) {
+            json_t *v = json_array_get(pre, i);
+            char p[64];
+            snprintf(p, sizeof(p), "preload[%zu]", i);
+            if (!json_is_string(v) || !json_string_value(v)[0])
+                return bad(err, p, "expected a file name");
+            f = json_string_value(v);
+            if (f[0] != '/') {
+                snprintf(abs, sizeof(abs), "%s/%s", m->base_dir, f);
+                f = abs;
+            }
+            if (access(f, R_OK) != 0)
+                return bad(err, p, "cannot read '%s': %s", f, strerror(errno));
+        } else {
+            const pl_node *n = &m->nodes[i - json_array_size(pre)];
+            f = n->kind == PL_PYTHON || n->kind == PL_IDENTITY
+                    ? NULL
+                    : json_string_value(json_object_get(n->options, "model"));
+            if (!f)
+                continue;
+        }
+        bool seen = false;
+        for (size_t k = 0; k < m->n_preload; k++)
+            seen = seen || strcmp(m->preload[k], f) == 0;
+        if (seen)
+            continue;
+        if (!(m->preload[m->n_preload] = inferd_strdup(f)))
+            return inferd_fail(err, INFERD_E_NOMEM, "manifest: no memory");
+        m->n_preload++;
+    }
+    return 0;
+}
+
 int inferd__manifest_parse(const char *text, const char *base_dir, pl_manifest **out,
                            inferd_error *err)
 {
@@ -480,8 +526,8 @@ int inferd__manifest_parse(const char *text, const char *base_dir, pl_manifest *
         rc = inferd_fail_errno(err, INFERD_E_INVALID, errno, "manifest: directory '%s'", base_dir);
         goto done;
     }
-    static const char *const keys[] = {"name",  "channels",    "inputs", "outputs",
-                                       "nodes", "python_path", NULL};
+    static const char *const keys[] = {"name",  "channels",    "inputs",  "outputs",
+                                       "nodes", "python_path", "preload", NULL};
     if (only_keys(m->json, keys, "manifest", err) < 0) {
         rc = INFERD_E_INVALID;
         goto done;
@@ -514,7 +560,8 @@ int inferd__manifest_parse(const char *text, const char *base_dir, pl_manifest *
             goto done;
     }
     if ((rc = check_graph(m, err)) < 0 ||
-        (rc = python_path(m, json_object_get(m->json, "python_path"), err)) < 0)
+        (rc = python_path(m, json_object_get(m->json, "python_path"), err)) < 0 ||
+        (rc = preload_list(m, json_object_get(m->json, "preload"), err)) < 0)
         goto done;
 done:
     if (rc < 0) {
@@ -538,6 +585,9 @@ void inferd__manifest_free(pl_manifest *m)
     inferd_free(m->inputs);
     inferd_free(m->outputs);
     inferd_free(m->python_path);
+    for (size_t i = 0; i < m->n_preload; i++)
+        inferd_free(m->preload[i]);
+    inferd_free(m->preload);
     json_decref(m->json);
     inferd_free(m);
 }

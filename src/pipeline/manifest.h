@@ -43,6 +43,9 @@ typedef struct pl_manifest {
     size_t n_inputs, n_outputs;
     char base_dir[PATH_MAX];
     char *python_path; /* ':'-joined absolute directories (the base first) */
+    char **preload;    /* (n_preload) absolute files read ahead at start: the
+                        * manifest's "preload" and the built-in nodes' models */
+    size_t n_preload;
 } pl_manifest;
 
 const char *inferd__pl_kind_name(pl_kind k);

@@ -106,6 +106,9 @@ bad "manifest: nodes[0].class: a python node needs its module and class" \
 bad "manifest: nodes[0]: a tokenize node has one input and one output" \
     "{\"channels\": {\"x\": {}, \"y\": {}, \"z\": {}}, \"inputs\": [\"x\"], \"outputs\": [\"y\", \"z\"],
       \"nodes\": [{\"name\": \"a\", \"kind\": \"tokenize\", \"inputs\": [\"x\"], \"outputs\": [\"y\", \"z\"], \"options\": {\"model\": \"$model\"}}]}"
+bad "manifest: preload[0]: cannot read '/nonexistent.gguf'" \
+    '{"channels": {"x": {}, "y": {}}, "inputs": ["x"], "outputs": ["y"], "preload": ["/nonexistent.gguf"],
+      "nodes": [{"name": "a", "kind": "identity", "inputs": ["x"], "outputs": ["y"]}]}'
 expect_error 1 "cannot read" pipeline check "$tmp/none.json"
 expect_error 2 "expected run or check" pipeline start "$m"
 # After all that, the pipeline still runs.
