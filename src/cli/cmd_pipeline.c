@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
+#include <pthread.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,9 +125,33 @@ static void print_sample(const inferd_pipeline_sample *s, bool json)
     fflush(stdout);
 }
 
-static int run(const char *path, const char *text, const char *const *inputs, int n_inputs,
-               const char *in_ch, const char *out_ch, bool show, int64_t init_s, bool json)
+#define OUTPUTS_MAX 16
+
+typedef struct drain {
+    inferd_pipeline *p;
+    char channel[64];
+    pthread_t th;
+} drain;
+
+/* An output nobody prints is received and dropped, so that it never fills
+ * and holds the nodes upstream of it back. Ends when the pipeline stops. */
+static void *drain_main(void *arg)
 {
+    drain *d = arg;
+    for (;;) {
+        inferd_pipeline_sample s;
+        if (inferd_pipeline_receive(d->p, d->channel, -1, &s, NULL) < 0)
+            return NULL;
+        inferd_pipeline_release(d->p, &s);
+    }
+}
+
+static int run(const char *path, const char *text, const char *const *inputs, int n_inputs,
+               const char *in_ch, const char *out_ch, const char *const *outs, int n_outs,
+               bool show, int64_t init_s, bool json)
+{
+    drain drains[OUTPUTS_MAX];
+    int n_drains = 0;
     char *dir_copy = inferd_strdup(path);
     bars b = {.tty = isatty(2)};
     inferd_pipeline_opts o = {.on_progress = show ? draw : NULL, .ctx = &b};
@@ -141,9 +166,15 @@ static int run(const char *path, const char *text, const char *const *inputs, in
         inferd__cli_error(CMD, "%s", e.msg);
         goto done;
     }
-    /* The channels: the first input and output unless named. */
-    inferd_node_info dummy;
-    (void)inferd_pipeline_nodes(p, &dummy, 0);
+    for (int i = 0; i < n_outs && n_drains < OUTPUTS_MAX; i++) {
+        if (strcmp(outs[i], out_ch) == 0)
+            continue;
+        drain *d = &drains[n_drains];
+        d->p = p;
+        snprintf(d->channel, sizeof(d->channel), "%s", outs[i]);
+        if (pthread_create(&d->th, NULL, drain_main, d) == 0)
+            n_drains++;
+    }
     char *line = NULL;
     size_t line_cap = 0;
     for (uint64_t session = 1;; session++) {
@@ -197,6 +228,11 @@ static int run(const char *path, const char *text, const char *const *inputs, in
     }
     status = 0;
 done:
+    if (p && n_drains) {
+        inferd_pipeline_stop(p, 2000, NULL); /* the drains' receives end */
+        for (int i = 0; i < n_drains; i++)
+            pthread_join(drains[i].th, NULL);
+    }
     inferd_pipeline_destroy(p);
     inferd_free(dir_copy);
     return status;
@@ -246,13 +282,20 @@ int inferd__cmd_pipeline(int argc, char **argv)
     } else {
         /* Default channels: the manifest's first input and output. */
         json_t *j = json_loads(text, 0, NULL);
+        json_t *outs_j = json_object_get(j, "outputs");
         const char *in0 = json_string_value(json_array_get(json_object_get(j, "inputs"), 0));
-        const char *out0 = json_string_value(json_array_get(json_object_get(j, "outputs"), 0));
+        const char *out0 = json_string_value(json_array_get(outs_j, 0));
         char in_buf[64] = "", out_buf[64] = "";
         snprintf(in_buf, sizeof(in_buf), "%s", in_ch ? in_ch : in0 ? in0 : "");
         snprintf(out_buf, sizeof(out_buf), "%s", out_ch ? out_ch : out0 ? out0 : "");
+        const char *outs[OUTPUTS_MAX];
+        int n_outs = 0;
+        for (size_t i = 0; i < json_array_size(outs_j) && n_outs < OUTPUTS_MAX; i++)
+            if (json_is_string(json_array_get(outs_j, i)))
+                outs[n_outs++] = json_string_value(json_array_get(outs_j, i));
+        status =
+            run(pos[1], text, inputs, n_inputs, in_buf, out_buf, outs, n_outs, show, init_s, json);
         json_decref(j);
-        status = run(pos[1], text, inputs, n_inputs, in_buf, out_buf, show, init_s, json);
     }
     inferd_free(text);
     return status;
