@@ -7,7 +7,6 @@
 #include <stdarg.h>
 #include <sys/socket.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +34,6 @@ typedef struct node {
     inferd_registry *reg;
     inferd_registry_handle *h;
     const inferd_vocab *vocab;
-    atomic_bool stop;
     char *buf; /* a scratch for outputs */
     size_t buf_cap;
 } node;
@@ -386,7 +384,6 @@ static void *llm_events(void *arg)
         if (rc < 0) {
             ls->rc = rc;
             ls->err = e;
-            atomic_store(&ls->n->stop, true);
             inferd_channel_shutdown(ls->n->in); /* the main thread ends */
             break;
         }
@@ -528,7 +525,6 @@ static void *watch_ctl(void *arg)
             (rc == 0 && strcmp(json_string_value(json_object_get(m, "type")), "stop") == 0);
         json_decref(m);
         if (stop) {
-            atomic_store(&n->stop, true);
             inferd_channel_shutdown(n->in);
             return NULL;
         }
@@ -564,7 +560,6 @@ static int init_model(node *n, inferd_error *err)
 int inferd_node_main(int ctl)
 {
     node n = {.ctl = ctl};
-    atomic_init(&n.stop, false);
     inferd_error e = {0};
     json_t *cfg = NULL;
     int fds[CTL_FDS_MAX];
