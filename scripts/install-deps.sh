@@ -15,13 +15,17 @@ cd "$(dirname "$0")/.."
 # the tensor tests' Python client (tests/integration/test_serve_tensors.sh).
 # python3-dev, -setuptools, -pip, -venv: the inferd Python package (python/,
 # built offline by pip with Debian's setuptools, in a venv); python3-torch,
-# python3-pytest, python3-pytest-asyncio: its tests.
+# python3-pytest, python3-pytest-asyncio: its tests. libgrpc++-dev,
+# protobuf-compiler-grpc (and protobuf-compiler's protoc): the gRPC door
+# (src/grpc) and the Python stubs of its tests; python3-grpcio and
+# python3-protobuf: the Python client in those tests.
 pkgs=(build-essential cmake pkg-config git clang clang-format libclang-rt-14-dev
       libjansson-dev libcmocka-dev libcurl4-openssl-dev libnats-dev libdlpack-dev
       libpcre2-dev
       nats-server python3 python3-matplotlib python3-numpy jq curl prometheus
       python3-dev python3-setuptools python3-pip python3-venv python3-torch python3-pytest
-      python3-pytest-asyncio)
+      python3-pytest-asyncio libgrpc++-dev protobuf-compiler protobuf-compiler-grpc
+      python3-grpcio python3-protobuf)
 # Node.js and npm run the official `openai` client in the tests; a Node.js
 # installed another way (with its own npm) is used as it is.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

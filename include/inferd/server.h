@@ -33,6 +33,7 @@
 
 #include "inferd/error.h"
 #include "inferd/frontend.h"
+#include "inferd/region.h"
 
 typedef struct inferd_server inferd_server;
 
@@ -88,6 +89,11 @@ int inferd_server_create(const inferd_server_opts *opts, inferd_frontend *fe,
 
 /** The port listened on (the one chosen when opts.port was 0). */
 uint16_t inferd_server_port(const inferd_server *s);
+/** The shared-memory regions, for the other doors on this machine (NULL
+ * with shm off); *on_tcp: served on the TCP port too (else the Unix socket
+ * only). */
+inferd_regions *inferd_server_regions(const inferd_server *s, bool *on_tcp);
+
 /** The operations port (0 when opts.ops_listen was false). */
 uint16_t inferd_server_ops_port(const inferd_server *s);
 

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "inferd/log.h"
+#include "inferd/grpcd.h"
 #include "inferd/natsworker.h"
 #include "inferd/readycb.h"
 #include "inferd/server.h"
@@ -65,7 +66,10 @@ static void help(void)
            "                            worker.ID.inference and inference.MODEL (docs/nats.md)\n"
            "      --heartbeat-ms MS     NATS heartbeat interval (default 5000)\n"
            "      --worker-tags LIST    comma-separated tags sent with the registration\n"
-           "      --no-http             no HTTP door: serve over NATS only (needs --nats)\n"
+           "      --grpc-port N         also serve the KServe v2 gRPC service on port N (0: any\n"
+           "                            free port) at --host (docs/grpc.md)\n"
+           "      --grpc-unix PATH      serve it on a Unix-domain socket at PATH too (or only)\n"
+           "      --no-http             no HTTP door: serve over NATS or gRPC only\n"
            "      --nats-inbox-prefix P events also go to a request's reply subject when it\n"
            "                            starts with P (default _INBOX.)\n"
            "      --nats-control-token T  models.load|unload|list need \"token\": T\n"
@@ -108,13 +112,13 @@ int inferd__cmd_serve(int argc, char **argv)
     const char *host = "127.0.0.1", *api_key = NULL, *tmpl = NULL, *config = NULL,
                *log_level = NULL, *worker_id = NULL, *ready_url = NULL, *pool_id = NULL,
                *nats_url = NULL, *worker_tags = NULL, *inbox_prefix = NULL, *control_token = NULL,
-               *unix_path = NULL, *unix_mode = NULL, *shm = NULL;
+               *unix_path = NULL, *unix_mode = NULL, *shm = NULL, *grpc_unix = NULL;
     int64_t port = 8080, parallel = 4, queue = 64, ctx = 0, threads = 0, chunk = 128,
             keep_alive = -1, budget_mb = 0, timeout = 600000, grace = 30000, max_body = 1 << 20,
             max_conn = 1024, conn_timeout = 30, ready_retries = 8, heartbeat_ms = 5000,
             max_client = 0, recv_timeout = 30, http_threads = 2, ops_port = -1, shm_ttl = 600,
             shm_max_regions = 1024, shm_max_mb = 1024, shm_session_regions = 64,
-            shm_session_mb = 256;
+            shm_session_mb = 256, grpc_port = -1;
     bool want_help = false, no_http = false, no_mmap = false;
     const char *pos[1];
 
@@ -159,6 +163,8 @@ int inferd__cmd_serve(int argc, char **argv)
         {"--heartbeat-ms", NULL, CLI_INT, &heartbeat_ms, 100, 3600000, NULL, 0, NULL},
         {"--worker-tags", NULL, CLI_STR, &worker_tags, 0, 0, NULL, 0, NULL},
         {"--no-http", NULL, CLI_FLAG, &no_http, 0, 0, NULL, 0, NULL},
+        {"--grpc-port", NULL, CLI_INT, &grpc_port, 0, 65535, NULL, 0, NULL},
+        {"--grpc-unix", NULL, CLI_STR, &grpc_unix, 0, 0, NULL, 0, NULL},
         {"--nats-inbox-prefix", NULL, CLI_STR, &inbox_prefix, 0, 0, NULL, 0, NULL},
         {"--nats-control-token", NULL, CLI_STR, &control_token, 0, 0, NULL, 0, NULL},
         {"--config", NULL, CLI_STR, &config, 0, 0, NULL, 0, NULL},
@@ -199,8 +205,15 @@ int inferd__cmd_serve(int argc, char **argv)
         }
         identity[n_identity++] = models[i] + 9;
     }
-    if (no_http && !nats_url) {
-        inferd__cli_error(CMD, "--no-http: give --nats URL, or there is no door to serve");
+    const bool want_grpc = grpc_port >= 0 || grpc_unix;
+    if (no_http && !nats_url && !want_grpc) {
+        inferd__cli_error(CMD, "--no-http: give --nats URL or --grpc-port N, or there is no "
+                               "door to serve");
+        return CLI_EXIT_USAGE;
+    }
+    if (want_grpc && !inferd_grpc_built()) {
+        inferd__cli_error(CMD, "--grpc-port, --grpc-unix: this inferd was built without the "
+                               "gRPC door (-DINFERD_GRPC=OFF)");
         return CLI_EXIT_USAGE;
     }
     unsigned long umode = 0600;
@@ -348,12 +361,39 @@ int inferd__cmd_serve(int argc, char **argv)
         inferd_log_info("serve", "operations on http://%s%s%s:%u (/health, /metrics, /v1/status)",
                         strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
                         (unsigned)inferd_server_ops_port(srv));
+    inferd_grpc *gd = NULL;
+    if (want_grpc) {
+        inferd_grpc_opts go = inferd_grpc_opts_default();
+        go.host = host;
+        go.tcp = grpc_port >= 0;
+        go.port = (uint16_t)(grpc_port >= 0 ? grpc_port : 0);
+        go.unix_path = grpc_unix;
+        go.api_key = api_key;
+        go.max_message_bytes = (size_t)max_body;
+        go.max_calls = (uint32_t)max_conn;
+        go.regions = srv ? inferd_server_regions(srv, &go.shm_tcp) : NULL;
+        for (size_t i = 0; i < n_identity; i++)
+            go.identity[i] = identity[i];
+        go.n_identity = n_identity;
+        if (inferd_grpc_create(&go, fe, &gd, &err) < 0) {
+            inferd__cli_error(CMD, "%s", err.msg);
+            inferd_server_destroy(srv);
+            inferd_frontend_destroy(fe);
+            return err.code == INFERD_E_INVALID ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+        }
+        if (go.tcp)
+            inferd_log_info("serve", "gRPC on %s%s%s:%u", strchr(host, ':') ? "[" : "", host,
+                            strchr(host, ':') ? "]" : "", (unsigned)inferd_grpc_port(gd));
+        if (grpc_unix)
+            inferd_log_info("serve", "gRPC on unix:%s", grpc_unix);
+    }
     inferd_nats_worker *nw = NULL;
     if (nats_url) {
         no.http_host = srv ? host : NULL;
         no.http_port = srv ? inferd_server_port(srv) : 0;
         if (inferd_nats_worker_create(fe, &no, &nw, &err) < 0) {
             inferd__cli_error(CMD, "%s", err.msg);
+            inferd_grpc_destroy(gd);
             inferd_server_destroy(srv);
             inferd_frontend_destroy(fe);
             return err.code == INFERD_E_INVALID ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
@@ -382,7 +422,9 @@ int inferd__cmd_serve(int argc, char **argv)
     inferd_frontend_drain(fe);
     if (srv)
         inferd_server_drain(srv);
+    inferd_grpc_drain(gd);
     inferd_nats_worker_destroy(nw);
+    inferd_grpc_destroy(gd); /* before the server: it borrows its regions */
     inferd_server_destroy(srv);
     inferd_frontend_destroy(fe);
     if (rc != 0)

@@ -426,8 +426,9 @@ json_t *inferd__kt_data_json(const inferd_tensor *t, const char *name, inferd_er
 /* Write tensor @p t as output @p o (@p src: the input it is, for the
  * identity, else NULL); its JSON entry into @p outs, binary bytes appended
  * to @p bin. */
-static int write_output(http_conn *c, const kt_req *r, const inferd_tensor *t, const kt_in *src,
-                        const kt_out *o, json_t *outs, inferd_buf *bin, inferd_error *err)
+static int write_output(const kt_src *from, const kt_req *r, const inferd_tensor *t,
+                        const kt_in *src, const kt_out *o, json_t *outs, inferd_buf *bin,
+                        inferd_error *err)
 {
     const uint64_t nbytes = tensor_bytes(t);
     json_t *shape = json_array();
@@ -447,8 +448,8 @@ static int write_output(http_conn *c, const kt_req *r, const inferd_tensor *t, c
                                      o->name, (unsigned long long)nbytes);
         }
         inferd_storage *s = NULL;
-        rc = inferd_regions_view(c->srv->regions, o->shm.region, o->shm.offset, nbytes, true, &s,
-                                 err);
+        rc =
+            inferd_regions_view(from->regions, o->shm.region, o->shm.offset, nbytes, true, &s, err);
         if (rc < 0) {
             json_decref(entry);
             return rc;
@@ -538,25 +539,25 @@ static const kt_in *identity_source(const kt_req *r, const char *name)
     return NULL;
 }
 
-void inferd__kserve_identity(http_conn *c, const char *m, json_t *body)
+int inferd__kt_identity(const kt_src *src, json_t *body, const char *m, json_t **resp,
+                        inferd_buf *bin, inferd_error *err)
 {
-    inferd_error e = {0};
+    *resp = NULL;
     kt_req *r = inferd_calloc(1, sizeof(*r));
     json_t *outs = json_array();
-    inferd_buf bin = INFERD_BUF_INIT(SERVER_TEXT_MAX);
+    int rc = 0;
     if (!r || !outs) {
-        inferd__http_error(c, INFERD_E_NOMEM, NULL, "no memory for the request");
+        rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the request");
         goto done;
     }
-    const kt_src src = src_of(c);
-    if (inferd__kt_read(&src, body, r, &e) < 0)
-        goto fail;
+    if ((rc = inferd__kt_read(src, body, r, err)) < 0)
+        goto done;
     for (size_t k = 0; k < r->n_in; k++)
         if (strncmp(r->in[k].name, "INPUT", 5) != 0) {
-            inferd_fail_param(&e, INFERD_E_INVALID, "inputs",
-                              "identity model '%s' takes inputs INPUT0, INPUT1, ...; not '%s'", m,
-                              r->in[k].name);
-            goto fail;
+            rc = inferd_fail_param(err, INFERD_E_INVALID, "inputs",
+                                   "identity model '%s' takes inputs INPUT0, INPUT1, ...; not '%s'",
+                                   m, r->in[k].name);
+            goto done;
         }
     if (r->n_out == 0) { /* every output */
         for (size_t k = 0; k < r->n_in; k++) {
@@ -568,29 +569,40 @@ void inferd__kserve_identity(http_conn *c, const char *m, json_t *body)
     for (size_t k = 0; k < r->n_out; k++) {
         const kt_in *from = identity_source(r, r->out[k].name);
         if (!from) {
-            inferd_fail_param(&e, INFERD_E_INVALID, "outputs",
-                              "identity model '%s' has no output '%s' (OUTPUTn for each INPUTn)", m,
-                              r->out[k].name);
-            goto fail;
+            rc = inferd_fail_param(err, INFERD_E_INVALID, "outputs",
+                                   "identity model '%s' has no output '%s' (OUTPUTn for each "
+                                   "INPUTn)",
+                                   m, r->out[k].name);
+            goto done;
         }
-        if (write_output(c, r, &from->t, from, &r->out[k], outs, &bin, &e) < 0)
-            goto fail;
+        if ((rc = write_output(src, r, &from->t, from, &r->out[k], outs, bin, err)) < 0)
+            goto done;
     }
     /* Inputs read in place: did their regions hold until now? */
     for (size_t k = 0; k < r->n_in; k++)
-        if (r->in[k].shm.on && inferd_regions_check(r->in[k].t.storage, &e) < 0)
-            goto fail;
-    json_t *resp =
-        json_pack("{s:s,s:s,s:O}", "model_name", m, "model_version", "1", "outputs", outs);
-    send_response(c, resp, json_object_get(body, "id"), &bin);
-    goto done;
-fail:
-    inferd__http_fail(c, &e);
+        if (r->in[k].shm.on && (rc = inferd_regions_check(r->in[k].t.storage, err)) < 0)
+            goto done;
+    *resp = json_pack("{s:s,s:s,s:O}", "model_name", m, "model_version", "1", "outputs", outs);
+    if (!*resp)
+        rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the response");
 done:
     if (r)
         inferd__kt_free(r);
     inferd_free(r);
     json_decref(outs);
+    return rc;
+}
+
+void inferd__kserve_identity(http_conn *c, const char *m, json_t *body)
+{
+    inferd_error e = {0};
+    json_t *resp = NULL;
+    inferd_buf bin = INFERD_BUF_INIT(SERVER_TEXT_MAX);
+    const kt_src src = src_of(c);
+    if (inferd__kt_identity(&src, body, m, &resp, &bin, &e) < 0)
+        inferd__http_fail(c, &e);
+    else
+        send_response(c, resp, json_object_get(body, "id"), &bin);
     inferd_buf_free(&bin);
 }
 
@@ -791,21 +803,21 @@ static int borrowed(inferd_tensor *t, inferd_elem elem, uint32_t nd, const int64
     return rc;
 }
 
-/* Output @p o of g's DONE request as a tensor. */
-static int llm_tensor(gen *g, kt_llm_out o, inferd_tensor *t, inferd_error *err)
+/* Output @p o of a DONE request as a tensor. */
+static int llm_tensor(const kt_llm_result *res, kt_llm_out o, inferd_tensor *t, inferd_error *err)
 {
     inferd_request_outputs ko;
-    if (inferd_fe_request_outputs(g->fr, &ko) < 0)
+    if (inferd_fe_request_outputs(res->fr, &ko) < 0)
         return inferd_fail(err, INFERD_E_INTERNAL, "the request kept no outputs");
     if (o == KT_TEXT_OUTPUT) { /* one BYTES element: its length, then the text */
         inferd_storage *s = NULL;
-        const uint32_t n = (uint32_t)g->text.len;
+        const uint32_t n = (uint32_t)res->text_len;
         int rc = inferd_storage_heap(4 + (size_t)n, &s, err);
         if (rc < 0)
             return rc;
         memcpy(inferd_storage_data(s), &n, 4);
         if (n)
-            memcpy((char *)inferd_storage_data(s) + 4, g->text.p, n);
+            memcpy((char *)inferd_storage_data(s) + 4, res->text, n);
         const int64_t flat = 4 + (int64_t)n;
         rc = inferd_tensor_init(t, INFERD_ELEM_BYTES, 1, &flat, NULL, 0, s, err);
         inferd_storage_unref(s);
@@ -814,8 +826,8 @@ static int llm_tensor(gen *g, kt_llm_out o, inferd_tensor *t, inferd_error *err)
         return rc;
     }
     if (o == KT_OUTPUT_IDS) {
-        const int64_t n = (int64_t)(g->ids.len / sizeof(int32_t));
-        return borrowed(t, INFERD_ELEM_I32, 1, &n, g->ids.p, g->ids.len, err);
+        const int64_t n = (int64_t)res->n_ids;
+        return borrowed(t, INFERD_ELEM_I32, 1, &n, res->ids, res->n_ids * sizeof(int32_t), err);
     }
     const bool lg = o == KT_LOGITS;
     const int64_t dims[2] = {lg ? ko.n_logits : ko.n_hidden, lg ? ko.n_vocab : ko.n_embd};
@@ -823,17 +835,16 @@ static int llm_tensor(gen *g, kt_llm_out o, inferd_tensor *t, inferd_error *err)
                     (size_t)dims[0] * (size_t)dims[1] * sizeof(float), err);
 }
 
-static void llm_answer(gen *g, http_conn *c, void *ctx)
+int inferd__kt_llm_response(const kt_src *src, kt_req *r, const bool want[KT_LLM_OUTS],
+                            const kt_llm_result *res, json_t **resp, inferd_buf *bin,
+                            inferd_error *err)
 {
-    kt_llm *L = ctx;
-    inferd_error e = {0};
+    *resp = NULL;
     json_t *outs = json_array();
-    inferd_buf bin = INFERD_BUF_INIT(SERVER_TEXT_MAX);
-    int rc = outs ? 0 : inferd_fail(&e, INFERD_E_NOMEM, "no memory for the response");
-    kt_req *r = &L->r;
+    int rc = outs ? 0 : inferd_fail(err, INFERD_E_NOMEM, "no memory for the response");
     if (r->n_out == 0) /* none named: the defaults, as the request's binary_data_output says */
         for (int o = 0; o < KT_LLM_OUTS; o++)
-            if (L->want[o]) {
+            if (want[o]) {
                 kt_out *ko = &r->out[r->n_out++];
                 snprintf(ko->name, sizeof(ko->name), "%s", k_llm_out[o]);
                 ko->binary = r->binary_default;
@@ -843,22 +854,38 @@ static void llm_answer(gen *g, http_conn *c, void *ctx)
         while (strcmp(r->out[k].name, k_llm_out[o]) != 0)
             o++;
         inferd_tensor t = {0};
-        rc = llm_tensor(g, o, &t, &e);
+        rc = llm_tensor(res, o, &t, err);
         if (rc == 0)
-            rc = write_output(c, r, &t, NULL, &r->out[k], outs, &bin, &e);
+            rc = write_output(src, r, &t, NULL, &r->out[k], outs, bin, err);
         inferd_tensor_fini(&t);
     }
-    if (rc < 0) {
-        inferd__http_fail(c, &e);
-    } else {
-        json_t *resp = json_pack(
-            "{s:s,s:s,s:O,s:{s:s,s:i,s:i,s:I}}", "model_name", inferd__gen_model(g),
-            "model_version", "1", "outputs", outs, "parameters", "finish_reason",
-            inferd__gen_finish_name(g->done.finish), "prompt_tokens", (int)g->done.n_prompt,
-            "completion_tokens", (int)g->done.n_gen, "seed", (json_int_t)g->done.seed);
-        send_response(c, resp, L->id, &bin);
+    if (rc == 0) {
+        const inferd_event *d = res->done;
+        *resp = json_pack("{s:s,s:s,s:O,s:{s:s,s:i,s:i,s:I}}", "model_name", res->model,
+                          "model_version", "1", "outputs", outs, "parameters", "finish_reason",
+                          inferd__gen_finish_name(d->finish), "prompt_tokens", (int)d->n_prompt,
+                          "completion_tokens", (int)d->n_gen, "seed", (json_int_t)d->seed);
+        if (!*resp)
+            rc = inferd_fail(err, INFERD_E_NOMEM, "no memory for the response");
     }
     json_decref(outs);
+    return rc;
+}
+
+static void llm_answer(gen *g, http_conn *c, void *ctx)
+{
+    kt_llm *L = ctx;
+    inferd_error e = {0};
+    json_t *resp = NULL;
+    inferd_buf bin = INFERD_BUF_INIT(SERVER_TEXT_MAX);
+    const kt_src src = src_of(c);
+    const kt_llm_result res = {
+        inferd__gen_model(g),         g->fr,   g->text.p, g->text.len, (const int32_t *)g->ids.p,
+        g->ids.len / sizeof(int32_t), &g->done};
+    if (inferd__kt_llm_response(&src, &L->r, L->want, &res, &resp, &bin, &e) < 0)
+        inferd__http_fail(c, &e);
+    else
+        send_response(c, resp, L->id, &bin);
     inferd_buf_free(&bin);
 }
 

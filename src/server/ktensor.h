@@ -11,7 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "inferd/buf.h"
 #include "inferd/error.h"
+#include "inferd/frontend.h"
 #include "inferd/region.h"
 #include "inferd/tensor.h"
 
@@ -86,5 +88,31 @@ typedef enum kt_llm_out {
 int inferd__kt_llm_fields(const kt_req *r, json_t *body, const char *model, json_t **fields,
                           int32_t **ids, size_t *n_ids, bool want[KT_LLM_OUTS], bool *all_positions,
                           inferd_error *err);
+
+/** Run the built-in identity model @p m on infer request @p body: *resp
+ * (the response object without "id"; outputs asked as binary data appended
+ * to @p bin, those asked in shared memory written there). @return 0 or the
+ * error. */
+int inferd__kt_identity(const kt_src *src, json_t *body, const char *m, json_t **resp,
+                        inferd_buf *bin, inferd_error *err);
+
+/* What a language model's request made, once its DONE event was read. */
+typedef struct kt_llm_result {
+    const char *model;
+    inferd_fe_request *fr; /* its logits and hidden states */
+    const char *text;      /* text_output */
+    size_t text_len;
+    const int32_t *ids; /* output_ids */
+    size_t n_ids;
+    const inferd_event *done; /* finish reason, counts, seed */
+} kt_llm_result;
+
+/** The response to a language model's request @p r (the outputs it asked
+ * for; with none named, those @p want says), as inferd__kt_identity makes
+ * it; "parameters" gives finish_reason, prompt_tokens, completion_tokens
+ * and seed. @return 0 or the error. */
+int inferd__kt_llm_response(const kt_src *src, kt_req *r, const bool want[KT_LLM_OUTS],
+                            const kt_llm_result *res, json_t **resp, inferd_buf *bin,
+                            inferd_error *err);
 
 #endif

@@ -111,6 +111,12 @@ void inferd__http_error(http_conn *c, int code, const char *param, const char *f
     inferd__http_fail(c, &e);
 }
 
+inferd_regions *inferd_server_regions(const inferd_server *s, bool *on_tcp)
+{
+    *on_tcp = s->shm_tcp;
+    return s->regions;
+}
+
 int inferd__server_find_model(http_conn *c, const char *id)
 {
     inferd_error e = {0};
