@@ -543,11 +543,11 @@ class InferCall final : public ServerUnaryReactor
         const kv_env env = env_for(Door{g}, ctx);
         static const kv_run_cbs cbs = {nullptr, &InferCall::on_done};
         inferd_error e{};
-        std::lock_guard<std::mutex> lk(mu_);
+        std::unique_lock<std::mutex> lk(mu_); /* OnDone waits until run_ is set */
         if (inferd__kv_start(g->pump, &env, q->model_name().c_str(), body, bin.data(), bin.size(),
                              false, &cbs, this, &run_, &e) < 0) {
+            lk.unlock();
             Finish(status_of(e));
-            return;
         }
     }
 
@@ -604,52 +604,55 @@ class StreamCall final
             st = fail(INFERD_E_OVERLOADED, "too many calls at once (%u): retry later",
                       g->o.max_calls);
         if (!st.ok()) {
-            std::lock_guard<std::mutex> lk(mu_);
-            finish_locked(st);
+            finishing_ = true;
+            Finish(st);
             return;
         }
         StartRead(&req_);
     }
 
+    // The reactions: each decides under mu_ and finishes the call, if it
+    // is over, after letting go of mu_ (Finish may end in OnDone, which
+    // deletes the call): nothing of the call is touched after finish_if_over.
+
     void OnReadDone(bool ok) override
     {
         std::unique_lock<std::mutex> lk(mu_);
         reap_locked();
-        if (!ok) {
+        if (!ok) { /* the client's writes ended (or the call was cancelled) */
             reading_ = false;
-            maybe_finish_locked();
+            finish_if_over(lk);
             return;
         }
         lk.unlock();
         start_request();
         lk.lock();
-        if (!finishing_)
+        if (!finishing_ && !broken_) {
             StartRead(&req_);
+            return;
+        }
+        reading_ = false;
+        finish_if_over(lk);
     }
 
     void OnWriteDone(bool ok) override
     {
-        std::lock_guard<std::mutex> lk(mu_);
+        std::unique_lock<std::mutex> lk(mu_);
         writing_ = false;
         queue_.pop_front();
         reap_locked();
-        if (!ok) { /* the client is gone */
-            broken_ = true;
-            for (auto &q : reqs_)
-                inferd__kv_cancel(q->run);
-            return;
-        }
-        write_next_locked();
-        maybe_finish_locked();
+        if (!ok) /* the client is gone */
+            break_locked();
+        else
+            write_next_locked();
+        finish_if_over(lk);
     }
 
     void OnCancel() override
     {
-        std::lock_guard<std::mutex> lk(mu_);
-        broken_ = true;
-        for (auto &q : reqs_)
-            if (q->run)
-                inferd__kv_cancel(q->run);
+        std::unique_lock<std::mutex> lk(mu_);
+        break_locked();
+        finish_if_over(lk);
     }
 
     void OnDone() override
@@ -807,13 +810,25 @@ class StreamCall final
     // Queue response @p m; the last of request @p ends when given.
     void push(pb::ModelStreamInferResponse &&m, Req *ends = nullptr)
     {
-        std::lock_guard<std::mutex> lk(mu_);
+        std::unique_lock<std::mutex> lk(mu_);
         if (ends)
             ends->ended = true;
-        if (broken_ || finishing_)
-            return;
-        queue_.push_back(std::move(m));
-        write_next_locked();
+        if (!broken_ && !finishing_) {
+            queue_.push_back(std::move(m));
+            write_next_locked();
+        }
+        finish_if_over(lk);
+    }
+
+    // The client left or the call was cancelled: no more writes; its
+    // requests are cancelled (each still ends, with its done()).
+    void break_locked()
+    {
+        broken_ = true;
+        queue_.clear();
+        for (auto &q : reqs_)
+            if (q->run)
+                inferd__kv_cancel(q->run);
     }
 
     void write_next_locked()
@@ -846,22 +861,19 @@ class StreamCall final
         }
     }
 
-    void maybe_finish_locked()
+    // Finish the call once nothing is pending: no read, no write, no
+    // response queued, every request ended. Releases @p lk.
+    void finish_if_over(std::unique_lock<std::mutex> &lk)
     {
-        if (finishing_ || reading_ || writing_ || !queue_.empty())
-            return;
+        bool over = !finishing_ && !reading_ && !writing_ && queue_.empty();
         for (auto &q : reqs_)
-            if (!q->ended)
-                return;
-        finish_locked(Status::OK);
-    }
-
-    void finish_locked(const Status &st)
-    {
-        if (finishing_)
-            return;
-        finishing_ = true;
-        Finish(st);
+            over = over && q->ended;
+        if (over)
+            finishing_ = true;
+        const bool broken = broken_;
+        lk.unlock();
+        if (over)
+            Finish(broken ? Status::CANCELLED : Status::OK);
     }
 
     Counted count_;

@@ -44,6 +44,7 @@ struct kv_pump {
 };
 
 typedef enum run_stage {
+    RS_NEW = 0,  /* being started: nothing for the pump yet */
     RS_SUBMIT,   /* to be submitted on a pump thread */
     RS_RUNNING,  /* submitted: events come */
     RS_FINISHED, /* its answer is made (identity) or its error known: done() to call */
@@ -68,6 +69,11 @@ struct kv_run {
     bool have_in;
     json_t *fields;
     int32_t *ids;
+    /* Its front-end request, released as soon as it ended (before done():
+     * a client that has its answer may unload the model at once). Set and
+     * cleared under fr_mu, which cancel takes (never the pump's mu, which
+     * the scheduler's on_event takes). */
+    pthread_mutex_t fr_mu;
     inferd_fe_request *fr;
 
     /* Collected output (not streaming: all of it; streaming: the DONE
@@ -80,7 +86,7 @@ struct kv_run {
     /* Under the pump's mu. */
     run_stage stage;
     kv_run *next;
-    bool queued, busy, releasing, cancelled;
+    bool queued, busy, again, releasing, cancelled;
 };
 
 /* ---- the pump ---- */
@@ -114,7 +120,18 @@ static void call_done(kv_run *r, json_t *resp, const inferd_buf *bin, const infe
     r->cbs.done(r->ctx, resp, bin ? bin->p : NULL, bin ? bin->len : 0, e);
 }
 
-/* Build and send the answer of r's DONE event @p ev. */
+/* Let go of r's front-end request (its slot and its model handle). */
+static void drop_request(kv_run *r)
+{
+    pthread_mutex_lock(&r->fr_mu);
+    inferd_fe_request *fr = r->fr;
+    r->fr = NULL;
+    pthread_mutex_unlock(&r->fr_mu);
+    inferd_fe_request_release(fr);
+}
+
+/* Build the answer of r's DONE event @p ev, let go of its request, and
+ * send the answer. */
 static void answer(kv_run *r, const inferd_event *ev)
 {
     inferd_error e = {0};
@@ -128,7 +145,9 @@ static void answer(kv_run *r, const inferd_event *ev)
                                (const int32_t *)r->out_ids.p,
                                r->out_ids.len / sizeof(int32_t),
                                ev};
-    if (inferd__kt_llm_response(&src, &r->r, r->want, &res, &resp, &bin, &e) < 0)
+    const int rc = inferd__kt_llm_response(&src, &r->r, r->want, &res, &resp, &bin, &e);
+    drop_request(r);
+    if (rc < 0)
         call_done(r, NULL, NULL, &e);
     else
         call_done(r, resp, &bin, NULL);
@@ -174,21 +193,18 @@ static bool pump_run(kv_run *r, run_stage stage)
             }
             continue;
         }
-        if (ev.type == INFERD_EVENT_DONE) {
-            if (r->err.code) {
-                call_done(r, NULL, NULL, &r->err);
-            } else if (inferd_buf_add(&r->text, ev.text, ev.text_len) < 0) {
-                inferd_error e = {0};
-                inferd_fail(&e, INFERD_E_NOMEM, "no memory for the generated output");
-                call_done(r, NULL, NULL, &e);
-            } else {
-                answer(r, &ev);
-            }
-        } else {
-            inferd_error e = {0};
-            inferd_fe_event_error(r->fr, &ev, &e);
-            call_done(r, NULL, NULL, &e);
+        inferd_error e = r->err;
+        if (ev.type == INFERD_EVENT_DONE && !e.code &&
+            inferd_buf_add(&r->text, ev.text, ev.text_len) == 0) {
+            answer(r, &ev);
+            return true;
         }
+        if (ev.type == INFERD_EVENT_ERROR)
+            inferd_fe_event_error(r->fr, &ev, &e);
+        else if (!e.code)
+            inferd_fail(&e, INFERD_E_NOMEM, "no memory for the generated output");
+        drop_request(r);
+        call_done(r, NULL, NULL, &e);
         return true;
     }
 }
@@ -217,13 +233,20 @@ static void *pump_main(void *arg)
         if (!p->head)
             p->tail = NULL;
         r->queued = false;
+        if (r->busy) { /* another thread reads it: it looks again when done */
+            r->again = true;
+            continue;
+        }
         r->busy = true;
-        const run_stage stage = r->stage;
-        pthread_mutex_unlock(&p->mu);
-        const bool ended = pump_run(r, stage);
-        pthread_mutex_lock(&p->mu);
-        if (ended)
-            r->stage = RS_ENDED;
+        do { /* one reader at a time, in order */
+            r->again = false;
+            const run_stage stage = r->stage;
+            pthread_mutex_unlock(&p->mu);
+            const bool ended = pump_run(r, stage);
+            pthread_mutex_lock(&p->mu);
+            if (ended)
+                r->stage = RS_ENDED;
+        } while (r->again && !r->releasing);
         r->busy = false;
         pthread_cond_broadcast(&p->idle_cv);
     }
@@ -287,6 +310,7 @@ int inferd__kv_post(kv_pump *p, void (*fn)(void *ctx), void *ctx, inferd_error *
 static void run_free(kv_run *r)
 {
     inferd_fe_request_release(r->fr);
+    pthread_mutex_destroy(&r->fr_mu);
     if (r->have_in)
         inferd_fe_input_free(&r->in);
     json_decref(r->fields);
@@ -303,7 +327,11 @@ static void run_free(kv_run *r)
 /* Submit r's input (any thread; r not yet visible to on_event). */
 static int submit_now(kv_run *r, inferd_error *err)
 {
-    int rc = inferd_fe_submit(r->env.fe, &r->in, on_event, r, &r->fr, err);
+    inferd_fe_request *fr = NULL;
+    int rc = inferd_fe_submit(r->env.fe, &r->in, on_event, r, &fr, err);
+    pthread_mutex_lock(&r->fr_mu);
+    r->fr = fr;
+    pthread_mutex_unlock(&r->fr_mu);
     /* The input is no longer needed (submit copied the prompt and the stop
      * strings). */
     inferd_fe_input_free(&r->in);
@@ -332,9 +360,12 @@ static void submit(kv_run *r)
         enqueue_locked(r);
     } else {
         r->stage = RS_RUNNING;
-        if (r->cancelled)
-            inferd_fe_request_cancel(r->fr);
-        enqueue_locked(r); /* events that came before the stage changed */
+        enqueue_locked(r);  /* events that came before the stage changed */
+        if (r->cancelled) { /* cancelled while it was submitted */
+            pthread_mutex_unlock(&p->mu);
+            inferd__kv_cancel(r);
+            return;
+        }
     }
     pthread_mutex_unlock(&p->mu);
 }
@@ -355,6 +386,7 @@ int inferd__kv_start(kv_pump *p, const kv_env *env, const char *m, json_t *body,
     if (!r)
         return inferd_fail(err, INFERD_E_NOMEM, "no memory for the request");
     r->p = p;
+    pthread_mutex_init(&r->fr_mu, NULL);
     r->env = *env;
     r->cbs = *cbs;
     r->ctx = ctx;
@@ -430,11 +462,12 @@ void inferd__kv_cancel(kv_run *r)
     if (!r)
         return;
     pthread_mutex_lock(&r->p->mu);
-    r->cancelled = true;
-    const bool running = r->stage == RS_RUNNING;
+    r->cancelled = true; /* not submitted yet: it will not be */
     pthread_mutex_unlock(&r->p->mu);
-    if (running)
+    pthread_mutex_lock(&r->fr_mu);
+    if (r->fr)
         inferd_fe_request_cancel(r->fr);
+    pthread_mutex_unlock(&r->fr_mu);
 }
 
 void inferd__kv_release(kv_run *r)
