@@ -7,7 +7,7 @@ CMAKE_ARGS ?=
 CTEST_ARGS ?=
 # What `make tsan` runs under ThreadSanitizer: the threaded layers (pool,
 # registry, scheduler, front end), every server test and the client library.
-TSAN_TESTS ?= ^(test_pool|test_registry|test_model_file|test_scheduler|test_sched_determinism|test_frontend|test_serve_|test_http_load|test_client|test_channel|test_pipeline)
+TSAN_TESTS ?= ^(test_pool|test_registry|test_model_file|test_scheduler|test_sched_determinism|test_frontend|test_kvrun|test_serve_|test_http_load|test_client|test_channel|test_pipeline)
 MODEL     ?= models/stories260K.gguf
 PROMPT    ?= Once upon a time
 HOST      ?= 127.0.0.1

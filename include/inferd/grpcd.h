@@ -48,6 +48,9 @@ typedef struct inferd_grpc_opts {
     uint32_t max_stream_requests;    /* requests running at once on one stream;
                                   default 64 */
     uint32_t pump_threads;           /* default 2 */
+    uint32_t idle_timeout_s;         /* a connection with no call this long is
+                                        closed (gRPC's max connection idle);
+                                        default 30; 0: never */
     inferd_regions *regions;         /* the HTTP door's regions (borrowed), or NULL:
                                   system shared memory not served */
     bool shm_tcp;                    /* shared memory on the TCP port too (else the

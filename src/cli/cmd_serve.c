@@ -371,6 +371,7 @@ int inferd__cmd_serve(int argc, char **argv)
         go.api_key = api_key;
         go.max_message_bytes = (size_t)max_body;
         go.max_calls = (uint32_t)max_conn;
+        go.idle_timeout_s = (uint32_t)conn_timeout;
         go.regions = srv ? inferd_server_regions(srv, &go.shm_tcp) : NULL;
         for (size_t i = 0; i < n_identity; i++)
             go.identity[i] = identity[i];

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdarg>
@@ -1230,6 +1231,10 @@ extern "C" int inferd_grpc_create(const inferd_grpc_opts *opts, inferd_frontend 
     b.SetMaxReceiveMessageSize((int)opts->max_message_bytes);
     b.SetMaxSendMessageSize(INT32_MAX);
     b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    if (opts->idle_timeout_s)
+        b.AddChannelArgument(
+            GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+            (int)std::min<uint64_t>((uint64_t)opts->idle_timeout_s * 1000, INT32_MAX));
     g->server = b.BuildAndStart();
     if (!g->server || (opts->tcp && g->port == 0)) {
         g->server.reset();

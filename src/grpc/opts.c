@@ -10,5 +10,6 @@ inferd_grpc_opts inferd_grpc_opts_default(void)
     o.max_calls = 1024;
     o.max_stream_requests = 64;
     o.pump_threads = 2;
+    o.idle_timeout_s = 30;
     return o;
 }
