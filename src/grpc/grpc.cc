@@ -399,7 +399,11 @@ struct inferd_grpc {
     std::unique_ptr<grpc::Service> service;
     int port = 0;
     bool drained = false;
-    std::atomic<uint32_t> calls{0};
+    std::atomic<uint32_t> calls{0}; /* running now, counted ones */
+    /* For /v1/status: */
+    std::atomic<uint64_t> calls_total{0}, calls_refused{0}, stream_requests{0};
+    std::atomic<uint32_t> streams{0};
+    bool status_set = false;
 };
 
 namespace
@@ -493,7 +497,11 @@ struct Counted {
     {
         uint32_t n = g->calls.fetch_add(1) + 1;
         held = true;
-        return n <= g->o.max_calls;
+        g->calls_total.fetch_add(1);
+        if (n <= g->o.max_calls)
+            return true;
+        g->calls_refused.fetch_add(1);
+        return false;
     }
     ~Counted()
     {
@@ -600,6 +608,7 @@ class StreamCall final
   public:
     StreamCall(inferd_grpc *g, CallbackServerContext *ctx) : count_(g), ctx_(ctx)
     {
+        g->streams.fetch_add(1);
         Status st = check_key(g, ctx);
         if (st.ok() && !count_.take())
             st = fail(INFERD_E_OVERLOADED, "too many calls at once (%u): retry later",
@@ -668,6 +677,7 @@ class StreamCall final
         }
         for (kv_run *r : runs)
             release_run(r);
+        count_.g->streams.fetch_sub(1);
         delete this;
     }
 
@@ -707,6 +717,7 @@ class StreamCall final
     {
         auto q = std::make_unique<Req>();
         q->s = this;
+        count_.g->stream_requests.fetch_add(1);
         q->id = req_.id();
         q->model = req_.model_name();
         for (const auto &o : req_.outputs()) {
@@ -1176,6 +1187,18 @@ class Service final : public pb::GRPCInferenceService::CallbackService
 
 // ---- the C API ----
 
+// The door's section of /v1/status.
+static json_t *status_json(void *ctx)
+{
+    const inferd_grpc *g = static_cast<const inferd_grpc *>(ctx);
+    return json_pack("{s:i,s:s?,s:i,s:i,s:I,s:I,s:I}", "port", g->port, "unix",
+                     g->unix_path.empty() ? nullptr : g->unix_path.c_str(), "calls_active",
+                     (int)std::min(g->calls.load(), g->o.max_calls), "streams_active",
+                     (int)g->streams.load(), "calls_total", (json_int_t)g->calls_total.load(),
+                     "calls_refused", (json_int_t)g->calls_refused.load(), "stream_requests_total",
+                     (json_int_t)g->stream_requests.load());
+}
+
 extern "C" bool inferd_grpc_built(void) { return true; }
 
 extern "C" int inferd_grpc_create(const inferd_grpc_opts *opts, inferd_frontend *fe,
@@ -1245,6 +1268,7 @@ extern "C" int inferd_grpc_create(const inferd_grpc_opts *opts, inferd_frontend 
     }
     if (!g->unix_path.empty())
         chmod(g->unix_path.c_str(), 0600);
+    g->status_set = inferd_frontend_set_status(fe, "grpc", status_json, g.get()) == 0;
     *out = g.release();
     return 0;
 }
@@ -1268,6 +1292,8 @@ extern "C" void inferd_grpc_destroy(inferd_grpc *g)
 {
     if (!g)
         return;
+    if (g->status_set)
+        inferd_frontend_set_status(g->fe, "grpc", nullptr, nullptr);
     inferd_grpc_drain(g);
     g->server->Wait();
     g->server.reset();

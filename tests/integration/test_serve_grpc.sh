@@ -81,6 +81,10 @@ serve_wait_ready
 gport=$(grpc_port)
 GRPC_ADDR=127.0.0.1:$gport HTTP_URL=$url EXPECT_TEXT="$expect" EXPECT_N=$n STREAMS=1000 \
     SERVE_PID=$serve_pid /usr/bin/python3 "$check_py" storm || fail "grpc_check storm"
+# /v1/status counts the door's calls: every stream ended, those refused counted.
+wait_status ".grpc.port == $gport and .grpc.calls_active == 0 and .grpc.streams_active == 0
+    and .grpc.calls_total >= 1001 and .grpc.calls_refused > 0
+    and .grpc.stream_requests_total + .grpc.calls_refused >= 1000"
 still_serves
 serve_stop
 [[ "$serve_rc" == 0 ]] || fail "serve exited $serve_rc"
