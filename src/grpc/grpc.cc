@@ -377,6 +377,28 @@ int check_version(const std::string &v, inferd_error *e)
                   v.c_str());
 }
 
+// ---- messages on the wire ----
+
+// The calls take their messages as bytes (gRPC's raw callback API) and
+// parse them here, so that a message that is not one gets a precise
+// INVALID_ARGUMENT (gRPC's own parse failure answers UNIMPLEMENTED, with
+// no message, and ends a stream's reads as if the client had closed them).
+template <class M> Status parse(const grpc::ByteBuffer *in, M *msg)
+{
+    grpc::ByteBuffer copy(*in); /* shares the slices: no bytes copied */
+    if (grpc::SerializationTraits<M>::Deserialize(&copy, msg).ok())
+        return Status::OK;
+    return fail(INFERD_E_INVALID, "the message is not a valid %s",
+                M::descriptor()->full_name().c_str());
+}
+
+template <class M> Status serialize(const M &msg, grpc::ByteBuffer *out)
+{
+    bool own = false;
+    Status st = grpc::SerializationTraits<M>::Serialize(msg, out, &own);
+    return st.ok() ? st : fail(INFERD_E_INTERNAL, "cannot serialize the response");
+}
+
 // ---- the door ----
 
 struct Door;
@@ -528,12 +550,19 @@ void release_run(kv_run *run)
 class InferCall final : public ServerUnaryReactor
 {
   public:
-    InferCall(inferd_grpc *g, pb::ModelInferResponse *resp) : count_(g), resp_(resp) {}
+    InferCall(inferd_grpc *g, grpc::ByteBuffer *out) : count_(g), out_(out) {}
 
-    void start(CallbackServerContext *ctx, const pb::ModelInferRequest *q)
+    void start(CallbackServerContext *ctx, const grpc::ByteBuffer *in)
     {
         inferd_grpc *g = count_.g;
+        pb::ModelInferRequest req;
+        const pb::ModelInferRequest *q = &req;
         Status st = check_key(g, ctx);
+        if (st.ok())
+            st = parse(in, &req);
+        inferd_error ve{};
+        if (st.ok() && check_version(req.model_version(), &ve) < 0)
+            st = status_of(ve);
         if (st.ok() && !count_.take())
             st = fail(INFERD_E_OVERLOADED, "too many calls at once (%u): retry later",
                       g->o.max_calls);
@@ -585,16 +614,18 @@ class InferCall final : public ServerUnaryReactor
         auto *c = static_cast<InferCall *>(ctx);
         in_kv_callback = true;
         inferd_error e{};
+        pb::ModelInferResponse r;
         if (err)
             e = *err;
         else
-            response_pb(resp, bin, bin_len, c->id_, c->resp_, &e);
-        c->Finish(e.code ? status_of(e) : Status::OK);
+            response_pb(resp, bin, bin_len, c->id_, &r, &e);
+        Status st = e.code ? status_of(e) : serialize(r, c->out_);
+        c->Finish(st);
         in_kv_callback = false;
     }
 
     Counted count_;
-    pb::ModelInferResponse *resp_;
+    grpc::ByteBuffer *out_;
     std::string id_;
     std::mutex mu_;
     kv_run *run_ = nullptr;
@@ -602,8 +633,7 @@ class InferCall final : public ServerUnaryReactor
 
 // ---- ModelStreamInfer ----
 
-class StreamCall final
-    : public grpc::ServerBidiReactor<pb::ModelInferRequest, pb::ModelStreamInferResponse>
+class StreamCall final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>
 {
   public:
     StreamCall(inferd_grpc *g, CallbackServerContext *ctx) : count_(g), ctx_(ctx)
@@ -618,7 +648,7 @@ class StreamCall final
             Finish(st);
             return;
         }
-        StartRead(&req_);
+        StartRead(&rbuf_);
     }
 
     // The reactions: each decides under mu_ and finishes the call, if it
@@ -638,7 +668,7 @@ class StreamCall final
         start_request();
         lk.lock();
         if (!finishing_ && !broken_) {
-            StartRead(&req_);
+            StartRead(&rbuf_);
             return;
         }
         reading_ = false;
@@ -718,6 +748,14 @@ class StreamCall final
         auto q = std::make_unique<Req>();
         q->s = this;
         count_.g->stream_requests.fetch_add(1);
+        req_.Clear();
+        const Status ps = parse(&rbuf_, &req_);
+        if (!ps.ok()) {
+            inferd_error pe{};
+            inferd_fail(&pe, INFERD_E_INVALID, "%s", ps.error_message().c_str());
+            error_response(*q, pe);
+            return;
+        }
         q->id = req_.id();
         q->model = req_.model_name();
         for (const auto &o : req_.outputs()) {
@@ -825,8 +863,9 @@ class StreamCall final
         std::unique_lock<std::mutex> lk(mu_);
         if (ends)
             ends->ended = true;
-        if (!broken_ && !finishing_) {
-            queue_.push_back(std::move(m));
+        grpc::ByteBuffer out;
+        if (!broken_ && !finishing_ && serialize(m, &out).ok()) {
+            queue_.push_back(std::move(out));
             write_next_locked();
         }
         finish_if_over(lk);
@@ -890,9 +929,10 @@ class StreamCall final
 
     Counted count_;
     CallbackServerContext *ctx_;
-    pb::ModelInferRequest req_;
+    grpc::ByteBuffer rbuf_;     /* the message being read */
+    pb::ModelInferRequest req_; /* the last one, parsed */
     std::mutex mu_;
-    std::deque<pb::ModelStreamInferResponse> queue_;
+    std::deque<grpc::ByteBuffer> queue_; /* responses, serialized */
     std::vector<std::unique_ptr<Req>> reqs_, ended_;
     bool reading_ = true, writing_ = false, finishing_ = false, broken_ = false;
 };
@@ -902,8 +942,8 @@ class StreamCall final
 class JobCall final : public ServerUnaryReactor
 {
   public:
-    JobCall(inferd_grpc *g, const kv_env &env, std::string model, bool load)
-        : count_(g), env_(env), model_(std::move(model)), load_(load)
+    JobCall(inferd_grpc *g, const kv_env &env, std::string model, bool load, grpc::ByteBuffer *out)
+        : count_(g), env_(env), model_(std::move(model)), load_(load), out_(out)
     {
     }
     void start()
@@ -925,61 +965,156 @@ class JobCall final : public ServerUnaryReactor
         auto *j = static_cast<JobCall *>(ctx);
         inferd_error e{};
         int rc = inferd__kv_repository_load(&j->env_, j->model_.c_str(), j->load_, SEE, &e);
-        j->Finish(rc < 0 ? status_of(e) : Status::OK);
+        Status st = rc < 0 ? status_of(e) : Status::OK;
+        if (st.ok()) /* both responses are empty messages */
+            st = serialize(pb::RepositoryModelLoadResponse(), j->out_);
+        j->Finish(st);
     }
     Counted count_;
     kv_env env_;
     std::string model_;
     bool load_;
+    grpc::ByteBuffer *out_;
 };
 
 // ---- the service ----
 
-class Service final : public pb::GRPCInferenceService::CallbackService
+// Every method's raw (bytes) callback, over gRPC's synchronous base class.
+using RawService = pb::GRPCInferenceService::WithRawCallbackMethod_ServerLive<
+    pb::GRPCInferenceService::WithRawCallbackMethod_ServerReady<
+        pb::GRPCInferenceService::WithRawCallbackMethod_ModelReady<
+            pb::GRPCInferenceService::WithRawCallbackMethod_ServerMetadata<
+                pb::GRPCInferenceService::WithRawCallbackMethod_ModelMetadata<
+                    pb::GRPCInferenceService::WithRawCallbackMethod_ModelInfer<
+                        pb::GRPCInferenceService::WithRawCallbackMethod_ModelStreamInfer<
+                            pb::GRPCInferenceService::WithRawCallbackMethod_RepositoryIndex<
+                                pb::GRPCInferenceService::WithRawCallbackMethod_RepositoryModelLoad<
+                                    pb::GRPCInferenceService::WithRawCallbackMethod_RepositoryModelUnload<
+                                        pb::GRPCInferenceService::
+                                            WithRawCallbackMethod_SystemSharedMemoryStatus<
+                                                pb::GRPCInferenceService::
+                                                    WithRawCallbackMethod_SystemSharedMemoryRegister<
+                                                        pb::GRPCInferenceService::
+                                                            WithRawCallbackMethod_SystemSharedMemoryUnregister<
+                                                                pb::GRPCInferenceService::
+                                                                    Service>>>>>>>>>>>>>;
+
+using grpc::ByteBuffer;
+
+class Service final : public RawService
 {
   public:
     explicit Service(inferd_grpc *g) : g_(g) {}
 
-    ServerUnaryReactor *ServerLive(CallbackServerContext *ctx, const pb::ServerLiveRequest *,
-                                   pb::ServerLiveResponse *resp) override
+    // A unary call answered at once: parse, run @p fn, serialize.
+    template <class Req, class Resp>
+    ServerUnaryReactor *unary(CallbackServerContext *ctx, const ByteBuffer *in, ByteBuffer *out,
+                              Status (Service::*fn)(CallbackServerContext *, const Req &, Resp *))
     {
-        resp->set_live(inferd_frontend_state(g_->fe) != INFERD_FE_STOPPED);
-        return answer(ctx, Status::OK);
+        Req q;
+        Resp r;
+        Status st = parse(in, &q);
+        if (st.ok())
+            st = (this->*fn)(ctx, q, &r);
+        if (st.ok())
+            st = serialize(r, out);
+        return answer(ctx, st);
     }
 
-    ServerUnaryReactor *ServerReady(CallbackServerContext *ctx, const pb::ServerReadyRequest *,
-                                    pb::ServerReadyResponse *resp) override
+#define UNARY(NAME, REQ, RESP)                                                                  \
+    ServerUnaryReactor *NAME(CallbackServerContext *ctx, const ByteBuffer *in, ByteBuffer *out) \
+        override                                                                                \
+    {                                                                                           \
+        return unary<pb::REQ, pb::RESP>(ctx, in, out, &Service::NAME##_);                       \
+    }
+    UNARY(ServerLive, ServerLiveRequest, ServerLiveResponse)
+    UNARY(ServerReady, ServerReadyRequest, ServerReadyResponse)
+    UNARY(ModelReady, ModelReadyRequest, ModelReadyResponse)
+    UNARY(ServerMetadata, ServerMetadataRequest, ServerMetadataResponse)
+    UNARY(ModelMetadata, ModelMetadataRequest, ModelMetadataResponse)
+    UNARY(RepositoryIndex, RepositoryIndexRequest, RepositoryIndexResponse)
+    UNARY(SystemSharedMemoryStatus, SystemSharedMemoryStatusRequest,
+          SystemSharedMemoryStatusResponse)
+    UNARY(SystemSharedMemoryRegister, SystemSharedMemoryRegisterRequest,
+          SystemSharedMemoryRegisterResponse)
+    UNARY(SystemSharedMemoryUnregister, SystemSharedMemoryUnregisterRequest,
+          SystemSharedMemoryUnregisterResponse)
+#undef UNARY
+
+    ServerUnaryReactor *ModelInfer(CallbackServerContext *ctx, const ByteBuffer *in,
+                                   ByteBuffer *out) override
+    {
+        auto *c = new InferCall(g_, out);
+        c->start(ctx, in);
+        return c;
+    }
+
+    grpc::ServerBidiReactor<ByteBuffer, ByteBuffer> *
+    ModelStreamInfer(CallbackServerContext *ctx) override
+    {
+        return new StreamCall(g_, ctx);
+    }
+
+    ServerUnaryReactor *RepositoryModelLoad(CallbackServerContext *ctx, const ByteBuffer *in,
+                                            ByteBuffer *out) override
+    {
+        pb::RepositoryModelLoadRequest q;
+        Status st = parse(in, &q);
+        if (!st.ok())
+            return answer(ctx, st);
+        return repository(ctx, q.model_name(), q.parameters().size(), true, out);
+    }
+
+    ServerUnaryReactor *RepositoryModelUnload(CallbackServerContext *ctx, const ByteBuffer *in,
+                                              ByteBuffer *out) override
+    {
+        pb::RepositoryModelUnloadRequest q;
+        Status st = parse(in, &q);
+        if (!st.ok())
+            return answer(ctx, st);
+        return repository(ctx, q.model_name(), q.parameters().size(), false, out);
+    }
+
+  private:
+    Status ServerLive_(CallbackServerContext *, const pb::ServerLiveRequest &,
+                       pb::ServerLiveResponse *resp)
+    {
+        resp->set_live(inferd_frontend_state(g_->fe) != INFERD_FE_STOPPED);
+        return Status::OK;
+    }
+
+    Status ServerReady_(CallbackServerContext *ctx, const pb::ServerReadyRequest &,
+                        pb::ServerReadyResponse *resp)
     {
         const kv_env env = env_for(Door{g_}, ctx);
         resp->set_ready(inferd__kv_server_ready(&env));
-        return answer(ctx, Status::OK);
+        return Status::OK;
     }
 
-    ServerUnaryReactor *ModelReady(CallbackServerContext *ctx, const pb::ModelReadyRequest *q,
-                                   pb::ModelReadyResponse *resp) override
+    Status ModelReady_(CallbackServerContext *ctx, const pb::ModelReadyRequest &q,
+                       pb::ModelReadyResponse *resp)
     {
         Status st = check_key(g_, ctx);
         if (!st.ok())
-            return answer(ctx, st);
-        if ((st = check_version(q->version())).ok()) {
+            return st;
+        if ((st = check_version(q.version())).ok()) {
             const kv_env env = env_for(Door{g_}, ctx);
             bool ready = false;
             const char *id = nullptr;
             inferd_error e{};
-            if (inferd__kv_model_ready(&env, q->name().c_str(), SEE, &ready, &id, &e) < 0)
+            if (inferd__kv_model_ready(&env, q.name().c_str(), SEE, &ready, &id, &e) < 0)
                 st = status_of(e);
             resp->set_ready(ready);
         }
-        return answer(ctx, st);
+        return st;
     }
 
-    ServerUnaryReactor *ServerMetadata(CallbackServerContext *ctx,
-                                       const pb::ServerMetadataRequest *,
-                                       pb::ServerMetadataResponse *resp) override
+    Status ServerMetadata_(CallbackServerContext *ctx, const pb::ServerMetadataRequest &,
+                           pb::ServerMetadataResponse *resp)
     {
         Status st = check_key(g_, ctx);
         if (!st.ok())
-            return answer(ctx, st);
+            return st;
         const kv_env env = env_for(Door{g_}, ctx);
         Json m(inferd__kv_server_meta(&env));
         resp->set_name(json_string_value(json_object_get(m.v, "name")));
@@ -988,22 +1123,22 @@ class Service final : public pb::GRPCInferenceService::CallbackService
         json_t *v;
         json_array_foreach (json_object_get(m.v, "extensions"), i, v)
             resp->add_extensions(json_string_value(v));
-        return answer(ctx, Status::OK);
+        return Status::OK;
     }
 
-    ServerUnaryReactor *ModelMetadata(CallbackServerContext *ctx, const pb::ModelMetadataRequest *q,
-                                      pb::ModelMetadataResponse *resp) override
+    Status ModelMetadata_(CallbackServerContext *ctx, const pb::ModelMetadataRequest &q,
+                          pb::ModelMetadataResponse *resp)
     {
         Status st = check_key(g_, ctx);
         if (st.ok())
-            st = check_version(q->version());
+            st = check_version(q.version());
         if (!st.ok())
-            return answer(ctx, st);
+            return st;
         const kv_env env = env_for(Door{g_}, ctx);
         inferd_error e{};
         json_t *meta = nullptr;
-        if (inferd__kv_model_meta(&env, q->name().c_str(), SEE, &meta, &e) < 0)
-            return answer(ctx, status_of(e));
+        if (inferd__kv_model_meta(&env, q.name().c_str(), SEE, &meta, &e) < 0)
+            return status_of(e);
         Json m(meta);
         resp->set_name(json_string_value(json_object_get(meta, "name")));
         resp->add_versions("1");
@@ -1021,37 +1156,17 @@ class Service final : public pb::GRPCInferenceService::CallbackService
                     tm->add_shape(json_integer_value(v));
             }
         }
-        return answer(ctx, Status::OK);
+        return Status::OK;
     }
 
-    ServerUnaryReactor *ModelInfer(CallbackServerContext *ctx, const pb::ModelInferRequest *q,
-                                   pb::ModelInferResponse *resp) override
-    {
-        auto *c = new InferCall(g_, resp);
-        Status st = check_version(q->model_version());
-        if (!st.ok()) {
-            c->Finish(st);
-            return c;
-        }
-        c->start(ctx, q);
-        return c;
-    }
-
-    grpc::ServerBidiReactor<pb::ModelInferRequest, pb::ModelStreamInferResponse> *
-    ModelStreamInfer(CallbackServerContext *ctx) override
-    {
-        return new StreamCall(g_, ctx);
-    }
-
-    ServerUnaryReactor *RepositoryIndex(CallbackServerContext *ctx,
-                                        const pb::RepositoryIndexRequest *q,
-                                        pb::RepositoryIndexResponse *resp) override
+    Status RepositoryIndex_(CallbackServerContext *ctx, const pb::RepositoryIndexRequest &q,
+                            pb::RepositoryIndexResponse *resp)
     {
         Status st = check_key(g_, ctx);
         if (!st.ok())
-            return answer(ctx, st);
+            return st;
         const kv_env env = env_for(Door{g_}, ctx);
-        Json idx(inferd__kv_repository_index(&env, q->ready()));
+        Json idx(inferd__kv_repository_index(&env, q.ready()));
         size_t i;
         json_t *m;
         json_array_foreach (idx.v, i, m) {
@@ -1061,39 +1176,24 @@ class Service final : public pb::GRPCInferenceService::CallbackService
             e->set_state(json_string_value(json_object_get(m, "state")));
             e->set_reason(json_string_value(json_object_get(m, "reason")));
         }
-        return answer(ctx, Status::OK);
+        return Status::OK;
     }
 
-    ServerUnaryReactor *RepositoryModelLoad(CallbackServerContext *ctx,
-                                            const pb::RepositoryModelLoadRequest *q,
-                                            pb::RepositoryModelLoadResponse *) override
-    {
-        return repository(ctx, q->model_name(), q->parameters().size(), true);
-    }
-
-    ServerUnaryReactor *RepositoryModelUnload(CallbackServerContext *ctx,
-                                              const pb::RepositoryModelUnloadRequest *q,
-                                              pb::RepositoryModelUnloadResponse *) override
-    {
-        return repository(ctx, q->model_name(), q->parameters().size(), false);
-    }
-
-    ServerUnaryReactor *
-    SystemSharedMemoryStatus(CallbackServerContext *ctx,
-                             const pb::SystemSharedMemoryStatusRequest *q,
-                             pb::SystemSharedMemoryStatusResponse *resp) override
+    Status SystemSharedMemoryStatus_(CallbackServerContext *ctx,
+                                     const pb::SystemSharedMemoryStatusRequest &q,
+                                     pb::SystemSharedMemoryStatusResponse *resp)
     {
         const kv_env env = env_for(Door{g_}, ctx);
         Status st = shm_allowed(ctx, env);
         if (!st.ok())
-            return answer(ctx, st);
+            return st;
         inferd_error e{};
         size_t n = 0;
         std::vector<inferd_region_info> all;
-        const char *name = q->name().empty() ? nullptr : q->name().c_str();
+        const char *name = q.name().empty() ? nullptr : q.name().c_str();
         for (;;) { /* regions may come and go between the count and the copy */
             if (inferd_regions_status(env.regions, name, all.data(), all.size(), &n, &e) < 0)
-                return answer(ctx, status_of(e));
+                return status_of(e);
             if (n <= all.size())
                 break;
             all.resize(n);
@@ -1106,41 +1206,39 @@ class Service final : public pb::GRPCInferenceService::CallbackService
             rs.set_byte_size(all[i].byte_size);
             (*resp->mutable_regions())[all[i].name] = rs;
         }
-        return answer(ctx, Status::OK);
+        return Status::OK;
     }
 
-    ServerUnaryReactor *
-    SystemSharedMemoryRegister(CallbackServerContext *ctx,
-                               const pb::SystemSharedMemoryRegisterRequest *q,
-                               pb::SystemSharedMemoryRegisterResponse *) override
+    Status SystemSharedMemoryRegister_(CallbackServerContext *ctx,
+                                       const pb::SystemSharedMemoryRegisterRequest &q,
+                                       pb::SystemSharedMemoryRegisterResponse *)
     {
         const kv_env env = env_for(Door{g_}, ctx);
         Status st = shm_allowed(ctx, env);
         if (!st.ok())
-            return answer(ctx, st);
+            return st;
         char session[INFERD_REGION_SESSION_MAX];
         session_of(g_, ctx, session);
         inferd_error e{};
-        if (inferd_regions_register(env.regions, q->name().c_str(), q->key().c_str(), q->offset(),
-                                    q->byte_size(), session, &e) < 0)
-            return answer(ctx, status_of(e));
-        return answer(ctx, Status::OK);
+        if (inferd_regions_register(env.regions, q.name().c_str(), q.key().c_str(), q.offset(),
+                                    q.byte_size(), session, &e) < 0)
+            return status_of(e);
+        return Status::OK;
     }
 
-    ServerUnaryReactor *
-    SystemSharedMemoryUnregister(CallbackServerContext *ctx,
-                                 const pb::SystemSharedMemoryUnregisterRequest *q,
-                                 pb::SystemSharedMemoryUnregisterResponse *) override
+    Status SystemSharedMemoryUnregister_(CallbackServerContext *ctx,
+                                         const pb::SystemSharedMemoryUnregisterRequest &q,
+                                         pb::SystemSharedMemoryUnregisterResponse *)
     {
         const kv_env env = env_for(Door{g_}, ctx);
         Status st = shm_allowed(ctx, env);
         if (!st.ok())
-            return answer(ctx, st);
+            return st;
         inferd_error e{};
-        if (inferd_regions_unregister(env.regions, q->name().empty() ? nullptr : q->name().c_str(),
+        if (inferd_regions_unregister(env.regions, q.name().empty() ? nullptr : q.name().c_str(),
                                       &e) < 0)
-            return answer(ctx, status_of(e));
-        return answer(ctx, Status::OK);
+            return status_of(e);
+        return Status::OK;
     }
 
   private:
@@ -1166,7 +1264,7 @@ class Service final : public pb::GRPCInferenceService::CallbackService
     }
 
     ServerUnaryReactor *repository(CallbackServerContext *ctx, const std::string &model,
-                                   size_t n_params, bool load)
+                                   size_t n_params, bool load, ByteBuffer *out)
     {
         Status st = check_key(g_, ctx);
         if (st.ok() && n_params > 0)
@@ -1175,7 +1273,7 @@ class Service final : public pb::GRPCInferenceService::CallbackService
                       "(no config or file parameters)");
         if (!st.ok())
             return answer(ctx, st);
-        auto *j = new JobCall(g_, env_for(Door{g_}, ctx), model, load);
+        auto *j = new JobCall(g_, env_for(Door{g_}, ctx), model, load, out);
         j->start();
         return j;
     }

@@ -511,6 +511,28 @@ def part_basic():
             or errs[0].infer_response.parameters["error_code"].string_param != "bad_request"
             or pieces(resps, "good")[0] != expect):
         fail(f"stream with a bad request: {resps}")
+    # Bytes that are not the call's message: INVALID_ARGUMENT naming it.
+    ch = grpc.insecure_channel(ADDR)
+    raw = lambda m: ch.unary_unary(f"/inference.GRPCInferenceService/{m}",
+                                   request_serializer=bytes, response_deserializer=bytes)
+    for method, garbage in (("ModelInfer", b"\xff\xff\xff"), ("ServerMetadata", b"\x0a\x05ab"),
+                            ("RepositoryModelLoad", b"\x12\x80"),
+                            ("SystemSharedMemoryRegister", b"\x08")):
+        req_type = {"ModelInfer": "ModelInferRequest", "ServerMetadata": "ServerMetadataRequest",
+                    "RepositoryModelLoad": "RepositoryModelLoadRequest",
+                    "SystemSharedMemoryRegister": "SystemSharedMemoryRegisterRequest"}[method]
+        expect_status(lambda: raw(method)(garbage, metadata=AUTH), INVALID,
+                      f"the message is not a valid inference.{req_type}", f"garbage to {method}")
+    st_raw = ch.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                              request_serializer=bytes,
+                              response_deserializer=pb.ModelStreamInferResponse.FromString)
+    good = text_request("Once upon a time", "after", max_tokens=n_gen, temperature=0.0)
+    resps = list(st_raw(iter([b"\xff\xff", good.SerializeToString()]), metadata=AUTH, timeout=60))
+    errs = [m for m in resps if m.error_message]
+    if (len(errs) != 1 or "not a valid inference.ModelInferRequest" not in errs[0].error_message
+            or pieces(resps, "after")[0] != expect):
+        fail(f"garbage on a stream: {resps}")
+    ch.close()
     # A message beyond the size limit.
     q = text_request("x" * (2 << 20))
     expect_status(lambda: s.ModelInfer(q, metadata=AUTH), grpc.StatusCode.RESOURCE_EXHAUSTED, "",
@@ -519,8 +541,9 @@ def part_basic():
                      metadata=AUTH)
     if text_of(outputs(r)["text_output"][1]) != expect:
         fail("the worker does not serve after the malformed requests")
-    ok(f"{len(cases) + 2} malformed requests: each its status and message (in a stream: an "
-       "error response, and the stream goes on); the worker still serves")
+    ok(f"{len(cases) + 7} malformed requests (bytes that are no message among them): each its "
+       "status and message (in a stream: an error response, and the stream goes on); the "
+       "worker still serves")
 
 
 # ---------------------------------------------------------------------------
