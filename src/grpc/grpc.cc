@@ -532,19 +532,6 @@ struct Counted {
     }
 };
 
-thread_local bool in_kv_callback = false;
-
-// Release @p run, never from inside one of its own callbacks.
-void release_run(kv_run *run)
-{
-    if (!run)
-        return;
-    if (in_kv_callback)
-        std::thread([run] { inferd__kv_release(run); }).detach();
-    else
-        inferd__kv_release(run);
-}
-
 // ---- ModelInfer ----
 
 class InferCall final : public ServerUnaryReactor
@@ -603,7 +590,7 @@ class InferCall final : public ServerUnaryReactor
             std::lock_guard<std::mutex> lk(mu_);
             run = run_;
         }
-        release_run(run);
+        inferd__kv_release(run);
         delete this;
     }
 
@@ -612,7 +599,6 @@ class InferCall final : public ServerUnaryReactor
                         const inferd_error *err)
     {
         auto *c = static_cast<InferCall *>(ctx);
-        in_kv_callback = true;
         inferd_error e{};
         pb::ModelInferResponse r;
         if (err)
@@ -621,7 +607,6 @@ class InferCall final : public ServerUnaryReactor
             response_pb(resp, bin, bin_len, c->id_, &r, &e);
         Status st = e.code ? status_of(e) : serialize(r, c->out_);
         c->Finish(st);
-        in_kv_callback = false;
     }
 
     Counted count_;
@@ -706,7 +691,7 @@ class StreamCall final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
                 runs.push_back(q->run);
         }
         for (kv_run *r : runs)
-            release_run(r);
+            inferd__kv_release(r);
         count_.g->streams.fetch_sub(1);
         delete this;
     }
@@ -830,9 +815,7 @@ class StreamCall final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
         auto &p = *r->mutable_parameters();
         p["index"].set_int64_param(index);
         p["triton_final_response"].set_bool_param(false);
-        in_kv_callback = true;
         s->push(std::move(m));
-        in_kv_callback = false;
     }
 
     static void on_done(void *ctx, json_t *resp, const char *bin, size_t bin_len,
@@ -840,7 +823,6 @@ class StreamCall final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
     {
         auto *q = static_cast<Req *>(ctx);
         StreamCall *s = q->s;
-        in_kv_callback = true;
         if (err) {
             s->error_response(*q, *err, q);
         } else {
@@ -854,7 +836,6 @@ class StreamCall final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
                 s->push(std::move(m), q);
             }
         }
-        in_kv_callback = false;
     }
 
     // Queue response @p m; the last of request @p ends when given.
@@ -902,7 +883,7 @@ class StreamCall final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
                 ++it;
             }
         }
-        if (ended_.size() > 16 && !in_kv_callback) {
+        if (ended_.size() > 16) {
             std::vector<std::unique_ptr<Req>> done;
             done.swap(ended_);
             mu_.unlock();

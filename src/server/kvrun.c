@@ -11,6 +11,7 @@
 #include "kvrun.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -87,6 +88,9 @@ struct kv_run {
     run_stage stage;
     kv_run *next;
     bool queued, busy, again, releasing, cancelled;
+    pthread_t busy_thread; /* the pump thread reading it, while busy */
+    bool free_when_idle;   /* released from its own callback */
+    atomic_bool gone;      /* released: no more callbacks (read unlocked by the pump) */
 };
 
 /* ---- the pump ---- */
@@ -105,6 +109,23 @@ static void enqueue_locked(kv_run *r)
         p->head = r;
     p->tail = r;
     pthread_cond_signal(&p->cv);
+}
+
+/* Take @p r out of the pump's list if it is there (pump mu held). */
+static void dequeue_locked(kv_run *r)
+{
+    kv_pump *p = r->p;
+    if (!r->queued)
+        return;
+    kv_run **pp = &p->head, *prev = NULL;
+    while (*pp != r) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    *pp = r->next;
+    if (p->tail == r)
+        p->tail = prev;
+    r->queued = false;
 }
 
 static void on_event(void *ctx)
@@ -156,6 +177,7 @@ static void answer(kv_run *r, const inferd_event *ev)
 }
 
 static void submit(kv_run *r);
+static void run_free(kv_run *r);
 
 /* Read what r has for its door (a pump thread; r busy). @return true
  * when r ended. */
@@ -182,6 +204,8 @@ static bool pump_run(kv_run *r, run_stage stage)
         if (ev.type == INFERD_EVENT_TOKEN) {
             if (r->stream) {
                 r->cbs.token(r->ctx, ev.token, ev.index, ev.text, ev.text_len);
+                if (atomic_load(&r->gone))
+                    return false; /* let go of in the callback */
                 continue;
             }
             bool ok = inferd_buf_add(&r->text, ev.text, ev.text_len) == 0;
@@ -238,6 +262,7 @@ static void *pump_main(void *arg)
             continue;
         }
         r->busy = true;
+        r->busy_thread = pthread_self();
         do { /* one reader at a time, in order */
             r->again = false;
             const run_stage stage = r->stage;
@@ -249,6 +274,12 @@ static void *pump_main(void *arg)
         } while (r->again && !r->releasing);
         r->busy = false;
         pthread_cond_broadcast(&p->idle_cv);
+        if (r->free_when_idle) { /* its door let go of it in a callback */
+            dequeue_locked(r);
+            pthread_mutex_unlock(&p->mu);
+            run_free(r);
+            pthread_mutex_lock(&p->mu);
+        }
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -475,22 +506,21 @@ void inferd__kv_release(kv_run *r)
     if (!r)
         return;
     kv_pump *p = r->p;
+    atomic_store(&r->gone, true);
     pthread_mutex_lock(&p->mu);
     r->releasing = true;
     r->cancelled = true;
+    if (r->busy && pthread_equal(r->busy_thread, pthread_self())) {
+        /* From one of its own callbacks: the pump frees it when the
+         * callback returns (no other callback comes). */
+        r->free_when_idle = true;
+        pthread_mutex_unlock(&p->mu);
+        inferd__kv_cancel(r);
+        return;
+    }
     while (r->busy)
         pthread_cond_wait(&p->idle_cv, &p->mu);
-    if (r->queued) { /* out of the list */
-        kv_run **pp = &p->head, *prev = NULL;
-        while (*pp != r) {
-            prev = *pp;
-            pp = &(*pp)->next;
-        }
-        *pp = r->next;
-        if (p->tail == r)
-            p->tail = prev;
-        r->queued = false;
-    }
+    dequeue_locked(r);
     pthread_mutex_unlock(&p->mu);
     run_free(r); /* the front-end request's release waits for its last on_event */
 }

@@ -107,7 +107,8 @@ int inferd__kv_start(kv_pump *p, const kv_env *env, const char *m, json_t *body,
  * Thread: any. */
 void inferd__kv_cancel(kv_run *r);
 /** Let go of @p r: cancels it if it runs; after this returns no callback
- * of it runs or will run. Not from its own callbacks. Accepts NULL. */
+ * of it runs or will run (called from one of its own callbacks: none after
+ * that callback returns, and the run is freed then). Accepts NULL. */
 void inferd__kv_release(kv_run *r);
 
 #ifdef __cplusplus

@@ -349,6 +349,83 @@ static void test_errors_before_start(void **state)
     seen_fini(&s);
 }
 
+/* Released from inside its own callbacks (a door whose call ended there):
+ * nothing after, and freed once the callback returns. */
+typedef struct self_release {
+    seen s;
+    kv_run *run;
+    uint32_t at_token; /* release in the token callback with this index; else in done */
+    pthread_mutex_t mu;
+    bool released;
+} self_release;
+
+static void sr_token(void *ctx, int32_t id, uint32_t index, const char *text, size_t len)
+{
+    self_release *x = ctx;
+    on_token(&x->s, id, index, text, len);
+    if (index == x->at_token) {
+        pthread_mutex_lock(&x->mu);
+        kv_run *r = x->run;
+        x->released = true;
+        pthread_mutex_unlock(&x->mu);
+        inferd__kv_release(r);
+    }
+}
+
+static void sr_done(void *ctx, json_t *resp, const char *bin, size_t bin_len,
+                    const inferd_error *err)
+{
+    self_release *x = ctx;
+    pthread_mutex_lock(&x->mu);
+    kv_run *r = x->run;
+    const bool already = x->released;
+    x->released = true;
+    pthread_mutex_unlock(&x->mu);
+    on_done(&x->s, resp, bin, bin_len, err);
+    if (!already)
+        inferd__kv_release(r);
+}
+
+static void test_release_in_callback(void **state)
+{
+    (void)state;
+    static const kv_run_cbs cbs = {sr_token, sr_done};
+    for (int k = 0; k < 6; k++) {
+        self_release x;
+        memset(&x, 0, sizeof(x));
+        seen_init(&x.s);
+        pthread_mutex_init(&x.mu, NULL);
+        x.at_token = k < 3 ? (uint32_t)k * 3 : UINT32_MAX;
+        const kv_env en = env();
+        inferd_error e = {0};
+        json_t *body = llm_body("Once upon a time", 16, true);
+        pthread_mutex_lock(&x.mu); /* the callbacks wait until run is set */
+        assert_int_equal(
+            inferd__kv_start(g_pump, &en, "stories260K", body, NULL, 0, true, &cbs, &x, &x.run, &e),
+            0);
+        pthread_mutex_unlock(&x.mu);
+        json_decref(body);
+        for (;;) { /* until it let go of itself */
+            pthread_mutex_lock(&x.mu);
+            const bool done = x.released;
+            pthread_mutex_unlock(&x.mu);
+            if (done)
+                break;
+            usleep(1000);
+        }
+        usleep(20000); /* nothing comes after the release */
+        pthread_mutex_lock(&x.s.mu);
+        if (k < 3)
+            assert_int_equal(x.s.n_tokens, x.at_token + 1);
+        else
+            assert_int_equal(x.s.n_done, 1);
+        assert_int_equal(x.s.n_after_done, 0);
+        pthread_mutex_unlock(&x.s.mu);
+        pthread_mutex_destroy(&x.mu);
+        seen_fini(&x.s);
+    }
+}
+
 static void job(void *ctx)
 {
     seen *s = ctx;
@@ -407,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_load_first),
         cmocka_unit_test(test_errors_before_start),
         cmocka_unit_test(test_post),
+        cmocka_unit_test(test_release_in_callback),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
