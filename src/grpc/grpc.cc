@@ -401,12 +401,6 @@ template <class M> Status serialize(const M &msg, grpc::ByteBuffer *out)
 
 // ---- the door ----
 
-struct Door;
-
-// What a call is served: the door's KServe environment, with shared memory
-// only where its rule allows (the Unix socket; TCP with shm_tcp).
-kv_env env_for(const Door &d, const CallbackServerContext *ctx);
-
 } // namespace
 
 struct inferd_grpc {
@@ -431,13 +425,10 @@ struct inferd_grpc {
 namespace
 {
 
-struct Door {
-    inferd_grpc *g;
-};
-
-kv_env env_for(const Door &d, const CallbackServerContext *ctx)
+// What a call is served: the door's KServe environment, with shared memory
+// only where its rule allows (the Unix socket; TCP with shm_tcp).
+kv_env env_for(const inferd_grpc *g, const CallbackServerContext *ctx)
 {
-    inferd_grpc *g = d.g;
     const bool is_unix = ctx->peer().rfind("unix:", 0) == 0;
     kv_env env{};
     env.fe = g->fe;
@@ -565,7 +556,7 @@ class InferCall final : public ServerUnaryReactor
         Json b(body);
         deadline_param(ctx, body);
         id_ = q->id();
-        const kv_env env = env_for(Door{g}, ctx);
+        const kv_env env = env_for(g, ctx);
         static const kv_run_cbs cbs = {nullptr, &InferCall::on_done};
         inferd_error e{};
         std::unique_lock<std::mutex> lk(mu_); /* OnDone waits until run_ is set */
@@ -775,7 +766,7 @@ class StreamCall final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
             return;
         }
         deadline_param(ctx_, body);
-        const kv_env env = env_for(Door{g}, ctx_);
+        const kv_env env = env_for(g, ctx_);
         static const kv_run_cbs cbs = {&StreamCall::on_token, &StreamCall::on_done};
         Req *qp = q.get();
         std::lock_guard<std::mutex> lk(mu_);
@@ -1067,7 +1058,7 @@ class Service final : public RawService
     Status ServerReady_(CallbackServerContext *ctx, const pb::ServerReadyRequest &,
                         pb::ServerReadyResponse *resp)
     {
-        const kv_env env = env_for(Door{g_}, ctx);
+        const kv_env env = env_for(g_, ctx);
         resp->set_ready(inferd__kv_server_ready(&env));
         return Status::OK;
     }
@@ -1079,7 +1070,7 @@ class Service final : public RawService
         if (!st.ok())
             return st;
         if ((st = check_version(q.version())).ok()) {
-            const kv_env env = env_for(Door{g_}, ctx);
+            const kv_env env = env_for(g_, ctx);
             bool ready = false;
             const char *id = nullptr;
             inferd_error e{};
@@ -1096,7 +1087,7 @@ class Service final : public RawService
         Status st = check_key(g_, ctx);
         if (!st.ok())
             return st;
-        const kv_env env = env_for(Door{g_}, ctx);
+        const kv_env env = env_for(g_, ctx);
         Json m(inferd__kv_server_meta(&env));
         resp->set_name(json_string_value(json_object_get(m.v, "name")));
         resp->set_version(json_string_value(json_object_get(m.v, "version")));
@@ -1115,7 +1106,7 @@ class Service final : public RawService
             st = check_version(q.version());
         if (!st.ok())
             return st;
-        const kv_env env = env_for(Door{g_}, ctx);
+        const kv_env env = env_for(g_, ctx);
         inferd_error e{};
         json_t *meta = nullptr;
         if (inferd__kv_model_meta(&env, q.name().c_str(), SEE, &meta, &e) < 0)
@@ -1146,7 +1137,7 @@ class Service final : public RawService
         Status st = check_key(g_, ctx);
         if (!st.ok())
             return st;
-        const kv_env env = env_for(Door{g_}, ctx);
+        const kv_env env = env_for(g_, ctx);
         Json idx(inferd__kv_repository_index(&env, q.ready()));
         size_t i;
         json_t *m;
@@ -1164,7 +1155,7 @@ class Service final : public RawService
                                      const pb::SystemSharedMemoryStatusRequest &q,
                                      pb::SystemSharedMemoryStatusResponse *resp)
     {
-        const kv_env env = env_for(Door{g_}, ctx);
+        const kv_env env = env_for(g_, ctx);
         Status st = shm_allowed(ctx, env);
         if (!st.ok())
             return st;
@@ -1194,7 +1185,7 @@ class Service final : public RawService
                                        const pb::SystemSharedMemoryRegisterRequest &q,
                                        pb::SystemSharedMemoryRegisterResponse *)
     {
-        const kv_env env = env_for(Door{g_}, ctx);
+        const kv_env env = env_for(g_, ctx);
         Status st = shm_allowed(ctx, env);
         if (!st.ok())
             return st;
@@ -1211,7 +1202,7 @@ class Service final : public RawService
                                          const pb::SystemSharedMemoryUnregisterRequest &q,
                                          pb::SystemSharedMemoryUnregisterResponse *)
     {
-        const kv_env env = env_for(Door{g_}, ctx);
+        const kv_env env = env_for(g_, ctx);
         Status st = shm_allowed(ctx, env);
         if (!st.ok())
             return st;
@@ -1254,7 +1245,7 @@ class Service final : public RawService
                       "(no config or file parameters)");
         if (!st.ok())
             return answer(ctx, st);
-        auto *j = new JobCall(g_, env_for(Door{g_}, ctx), model, load, out);
+        auto *j = new JobCall(g_, env_for(g_, ctx), model, load, out);
         j->start();
         return j;
     }
