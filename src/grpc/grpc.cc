@@ -655,7 +655,7 @@ class StreamCall final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
     {
         std::unique_lock<std::mutex> lk(mu_);
         writing_ = false;
-        queue_.pop_front();
+        queue_.pop_front(); /* the response written (kept until now, see break_locked) */
         reap_locked();
         if (!ok) /* the client is gone */
             break_locked();
@@ -848,7 +848,9 @@ class StreamCall final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::
     void break_locked()
     {
         broken_ = true;
-        queue_.clear();
+        /* Responses not written yet go; the one being written stays until
+         * its OnWriteDone (gRPC reads it until then). */
+        queue_.erase(writing_ ? queue_.begin() + 1 : queue_.begin(), queue_.end());
         for (auto &q : reqs_)
             if (q->run)
                 inferd__kv_cancel(q->run);
