@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 # built offline by pip with Debian's setuptools, in a venv); python3-torch,
 # python3-pytest, python3-pytest-asyncio: its tests. libgrpc++-dev,
 # protobuf-compiler-grpc (and protobuf-compiler's protoc): the gRPC door
-# (src/grpc) and the Python stubs of its tests; python3-grpcio and
+# (src/grpc) and the Python code its tests generate; python3-grpcio and
 # python3-protobuf: the Python client in those tests.
 pkgs=(build-essential cmake pkg-config git clang clang-format libclang-rt-14-dev
       libjansson-dev libcmocka-dev libcurl4-openssl-dev libnats-dev libdlpack-dev

@@ -1,6 +1,6 @@
 """Checks of inferd's gRPC door with the grpcio client (Debian's
-python3-grpcio), its stubs generated from proto/grpc_service.proto at build
-time ($INFERD_GRPC_PY). Run by test_serve_grpc.sh: `grpc_check.py PART`,
+python3-grpcio), with the client classes protoc generates from
+proto/grpc_service.proto at build time ($INFERD_GRPC_PY). Run by test_serve_grpc.sh: `grpc_check.py PART`,
 with the server's addresses and the expected outputs in the environment.
 
 Parts:
@@ -43,7 +43,7 @@ def ok(msg):
     print(f"ok - {msg}", flush=True)
 
 
-def stub(addr=ADDR):
+def client(addr=ADDR):
     return pbg.GRPCInferenceServiceStub(grpc.insecure_channel(addr))
 
 
@@ -151,10 +151,10 @@ def wait_for(pred, what, timeout=60):
 def part_basic():
     expect = os.environ["EXPECT_TEXT"]
     n_gen = int(os.environ["EXPECT_N"])
-    s = stub()
+    s = client()
 
     # ---- health and metadata, over TCP and the Unix socket ----
-    for name, st in (("tcp", s), ("unix", stub(f"unix:{UNIX}"))):
+    for name, st in (("tcp", s), ("unix", client(f"unix:{UNIX}"))):
         if not st.ServerLive(pb.ServerLiveRequest()).live:
             fail(f"{name}: not live")
         if not st.ServerReady(pb.ServerReadyRequest()).ready:
@@ -272,7 +272,7 @@ def part_basic():
     ok(f"ModelStreamInfer: {n_gen} token responses then a final one; text and ids equal "
        "inferd generate's and ModelInfer's")
     # Over the Unix socket too, with the default outputs (text only).
-    resps = stream_all(stub(f"unix:{UNIX}"),
+    resps = stream_all(client(f"unix:{UNIX}"),
                        [text_request("Once upon a time", "u", max_tokens=n_gen, temperature=0.0)])
     if pieces(resps, "u")[0] != expect:
         fail(f"unix stream: {resps}")
@@ -550,7 +550,7 @@ def part_basic():
 
 
 def part_cancel():
-    s = stub()
+    s = client()
     long = dict(max_tokens=1500, ignore_eos=True, temperature=0.0)
     base = status()["models"][0]["requests"].get("cancelled", 0)
     # A stream cancelled mid-generation frees its slot.
@@ -603,7 +603,7 @@ def part_cancel():
 def part_drain_start():
     """A stream that runs while the worker drains: print its first token,
     then (after the SIGTERM) its whole text."""
-    s = stub()
+    s = client()
     q = text_request("Hello", "d", max_tokens=400, ignore_eos=True, temperature=0.0)
     call = s.ModelStreamInfer(iter([q]), metadata=AUTH)
     got = [next(call)]
@@ -689,7 +689,7 @@ def part_storm():
         fail(f"the worker ran {peak[0]} threads during the storm (bound {limit})")
     st = wait_for(lambda st: st["models"][0]["slots_busy"] == 0
                   and st["models"][0]["queue_depth"] == 0, "idle after the storm")
-    r = stub().ModelInfer(text_request("Once upon a time", max_tokens=int(os.environ["EXPECT_N"]),
+    r = client().ModelInfer(text_request("Once upon a time", max_tokens=int(os.environ["EXPECT_N"]),
                                        temperature=0.0), metadata=AUTH)
     if text_of(outputs(r)["text_output"][1]) != expect:
         fail("the worker does not serve after the storm")

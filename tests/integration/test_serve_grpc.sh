@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The gRPC door (KServe v2 inference.GRPCInferenceService) with the grpcio
-# client (tests/integration/grpc_check.py; stubs generated at build time):
+# client (tests/integration/grpc_check.py; its Python modules generated
+# from the .proto at build time):
 # every RPC over TCP and the Unix socket with an API key, streaming equal to
 # `inferd generate`, parity with the HTTP KServe route, shared memory,
 # malformed requests; cancelled streams and calls free their slots, a full
@@ -9,7 +10,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-: "${INFERD_GRPC_PY:?INFERD_GRPC_PY must name the generated Python stubs}"
+: "${INFERD_GRPC_PY:?INFERD_GRPC_PY must name the Python modules generated from the .proto}"
 export INFERD_GRPC_PY
 check_py="$(dirname "$0")/grpc_check.py"
 
