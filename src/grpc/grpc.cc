@@ -472,18 +472,24 @@ ServerUnaryReactor *answer(CallbackServerContext *ctx, const Status &st)
     return r;
 }
 
-// The session a created region would count in: the API key's.
+// The session a region registered by this call counts in, as the HTTP
+// door names it: the API key's, and on the Unix socket the metadata
+// inference-session's.
 void session_of(const inferd_grpc *g, const CallbackServerContext *ctx,
                 char out[INFERD_REGION_SESSION_MAX])
 {
-    out[0] = '\0';
-    if (!g->api_key.empty()) {
-        uint64_t h = 14695981039346656037ull; /* FNV-1a, as the HTTP door names it */
-        for (unsigned char c : g->api_key)
-            h = (h ^ c) * 1099511628211ull;
-        snprintf(out, INFERD_REGION_SESSION_MAX, "key:%016llx", (unsigned long long)h);
+    const char *sub = nullptr;
+    size_t sub_len = 0;
+    if (ctx->peer().rfind("unix:", 0) == 0) {
+        const auto &md = ctx->client_metadata();
+        auto it = md.find("inference-session");
+        if (it != md.end()) {
+            sub = it->second.data();
+            sub_len = it->second.size();
+        }
     }
-    (void)ctx;
+    inferd__kv_session(g->api_key.empty() ? nullptr : g->api_key.data(), g->api_key.size(), sub,
+                       sub_len, out);
 }
 
 // Set the request's timeout from the call's deadline, unless it gives one.

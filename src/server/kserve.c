@@ -7,6 +7,7 @@
 #include "doors.h"
 #include "kvrun.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,22 @@ int inferd__kv_find(const kv_env *env, const char *m, const char *see, inferd_er
         return inferd_fail_param(err, INFERD_E_MODEL_NOT_FOUND, "model",
                                  "model '%s' is not served here (see %s)", m ? m : "", see);
     return i;
+}
+
+void inferd__kv_session(const char *api_key, size_t key_len, const char *sub, size_t sub_len,
+                        char out[INFERD_REGION_SESSION_MAX])
+{
+    size_t n = 0;
+    out[0] = '\0';
+    if (api_key) { /* FNV-1a */
+        uint64_t h = 14695981039346656037ull;
+        for (size_t i = 0; i < key_len; i++)
+            h = (h ^ (uint8_t)api_key[i]) * 1099511628211ull;
+        n = (size_t)snprintf(out, INFERD_REGION_SESSION_MAX, "key:%016llx", (unsigned long long)h);
+    }
+    if (sub && sub_len > 0)
+        snprintf(out + n, INFERD_REGION_SESSION_MAX - n, "%ssession:%.*s", n ? "/" : "",
+                 (int)(sub_len < 64 ? sub_len : 64), sub);
 }
 
 json_t *inferd__kv_server_meta(const kv_env *env)
@@ -152,8 +169,7 @@ int inferd__kv_repository_load(const kv_env *env, const char *m, bool load, cons
 
 #define SEE "/v2/repository/index"
 
-/* The operations as served on @p c's listener. */
-static kv_env env_of(const http_conn *c)
+kv_env inferd__kserve_env(const http_conn *c)
 {
     const inferd_server *s = c->srv;
     return (kv_env){s->fe, s->regions && (c->l->is_unix || s->shm_tcp) ? s->regions : NULL,
@@ -162,7 +178,7 @@ static kv_env env_of(const http_conn *c)
 
 void inferd__kserve_server(http_conn *c)
 {
-    const kv_env env = env_of(c);
+    const kv_env env = inferd__kserve_env(c);
     inferd__http_json(c, 200, inferd__kv_server_meta(&env));
 }
 
@@ -178,7 +194,7 @@ void inferd__kserve_health(http_conn *c, bool ready)
 
 void inferd__kserve_model(http_conn *c, const char *m, const char *what)
 {
-    const kv_env env = env_of(c);
+    const kv_env env = inferd__kserve_env(c);
     inferd_error e = {0};
     if (strcmp(what, "ready") == 0) {
         bool ready = false;
@@ -199,7 +215,8 @@ void inferd__kserve_model(http_conn *c, const char *m, const char *what)
 
 void inferd__kserve_infer(http_conn *c, const char *m, json_t *body)
 {
-    if (inferd__server_is_identity(c->srv, m)) {
+    const kv_env env = inferd__kserve_env(c);
+    if (inferd__kv_is_identity(&env, m)) {
         inferd__kserve_identity(c, m, body);
         return;
     }
@@ -215,13 +232,13 @@ void inferd__kserve_repository_index(http_conn *c, json_t *body)
         inferd__http_error(c, INFERD_E_INVALID_TYPE, "ready", "ready: expected a boolean");
         return;
     }
-    const kv_env env = env_of(c);
+    const kv_env env = inferd__kserve_env(c);
     inferd__http_json(c, 200, inferd__kv_repository_index(&env, json_is_true(ready_only)));
 }
 
 void inferd__kserve_repository_load(http_conn *c, const char *m, bool load)
 {
-    const kv_env env = env_of(c);
+    const kv_env env = inferd__kserve_env(c);
     inferd_error e = {0};
     if (inferd__kv_repository_load(&env, m, load, SEE, &e) < 0) {
         inferd__http_fail(c, &e);

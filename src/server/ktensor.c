@@ -16,6 +16,7 @@
 #include "server_internal.h"
 
 #include "doors.h"
+#include "kvrun.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,20 +34,12 @@ void inferd__kt_free(kt_req *r)
     r->n_in = 0;
 }
 
-/* Where @p c's request takes its tensors from. */
+/* Where @p c's request takes its tensors from: its binary data, and the
+ * regions its listener serves. */
 static kt_src src_of(const http_conn *c)
 {
-    const inferd_server *s = c->srv;
-    return (kt_src){c->bin, c->bin_len,
-                    s->regions && (c->l->is_unix || s->shm_tcp) ? s->regions : NULL};
-}
-
-bool inferd__server_is_identity(const inferd_server *s, const char *m)
-{
-    for (size_t i = 0; m && i < s->n_identity; i++)
-        if (strcmp(s->identity[i], m) == 0)
-            return true;
-    return false;
+    const kv_env env = inferd__kserve_env(c);
+    return (kt_src){c->bin, c->bin_len, env.regions};
 }
 
 /* ---- parameters ---- */
@@ -771,6 +764,26 @@ int inferd__kt_llm_fields(const kt_req *r, json_t *body, const char *model, json
     return 0;
 }
 
+int inferd__kt_llm_input(const kt_src *src, json_t *body, const char *model, kt_req *r,
+                         bool want[KT_LLM_OUTS], inferd_fe_input *in, json_t **fields,
+                         int32_t **ids, inferd_error *err)
+{
+    *fields = NULL;
+    *ids = NULL;
+    size_t n_ids = 0;
+    bool all = false;
+    int rc;
+    if ((rc = inferd__kt_read(src, body, r, err)) < 0 ||
+        (rc = inferd__kt_llm_fields(r, body, model, fields, ids, &n_ids, want, &all, err)) < 0 ||
+        (rc = *ids ? inferd_fe_read_ids(&inferd__door_kserve, *fields, *ids, n_ids, in, err)
+                   : inferd_fe_read(&inferd__door_kserve, *fields, in, err)) < 0)
+        return rc;
+    const inferd_positions pos = all ? INFERD_POSITIONS_ALL : INFERD_POSITIONS_LAST;
+    in->params.keep_logits = want[KT_LOGITS] ? pos : INFERD_POSITIONS_NONE;
+    in->params.keep_hidden = want[KT_HIDDEN] ? pos : INFERD_POSITIONS_NONE;
+    return 0;
+}
+
 /* A language model's request while it runs: what to answer with. */
 typedef struct kt_llm {
     kt_req r; /* the outputs asked for (the inputs' views held until the end) */
@@ -900,22 +913,14 @@ void inferd__kserve_llm(http_conn *c, const char *m, json_t *body)
     const kt_src src = src_of(c);
     json_t *fields = NULL;
     int32_t *ids = NULL;
-    size_t n_ids = 0;
-    bool all = false;
     inferd_fe_input in;
-    if (inferd__kt_read(&src, body, &L->r, &e) < 0 ||
-        inferd__kt_llm_fields(&L->r, body, m, &fields, &ids, &n_ids, L->want, &all, &e) < 0 ||
-        (ids ? inferd_fe_read_ids(&inferd__door_kserve, fields, ids, n_ids, &in, &e)
-             : inferd_fe_read(&inferd__door_kserve, fields, &in, &e)) < 0) {
+    if (inferd__kt_llm_input(&src, body, m, &L->r, L->want, &in, &fields, &ids, &e) < 0) {
         inferd__http_fail(c, &e);
         json_decref(fields);
         inferd_free(ids);
         llm_free(L);
         return;
     }
-    const inferd_positions pos = all ? INFERD_POSITIONS_ALL : INFERD_POSITIONS_LAST;
-    in.params.keep_logits = L->want[KT_LOGITS] ? pos : INFERD_POSITIONS_NONE;
-    in.params.keep_hidden = L->want[KT_HIDDEN] ? pos : INFERD_POSITIONS_NONE;
     gen *g = inferd__gen_start(c, &in, GEN_KSERVE);
     inferd_fe_input_free(&in);
     json_decref(fields); /* stop strings were copied by submit */

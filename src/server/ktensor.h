@@ -89,6 +89,18 @@ int inferd__kt_llm_fields(const kt_req *r, json_t *body, const char *model, json
                           int32_t **ids, size_t *n_ids, bool want[KT_LLM_OUTS], bool *all_positions,
                           inferd_error *err);
 
+/** A language model's infer request @p body read into @p r (the outputs
+ * it wants in @p want) and @p in, the front end's input with the logits
+ * and hidden states kept that the outputs need: inferd__kt_read,
+ * inferd__kt_llm_fields, then inferd_fe_read[_ids] with the KServe door.
+ * *fields (the strings @p in borrows) and *ids live until the request is
+ * submitted: free them with json_decref and inferd_free then (also after
+ * an error), @p in with inferd_fe_input_free (only after success), @p r with
+ * inferd__kt_free. @return 0 or the error. */
+int inferd__kt_llm_input(const kt_src *src, json_t *body, const char *model, kt_req *r,
+                         bool want[KT_LLM_OUTS], inferd_fe_input *in, json_t **fields,
+                         int32_t **ids, inferd_error *err);
+
 /** Run the built-in identity model @p m on infer request @p body: *resp
  * (the response object without "id"; outputs asked as binary data appended
  * to @p bin, those asked in shared memory written there). @return 0 or the

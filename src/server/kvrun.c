@@ -454,19 +454,10 @@ int inferd__kv_start(kv_pump *p, const kv_env *env, const char *m, json_t *body,
     inferd_fe_model_info mi;
     inferd_frontend_model(env->fe, (size_t)i, &mi);
     snprintf(r->model, sizeof(r->model), "%s", mi.id);
-    size_t n_ids = 0;
-    bool all = false;
-    if ((rc = inferd__kt_read(&src, body, &r->r, err)) < 0 ||
-        (rc = inferd__kt_llm_fields(&r->r, body, r->model, &r->fields, &r->ids, &n_ids, r->want,
-                                    &all, err)) < 0 ||
-        (rc = r->ids
-                  ? inferd_fe_read_ids(&inferd__door_kserve, r->fields, r->ids, n_ids, &r->in, err)
-                  : inferd_fe_read(&inferd__door_kserve, r->fields, &r->in, err)) < 0)
+    if ((rc = inferd__kt_llm_input(&src, body, r->model, &r->r, r->want, &r->in, &r->fields,
+                                   &r->ids, err)) < 0)
         goto fail;
     r->have_in = true;
-    const inferd_positions pos = all ? INFERD_POSITIONS_ALL : INFERD_POSITIONS_LAST;
-    r->in.params.keep_logits = r->want[KT_LOGITS] ? pos : INFERD_POSITIONS_NONE;
-    r->in.params.keep_hidden = r->want[KT_HIDDEN] ? pos : INFERD_POSITIONS_NONE;
     r->in.stream = false;
     if (model_running(env, (size_t)i)) {
         if ((rc = submit_now(r, err)) < 0)

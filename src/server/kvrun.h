@@ -42,6 +42,14 @@ bool inferd__kv_is_identity(const kv_env *env, const char *m);
 /** Served model @p m (NULL or "": the default): its index, or
  * INFERD_E_MODEL_NOT_FOUND naming @p see (where the models are listed). */
 int inferd__kv_find(const kv_env *env, const char *m, const char *see, inferd_error *err);
+/** The session a client's created regions count in (inferd_regions):
+ * "key:<hash>" of the API key @p api_key (@p key_len bytes; NULL: none,
+ * the key itself is a secret), then "session:<sub>" for a session the
+ * client names (@p sub, at most 64 bytes of it; NULL: none). "" for
+ * neither. */
+void inferd__kv_session(const char *api_key, size_t key_len, const char *sub, size_t sub_len,
+                        char out[INFERD_REGION_SESSION_MAX]);
+
 /** {"name", "version", "extensions": [...], "shared_memory": {...}}. */
 json_t *inferd__kv_server_meta(const kv_env *env);
 /** The server is ready: the front end serves (READY). */

@@ -451,7 +451,8 @@ static bool strip_version(http_conn *c, path *p)
     char m[INFERD_REGISTRY_ID_MAX];
     snprintf(m, sizeof(m), "%.*s", (int)p->len[2], p->seg[2]);
     c->ep = EP_V2_MODEL;
-    if (!inferd__server_is_identity(c->srv, m) && inferd__server_find_model(c, m) < 0)
+    const kv_env env = inferd__kserve_env(c);
+    if (!inferd__kv_is_identity(&env, m) && inferd__server_find_model(c, m) < 0)
         return false;
     if (!seg_is(p, 4, "1")) {
         inferd__http_error(c, INFERD_E_NOT_FOUND, NULL, "model '%s' has no version '%.*s' (only 1)",

@@ -23,6 +23,7 @@
 #include "inferd/server.h"
 
 #include "httpd.h"
+#include "kvrun.h"
 
 /* Bounds of the growable buffers (inferd_buf). */
 #define SERVER_TEXT_MAX ((size_t)64 << 20)    /* a non-streamed completion's text */
@@ -378,7 +379,9 @@ void inferd__kserve_repository_load(http_conn *c, const char *m, bool load);
 void inferd__ops_health(http_conn *c);
 /* ktensor.c: KServe tensors (JSON, binary data, shared memory) and the
  * identity model. */
-bool inferd__server_is_identity(const inferd_server *s, const char *m);
+/* kserve.c: the KServe operations (kvrun.h) as @p c's listener serves them
+ * (shared memory on the Unix socket, and on TCP by the --shm rule). */
+kv_env inferd__kserve_env(const http_conn *c);
 void inferd__kserve_identity(http_conn *c, const char *m, json_t *body);
 /* A language model's /infer: text_input or input_ids in; text_output,
  * output_ids, logits, hidden out (ktensor.c). */

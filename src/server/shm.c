@@ -34,19 +34,8 @@ bool inferd__shm_allowed(http_conn *c)
 void inferd__shm_session(http_conn *c, char out[INFERD_REGION_SESSION_MAX])
 {
     inferd_server *s = c->srv;
-    size_t n = 0;
-    out[0] = '\0';
-    if (s->api_key) {
-        /* The key itself is a secret: its FNV-1a hash names the session. */
-        uint64_t h = 14695981039346656037ull;
-        for (size_t i = 0; i < s->api_key_len; i++)
-            h = (h ^ (uint8_t)s->api_key[i]) * 1099511628211ull;
-        n = (size_t)snprintf(out, INFERD_REGION_SESSION_MAX, "key:%016llx", (unsigned long long)h);
-    }
     const http1_str *v = c->l->is_unix ? http1_header_get(c->rq->head, SESSION_HEADER) : NULL;
-    if (v && v->n > 0)
-        snprintf(out + n, INFERD_REGION_SESSION_MAX - n, "%ssession:%.*s", n ? "/" : "",
-                 (int)(v->n < 64 ? v->n : 64), v->p);
+    inferd__kv_session(s->api_key, s->api_key_len, v ? v->p : NULL, v ? v->n : 0, out);
 }
 
 static json_t *region_json(const inferd_region_info *ri)
