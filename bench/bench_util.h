@@ -1,13 +1,49 @@
-/* Helpers shared by the benchmark programs (each a single C file): a
- * monotonic clock, strict number parsing, and nearest-rank percentiles
- * over sorted nanosecond samples. */
+/* Helpers shared by the benchmark programs (each a single C or C++ file):
+ * error messages, a monotonic clock, strict number parsing, and
+ * nearest-rank percentiles over sorted nanosecond samples. */
 #ifndef INFERD_BENCH_UTIL_H
 #define INFERD_BENCH_UTIL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
+
+/* "PROG: message" on stderr, then " (see --help)" and exit 2 for a usage
+ * error. */
+__attribute__((format(printf, 2, 0))) static inline void bench_vmessage(const char *prog,
+                                                                        const char *fmt, va_list ap)
+{
+    fputs(prog, stderr);
+    fputs(": ", stderr);
+    vfprintf(stderr, fmt, ap);
+}
+
+__attribute__((format(printf, 2, 3), noreturn)) static inline void
+bench_usage_error(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    bench_vmessage(prog, fmt, ap);
+    va_end(ap);
+    fputs(" (see --help)\n", stderr);
+    exit(2);
+}
+
+/* "PROG: message" on stderr; returns @p ret. */
+__attribute__((format(printf, 3, 4))) static inline int bench_error(int ret, const char *prog,
+                                                                    const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    bench_vmessage(prog, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return ret;
+}
 
 static inline int64_t bench_now_ns(void)
 {

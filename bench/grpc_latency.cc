@@ -39,6 +39,8 @@ extern "C" {
 }
 
 #define PROG "inferd-grpc-latency"
+#define usage_error(...) bench_usage_error(PROG, __VA_ARGS__)
+#define fail(...) bench_error(-1, PROG, __VA_ARGS__)
 
 namespace pb = inference;
 
@@ -85,30 +87,6 @@ struct options {
     bool new_stream = false;
     int64_t timeout_ns = 30 * NS_PER_S;
 };
-
-__attribute__((format(printf, 1, 2), noreturn)) void usage_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs(PROG ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs(" (see --help)\n", stderr);
-    exit(2);
-}
-
-__attribute__((format(printf, 1, 2))) int fail(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs(PROG ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return -1;
-}
 
 /* ---------------------------------------------------------------- options */
 
@@ -325,7 +303,7 @@ std::string status_text(const grpc::Status &st)
 struct run {
     const options *o;
     std::shared_ptr<grpc::Channel> ch;
-    std::unique_ptr<pb::GRPCInferenceService::Stub> stub;
+    std::unique_ptr<pb::GRPCInferenceService::Stub> client;
     watchdog dog;
     uint64_t seq = 0;
     uint64_t n_empty_first = 0; /* first responses with empty text */
@@ -340,7 +318,7 @@ int infer_once(run &r, pb::ModelInferRequest &q, int64_t *out_ns)
     q.set_id("g." + std::to_string(++r.seq));
     r.dog.arm(&ctx, r.o->timeout_ns);
     const int64_t t0 = bench_now_ns();
-    grpc::Status st = r.stub->ModelInfer(&ctx, q, &resp);
+    grpc::Status st = r.client->ModelInfer(&ctx, q, &resp);
     const int64_t t = bench_now_ns() - t0;
     if (r.dog.disarm())
         return fail("ModelInfer %s: no response within %" PRId64 " ms", q.id().c_str(),
@@ -367,7 +345,7 @@ struct stream {
 void stream_open(run &r, stream *st)
 {
     st->ctx = std::make_unique<grpc::ClientContext>();
-    st->s = r.stub->ModelStreamInfer(st->ctx.get());
+    st->s = r.client->ModelStreamInfer(st->ctx.get());
 }
 
 /* Half-close the stream, read what is left, and take its status. */
@@ -530,7 +508,7 @@ int main(int argc, char **argv)
     run r;
     r.o = &opt;
     r.ch = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-    r.stub = pb::GRPCInferenceService::NewStub(r.ch);
+    r.client = pb::GRPCInferenceService::NewStub(r.ch);
     if (!r.ch->WaitForConnected(std::chrono::system_clock::now() +
                                 std::chrono::nanoseconds(opt.timeout_ns))) {
         fail("gRPC %s: not connected within %" PRId64 " ms", target.c_str(),

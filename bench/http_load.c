@@ -27,6 +27,8 @@
 #include "bench_util.h"
 
 #define PROG "inferd-http-load"
+#define usage_error(...) bench_usage_error(PROG, __VA_ARGS__)
+#define fatal(...) bench_error(1, PROG, __VA_ARGS__)
 
 #define CONCURRENCY_MAX 10000
 #define REQUESTS_MAX 10000000u     /* per-request samples are kept */
@@ -184,30 +186,6 @@ struct run {
 static char rbuf[RECV_BUF_BYTES];
 
 /* ---------------------------------------------------------------- helpers */
-
-__attribute__((format(printf, 1, 2), noreturn)) static void usage_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs(PROG ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs(" (see --help)\n", stderr);
-    exit(2);
-}
-
-__attribute__((format(printf, 1, 2))) static int fatal(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs(PROG ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
 
 static bool is_tchar(unsigned char ch)
 {

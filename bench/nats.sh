@@ -22,53 +22,7 @@ nats_server=${NATS_SERVER:-nats-server}
 for f in "$inferd" "$bench"; do
     [[ -x "$f" ]] || { echo "$f not built (BUILD=$build)" >&2; exit 1; }
 done
-command -v "$nats_server" >/dev/null || { echo "nats-server not found" >&2; exit 1; }
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    if [[ -n "${KEEP:-}" ]]; then echo "logs kept in $tmp" >&2; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-fail() { echo "$*" >&2; for f in "$tmp"/*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done; exit 1; }
-
-nport=$(free_port)
-"$nats_server" -a 127.0.0.1 -p "$nport" >"$tmp/nats-server.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break
-    sleep 0.1
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null || fail "nats-server did not come up on $nport"
-
-"$inferd" serve -m "$model" -t 1 -np 4 --port 0 --nats "nats://127.0.0.1:$nport" \
-    --log-level info >"$tmp/inferd.log" 2>&1 &
-pids+=($!)
-# --port 0: the bound port is in the "listening on" line.
-hport=
-for _ in $(seq 1 300); do
-    hport=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$tmp/inferd.log" | head -1)
-    [[ -n "$hport" ]] && break
-    kill -0 "${pids[1]}" 2>/dev/null || fail "inferd serve exited"
-    sleep 0.1
-done
-[[ -n "$hport" ]] || fail "inferd serve did not log its port"
-# Requests are taken over NATS from the registering state on (no controller
-# here acknowledges the registration).
-state=
-for _ in $(seq 1 300); do
-    state=$(curl -sf "http://127.0.0.1:$hport/v1/status" | jq -r '.worker.nats.state // empty' || true)
-    [[ "$state" == registering || "$state" == ready ]] && break
-    sleep 0.1
-done
-[[ "$state" == registering || "$state" == ready ]] || fail "worker NATS state '$state' after 30 s"
-
-id=$(basename "$model" .gguf)
-echo "model $id, 1 thread, 4 slots; nats-server $("$nats_server" --version | sed 's/.*v//'); worker state $state"
+source "$here/bench/doors_worker.sh"
+start_worker
 "$bench" --nats "nats://127.0.0.1:$nport" --http "127.0.0.1:$hport" --model "$id" \
     -n "$requests" --warmup "$warmup" --max-tokens "$max_tokens"

@@ -30,6 +30,8 @@
 #include "bench_util.h"
 
 #define PROG "inferd-nats-latency"
+#define usage_error(...) bench_usage_error(PROG, __VA_ARGS__)
+#define fail(...) bench_error(-1, PROG, __VA_ARGS__)
 
 #define REQUESTS_MAX 10000000u        /* per phase; every sample is kept */
 #define RESPONSE_MAX_BYTES (8u << 20) /* one HTTP response, raw and decoded */
@@ -134,30 +136,6 @@ struct http_side {
 };
 
 /* ---------------------------------------------------------------- helpers */
-
-__attribute__((format(printf, 1, 2), noreturn)) static void usage_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs(PROG ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs(" (see --help)\n", stderr);
-    exit(2);
-}
-
-__attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs(PROG ": ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return -1;
-}
 
 static bool buf_add(struct buf *b, const char *s, size_t n)
 {
