@@ -24,7 +24,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
-import { isDeepStrictEqual } from 'node:util';
+import { CheckFailure, assert, assertEq, checks, show } from './checks.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
@@ -55,49 +55,13 @@ const STATUS_NAME = Object.fromEntries(Object.entries(Status).map(([k, v]) => [v
 
 // ---------------------------------------------------------------- harness
 
-const results = [];
-
-class CheckFailure extends Error {}
-
-function assert(cond, what) {
-  if (!cond) throw new CheckFailure(what);
-}
-
-function show(v) {
-  const s = JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? String(x) : x));
-  return s === undefined ? String(v) : s.length > 300 ? `${s.slice(0, 300)}...` : s;
-}
-
-function assertEq(actual, expected, what) {
-  if (!isDeepStrictEqual(actual, expected))
-    throw new CheckFailure(`${what}: got ${show(actual)}, want ${show(expected)}`);
-}
-
-function describeError(e) {
-  if (e instanceof CheckFailure) return e.message;
-  if (e && typeof e.code === 'number' && 'details' in e)
-    return `gRPC error ${STATUS_NAME[e.code] ?? e.code} (${e.code}): ${e.details}`;
-  return `${e?.name ?? 'Error'}: ${e?.message ?? String(e)}`;
-}
-
-async function check(name, fn) {
-  let timer;
-  const watchdog = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new CheckFailure(`no result after ${CHECK_WATCHDOG_MS} ms`)),
-      CHECK_WATCHDOG_MS);
-  });
-  try {
-    await Promise.race([fn(), watchdog]);
-    results.push({ name, status: 'ok' });
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    const details = describeError(e).replace(/\s+/g, ' ');
-    results.push({ name, status: 'not ok', details });
-    console.log(`not ok - ${name}: ${details}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const { check, finish, describeError } = checks({
+  watchdogMs: CHECK_WATCHDOG_MS,
+  describe: (e) =>
+    e && typeof e.code === 'number' && 'details' in e
+      ? `gRPC error ${STATUS_NAME[e.code] ?? e.code} (${e.code}): ${e.details}`
+      : null,
+});
 
 // ---------------------------------------------------------------- client
 
@@ -599,15 +563,7 @@ await check('ModelInfer still answers after the malformed requests', async () =>
 // ---------------------------------------------------------------- summary
 
 client.close();
-const failed = results.filter((r) => r.status === 'not ok');
-const summary = {
-  passed: results.filter((r) => r.status === 'ok').length,
-  failed: failed.length,
-  failed_checks: failed.map((r) => r.name),
+finish({
   grpc_js: require('@grpc/grpc-js/package.json').version,
   proto_loader: require('@grpc/proto-loader/package.json').version,
-  node: process.version,
-};
-console.log(JSON.stringify(summary));
-// Exit explicitly: a watchdog-abandoned call must not keep the process alive.
-process.exit(failed.length ? 1 : 0);
+});

@@ -19,7 +19,7 @@ import OpenAI from 'openai';
 import { VERSION as OPENAI_VERSION } from 'openai/version';
 import http from 'node:http';
 import { Readable } from 'node:stream';
-import { isDeepStrictEqual } from 'node:util';
+import { CheckFailure, assert, assertEq, checks, need, show } from './checks.mjs';
 
 const BASE_URL = process.env.INFERD_URL;
 const MODEL = process.env.INFERD_MODEL;
@@ -122,60 +122,13 @@ const MESSAGES = [
 
 // ---------------------------------------------------------------- harness
 
-const results = [];
-
-class CheckFailure extends Error {}
-
-function assert(cond, what) {
-  if (!cond) throw new CheckFailure(what);
-}
-
-function show(v) {
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 200 ? `${s.slice(0, 200)}...` : s;
-}
-
-function assertEq(actual, expected, what) {
-  if (!isDeepStrictEqual(actual, expected))
-    throw new CheckFailure(`${what}: got ${show(actual)}, want ${show(expected)}`);
-}
-
-function describeError(e) {
-  if (e instanceof CheckFailure) return e.message;
-  if (e instanceof OpenAI.APIError)
-    return `${e.constructor.name} status=${e.status} code=${show(e.code)}: ${e.message}`;
-  return `${e?.name ?? 'Error'}: ${e?.message ?? String(e)}`;
-}
-
-async function check(name, fn) {
-  let timer;
-  const watchdog = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new CheckFailure(`no result after ${CHECK_WATCHDOG_MS} ms`)),
-      CHECK_WATCHDOG_MS);
-  });
-  try {
-    await Promise.race([fn(), watchdog]);
-    results.push({ name, status: 'ok' });
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    const details = describeError(e).replace(/\s+/g, ' ');
-    results.push({ name, status: 'not ok', details });
-    console.log(`not ok - ${name}: ${details}`);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function skip(name, reason) {
-  results.push({ name, status: 'skip', details: reason });
-  console.log(`# skip - ${name}: ${reason}`);
-}
-
-// Throws if a check that this one builds on did not produce its result.
-function need(value, from) {
-  if (value === undefined) throw new CheckFailure(`needs the result of "${from}", which failed`);
-  return value;
-}
+const { check, skip, finish, describeError } = checks({
+  watchdogMs: CHECK_WATCHDOG_MS,
+  describe: (e) =>
+    e instanceof OpenAI.APIError
+      ? `${e.constructor.name} status=${e.status} code=${show(e.code)}: ${e.message}`
+      : null,
+});
 
 // --------------------------------------------------------- shape helpers
 
@@ -522,15 +475,4 @@ if (LOGPROBS_CHECK) {
 
 // ---------------------------------------------------------------- summary
 
-const failed = results.filter((r) => r.status === 'not ok');
-const summary = {
-  passed: results.filter((r) => r.status === 'ok').length,
-  failed: failed.length,
-  skipped: results.filter((r) => r.status === 'skip').length,
-  failed_checks: failed.map((r) => r.name),
-  openai: OPENAI_VERSION,
-  node: process.version,
-};
-console.log(JSON.stringify(summary));
-// Exit explicitly: a watchdog-abandoned request must not keep the process alive.
-process.exit(failed.length ? 1 : 0);
+finish({ openai: OPENAI_VERSION });
