@@ -185,9 +185,21 @@ def trickle(timeout_s):
         fail(f"trickle: closed after {lo:.2f}..{hi:.2f} s, not at {timeout_s} s")
     good(what="after trickle")
 
+def wait_admitted(ops_port, n, what):
+    """Until the server has accepted and admitted @n connections (a busy
+    machine may not have accepted them all when the client's connect()
+    returned)."""
+    end = time.time() + 30
+    while time.time() < end:
+        st, _, body = call("GET", "/v1/status", None, "127.0.0.1", ops_port)
+        if st == 200 and json.loads(body)["http"]["connections_admitted"] >= n:
+            return
+        time.sleep(0.05)
+    fail(f"{what}: the server never admitted {n} connections")
+
 def per_client(limit, ops_port):
     held = [conn() for _ in range(limit)]
-    time.sleep(0.2)
+    wait_admitted(ops_port, limit, "per-client")
     s = conn()
     dt = expect_503(s, "per-client")
     s.close()
@@ -210,7 +222,7 @@ def per_client(limit, ops_port):
 def total(max_conn, per_client, ops_port):
     srcs = [f"127.0.0.{i}" for i in range(10, 10 + max_conn // per_client)]
     fresh = [conn(a) for a in srcs for _ in range(per_client)]
-    time.sleep(0.2)
+    wait_admitted(ops_port, len(fresh), "total")
     s = conn("127.0.0.50")
     expect_503(s, "total, fresh connections")
     s.close()
